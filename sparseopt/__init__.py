@@ -1,3 +1,18 @@
-"""sparseopt: lazy per-coordinate optimizers for sparse features, compiled with Numba."""
+"""sparseopt: lazy per-coordinate optimizers for sparse features, compiled with Numba.
+
+>>> from sparseopt import SparseLogisticRegression
+>>> model = SparseLogisticRegression(optimizer="adagrad", max_iter=5)  # doctest: +SKIP
+"""
+
+from ._io import load
+from .estimators import DivergenceError, SparseLinearRegression, SparseLogisticRegression
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DivergenceError",
+    "SparseLinearRegression",
+    "SparseLogisticRegression",
+    "__version__",
+    "load",
+]

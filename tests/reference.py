@@ -15,57 +15,74 @@ def _ftrl_weight(z, n, alpha, opt):
     return np.where(np.abs(z) <= opt.l1, 0.0, w)
 
 
-def dense_run(opt, params, steps):
-    """Run ``opt`` densely on ``steps`` (a list of (indices, grads)) from ``params``."""
-    w = params.astype(np.float64).copy()
-    n = w.size
-    schedule = as_schedule(opt.learning_rate)
-    a = np.zeros(n)
-    b = np.zeros(n)
-    c = np.zeros(n)
-    if isinstance(opt, AdaGrad):
-        a[:] = opt.initial_accumulator_value
-    for t, (indices, grads) in enumerate(steps, start=1):
+class DenseOptimizer:
+    """Dense twin of an optimizer: ``step`` updates every coordinate of ``w``."""
+
+    def __init__(self, opt, params):
+        self.opt = opt
+        self.w = params.astype(np.float64).copy()
+        n = self.w.size
+        self.schedule = as_schedule(opt.learning_rate)
+        self.a = np.zeros(n)
+        self.b = np.zeros(n)
+        self.c = np.zeros(n)
+        if isinstance(opt, AdaGrad):
+            self.a[:] = opt.initial_accumulator_value
+        self.t = 0
+
+    def step(self, indices, grads):
+        """One step; ``indices`` and ``grads`` as given to ``Optimizer.update``."""
+        opt, n = self.opt, self.w.size
+        w, a, b, c = self.w, self.a, self.b, self.c
+        self.t = t = self.t + 1
         g = np.zeros(n)
         np.add.at(g, indices, grads)
         present = np.zeros(n, dtype=bool)
         present[indices] = True
-        eta = float(schedule(t))
+        eta = float(self.schedule(t))
         shrink = 1.0 - eta * opt.weight_decay
         if isinstance(opt, FTRL):
             if t > 1:
-                w = _ftrl_weight(a, b, float(schedule(t - 1)), opt)
+                w = _ftrl_weight(a, b, float(self.schedule(t - 1)), opt)
             a *= shrink
             n_new = b + g * g
             sigma = (np.sqrt(n_new) - np.sqrt(b)) / eta
             a += g - sigma * w
             b = n_new
             w = _ftrl_weight(a, b, eta, opt)
-            continue
-        w *= shrink
-        if type(opt) is SGD:
-            w -= eta * g
-        elif isinstance(opt, Momentum):
-            a = opt.momentum * a + eta * g
-            w -= eta * g + opt.momentum * a if opt.nesterov else a
-        elif isinstance(opt, AdaGrad):
-            a += g * g
-            w -= eta * g / (np.sqrt(a) + opt.epsilon)
-        elif isinstance(opt, RMSProp):
-            a = opt.rho * a + (1 - opt.rho) * g * g
-            w -= eta * g / (np.sqrt(a) + opt.epsilon)
-        elif isinstance(opt, Adam):
-            moves = present if opt.lazy != "exact" else np.ones(n, dtype=bool)
-            decays = present if opt.lazy == "skip" else np.ones(n, dtype=bool)
-            a = np.where(decays, opt.beta_1 * a + (1 - opt.beta_1) * g, a)
-            b = np.where(decays, opt.beta_2 * b + (1 - opt.beta_2) * g * g, b)
-            v = b
-            if isinstance(opt, AMSGrad):
-                c = np.where(decays, np.maximum(c, b), c)
-                v = c
-            m_hat = a / (1 - opt.beta_1**t)
-            v_hat = v / (1 - opt.beta_2**t)
-            w -= np.where(moves, eta * m_hat / (np.sqrt(v_hat) + opt.epsilon), 0.0)
         else:
-            raise TypeError(opt)
-    return w
+            w *= shrink
+            if type(opt) is SGD:
+                w -= eta * g
+            elif isinstance(opt, Momentum):
+                a = opt.momentum * a + eta * g
+                w -= eta * g + opt.momentum * a if opt.nesterov else a
+            elif isinstance(opt, AdaGrad):
+                a += g * g
+                w -= eta * g / (np.sqrt(a) + opt.epsilon)
+            elif isinstance(opt, RMSProp):
+                a = opt.rho * a + (1 - opt.rho) * g * g
+                w -= eta * g / (np.sqrt(a) + opt.epsilon)
+            elif isinstance(opt, Adam):
+                moves = present if opt.lazy != "exact" else np.ones(n, dtype=bool)
+                decays = present if opt.lazy == "skip" else np.ones(n, dtype=bool)
+                a = np.where(decays, opt.beta_1 * a + (1 - opt.beta_1) * g, a)
+                b = np.where(decays, opt.beta_2 * b + (1 - opt.beta_2) * g * g, b)
+                v = b
+                if isinstance(opt, AMSGrad):
+                    c = np.where(decays, np.maximum(c, b), c)
+                    v = c
+                m_hat = a / (1 - opt.beta_1**t)
+                v_hat = v / (1 - opt.beta_2**t)
+                w -= np.where(moves, eta * m_hat / (np.sqrt(v_hat) + opt.epsilon), 0.0)
+            else:
+                raise TypeError(opt)
+        self.w, self.a, self.b, self.c = w, a, b, c
+
+
+def dense_run(opt, params, steps):
+    """Run ``opt`` densely on ``steps`` (a list of (indices, grads)) from ``params``."""
+    dense = DenseOptimizer(opt, params)
+    for indices, grads in steps:
+        dense.step(indices, grads)
+    return dense.w

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from . import _rules as R
-from ._schedules import as_schedule
+from ._schedules import Constant, as_schedule
 
 
 @dataclass
@@ -434,6 +434,11 @@ class FTRL(Optimizer):
         self.beta = beta
         self.l1 = l1
         self.l2 = l2
+
+    @property
+    def needs_stamp(self):
+        # the weight is a function of the rate: a changing rate changes untouched weights too
+        return self.weight_decay > 0 or not isinstance(as_schedule(self.learning_rate), Constant)
 
     def _fill(self, hp):
         hp[R.HP_BETA] = _check_real("beta", self.beta, 0.0, np.inf)

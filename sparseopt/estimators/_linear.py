@@ -1,0 +1,629 @@
+"""Linear estimators on sparse features: SparseLogisticRegression, SparseLinearRegression."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regressor
+from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.model_selection import train_test_split
+from sklearn.utils import compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from .._io import save_model
+from ..models import _linear as kernels
+from ..optim import OPTIMIZERS, Optimizer, Schedule
+from ..optim import _rules as R
+
+# learning rates that worked across the test problems when the user gives none
+DEFAULT_LEARNING_RATE = {
+    "sgd": 0.01,
+    "momentum": 0.005,
+    "adagrad": 0.1,
+    "rmsprop": 0.005,
+    "adam": 0.005,
+    "amsgrad": 0.005,
+    "ftrl": 0.1,
+}
+
+
+class DivergenceError(ValueError):
+    """Training produced non-finite values: the learning rate is too large for the data."""
+
+
+@dataclass
+class LinearState:
+    """What a linear estimator learns: weights beside optimizer slots, and the clock."""
+
+    table: np.ndarray  # (n_features * K, 1 + n_slots): weight, then slots
+    bias: np.ndarray  # (K, 1 + n_slots)
+    stamp: np.ndarray  # (n_features,) or (0,): step of each feature's last update
+    mark: np.ndarray  # (n_features,) or (0,): log weight decay at that step
+    clock: np.ndarray  # (CLOCK_SIZE,)
+
+    @classmethod
+    def new(cls, opt: Optimizer, n_features: int, n_outputs: int, dtype) -> LinearState:
+        row = np.concatenate([[0.0], opt.initial_slots()]).astype(dtype)
+        stamped = n_features if opt.needs_stamp else 0
+        return cls(
+            table=np.tile(row, (n_features * n_outputs, 1)),
+            bias=np.tile(row, (n_outputs, 1)),
+            stamp=np.zeros(stamped),
+            mark=np.zeros(stamped),
+            clock=np.zeros(R.CLOCK_SIZE),
+        )
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in ("table", "bias", "stamp", "mark", "clock")}
+
+
+def _to_csr(X) -> sp.csr_matrix:
+    """Canonical CSR (sorted, no repeated column in a row) without copying when it is one."""
+    if not sp.issparse(X):
+        X = sp.csr_matrix(X)
+    X = X.tocsr() if X.format != "csr" else X
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X
+
+
+class _SparseLinearModel(BaseEstimator):
+    """Shared training loop: minibatch epochs over CSR data with a lazy optimizer."""
+
+    _parameter_constraints: dict = {
+        "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
+        "learning_rate": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+            Schedule,
+        ],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "l1": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "shuffle": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+        "device": [StrOptions({"cpu", "auto", "cuda"})],
+        "random_state": ["random_state"],
+    }
+
+    # -- configuration ---------------------------------------------------------------------
+    def _make_optimizer(self) -> Optimizer:
+        if isinstance(self.optimizer, Optimizer):
+            opt = copy.deepcopy(self.optimizer)
+            name = next(k for k, v in OPTIMIZERS.items() if type(opt) is v)
+        else:
+            name = self.optimizer
+            opt = OPTIMIZERS[name]()
+        if self.learning_rate != "auto":
+            opt.learning_rate = self.learning_rate
+        elif not isinstance(self.optimizer, Optimizer):
+            opt.learning_rate = DEFAULT_LEARNING_RATE[name]
+        if self.alpha:
+            opt.weight_decay = self.alpha
+        if self.l1:
+            if name != "ftrl":
+                raise ValueError(
+                    f"l1={self.l1} needs optimizer='ftrl', whose closed form applies L1 exactly "
+                    f"to lazily updated coordinates; got optimizer={name!r}"
+                )
+            opt.l1 = self.l1
+        opt.hyperparameters()  # validate now, before any state changes
+        return opt
+
+    def _n_threads(self) -> int:
+        if self.device == "cuda":
+            raise ValueError(
+                "device='cuda' is not available in this sparseopt version; use device='cpu'"
+            )
+        n = 1 if self.n_jobs is None else self.n_jobs
+        n = numba.config.NUMBA_NUM_THREADS if n < 0 else max(n, 1)
+        if n > 1 and self.batch_size != 1:
+            raise ValueError(
+                f"n_jobs={self.n_jobs} trains lock-free threads on single rows; "
+                f"set batch_size=1 (got {self.batch_size}) or n_jobs=1"
+            )
+        return min(n, numba.config.NUMBA_NUM_THREADS)
+
+    # -- input -----------------------------------------------------------------------------
+    _ACCEPT = dict(accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32])
+
+    def _validate_X(self, X, reset: bool):
+        """Checked X as canonical CSR."""
+        return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
+
+    def _validate_X_y(self, X, y, reset: bool):
+        """Checked X as canonical CSR and y as a 1-D array."""
+        X, y = validate_data(self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT)
+        return _to_csr(X), y
+
+    def _sample_weight(self, X, y, targets, sample_weight):
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not np.isfinite(weights).all():
+            raise ValueError("sample_weight contains NaN or infinite values")
+        return weights * self._class_weights(targets)
+
+    def _class_weights(self, targets):
+        return 1.0
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model with ``max_iter`` epochs of lazy minibatch updates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            CSR, CSC or COO (int32 or int64 indices), or dense; float32 stays float32.
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        reset = not (self.warm_start and hasattr(self, "state_"))
+        return self._fit(X, y, sample_weight, self.max_iter, reset, classes=None)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over ``X``, continuing from the fitted state (starting one if none).
+
+        A call that fails (bad input, divergence) leaves the fitted state as it was.
+        """
+        if not hasattr(self, "state_"):
+            self._validate_params()
+        return self._fit(X, y, sample_weight, 1, not hasattr(self, "state_"), classes)
+
+    def _fit(self, X, y, sample_weight, n_epochs, reset, classes):
+        opt = self._make_optimizer()
+        n_threads = self._n_threads()
+        X, y = self._validate_X_y(X, y, reset)
+        targets, n_outputs, fitted = self._encode_targets(y, classes, reset)
+        weights = self._sample_weight(X, y, targets, sample_weight)
+        if reset:
+            state = LinearState.new(opt, X.shape[1], n_outputs, X.dtype)
+        else:
+            state = copy.deepcopy(self.state_)  # trained on a copy: a failure changes nothing
+            state.table = state.table.astype(X.dtype, copy=False)
+            state.bias = state.bias.astype(X.dtype, copy=False)
+        X_val = y_val = w_val = None
+        if self.early_stopping:
+            split = train_test_split(
+                X, targets, weights,
+                test_size=self.validation_fraction,
+                random_state=self.random_state,
+                stratify=targets if self._loss_code() != kernels.SQUARED else None,
+            )  # fmt: skip
+            X, X_val, targets, y_val, weights, w_val = split
+        rng = np.random.default_rng(
+            self.random_state if not isinstance(self.random_state, np.random.RandomState)
+            else self.random_state.randint(2**31)
+        )  # fmt: skip
+        scratch = np.full(state.table.shape[0] if self.batch_size > 1 else 0, np.nan)
+        total_weight = max(weights.sum(), np.finfo(float).tiny)
+        curve, scores = [], []
+        best, stale = np.inf, 0
+        epochs = range(n_epochs)
+        if self.verbose:
+            epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
+        for _epoch in epochs:
+            order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
+            loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
+            curve.append(loss / total_weight)
+            monitored = curve[-1]
+            if self.early_stopping:
+                monitored = self._validation_loss(state, X_val, y_val, w_val)
+                scores.append(monitored)
+            if self.verbose:
+                epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
+            if self.tol is not None:
+                stale = stale + 1 if monitored > best - self.tol else 0
+                best = min(best, monitored)
+                if stale >= self.n_iter_no_change:
+                    break
+        kernels.linear_catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock,
+                                state.table, state.stamp, state.mark)  # fmt: skip
+        if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
+            self._diverged(opt)
+        self.state_ = state
+        for name, value in fitted.items():
+            setattr(self, name, value)
+        self.n_iter_ = len(curve) if reset else getattr(self, "n_iter_", 0) + len(curve)
+        self.t_ = int(state.clock[R.CLOCK_T])
+        self.loss_curve_ = curve
+        self.validation_scores_ = scores
+        return self
+
+    def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
+        hp, spec = opt.hyperparameters(), opt.schedule_spec()
+        args = (X.indptr, X.indices, X.data, targets, weights, order)
+        rest = (hp, spec, state.clock, state.table, state.stamp, state.mark, scratch,
+                state.bias, self.fit_intercept)  # fmt: skip
+        loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
+        if n_threads > 1:
+            numba.set_num_threads(n_threads)
+            status, total = kernels.linear_train_epoch_hogwild(
+                n_threads, *args, 1, loss, delta, *rest
+            )
+            n_steps = X.shape[0]
+            ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
+            status = status if ok else kernels.DIVERGED
+        else:
+            clock = state.clock.copy()
+            status, total = kernels.linear_train_epoch(*args, self.batch_size, loss, delta, *rest)
+            n_steps = -(-X.shape[0] // self.batch_size)
+            ok = kernels.advance_clock(hp, spec, clock, n_steps)
+            state.clock[:] = clock
+            status = status if ok else kernels.DIVERGED
+        if status == kernels.DIVERGED:
+            self._diverged(opt)
+        return total
+
+    def _diverged(self, opt):
+        raise DivergenceError(
+            f"training diverged (non-finite loss or weights) with optimizer "
+            f"{type(opt).__name__} and learning_rate={opt.learning_rate!r}: try a smaller "
+            f"learning_rate, or scale the features"
+        )
+
+    def _validation_loss(self, state, X, y, w):
+        margins = kernels.linear_decision(X.indptr, X.indices, X.data, state.table, state.bias)
+        return self._loss_from_margins(margins, y, w)
+
+    # -- prediction ------------------------------------------------------------------------
+    def _margins(self, X):
+        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self, "state_")
+        X = self._validate_X(X, reset=False)
+        table = self.state_.table.astype(X.dtype, copy=False)
+        margins = kernels.linear_decision(X.indptr, X.indices, X.data, table, self.state_.bias)
+        return margins[:, 0] if margins.shape[1] == 1 else margins
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Weights, shape (n_outputs, n_features) (``(1, n_features)`` for binary)."""
+        check_is_fitted(self, "state_")
+        K = self.state_.bias.shape[0]
+        return self.state_.table[:, 0].reshape(-1, K).T.copy()
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """Intercepts, shape (n_outputs,)."""
+        check_is_fitted(self, "state_")
+        return self.state_.bias[:, 0].copy()
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Save to ``path`` (.npz of arrays and JSON metadata, no pickle), atomically.
+
+        The optimizer state is saved too: a loaded model can go on with ``partial_fit``.
+        """
+        check_is_fitted(self, "state_")
+        attributes = {"n_features_in_": self.n_features_in_, "n_iter_": self.n_iter_,
+                      "t_": self.t_, "loss_curve_": self.loss_curve_}  # fmt: skip
+        arrays = self.state_.arrays()
+        if hasattr(self, "classes_"):
+            arrays["classes_"] = self.classes_
+        save_model(path, self, arrays, attributes)
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        model = cls(**params)
+        classes = arrays.pop("classes_", None)
+        if classes is not None:
+            model.classes_ = classes
+        try:
+            model.state_ = LinearState(**arrays)
+        except TypeError as exc:
+            raise ValueError(f"model file arrays do not fit a {cls.__name__}") from exc
+        for name, value in attributes.items():
+            setattr(model, name, value)
+        return model
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_COMMON_DOC = """
+    optimizer : str or Optimizer, default="adagrad"
+        ``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"amsgrad"``,
+        ``"ftrl"``, or an optimizer object from :mod:`sparseopt.optim` carrying its own
+        hyperparameters (``optimizer__beta_1`` etc. are then tunable in a grid search).
+    learning_rate : "auto", float or Schedule, default="auto"
+        ``"auto"``: a per-optimizer default (AdaGrad 0.1), or the optimizer object's own.
+    alpha : float, default=0.0
+        L2 penalty, applied as decoupled weight decay: each step shrinks every weight by
+        ``1 - eta_t * alpha`` (exact for lazily updated coordinates).
+    l1 : float, default=0.0
+        L1 penalty; needs ``optimizer="ftrl"`` (applied in FTRL-Proximal's closed form).
+    fit_intercept : bool, default=True
+    batch_size : int, default=1
+        Rows per optimizer step; 1 is pure online learning.
+    max_iter : int, default=10
+        Epochs.
+    tol : float or None, default=1e-4
+        Stop when the epoch's loss (training, or validation with early stopping) has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs.
+    shuffle : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=2
+    warm_start : bool, default=False
+    n_jobs : int or None, default=None
+        Threads; above 1, lock-free (Hogwild) updates on single rows: faster, not
+        deterministic. ``None`` and 1 train serially and deterministically.
+    verbose : int, default=0
+        Show a progress bar with the running loss.
+    device : {"cpu", "auto", "cuda"}, default="cpu"
+    random_state : int, RandomState or None, default=None
+"""
+
+
+class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
+    __doc__ = (
+        """Logistic regression (binary, or multinomial softmax) trained with lazy sparse updates.
+
+    Minimizes :math:`\\sum_i s_i \\ell(y_i, x_i^T W + b)` with the logistic (two classes) or
+    softmax cross-entropy loss (more classes: one model, not one-vs-rest), one optimizer step
+    per minibatch, touching only the coordinates present in it.
+
+    Parameters
+    ----------"""
+        + _COMMON_DOC
+        + """    class_weight : dict, "balanced" or None, default=None
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    state_ : LinearState
+        Weights and optimizer state (resumable).
+    n_iter_, t_ : int
+        Epochs run and optimizer steps taken.
+    loss_curve_ : list of float
+        Mean training loss of each epoch (each row scored before its update).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from sparseopt import SparseLogisticRegression
+    >>> X, y = make_classification(random_state=0)
+    >>> SparseLogisticRegression(random_state=0).fit(X, y).score(X, y) > 0.8
+    True
+    """
+    )
+
+    _parameter_constraints = {
+        **_SparseLinearModel._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        optimizer="adagrad",
+        learning_rate="auto",
+        alpha=0.0,
+        l1=0.0,
+        fit_intercept=True,
+        batch_size=1,
+        max_iter=10,
+        tol=1e-4,
+        shuffle=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=2,
+        class_weight=None,
+        warm_start=False,
+        n_jobs=None,
+        verbose=0,
+        device="cpu",
+        random_state=None,
+    ):
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.l1 = l1
+        self.fit_intercept = fit_intercept
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.device = device
+        self.random_state = random_state
+
+    def _encode_targets(self, y, classes, reset):
+        check_classification_targets(y)
+        if reset:
+            labels = unique_labels(y) if classes is None else unique_labels(classes)
+            if labels.size < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least two classes; "
+                    f"got one class only ({labels[0] if labels.size else None!r})"
+                )
+        else:
+            labels = self.classes_
+            if classes is not None and not np.array_equal(unique_labels(classes), labels):
+                raise ValueError(f"classes={classes!r} differs from classes_={labels!r}")
+        index = np.searchsorted(labels, y)
+        index = np.clip(index, 0, labels.size - 1)
+        if not np.array_equal(labels[index], y):
+            unknown = np.setdiff1d(y, labels)
+            raise ValueError(f"y has labels {unknown!r} not in classes {labels!r}")
+        self._pending_classes = labels
+        n_outputs = 1 if labels.size == 2 else labels.size
+        return index.astype(np.float64), n_outputs, {"classes_": labels}
+
+    def _class_weights(self, targets):
+        if self.class_weight is None:
+            return 1.0
+        labels = self._pending_classes
+        present = np.unique(targets.astype(np.int64))
+        weights = np.ones(labels.size)
+        weights[present] = compute_class_weight(
+            self.class_weight, classes=labels[present], y=labels[targets.astype(np.int64)]
+        )
+        return weights[targets.astype(np.int64)]
+
+    def _loss_code(self):
+        return kernels.LOGISTIC if len(self._labels()) == 2 else kernels.SOFTMAX
+
+    def _labels(self):
+        return getattr(self, "_pending_classes", getattr(self, "classes_", ()))
+
+    def _loss_from_margins(self, margins, y, w):
+        proba = self._proba_from_margins(margins)
+        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=range(proba.shape[1]))
+
+    @staticmethod
+    def _proba_from_margins(margins):
+        if margins.ndim == 1 or margins.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
+            return np.column_stack([1.0 - p, p])
+        z = margins - margins.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def decision_function(self, X):
+        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_classes)."""
+        return self._margins(X)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        return self._proba_from_margins(self.decision_function(X))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Most probable class of each row."""
+        margins = self.decision_function(X)
+        index = (margins > 0).astype(np.int64) if margins.ndim == 1 else margins.argmax(axis=1)
+        return self.classes_[index]
+
+
+class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
+    __doc__ = (
+        """Linear regression (squared or Huber loss) trained with lazy sparse updates.
+
+    Minimizes :math:`\\sum_i s_i \\ell(y_i - x_i^T w - b)` with
+    :math:`\\ell(r) = r^2/2` (``loss="squared"``) or Huber's loss with threshold
+    ``epsilon``: :math:`r^2/2` for :math:`|r| \\le \\epsilon`, else
+    :math:`\\epsilon (|r| - \\epsilon/2)`.
+
+    Parameters
+    ----------
+    loss : {"squared", "huber"}, default="squared"
+    epsilon : float, default=1.35
+        Huber threshold."""
+        + _COMMON_DOC
+        + """
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features)
+    intercept_ : ndarray of shape (1,)
+    state_ : LinearState
+    n_iter_, t_ : int
+    loss_curve_ : list of float
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from sparseopt import SparseLinearRegression
+    >>> X, y = make_regression(n_features=5, noise=0.1, random_state=0)
+    >>> SparseLinearRegression(learning_rate=1.0, max_iter=50, random_state=0).fit(
+    ...     X, y).score(X, y) > 0.99
+    True
+    """
+    )
+
+    _parameter_constraints = {
+        **_SparseLinearModel._parameter_constraints,
+        "loss": [StrOptions({"squared", "huber"})],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        loss="squared",
+        epsilon=1.35,
+        optimizer="adagrad",
+        learning_rate="auto",
+        alpha=0.0,
+        l1=0.0,
+        fit_intercept=True,
+        batch_size=1,
+        max_iter=10,
+        tol=1e-4,
+        shuffle=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=2,
+        warm_start=False,
+        n_jobs=None,
+        verbose=0,
+        device="cpu",
+        random_state=None,
+    ):
+        self.loss = loss
+        self.epsilon = epsilon
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha = alpha
+        self.l1 = l1
+        self.fit_intercept = fit_intercept
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.device = device
+        self.random_state = random_state
+
+    def _encode_targets(self, y, classes, reset):
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values")
+        return y, 1, {}
+
+    def _loss_code(self):
+        return kernels.HUBER if self.loss == "huber" else kernels.SQUARED
+
+    def _loss_from_margins(self, margins, y, w):
+        return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)
+
+    def predict(self, X):
+        """Predicted values, shape (n_samples,)."""
+        return self._margins(X)

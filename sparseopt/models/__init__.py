@@ -1,0 +1,1 @@
+"""Model kernels: for one CSR batch, margins, loss derivatives and lazy coordinate updates."""

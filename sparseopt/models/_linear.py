@@ -1,0 +1,245 @@
+"""Linear model kernels over CSR minibatches: logistic, softmax, squared and Huber losses.
+
+The model has ``K`` outputs (1 for binary and regression, one per class for softmax). Its
+weights live in one table with a row per (feature, output), ``r = j * K + c``: column 0 holds
+the weight and the columns after it the optimizer's slots, so that a coordinate's weight and
+state share a cache line. The intercepts have a table of their own with one row per output.
+
+One batch is one optimizer step: margins are computed with the weights at the start of the
+step (summed in float64), then each touched coordinate gets the gradient summed over the
+batch's rows, :math:`g_{jc} = \\sum_i s_i x_{ij} \\, \\partial \\ell / \\partial m_{ic}`,
+through :func:`sparseopt.optim._rules.update_coordinate`.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from .._jit import JIT, PARALLEL_JIT
+from ..optim import _rules as R
+
+LOGISTIC, SOFTMAX, SQUARED, HUBER = range(4)
+DIVERGED = -1  # status: a margin or loss was not finite
+
+
+@numba.njit(inline="always", **JIT)
+def _loss_derivative(loss, margins, target, delta, dloss):
+    """Fill ``dloss`` with d loss / d margin for one row; returns the row's loss."""
+    if loss == LOGISTIC:
+        m = margins[0]
+        # log(1 + exp(-y m)) written to stay finite for large |m|
+        p = 1.0 / (1.0 + math.exp(-m)) if m >= 0 else math.exp(m) / (1.0 + math.exp(m))
+        dloss[0] = p - target
+        z = m if target > 0.5 else -m
+        return math.log1p(math.exp(-z)) if z > 0 else -z + math.log1p(math.exp(z))
+    if loss == SOFTMAX:
+        top = margins[0]
+        for c in range(1, margins.size):
+            top = max(top, margins[c])
+        total = 0.0
+        for c in range(margins.size):
+            dloss[c] = math.exp(margins[c] - top)
+            total += dloss[c]
+        label = int(target)
+        for c in range(margins.size):
+            dloss[c] = dloss[c] / total - (1.0 if c == label else 0.0)
+        return math.log(total) + top - margins[label]
+    r = margins[0] - target
+    if loss == HUBER and abs(r) > delta:
+        dloss[0] = math.copysign(delta, r)
+        return delta * (abs(r) - 0.5 * delta)
+    dloss[0] = r
+    return 0.5 * r * r
+
+
+@numba.njit(inline="always", **JIT)
+def _catch_up_row(hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
+    """Bring the coordinates of rows ``lo:hi`` up to step t - 1 so margins see dense weights."""
+    t_prev = clock[R.CLOCK_T] - 1.0
+    for k in range(lo, hi):
+        j = indices[k]
+        if stamp[j] < t_prev:
+            for c in range(K):
+                r = j * K + c
+                table[r, 0] = R.catch_up(
+                    hp, spec, table[r, 0], table, r, 1, stamp[j], t_prev,
+                    clock[R.CLOCK_LOG_DECAY_PREV], mark[j],
+                )  # fmt: skip
+            stamp[j] = t_prev
+            mark[j] = clock[R.CLOCK_LOG_DECAY_PREV]
+
+
+@numba.njit(inline="always", **JIT)
+def _train_batches(
+    first, stride, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    hp_array, spec, clock_array, table, stamp, mark, scratch, bias, fit_intercept,
+):  # fmt: skip
+    """Train on batches ``first, first + stride, ...``; returns (status, loss sum)."""
+    K = bias.shape[0]
+    n_rows = order.size
+    n_batches = (n_rows + batch_size - 1) // batch_size
+    lazy = stamp.size > 0
+    hp = R.unpack(hp_array)
+    margins = np.empty(batch_size * K)
+    dloss = np.empty(batch_size * K)
+    bias_grad = np.zeros(K)
+    touched = np.empty(0, np.int64) if batch_size == 1 else np.empty(indices.size, np.int64)
+    loss_sum = 0.0
+    local_clock = clock_array.copy()
+    step = 0
+    for b in range(first, n_batches, stride):
+        while step <= b:  # keep this thread's clock at the batch's global step
+            if not R.tick(hp_array, spec, local_clock):
+                return DIVERGED, loss_sum
+            step += 1
+        clock = R.unpack(local_clock)
+        t = clock[R.CLOCK_T]
+        lo = b * batch_size
+        hi = min(lo + batch_size, n_rows)
+        # forward: margins and loss derivatives with the weights of step t - 1
+        for i in range(lo, hi):
+            row = order[i]
+            if lazy:
+                _catch_up_row(hp, spec, clock, table, stamp, mark, indices,
+                              indptr[row], indptr[row + 1], K)  # fmt: skip
+            m = margins[(i - lo) * K : (i - lo + 1) * K]
+            for c in range(K):
+                m[c] = bias[c, 0]
+            for k in range(indptr[row], indptr[row + 1]):
+                base = indices[k] * K
+                for c in range(K):
+                    m[c] += data[k] * table[base + c, 0]
+            d = dloss[(i - lo) * K : (i - lo + 1) * K]
+            row_loss = _loss_derivative(loss, m, y[row], delta, d)
+            if not math.isfinite(row_loss):
+                return DIVERGED, loss_sum
+            loss_sum += weights[row] * row_loss
+            for c in range(K):
+                d[c] *= weights[row]
+                bias_grad[c] += d[c]
+        # backward: one update per touched coordinate with its gradient summed over the batch
+        if batch_size == 1:  # rows are canonical (no repeated column): update in place
+            row = order[lo]
+            for k in range(indptr[row], indptr[row + 1]):
+                j = indices[k]
+                last = stamp[j] if lazy else t - 1.0
+                marked = mark[j] if lazy else 0.0
+                for c in range(K):
+                    r = j * K + c
+                    table[r, 0] = R.update_coordinate(
+                        hp, spec, clock, table[r, 0], data[k] * dloss[c], table, r, 1, last, marked
+                    )
+                if lazy:
+                    stamp[j] = t
+                    mark[j] = clock[R.CLOCK_LOG_DECAY]
+        else:
+            n_touched = 0
+            for i in range(lo, hi):
+                row = order[i]
+                for k in range(indptr[row], indptr[row + 1]):
+                    j = indices[k]
+                    if math.isnan(scratch[j * K]):
+                        touched[n_touched] = j
+                        n_touched += 1
+                        for c in range(K):
+                            scratch[j * K + c] = 0.0
+                    for c in range(K):
+                        scratch[j * K + c] += data[k] * dloss[(i - lo) * K + c]
+            for u in range(n_touched):
+                j = touched[u]
+                last = stamp[j] if lazy else t - 1.0
+                marked = mark[j] if lazy else 0.0
+                for c in range(K):
+                    r = j * K + c
+                    table[r, 0] = R.update_coordinate(
+                        hp, spec, clock, table[r, 0], scratch[r], table, r, 1, last, marked
+                    )
+                    scratch[r] = np.nan
+                if lazy:
+                    stamp[j] = t
+                    mark[j] = clock[R.CLOCK_LOG_DECAY]
+        if fit_intercept:
+            for c in range(K):
+                bias[c, 0] = R.update_coordinate(
+                    hp, spec, clock, bias[c, 0], bias_grad[c], bias, c, 1, t - 1.0,
+                    clock[R.CLOCK_LOG_DECAY_PREV],
+                )  # fmt: skip
+        bias_grad[:] = 0.0
+    return 0, loss_sum
+
+
+@numba.njit(**JIT)
+def linear_train_epoch(
+    indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+):  # fmt: skip
+    """One serial, deterministic pass over ``order``; returns (status, summed loss)."""
+    return _train_batches(
+        0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+        hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+    )  # fmt: skip
+
+
+@numba.njit(**PARALLEL_JIT)
+def linear_train_epoch_hogwild(
+    n_threads, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+):  # fmt: skip
+    """One pass with ``n_threads`` threads taking interleaved batches, without locks.
+
+    Threads write shared weights unsynchronized (Hogwild, Recht et al. 2011): fast and
+    nondeterministic. Each thread needs its own scratch, so batches are of one row.
+    """
+    status = np.zeros(n_threads, np.int64)
+    losses = np.zeros(n_threads)
+    for p in numba.prange(n_threads):
+        status[p], losses[p] = _train_batches(
+            p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
+            hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+        )  # fmt: skip
+    return status.min(), losses.sum()
+
+
+@numba.njit(**JIT)
+def advance_clock(hp, spec, clock, n_steps):
+    """Tick the global clock ``n_steps`` times (after a Hogwild epoch); False if unusable."""
+    for _ in range(n_steps):
+        if not R.tick(hp, spec, clock):
+            return False
+    return True
+
+
+@numba.njit(**JIT)
+def linear_catch_up(hp, spec, clock, table, stamp, mark):
+    """Apply every pending zero-gradient step to the weights (before predicting)."""
+    hp = R.unpack(hp)
+    clock = R.unpack(clock)
+    t = clock[R.CLOCK_T]
+    K = table.shape[0] // max(stamp.size, 1)
+    for j in range(stamp.size):
+        if stamp[j] < t:
+            for c in range(K):
+                r = j * K + c
+                table[r, 0] = R.catch_up(
+                    hp, spec, table[r, 0], table, r, 1, stamp[j], t,
+                    clock[R.CLOCK_LOG_DECAY], mark[j],
+                )  # fmt: skip
+            stamp[j] = t
+            mark[j] = clock[R.CLOCK_LOG_DECAY]
+
+
+@numba.njit(**PARALLEL_JIT)
+def linear_decision(indptr, indices, data, table, bias):
+    """Margins ``X @ W + b`` for CSR rows, shape (n_rows, K), summed in float64."""
+    K = bias.shape[0]
+    n_rows = indptr.size - 1
+    out = np.empty((n_rows, K))
+    for i in numba.prange(n_rows):
+        for c in range(K):
+            out[i, c] = bias[c, 0]
+        for k in range(indptr[i], indptr[i + 1]):
+            base = indices[k] * K
+            for c in range(K):
+                out[i, c] += data[k] * table[base + c, 0]
+    return out
