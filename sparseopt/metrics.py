@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import rankdata
 
 __all__ = [
     "rmse",
@@ -243,10 +242,16 @@ def _recommended_ids(recommended, test, train, user_ids, k) -> tuple[np.ndarray,
     if np.issubdtype(rec.dtype, np.integer):
         ids = rec.astype(np.int64)
         if ids.size and (ids.min() < -1 or ids.max() >= n_items):
-            raise ValueError(f"recommended item ids must lie in [0, {n_items}) or be -1")
+            raise ValueError(
+                f"recommended item ids must lie in [0, {n_items}) or be -1 (an integer "
+                "array is read as item ids; pass a score matrix as floats)"
+            )
         srt = np.sort(ids, axis=1)
         if np.any((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)):
-            raise ValueError("recommended contains a repeated item id within a row")
+            raise ValueError(
+                "recommended contains a repeated item id within a row (an integer array "
+                "is read as item ids; pass a score matrix as floats)"
+            )
         drop = ids < 0
         if train_keys is not None:
             rows = np.arange(ids.shape[0], dtype=np.int64)[:, None]
@@ -411,6 +416,26 @@ def ndcg_at_k(test, recommended, k: int = 10, *, train=None, user_ids=None, aver
     return _finish(dcg / np.where(counted, ideal, 1.0), counted, average, "ndcg_at_k")
 
 
+def _average_ranks(block: np.ndarray) -> np.ndarray:
+    """1-based average ranks along each row (ties share their mean rank).
+
+    Equal to ``scipy.stats.rankdata(block, axis=1)`` for NaN-free input.
+    """
+    m, n = block.shape
+    order = np.argsort(block, axis=1)
+    sv = np.take_along_axis(block, order, axis=1)
+    pos = np.broadcast_to(np.arange(n), (m, n))
+    starts = np.ones((m, n), dtype=bool)
+    starts[:, 1:] = sv[:, 1:] != sv[:, :-1]
+    ends = np.ones((m, n), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((m, n))
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
 def auc_score(test, scores, *, train=None, user_ids=None, average=True):
     r"""Per-user ROC AUC of the scores against the held-out items, averaged over users.
 
@@ -433,7 +458,7 @@ def auc_score(test, scores, *, train=None, user_ids=None, average=True):
     test : sparse matrix of shape (n_users, n_items)
         Held-out interactions; nonzero entries are positives.
     scores : float array of shape (n_rows, n_items)
-        Predicted scores, higher is better; no NaN. ``-inf`` is allowed.
+        Predicted scores, higher is better; no NaN and no ``+inf`` (``-inf`` is allowed).
     train : sparse matrix of shape (n_users, n_items), optional
         Training interactions, removed from each user's candidates.
     user_ids : int array of shape (n_rows,), optional
@@ -454,6 +479,8 @@ def auc_score(test, scores, *, train=None, user_ids=None, average=True):
             f"got dtype {s.dtype} and shape {s.shape}"
         )
     s = _check_scores(s, n_items)
+    if np.isposinf(s).any():
+        raise ValueError("auc_score: scores must be below +inf (-inf is allowed)")
     users = _check_user_ids(user_ids, s.shape[0], n_users)
     if train is not None:
         train = _as_interactions(train, "train", test.shape)
@@ -468,12 +495,12 @@ def auc_score(test, scores, *, train=None, user_ids=None, average=True):
         if train is not None:
             excluded = train[u].toarray().astype(bool)
             pos &= ~excluded
-            block[excluded] = np.nan  # rankdata(nan_policy="omit") leaves them out
+            # above every candidate (scores are < +inf), so candidates' ranks ignore them
+            block[excluded] = np.inf
             n_cand = n_items - excluded.sum(axis=1)
-            ranks = rankdata(block, axis=1, nan_policy="omit")
         else:
             n_cand = np.full(stop - start, n_items)
-            ranks = rankdata(block, axis=1)
+        ranks = _average_ranks(block)
         n_pos = pos.sum(axis=1)
         n_neg = n_cand - n_pos
         rank_sum = np.where(pos, ranks, 0.0).sum(axis=1)

@@ -237,6 +237,8 @@ def test_auc_errors():
         auc_score(TEST, np.array([[0, 1], [1, 2], [2, 3]]))
     with pytest.raises(ValueError, match="no user"):
         auc_score(sp.csr_matrix((3, 4)), SCORES)
+    with pytest.raises(ValueError, match=r"\+inf"):
+        auc_score(TEST, np.full((3, 4), np.inf))
 
 
 # --------------------------------------------------------------------------------------
@@ -323,3 +325,16 @@ def test_auc_matches_sklearn_per_user():
         y = test[[u]].toarray().ravel() != 0
         if 0 < y.sum() < 50:
             assert per[u] == pytest.approx(roc_auc_score(y, scores[u]))
+
+
+def test_average_ranks_match_scipy():
+    from scipy.stats import rankdata
+
+    from sparseopt.metrics import _average_ranks
+
+    rng = np.random.default_rng(5)
+    b = rng.integers(0, 4, size=(20, 15)).astype(np.float64)
+    b[0] = 1.0
+    b[1, :3] = -np.inf
+    b[2, :4] = np.inf
+    np.testing.assert_array_equal(_average_ranks(b), rankdata(b, axis=1))
