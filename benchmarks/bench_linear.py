@@ -1,0 +1,234 @@
+"""Sparse logistic regression, one epoch on Criteo-like data: sparseopt and its peers.
+
+    python benchmarks/bench_linear.py [--rows 1000000] [--bits 22]
+
+Generates ``sparseopt.datasets.make_ctr`` data (39 Zipf-distributed one-hot fields hashed into
+2**bits columns, a known logistic model, about 27% positives), trains each system for one epoch
+on one thread (unless stated) and prints one table: train seconds, million nonzeros per
+second, test logloss and AUC, and each system's speed relative to sparseopt. Peers that are not
+installed (``pip install -e ".[bench]"``) are skipped. A last section measures sparseopt's
+memory: optimizer state per coordinate and the peak resident memory of ``fit`` against its
+input plus model state, in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numba
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
+
+from sparseopt import SparseLogisticRegression
+from sparseopt.datasets import make_ctr
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def run_sparseopt(data, n_jobs):
+    model = SparseLogisticRegression(max_iter=1, n_jobs=n_jobs, random_state=0)
+    model.fit(data.X[:1000], data.y[:1000])  # compile (or load the cache) outside the timing
+    _, seconds = timed(lambda: model.fit(data.X, data.y))
+    return seconds, model.predict_proba(data.X_test)[:, 1]
+
+
+def run_sklearn(data):
+    from sklearn.linear_model import SGDClassifier
+
+    model = SGDClassifier(loss="log_loss", alpha=1e-4, max_iter=1, tol=None, random_state=0)
+    X = data.X.copy()
+    X.indices = X.indices.astype(np.int32)  # SGDClassifier refuses int64 indices
+    X.indptr = X.indptr.astype(np.int32)
+    _, seconds = timed(lambda: model.fit(X, data.y))
+    return seconds, model.predict_proba(data.X_test)[:, 1]
+
+
+def write_vw(path, X, y):
+    """Vowpal Wabbit's text format, one namespace, the hashed column ids as feature names."""
+    with open(path, "w") as f:
+        for i in range(X.shape[0]):
+            cols = X.indices[X.indptr[i] : X.indptr[i + 1]]
+            f.write(("1 |f " if y[i] > 0 else "-1 |f ") + " ".join(map(str, cols)) + "\n")
+
+
+def run_vw(data, bits, workdir):
+    import vowpalwabbit
+
+    train, test = os.path.join(workdir, "train.vw"), os.path.join(workdir, "test.vw")
+    write_vw(train, data.X, data.y)
+    write_vw(test, data.X_test, data.y_test)
+    cache, model, preds = (os.path.join(workdir, n) for n in ("train.cache", "m.vw", "p.txt"))
+    common = ["--loss_function", "logistic", "-b", str(bits), "--quiet"]
+    vowpalwabbit.Workspace(arg_list=["-d", train, "--cache_file", cache, *common]).finish()
+    _, seconds = timed(
+        lambda: vowpalwabbit.Workspace(
+            arg_list=["--cache_file", cache, "-f", model, *common]
+        ).finish()
+    )  # second pass over the binary cache: training time without text parsing
+    vowpalwabbit.Workspace(
+        arg_list=["-t", "-d", test, "-i", model, "-p", preds, "--link", "logistic", "--quiet"]
+    ).finish()
+    return seconds, np.loadtxt(preds)
+
+
+def run_torch(data, batch_size=256):
+    import torch
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    n_features = data.X.shape[1]
+    emb = torch.nn.EmbeddingBag(n_features, 1, mode="sum", sparse=True)
+    torch.nn.init.zeros_(emb.weight)
+    bias = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adagrad(list(emb.parameters()) + [bias], lr=0.1)
+    X = data.X
+    indptr = torch.from_numpy(X.indptr.astype(np.int64))
+    indices = torch.from_numpy(X.indices.astype(np.int64))
+    y = torch.from_numpy(data.y.astype(np.float32))
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
+
+    def train():
+        order = np.random.default_rng(0).permutation(X.shape[0])
+        for lo in range(0, X.shape[0], batch_size):
+            rows = torch.from_numpy(np.sort(order[lo : lo + batch_size]))
+            starts, ends = indptr[rows], indptr[rows + 1]
+            lengths = ends - starts
+            flat = torch.cat([indices[s:e] for s, e in zip(starts.tolist(), ends.tolist())])
+            offsets = torch.cumsum(lengths, 0) - lengths
+            opt.zero_grad()
+            margin = emb(flat, offsets).squeeze(1) + bias
+            loss_fn(margin, y[rows]).backward()
+            opt.step()
+
+    _, seconds = timed(train)
+    Xt = data.X_test
+    with torch.no_grad():
+        flat = torch.from_numpy(Xt.indices.astype(np.int64))
+        offsets = torch.from_numpy(Xt.indptr[:-1].astype(np.int64))
+        proba = torch.sigmoid(emb(flat, offsets).squeeze(1) + bias).numpy()
+    return seconds, proba
+
+
+@numba.njit(cache=True)
+def _gather_scatter(indptr, indices, w, g):
+    """The memory floor: read every row's weights, then write each weight and accumulator."""
+    for i in range(indptr.size - 1):
+        m = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            m += w[indices[k]]
+        d = 1e-3 * (m > 0)
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            g[j] += d
+            w[j] -= d
+
+
+def run_floor(data):
+    w = np.zeros(data.X.shape[1], dtype=np.float32)
+    g = np.zeros_like(w)
+    X = data.X
+    _gather_scatter(X.indptr[:2], X.indices, w, g)
+    _, seconds = timed(lambda: _gather_scatter(X.indptr, X.indices, w, g))
+    return seconds, None
+
+
+def memory_child(path):
+    """In a fresh process: peak RSS of fit above the RSS before its input was loaded."""
+    from scipy.sparse import csr_matrix, random
+
+    small = random(20, 10, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    SparseLogisticRegression(max_iter=1).fit(small, np.arange(20) % 2)  # load the kernels
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with np.load(path) as f:
+        X = csr_matrix((f["data"], f["indices"], f["indptr"]), shape=tuple(f["shape"]))
+        y = f["y"]
+    input_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes + y.nbytes
+    model = SparseLogisticRegression(max_iter=1, random_state=0).fit(X, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    state = sum(a.nbytes for a in model.state_.arrays().values())
+    print(input_bytes, state, peak, model.state_.table.nbytes / X.shape[1])
+
+
+def measure_memory(data, workdir):
+    path = os.path.join(workdir, "train.npz")
+    X = data.X
+    np.savez(path, data=X.data, indices=X.indices, indptr=X.indptr, shape=X.shape, y=data.y)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", path], capture_output=True, text=True
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr)
+    input_bytes, state, peak, per_coord = map(float, out.stdout.split()[-4:])
+    return input_bytes, state, peak, per_coord
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--test-rows", type=int, default=200_000)
+    parser.add_argument("--bits", type=int, default=22)
+    parser.add_argument("--memory-child")
+    args = parser.parse_args()
+    if args.memory_child:
+        return memory_child(args.memory_child)
+
+    data = make_ctr(args.rows, n_bits=args.bits, n_test=args.test_rows, random_state=0)
+    nnz = data.X.nnz
+    floor = log_loss(data.y_test, data.proba_test)
+    print(
+        f"{args.rows:,} training rows, {nnz / args.rows:.0f} nonzeros per row, "
+        f"2^{args.bits} columns, {data.y.mean():.1%} positives; "
+        f"{args.test_rows:,} test rows; Bayes floor logloss {floor:.4f}, "
+        f"AUC {roc_auc_score(data.y_test, data.proba_test):.4f}"
+    )
+    systems = [
+        ("sparseopt AdaGrad, 1 thread", lambda: run_sparseopt(data, 1)),
+        ("sparseopt AdaGrad, n_jobs=2 (Hogwild)", lambda: run_sparseopt(data, 2)),
+        ("scikit-learn SGDClassifier(log_loss)", lambda: run_sklearn(data)),
+        ("Vowpal Wabbit, from its binary cache", None),
+        ("torch EmbeddingBag + sparse Adagrad, b=256", lambda: run_torch(data)),
+        ("bare gather/scatter loop (memory floor)", lambda: run_floor(data)),
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, fn in systems:
+            if fn is None:
+                fn = lambda: run_vw(data, args.bits, workdir)  # noqa: E731
+            try:
+                seconds, proba = fn()
+            except ImportError as exc:
+                print(f"skipped {name}: {exc}")
+                continue
+            rows.append((name, seconds, proba))
+        memory = measure_memory(data, workdir)
+    base = rows[0][1]
+    print(f"\n{'system':44s} {'train s':>8s} {'M nnz/s':>8s} {'vs sparseopt':>13s} "
+          f"{'logloss':>8s} {'AUC':>7s}")  # fmt: skip
+    for name, seconds, proba in rows:
+        quality = (
+            f"{log_loss(data.y_test, proba):8.4f} {roc_auc_score(data.y_test, proba):7.4f}"
+            if proba is not None
+            else f"{'':8s} {'':7s}"
+        )
+        print(f"{name:44s} {seconds:8.2f} {nnz / seconds / 1e6:8.1f} {base / seconds:12.2f}x "
+              f"{quality}")  # fmt: skip
+    input_bytes, state, peak, per_coord = memory
+    print(
+        f"\nmemory: optimizer table {per_coord:.0f} bytes per coordinate (weight + state); "
+        f"input {input_bytes / 2**20:.0f} MiB, model state {state / 2**20:.0f} MiB, "
+        f"peak of fit {peak / 2**20:.0f} MiB = {peak / (input_bytes + state):.2f}x (input + state)"
+    )
+
+
+if __name__ == "__main__":
+    main()
