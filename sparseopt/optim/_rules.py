@@ -95,28 +95,26 @@ def ftrl_weight(z, n, alpha, hp):
 
 
 @numba.njit(inline="always", **JIT)
-def _drifts(hp):
+def _drifts(rule, hp):
     """Whether the rule keeps moving a weight on zero-gradient steps."""
-    rule = int(hp[HP_RULE])
     if rule == MOMENTUM:
         return True
     return (rule == ADAM or rule == AMSGRAD) and int(hp[HP_MODE]) == EXACT
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up(hp, spec, w, S, r, o, last, t, log_decay_t, mark):
+def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     """Apply the zero-gradient steps ``last + 1 .. t`` to one coordinate; returns its weight.
 
     ``mark`` is the coordinate's ``log_decay`` at step ``last`` and ``log_decay_t`` the global
     one at step ``t``.
     """
-    rule = int(hp[HP_RULE])
     k = t - last
     if k <= 0.0:
         return w
     wd = hp[HP_WEIGHT_DECAY]
-    if _drifts(hp) and (wd > 0.0 or rule != MOMENTUM):
-        return _simulate_drift(hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+    if _drifts(rule, hp) and (wd > 0.0 or rule != MOMENTUM):
+        return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
     factor = math.exp(log_decay_t - mark) if wd > 0.0 else 1.0
     if rule == MOMENTUM:
         # v_i = gamma^i v_0 and w moves by c * sum_{i=1..k} v_i (c = gamma for Nesterov)
@@ -137,7 +135,7 @@ def catch_up(hp, spec, w, S, r, o, last, t, log_decay_t, mark):
 
 
 @numba.njit(**JIT)
-def _simulate_drift(hp, spec, w, S, r, o, last, t, log_decay_t, mark):
+def _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     """Zero-gradient steps of a drifting rule, one by one while the drift still counts.
 
     Momentum's velocity shrinks by ``gamma`` each step and Adam's step ``m_hat / sqrt(v_hat)``
@@ -145,7 +143,6 @@ def _simulate_drift(hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     precision and the remaining steps reduce to closed-form decays of the moments and the
     weight-decay factor.
     """
-    rule = int(hp[HP_RULE])
     wd = hp[HP_WEIGHT_DECAY]
     b1 = hp[HP_BETA_1]
     b2 = hp[HP_BETA_2]
@@ -187,9 +184,8 @@ def _simulate_drift(hp, spec, w, S, r, o, last, t, log_decay_t, mark):
 
 
 @numba.njit(inline="always", **JIT)
-def gradient_step(hp, w, g, S, r, o, t, eta):
+def gradient_step(rule, hp, w, g, S, r, o, t, eta):
     """One step of the rule with gradient ``g`` at step ``t`` and rate ``eta``; returns w."""
-    rule = int(hp[HP_RULE])
     eps = hp[HP_EPSILON]
     if rule == SGD:
         return w - eta * g
@@ -231,7 +227,7 @@ def gradient_step(hp, w, g, S, r, o, t, eta):
 
 
 @numba.njit(inline="always", **JIT)
-def update_coordinate(hp, spec, clock, w, g, S, r, o, last, mark):
+def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, last, mark):
     """Catch a coordinate up from step ``last`` to ``t - 1``, then apply gradient ``g`` at t.
 
     The caller records ``t`` and ``clock[CLOCK_LOG_DECAY]`` as the coordinate's new ``last``
@@ -239,8 +235,8 @@ def update_coordinate(hp, spec, clock, w, g, S, r, o, last, mark):
     ``shrink_t`` before the rule's step, as in AdamW.
     """
     t = clock[CLOCK_T]
-    w = catch_up(hp, spec, w, S, r, o, last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark)
-    ftrl = int(hp[HP_RULE]) == FTRL
+    w = catch_up(rule, hp, spec, w, S, r, o, last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark)
+    ftrl = rule == FTRL
     if ftrl and t > 1.0:
         # the weight of the previous step, also when a schedule changed the rate since
         w = ftrl_weight(S[r, o], S[r, o + 1], clock[CLOCK_ETA_PREV], hp)
@@ -249,16 +245,17 @@ def update_coordinate(hp, spec, clock, w, g, S, r, o, last, mark):
             S[r, o] *= clock[CLOCK_SHRINK]
         else:
             w *= clock[CLOCK_SHRINK]
-    return gradient_step(hp, w, g, S, r, o, t, clock[CLOCK_ETA])
+    return gradient_step(rule, hp, w, g, S, r, o, t, clock[CLOCK_ETA])
 
 
 @numba.njit(**JIT)
-def sparse_step(hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads):
+def sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads):
     """One optimizer step on the coordinates ``indices`` (repeats summed), in place.
 
     ``scratch`` is a NaN-filled float64 array as long as ``params``: the sparse accumulator
     that sums repeated indices in O(len(indices)); it is NaN again on return.
     """
+    numba.literally(rule)
     unique = np.empty(indices.size, np.int64)
     n_unique = 0
     for i in range(indices.size):
@@ -279,25 +276,28 @@ def sparse_step(hp, spec, clock, params, slots, stamp, mark, scratch, indices, g
         scratch[j] = np.nan
         last = stamp[j] if lazy else t - 1.0
         marked = mark[j] if lazy else 0.0
-        params[j] = update_coordinate(hp, spec, clock, params[j], g, slots, j, 0, last, marked)
+        params[j] = update_coordinate(
+            rule, hp, spec, clock, params[j], g, slots, j, 0, last, marked
+        )
         if lazy:
             stamp[j] = t
             mark[j] = clock[CLOCK_LOG_DECAY]
 
 
 @numba.njit(**JIT)
-def catch_up_all(hp, spec, clock, params, slots, stamp, mark):
+def catch_up_all(rule, hp, spec, clock, params, slots, stamp, mark):
     """Apply every pending zero-gradient step, so that params equal the dense optimizer's."""
+    numba.literally(rule)
     hp = unpack(hp)
     clock = unpack(clock)
     t = clock[CLOCK_T]
     lazy = stamp.size > 0
-    ftrl = int(hp[HP_RULE]) == FTRL
+    ftrl = rule == FTRL
     for j in range(params.size):
         if lazy:
             if stamp[j] < t:
                 params[j] = catch_up(
-                    hp, spec, params[j], slots, j, 0, stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j]
+                    rule, hp, spec, params[j], slots, j, 0, stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j]
                 )
                 stamp[j] = t
                 mark[j] = clock[CLOCK_LOG_DECAY]
