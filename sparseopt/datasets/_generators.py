@@ -366,7 +366,8 @@ def make_ctr(
         random_state,
     )
     n_features = 1 << n_bits
-    value_columns = _value_columns(model.n_values, n_bits, slice_size(n_bits, n_fields, field_aware))
+    size = slice_size(n_bits, n_fields, field_aware)
+    value_columns = _value_columns(model.n_values, n_bits, size)
     out = Bunch(
         intercept=model.intercept,
         weights=model.weights,

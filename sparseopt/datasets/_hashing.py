@@ -262,7 +262,7 @@ def _as_string_array(column, name):
         try:
             column = pa.array(values, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise TypeError(f"column {name!r} cannot be converted to an Arrow array: {exc}") from exc
+            raise TypeError(f"column {name!r} is not convertible to Arrow: {exc}") from exc
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
@@ -282,9 +282,7 @@ def _string_buffers(column):
     n = len(column)
     off_type = np.int64 if large else np.int32
     offsets = np.frombuffer(bufs[1], dtype=off_type, count=column.offset + n + 1)[column.offset :]
-    data = (
-        np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    )
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     if column.null_count:
         valid = column.is_valid().to_numpy(zero_copy_only=False)
     else:
