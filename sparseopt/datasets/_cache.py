@@ -96,8 +96,9 @@ class ChunkCache:
         for name in manifest["chunks"]:
             yield _load_chunk(self.dir / name)
 
-    def write(self, chunks, stats):
-        """Yield ``chunks`` while saving them; the manifest is written once all are saved."""
+    def write(self, chunks, get_stats):
+        """Yield ``chunks`` while saving them; the manifest (with ``get_stats()``, the
+        reader's statistics of the pass) is written once all are saved."""
         stamp = self._source_stamp()
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.manifest.exists():
@@ -112,5 +113,5 @@ class ChunkCache:
             yield X, y
         if self._source_stamp() != stamp:
             return  # the file changed while it was read: keep no cache of it
-        manifest = {"source": stamp, "chunks": names, "stats": stats}
+        manifest = {"source": stamp, "chunks": names, "stats": get_stats()}
         atomic_write(self.manifest, lambda f: f.write(json.dumps(manifest).encode()))

@@ -159,7 +159,7 @@ class ChunkReader:
             self.stats = dict(manifest["stats"])
             yield from cache.read(manifest)
         else:
-            yield from cache.write(self.chunks(), self.stats)
+            yield from cache.write(self.chunks(), lambda: self.stats)
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
