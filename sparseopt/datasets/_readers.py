@@ -34,6 +34,17 @@ _MESSAGES = {
 _MAX_BAD_LINES_KEPT = 1000
 
 
+def _check_file(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    return path
+
+
 def _open(path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
@@ -58,13 +69,7 @@ class ChunkReader:
     """
 
     def __init__(self, path, *, chunk_size=100_000, skip_bad_lines=False, block_size=1 << 23):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such file")
-        if not self.path.is_file():
-            raise ValueError(f"{self.path} is not a regular file")
-        if self.path.stat().st_size == 0:
-            raise ValueError(f"{self.path} is empty")
+        self.path = _check_file(path)
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
         if int(block_size) < 1:
@@ -436,9 +441,11 @@ class CSVReader(_DelimitedReader):
     label : str
         The label column.
     features : list of str, default=None
-        Feature columns, in field order. None: every column but the label.
+        Feature columns, in field order. None: every column but the label and ``exclude``.
     numeric : list of str, default=()
         Feature columns to keep as numbers.
+    exclude : list of str, default=()
+        Columns left out when ``features`` is None (an id, for instance).
     n_bits : int, default=20
         Number of columns is ``2**n_bits``.
     field_aware : bool, default=False
@@ -458,6 +465,7 @@ class CSVReader(_DelimitedReader):
         features=None,
         *,
         numeric=(),
+        exclude=(),
         n_bits=20,
         field_aware=False,
         sep=",",
@@ -466,17 +474,13 @@ class CSVReader(_DelimitedReader):
         skip_bad_lines=False,
         block_size=1 << 23,
     ):
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.is_file() and path.stat().st_size == 0:
-            raise ValueError(f"{path} is empty")
+        path = _check_file(path)
         names = _read_header(path, sep)
         self.columns = names
         if label not in names:
             raise ValueError(f"{path}: no label column {label!r} in the header {names}")
         if features is None:
-            features = [n for n in names if n != label]
+            features = [n for n in names if n != label and n not in exclude]
         features = list(features)
         missing = [n for n in [*features, *numeric] if n not in names]
         if missing:
@@ -539,12 +543,10 @@ class AvazuReader(CSVReader):
         skip_bad_lines=False,
         block_size=1 << 23,
     ):
-        path = Path(path)
-        names = _read_header(path, ",") if path.is_file() and path.stat().st_size else []
         super().__init__(
             path,
             "click",
-            [n for n in names if n not in ("id", "click")] or None,
+            exclude=["id"],
             n_bits=n_bits,
             field_aware=field_aware,
             chunk_size=chunk_size,
