@@ -362,7 +362,9 @@ def csr_from_columns(cols, n_features, dtype=np.float32):
     indices = np.empty(cols.size, dtype=index_dtype(n_features))
     data = np.empty(cols.size, dtype=dtype)
     nnz = _pack_sorted_rows(cols, cols.dtype.type(n_features), indptr, indices, data)
-    return make_csr(indptr, indices[:nnz].copy(), data[:nnz].copy(), (n_rows, n_features))
+    indices.resize(nnz, refcheck=False)  # shrinks in place: no copy of tens of millions
+    data.resize(nnz, refcheck=False)
+    return make_csr(indptr, indices, data, (n_rows, n_features))
 
 
 def make_csr(indptr, indices, data, shape):
