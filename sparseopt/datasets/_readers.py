@@ -643,11 +643,7 @@ class LibSVMReader(ChunkReader):
             minmax,
         )
         if err[1]:
-            if n_features < 0:
-                index_range = "an index"
-            else:
-                first = offset
-                index_range = f"{n_features} features indexed from {first}"
+            index_range = f"{n_features} features indexed from {offset}"
             self._raise(
                 buf,
                 first_line,

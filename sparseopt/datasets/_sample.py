@@ -86,20 +86,7 @@ def _hex_token(values, field):
 
 def sample_rows():
     """The sample's rows: {subset: (values, y, proba)} with value ids (-1: empty)."""
-    params = dict(SAMPLE_MODEL)
-    model, parts = _simulate_ctr(
-        SAMPLE_ROWS["train"],
-        SAMPLE_ROWS["valid"],
-        params.pop("n_fields"),
-        params.pop("n_values"),
-        params.pop("zipf_exponent"),
-        params.pop("weight_scale"),
-        params.pop("interactions"),
-        params.pop("n_factors"),
-        params.pop("missing_rate"),
-        params.pop("base_rate"),
-        params.pop("random_state"),
-    )
+    model, parts = _simulate_ctr(SAMPLE_ROWS["train"], SAMPLE_ROWS["valid"], **SAMPLE_MODEL)
     return model, dict(zip(["train", "valid"], parts, strict=True))
 
 
