@@ -346,6 +346,7 @@ def make_ctr(
     Examples
     --------
     >>> from sklearn.metrics import log_loss
+    >>> from sparseopt.datasets import make_ctr
     >>> data = make_ctr(10_000, n_bits=18, n_test=2_000, random_state=0)
     >>> data.X.shape, data.X_test.shape
     ((10000, 262144), (2000, 262144))

@@ -243,6 +243,7 @@ def column_fields(n_bits, n_fields):
 
     Examples
     --------
+    >>> from sparseopt.datasets import column_fields
     >>> column_fields(3, 3)
     array([ 0,  0,  1,  1,  2,  2, -1, -1], dtype=int32)
     """
@@ -319,6 +320,7 @@ def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
 
     Examples
     --------
+    >>> from sparseopt.datasets import hash_features
     >>> X = hash_features({"site": ["a", "b", None], "app": ["x", "", "x"]}, n_bits=10)
     >>> X.shape, X.nnz
     ((3, 1024), 4)

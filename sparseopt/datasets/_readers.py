@@ -378,6 +378,7 @@ class CriteoReader(_DelimitedReader):
 
     Examples
     --------
+    >>> from sparseopt.datasets import CriteoReader, sample_path
     >>> reader = CriteoReader(sample_path("train"), n_bits=18, chunk_size=5_000)
     >>> for X, y in reader:  # one epoch
     ...     pass
