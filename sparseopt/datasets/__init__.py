@@ -1,0 +1,66 @@
+"""Data: synthetic click data, feature hashing, streaming readers, downloads, a sample.
+
+- :func:`make_ctr`: Criteo-like click data drawn from a known logistic (+ pairwise) model.
+- :func:`hash_features`, :func:`column_fields`: MurmurHash3 of (field, value) pairs into
+  ``2**n_bits`` columns, the same on every platform; ``field_aware=True`` gives each field a
+  contiguous slice of columns.
+- :func:`read_criteo`, :func:`read_avazu`, :func:`read_libsvm`, :func:`read_csv`: readers
+  (:class:`CriteoReader`...) that iterate as ``(X, y)`` CSR chunks, ``.read()`` everything,
+  or ``.cached(dir)`` to skip parsing in later epochs.
+- :func:`fetch_a9a`, :func:`fetch_criteo_sample`, :func:`fetch_avazu_sample`: checksummed
+  downloads into :func:`data_home`.
+- :func:`sample_path`: a small synthetic Criteo-format sample shipped with the package.
+
+Examples
+--------
+>>> from sparseopt.datasets import read_criteo, sample_path
+>>> reader = read_criteo(sample_path("train"), n_bits=20, chunk_size=10_000)
+>>> for epoch in range(2):
+...     for X, y in reader.cached():
+...         pass  # model.partial_fit(X, y)
+"""
+
+from ._cache import data_home
+from ._download import (
+    REMOTE_FILES,
+    fetch_a9a,
+    fetch_avazu_sample,
+    fetch_criteo_sample,
+    fetch_file,
+)
+from ._generators import make_ctr
+from ._hashing import column_fields, hash_features
+from ._readers import (
+    AvazuReader,
+    ChunkReader,
+    CriteoReader,
+    CSVReader,
+    LibSVMReader,
+    read_avazu,
+    read_criteo,
+    read_csv,
+    read_libsvm,
+)
+from ._sample import sample_path
+
+__all__ = [
+    "AvazuReader",
+    "CSVReader",
+    "ChunkReader",
+    "CriteoReader",
+    "LibSVMReader",
+    "REMOTE_FILES",
+    "column_fields",
+    "data_home",
+    "fetch_a9a",
+    "fetch_avazu_sample",
+    "fetch_criteo_sample",
+    "fetch_file",
+    "hash_features",
+    "make_ctr",
+    "read_avazu",
+    "read_criteo",
+    "read_csv",
+    "read_libsvm",
+    "sample_path",
+]

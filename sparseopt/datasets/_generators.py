@@ -67,11 +67,13 @@ def _value_columns(n_values, n_bits, slice_size):
 
 
 @numba.njit(**JIT)
-def _draw_field(u, missing, prob, alias, weights, f, values, logit):
-    """Value ids of field ``f`` from uniforms ``u`` (alias method; -1 where ``missing``) and
-    their weights added to ``logit``."""
+def _draw_field(u, missing, prob, alias, weights, factors, f, values, logit, total, sq):
+    """Value ids of field ``f`` from uniforms ``u`` (alias method; -1 where ``missing``);
+    their weights are added to ``logit``, their factors to ``total`` and the factors'
+    squared norms to ``sq`` (for the pairwise sum)."""
     n_values = prob.shape[0]
     has_missing = missing.shape[0] > 0
+    k = factors.shape[1]
     for r in range(u.shape[0]):
         x = u[r] * n_values
         i = min(np.int64(x), n_values - 1)
@@ -81,6 +83,10 @@ def _draw_field(u, missing, prob, alias, weights, f, values, logit):
         else:
             values[r, f] = v
             logit[r] += weights[v]
+            for j in range(k):
+                a = factors[v, j]
+                total[r, j] += a
+                sq[r] += a * a
 
 
 @numba.njit(**JIT)
@@ -159,15 +165,9 @@ class _CTRModel:
             prob, alias = self.tables[f]
             u = rng.random(n)
             missing = rng.random(n) < self.missing_rate[f] if self.missing_rate[f] else no_missing
-            w = self.weights[self.offsets[f] : self.offsets[f + 1]]
-            _draw_field(u, missing, prob, alias, w, f, values, logit)
-            if k:
-                v = values[:, f]
-                present = v >= 0
-                factors = self.factors[self.offsets[f] + np.where(present, v, 0)]
-                factors *= present[:, None]
-                s += factors
-                sq += np.einsum("ij,ij->i", factors, factors)
+            own = slice(self.offsets[f], self.offsets[f + 1])
+            w, factors = self.weights[own], self.factors[own]
+            _draw_field(u, missing, prob, alias, w, factors, f, values, logit, s, sq)
         if k:
             n_pairs = self.n_fields * (self.n_fields - 1) / 2
             pairs = 0.5 * (np.einsum("ij,ij->i", s, s) - sq)
@@ -346,6 +346,7 @@ def make_ctr(
     Examples
     --------
     >>> from sklearn.metrics import log_loss
+    >>> from sparseopt.datasets import make_ctr
     >>> data = make_ctr(10_000, n_bits=18, n_test=2_000, random_state=0)
     >>> data.X.shape, data.X_test.shape
     ((10000, 262144), (2000, 262144))
@@ -366,7 +367,8 @@ def make_ctr(
         random_state,
     )
     n_features = 1 << n_bits
-    value_columns = _value_columns(model.n_values, n_bits, slice_size(n_bits, n_fields, field_aware))
+    size = slice_size(n_bits, n_fields, field_aware)
+    value_columns = _value_columns(model.n_values, n_bits, size)
     out = Bunch(
         intercept=model.intercept,
         weights=model.weights,

@@ -1,0 +1,325 @@
+"""Compiled parsers: one call turns a block of whole text lines into feature tables or CSR.
+
+The parsers run over the raw bytes of a block, so each line costs no Python work. Every
+malformed line is either reported (its index in the block, an error code and the byte range
+of the offending field, so the caller can name the file, line and text) or skipped and
+listed, when ``skip_bad`` is set.
+"""
+
+import numba
+import numpy as np
+
+from .._jit import JIT
+from ._hashing import finish_row, hash_int, murmurhash3_32, to_column
+
+# error codes, explained to the user by the readers
+WRONG_FIELD_COUNT = 1
+BAD_LABEL = 2
+BAD_COUNT = 3
+BAD_NUMBER = 4
+BAD_ENCODING = 5
+BAD_TOKEN = 6
+BAD_INDEX = 7
+
+# column kinds of the delimited parser
+SKIP = 0
+LABEL = 1
+CATEGORICAL = 2
+COUNT = 3
+NUMERIC = 4
+
+_NL = 10
+_CR = 13
+
+
+@numba.njit(**JIT)
+def parse_number(buf, s, e):
+    """Parse ``[+-]digits[.digits][(e|E)[+-]digits]`` in ``buf[s:e]``; return (ok, value)."""
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    mant = np.int64(0)
+    exp10 = 0
+    n_digits = 0
+    while i < e and 48 <= buf[i] <= 57:
+        if mant < 100_000_000_000_000_000:
+            mant = mant * 10 + (buf[i] - 48)
+        else:
+            exp10 += 1
+        n_digits += 1
+        i += 1
+    if i < e and buf[i] == 46:
+        i += 1
+        while i < e and 48 <= buf[i] <= 57:
+            if mant < 100_000_000_000_000_000:
+                mant = mant * 10 + (buf[i] - 48)
+                exp10 -= 1
+            n_digits += 1
+            i += 1
+    if n_digits == 0:
+        return False, 0.0
+    if i < e and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        eneg = False
+        if i < e and (buf[i] == 43 or buf[i] == 45):
+            eneg = buf[i] == 45
+            i += 1
+        ev = 0
+        n_exp = 0
+        while i < e and 48 <= buf[i] <= 57:
+            if ev < 10_000:
+                ev = ev * 10 + (buf[i] - 48)
+            n_exp += 1
+            i += 1
+        if n_exp == 0:
+            return False, 0.0
+        exp10 += -ev if eneg else ev
+    if i != e:
+        return False, 0.0
+    value = float(mant)
+    if exp10 > 0:
+        value *= 10.0**exp10
+    elif exp10 < 0:
+        value /= 10.0**-exp10
+    return True, -value if neg else value
+
+
+@numba.njit(**JIT)
+def _valid_utf8(buf, s, e):
+    i = s
+    while i < e:
+        b = buf[i]
+        if b < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            n = 1
+        elif 0xE0 <= b <= 0xEF:
+            n = 2
+        elif 0xF0 <= b <= 0xF4:
+            n = 3
+        else:
+            return False
+        if i + n >= e:
+            return False
+        for j in range(1, n + 1):
+            if buf[i + j] & 0xC0 != 0x80:
+                return False
+        i += n + 1
+    return True
+
+
+@numba.njit(**JIT)
+def count_bucket(x):
+    """Criteo's count transform: ``floor(ln(x)**2)`` for ``x > 2``, else ``x`` itself."""
+    if x > 2:
+        return np.int64(np.floor(np.log(x) ** 2))
+    return np.int64(x)
+
+
+@numba.njit(**JIT)
+def _line_end(buf, pos):
+    end = pos
+    n = buf.shape[0]
+    while end < n and buf[end] != _NL:
+        end += 1
+    return end
+
+
+@numba.njit(**JIT)
+def parse_delimited(
+    buf, sep, kinds, slots, binary_label, n_bits, slice_size, skip_bad, cols, vals, y, bad, err
+):
+    """Parse delimited lines (no quoting) into a table of hashed columns.
+
+    Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT or
+    NUMERIC) and, for features, stored in slot ``slots[c]`` of the row, the slot being the
+    field index and the hash seed. ``cols[r, slot]`` receives the hashed column (or
+    ``2**n_bits`` when the field is empty) and ``vals[r, slot]`` the value. Blank lines are
+    ignored. Returns ``(n_rows, n_bad)``; the first malformed line when not ``skip_bad`` is
+    described in ``err`` = (line index in block, code, 1-based column, detail, start, end).
+    """
+    n_cols = kinds.shape[0]
+    absent = cols.dtype.type(np.int64(1) << n_bits)
+    scratch = np.empty(24, dtype=np.uint8)
+    n = buf.shape[0]
+    pos = 0
+    line = 0
+    row = 0
+    n_bad = 0
+    while pos < n:
+        end = _line_end(buf, pos)
+        stop = end
+        if stop > pos and buf[stop - 1] == _CR:
+            stop -= 1
+        if stop > pos:
+            code = 0
+            for k in range(cols.shape[1]):
+                cols[row, k] = absent
+                vals[row, k] = 1.0
+            c = 0
+            s = pos
+            while True:
+                e = s
+                while e < stop and buf[e] != sep:
+                    e += 1
+                if code == 0 and c < n_cols:
+                    kind = kinds[c]
+                    if kind == LABEL:
+                        ok, v = parse_number(buf, s, e)
+                        if not ok or (binary_label and v != 0.0 and v != 1.0):
+                            code = BAD_LABEL
+                        else:
+                            y[row] = v
+                    elif e > s and kind == CATEGORICAL:
+                        if not _valid_utf8(buf, s, e):
+                            code = BAD_ENCODING
+                        else:
+                            f = slots[c]
+                            h = murmurhash3_32(buf, s, e, np.uint32(f))
+                            cols[row, f] = to_column(h, f, n_bits, slice_size)
+                    elif e > s and kind == COUNT:
+                        ok, v = parse_number(buf, s, e)
+                        if not ok or v != np.floor(v) or abs(v) > 9e15:
+                            code = BAD_COUNT
+                        else:
+                            f = slots[c]
+                            h = hash_int(count_bucket(v), np.uint32(f), scratch)
+                            cols[row, f] = to_column(h, f, n_bits, slice_size)
+                    elif e > s and kind == NUMERIC:
+                        ok, v = parse_number(buf, s, e)
+                        if not ok:
+                            code = BAD_NUMBER
+                        else:
+                            f = slots[c]
+                            h = murmurhash3_32(buf, s, s, np.uint32(f))
+                            cols[row, f] = to_column(h, f, n_bits, slice_size)
+                            vals[row, f] = v
+                    if code != 0:
+                        err[2] = c + 1
+                        err[4] = s
+                        err[5] = e
+                c += 1
+                if e >= stop:
+                    break
+                s = e + 1
+            if code == 0 and c != n_cols:
+                code = WRONG_FIELD_COUNT
+                err[3] = c
+            if code == 0:
+                row += 1
+            else:
+                bad[n_bad] = line
+                n_bad += 1
+                if not skip_bad:
+                    err[0] = line
+                    err[1] = code
+                    return row, n_bad
+        line += 1
+        pos = end + 1
+    return row, n_bad
+
+
+@numba.njit(**JIT)
+def _skip_blanks(buf, i, stop):
+    while i < stop and (buf[i] == 32 or buf[i] == 9):
+        i += 1
+    return i
+
+
+@numba.njit(**JIT)
+def parse_libsvm(
+    buf, offset, n_features, binary, skip_bad, indptr, indices, data, y, bad, err, minmax
+):
+    """Parse LIBSVM lines ``label [qid:q] index:value ... [# comment]`` into CSR arrays.
+
+    ``offset`` (0 or 1) is subtracted from each index; ``n_features < 0`` means unbounded.
+    With ``binary`` the label must be -1, 0 or 1 (stored as 0, 0, 1). ``minmax`` receives
+    the smallest and largest raw index seen. Returns ``(n_rows, nnz, n_bad)``.
+    """
+    n = buf.shape[0]
+    pos = 0
+    line = 0
+    row = 0
+    nnz = 0
+    n_bad = 0
+    indptr[0] = 0
+    while pos < n:
+        end = _line_end(buf, pos)
+        stop = end
+        if stop > pos and buf[stop - 1] == _CR:
+            stop -= 1
+        for i in range(pos, stop):
+            if buf[i] == 35:  # '#': comment to the end of the line
+                stop = i
+                break
+        i = _skip_blanks(buf, pos, stop)
+        if i < stop:
+            code = 0
+            start = nnz
+            e = i
+            while e < stop and buf[e] != 32 and buf[e] != 9:
+                e += 1
+            ok, v = parse_number(buf, i, e)
+            if not ok or (binary and v != -1.0 and v != 0.0 and v != 1.0):
+                code = BAD_LABEL
+                err[4] = i
+                err[5] = e
+            else:
+                y[row] = (v > 0) if binary else v
+            i = _skip_blanks(buf, e, stop)
+            while code == 0 and i < stop:
+                e = i
+                colon = -1
+                while e < stop and buf[e] != 32 and buf[e] != 9:
+                    if buf[e] == 58 and colon < 0:
+                        colon = e
+                    e += 1
+                err[4] = i
+                err[5] = e
+                if colon - i == 3 and buf[i] == 113 and buf[i + 1] == 105 and buf[i + 2] == 100:
+                    pass  # qid:q, the query id of ranking files: ignored
+                elif colon <= i:
+                    code = BAD_TOKEN
+                else:
+                    idx = np.int64(0)
+                    for j in range(i, colon):
+                        d = buf[j] - 48
+                        if d < 0 or d > 9 or idx > 1_000_000_000_000_000:
+                            code = BAD_TOKEN
+                            break
+                        idx = idx * 10 + d
+                    ok, v = parse_number(buf, colon + 1, e)
+                    if code == 0 and not ok:
+                        code = BAD_TOKEN
+                    if code == 0:
+                        if idx < minmax[0]:
+                            minmax[0] = idx
+                        if idx > minmax[1]:
+                            minmax[1] = idx
+                        col = idx - offset
+                        if col < 0 or (n_features >= 0 and col >= n_features):
+                            code = BAD_INDEX
+                            err[3] = idx
+                        else:
+                            indices[nnz] = col
+                            data[nnz] = v
+                            nnz += 1
+                i = _skip_blanks(buf, e, stop)
+            if code == 0:
+                nnz = finish_row(indices, data, start, nnz)
+                row += 1
+                indptr[row] = nnz
+            else:
+                nnz = start
+                bad[n_bad] = line
+                n_bad += 1
+                if not skip_bad:
+                    err[0] = line
+                    err[1] = code
+                    return row, nnz, n_bad
+        line += 1
+        pos = end + 1
+    return row, nnz, n_bad

@@ -1,0 +1,709 @@
+"""Streaming readers: text files to CSR chunks with bounded memory.
+
+Each reader reads its file in blocks of whole lines (``block_size`` bytes), parses a block
+with one compiled call (:mod:`._parsers`), and regroups the rows into chunks of exactly
+``chunk_size`` rows (the last one shorter). Memory is bounded by one block plus one chunk.
+"""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _parsers as P
+from ._cache import ChunkCache, data_home
+from ._hashing import (
+    check_n_bits,
+    csr_from_columns,
+    index_dtype,
+    make_csr,
+    pack_rows,
+    slice_size,
+)
+
+_MESSAGES = {
+    P.WRONG_FIELD_COUNT: "expected {n_cols} fields separated by {sep!r}, found {detail}",
+    P.BAD_LABEL: "the label {text!r} is not {labels}",
+    P.BAD_COUNT: "column {col}: {text!r} is not an integer count",
+    P.BAD_NUMBER: "column {col}: {text!r} is not a number",
+    P.BAD_ENCODING: "column {col}: the value is not valid UTF-8 ({text!r})",
+    P.BAD_TOKEN: "{text!r} is not an index:value pair",
+    P.BAD_INDEX: "feature index {detail} is out of range for {index_range}",
+}
+_MAX_BAD_LINES_KEPT = 1000
+
+
+def _check_file(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty")
+    return path
+
+
+def _open(path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+class ChunkReader:
+    """Base class of the readers: chunking, statistics, errors and the chunk cache.
+
+    A reader is an iterable of ``(X, y)`` chunks: ``X`` a canonical
+    ``scipy.sparse.csr_matrix`` of float32 values (int32 indices when they fit), ``y`` a
+    float32 array. Iterate it again for another epoch, or use :meth:`cached` to skip parsing.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file read (``.gz`` files are decompressed on the fly).
+    n_features : int
+        Number of columns of every chunk.
+    stats : dict
+        After (or during) a pass: ``n_rows`` (rows yielded), ``n_bad_lines`` (malformed
+        lines skipped, with ``skip_bad_lines=True``) and ``bad_lines`` (their 1-based line
+        numbers, the first 1000).
+    """
+
+    def __init__(self, path, *, chunk_size=100_000, skip_bad_lines=False, block_size=1 << 23):
+        self.path = _check_file(path)
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        if int(block_size) < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size}")
+        self.chunk_size = int(chunk_size)
+        self.skip_bad_lines = bool(skip_bad_lines)
+        self.block_size = int(block_size)
+        self.header_lines = 0
+        self.stats = self._new_stats()
+
+    # --- subclass interface -------------------------------------------------------------
+    def _parse_block(self, buf, first_line):
+        """Parse a block of whole lines; return ``(X, y, bad)`` (bad: 0-based line indices
+        within the block of the lines skipped) or raise via :meth:`_raise`."""
+        raise NotImplementedError
+
+    def _params(self):
+        """Everything the parsed result depends on, for the cache key."""
+        return {
+            "reader": type(self).__name__,
+            "chunk_size": self.chunk_size,
+            "skip_bad_lines": self.skip_bad_lines,
+        }
+
+    # --- public API ---------------------------------------------------------------------
+    @property
+    def n_bad_lines(self):
+        """Malformed lines skipped in the last pass (see ``skip_bad_lines``)."""
+        return self.stats["n_bad_lines"]
+
+    def chunks(self):
+        """Parse the file and yield ``(X, y)`` chunks of ``chunk_size`` rows.
+
+        Yields
+        ------
+        X : scipy.sparse.csr_matrix of shape (n_rows, n_features), float32
+        y : ndarray of shape (n_rows,), float32
+        """
+        self.stats = self._new_stats()
+        pending, n_pending = [], 0
+        for X, y in self._parsed_blocks():
+            start = 0
+            while X.shape[0] - start + n_pending >= self.chunk_size:
+                stop = start + self.chunk_size - n_pending
+                pending.append((_row_slice(X, start, stop), y[start:stop]))
+                yield self._count(*_stack(pending))
+                pending, n_pending, start = [], 0, stop
+            if start < X.shape[0]:
+                pending.append((_row_slice(X, start, X.shape[0]), y[start:]))
+                n_pending += X.shape[0] - start
+        if n_pending:
+            yield self._count(*_stack(pending))
+
+    __iter__ = chunks
+
+    def read(self):
+        """Parse the whole file into one matrix.
+
+        Returns
+        -------
+        X : scipy.sparse.csr_matrix of shape (n_rows, n_features), float32
+        y : ndarray of shape (n_rows,), float32
+        """
+        parts = list(self.chunks())
+        if not parts:
+            return sp.csr_matrix((0, self.n_features), dtype=np.float32), np.zeros(0, np.float32)
+        return _stack(parts)
+
+    def cached(self, cache_dir=None):
+        """Yield the same chunks as :meth:`chunks`, from an on-disk cache when it is valid.
+
+        The first pass parses the file and saves each chunk (``.npz``, written to a
+        temporary file then renamed); later passes load them. The cache folder is keyed by
+        the reader's parameters (hashing, columns, chunk size...) and the manifest records
+        the source's size and modification time: if either changed, the file is parsed
+        again and the cache rewritten. A pass stopped early leaves no manifest, so the next
+        pass parses again.
+
+        Parameters
+        ----------
+        cache_dir : str or path-like, default=None
+            None: ``data_home() / "chunks"`` (``$SPARSEOPT_DATA`` or ``~/.cache/sparseopt``).
+
+        Yields
+        ------
+        X, y : as in :meth:`chunks`
+        """
+        root = Path(cache_dir) if cache_dir is not None else data_home() / "chunks"
+        cache = ChunkCache(root, self.path, self._params())
+        manifest = cache.load_manifest()
+        if manifest is not None:
+            self.stats = dict(manifest["stats"])
+            yield from cache.read(manifest)
+        else:
+            yield from cache.write(self.chunks(), lambda: self.stats)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
+
+    # --- helpers ------------------------------------------------------------------------
+    @staticmethod
+    def _new_stats():
+        return {"n_rows": 0, "n_bad_lines": 0, "bad_lines": []}
+
+    def _count(self, X, y):
+        self.stats["n_rows"] += X.shape[0]
+        return X, y
+
+    def _blocks(self):
+        """Yield ``(bytes as a uint8 array, 1-based number of its first line)``."""
+        with _open(self.path) as f:
+            line_no = 1
+            for _ in range(self.header_lines):
+                f.readline()
+                line_no += 1
+            carry = b""
+            while True:
+                chunk = f.read(self.block_size)
+                if not chunk:
+                    if carry:
+                        yield np.frombuffer(carry, dtype=np.uint8), line_no
+                    return
+                data = carry + chunk
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                block, carry = data[: cut + 1], data[cut + 1 :]
+                yield np.frombuffer(block, dtype=np.uint8), line_no
+                line_no += block.count(b"\n")
+
+    def _parsed_blocks(self):
+        for buf, first_line in self._blocks():
+            X, y, bad = self._parse_block(buf, first_line)
+            if len(bad):
+                self.stats["n_bad_lines"] += len(bad)
+                room = _MAX_BAD_LINES_KEPT - len(self.stats["bad_lines"])
+                self.stats["bad_lines"].extend(int(i) + first_line for i in bad[:room])
+            if X.shape[0]:
+                yield X, y
+
+    def _raise(self, buf, first_line, err, **context):
+        line, code, col, detail, start, end = (int(v) for v in err)
+        text = bytes(buf[start:end]).decode("utf-8", errors="replace")
+        if len(text) > 60:
+            text = text[:57] + "..."
+        message = _MESSAGES[code].format(col=col, detail=detail, text=text, **context)
+        hint = "" if self.skip_bad_lines else " (skip_bad_lines=True skips such lines)"
+        raise ValueError(f"{self.path}, line {first_line + line}: {message}{hint}")
+
+
+def _row_slice(X, start, stop):
+    """Rows ``start:stop`` of a canonical CSR matrix (views where possible)."""
+    if start == 0 and stop == X.shape[0]:
+        return X
+    lo, hi = X.indptr[start], X.indptr[stop]
+    indptr = X.indptr[start : stop + 1] - lo
+    return make_csr(indptr, X.indices[lo:hi], X.data[lo:hi], (stop - start, X.shape[1]))
+
+
+def _stack(parts):
+    """Stack canonical CSR chunks by rows (and their labels) without re-checking them."""
+    if len(parts) == 1:
+        return parts[0]
+    Xs = [p[0] for p in parts]
+    offsets = np.cumsum([0] + [X.nnz for X in Xs])
+    indptr = np.concatenate([[0]] + [X.indptr[1:] + o for X, o in zip(Xs, offsets, strict=False)])
+    dtype = np.result_type(*[X.indices.dtype for X in Xs])
+    indices = np.concatenate([X.indices for X in Xs]).astype(dtype, copy=False)
+    data = np.concatenate([X.data for X in Xs])
+    shape = (len(indptr) - 1, Xs[0].shape[1])
+    return make_csr(indptr.astype(np.int64), indices, data, shape), np.concatenate(
+        [p[1] for p in parts]
+    )
+
+
+class _DelimitedReader(ChunkReader):
+    """Lines of ``sep``-separated columns (no quoting), each column a label, a skipped
+    column, or a feature hashed as (field, value) with the field's index as seed."""
+
+    def __init__(
+        self,
+        path,
+        *,
+        kinds,
+        n_bits,
+        field_aware,
+        sep,
+        chunk_size,
+        skip_bad_lines,
+        block_size,
+        header_lines,
+        binary_label=True,
+        slots=None,
+    ):
+        super().__init__(
+            path, chunk_size=chunk_size, skip_bad_lines=skip_bad_lines, block_size=block_size
+        )
+        self.n_bits = check_n_bits(n_bits)
+        self.field_aware = bool(field_aware)
+        if len(sep) != 1 or len(sep.encode()) != 1 or sep in "\r\n":
+            raise ValueError(f"sep must be one ASCII character other than a newline, got {sep!r}")
+        self.sep = sep
+        self.header_lines = header_lines
+        self.binary_label = bool(binary_label)
+        self._kinds = np.asarray(kinds, dtype=np.int8)
+        is_feature = (self._kinds != P.SKIP) & (self._kinds != P.LABEL)
+        if slots is None:
+            slots = np.where(is_feature, np.cumsum(is_feature) - 1, -1)
+        self._slots = np.asarray(slots, dtype=np.int64)
+        self.n_fields = int(is_feature.sum())
+        self.n_features = 1 << self.n_bits
+        self._slice = slice_size(self.n_bits, self.n_fields, self.field_aware)
+        self._numeric = bool(np.any(self._kinds == P.NUMERIC))
+
+    def _params(self):
+        return dict(
+            super()._params(),
+            n_bits=self.n_bits,
+            field_aware=self.field_aware,
+            sep=self.sep,
+            header_lines=self.header_lines,
+            binary_label=self.binary_label,
+            kinds=self._kinds.tolist(),
+            slots=self._slots.tolist(),
+        )
+
+    def _parse_block(self, buf, first_line):
+        max_rows = int(np.count_nonzero(buf == 10)) + 1
+        cols = np.empty((max_rows, self.n_fields), dtype=index_dtype(self.n_features))
+        vals = np.empty((max_rows, self.n_fields), dtype=np.float32)
+        y = np.empty(max_rows, dtype=np.float32)
+        bad = np.empty(max_rows, dtype=np.int64)
+        err = np.zeros(6, dtype=np.int64)
+        n_rows, n_bad = P.parse_delimited(
+            buf,
+            ord(self.sep),
+            self._kinds,
+            self._slots,
+            self.binary_label,
+            self.n_bits,
+            self._slice,
+            self.skip_bad_lines,
+            cols,
+            vals,
+            y,
+            bad,
+            err,
+        )
+        if err[1]:
+            self._raise(
+                buf,
+                first_line,
+                err,
+                n_cols=len(self._kinds),
+                sep=self.sep,
+                labels="0 or 1" if self.binary_label else "a number",
+            )
+        cols = cols[:n_rows]
+        if self._numeric:
+            X = _pack_with_values(cols, vals[:n_rows], self.n_features)
+        else:
+            X = csr_from_columns(cols, self.n_features)
+        return X, y[:n_rows].copy(), bad[:n_bad]
+
+
+def _pack_with_values(cols, vals, n_features):
+    indptr = np.empty(cols.shape[0] + 1, dtype=np.int64)
+    indices = np.empty(cols.size, dtype=cols.dtype)
+    data = np.empty(cols.size, dtype=np.float32)
+    nnz = pack_rows(cols, vals, cols.dtype.type(n_features), indptr, indices, data)
+    return make_csr(indptr, indices[:nnz].copy(), data[:nnz].copy(), (cols.shape[0], n_features))
+
+
+class CriteoReader(_DelimitedReader):
+    """Reader of Criteo Display Advertising Challenge files.
+
+    Each line holds a 0/1 label, 13 integer counts ``I1..I13`` and 26 categoricals
+    ``C1..C26`` (8 hex digits), separated by tabs; any feature may be empty (no feature).
+    Field ``f`` is the 0-based feature position (counts 0-12, categoricals 13-38). A count
+    ``x`` becomes the bucket ``floor(ln(x)**2)`` when ``x > 2`` and ``x`` itself otherwise
+    (Kaggle winners' transform; integral values such as ``260.0`` are accepted), and the pair
+    (field, decimal text of the bucket) is hashed; a categorical is hashed as (field, its
+    text). Hashing: :func:`hash_features`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (``.gz`` accepted).
+    n_bits : int, default=20
+        Number of columns is ``2**n_bits``.
+    field_aware : bool, default=False
+        Give each of the 39 fields its own slice of columns (:func:`column_fields`).
+    sep : str, default="\\t"
+        Column separator.
+    header : bool, default=False
+        Skip a first line of column names.
+    chunk_size : int, default=100_000
+        Rows per chunk.
+    skip_bad_lines : bool, default=False
+        Skip malformed lines (wrong field count, non-integer count, label not 0/1, invalid
+        UTF-8) and count them in ``stats``; otherwise raise ``ValueError`` naming the file
+        and the line.
+    block_size : int, default=8 MiB
+        Bytes read and parsed at once.
+
+    Examples
+    --------
+    >>> from sparseopt.datasets import CriteoReader, sample_path
+    >>> reader = CriteoReader(sample_path("train"), n_bits=18, chunk_size=5_000)
+    >>> for X, y in reader:  # one epoch
+    ...     pass
+    >>> reader.stats["n_rows"]
+    20000
+    """
+
+    N_COUNTS = 13
+    N_CATEGORICALS = 26
+
+    def __init__(
+        self,
+        path,
+        n_bits=20,
+        *,
+        field_aware=False,
+        sep="\t",
+        header=False,
+        chunk_size=100_000,
+        skip_bad_lines=False,
+        block_size=1 << 23,
+    ):
+        kinds = [P.LABEL] + [P.COUNT] * self.N_COUNTS + [P.CATEGORICAL] * self.N_CATEGORICALS
+        super().__init__(
+            path,
+            kinds=kinds,
+            n_bits=n_bits,
+            field_aware=field_aware,
+            sep=sep,
+            chunk_size=chunk_size,
+            skip_bad_lines=skip_bad_lines,
+            block_size=block_size,
+            header_lines=int(bool(header)),
+        )
+
+
+def _read_header(path, sep):
+    with _open(path) as f:
+        line = f.readline()
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}, line 1: the header is not valid UTF-8") from None
+    if not text:
+        raise ValueError(f"{path}, line 1: the header line is empty")
+    return text.split(sep)
+
+
+class CSVReader(_DelimitedReader):
+    """Reader of delimited text with a header: a label column and hashed feature columns.
+
+    Feature ``features[f]`` is field ``f``. A categorical value is hashed as the pair
+    (field, its text); a column in ``numeric`` keeps its number as the value of one hashed
+    column per field (the pair (field, empty text)); empty values give no feature. Values
+    are not unquoted: the separator may not occur inside a value.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (``.gz`` accepted); its first line names the columns.
+    label : str
+        The label column.
+    features : list of str, default=None
+        Feature columns, in field order. None: every column but the label and ``exclude``.
+    numeric : list of str, default=()
+        Feature columns to keep as numbers.
+    exclude : list of str, default=()
+        Columns left out when ``features`` is None (an id, for instance).
+    n_bits : int, default=20
+        Number of columns is ``2**n_bits``.
+    field_aware : bool, default=False
+        Give each field its own slice of columns (:func:`column_fields`).
+    sep : str, default=","
+        Column separator.
+    binary_label : bool, default=True
+        Require labels 0 or 1; False accepts any number (regression).
+    chunk_size, skip_bad_lines, block_size
+        As in :class:`CriteoReader`.
+    """
+
+    def __init__(
+        self,
+        path,
+        label,
+        features=None,
+        *,
+        numeric=(),
+        exclude=(),
+        n_bits=20,
+        field_aware=False,
+        sep=",",
+        binary_label=True,
+        chunk_size=100_000,
+        skip_bad_lines=False,
+        block_size=1 << 23,
+    ):
+        path = _check_file(path)
+        names = _read_header(path, sep)
+        self.columns = names
+        if label not in names:
+            raise ValueError(f"{path}: no label column {label!r} in the header {names}")
+        if features is None:
+            features = [n for n in names if n != label and n not in exclude]
+        features = list(features)
+        missing = [n for n in [*features, *numeric] if n not in names]
+        if missing:
+            raise ValueError(f"{path}: columns {missing} are not in the header {names}")
+        if label in features:
+            raise ValueError(f"the label {label!r} cannot also be a feature")
+        if len(set(features)) != len(features):
+            raise ValueError("features must not repeat a column")
+        if not features:
+            raise ValueError("at least one feature column is needed")
+        numeric = set(numeric)
+        kinds = [
+            P.LABEL
+            if n == label
+            else (P.NUMERIC if n in numeric else P.CATEGORICAL)
+            if n in features
+            else P.SKIP
+            for n in names
+        ]
+        self.label = label
+        self.features = features
+        super().__init__(
+            path,
+            kinds=kinds,
+            n_bits=n_bits,
+            field_aware=field_aware,
+            sep=sep,
+            chunk_size=chunk_size,
+            skip_bad_lines=skip_bad_lines,
+            block_size=block_size,
+            header_lines=1,
+            binary_label=binary_label,
+            slots=[features.index(n) if n in features else -1 for n in names],
+        )
+
+
+class AvazuReader(CSVReader):
+    """Reader of Avazu CTR files: CSV with a header (``id,click,hour,C1,banner_pos,...``).
+
+    The label is ``click``, ``id`` is dropped and every other column is hashed as the pair
+    (field, its text), field ``f`` being the ``f``-th such column (``hour`` is 0).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (``.gz`` accepted).
+    n_bits : int, default=20
+        Number of columns is ``2**n_bits``.
+    field_aware, chunk_size, skip_bad_lines, block_size
+        As in :class:`CriteoReader`.
+    """
+
+    def __init__(
+        self,
+        path,
+        n_bits=20,
+        *,
+        field_aware=False,
+        chunk_size=100_000,
+        skip_bad_lines=False,
+        block_size=1 << 23,
+    ):
+        super().__init__(
+            path,
+            "click",
+            exclude=["id"],
+            n_bits=n_bits,
+            field_aware=field_aware,
+            chunk_size=chunk_size,
+            skip_bad_lines=skip_bad_lines,
+            block_size=block_size,
+        )
+
+
+class LibSVMReader(ChunkReader):
+    """Reader of LIBSVM / SVMlight files: ``label index:value ...`` per line.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file (``.gz`` accepted).
+    n_features : int, default=None
+        Number of columns. None: one more than the largest index (a first pass over the
+        file finds it).
+    zero_based : bool or "auto", default="auto"
+        Whether indices start at 0. "auto": zero-based if any index 0 occurs in the file
+        (as scikit-learn decides; this needs the same first pass).
+    binary : bool, default=True
+        Labels must be -1, 0 or 1 (+1); they are stored as 0/1. False keeps any number.
+    chunk_size, skip_bad_lines, block_size
+        As in :class:`CriteoReader`. ``qid:`` tokens and ``#`` comments are ignored.
+    """
+
+    def __init__(
+        self,
+        path,
+        n_features=None,
+        zero_based="auto",
+        *,
+        binary=True,
+        chunk_size=100_000,
+        skip_bad_lines=False,
+        block_size=1 << 23,
+    ):
+        super().__init__(
+            path, chunk_size=chunk_size, skip_bad_lines=skip_bad_lines, block_size=block_size
+        )
+        if zero_based not in (True, False, "auto"):
+            raise ValueError(f"zero_based must be True, False or 'auto', got {zero_based!r}")
+        if n_features is not None and int(n_features) < 0:
+            raise ValueError(f"n_features must be >= 0, got {n_features}")
+        self.binary = bool(binary)
+        self.zero_based = zero_based
+        self.n_features = None if n_features is None else int(n_features)
+        if n_features is None or zero_based == "auto":
+            lo, hi = self._index_range()
+            if zero_based == "auto":
+                self.zero_based = bool(lo == 0)
+            if n_features is None:
+                self.n_features = max(int(hi) + 1 - int(not self.zero_based), 0)
+
+    def _params(self):
+        return dict(
+            super()._params(),
+            n_features=self.n_features,
+            zero_based=self.zero_based,
+            binary=self.binary,
+        )
+
+    def _index_range(self):
+        lo, hi = np.iinfo(np.int64).max, -1
+        for buf, first_line in self._blocks():
+            *_, minmax = self._parse_arrays(buf, first_line, 0, -1)
+            lo, hi = min(lo, minmax[0]), max(hi, minmax[1])
+        return lo, hi
+
+    def _parse_arrays(self, buf, first_line, offset, n_features):
+        max_rows = int(np.count_nonzero(buf == 10)) + 1
+        max_nnz = int(np.count_nonzero(buf == 58))
+        dtype = np.int64 if n_features < 0 else index_dtype(n_features)
+        indptr = np.empty(max_rows + 1, dtype=np.int64)
+        indices = np.empty(max_nnz, dtype=dtype)
+        data = np.empty(max_nnz, dtype=np.float32)
+        y = np.empty(max_rows, dtype=np.float32)
+        bad = np.empty(max_rows, dtype=np.int64)
+        err = np.zeros(6, dtype=np.int64)
+        minmax = np.array([np.iinfo(np.int64).max, -1], dtype=np.int64)
+        n_rows, nnz, n_bad = P.parse_libsvm(
+            buf,
+            offset,
+            n_features,
+            self.binary,
+            self.skip_bad_lines,
+            indptr,
+            indices,
+            data,
+            y,
+            bad,
+            err,
+            minmax,
+        )
+        if err[1]:
+            index_range = f"{n_features} features indexed from {offset}"
+            self._raise(
+                buf,
+                first_line,
+                err,
+                labels="-1, 0 or 1" if self.binary else "a number",
+                index_range=index_range,
+            )
+        arrays = indptr[: n_rows + 1], indices[:nnz], data[:nnz], y[:n_rows]
+        return arrays, bad[:n_bad], minmax
+
+    def _parse_block(self, buf, first_line):
+        offset = 0 if self.zero_based else 1
+        (indptr, indices, data, y), bad, _ = self._parse_arrays(
+            buf, first_line, offset, self.n_features
+        )
+        X = make_csr(indptr, indices.copy(), data.copy(), (len(y), self.n_features))
+        return X, y.copy(), bad
+
+
+def read_criteo(path, chunk_size=100_000, n_bits=20, skip_bad_lines=False, **kwargs):
+    """Stream a Criteo TSV file as CSR chunks: ``CriteoReader(path, ...)``.
+
+    Returns
+    -------
+    reader : CriteoReader
+        Iterate it for ``(X, y)`` chunks, or call ``.read()`` for one matrix.
+    """
+    return CriteoReader(
+        path, n_bits=n_bits, chunk_size=chunk_size, skip_bad_lines=skip_bad_lines, **kwargs
+    )
+
+
+def read_avazu(path, chunk_size=100_000, n_bits=20, skip_bad_lines=False, **kwargs):
+    """Stream an Avazu CSV file as CSR chunks: ``AvazuReader(path, ...)``.
+
+    Returns
+    -------
+    reader : AvazuReader
+    """
+    return AvazuReader(
+        path, n_bits=n_bits, chunk_size=chunk_size, skip_bad_lines=skip_bad_lines, **kwargs
+    )
+
+
+def read_libsvm(path, n_features=None, zero_based="auto", chunk_size=100_000, **kwargs):
+    """Stream a LIBSVM file as CSR chunks: ``LibSVMReader(path, ...)``.
+
+    Returns
+    -------
+    reader : LibSVMReader
+    """
+    return LibSVMReader(path, n_features, zero_based, chunk_size=chunk_size, **kwargs)
+
+
+def read_csv(path, label, features=None, sep=",", **kwargs):
+    """Stream a delimited file with a header as hashed CSR chunks: ``CSVReader(path, ...)``.
+
+    Returns
+    -------
+    reader : CSVReader
+    """
+    return CSVReader(path, label, features, sep=sep, **kwargs)
