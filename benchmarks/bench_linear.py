@@ -103,7 +103,9 @@ def run_torch(data, batch_size=256):
             rows = torch.from_numpy(np.sort(order[lo : lo + batch_size]))
             starts, ends = indptr[rows], indptr[rows + 1]
             lengths = ends - starts
-            flat = torch.cat([indices[s:e] for s, e in zip(starts.tolist(), ends.tolist())])
+            flat = torch.cat(
+                [indices[s:e] for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+            )
             offsets = torch.cumsum(lengths, 0) - lengths
             opt.zero_grad()
             margin = emb(flat, offsets).squeeze(1) + bias

@@ -9,6 +9,8 @@
   or ``.cached(dir)`` to skip parsing in later epochs.
 - :func:`fetch_a9a`, :func:`fetch_criteo_sample`, :func:`fetch_avazu_sample`: checksummed
   downloads into :func:`data_home`.
+- :func:`load_movielens`, :func:`load_movielens_split`, :func:`fetch_movielens`: MovieLens
+  ratings as users x items CSR matrices.
 - :func:`sample_path`: a small synthetic Criteo-format sample shipped with the package.
 
 Examples
@@ -30,6 +32,12 @@ from ._download import (
 )
 from ._generators import make_ctr
 from ._hashing import column_fields, hash_features
+from ._movielens import (
+    fetch_movielens,
+    implicit_positives,
+    load_movielens,
+    load_movielens_split,
+)
 from ._readers import (
     AvazuReader,
     ChunkReader,
@@ -56,7 +64,11 @@ __all__ = [
     "fetch_avazu_sample",
     "fetch_criteo_sample",
     "fetch_file",
+    "fetch_movielens",
     "hash_features",
+    "implicit_positives",
+    "load_movielens",
+    "load_movielens_split",
     "make_ctr",
     "read_avazu",
     "read_criteo",

@@ -62,7 +62,7 @@ def _catch_up_row(rule, hp, spec, clock, table, stamp, mark, indices, lo, hi, K)
         if stamp[j] < t_prev:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(rule, 
+                table[r, 0] = R.catch_up(rule,
                     hp, spec, table[r, 0], table, r, 1, stamp[j], t_prev,
                     clock[R.CLOCK_LOG_DECAY_PREV], mark[j],
                 )  # fmt: skip
@@ -127,8 +127,18 @@ def _train_batches(
                 marked = mark[j] if lazy else 0.0
                 for c in range(K):
                     r = j * K + c
-                    table[r, 0] = R.update_coordinate(rule, 
-                        hp, spec, clock, table[r, 0], data[k] * dloss[c], table, r, 1, last, marked
+                    table[r, 0] = R.update_coordinate(
+                        rule,
+                        hp,
+                        spec,
+                        clock,
+                        table[r, 0],
+                        data[k] * dloss[c],
+                        table,
+                        r,
+                        1,
+                        last,
+                        marked,
                     )
                 if lazy:
                     stamp[j] = t
@@ -152,8 +162,8 @@ def _train_batches(
                 marked = mark[j] if lazy else 0.0
                 for c in range(K):
                     r = j * K + c
-                    table[r, 0] = R.update_coordinate(rule, 
-                        hp, spec, clock, table[r, 0], scratch[r], table, r, 1, last, marked
+                    table[r, 0] = R.update_coordinate(
+                        rule, hp, spec, clock, table[r, 0], scratch[r], table, r, 1, last, marked
                     )
                     scratch[r] = np.nan
                 if lazy:
@@ -161,7 +171,7 @@ def _train_batches(
                     mark[j] = clock[R.CLOCK_LOG_DECAY]
         if fit_intercept:
             for c in range(K):
-                bias[c, 0] = R.update_coordinate(rule, 
+                bias[c, 0] = R.update_coordinate(rule,
                     hp, spec, clock, bias[c, 0], bias_grad[c], bias, c, 1, t - 1.0,
                     clock[R.CLOCK_LOG_DECAY_PREV],
                 )  # fmt: skip
@@ -230,7 +240,7 @@ def linear_catch_up(rule, hp, spec, clock, table, stamp, mark):
         if stamp[j] < t:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(rule, 
+                table[r, 0] = R.catch_up(rule,
                     hp, spec, table[r, 0], table, r, 1, stamp[j], t,
                     clock[R.CLOCK_LOG_DECAY], mark[j],
                 )  # fmt: skip

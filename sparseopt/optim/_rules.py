@@ -297,7 +297,17 @@ def catch_up_all(rule, hp, spec, clock, params, slots, stamp, mark):
         if lazy:
             if stamp[j] < t:
                 params[j] = catch_up(
-                    rule, hp, spec, params[j], slots, j, 0, stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j]
+                    rule,
+                    hp,
+                    spec,
+                    params[j],
+                    slots,
+                    j,
+                    0,
+                    stamp[j],
+                    t,
+                    clock[CLOCK_LOG_DECAY],
+                    mark[j],
                 )
                 stamp[j] = t
                 mark[j] = clock[CLOCK_LOG_DECAY]
