@@ -250,7 +250,7 @@ class MatrixFactorization(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
-        tags.non_deterministic = self._n_threads() > 1
+        tags.non_deterministic = self.n_jobs not in (None, 1)
         return tags
 
     # -- training --------------------------------------------------------------------------
