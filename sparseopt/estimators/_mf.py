@@ -1,0 +1,754 @@
+"""Matrix factorization for explicit ratings and implicit feedback, trained with lazy rules."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from .. import optim
+from ..models import _mf as K
+from ..optim import _rules as R
+
+FORMAT = "sparseopt.MatrixFactorization"
+FORMAT_VERSION = 1
+
+_DEFAULT_LEARNING_RATE = 0.05
+
+
+@dataclass
+class _Side:
+    """The tables of one side (users or items), laid out as :mod:`sparseopt.models._mf` reads.
+
+    ``counts[x]`` is the number of known interactions of row ``x``: rows with none are
+    cold and scored by their bias alone.
+    """
+
+    bias: np.ndarray
+    factors: np.ndarray
+    stamp: np.ndarray
+    mark: np.ndarray
+    counts: np.ndarray
+
+    def kernel_view(self):
+        return (self.bias, self.factors, self.stamp, self.mark)
+
+    def copy(self) -> _Side:
+        return _Side(*(getattr(self, f.name).copy() for f in fields(self)))
+
+    @property
+    def n_rows(self) -> int:
+        return self.bias.shape[0]
+
+
+def _new_side(n_rows, n_components, opt, rng, init_std) -> _Side:
+    slots = opt.initial_slots().astype(np.float32)
+    bias = np.zeros((n_rows, 1 + slots.size), np.float32)
+    bias[:, 1:] = slots
+    factors = np.zeros((n_rows * n_components, 1 + slots.size), np.float32)
+    factors[:, 1:] = slots
+    factors[:, 0] = rng.normal(0.0, init_std, n_rows * n_components)
+    size = n_rows if opt.needs_stamp else 0
+    return _Side(bias, factors, np.zeros(size), np.zeros(size), np.zeros(n_rows, dtype=np.int64))
+
+
+def _grow(side: _Side, n_rows, n_components, opt, rng, init_std, t, log_decay) -> _Side:
+    """``side`` with fresh rows appended up to ``n_rows`` (stamped at the current step)."""
+    extra = n_rows - side.n_rows
+    if extra <= 0:
+        return side
+    new = _new_side(extra, n_components, opt, rng, init_std)
+    new.stamp[:] = t
+    new.mark[:] = log_decay
+    return _Side(
+        *(np.concatenate([getattr(side, f.name), getattr(new, f.name)]) for f in fields(side))
+    )
+
+
+class MatrixFactorization(BaseEstimator):
+    r"""Matrix factorization of a users x items matrix, trained with lazy per-coordinate rules.
+
+    A (user, item) pair is scored as
+
+    .. math:: s_{ui} = \mu + b_u + b_i + p_u^\top q_i
+
+    with ``n_components``-dimensional factors :math:`p_u, q_i`, biases :math:`b_u, b_i` and,
+    for ``loss="squared"``, the global mean rating :math:`\mu` (0 otherwise). Training makes
+    ``max_iter`` passes over the stored entries of ``X`` in a shuffled order; each entry is
+    one optimizer step on the few coordinates it touches. With :math:`x_{ui}` the stored
+    value, the loss of an entry is
+
+    - ``"squared"`` (explicit ratings, biased MF):
+      :math:`\tfrac12 (s_{ui} - x_{ui})^2`;
+    - ``"logistic"`` (implicit feedback): :math:`x_{ui} \log(1 + e^{-s_{ui}})` plus
+      :math:`\log(1 + e^{s_{uj}})` for ``n_negatives`` items :math:`j` drawn uniformly among
+      those the user has no interaction with (each one its own step);
+    - ``"bpr"`` (Rendle et al., 2009): :math:`x_{ui} \log(1 + e^{-(s_{ui} - s_{uj})})` with
+      one drawn :math:`j`;
+    - ``"warp"`` (Weston et al., 2011): draw up to ``max_sampled`` items until one violates
+      the margin, :math:`s_{uj} > s_{ui} - 1` at draw :math:`n`; then
+      :math:`x_{ui} \log\lfloor (n_{items} - 1) / n \rfloor (1 - s_{ui} + s_{uj})`, which
+      weights a positive by the log of its estimated rank.
+
+    plus the L2 penalty :math:`\tfrac{\alpha_b}{2}(b_u^2 + b_i^2) + \tfrac{\alpha_f}{2}
+    (\lVert p_u \rVert^2 + \lVert q_i \rVert^2)` on the rows the entry touches (so active
+    users and items are regularized more, as in Funk's SGD and Surprise; the pairwise
+    losses leave :math:`b_u`, which cancels, untouched). For the implicit losses every
+    stored entry is a positive, its value a weight.
+
+    The optimizer keeps its state per element: every bias and every factor element has its
+    own AdaGrad accumulator (Adam moments...) beside its weight, as LightFM's AdaGrad does.
+    Per-row state (one accumulator per factor vector) would save memory, but the rules of
+    :mod:`sparseopt.optim` are per coordinate, and per element they give every optimizer,
+    with exact lazy catch-up, one code path. Rules that move a weight while its gradient is
+    zero (momentum, Adam with ``lazy="exact"``, weight decay) catch a user or item up on its
+    skipped steps before it is next read, and all rows at the end of each ``fit`` and
+    ``partial_fit``: the weights are the dense optimizer's.
+
+    Parameters
+    ----------
+    n_components : int, default=32
+        Dimension of the factors.
+    loss : {"squared", "logistic", "bpr", "warp"}, default="squared"
+    optimizer : str or sparseopt.optim.Optimizer, default="adagrad"
+        A name of :data:`sparseopt.optim.OPTIMIZERS` (except ``"ftrl"``: its closed-form
+        weights discard the random initialization) or an optimizer object.
+    learning_rate : float, sparseopt.optim.Schedule or None, default=None
+        The optimizer's rate. None: 0.05 for a named optimizer, the object's own otherwise.
+    alpha_factors : float, default=0.1
+        L2 penalty :math:`\alpha_f` of the factors.
+    alpha_biases : float, default=0.02
+        L2 penalty :math:`\alpha_b` of the biases.
+    max_iter : int, default=15
+        Passes over the data in ``fit`` (``partial_fit`` makes one).
+    init_std : float, default=0.05
+        Standard deviation of the normal initial factors.
+    n_negatives : int, default=1
+        Negatives drawn per positive for ``loss="logistic"``.
+    max_sampled : int, default=30
+        Most negatives drawn per positive for ``loss="warp"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialization, shuffling and negative sampling: with ``n_jobs=1`` two fits
+        with the same integer give the same model.
+    n_jobs : int or None, default=None
+        Threads. Above 1 they update the shared tables without locks (Hogwild): faster, not
+        deterministic; each optimizer step then holds one entry per thread. -1: all of
+        Numba's threads.
+    device : {"cpu"}, default="cpu"
+        Only the CPU is supported yet.
+    verbose : int, default=0
+        Above 0, print the mean training loss of each epoch.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of items (columns of ``X``).
+    n_users_, n_items_ : int
+    global_mean_ : float
+        :math:`\mu`: the mean training rating for ``loss="squared"``, else 0.
+    rating_range_ : tuple of float
+        Smallest and largest training value; squared-loss predictions are clipped to it.
+    n_iter_ : int
+        Epochs run by the last ``fit`` (plus one per later ``partial_fit``).
+    optimizer_ : sparseopt.optim.Optimizer
+        The optimizer used.
+    tables_ : dict
+        Trained state: weights with optimizer slots, stamps, clock, known interactions
+        (what :meth:`save` writes).
+    user_factors_, item_factors_ : ndarray of shape (n_users_ | n_items_, n_components)
+    user_biases_, item_biases_ : ndarray of shape (n_users_ | n_items_,)
+
+    Notes
+    -----
+    Cold start: a user or item with no interaction (an empty row or column of ``X``, or one
+    added by a larger ``partial_fit`` matrix) is scored by the biases alone, its factors
+    ignored until it has interactions: an unknown user's recommendations rank items by
+    :math:`b_i`. Ids outside ``[0, n_users_)`` or ``[0, n_items_)`` raise ``ValueError``.
+
+    References
+    ----------
+    Koren, Bell and Volinsky, "Matrix factorization techniques for recommender systems",
+    IEEE Computer, 2009. Rendle et al., "BPR: Bayesian personalized ranking from implicit
+    feedback", UAI 2009. Weston, Bengio and Usunier, "WSABIE: scaling up to large vocabulary
+    image annotation", IJCAI 2011.
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> from sparseopt.estimators._mf import MatrixFactorization
+    >>> X = sp.random(50, 40, density=0.2, format="csr", random_state=0) * 4 + 1
+    >>> mf = MatrixFactorization(n_components=8, random_state=0).fit(X)
+    >>> mf.predict([0, 1], [3, 4]).shape
+    (2,)
+    >>> mf.recommend([0], n=5).shape
+    (1, 5)
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "loss": [StrOptions(set(K.LOSSES))],
+        "optimizer": [StrOptions(set(optim.OPTIMIZERS) - {"ftrl"}), optim.Optimizer],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), optim.Schedule, None],
+        "alpha_factors": [Interval(Real, 0, None, closed="left")],
+        "alpha_biases": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "init_std": [Interval(Real, 0, None, closed="left")],
+        "n_negatives": [Interval(Integral, 1, None, closed="left")],
+        "max_sampled": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [Integral, None],
+        "device": [str],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=32,
+        *,
+        loss="squared",
+        optimizer="adagrad",
+        learning_rate=None,
+        alpha_factors=0.1,
+        alpha_biases=0.02,
+        max_iter=15,
+        init_std=0.05,
+        n_negatives=1,
+        max_sampled=30,
+        random_state=None,
+        n_jobs=None,
+        device="cpu",
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.loss = loss
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha_factors = alpha_factors
+        self.alpha_biases = alpha_biases
+        self.max_iter = max_iter
+        self.init_std = init_std
+        self.n_negatives = n_negatives
+        self.max_sampled = max_sampled
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.device = device
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = self.n_jobs not in (None, 1)
+        return tags
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, X, y=None):
+        """Learn the factors of ``X`` from scratch.
+
+        Parameters
+        ----------
+        X : sparse matrix of shape (n_users, n_items)
+            Ratings (``loss="squared"``) or positive interaction weights; each stored entry
+            is one observation (dense arrays are accepted: their nonzeros). No NaN or inf.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        self._check_device()
+        X = self._check_X(X)
+        opt = self._resolve_optimizer()
+        rng = check_random_state(self.random_state)
+        n_users, n_items = X.shape
+        k = self.n_components
+        state = {
+            "user": _new_side(n_users, k, opt, rng, self.init_std),
+            "item": _new_side(n_items, k, opt, rng, self.init_std),
+            "clock": np.zeros(R.CLOCK_SIZE),
+            "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
+        }
+        mu = float(X.data.mean()) if self.loss == "squared" else 0.0
+        lo, hi = float(X.data.min()), float(X.data.max())
+        self._train(state, X, opt, self.max_iter, rng, mu)
+        self._set_state(state, opt, mu, (lo, hi), self.max_iter)
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One epoch over new interactions ``X``, keeping what was learnt.
+
+        ``X`` may be larger than the matrices seen so far: new users (rows) and items
+        (columns) get fresh factors. On an unfitted estimator it is one epoch of
+        :meth:`fit`. If training fails (a diverging learning rate), a ``ValueError`` is
+        raised and the fitted state is left as it was: the update runs on a copy of the
+        tables, which costs O(model size) per call.
+
+        Parameters
+        ----------
+        X : sparse matrix of shape (n_users, n_items)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "tables_"):
+            max_iter = self.max_iter
+            try:
+                self.max_iter = 1
+                return self.fit(X)
+            finally:
+                self.max_iter = max_iter
+        self._validate_params()
+        self._check_device()
+        X = self._check_X(X)
+        opt = self.optimizer_
+        rng = check_random_state(self.random_state)
+        old = self.tables_
+        clock = old["clock"].copy()
+        n_users = max(X.shape[0], old["user"].n_rows)
+        n_items = max(X.shape[1], old["item"].n_rows)
+        t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
+        k = self.n_components
+        state = {
+            "user": _grow(old["user"].copy(), n_users, k, opt, rng, self.init_std, t, log_decay),
+            "item": _grow(old["item"].copy(), n_items, k, opt, rng, self.init_std, t, log_decay),
+            "clock": clock,
+            "seen": _resize(old["seen"], (n_users, n_items)),
+        }
+        X = _resize(X, (n_users, n_items))
+        lo, hi = self.rating_range_
+        lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
+        self._train(state, X, opt, 1, rng, self.global_mean_)
+        self._set_state(state, opt, self.global_mean_, (lo, hi), self.n_iter_ + 1)
+        return self
+
+    def _train(self, state, X, opt, n_epochs, rng, mu):
+        """Run ``n_epochs`` over ``X`` on ``state`` in place; raise if the model diverges."""
+        seen = state["seen"] + X
+        seen.data[:] = 1.0
+        seen.sort_indices()
+        state["seen"] = seen
+        for name, axis in (("user", 1), ("item", 0)):
+            state[name].counts[:] = (
+                np.diff(seen.indptr)
+                if axis == 1
+                else np.bincount(seen.indices, minlength=seen.shape[1])
+            )
+        coo = X.tocoo()
+        data = (
+            coo.row.astype(np.int32),
+            coo.col.astype(np.int32),
+            coo.data.astype(np.float32),
+            seen.indptr.astype(np.int64),
+            seen.indices.astype(np.int32),
+        )
+        hp, spec = opt.hyperparameters(), opt.schedule_spec()
+        consts = (
+            mu,
+            float(self.alpha_biases),
+            float(self.alpha_factors),
+            int(self.n_components),
+            int(self.n_negatives),
+            int(self.max_sampled),
+        )
+        loss = K.LOSSES[self.loss]
+        user, item = state["user"].kernel_view(), state["item"].kernel_view()
+        order = np.arange(coo.nnz, dtype=np.int64)
+        n_threads = self._n_threads()
+        for epoch in range(n_epochs):
+            start = time.perf_counter()
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            args = (loss, hp, spec, state["clock"], user, item, data, order, consts, seed)
+            if n_threads > 1:
+                status, total = K.mf_train_epoch_hogwild(*args, n_threads)
+            else:
+                status, total = K.mf_train_epoch(*args)
+            if status != K.OK or not math.isfinite(total):
+                raise ValueError(
+                    f"matrix factorization diverged in epoch {epoch + 1} (non-finite "
+                    f"{'learning rate' if status == K.BAD_STEP else 'loss'}): "
+                    f"learning_rate={opt.learning_rate!r} is too large for these "
+                    f"data; try a smaller learning_rate"
+                )
+            if self.verbose:
+                print(
+                    f"epoch {epoch + 1}/{n_epochs}: mean loss {total / max(coo.nnz, 1):.5f} "
+                    f"({time.perf_counter() - start:.3f} s)"
+                )
+        for side in (user, item):
+            K.mf_catch_up(hp, spec, state["clock"], side, self.n_components)
+            if not (np.isfinite(side[0][:, 0]).all() and np.isfinite(side[1][:, 0]).all()):
+                raise ValueError(
+                    f"matrix factorization diverged (non-finite weights): "
+                    f"learning_rate={opt.learning_rate!r} is too large; try a smaller "
+                    f"learning_rate"
+                )
+
+    def _set_state(self, state, opt, mu, rating_range, n_iter):
+        self.tables_ = state
+        self.optimizer_ = opt
+        self.global_mean_ = mu
+        self.rating_range_ = rating_range
+        self.n_iter_ = n_iter
+        self.n_users_ = state["user"].n_rows
+        self.n_items_ = state["item"].n_rows
+        self.n_features_in_ = self.n_items_
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_device(self):
+        if self.device != "cpu":
+            raise ValueError(f"device must be 'cpu' (the only backend yet), got {self.device!r}")
+
+    def _n_threads(self) -> int:
+        if self.n_jobs is None:
+            return 1
+        if self.n_jobs < 0:
+            return max(1, numba.config.NUMBA_NUM_THREADS + 1 + self.n_jobs)
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be a positive integer, -1 or None, got 0")
+        return int(self.n_jobs)
+
+    def _check_X(self, X):
+        X = check_array(
+            X,
+            accept_sparse="csr",
+            dtype=(np.float64, np.float32),
+            ensure_all_finite=True,
+            input_name="X",
+            estimator=self,
+        )
+        X = sp.csr_matrix(X, dtype=np.float32)
+        X.sum_duplicates()
+        if self.loss != "squared":
+            if (X.data < 0).any():
+                raise ValueError(
+                    f"loss={self.loss!r} reads X as positive interaction weights; X has "
+                    f"negative values"
+                )
+            X.eliminate_zeros()
+        if X.nnz == 0:
+            raise ValueError(
+                f"X of shape {X.shape} has no interactions (no stored entries to learn from)"
+            )
+        return X
+
+    def _resolve_optimizer(self) -> optim.Optimizer:
+        if isinstance(self.optimizer, str):
+            lr = _DEFAULT_LEARNING_RATE if self.learning_rate is None else self.learning_rate
+            opt = optim.OPTIMIZERS[self.optimizer](learning_rate=lr)
+        else:
+            if isinstance(self.optimizer, optim.FTRL):
+                raise ValueError(
+                    "FTRL is not supported for matrix factorization: its closed-form weights "
+                    "discard the random initialization of the factors"
+                )
+            opt = self.optimizer.__class__(**self.optimizer.get_params())
+            if self.learning_rate is not None:
+                opt.set_params(learning_rate=self.learning_rate)
+        opt.hyperparameters()  # validates
+        opt.schedule_spec()
+        return opt
+
+    def _check_ids(self, ids, n, name):
+        ids = np.asarray(ids)
+        if ids.ndim == 0:
+            ids = ids.reshape(1)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"{name} must be a 1-D array of integer ids, got {ids!r:.80}")
+        bad = (ids < 0) | (ids >= n)
+        if bad.any():
+            raise ValueError(
+                f"{name} contains {ids[bad][0]}, out of range for {n} known "
+                f"{name.split('_')[0]}s (ids are 0 .. {n - 1})"
+            )
+        return ids.astype(np.int64)
+
+    # -- the learnt model ------------------------------------------------------------------
+    def _weights(self, side: str):
+        """(biases, factors) of a side as float64, factors of cold rows zeroed."""
+        s = self.tables_[side]
+        factors = s.factors[:, 0].reshape(s.n_rows, self.n_components).astype(np.float64)
+        factors[s.counts == 0] = 0.0
+        return s.bias[:, 0].astype(np.float64), factors
+
+    @property
+    def user_factors_(self) -> np.ndarray:
+        check_is_fitted(self)
+        s = self.tables_["user"]
+        return s.factors[:, 0].reshape(s.n_rows, self.n_components).copy()
+
+    @property
+    def item_factors_(self) -> np.ndarray:
+        check_is_fitted(self)
+        s = self.tables_["item"]
+        return s.factors[:, 0].reshape(s.n_rows, self.n_components).copy()
+
+    @property
+    def user_biases_(self) -> np.ndarray:
+        check_is_fitted(self)
+        return self.tables_["user"].bias[:, 0].copy()
+
+    @property
+    def item_biases_(self) -> np.ndarray:
+        check_is_fitted(self)
+        return self.tables_["item"].bias[:, 0].copy()
+
+    def predict(self, user_ids, item_ids) -> np.ndarray:
+        """The score :math:`s_{ui}` of each pair (a rating for ``loss="squared"``).
+
+        Squared-loss predictions are clipped to ``rating_range_``.
+
+        Parameters
+        ----------
+        user_ids, item_ids : array-like of int, shape (n_pairs,)
+
+        Returns
+        -------
+        ndarray of shape (n_pairs,), float64
+        """
+        check_is_fitted(self)
+        users = self._check_ids(user_ids, self.n_users_, "user_ids")
+        items = self._check_ids(item_ids, self.n_items_, "item_ids")
+        if users.shape != items.shape:
+            raise ValueError(
+                f"user_ids and item_ids differ in length: {users.size} != {items.size}"
+            )
+        bu, pu = self._weights("user")
+        bi, qi = self._weights("item")
+        s = self.global_mean_ + bu[users] + bi[items] + np.einsum("ij,ij->i", pu[users], qi[items])
+        if self.loss == "squared":
+            s = np.clip(s, *self.rating_range_)
+        return s
+
+    def recommend(self, user_ids, n=10, exclude_seen=True) -> np.ndarray:
+        """The ``n`` best-scored items of each user, best first.
+
+        Parameters
+        ----------
+        user_ids : array-like of int, shape (n_users,)
+        n : int, default=10
+        exclude_seen : bool, default=True
+            Leave out the items a user interacted with in training.
+
+        Returns
+        -------
+        ndarray of shape (n_users, n), int64
+            Item ids; ``-1`` fills the places beyond the user's candidate items.
+        """
+        check_is_fitted(self)
+        users = self._check_ids(user_ids, self.n_users_, "user_ids")
+        if not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        _, pu = self._weights("user")
+        bi, qi = self._weights("item")
+        seen = self.tables_["seen"]
+        out = np.full((users.size, n), -1, dtype=np.int64)
+        m = min(n, self.n_items_)
+        chunk = max(1, (1 << 22) // max(self.n_items_, 1))
+        for start in range(0, users.size, chunk):
+            rows = users[start : start + chunk]
+            scores = pu[rows] @ qi.T + bi
+            if exclude_seen:
+                part = seen[rows]
+                scores[
+                    np.repeat(np.arange(rows.size), np.diff(part.indptr)), part.indices
+                ] = -np.inf
+            top = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            rank = np.lexsort((top, -top_scores), axis=1)
+            top = np.take_along_axis(top, rank, axis=1)
+            top[np.take_along_axis(top_scores, rank, axis=1) == -np.inf] = -1
+            out[start : start + rows.size, :m] = top
+        return out
+
+    def similar_items(self, item_ids, n=10) -> np.ndarray:
+        """The ``n`` items whose factors are closest in cosine to each item's, best first.
+
+        Cold items (no interactions) have no factors: they are similar to nothing and
+        come last, as ``-1``.
+
+        Parameters
+        ----------
+        item_ids : array-like of int, shape (n_queries,)
+        n : int, default=10
+
+        Returns
+        -------
+        ndarray of shape (n_queries, n), int64
+            Item ids, the query item itself excluded; ``-1`` where fewer candidates exist.
+        """
+        check_is_fitted(self)
+        items = self._check_ids(item_ids, self.n_items_, "item_ids")
+        if not isinstance(n, Integral) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        _, q = self._weights("item")
+        norms = np.linalg.norm(q, axis=1)
+        unit = np.divide(q, norms[:, None], out=np.zeros_like(q), where=norms[:, None] > 0)
+        sims = unit[items] @ unit.T
+        sims[:, norms == 0] = -np.inf
+        sims[np.arange(items.size), items] = -np.inf
+        m = min(n, self.n_items_)
+        top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        rank = np.lexsort((top, -top_sims), axis=1)
+        top = np.take_along_axis(top, rank, axis=1)
+        top[np.take_along_axis(top_sims, rank, axis=1) == -np.inf] = -1
+        out = np.full((items.size, n), -1, dtype=np.int64)
+        out[:, :m] = top
+        return out
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the model to ``path`` (an ``.npz`` of arrays and JSON metadata), atomically.
+
+        Training can resume from the file (:func:`load_mf`, then ``partial_fit``): it holds
+        the optimizer state too. The file is written beside ``path`` and renamed over it, so
+        a reader never sees a partial file.
+        """
+        check_is_fitted(self)
+        params = self.get_params(deep=False)
+        params["optimizer"] = _encode(self.optimizer)
+        params["learning_rate"] = _encode(self.learning_rate)
+        if not isinstance(params["random_state"], int | None):
+            params["random_state"] = None
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "params": params,
+            "optimizer_": _encode(self.optimizer_),
+            "global_mean_": self.global_mean_,
+            "rating_range_": list(self.rating_range_),
+            "n_iter_": self.n_iter_,
+        }
+        arrays = {"meta": np.array(json.dumps(meta))}
+        for name in ("user", "item"):
+            for f in fields(_Side):
+                arrays[f"{name}_{f.name}"] = getattr(self.tables_[name], f.name)
+        seen = self.tables_["seen"]
+        arrays.update(
+            clock=self.tables_["clock"],
+            seen_indptr=seen.indptr,
+            seen_indices=seen.indices,
+            seen_shape=np.array(seen.shape, dtype=np.int64),
+        )
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+
+def load_mf(path) -> MatrixFactorization:
+    """Load a :class:`MatrixFactorization` written by :meth:`MatrixFactorization.save`.
+
+    No pickle is involved (``allow_pickle=False``): the file cannot run code.
+
+    Raises
+    ------
+    ValueError
+        If the file is truncated, corrupt, not a sparseopt MF model, or of a newer format.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file (format {meta.get('format')!r})")
+        if meta["version"] > FORMAT_VERSION:
+            raise ValueError(
+                f"format version {meta['version']} is newer than this sparseopt reads "
+                f"({FORMAT_VERSION}); upgrade sparseopt"
+            )
+        params = dict(meta["params"])
+        params["optimizer"] = _decode(params["optimizer"])
+        params["learning_rate"] = _decode(params["learning_rate"])
+        model = MatrixFactorization(**params)
+        sides = {
+            name: _Side(*(arrays[f"{name}_{f.name}"] for f in fields(_Side)))
+            for name in ("user", "item")
+        }
+        seen = sp.csr_matrix(
+            (
+                np.ones(arrays["seen_indices"].size, np.float32),
+                arrays["seen_indices"],
+                arrays["seen_indptr"],
+            ),
+            shape=tuple(int(v) for v in arrays["seen_shape"]),
+        )
+        k = model.n_components
+        for name, side in sides.items():
+            n = side.n_rows
+            if side.factors.shape[0] != n * k or side.counts.shape != (n,):
+                raise ValueError(f"inconsistent {name} tables")
+        state = {"user": sides["user"], "item": sides["item"], "clock": arrays["clock"],
+                 "seen": seen}  # fmt: skip
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{os.fspath(path)}: not a readable sparseopt matrix factorization model "
+            f"(truncated or corrupt file?): {exc}"
+        ) from exc
+    model._set_state(
+        state,
+        _decode(meta["optimizer_"]),
+        float(meta["global_mean_"]),
+        tuple(meta["rating_range_"]),
+        int(meta["n_iter_"]),
+    )
+    return model
+
+
+def _resize(m, shape):
+    """CSR ``m`` zero-padded to ``shape`` (at least as large)."""
+    m = sp.csr_matrix(m)
+    if m.shape == shape:
+        return m
+    indptr = np.concatenate([m.indptr, np.full(shape[0] - m.shape[0], m.indptr[-1])])
+    return sp.csr_matrix((m.data, m.indices, indptr), shape=shape)
+
+
+def _encode(value):
+    """JSON for an optimizer or schedule (class name and arguments), else the value."""
+    if isinstance(value, optim.Optimizer | optim.Schedule):
+        args = value.get_params(deep=False) if isinstance(value, optim.Optimizer) else vars(value)
+        return {"class": type(value).__name__, "args": {k: _encode(v) for k, v in args.items()}}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value):
+    """Inverse of :func:`_encode`; only classes of :mod:`sparseopt.optim` are built."""
+    if isinstance(value, dict):
+        cls = getattr(optim, value["class"], None)
+        if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer | optim.Schedule)):
+            raise ValueError(f"unknown optimizer or schedule {value['class']!r}")
+        return cls(**{k: _decode(v) for k, v in value["args"].items()})
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+__all__ = ["MatrixFactorization", "load_mf"]

@@ -1,0 +1,326 @@
+"""Matrix factorization kernels: one epoch of per-interaction optimizer steps, in Numba.
+
+The model scores a (user, item) pair as
+
+.. math:: s_{ui} = \\mu + b_u + b_i + p_u^\\top q_i
+
+(:math:`\\mu` is 0 for the implicit-feedback losses). Every interaction of an epoch, in a
+shuffled order, is one optimizer step ``t`` (one ``R.tick``): its loss gradient goes to the
+few coordinates it touches (two biases and ``2 k`` factor elements, or three rows for the
+pairwise losses), each through :func:`sparseopt.optim._rules.update_coordinate`.
+
+Tables
+------
+A *side* (users or items) is the tuple ``(bias, factors, stamp, mark)``:
+
+bias : float32 array of shape (n_rows, 1 + n_slots)
+    ``bias[x, 0]`` is the bias of row ``x``, ``bias[x, 1:]`` its optimizer slots.
+factors : float32 array of shape (n_rows * k, 1 + n_slots)
+    Row ``x * k + f`` holds factor ``f`` of row ``x`` and its slots: per-element optimizer
+    state, one cache line per element.
+stamp, mark : float64 arrays of shape (n_rows,), or (0,) when the rule needs no catch-up
+    Step of the row's last update and the clock's ``log_decay`` then, shared by the row's bias
+    and factors (they are always touched together).
+
+Before a row enters a step it is caught up to step ``t - 1`` (:func:`_sync`), so that the
+score and gradients use the weights a dense optimizer would hold; :func:`mf_catch_up` brings
+every row to the current step before the weights are read from Python.
+
+Randomness (shuffling, negative sampling) comes from Numba's generator, seeded per call: the
+serial kernel is deterministic for a given seed. The Hogwild kernel splits the shuffled epoch
+into one contiguous chunk per thread; the threads write the shared tables without locks and
+each keeps its own copy of the clock, so one optimizer step holds one interaction per thread.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from .._jit import JIT, PARALLEL_JIT
+from ..optim import _rules as R
+
+SQUARED, LOGISTIC, BPR, WARP = range(4)
+LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
+
+# kernel status codes
+OK, BAD_STEP, NON_FINITE = range(3)
+
+# A negative is drawn uniformly among all items and redrawn if the user interacted with it;
+# a user who interacted with (almost) every item gets no negative after this many draws.
+MAX_REDRAWS = 32
+
+
+@numba.njit(**JIT)
+def _catch_up_row(h, spec, side, x, k, t, log_decay):
+    """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
+    bias, factors, stamp, mark = side
+    last = stamp[x]
+    m = mark[x]
+    bias[x, 0] = R.catch_up(h, spec, bias[x, 0], bias, x, 1, last, t, log_decay, m)
+    for r in range(x * k, x * k + k):
+        factors[r, 0] = R.catch_up(h, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m)
+    stamp[x] = t
+    mark[x] = log_decay
+
+
+@numba.njit(inline="always", **JIT)
+def _sync(h, spec, c, side, x, k):
+    """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it."""
+    stamp = side[2]
+    if stamp.size > 0 and stamp[x] < c[R.CLOCK_T] - 1.0:
+        _catch_up_row(h, spec, side, x, k, c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV])
+
+
+@numba.njit(inline="always", **JIT)
+def _stamp(c, side, x):
+    """Record that row ``x`` was updated at the current step."""
+    stamp, mark = side[2], side[3]
+    if stamp.size > 0:
+        stamp[x] = c[R.CLOCK_T]
+        mark[x] = c[R.CLOCK_LOG_DECAY]
+
+
+@numba.njit(inline="always", **JIT)
+def _step(h, c, table, r, w, g):
+    """The rule's step on ``table[r]``, already caught up to ``t - 1``, with gradient g.
+
+    This is ``R.update_coordinate`` with ``last = t - 1`` (its catch-up is then a no-op, and
+    FTRL is not offered): decoupled weight decay, then the rule's gradient step. Calling
+    ``gradient_step`` directly keeps each inlined copy small to compile.
+    """
+    if h[R.HP_WEIGHT_DECAY] > 0.0:
+        w *= c[R.CLOCK_SHRINK]
+    return R.gradient_step(h, w, g, table, r, 1, c[R.CLOCK_T], c[R.CLOCK_ETA])
+
+
+@numba.njit(inline="always", **JIT)
+def _score(user, item, u, i, k):
+    """``b_u + b_i + p_u . q_i``, summed in float64."""
+    uf, itf = user[1], item[1]
+    s = np.float64(user[0][u, 0]) + np.float64(item[0][i, 0])
+    ru, ri = u * k, i * k
+    for f in range(k):
+        s += np.float64(uf[ru + f, 0]) * itf[ri + f, 0]
+    return s
+
+
+@numba.njit(inline="always", **JIT)
+def _as_rule(h, rule):
+    """``h`` with its rule code replaced by the compile-time constant ``rule``.
+
+    Inside a branch on the rule this lets LLVM fold the rule dispatch of
+    ``update_coordinate`` away: the per-element loop then runs about three times faster.
+    """
+    return (float(rule), h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8])
+
+
+@numba.njit(inline="always", **JIT)
+def _apply(h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
+    ub, uf, ib, itf = user[0], user[1], item[0], item[1]
+    if j < 0:
+        ub[u, 0] = _step(h, c, ub, u, ub[u, 0], di + alpha_b * ub[u, 0])
+    else:
+        ib[j, 0] = _step(h, c, ib, j, ib[j, 0], dj + alpha_b * ib[j, 0])
+    ib[i, 0] = _step(h, c, ib, i, ib[i, 0], di + alpha_b * ib[i, 0])
+    ru, ri = u * k, i * k
+    if j < 0:
+        for f in range(k):
+            p = np.float64(uf[ru + f, 0])
+            q = np.float64(itf[ri + f, 0])
+            uf[ru + f, 0] = _step(h, c, uf, ru + f, p, di * q + alpha_f * p)
+            itf[ri + f, 0] = _step(h, c, itf, ri + f, q, di * p + alpha_f * q)
+    else:
+        rj = j * k
+        for f in range(k):
+            p = np.float64(uf[ru + f, 0])
+            qi = np.float64(itf[ri + f, 0])
+            qj = np.float64(itf[rj + f, 0])
+            uf[ru + f, 0] = _step(h, c, uf, ru + f, p, di * qi + dj * qj + alpha_f * p)
+            itf[ri + f, 0] = _step(h, c, itf, ri + f, qi, di * p + alpha_f * qi)
+            itf[rj + f, 0] = _step(h, c, itf, rj + f, qj, dj * p + alpha_f * qj)
+
+
+@numba.njit(**JIT)
+def _update(h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
+    """One optimizer step on the rows a loss term touches.
+
+    Pointwise (``j < 0``): derivative ``di`` of the loss in ``s_ui``; steps on ``b_u, b_i,
+    p_u, q_i`` with gradients ``di + alpha_b b``, ``di q_i + alpha_f p_u`` and
+    ``di p_u + alpha_f q_i``. Pairwise: derivatives ``di, dj`` in ``s_ui, s_uj``; steps on
+    ``b_i, b_j, p_u, q_i, q_j`` (the user bias cancels in ``s_ui - s_uj``), with
+    ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
+    """
+    if int(h[R.HP_RULE]) == R.ADAGRAD:  # the default rule, specialized
+        _apply(_as_rule(h, R.ADAGRAD), spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f)
+    else:
+        _apply(h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f)
+
+
+@numba.njit(inline="always", **JIT)
+def _sample_negative(indptr, indices, u, n_items):
+    """A uniformly drawn item that user ``u`` has no interaction with, or -1."""
+    lo, hi = indptr[u], indptr[u + 1]
+    for _ in range(MAX_REDRAWS):
+        j = np.random.randint(0, n_items)  # noqa: NPY002 (Numba's generator)
+        a, b = lo, hi
+        while a < b:  # binary search in the user's sorted item ids
+            mid = (a + b) // 2
+            if indices[mid] < j:
+                a = mid + 1
+            else:
+                b = mid
+        if a == hi or indices[a] != j:
+            return j
+    return -1
+
+
+@numba.njit(inline="always", **JIT)
+def _softplus(x):
+    """``log(1 + exp(x))`` without overflow."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(inline="always", **JIT)
+def _sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+@numba.njit(**JIT)
+def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, consts):
+    """Train on the interactions ``order[start:stop]``; returns (status, summed loss).
+
+    Losses, with ``x`` the interaction's value and ``s`` the score:
+
+    - squared: ``(s + mu - x)^2 / 2``, one step per rating;
+    - logistic: ``x log(1 + e^{-s_ui})`` for the interaction, then ``log(1 + e^{s_uj})``
+      for each of ``n_negatives`` sampled items ``j``, one step each;
+    - bpr: ``x log(1 + e^{-(s_ui - s_uj)})`` with one sampled ``j``;
+    - warp: ``x L(r) max(0, 1 - s_ui + s_uj)`` for the first of up to ``max_sampled``
+      sampled ``j`` that violates the margin, where ``r = floor((n_items - 1) / n_draws)``
+      estimates the positive's rank and ``L(r) = log(max(1, r))``.
+    """
+    users, items, values, indptr, indices = data
+    mu, alpha_b, alpha_f, k, n_negatives, max_sampled = consts
+    n_items = item[0].shape[0]
+    h = R.unpack(hp)
+    pointwise = loss == SQUARED or loss == LOGISTIC
+    n_pairs = 1 + n_negatives if loss == LOGISTIC else 1
+    total = 0.0
+    for e in range(start, stop):
+        n = order[e]
+        u, i, x = users[n], items[n], np.float64(values[n])
+        for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
+            j = i
+            if pair > 0 or loss == BPR:
+                j = _sample_negative(indptr, indices, u, n_items)
+                if j < 0:
+                    break
+            if not R.tick(hp, spec, clock):
+                return BAD_STEP, total
+            c = R.unpack(clock)
+            _sync(h, spec, c, user, u, k)
+            _sync(h, spec, c, item, i, k)
+            if j != i:
+                _sync(h, spec, c, item, j, k)
+            s = _score(user, item, u, j if pointwise else i, k)
+            if not math.isfinite(s):
+                return NON_FINITE, total
+            d = 0.0
+            if pointwise:
+                if pair > 0:
+                    d = _sigmoid(s)
+                    total += _softplus(s)
+                elif loss == SQUARED:
+                    d = s + mu - x
+                    total += 0.5 * d * d
+                else:
+                    d = -x * _sigmoid(-s)
+                    total += x * _softplus(-s)
+                _update(h, spec, c, user, item, u, j, -1, d, 0.0, k, alpha_b, alpha_f)
+            else:
+                if loss == BPR:
+                    diff = s - _score(user, item, u, j, k)
+                    d = x * _sigmoid(-diff)
+                    total += x * _softplus(-diff)
+                else:  # WARP
+                    j = -1
+                    for trial in range(1, max_sampled + 1):
+                        neg = _sample_negative(indptr, indices, u, n_items)
+                        if neg < 0:
+                            break
+                        _sync(h, spec, c, item, neg, k)
+                        sj = _score(user, item, u, neg, k)
+                        if sj > s - 1.0:
+                            j = neg
+                            d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
+                            total += d * (1.0 - s + sj)
+                            break
+                if j >= 0:
+                    _update(h, spec, c, user, item, u, i, j, -d, d, k, alpha_b, alpha_f)
+                    _stamp(c, item, i)
+            _stamp(c, user, u)
+            if j >= 0:
+                _stamp(c, item, j)
+    return OK, total
+
+
+@numba.njit(inline="always", **JIT)
+def _shuffle(order):
+    for a in range(order.size - 1, 0, -1):
+        b = np.random.randint(0, a + 1)  # noqa: NPY002 (Numba's generator)
+        order[a], order[b] = order[b], order[a]
+
+
+@numba.njit(**JIT)
+def mf_train_epoch(loss, hp, spec, clock, user, item, data, order, consts, seed):
+    """One epoch over ``order`` (shuffled in place first), serially; (status, summed loss).
+
+    ``data`` is ``(users, items, values, indptr, indices)``: the interactions as coordinate
+    arrays plus the CSR pattern of every known interaction (for negative sampling);
+    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled)``.
+    """
+    np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
+    _shuffle(order)
+    return _train_range(loss, hp, spec, clock, user, item, data, order, 0, order.size, consts)
+
+
+@numba.njit(**PARALLEL_JIT)
+def mf_train_epoch_hogwild(loss, hp, spec, clock, user, item, data, order, consts, seed, n_jobs):
+    """:func:`mf_train_epoch` on ``n_jobs`` threads without locks (Hogwild).
+
+    Each thread trains on one contiguous chunk of the shuffled order with its own copy of
+    the clock; the clock that went furthest becomes the global one.
+    """
+    np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
+    _shuffle(order)
+    clocks = np.empty((n_jobs, clock.size))
+    for j in range(n_jobs):
+        clocks[j] = clock
+    status = np.zeros(n_jobs, np.int64)
+    totals = np.zeros(n_jobs)
+    chunk = (order.size + n_jobs - 1) // n_jobs
+    for j in numba.prange(n_jobs):
+        np.random.seed(seed + 1 + j)  # noqa: NPY002 (Numba's generator)
+        start = min(j * chunk, order.size)
+        stop = min(start + chunk, order.size)
+        status[j], totals[j] = _train_range(
+            loss, hp, spec, clocks[j], user, item, data, order, start, stop, consts
+        )
+    clock[:] = clocks[np.argmax(clocks[:, R.CLOCK_T])]
+    return status.max(), totals.sum()
+
+
+@numba.njit(**JIT)
+def mf_catch_up(hp, spec, clock, side, k):
+    """Apply every row's pending zero-gradient steps: the weights become the dense ones."""
+    if side[2].size == 0:
+        return
+    h = R.unpack(hp)
+    t = clock[R.CLOCK_T]
+    for x in range(side[0].shape[0]):
+        if side[2][x] < t:
+            _catch_up_row(h, spec, side, x, k, t, clock[R.CLOCK_LOG_DECAY])

@@ -1,0 +1,261 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sparseopt.estimators._mf import MatrixFactorization, load_mf
+from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, Momentum, RMSProp
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not found")
+
+# These checks call predict(X) on the training matrix; MF's predict takes (user_ids,
+# item_ids) pairs. What they would check on the fit side (NaN, dtypes, sparse formats) is
+# covered by test_bad_input and the sparse inputs used throughout.
+PREDICTS_ON_X = [
+    "check_n_features_in_after_fitting",
+    "check_estimators_unfitted",
+    "check_estimators_dtypes",
+    "check_dtype_object",
+    "check_estimators_nan_inf",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
+    "check_estimators_pickle",
+    "check_f_contiguous_array_estimator",
+    "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance",
+    "check_dict_unchanged",
+    "check_fit_idempotent",
+    "check_fit2d_predict1d",
+]
+NOT_APPLICABLE = {name: "predict takes (user_ids, item_ids), not X" for name in PREDICTS_ON_X}
+
+
+def ratings(n_users=60, n_items=40, density=0.25, seed=0):
+    rng = np.random.default_rng(seed)
+    X = sp.random(n_users, n_items, density=density, format="csr", random_state=seed)
+    X.data = rng.integers(1, 6, X.nnz).astype(np.float64)
+    return X
+
+
+@parametrize_with_checks(
+    [MatrixFactorization(n_components=4, max_iter=3, random_state=0)],
+    expected_failed_checks=lambda est: NOT_APPLICABLE,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic", "bpr", "warp"])
+def test_losses_fit_and_rank(loss):
+    X = ratings()
+    if loss != "squared":
+        X.data[:] = 1.0
+    mf = MatrixFactorization(n_components=8, loss=loss, max_iter=20, random_state=0).fit(X)
+    assert np.isfinite(mf.user_factors_).all() and np.isfinite(mf.item_factors_).all()
+    rec = mf.recommend(np.arange(X.shape[0]), n=5)
+    assert rec.shape == (X.shape[0], 5)
+    seen = X.tolil().rows
+    for u, row in enumerate(rec):
+        assert not set(row) & set(seen[u])
+        assert len(set(row)) == 5
+
+
+def test_squared_fits_training_data():
+    X = ratings()
+    mf = MatrixFactorization(n_components=8, max_iter=50, alpha_factors=0.0, random_state=0)
+    mf.fit(X)
+    coo = X.tocoo()
+    train_rmse = np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2))
+    baseline = np.sqrt(np.mean((coo.data - coo.data.mean()) ** 2))
+    assert train_rmse < 0.5 * baseline
+
+
+def test_deterministic_under_random_state():
+    X = ratings()
+    a = MatrixFactorization(n_components=4, random_state=3).fit(X)
+    b = MatrixFactorization(n_components=4, random_state=3).fit(X)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.item_biases_, b.item_biases_)
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        SGD(0.01),
+        AdaGrad(0.05, weight_decay=0.01),
+        RMSProp(0.01),
+        Momentum(0.005),
+        Adam(0.01),
+        Adam(0.01, lazy="decay", weight_decay=0.01),
+    ],
+    ids=repr,
+)
+def test_optimizers(opt):
+    X = ratings()
+    mf = MatrixFactorization(n_components=4, optimizer=opt, max_iter=10, random_state=0).fit(X)
+    coo = X.tocoo()
+    pred = mf.predict(coo.row, coo.col)
+    assert np.isfinite(pred).all()
+    assert np.sqrt(np.mean((pred - coo.data) ** 2)) < np.std(coo.data)
+    if opt.needs_stamp:  # everything caught up: every row stamped with the final step
+        t = mf.tables_["clock"][0]
+        assert (mf.tables_["user"].stamp == t).all() and (mf.tables_["item"].stamp == t).all()
+
+
+def test_hogwild_threads():
+    X = ratings(200, 100, 0.2)
+    mf = MatrixFactorization(n_components=8, max_iter=10, n_jobs=2, random_state=0).fit(X)
+    coo = X.tocoo()
+    assert np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2)) < np.std(coo.data)
+
+
+def test_bad_input():
+    X = ratings()
+    with pytest.raises(ValueError, match="no interactions"):
+        MatrixFactorization().fit(sp.csr_matrix((5, 4)))
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MatrixFactorization().fit(bad)
+    with pytest.raises(ValueError, match="negative"):
+        MatrixFactorization(loss="bpr").fit(-X)
+    with pytest.raises(ValueError, match="device"):
+        MatrixFactorization(device="cuda").fit(X)
+    with pytest.raises(ValueError, match="FTRL"):
+        MatrixFactorization(optimizer=FTRL()).fit(X)
+    mf = MatrixFactorization(n_components=4, max_iter=2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="out of range"):
+        mf.predict([0, X.shape[0]], [0, 1])
+    with pytest.raises(ValueError, match="out of range"):
+        mf.predict([0], [-1])
+    with pytest.raises(ValueError, match="out of range"):
+        mf.recommend([X.shape[0]])
+    with pytest.raises(ValueError, match="integer"):
+        mf.predict([0.5], [1])
+    with pytest.raises(ValueError, match="differ in length"):
+        mf.predict([0, 1], [0])
+
+
+def test_cold_start_rows_use_biases():
+    X = ratings().tolil()
+    X[3, :] = 0  # an empty row: a user with no interactions
+    X = X.tocsr()
+    X.eliminate_zeros()
+    mf = MatrixFactorization(n_components=4, max_iter=5, random_state=0).fit(X)
+    items = np.arange(X.shape[1])
+    expected = np.clip(mf.global_mean_ + mf.item_biases_, *mf.rating_range_)
+    np.testing.assert_allclose(mf.predict(np.full(items.size, 3), items), expected, rtol=1e-6)
+    by_bias = np.argsort(-mf.item_biases_, kind="stable")[:5]
+    np.testing.assert_array_equal(mf.recommend([3], n=5)[0], by_bias)
+
+
+def test_diverging_learning_rate_names_it():
+    X = ratings()
+    with pytest.raises(ValueError, match="learning_rate"):
+        MatrixFactorization(optimizer="sgd", learning_rate=50.0, random_state=0).fit(X * 100)
+
+
+def test_failed_partial_fit_keeps_state():
+    X = ratings()
+    mf = MatrixFactorization(n_components=4, optimizer="sgd", learning_rate=0.01, random_state=0)
+    mf.fit(X)
+    before = mf.predict(np.arange(10), np.arange(10))
+    mf.set_params(learning_rate=1e4)
+    with pytest.raises(ValueError, match="learning_rate"):
+        mf.partial_fit(X * 100)
+    np.testing.assert_array_equal(mf.predict(np.arange(10), np.arange(10)), before)
+    assert mf.n_users_ == X.shape[0]
+
+
+def test_partial_fit_grows_tables():
+    X = ratings(30, 20)
+    mf = MatrixFactorization(n_components=4, max_iter=5, random_state=0).fit(X)
+    Y = ratings(35, 24, seed=1)
+    mf.partial_fit(Y)
+    assert (mf.n_users_, mf.n_items_, mf.n_features_in_) == (35, 24, 24)
+    assert mf.user_factors_.shape == (35, 4) and mf.item_biases_.shape == (24,)
+    assert np.isfinite(mf.predict([34], [23])).all()
+    fresh = MatrixFactorization(n_components=4, random_state=0).partial_fit(X)
+    assert fresh.n_iter_ == 1 and fresh.max_iter == 15
+
+
+def test_similar_items():
+    X = ratings()
+    mf = MatrixFactorization(n_components=4, max_iter=5, random_state=0).fit(X)
+    sim = mf.similar_items([0, 5], n=3)
+    assert sim.shape == (2, 3)
+    assert 0 not in sim[0] and 5 not in sim[1]
+    q = mf.item_factors_
+    cos = q @ q[0] / (np.linalg.norm(q, axis=1) * np.linalg.norm(q[0]))
+    cos[0] = -np.inf
+    assert sim[0, 0] == np.argmax(cos)
+
+
+def test_save_load_roundtrip_and_resume(tmp_path):
+    X = ratings()
+    mf = MatrixFactorization(
+        n_components=4, optimizer=Adam(0.01, weight_decay=0.01), max_iter=3, random_state=0
+    ).fit(X)
+    path = tmp_path / "model.npz"
+    mf.save(path)
+    loaded = load_mf(path)
+    assert loaded.get_params()["n_components"] == 4
+    users, items = np.arange(20), np.arange(20)
+    np.testing.assert_array_equal(loaded.predict(users, items), mf.predict(users, items))
+    np.testing.assert_array_equal(loaded.recommend(users), mf.recommend(users))
+    mf.partial_fit(X)
+    loaded.partial_fit(X)
+    np.testing.assert_array_equal(loaded.predict(users, items), mf.predict(users, items))
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_load_rejects_corrupt_files(tmp_path):
+    mf = MatrixFactorization(n_components=4, max_iter=1, random_state=0).fit(ratings())
+    path = tmp_path / "model.npz"
+    mf.save(path)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_mf(truncated)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_mf(garbage)
+
+
+def test_clone_and_pickle():
+    import pickle
+
+    mf = MatrixFactorization(n_components=4, optimizer=Adam(0.01), random_state=0)
+    assert clone(mf).get_params()["optimizer__learning_rate"] == 0.01
+    mf.fit(ratings())
+    again = pickle.loads(pickle.dumps(mf))
+    np.testing.assert_array_equal(again.predict([1, 2], [3, 4]), mf.predict([1, 2], [3, 4]))
+
+
+@needs_data
+def test_movielens_u1_rmse():
+    from sparseopt.datasets._movielens import load_movielens_split
+
+    train, test = load_movielens_split(DATA, "u1")
+    mf = MatrixFactorization(random_state=0).fit(train)
+    coo = test.tocoo()
+    rmse = np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2))
+    # u1 is the hardest fold; the five-fold mean (benchmarks/bench_mf.py) is lower
+    assert rmse < 0.925
+
+
+@needs_data
+def test_movielens_ua_precision_at_10():
+    from sparseopt.datasets._movielens import implicit_positives, load_movielens_split
+    from sparseopt.metrics import precision_at_k
+
+    train, test = load_movielens_split(DATA, "ua")
+    train, test = implicit_positives(train), implicit_positives(test)
+    mf = MatrixFactorization(loss="warp", random_state=0).fit(train)
+    rec = mf.recommend(np.arange(train.shape[0]), n=10)
+    assert precision_at_k(test, rec, 10) >= 0.13
