@@ -5,12 +5,18 @@
 """
 
 from ._io import load
-from .estimators import DivergenceError, SparseLinearRegression, SparseLogisticRegression
+from .estimators import (
+    DivergenceError,
+    MatrixFactorization,
+    SparseLinearRegression,
+    SparseLogisticRegression,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DivergenceError",
+    "MatrixFactorization",
     "SparseLinearRegression",
     "SparseLogisticRegression",
     "__version__",

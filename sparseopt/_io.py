@@ -34,6 +34,8 @@ def _encode(value):
         return {"dict": [[_encode(k), _encode(v)] for k, v in value.items()]}
     if isinstance(value, list | tuple):
         return [_encode(v) for v in value]
+    if isinstance(value, np.random.RandomState | np.random.Generator):
+        return None  # a generator's state is not a parameter worth keeping: saved as None
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, str | int | float | bool):

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparseopt.estimators._mf import MatrixFactorization, load_mf
+from sparseopt import MatrixFactorization, load
 from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, Momentum, RMSProp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
@@ -202,7 +202,7 @@ def test_save_load_roundtrip_and_resume(tmp_path):
     ).fit(X)
     path = tmp_path / "model.npz"
     mf.save(path)
-    loaded = load_mf(path)
+    loaded = load(path)
     assert loaded.get_params()["n_components"] == 4
     users, items = np.arange(20), np.arange(20)
     np.testing.assert_array_equal(loaded.predict(users, items), mf.predict(users, items))
@@ -220,11 +220,11 @@ def test_load_rejects_corrupt_files(tmp_path):
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        load_mf(truncated)
+        load(truncated)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        load_mf(garbage)
+        load(garbage)
 
 
 def test_clone_and_pickle():

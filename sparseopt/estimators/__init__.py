@@ -1,5 +1,11 @@
 """scikit-learn estimators built on the model kernels."""
 
 from ._linear import DivergenceError, SparseLinearRegression, SparseLogisticRegression
+from ._mf import MatrixFactorization
 
-__all__ = ["DivergenceError", "SparseLinearRegression", "SparseLogisticRegression"]
+__all__ = [
+    "DivergenceError",
+    "MatrixFactorization",
+    "SparseLinearRegression",
+    "SparseLogisticRegression",
+]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
 
@@ -20,11 +16,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from .. import optim
+from .._io import save_model
 from ..models import _mf as K
 from ..optim import _rules as R
-
-FORMAT = "sparseopt.MatrixFactorization"
-FORMAT_VERSION = 1
 
 _DEFAULT_LEARNING_RATE = 0.05
 
@@ -617,26 +611,11 @@ class MatrixFactorization(BaseEstimator):
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz`` of arrays and JSON metadata), atomically.
 
-        Training can resume from the file (:func:`load_mf`, then ``partial_fit``): it holds
-        the optimizer state too. The file is written beside ``path`` and renamed over it, so
-        a reader never sees a partial file.
+        Training can resume from the file (:func:`sparseopt.load`, then ``partial_fit``): it
+        holds the optimizer state too.
         """
         check_is_fitted(self)
-        params = self.get_params(deep=False)
-        params["optimizer"] = _encode(self.optimizer)
-        params["learning_rate"] = _encode(self.learning_rate)
-        if not isinstance(params["random_state"], int | None):
-            params["random_state"] = None
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "params": params,
-            "optimizer_": _encode(self.optimizer_),
-            "global_mean_": self.global_mean_,
-            "rating_range_": list(self.rating_range_),
-            "n_iter_": self.n_iter_,
-        }
-        arrays = {"meta": np.array(json.dumps(meta))}
+        arrays = {}
         for name in ("user", "item"):
             for f in fields(_Side):
                 arrays[f"{name}_{f.name}"] = getattr(self.tables_[name], f.name)
@@ -647,77 +626,47 @@ class MatrixFactorization(BaseEstimator):
             seen_indices=seen.indices,
             seen_shape=np.array(seen.shape, dtype=np.int64),
         )
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-
-
-def load_mf(path) -> MatrixFactorization:
-    """Load a :class:`MatrixFactorization` written by :meth:`MatrixFactorization.save`.
-
-    No pickle is involved (``allow_pickle=False``): the file cannot run code.
-
-    Raises
-    ------
-    ValueError
-        If the file is truncated, corrupt, not a sparseopt MF model, or of a newer format.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file (format {meta.get('format')!r})")
-        if meta["version"] > FORMAT_VERSION:
-            raise ValueError(
-                f"format version {meta['version']} is newer than this sparseopt reads "
-                f"({FORMAT_VERSION}); upgrade sparseopt"
-            )
-        params = dict(meta["params"])
-        params["optimizer"] = _decode(params["optimizer"])
-        params["learning_rate"] = _decode(params["learning_rate"])
-        model = MatrixFactorization(**params)
-        sides = {
-            name: _Side(*(arrays[f"{name}_{f.name}"] for f in fields(_Side)))
-            for name in ("user", "item")
+        attributes = {
+            "optimizer_": self.optimizer_,
+            "global_mean_": self.global_mean_,
+            "rating_range_": list(self.rating_range_),
+            "n_iter_": self.n_iter_,
         }
-        seen = sp.csr_matrix(
-            (
-                np.ones(arrays["seen_indices"].size, np.float32),
-                arrays["seen_indices"],
-                arrays["seen_indptr"],
-            ),
-            shape=tuple(int(v) for v in arrays["seen_shape"]),
-        )
+        save_model(path, self, arrays, attributes)
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        model = cls(**params)
+        try:
+            sides = {
+                name: _Side(*(arrays[f"{name}_{f.name}"] for f in fields(_Side)))
+                for name in ("user", "item")
+            }
+            seen = sp.csr_matrix(
+                (
+                    np.ones(arrays["seen_indices"].size, np.float32),
+                    arrays["seen_indices"],
+                    arrays["seen_indptr"],
+                ),
+                shape=tuple(int(v) for v in arrays["seen_shape"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"model file arrays do not fit a {cls.__name__}") from exc
         k = model.n_components
         for name, side in sides.items():
             n = side.n_rows
             if side.factors.shape[0] != n * k or side.counts.shape != (n,):
-                raise ValueError(f"inconsistent {name} tables")
+                raise ValueError(f"model file: inconsistent {name} tables")
         state = {"user": sides["user"], "item": sides["item"], "clock": arrays["clock"],
                  "seen": seen}  # fmt: skip
-    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(
-            f"{os.fspath(path)}: not a readable sparseopt matrix factorization model "
-            f"(truncated or corrupt file?): {exc}"
-        ) from exc
-    model._set_state(
-        state,
-        _decode(meta["optimizer_"]),
-        float(meta["global_mean_"]),
-        tuple(meta["rating_range_"]),
-        int(meta["n_iter_"]),
-    )
-    return model
+        model._set_state(
+            state,
+            attributes["optimizer_"],
+            float(attributes["global_mean_"]),
+            tuple(attributes["rating_range_"]),
+            int(attributes["n_iter_"]),
+        )
+        return model
 
 
 def _resize(m, shape):
@@ -729,26 +678,4 @@ def _resize(m, shape):
     return sp.csr_matrix((m.data, m.indices, indptr), shape=shape)
 
 
-def _encode(value):
-    """JSON for an optimizer or schedule (class name and arguments), else the value."""
-    if isinstance(value, optim.Optimizer | optim.Schedule):
-        args = value.get_params(deep=False) if isinstance(value, optim.Optimizer) else vars(value)
-        return {"class": type(value).__name__, "args": {k: _encode(v) for k, v in args.items()}}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value):
-    """Inverse of :func:`_encode`; only classes of :mod:`sparseopt.optim` are built."""
-    if isinstance(value, dict):
-        cls = getattr(optim, value["class"], None)
-        if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer | optim.Schedule)):
-            raise ValueError(f"unknown optimizer or schedule {value['class']!r}")
-        return cls(**{k: _decode(v) for k, v in value["args"].items()})
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-__all__ = ["MatrixFactorization", "load_mf"]
+__all__ = ["MatrixFactorization"]

@@ -5,9 +5,10 @@ a batch touches: :func:`tick` once per optimizer step, then :func:`update_coordi
 brings the coordinate from its last step to the current one (the zero-gradient steps it
 skipped) and applies its gradient.
 
-The rule is chosen by an integer code stored in ``hp[RULE]``: kernels that call module-level
-functions dispatching on a code are served from Numba's on-disk cache, while kernels that take
-a rule as a function argument are recompiled in every process (numba 0.68).
+The rule is an integer code (``SGD`` ... ``FTRL``), the first argument of every function here.
+A kernel that calls them with a constant code (``if rule == ADAGRAD: f(ADAGRAD, ...)``) gets a
+copy of its loop in which the compiler has removed the dispatch; one compiled signature per
+kernel either way, so everything is served from Numba's on-disk cache.
 
 Arrays shared with the kernels
 ------------------------------
@@ -253,9 +254,17 @@ def sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indi
     """One optimizer step on the coordinates ``indices`` (repeats summed), in place.
 
     ``scratch`` is a NaN-filled float64 array as long as ``params``: the sparse accumulator
-    that sums repeated indices in O(len(indices)); it is NaN again on return.
+    that sums repeated indices in O(len(indices)); it is NaN again on return. The default
+    rule (AdaGrad) runs a copy of the loop with the rule as a constant, without dispatch.
     """
-    numba.literally(rule)
+    if rule == ADAGRAD:
+        _sparse_step(ADAGRAD, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads)
+    else:
+        _sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads)
+
+
+@numba.njit(inline="always", **JIT)
+def _sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads):
     unique = np.empty(indices.size, np.int64)
     n_unique = 0
     for i in range(indices.size):
@@ -287,7 +296,6 @@ def sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indi
 @numba.njit(**JIT)
 def catch_up_all(rule, hp, spec, clock, params, slots, stamp, mark):
     """Apply every pending zero-gradient step, so that params equal the dense optimizer's."""
-    numba.literally(rule)
     hp = unpack(hp)
     clock = unpack(clock)
     t = clock[CLOCK_T]
