@@ -213,10 +213,16 @@ def linear_train_epoch_hogwild(
     status = np.zeros(n_threads, np.int64)
     losses = np.zeros(n_threads)
     for p in numba.prange(n_threads):
-        status[p], losses[p] = _train_batches(
-            rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
-            hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
-        )  # fmt: skip
+        if rule == R.ADAGRAD:  # the default rule as a constant, as in linear_train_epoch
+            status[p], losses[p] = _train_batches(
+                R.ADAGRAD, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
+                delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+            )  # fmt: skip
+        else:
+            status[p], losses[p] = _train_batches(
+                rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
+                hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+            )  # fmt: skip
     return status.min(), losses.sum()
 
 
