@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from sparseopt.datasets import data_home
 from sparseopt.datasets._movielens import (
     MOVIELENS_ARCHIVES,
     ChecksumError,
     fetch_movielens,
-    get_data_home,
     implicit_positives,
     load_movielens,
     load_movielens_split,
@@ -188,11 +188,11 @@ def _fake_zip(path: Path) -> str:
 
 def test_data_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEOPT_DATA", str(tmp_path / "env"))
-    assert get_data_home() == tmp_path / "env" and (tmp_path / "env").is_dir()
-    assert get_data_home(tmp_path / "arg") == tmp_path / "arg"
+    assert data_home() == tmp_path / "env" and (tmp_path / "env").is_dir()
+    assert data_home(tmp_path / "arg") == tmp_path / "arg"
     monkeypatch.delenv("SPARSEOPT_DATA")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert get_data_home() == tmp_path / "home" / ".cache" / "sparseopt"
+    assert data_home() == tmp_path / "home" / ".cache" / "sparseopt"
 
 
 def test_fetch_cache_hit_extracted(tmp_path):

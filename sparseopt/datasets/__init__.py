@@ -25,6 +25,7 @@ Examples
 from ._cache import data_home
 from ._download import (
     REMOTE_FILES,
+    ChecksumError,
     fetch_a9a,
     fetch_avazu_sample,
     fetch_criteo_sample,
@@ -53,6 +54,7 @@ from ._sample import sample_path
 
 __all__ = [
     "AvazuReader",
+    "ChecksumError",
     "CSVReader",
     "ChunkReader",
     "CriteoReader",

@@ -34,12 +34,47 @@ REMOTE_FILES = {
 }
 
 
-def _sha256(path):
+class ChecksumError(ValueError):
+    """A downloaded or cached file does not have the expected SHA-256."""
+
+
+def sha256_of(path):
+    """SHA-256 of a file, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def download(url, path, sha256, timeout=60.0):
+    """Download ``url`` to ``path`` atomically, keeping it only if its SHA-256 is ``sha256``.
+
+    Raises
+    ------
+    ChecksumError
+        The download has another checksum (nothing is left at ``path``).
+    OSError
+        The download failed (no network...): the message says where to put the file.
+    """
+
+    def write(f):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                shutil.copyfileobj(response, f)
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise OSError(
+                f"could not download {url} ({exc}); download it by hand to {path}"
+            ) from exc
+        f.flush()
+        actual = sha256_of(f.name)
+        if actual != sha256:
+            raise ChecksumError(
+                f"the download of {url} has SHA-256 {actual}, which does not match "
+                f"the expected {sha256}"
+            )
+
+    _cache.atomic_write(path, write)
 
 
 def fetch_file(name, data_home=None, download_if_missing=True):
@@ -64,7 +99,7 @@ def fetch_file(name, data_home=None, download_if_missing=True):
 
     Raises
     ------
-    ValueError
+    ChecksumError (a ValueError)
         The local or downloaded file does not have the expected checksum.
     OSError
         The download failed (no network...): the message says where to put the file.
@@ -78,24 +113,10 @@ def fetch_file(name, data_home=None, download_if_missing=True):
             raise FileNotFoundError(
                 f"{path} is missing and download_if_missing=False; download {url} there"
             )
-
-        def download(f):
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response:
-                    shutil.copyfileobj(response, f)
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                raise OSError(
-                    f"could not download {url} ({exc}); download it by hand to {path}"
-                ) from exc
-            f.flush()
-            actual = _sha256(f.name)
-            if actual != expected:
-                raise ValueError(f"the download of {url} has SHA-256 {actual}, expected {expected}")
-
-        _cache.atomic_write(path, download)
-    actual = _sha256(path)
+        download(url, path, expected)
+    actual = sha256_of(path)
     if actual != expected:
-        raise ValueError(
+        raise ChecksumError(
             f"{path} has SHA-256 {actual}, expected {expected} (the file of {url}); "
             "delete it to download it again"
         )

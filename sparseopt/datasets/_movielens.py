@@ -17,11 +17,9 @@ sparseopt: :func:`fetch_movielens` downloads the official archive.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +29,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import scipy.sparse as sp
 
+from . import _cache
+from ._download import ChecksumError, download, sha256_of
+
 __all__ = [
     "MOVIELENS_ARCHIVES",
     "ChecksumError",
     "fetch_movielens",
-    "get_data_home",
     "implicit_positives",
     "load_movielens",
     "load_movielens_split",
@@ -90,10 +90,6 @@ MOVIELENS_ARCHIVES: dict[str, _Archive] = {
 }
 
 _SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
-
-
-class ChecksumError(OSError):
-    """A downloaded or cached archive does not have the expected SHA-256."""
 
 
 # --------------------------------------------------------------------------------------
@@ -259,7 +255,7 @@ def load_movielens(
     return_ids : bool, default False
         Also return the original user and item id of each row and column.
     data_home : str or path-like, optional
-        Cache folder for a dataset name; see :func:`get_data_home`.
+        Cache folder for a dataset name; see :func:`sparseopt.datasets.data_home`.
 
     Returns
     -------
@@ -385,45 +381,6 @@ def implicit_positives(ratings, threshold: float = 4.0, dtype=np.float32) -> sp.
 # --------------------------------------------------------------------------------------
 
 
-def get_data_home(data_home=None) -> Path:
-    """The cache folder: ``data_home``, else ``$SPARSEOPT_DATA``, else ``~/.cache/sparseopt``.
-
-    The folder is created if missing.
-    """
-    if data_home is None:
-        data_home = os.environ.get("SPARSEOPT_DATA") or Path.home() / ".cache" / "sparseopt"
-    home = Path(data_home).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, sha256: str, timeout: float) -> None:
-    """Download ``url`` to ``dest`` through a temporary file; verify before renaming."""
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-            for block in iter(lambda: r.read(1 << 20), b""):
-                h.update(block)
-                out.write(block)
-        if h.hexdigest() != sha256:
-            raise ChecksumError(
-                f"{url}: SHA-256 {h.hexdigest()} does not match the expected {sha256}"
-            )
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _extract(archive: Path, dest: Path, name: str) -> None:
     """Extract ``archive`` so that ``dest`` appears complete or not at all."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest.parent))
@@ -489,7 +446,7 @@ def fetch_movielens(
     spec = MOVIELENS_ARCHIVES[name]
     url = url or spec.url
     sha256 = (sha256 or spec.sha256).lower()
-    root = get_data_home(data_home) / "movielens"
+    root = _cache.data_home(data_home) / "movielens"
     root.mkdir(exist_ok=True)
     folder, archive = root / name, root / f"{name}.zip"
     if folder.is_dir():
@@ -497,9 +454,9 @@ def fetch_movielens(
     if not archive.is_file():
         if not download_if_missing:
             raise FileNotFoundError(f"{folder}: not cached and download_if_missing=False")
-        _download(url, archive, sha256, timeout)
+        download(url, archive, sha256, timeout)
     else:
-        got = _sha256(archive)
+        got = sha256_of(archive)
         if got != sha256:
             archive.unlink()
             raise ChecksumError(
