@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -316,6 +318,52 @@ class TrainConfig:
     seed: int
 
 
+class _Failed:
+    def __init__(self, exc):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def prefetch(chunks):
+    """Iterate ``chunks`` while a background thread reads the next one.
+
+    The compiled parser and training kernels release the GIL, so parsing chunk k+1 overlaps
+    training on chunk k; at most two chunks are in memory beyond the one being trained.
+    Errors of the reader are raised here, in the caller's thread.
+    """
+    items = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in chunks:
+                items.put(item)
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(_Failed(exc))
+        finally:
+            chunks.close()
+
+    thread = threading.Thread(target=work, name="sparseopt-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pending put, then let the thread end
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
 def _chunk_seed(seed, epoch, chunk):
     return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
 
@@ -424,7 +472,8 @@ class Trainer:
 
     # -- the loop --
     def _chunks(self):
-        return self.reader.cached(self.cache_dir) if self.use_cache else self.reader.chunks()
+        chunks = self.reader.cached(self.cache_dir) if self.use_cache else self.reader.chunks()
+        return prefetch(chunks)
 
     def run(self) -> dict:
         """Train the remaining epochs; returns the summary (also in ``metrics.json``)."""
@@ -501,7 +550,14 @@ class Trainer:
 
     def _finish(self, seconds, rows):
         model_path = self.out / "model.npz"
-        self._save(model_path)
+        # the last checkpoint holds this very model: link it into place instead of saving again
+        tmp = self.out / f".model.npz.{os.getpid()}.tmp"
+        try:
+            os.link(self.out / self.state["checkpoint"], tmp)
+            os.replace(tmp, model_path)
+        except OSError:  # no hard links on this file system
+            tmp.unlink(missing_ok=True)
+            self._save(model_path)
         history = self.state["history"]
         summary = {
             "model": str(model_path),
