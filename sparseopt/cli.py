@@ -65,6 +65,9 @@ def _add_data_options(parser, defaults: bool):
     g.add_argument("--n-features", type=int, help="libsvm: number of columns")
     g.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk (100000)")
     g.add_argument(
+        "--parse-threads", type=int, default=2, help="threads parsing the text (default 2)"
+    )
+    g.add_argument(
         "--skip-bad-lines",
         action="store_true",
         help="skip malformed lines and count them, instead of stopping",
@@ -131,6 +134,7 @@ def train(args) -> int:
         checkpoint_every=args.checkpoint_every,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
+        parse_threads=args.parse_threads,
         progress=progress,
         after_chunk=getattr(args, "after_chunk", None),
     )
@@ -165,7 +169,7 @@ def predict(args) -> int:
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
     )
-    n = P.predict_file(model, reader, args.out)
+    n = P.predict_file(model, reader.chunks(args.parse_threads), args.out)
     print(
         f"wrote {n:,} predictions to {args.out} ({reader.stats['n_bad_lines']} bad lines skipped)"
     )
@@ -178,7 +182,7 @@ def evaluate(args) -> int:
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
     )
-    metrics = P.score(model, reader)
+    metrics = P.score(model, reader.chunks(args.parse_threads))
     result = dict(metrics.result(), n_bad_lines=reader.stats["n_bad_lines"])
     if args.json:
         print(json.dumps(dict(result, calibration=metrics.calibration())))

@@ -288,9 +288,10 @@ class ClickMetrics:
         }
 
 
-def score(model, reader) -> ClickMetrics:
+def score(model, chunks) -> ClickMetrics:
+    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks."""
     metrics = ClickMetrics()
-    for X, y in reader:
+    for X, y in chunks:
         metrics.update(y, model.predict_proba(X)[:, 1])
     return metrics
 
@@ -384,6 +385,7 @@ class Trainer:
         checkpoint_every=10,
         cache_dir=None,
         use_cache=True,
+        parse_threads=2,
         progress=False,
         log=print,
         after_chunk=None,
@@ -392,12 +394,15 @@ class Trainer:
             raise PipelineError(f"--epochs must be at least 1, got {epochs}")
         if checkpoint_every < 1:
             raise PipelineError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
+        if parse_threads < 1:
+            raise PipelineError(f"--parse-threads must be at least 1, got {parse_threads}")
         self.config = config
         self.out = Path(out_dir)
         self.epochs = epochs
         self.checkpoint_every = checkpoint_every
         self.cache_dir = cache_dir
         self.use_cache = use_cache
+        self.parse_threads = parse_threads
         self.progress = progress
         self.log = log
         self.after_chunk = after_chunk
@@ -472,8 +477,10 @@ class Trainer:
 
     # -- the loop --
     def _chunks(self):
-        chunks = self.reader.cached(self.cache_dir) if self.use_cache else self.reader.chunks()
-        return prefetch(chunks)
+        n = self.parse_threads
+        if self.use_cache:
+            return prefetch(self.reader.cached(self.cache_dir, n))
+        return prefetch(self.reader.chunks(n))
 
     def run(self) -> dict:
         """Train the remaining epochs; returns the summary (also in ``metrics.json``)."""
@@ -537,7 +544,7 @@ class Trainer:
             f"train logloss {entry['train_logloss']:.4f}"
         )
         if self.valid_reader is not None:
-            metrics = score(self.model, self.valid_reader)
+            metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_metrics(entry["validation"])
@@ -584,14 +591,14 @@ def default_data() -> tuple[Path, Path]:
 
 
 # --- prediction ----------------------------------------------------------------------------
-def predict_file(model, reader, out) -> int:
-    """Write one click probability per line of ``reader``'s file to ``out``; returns rows."""
+def predict_file(model, chunks, out) -> int:
+    """Write one click probability per row of ``chunks`` to ``out``; returns rows."""
     out = Path(out)
     n = 0
 
     def write(f):
         nonlocal n
-        for X, _ in reader:
+        for X, _ in chunks:
             p = model.predict_proba(X)[:, 1]
             f.write(("\n".join(f"{v:.6g}" for v in p) + "\n").encode())
             n += len(p)

@@ -222,3 +222,23 @@ def test_console_entry_reports_one_line_and_exit_status(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"sparseopt: error: {tmp_path / 'm.npz'}: no such model file"
     ]
+
+
+def test_threaded_parsing_gives_the_same_chunks_and_errors(files, tmp_path):
+    def read(path, n_threads, **kw):
+        reader = read_criteo(path, n_bits=16, chunk_size=300, block_size=4096, **kw)
+        return list(reader.chunks(n_threads)), reader.stats
+
+    serial, stats = read(files["train"], 1)
+    threaded, threaded_stats = read(files["train"], 3)
+    assert len(serial) == len(threaded) == 7 and threaded_stats == stats
+    for (X1, y1), (X2, y2) in zip(serial, threaded, strict=True):
+        assert (X1 != X2).nnz == 0 and np.array_equal(y1, y2)
+
+    lines = files["train"].read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("".join(lines[:900] + ["x\n"] + lines[900:1500] + ["y\n"] + lines[1500:]))
+    with pytest.raises(ValueError, match="line 901"):
+        read(bad, 3)
+    _, stats = read(bad, 3, skip_bad_lines=True)
+    assert stats["bad_lines"] == [901, 1502] and stats["n_rows"] == 2000
