@@ -165,7 +165,7 @@ def train(args) -> int:
 
 def predict(args) -> int:
     """Write the click probability of every row of DATA to a file, one per line."""
-    model, _, spec = P.load_model(args.model)
+    model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
     )
@@ -178,7 +178,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """Print the model's logloss, AUC and calibration on DATA."""
-    model, _, spec = P.load_model(args.model)
+    model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
     )

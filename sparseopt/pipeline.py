@@ -169,15 +169,15 @@ def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
         raise PipelineError(f"bad model parameter for {cls.__name__}: {exc}") from None
 
 
-def save_model(model, path, kind: str, spec: DataSpec, extra=None) -> None:
-    """``model.save(path)`` with the data spec (and ``extra``) in the file's metadata."""
-    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec), **(extra or {})}
+def save_model(model, path, kind: str, spec: DataSpec) -> None:
+    """``model.save(path)`` with the model kind and the data spec in the file's metadata."""
+    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec)}
     with _io.model_metadata(metadata):
         model.save(path)
 
 
 def load_model(path):
-    """Load a model file; returns ``(model, kind, spec)``, spec None when the file has none."""
+    """Load a click model file; returns ``(model, spec)``, spec None when the file has none."""
     import sparseopt
 
     try:
@@ -185,8 +185,12 @@ def load_model(path):
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such model file") from None
     meta = _io.read_metadata(path) or {}
-    kind = meta.get("model")
-    spec = DataSpec(**meta["data"]) if "data" in meta else None
+    if meta.get("version", 0) > METADATA_VERSION:
+        raise PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
+    try:
+        spec = DataSpec(**meta["data"]) if "data" in meta else None
+    except TypeError:
+        raise PipelineError(f"{path}: the data description in the file is damaged") from None
     if not hasattr(model, "predict_proba") or not np.array_equal(
         getattr(model, "classes_", []), [0, 1]
     ):
@@ -194,7 +198,7 @@ def load_model(path):
             f"{path} holds a {type(model).__name__}; predict and evaluate need a binary "
             "click model (sparseopt train --model lr, fm or ffm)"
         )
-    return model, kind, spec
+    return model, spec
 
 
 def open_data(model, spec, path, options, chunk_size, skip_bad_lines):
@@ -457,7 +461,7 @@ class Trainer:
                 "); resume with the same data and options, or train into another --out"
             )
         self.state = saved["state"]
-        self.model, _, _ = load_model(self.out / self.state["checkpoint"])
+        self.model, _ = load_model(self.out / self.state["checkpoint"])
 
     def checkpoint(self) -> None:
         """Save the model, then the record pointing at it; drop the previous model file."""
