@@ -142,6 +142,9 @@ def main():
         rows = []
         so_s, p_so = run_sparseopt(paths["train"][0], paths["test"][0], args.bits, workdir)
         rows.append(("sparseopt train (in-process, warm)", so_s, p_so))
+        one = ("--parse-threads", "1")
+        so1_s, p_so1 = run_sparseopt(paths["train"][0], paths["test"][0], args.bits, workdir, one)
+        rows.append(("sparseopt train --parse-threads 1", so1_s, p_so1))
         vw_s, p_vw = run_vw(paths["train"][1], paths["test"][1], args.bits, workdir)
         rows.append(("Vowpal Wabbit (its text format)", vw_s, p_vw))
         proc_s = run_sparseopt_process(paths["train"][0], args.bits, workdir)

@@ -141,7 +141,8 @@ def train(args) -> int:
     trainer.start(resume=args.resume)
     print(f"training {args.model} on {data} ({trainer.spec.describe()})")
     try:
-        summary = trainer.run()
+        with P.sigterm_as_interrupt():
+            summary = trainer.run()
     except KeyboardInterrupt:
         print(
             f"sparseopt: interrupted; continue from the last checkpoint with "
@@ -265,10 +266,11 @@ def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.after_chunk = after_chunk
-    if args.run is train:
-        P.interrupt_on_sigterm()
     try:
         return args.run(args)
     except (ValueError, OSError) as exc:  # PipelineError, reader and model-file errors
         print(f"sparseopt: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # training handles its own, with a checkpoint
+        print("sparseopt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -663,7 +664,15 @@ def write_report(summary: dict, path) -> None:
     plt.close(fig)
 
 
-def interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so ``kill`` checkpoints like Ctrl-C does."""
-    if os.name == "posix":
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, ``kill`` (SIGTERM) raises KeyboardInterrupt, so it checkpoints like
+    Ctrl-C; the previous handler is restored after. Only the main thread can set handlers."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

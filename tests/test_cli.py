@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -242,3 +244,11 @@ def test_threaded_parsing_gives_the_same_chunks_and_errors(files, tmp_path):
         read(bad, 3)
     _, stats = read(bad, 3, skip_bad_lines=True)
     assert stats["bad_lines"] == [901, 1502] and stats["n_rows"] == 2000
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_interrupts_training_like_ctrl_c():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), P.sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
