@@ -443,11 +443,15 @@ class Trainer:
         """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``."""
         record = self._record()
         if not resume:
-            if record.is_file() and not json.loads(record.read_text()).get("finished"):
-                raise PipelineError(
-                    f"{self.out} holds an unfinished run: add --resume to continue it, or "
-                    "choose another --out (or delete that folder) to start over"
-                )
+            if record.is_file():
+                old = json.loads(record.read_text())["state"]
+                if not old["finished"]:
+                    raise PipelineError(
+                        f"{self.out} holds an unfinished run: add --resume to continue it, or "
+                        "choose another --out (or delete that folder) to start over"
+                    )
+                record.unlink()  # a finished run is replaced by this one
+                (self.out / old["checkpoint"]).unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
             return
         if not record.is_file():

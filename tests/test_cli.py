@@ -81,6 +81,9 @@ def test_train_epochs_checkpoints_and_evaluate_json(files, tmp_path, capsys):
     assert metrics["logloss"] == pytest.approx(summary["validation"]["logloss"])
     assert sum(b["n"] for b in metrics["calibration"]) == 500
 
+    assert train(files, run) == 0  # a finished run's folder may be trained into again
+    assert len(list(run.glob("checkpoint-*.npz"))) == 1
+
 
 def test_predict_writes_one_probability_per_row(files, tmp_path):
     run = tmp_path / "run"
