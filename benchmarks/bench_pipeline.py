@@ -7,9 +7,10 @@ sample machinery: 13 counts and 26 hex categoricals, Zipf-distributed values, em
 and writes the same rows twice: as Criteo TSV for sparseopt and in Vowpal Wabbit's own text
 format for VW (one token ``<field>_<value>`` per present field, the value being the count's
 bucket or the categorical's hex text, so both see the same information). Each system then
-goes from its text file to a saved model in one pass, one thread, and scores a held-out file.
-Parse-and-hash throughput (reading the TSV into CSR chunks, no training) is reported
-separately. sparseopt is timed in-process after a warm-up on a small file (its compiled
+goes from its text file to a saved model in one pass and scores a held-out file: sparseopt
+trains on one thread while ``--parse-threads`` threads (default 2) parse; VW, as always, parses
+in one thread and learns in another. Parse-and-hash throughput (one thread reading the TSV into
+CSR chunks, no training) is reported separately. sparseopt is timed in-process after a warm-up on a small file (its compiled
 kernels are loaded from Numba's cache once per process), and also as a fresh
 ``python -m sparseopt train`` process, start-up included.
 """
@@ -123,7 +124,7 @@ def main():
         size_mb = os.path.getsize(paths["train"][0]) / 1e6
         print(
             f"{args.rows:,} training rows ({size_mb:.0f} MB of Criteo TSV), "
-            f"{args.test_rows:,} test rows, 2^{args.bits} columns, one pass, one thread\n"
+            f"{args.test_rows:,} test rows, 2^{args.bits} columns, one pass\n"
         )
 
         # warm-up: load the compiled parser and kernels once, outside the timings
