@@ -5,7 +5,9 @@ UTF-8 JSON with the format name and version, the estimator class, its constructo
 (optimizer and schedule objects as ``{"class": ..., "params": ...}``), its scalar fitted
 attributes, and the SHA-256 of every array so that a damaged or tampered file is refused.
 Files are written to a temporary name in the target folder and renamed into place, so a crash
-never leaves a half-written model behind.
+never leaves a half-written model behind. Code that saves a model on a user's behalf (the
+command line) can store extra JSON beside it with :func:`model_metadata` and read it back with
+:func:`read_metadata`, whatever estimator's ``save`` writes the file.
 """
 
 from __future__ import annotations
@@ -16,12 +18,26 @@ import json
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "sparseopt-model"
 VERSION = 1
+_METADATA: ContextVar[dict | None] = ContextVar("sparseopt_model_metadata", default=None)
+
+
+@contextmanager
+def model_metadata(metadata: dict):
+    """Store the JSON-serializable ``metadata`` in every model file saved inside the block."""
+    json.dumps(metadata)  # fail here, not halfway through a save
+    token = _METADATA.set(metadata)
+    try:
+        yield
+    finally:
+        _METADATA.reset(token)
 
 
 def _encode(value):
@@ -73,6 +89,8 @@ def save_model(path, estimator, arrays: dict, attributes: dict) -> None:
         "attributes": {k: _encode(v) for k, v in attributes.items()},
         "sha256": {k: _digest(v) for k, v in arrays.items()},
     }
+    if _METADATA.get() is not None:
+        meta["metadata"] = _METADATA.get()
     payload = dict(arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -112,6 +130,17 @@ def read_model(path):
     params = {k: _decode(v) for k, v in meta["params"].items()}
     attributes = {k: _decode(v) for k, v in meta["attributes"].items()}
     return meta["class"], params, attributes, arrays
+
+
+def read_metadata(path) -> dict | None:
+    """The metadata stored with :func:`model_metadata` in a model file, or None."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["__meta__"].tobytes().decode())
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeError) as exc:
+        raise ValueError(f"{path} is not a readable sparseopt model file") from exc
+    return meta.get("metadata") if isinstance(meta, dict) else None
 
 
 def load(path):

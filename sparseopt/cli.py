@@ -1,52 +1,276 @@
-"""The ``sparseopt`` command line."""
+"""The ``sparseopt`` command: train click models on files, predict, evaluate.
+
+    sparseopt train [DATA] --format criteo --model lr --out DIR --validation FILE
+    sparseopt predict MODEL DATA --out FILE
+    sparseopt evaluate MODEL DATA [--json]
+
+With no DATA, ``train`` fits the synthetic Criteo-format sample shipped with the package and
+reports its validation metrics. Errors in the input (a missing file, a malformed line, options
+that do not match the model) print one line to stderr and exit with status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
-import numpy as np
+from . import pipeline as P
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
 
 
-def demo(args) -> int:
-    """Train logistic regression with lazy AdaGrad on generated sparse data; print the fit."""
-    from sparseopt.optim import AdaGrad
+def _csv_list(text):
+    return [t for t in text.split(",") if t]
 
-    rng = np.random.default_rng(args.seed)
-    n_rows, n_features, nnz = args.rows, 1 << 16, 20
-    true_w = rng.normal(scale=0.8, size=n_features)
-    cols = rng.zipf(1.2, size=(n_rows, nnz)) % n_features
-    margins = true_w[cols].sum(axis=1) / np.sqrt(nnz) - 1.0
-    y = (rng.random(n_rows) < 1 / (1 + np.exp(-margins))).astype(np.float64)
 
-    w = np.zeros(n_features)
-    opt = AdaGrad(learning_rate=0.1)
-    state = opt.init(w)
-    split = int(0.8 * n_rows)
-    for i in range(split):
-        p = 1 / (1 + np.exp(-w[cols[i]].sum() / np.sqrt(nnz) + 1.0))
-        opt.update(w, state, cols[i], np.full(nnz, (p - y[i]) / np.sqrt(nnz)))
+def _key_value(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
-    def logloss(m):
-        p = np.clip(1 / (1 + np.exp(-m)), 1e-12, 1 - 1e-12)
-        return -np.mean(y[split:] * np.log(p) + (1 - y[split:]) * np.log(1 - p))
 
-    learned = w[cols[split:]].sum(axis=1) / np.sqrt(nnz) - 1.0
-    print(f"trained on {split:,} rows, {opt.init(w).slots.shape[0]:,} hashed features")
+def _add_data_options(parser, defaults: bool):
+    """Options that define how a file becomes columns; None means "as the model says"."""
+    g = parser.add_argument_group("data")
+    g.add_argument(
+        "--format",
+        choices=P.FORMATS,
+        default="criteo" if defaults else None,
+        help="file format (default: criteo for train; the model's otherwise)",
+    )
+    g.add_argument(
+        "--n-bits",
+        type=int,
+        default=20 if defaults else None,
+        help="hash (field, value) pairs into 2**N columns (default 20)",
+    )
+    g.add_argument(
+        "--field-aware",
+        action="store_true",
+        default=None,
+        help="give each field its own slice of the columns (needed by ffm)",
+    )
+    g.add_argument("--label", help="csv: the label column")
+    g.add_argument("--features", type=_csv_list, help="csv: feature columns, comma separated")
+    g.add_argument("--numeric", type=_csv_list, help="csv: feature columns kept as numbers")
+    g.add_argument("--exclude", type=_csv_list, help="csv: columns left out (an id...)")
+    g.add_argument("--sep", help="column separator (default: tab for criteo, comma for csv)")
+    g.add_argument("--n-features", type=int, help="libsvm: number of columns")
+    g.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk (100000)")
+    g.add_argument(
+        "--parse-threads", type=int, default=2, help="threads parsing the text (default 2)"
+    )
+    g.add_argument(
+        "--skip-bad-lines",
+        action="store_true",
+        help="skip malformed lines and count them, instead of stopping",
+    )
+
+
+def _data_options(args) -> dict:
+    return {
+        name: getattr(args, name)
+        for name in (
+            "format",
+            "n_bits",
+            "field_aware",
+            "label",
+            "features",
+            "numeric",
+            "exclude",
+            "sep",
+            "n_features",
+        )
+    }
+
+
+def _model_params(args) -> dict:
+    params = {
+        "optimizer": args.optimizer,
+        "learning_rate": args.learning_rate,
+        "alpha": args.alpha,
+        "l1": args.l1,
+        "batch_size": args.batch_size,
+        "n_jobs": args.n_jobs,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    params.update(dict(args.set or []))
+    return params
+
+
+def train(args) -> int:
+    """Train a click model on a file (default: the packaged sample) and save it."""
+    if args.report:
+        P.check_plotting()
+    data, validation = args.data, args.validation
+    if data is None:
+        if args.format != "criteo":
+            raise P.PipelineError("the packaged sample is in criteo format; give a DATA file")
+        data, sample_valid = P.default_data()
+        validation = validation or sample_valid
+    options = {k: v for k, v in _data_options(args).items() if v is not None}
+    config = P.TrainConfig(
+        data=str(Path(data).resolve()),
+        validation=None if validation is None else str(Path(validation).resolve()),
+        model=args.model,
+        spec={**options, "field_aware": bool(args.field_aware)},
+        params=_model_params(args),
+        chunk_size=args.chunk_size,
+        skip_bad_lines=args.skip_bad_lines,
+        seed=args.seed,
+    )
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    trainer = P.Trainer(
+        config,
+        args.out,
+        epochs=args.epochs,
+        checkpoint_every=args.checkpoint_every,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        parse_threads=args.parse_threads,
+        progress=progress,
+        after_chunk=getattr(args, "after_chunk", None),
+    )
+    trainer.start(resume=args.resume)
+    print(f"training {args.model} on {data} ({trainer.spec.describe()})")
+    try:
+        with P.sigterm_as_interrupt():
+            summary = trainer.run()
+    except KeyboardInterrupt:
+        print(
+            f"sparseopt: interrupted; continue from the last checkpoint with "
+            f"`sparseopt train ... --out {args.out} --resume`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    rate = summary["rows_per_second"]
     print(
-        f"test logloss: learned {logloss(learned):.4f}, true model {logloss(margins[split:]):.4f}"
+        f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
+        + (f" ({rate:,.0f} rows/s)" if rate else "")
+        + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+    )
+    if summary["validation"]:
+        print("validation: " + P.format_metrics(summary["validation"]))
+    if args.report:
+        P.write_report(summary, args.report)
+        print(f"report: {args.report}")
+    return 0
+
+
+def predict(args) -> int:
+    """Write the click probability of every row of DATA to a file, one per line."""
+    model, spec = P.load_model(args.model)
+    reader = P.open_data(
+        model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
+    )
+    n = P.predict_file(model, reader.chunks(args.parse_threads), args.out)
+    print(
+        f"wrote {n:,} predictions to {args.out} ({reader.stats['n_bad_lines']} bad lines skipped)"
     )
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sparseopt", description=__doc__)
-    commands = parser.add_subparsers(dest="command")
-    p = commands.add_parser("demo", help=demo.__doc__)
-    p.add_argument("--rows", type=int, default=50_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=demo)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command is None:
-        args = parser.parse_args(["demo"])
-    return args.run(args)
+def evaluate(args) -> int:
+    """Print the model's logloss, AUC and calibration on DATA."""
+    model, spec = P.load_model(args.model)
+    reader = P.open_data(
+        model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
+    )
+    metrics = P.score(model, reader.chunks(args.parse_threads))
+    result = dict(metrics.result(), n_bad_lines=reader.stats["n_bad_lines"])
+    if args.json:
+        print(json.dumps(dict(result, calibration=metrics.calibration())))
+    else:
+        print(
+            f"{args.data}: {result['n_rows']:,} rows, "
+            + P.format_metrics(result)
+            + f", {result['n_bad_lines']} bad lines skipped"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparseopt", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help=train.__doc__, description=train.__doc__)
+    t.add_argument("data", nargs="?", help="training file (default: the packaged sample)")
+    t.add_argument("--model", choices=sorted(P.MODELS), default="lr")
+    t.add_argument("--out", default="sparseopt-run", help="run folder (default sparseopt-run)")
+    t.add_argument("--validation", help="file scored after every epoch")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--report", help="write learning curves and calibration to this PNG")
+    _add_data_options(t, defaults=True)
+    m = t.add_argument_group("model")
+    m.add_argument("--optimizer", help="sgd, momentum, adagrad (default), rmsprop, adam, ...")
+    m.add_argument("--learning-rate", type=float)
+    m.add_argument("--alpha", type=float, help="L2 penalty (decoupled weight decay)")
+    m.add_argument("--l1", type=float, help="L1 penalty (ftrl)")
+    m.add_argument("--batch-size", type=int)
+    m.add_argument("--n-jobs", type=int, help="threads; above 1, lock-free and not deterministic")
+    m.add_argument(
+        "--set",
+        type=_key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other estimator parameter (JSON value), repeatable",
+    )
+    m.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    r = t.add_argument_group("run")
+    r.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="checkpoint every N chunks, and after every epoch (default 10)",
+    )
+    r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    r.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="parse the text every epoch instead of caching parsed chunks",
+    )
+    r.add_argument("--cache-dir", help="chunk cache (default: $SPARSEOPT_DATA/chunks)")
+    r.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar (default: when stderr is a terminal)",
+    )
+    t.set_defaults(run=train)
+
+    p = commands.add_parser("predict", help=predict.__doc__, description=predict.__doc__)
+    p.add_argument("model", help="model file (model.npz of a run)")
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="output file")
+    _add_data_options(p, defaults=False)
+    p.set_defaults(run=predict)
+
+    e = commands.add_parser("evaluate", help=evaluate.__doc__, description=evaluate.__doc__)
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_data_options(e, defaults=False)
+    e.set_defaults(run=evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
+    """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.after_chunk = after_chunk
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as exc:  # PipelineError, reader and model-file errors
+        print(f"sparseopt: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # training handles its own, with a checkpoint
+        print("sparseopt: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -330,9 +330,9 @@ def test_cache_hits_and_invalidation(tmp_path, monkeypatch):
     calls = []
     original = CriteoReader.chunks
 
-    def counting(self):
+    def counting(self, *args):
         calls.append(1)
-        return original(self)
+        return original(self, *args)
 
     with monkeypatch.context() as m:
         m.setattr(CriteoReader, "chunks", counting)

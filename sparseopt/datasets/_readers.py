@@ -6,6 +6,8 @@ with one compiled call (:mod:`._parsers`), and regroups the rows into chunks of 
 """
 
 import gzip
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -100,8 +102,14 @@ class ChunkReader:
         """Malformed lines skipped in the last pass (see ``skip_bad_lines``)."""
         return self.stats["n_bad_lines"]
 
-    def chunks(self):
+    def chunks(self, n_threads=1):
         """Parse the file and yield ``(X, y)`` chunks of ``chunk_size`` rows.
+
+        Parameters
+        ----------
+        n_threads : int, default=1
+            Threads parsing blocks at once (the compiled parser releases the GIL); the
+            chunks, errors and statistics are the same for any number.
 
         Yields
         ------
@@ -110,7 +118,7 @@ class ChunkReader:
         """
         self.stats = self._new_stats()
         pending, n_pending = [], 0
-        for X, y in self._parsed_blocks():
+        for X, y in self._parsed_blocks(n_threads):
             start = 0
             while X.shape[0] - start + n_pending >= self.chunk_size:
                 stop = start + self.chunk_size - n_pending
@@ -138,7 +146,7 @@ class ChunkReader:
             return sp.csr_matrix((0, self.n_features), dtype=np.float32), np.zeros(0, np.float32)
         return _stack(parts)
 
-    def cached(self, cache_dir=None):
+    def cached(self, cache_dir=None, n_threads=1):
         """Yield the same chunks as :meth:`chunks`, from an on-disk cache when it is valid.
 
         The first pass parses the file and saves each chunk (``.npz``, written to a
@@ -152,6 +160,8 @@ class ChunkReader:
         ----------
         cache_dir : str or path-like, default=None
             None: ``data_home() / "chunks"`` (``$SPARSEOPT_DATA`` or ``~/.cache/sparseopt``).
+        n_threads : int, default=1
+            Parsing threads when the file is parsed (see :meth:`chunks`).
 
         Yields
         ------
@@ -164,7 +174,7 @@ class ChunkReader:
             self.stats = dict(manifest["stats"])
             yield from cache.read(manifest)
         else:
-            yield from cache.write(self.chunks(), lambda: self.stats)
+            yield from cache.write(self.chunks(n_threads), lambda: self.stats)
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
@@ -201,15 +211,35 @@ class ChunkReader:
                 yield np.frombuffer(block, dtype=np.uint8), line_no
                 line_no += block.count(b"\n")
 
-    def _parsed_blocks(self):
-        for buf, first_line in self._blocks():
-            X, y, bad = self._parse_block(buf, first_line)
+    def _parsed_blocks(self, n_threads=1):
+        for (X, y, bad), first_line in self._parse_in_order(n_threads):
             if len(bad):
                 self.stats["n_bad_lines"] += len(bad)
                 room = _MAX_BAD_LINES_KEPT - len(self.stats["bad_lines"])
                 self.stats["bad_lines"].extend(int(i) + first_line for i in bad[:room])
             if X.shape[0]:
                 yield X, y
+
+    def _parse_in_order(self, n_threads):
+        """``(parsed block, first line)`` in file order, up to ``n_threads`` blocks at once."""
+        if n_threads <= 1:
+            for buf, first_line in self._blocks():
+                yield self._parse_block(buf, first_line), first_line
+            return
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="sparseopt-parse") as pool:
+            pending = deque()
+            try:
+                for buf, first_line in self._blocks():
+                    pending.append((pool.submit(self._parse_block, buf, first_line), first_line))
+                    if len(pending) > n_threads:
+                        future, line = pending.popleft()
+                        yield future.result(), line
+                while pending:
+                    future, line = pending.popleft()
+                    yield future.result(), line
+            finally:
+                for future, _ in pending:
+                    future.cancel()
 
     def _raise(self, buf, first_line, err, **context):
         line, code, col, detail, start, end = (int(v) for v in err)

@@ -1,0 +1,682 @@
+"""Training, prediction and evaluation on files: the engine behind the ``sparseopt`` command.
+
+Training streams a file as CSR chunks (:mod:`sparseopt.datasets` readers, memory bounded by
+one read block plus one chunk) into an estimator's ``partial_fit``, one call per chunk, so a
+file larger than memory trains out of core; with a chunk cache, epochs after the first load
+the parsed chunks instead of parsing the text again.
+
+Every model file written here stores, beside the estimator, how its data was read
+(:class:`DataSpec`: format, hashing bits, field-aware layout, CSV columns...), so that
+:func:`predict` and :func:`evaluate` read new files into the same columns and refuse options
+that would not.
+
+Checkpoints
+-----------
+Every ``checkpoint_every`` chunks and at the end of every epoch, the run folder receives a
+model file ``checkpoint-<n>.npz`` (with the optimizer state) and then ``checkpoint.json``
+(epoch, chunks done in it, rows seen, the seed, the history), each written atomically, the
+record last: a crash leaves the previous checkpoint intact. ``resume=True`` reloads it and
+skips the chunks already trained. Each chunk is shuffled with a seed derived from
+``(seed, epoch, chunk)``, so a resumed run trains on exactly the same sequence of rows and, in
+serial mode (``n_jobs=1``), ends with the same model bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _io
+from .datasets import CriteoReader, CSVReader, LibSVMReader, column_fields, sample_path
+from .datasets._cache import atomic_write
+
+FORMATS = ("criteo", "avazu", "libsvm", "csv")
+MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
+METADATA_VERSION = 1
+_CHECKPOINT = "checkpoint.json"
+
+
+class PipelineError(ValueError):
+    """A problem with the user's files or options, reported as one line by the command."""
+
+
+# --- data ----------------------------------------------------------------------------------
+@dataclass
+class DataSpec:
+    """How a file becomes columns: everything that must match between training and scoring.
+
+    Parameters
+    ----------
+    format : {"criteo", "avazu", "libsvm", "csv"}
+    n_bits : int
+        Hashed formats: ``2**n_bits`` columns.
+    field_aware : bool
+        Hashed formats: each field owns a slice of the columns (needed by ``ffm``).
+    label, features, numeric, exclude, sep
+        CSV columns (see :class:`~sparseopt.datasets.CSVReader`).
+    n_features, zero_based
+        LIBSVM indexing, fixed from the training file.
+    """
+
+    format: str = "criteo"
+    n_bits: int = 20
+    field_aware: bool = False
+    label: str | None = None
+    features: list | None = None
+    numeric: list = field(default_factory=list)
+    exclude: list = field(default_factory=list)
+    sep: str | None = None
+    n_features: int | None = None
+    zero_based: bool | str = "auto"
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise PipelineError(f"unknown format {self.format!r}; choose one of {FORMATS}")
+        if self.format == "csv" and not self.label:
+            raise PipelineError("--format csv needs --label, the name of the label column")
+
+    def reader(self, path, chunk_size=100_000, skip_bad_lines=False):
+        """A chunk reader of ``path`` under this spec."""
+        common = dict(chunk_size=chunk_size, skip_bad_lines=skip_bad_lines)
+        hashed = dict(n_bits=self.n_bits, field_aware=self.field_aware, **common)
+        if self.format == "criteo":
+            return CriteoReader(path, sep=self.sep or "\t", **hashed)
+        if self.format == "avazu":
+            return CSVReader(path, "click", exclude=["id"], sep=self.sep or ",", **hashed)
+        if self.format == "csv":
+            return CSVReader(
+                path,
+                self.label,
+                self.features,
+                numeric=self.numeric,
+                exclude=self.exclude,
+                sep=self.sep or ",",
+                **hashed,
+            )
+        return LibSVMReader(path, self.n_features, self.zero_based, **common)
+
+    def fixed_by(self, reader) -> DataSpec:
+        """This spec with what the training file decided (LIBSVM width and index base)."""
+        if self.format != "libsvm":
+            return self
+        return DataSpec(
+            **dict(asdict(self), n_features=reader.n_features, zero_based=reader.zero_based)
+        )
+
+    def describe(self) -> str:
+        if self.format == "libsvm":
+            return f"libsvm with {self.n_features} features"
+        layout = ", field-aware" if self.field_aware else ""
+        return f"{self.format} hashed into 2^{self.n_bits} columns{layout}"
+
+
+def check_spec(model_spec: DataSpec, options: dict) -> DataSpec:
+    """The model's spec, after checking that no option given on the command line differs."""
+    for name, value in options.items():
+        if value is None:
+            continue
+        stored = getattr(model_spec, name)
+        if isinstance(stored, list):
+            value = list(value)
+        if value != stored:
+            flag = "--" + name.replace("_", "-")
+            raise PipelineError(
+                f"{flag} {value!r} differs from the model's {name}={stored!r} "
+                f"(it was trained on {model_spec.describe()}); omit {flag} to read the data "
+                "as the model expects, or retrain"
+            )
+    return model_spec
+
+
+# --- models --------------------------------------------------------------------------------
+def model_class(kind: str):
+    """The estimator class behind ``--model kind``."""
+    import sparseopt
+
+    if kind not in MODELS:
+        raise PipelineError(f"unknown model {kind!r}; choose one of {sorted(MODELS)}")
+    cls = getattr(sparseopt, MODELS[kind], None)
+    if cls is None:
+        raise PipelineError(
+            f"--model {kind} needs sparseopt.{MODELS[kind]}, which this sparseopt version "
+            "does not have; use --model lr"
+        )
+    return cls
+
+
+def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
+    """A new estimator for ``--model kind`` (FFM gets each column's field from ``spec``)."""
+    cls = model_class(kind)
+    params = dict(params)
+    if kind == "ffm":
+        if not spec.field_aware or spec.format == "libsvm":
+            raise PipelineError(
+                "--model ffm needs field-aware hashing: add --field-aware (criteo, avazu, csv)"
+            )
+        params.setdefault("fields", column_fields(spec.n_bits, n_fields))
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise PipelineError(f"bad model parameter for {cls.__name__}: {exc}") from None
+
+
+def save_model(model, path, kind: str, spec: DataSpec) -> None:
+    """``model.save(path)`` with the model kind and the data spec in the file's metadata."""
+    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec)}
+    with _io.model_metadata(metadata):
+        model.save(path)
+
+
+def load_model(path):
+    """Load a click model file; returns ``(model, spec)``, spec None when the file has none."""
+    import sparseopt
+
+    try:
+        model = sparseopt.load(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such model file") from None
+    meta = _io.read_metadata(path) or {}
+    if meta.get("version", 0) > METADATA_VERSION:
+        raise PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
+    try:
+        spec = DataSpec(**meta["data"]) if "data" in meta else None
+    except TypeError:
+        raise PipelineError(f"{path}: the data description in the file is damaged") from None
+    if not hasattr(model, "predict_proba") or not np.array_equal(
+        getattr(model, "classes_", []), [0, 1]
+    ):
+        raise PipelineError(
+            f"{path} holds a {type(model).__name__}; predict and evaluate need a binary "
+            "click model (sparseopt train --model lr, fm or ffm)"
+        )
+    return model, spec
+
+
+def open_data(model, spec, path, options, chunk_size, skip_bad_lines):
+    """A reader of ``path`` that yields the columns ``model`` was trained on."""
+    if spec is None:
+        if options.get("format") is None:
+            raise PipelineError(
+                "the model file does not say how its data was read (saved by an estimator's "
+                "save): give --format and the hashing options used in training"
+            )
+        spec = DataSpec(**{k: v for k, v in options.items() if v is not None})
+    else:
+        spec = check_spec(spec, options)
+    reader = spec.reader(path, chunk_size, skip_bad_lines)
+    expected = getattr(model, "n_features_in_", reader.n_features)
+    if reader.n_features != expected:
+        raise PipelineError(
+            f"{path} reads as {reader.n_features} columns but the model expects {expected}"
+        )
+    return reader
+
+
+# --- metrics -------------------------------------------------------------------------------
+class ClickMetrics:
+    """Streaming metrics of predicted click probabilities, in bounded memory.
+
+    Logloss and the mean prediction are exact sums. AUC and the calibration table come from a
+    histogram of the logit ``log(p / (1 - p))`` over ``[-16, 16]`` in ``2**16`` bins (width
+    0.0005): pairs within one bin count as ties, so AUC is exact up to that resolution.
+    """
+
+    N_BINS = 1 << 16
+    LIMIT = 16.0
+
+    def __init__(self):
+        self.n = 0
+        self.loss = 0.0
+        self.sum_p = 0.0
+        self.positives = np.zeros(self.N_BINS)
+        self.counts = np.zeros(self.N_BINS)
+        self.p_sums = np.zeros(self.N_BINS)
+
+    def update(self, y, p) -> None:
+        y = np.asarray(y, dtype=np.float64)
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
+        self.n += y.size
+        self.loss -= float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        self.sum_p += float(p.sum())
+        z = np.clip(np.log(p) - np.log1p(-p), -self.LIMIT, self.LIMIT)
+        b = np.minimum(
+            ((z + self.LIMIT) / (2 * self.LIMIT) * self.N_BINS).astype(np.int64), self.N_BINS - 1
+        )
+        self.counts += np.bincount(b, minlength=self.N_BINS)
+        self.positives += np.bincount(b, weights=y, minlength=self.N_BINS)
+        self.p_sums += np.bincount(b, weights=p, minlength=self.N_BINS)
+
+    def auc(self) -> float | None:
+        pos, neg = self.positives, self.counts - self.positives
+        n_pos, n_neg = pos.sum(), neg.sum()
+        if n_pos == 0 or n_neg == 0:
+            return None
+        below = np.cumsum(neg) - neg
+        return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
+
+    def calibration(self, n_bins=10) -> list[dict]:
+        """Equal-count bins of predictions: mean prediction against observed click rate."""
+        cum = np.cumsum(self.counts)
+        edges = np.searchsorted(cum, np.linspace(0, self.n, n_bins + 1)[1:-1], side="right")
+        table = []
+        for lo, hi in zip(np.r_[0, edges], np.r_[edges, self.N_BINS], strict=True):
+            n = self.counts[lo:hi].sum()
+            if n:
+                table.append(
+                    {
+                        "n": int(n),
+                        "mean_prediction": self.p_sums[lo:hi].sum() / n,
+                        "observed_rate": self.positives[lo:hi].sum() / n,
+                    }
+                )
+        return table
+
+    def result(self) -> dict:
+        if self.n == 0:
+            raise PipelineError("no rows to evaluate")
+        return {
+            "n_rows": self.n,
+            "logloss": self.loss / self.n,
+            "auc": self.auc(),
+            "mean_prediction": self.sum_p / self.n,
+            "base_rate": float(self.positives.sum() / self.n),
+        }
+
+
+def score(model, chunks) -> ClickMetrics:
+    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks."""
+    metrics = ClickMetrics()
+    for X, y in chunks:
+        metrics.update(y, model.predict_proba(X)[:, 1])
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
+    return (
+        f"logloss {m['logloss']:.4f}  AUC {auc}  mean prediction "
+        f"{m['mean_prediction']:.4f} (base rate {m['base_rate']:.4f})"
+    )
+
+
+# --- training ------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; a checkpoint resumes only under the same config."""
+
+    data: str
+    validation: str | None
+    model: str
+    spec: dict
+    params: dict
+    chunk_size: int
+    skip_bad_lines: bool
+    seed: int
+
+
+class _Failed:
+    def __init__(self, exc):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def prefetch(chunks):
+    """Iterate ``chunks`` while a background thread reads the next one.
+
+    The compiled parser and training kernels release the GIL, so parsing chunk k+1 overlaps
+    training on chunk k; at most two chunks are in memory beyond the one being trained.
+    Errors of the reader are raised here, in the caller's thread.
+    """
+    items = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in chunks:
+                items.put(item)
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(_Failed(exc))
+        finally:
+            chunks.close()
+
+    thread = threading.Thread(target=work, name="sparseopt-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a pending put, then let the thread end
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _chunk_seed(seed, epoch, chunk):
+    return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
+
+
+class Trainer:
+    """One training run in ``out_dir``: see the module docstring for checkpoints.
+
+    ``after_chunk(epoch, chunk)`` is called after each trained chunk (a test hook: raising
+    there simulates an interruption).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir,
+        *,
+        epochs=1,
+        checkpoint_every=10,
+        cache_dir=None,
+        use_cache=True,
+        parse_threads=2,
+        progress=False,
+        log=print,
+        after_chunk=None,
+    ):
+        if epochs < 1:
+            raise PipelineError(f"--epochs must be at least 1, got {epochs}")
+        if checkpoint_every < 1:
+            raise PipelineError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
+        if parse_threads < 1:
+            raise PipelineError(f"--parse-threads must be at least 1, got {parse_threads}")
+        self.config = config
+        self.out = Path(out_dir)
+        self.epochs = epochs
+        self.checkpoint_every = checkpoint_every
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.parse_threads = parse_threads
+        self.progress = progress
+        self.log = log
+        self.after_chunk = after_chunk
+        self.spec = DataSpec(**config.spec)
+        self.reader = self.spec.reader(config.data, config.chunk_size, config.skip_bad_lines)
+        self.spec = self.spec.fixed_by(self.reader)
+        self.valid_reader = None
+        if config.validation is not None:
+            self.valid_reader = self.spec.reader(
+                config.validation, config.chunk_size, config.skip_bad_lines
+            )
+        n_fields = getattr(self.reader, "n_fields", 0)
+        self.model = make_model(config.model, self.spec, n_fields, config.params)
+        self.state = {
+            "epoch": 0,
+            "chunk": 0,
+            "rows_seen": 0,
+            "epoch_loss": 0.0,
+            "epoch_rows": 0,
+            "n_bad_lines": 0,
+            "history": [],
+            "checkpoint": None,
+            "finished": False,
+            "n_rows_epoch": None,
+        }
+        self.calibration = None
+
+    # -- checkpoints --
+    def _record(self):
+        return self.out / _CHECKPOINT
+
+    def start(self, resume: bool) -> None:
+        """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``."""
+        record = self._record()
+        if not resume:
+            if record.is_file():
+                old = json.loads(record.read_text())["state"]
+                if not old["finished"]:
+                    raise PipelineError(
+                        f"{self.out} holds an unfinished run: add --resume to continue it, or "
+                        "choose another --out (or delete that folder) to start over"
+                    )
+                record.unlink()  # a finished run is replaced by this one
+                (self.out / old["checkpoint"]).unlink(missing_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
+            return
+        if not record.is_file():
+            raise PipelineError(f"nothing to resume: {record} does not exist")
+        saved = json.loads(record.read_text())
+        if saved["config"] != asdict(self.config):
+            changed = sorted(
+                k for k, v in saved["config"].items() if asdict(self.config).get(k) != v
+            )
+            raise PipelineError(
+                f"the checkpoint in {self.out} was made with other settings ({', '.join(changed)}"
+                "); resume with the same data and options, or train into another --out"
+            )
+        self.state = saved["state"]
+        self.model, _ = load_model(self.out / self.state["checkpoint"])
+
+    def checkpoint(self) -> None:
+        """Save the model, then the record pointing at it; drop the previous model file."""
+        previous = self.state["checkpoint"]
+        n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
+        name = f"checkpoint-{n:06d}.npz"
+        self._save(self.out / name)
+        self.state["checkpoint"] = name
+        record = {"config": asdict(self.config), "state": self.state}
+        atomic_write(self._record(), lambda f: f.write(json.dumps(record, indent=1).encode()))
+        if previous:
+            (self.out / previous).unlink(missing_ok=True)
+
+    def _save(self, path):
+        self.model.set_params(random_state=self.config.seed)
+        save_model(self.model, path, self.config.model, self.spec)
+
+    # -- the loop --
+    def _chunks(self):
+        n = self.parse_threads
+        if self.use_cache:
+            return prefetch(self.reader.cached(self.cache_dir, n))
+        return prefetch(self.reader.chunks(n))
+
+    def run(self) -> dict:
+        """Train the remaining epochs; returns the summary (also in ``metrics.json``)."""
+        from tqdm.auto import tqdm
+
+        classes = np.array([0.0, 1.0])
+        state = self.state
+        started, rows_at_start = time.perf_counter(), state["rows_seen"]
+        try:
+            while state["epoch"] < self.epochs:
+                epoch, skip = state["epoch"], state["chunk"]
+                epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
+                bar = tqdm(
+                    total=state["n_rows_epoch"],
+                    initial=state["epoch_rows"],
+                    unit="rows",
+                    unit_scale=True,
+                    disable=not self.progress,
+                    file=sys.stderr,
+                    desc=f"epoch {epoch + 1}/{self.epochs}",
+                    leave=False,
+                )
+                with bar:
+                    for k, (X, y) in enumerate(self._chunks()):
+                        if k < skip:
+                            continue
+                        self.model.set_params(random_state=_chunk_seed(self.config.seed, epoch, k))
+                        self.model.partial_fit(X, y, classes=classes)
+                        loss = float(self.model.loss_curve_[-1])
+                        state["epoch_loss"] += loss * X.shape[0]
+                        state["epoch_rows"] += X.shape[0]
+                        state["rows_seen"] += X.shape[0]
+                        state["chunk"] = k + 1
+                        bar.update(X.shape[0])
+                        bar.set_postfix(loss=f"{state['epoch_loss'] / state['epoch_rows']:.4f}")
+                        if self.after_chunk is not None:
+                            self.after_chunk(epoch, k)
+                        if state["chunk"] % self.checkpoint_every == 0:
+                            self.checkpoint()
+                rate = (state["epoch_rows"] - epoch_rows) / (time.perf_counter() - epoch_started)
+                self._end_epoch(rate)
+        except KeyboardInterrupt:
+            if state["epoch_rows"] or state["epoch"]:
+                self.checkpoint()  # partial_fit changes nothing unless it completes
+            raise
+        seconds = time.perf_counter() - started
+        return self._finish(seconds, state["rows_seen"] - rows_at_start)
+
+    def _end_epoch(self, rows_per_second):
+        state = self.state
+        if state["epoch_rows"] == 0:
+            raise PipelineError(f"{self.config.data} has no rows to train on")
+        state["n_bad_lines"] = self.reader.stats["n_bad_lines"]
+        entry = {
+            "epoch": state["epoch"] + 1,
+            "train_logloss": state["epoch_loss"] / state["epoch_rows"],
+            "rows": state["epoch_rows"],
+        }
+        line = (
+            f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
+            f"train logloss {entry['train_logloss']:.4f}"
+        )
+        if self.valid_reader is not None:
+            metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
+            entry["validation"] = metrics.result()
+            self.calibration = metrics.calibration()
+            line += "  |  validation " + format_metrics(entry["validation"])
+        self.log(line)
+        state["history"].append(entry)
+        state["n_rows_epoch"] = state["epoch_rows"]
+        state.update(epoch=state["epoch"] + 1, chunk=0, epoch_loss=0.0, epoch_rows=0)
+        state["finished"] = state["epoch"] >= self.epochs
+        self.checkpoint()
+
+    def _finish(self, seconds, rows):
+        model_path = self.out / "model.npz"
+        # the last checkpoint holds this very model: link it into place instead of saving again
+        tmp = self.out / f".model.npz.{os.getpid()}.tmp"
+        try:
+            os.link(self.out / self.state["checkpoint"], tmp)
+            os.replace(tmp, model_path)
+        except OSError:  # no hard links on this file system
+            tmp.unlink(missing_ok=True)
+            self._save(model_path)
+        history = self.state["history"]
+        summary = {
+            "model": str(model_path),
+            "model_type": self.config.model,
+            "data": asdict(self.spec),
+            "epochs": len(history),
+            "rows_seen": self.state["rows_seen"],
+            "n_bad_lines": self.state["n_bad_lines"],
+            "seconds": seconds,
+            "rows_per_second": rows / seconds if seconds > 0 else None,
+            "history": history,
+            "validation": history[-1].get("validation") if history else None,
+            "calibration": self.calibration,
+        }
+        atomic_write(
+            self.out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode())
+        )
+        return summary
+
+
+def default_data() -> tuple[Path, Path]:
+    """The packaged sample: training and validation files."""
+    return sample_path("train"), sample_path("valid")
+
+
+# --- prediction ----------------------------------------------------------------------------
+def predict_file(model, chunks, out) -> int:
+    """Write one click probability per row of ``chunks`` to ``out``; returns rows."""
+    out = Path(out)
+    n = 0
+
+    def write(f):
+        nonlocal n
+        for X, _ in chunks:
+            p = model.predict_proba(X)[:, 1]
+            f.write(("\n".join(f"{v:.6g}" for v in p) + "\n").encode())
+            n += len(p)
+
+    if out.parent != Path(""):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
+    return n
+
+
+# --- report --------------------------------------------------------------------------------
+def check_plotting() -> None:
+    """Fail early, before training, when ``--report`` cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PipelineError("--report needs matplotlib: pip install 'sparseopt[plot]'") from None
+
+
+def write_report(summary: dict, path) -> None:
+    """A PNG of the run: learning curves per epoch and the validation calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    history = summary["history"]
+    fig, (curves, calib) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [h["epoch"] for h in history]
+    curves.plot(epochs, [h["train_logloss"] for h in history], "o-", label="train (progressive)")
+    valid = [h["validation"]["logloss"] for h in history if "validation" in h]
+    if valid:
+        curves.plot(epochs[-len(valid) :], valid, "s-", label="validation")
+    curves.set(xlabel="epoch", ylabel="logloss", title="Learning curves")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves.legend()
+    table = summary.get("calibration")
+    if table:
+        pred = [b["mean_prediction"] for b in table]
+        obs = [b["observed_rate"] for b in table]
+        top = max(max(pred), max(obs)) * 1.05
+        calib.plot([0, top], [0, top], ":", color="gray", label="perfect")
+        calib.plot(pred, obs, "o-", label="model")
+        calib.set(
+            xlabel="mean predicted click rate",
+            ylabel="observed click rate",
+            title="Calibration (validation, equal-count bins)",
+        )
+        calib.legend()
+    else:
+        calib.text(0.5, 0.5, "no validation file", ha="center", va="center")
+        calib.set_axis_off()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, ``kill`` (SIGTERM) raises KeyboardInterrupt, so it checkpoints like
+    Ctrl-C; the previous handler is restored after. Only the main thread can set handlers."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
