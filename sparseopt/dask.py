@@ -415,8 +415,10 @@ def fit(
     for epoch in range(estimator.max_iter):
         began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
         while (cursors < sizes).any():
-            results, plan = _round(client, worker_est, state, xs, ys, sizes, cursors,
-                                   merge_every, batch_size, seed, epoch, classes, retries)  # fmt: skip
+            results, plan = _round(
+                client, worker_est, state, xs, ys, sizes, cursors, merge_every, batch_size,
+                seed, epoch, classes, retries,
+            )  # fmt: skip
             state = _merge(state, results, family.tables, accumulator, hp, spec)
             for segments in plan.values():
                 for b, _, stop, _, _ in segments:
