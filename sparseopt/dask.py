@@ -65,7 +65,10 @@ def merge_table(base, updates, accumulator=None):
         rows, values = updates[0]
         merged[rows] = values
         return merged
-    touched = np.unique(np.concatenate([rows for rows, _ in updates]))
+    mask = np.zeros(base.shape[0], bool)
+    for rows, _ in updates:
+        mask[rows] = True
+    touched = np.flatnonzero(mask)
     if touched.size == 0:
         return merged
     start = base[touched].astype(np.float64)
@@ -411,13 +414,13 @@ def fit(
     [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
     hp, spec = opt.hyperparameters(), opt.schedule_spec()
     accumulator = ACCUMULATOR_SLOT.get(opt._rule)
-    curve, best, stale = [], np.inf, 0
+    curve, best, stale, owner = [], np.inf, 0, None
     for epoch in range(estimator.max_iter):
         began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
         while (cursors < sizes).any():
-            results, plan = _round(
-                client, worker_est, state, xs, ys, sizes, cursors, merge_every, batch_size,
-                seed, epoch, classes, retries,
+            results, plan, owner = _round(
+                client, worker_est, state, xs, ys, sizes, owner, cursors, merge_every,
+                batch_size, seed, epoch, classes, retries,
             )  # fmt: skip
             state = _merge(state, results, family.tables, accumulator, hp, spec)
             for segments in plan.values():
@@ -438,11 +441,14 @@ def fit(
     return estimator
 
 
-def _round(client, worker_est, state, xs, ys, sizes, cursors, merge_every, batch_size, seed,
-           epoch, classes, retries):  # fmt: skip
-    """Run one round to completion; returns (results in worker order, plan)."""
+def _round(client, worker_est, state, xs, ys, sizes, owner, cursors, merge_every, batch_size,
+           seed, epoch, classes, retries):  # fmt: skip
+    """Run one round to completion; returns (results in worker order, plan, block owners).
+
+    The blocks' owners are looked up once, and again after a worker is lost.
+    """
     for _attempt in range(retries + 1):
-        owner = _owners(client, xs, ys, sizes)
+        owner = owner or _owners(client, xs, ys, sizes)
         plan = _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch)
         [base] = client.scatter([state], broadcast=True, hash=False)
         futures = []
@@ -453,9 +459,10 @@ def _round(client, worker_est, state, xs, ys, sizes, cursors, merge_every, batch
                 workers=[w], allow_other_workers=False, retries=retries, pure=False,
             ))  # fmt: skip
         try:
-            return _gather_round(client, futures, plan), plan
+            return _gather_round(client, futures, plan), plan, owner
         except WorkerLostError:
             client.cancel(futures)
+            owner = None
     raise WorkerLostError(f"a round lost workers {retries + 1} times in a row; giving up")
 
 
