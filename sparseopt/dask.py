@@ -24,7 +24,9 @@ Dask is imported when these functions run, never by ``import sparseopt``.
 from __future__ import annotations
 
 import copy
+import functools
 import time
+import uuid
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,16 +63,19 @@ def merge_table(base, updates, accumulator=None):
     ndarray like ``base``
     """
     merged = base.copy()
+    touched, values = _merge_rows(base, updates, accumulator)
+    merged[touched] = values
+    return merged
+
+
+def _merge_rows(base, updates, accumulator):
+    """The rows any worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
-        rows, values = updates[0]
-        merged[rows] = values
-        return merged
+        return updates[0]
     mask = np.zeros(base.shape[0], bool)
     for rows, _ in updates:
         mask[rows] = True
     touched = np.flatnonzero(mask)
-    if touched.size == 0:
-        return merged
     start = base[touched].astype(np.float64)
     n = float(len(updates))
     total = start * n
@@ -90,8 +95,7 @@ def merge_table(base, updates, accumulator=None):
     if accumulator is not None:
         weighted = den > 0.0  # all-zero accumulators: plain average
         result[weighted, 0] = num[weighted] / den[weighted]
-    merged[touched] = result
-    return merged
+    return touched, result.astype(base.dtype)
 
 
 # -- the estimator families ---------------------------------------------------------------
@@ -145,11 +149,17 @@ class _LinearFamily:
 
     @staticmethod
     def train(est, opt, state, blocks, segments, classes, batch_size):
-        """Train ``state`` in place on the row ``segments``; returns (steps, loss sum)."""
+        """Train ``state`` in place on the row ``segments``.
+
+        Returns (steps, loss sum, {table name: (rows, values)} of the rows it may have changed).
+        """
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
         scratch = np.full(state.table.shape[0] if batch_size > 1 else 0, np.nan)
         steps, total = 0, 0.0
+        K = state.bias.shape[0]
+        seen = np.zeros(state.table.shape[0] // K, bool)
         for X, y, order in _segment_data(est, blocks, segments, classes):
+            seen[X[order].indices] = True
             targets, weights = y
             loss = est._loss_code()
             delta = float(getattr(est, "epsilon", 0.0))
@@ -167,7 +177,21 @@ class _LinearFamily:
             total += part
         kernels.linear_catch_up(opt._rule, hp, spec, state.clock, state.table, state.stamp,
                                 state.mark)  # fmt: skip
-        return steps, total
+        if state.stamp.size:  # the catch-up moved every coordinate
+            seen[:] = True
+        rows = (np.flatnonzero(seen)[:, None] * K + np.arange(K)).reshape(-1)
+        changed = {"table": (rows, state.table[rows]), "bias": (np.arange(K), state.bias.copy())}
+        return steps, total, changed
+
+    @staticmethod
+    def apply(state, delta):
+        """Bring a worker's resident model to the driver's merged model."""
+        for name in ("table", "bias"):
+            rows, values = delta[name]
+            getattr(state, name)[rows] = values
+        state.clock[:] = delta["clock"]
+        state.stamp[:] = delta["clock"][R.CLOCK_T]
+        state.mark[:] = delta["clock"][R.CLOCK_LOG_DECAY]
 
     @staticmethod
     def finish(est, opt, state, classes, n_features, curve):
@@ -225,19 +249,42 @@ def _segment_data(est, blocks, segments, classes):
         yield X, (targets, weights), _block_order(X.shape[0], seed, epoch, block)[start:stop]
 
 
-def _train_round(est, base, segments, classes, batch_size, *blocks):
-    """A worker's share of a round: train a copy of ``base``, return the rows it changed."""
+_MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
+
+
+class StaleModelError(RuntimeError):
+    """A worker's resident model is not the one the round starts from (send the full one)."""
+
+
+def _train_round(est, fit_id, version, delta, full, segments, classes, batch_size, *blocks):
+    """A worker's share of round ``version``; returns the rows it changed.
+
+    The worker keeps its model between rounds: round ``version`` applies ``delta`` (the rows
+    the last merge changed) to the model the worker trained in round ``version - 1``, which
+    makes it the merged model; ``full`` (the whole model) replaces it after a lost worker.
+    """
+    from distributed import get_worker
+
+    key = (fit_id, get_worker().address)
     family = _family(est)
+    if full is not None:
+        _MODELS[key] = [None, copy.deepcopy(full)]  # the scattered model is shared: copy
+    else:
+        entry = _MODELS.get(key)
+        if entry is None or entry[0] != version - 1:
+            raise StaleModelError(f"worker {key[1]} holds no model of round {version - 1}")
+        entry[0] = None  # until this task succeeds
+        family.apply(entry[1], delta)
+    state = _MODELS[key][1]
     opt = est._make_optimizer()
-    state = copy.deepcopy(base)  # the broadcast model is shared: never written
-    steps, loss = family.train(est, opt, state, blocks, segments, classes, batch_size)
-    changed = {}
-    for name in family.tables:
-        new, old = getattr(state, name), getattr(base, name)
-        rows = np.flatnonzero((new != old).any(axis=1))
-        changed[name] = (rows, new[rows])
-    return {"changed": changed, "clock_steps": steps, "loss": loss,
-            "rows": sum(stop - start for _, start, stop, _, _ in segments)}  # fmt: skip
+    steps, loss, changed = family.train(est, opt, state, blocks, segments, classes, batch_size)
+    _MODELS[key][0] = version
+    return {"changed": changed, "clock_steps": steps, "loss": loss}
+
+
+def _forget(fit_id):
+    for key in [k for k in _MODELS if k[0] == fit_id]:
+        del _MODELS[key]
 
 
 def _n_rows(block):
@@ -414,70 +461,101 @@ def fit(
     [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
     hp, spec = opt.hyperparameters(), opt.schedule_spec()
     accumulator = ACCUMULATOR_SLOT.get(opt._rule)
-    curve, best, stale, owner = [], np.inf, 0, None
-    for epoch in range(estimator.max_iter):
-        began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
-        while (cursors < sizes).any():
-            results, plan, owner = _round(
-                client, worker_est, state, xs, ys, sizes, owner, cursors, merge_every,
-                batch_size, seed, epoch, classes, retries,
-            )  # fmt: skip
-            state = _merge(state, results, family.tables, accumulator, hp, spec)
-            for segments in plan.values():
-                for b, _, stop, _, _ in segments:
-                    cursors[b] = stop
-            loss += sum(r["loss"] for r in results)
-            rounds += 1
-        curve.append(loss / max(int(sizes.sum()), 1))
-        if verbose:
-            print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
-                  f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-        if estimator.tol is not None:
-            stale = stale + 1 if curve[-1] > best - estimator.tol else 0
-            best = min(best, curve[-1])
-            if stale >= estimator.n_iter_no_change:
-                break
+    curve, best, stale = [], np.inf, 0
+    run = _Run(client, worker_est, xs, ys, sizes, classes, batch_size, retries)
+    try:
+        for epoch in range(estimator.max_iter):
+            began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
+            while (cursors < sizes).any():
+                replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
+                results, plan = run.round(state, replan(), replan)
+                run.delta = _merge(state, results, family.tables, accumulator, hp, spec)
+                for segments in plan.values():
+                    for b, _, stop, _, _ in segments:
+                        cursors[b] = stop
+                loss += sum(r["loss"] for r in results)
+                rounds += 1
+            curve.append(loss / max(int(sizes.sum()), 1))
+            if verbose:
+                print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
+                      f"{time.perf_counter() - began:.2f} s")  # fmt: skip
+            if estimator.tol is not None:
+                stale = stale + 1 if curve[-1] > best - estimator.tol else 0
+                best = min(best, curve[-1])
+                if stale >= estimator.n_iter_no_change:
+                    break
+    finally:
+        client.run(_forget, run.fit_id, on_error="ignore")
     family.finish(estimator, opt, state, classes, n_features, curve)
     return estimator
 
 
-def _round(client, worker_est, state, xs, ys, sizes, owner, cursors, merge_every, batch_size,
-           seed, epoch, classes, retries):  # fmt: skip
-    """Run one round to completion; returns (results in worker order, plan, block owners).
+class _Run:
+    """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    The blocks' owners are looked up once, and again after a worker is lost.
-    """
-    for _attempt in range(retries + 1):
-        owner = owner or _owners(client, xs, ys, sizes)
-        plan = _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch)
-        [base] = client.scatter([state], broadcast=True, hash=False)
-        futures = []
-        for w in sorted(plan):
-            blocks = [f for b, *_ in plan[w] for f in (xs[b], ys[b])]
-            futures.append(client.submit(
-                _train_round, worker_est, base, plan[w], classes, batch_size, *blocks,
-                workers=[w], allow_other_workers=False, retries=retries, pure=False,
-            ))  # fmt: skip
-        try:
-            return _gather_round(client, futures, plan), plan, owner
-        except WorkerLostError:
-            client.cancel(futures)
-            owner = None
-    raise WorkerLostError(f"a round lost workers {retries + 1} times in a row; giving up")
+    def __init__(self, client, worker_est, xs, ys, sizes, classes, batch_size, retries):
+        self.client, self.fit_id, self.worker_est = client, uuid.uuid4().hex, worker_est
+        self.xs, self.ys, self.sizes, self.classes = xs, ys, sizes, classes
+        self.batch_size, self.retries = batch_size, retries
+        self.owner = None  # looked up once, and again after a worker is lost
+        self.version = 0  # rounds done
+        self.versions = {}  # worker -> the last round it trained (its resident model)
+        self.delta = None  # what the last merge changed
+
+    def plan(self, cursors, merge_every, seed, epoch):
+        """Each worker's segments of the next round (see :func:`_plan`)."""
+        self.owner = self.owner or _owners(self.client, self.xs, self.ys, self.sizes)
+        return _plan(self.owner, self.sizes, cursors, merge_every, self.batch_size, seed, epoch)
+
+    def round(self, state, plan, replan):
+        """Run one round to completion; returns (results in worker order, plan).
+
+        Workers whose resident model is the last round's get the merge's delta; the others
+        (first round, idle last round, replaced after a loss) get the whole model.
+        """
+        client, version = self.client, self.version + 1
+        for _attempt in range(self.retries + 1):
+            stale = [w for w in plan if self.versions.get(w) != version - 1]
+            full = delta = None
+            if stale:
+                [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
+            if len(stale) < len(plan):
+                [delta] = client.scatter([self.delta], broadcast=True, hash=False)
+            futures = []
+            for w in sorted(plan):
+                blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
+                futures.append(client.submit(
+                    _train_round, self.worker_est, self.fit_id, version, delta,
+                    full if w in stale else None, plan[w], self.classes, self.batch_size, *blocks,
+                    workers=[w], allow_other_workers=False, retries=self.retries, pure=False,
+                ))  # fmt: skip
+            try:
+                results = _gather_round(client, futures, plan)
+            except (WorkerLostError, StaleModelError):
+                client.cancel(futures)
+                self.versions.clear()
+                self.owner = None
+                plan = replan()
+                continue
+            self.versions.update(dict.fromkeys(plan, version))
+            self.version = version
+            return results, plan
+        raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
 
 
 def _merge(state, results, tables, accumulator, hp, spec):
-    """The next model from the round's results (see the module docstring)."""
-    merged = copy.copy(state)
+    """Merge the round's results into ``state`` in place; returns the delta for the workers."""
+    delta = {}
     for name in tables:
-        updates = [r["changed"][name] for r in results]
-        setattr(merged, name, merge_table(getattr(state, name), updates, accumulator))
-    clock = state.clock.copy()
-    kernels.advance_clock(hp, spec, clock, sum(r["clock_steps"] for r in results))
-    merged.clock = clock
-    merged.stamp = np.full_like(state.stamp, clock[R.CLOCK_T])
-    merged.mark = np.full_like(state.mark, clock[R.CLOCK_LOG_DECAY])
-    return merged
+        table = getattr(state, name)
+        rows, values = _merge_rows(table, [r["changed"][name] for r in results], accumulator)
+        table[rows] = values
+        delta[name] = (rows, values)
+    kernels.advance_clock(hp, spec, state.clock, sum(r["clock_steps"] for r in results))
+    state.stamp[:] = state.clock[R.CLOCK_T]
+    state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
+    delta["clock"] = state.clock.copy()
+    return delta
 
 
 def predict(estimator, X, method="predict"):
