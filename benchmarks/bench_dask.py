@@ -15,6 +15,7 @@ the single process, test logloss and its gap to the single process.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -58,7 +59,7 @@ def main():
     local = SparseLogisticRegression(**params).fit(X, y)
     base_s = time.perf_counter() - start
     base_loss = score(local)
-    rows = [("1 process (fit)", base_s, base_loss)]
+    rows = [("1 process (fit)", base_s, base_loss, os.getloadavg()[0])]
 
     with LocalCluster(
         n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0"
@@ -84,15 +85,17 @@ def main():
             model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=merge_every)
             seconds = time.perf_counter() - start
             label = "per epoch" if merge_every is None else f"every {merge_every:,} batches"
-            rows.append((f"dask, {args.workers} workers, merge {label}", seconds, score(model)))
+            name = f"dask, {args.workers} workers, merge {label}"
+            rows.append((name, seconds, score(model), os.getloadavg()[0]))
 
-    print("\n| system | seconds | rows/s | vs 1 process | test logloss | gap |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\n{os.cpu_count()} CPUs; load: the 1-minute load average after each run")
+    print("\n| system | seconds | rows/s | vs 1 process | test logloss | gap | load |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     total = args.rows * args.epochs
-    for name, seconds, loss in rows:
+    for name, seconds, loss, load in rows:
         print(
             f"| {name} | {seconds:.2f} | {total / seconds / 1e6:.2f} M | "
-            f"{base_s / seconds:.2f}x | {loss:.4f} | {loss - base_loss:+.4f} |"
+            f"{base_s / seconds:.2f}x | {loss:.4f} | {loss - base_loss:+.4f} | {load:.1f} |"
         )
 
 

@@ -159,7 +159,7 @@ class _LinearFamily:
         K = state.bias.shape[0]
         seen = np.zeros(state.table.shape[0] // K, bool)
         for X, y, order in _segment_data(est, blocks, segments, classes):
-            seen[X[order].indices] = True
+            seen[X.indices] = True
             targets, weights = y
             loss = est._loss_code()
             delta = float(getattr(est, "epsilon", 0.0))
@@ -233,20 +233,25 @@ def _block_order(n_rows, seed, epoch, block):
 
 
 def _segment_data(est, blocks, segments, classes):
-    """Yield (X, (targets, weights), order) of each segment ``(block, start, stop, ...)``."""
+    """Yield (X, (targets, weights), order) of each segment ``(block, start, stop, ...)``.
+
+    The segment's rows are copied out of the block (in the epoch's order), so that the work
+    of a round is proportional to the segment, not to the block.
+    """
     for i, (block, start, stop, seed, epoch) in enumerate(segments):
         X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
         if not sp.issparse(X):
             raise TypeError(f"block {block} of X is a {type(X).__name__}, not a sparse matrix")
-        X = _to_csr(X)
         if X.shape[0] != y.shape[0]:
             raise ValueError(
                 f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
                 f"chunk X and y alike along the rows"
             )
+        rows = _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        X, y = _to_csr(sp.csr_matrix(X)[rows]), y[rows]
         targets, _, _ = est._encode_targets(y, classes, classes is not None)
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        yield X, (targets, weights), _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        yield X, (targets, weights), np.arange(X.shape[0])
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
