@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from sklearn.metrics import log_loss
 
 from sparseopt import SparseLinearRegression, SparseLogisticRegression, load
-from sparseopt.datasets import make_ctr
+from sparseopt.datasets import make_ctr, read_criteo, sample_path
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
@@ -103,6 +103,19 @@ def test_regression_float32(client):
     )  # fmt: skip
     assert model.state_.table.dtype == np.float32
     assert model.score(X, y) > 0.95
+
+
+def test_from_files(client):
+    paths = [sample_path("train"), sample_path("valid")]
+    X, y = sd.from_files(paths, read_criteo, n_bits=12)
+    assert X.numblocks == (2, 1) and X.dtype == np.float32
+    model = sd.fit(SparseLogisticRegression(max_iter=1, tol=None), X, y, merge_every=2000)
+    assert model.t_ == 25_000 and list(model.classes_) == [0.0, 1.0]
+    X_valid, y_valid = read_criteo(paths[1], n_bits=12).read()
+    assert log_loss(y_valid, model.predict_proba(X_valid)) < log_loss(
+        y_valid, np.full(y_valid.size, y_valid.mean())
+    )
+    np.testing.assert_array_equal(sd.predict(model, X).compute()[-5000:], model.predict(X_valid))
 
 
 def test_failed_task_is_retried(client, ctr, monkeypatch):
