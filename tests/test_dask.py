@@ -177,4 +177,6 @@ def test_errors(client, ctr):
     model = SparseLogisticRegression(max_iter=1)
     with pytest.raises(ValueError, match="at least two classes"):
         sd.fit(model, Xd, da.zeros(4000, chunks=2000))
+    with pytest.raises(ValueError, match="not in classes"):  # raised on a worker
+        sd.fit(model, Xd, yd, classes=[0, 2], retries=0)
     assert not hasattr(model, "state_")
