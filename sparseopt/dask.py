@@ -391,7 +391,7 @@ def _gather_round(client, futures, workers):
 
 
 def fit(
-    estimator, X, y, *, classes=None, merge_every=1000, retries=2, client=None, verbose=0
+    estimator, X, y, *, classes=None, merge_every=100_000, retries=2, client=None, verbose=0
 ):  # fmt: skip
     """Train ``estimator`` data-parallel on the Dask cluster holding ``X``'s blocks.
 
@@ -412,7 +412,7 @@ def fit(
         Targets, chunked along the rows like X.
     classes : array-like, default=None
         All class labels (classifiers); computed from y (one pass) when None.
-    merge_every : int or None, default=1000
+    merge_every : int or None, default=100_000
         Minibatches each worker trains between merges; None merges once per epoch.
     retries : int, default=2
         Retries of a failed task, and re-runs of a round that lost a worker.

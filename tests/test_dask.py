@@ -1,5 +1,7 @@
 """sparseopt.dask on an in-process LocalCluster of 2 single-thread workers."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -39,6 +41,11 @@ def _dask(X, y, n_blocks):
 
 def _logloss(model, data):
     return log_loss(data.y_test, model.predict_proba(data.X_test)[:, 1])
+
+
+def test_import_sparseopt_does_not_import_dask():
+    code = "import sparseopt, sys; assert not {'dask', 'distributed'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_merge_table_weights_by_accumulator():
