@@ -1,9 +1,11 @@
 """Data-parallel training on a Dask cluster: :func:`fit` and :func:`predict`.
 
-Training runs in rounds. Each round the current model is broadcast once to every worker
-(``Client.scatter(..., broadcast=True)``); each worker trains ``merge_every`` minibatches on
-the blocks it already holds (tasks are pinned to those workers, so blocks never move) and
-sends back only the table rows it changed; the driver merges them into the next model.
+Training runs in rounds. In each round every worker trains ``merge_every`` minibatches on the
+blocks it already holds (tasks are pinned to those workers, so blocks never move), starting
+from the current model, and sends back only the table rows it touched; the driver merges them
+into the next model. Workers keep their model between rounds: the driver broadcasts
+(``Client.scatter(..., broadcast=True)``) only the rows the merge changed, and the whole
+model only when a worker has none (first round, idle last round, after a lost worker).
 
 The merge, per coordinate ``j`` over the ``K`` workers of the round (Vowpal Wabbit's rule)::
 
