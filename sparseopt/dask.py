@@ -38,6 +38,8 @@ from .estimators._linear import LinearState, _SparseLinearModel, _to_csr
 from .models import _linear as kernels
 from .optim import _rules as R
 
+__all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
+
 # slot (after the weight column) holding each rule's accumulator of squared gradients
 ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
 

@@ -99,6 +99,16 @@ def test_learns_like_sequential_and_predicts_lazily(client, ctr, tmp_path):
     np.testing.assert_array_equal(load(tmp_path / "m.npz").predict(X), model.predict(X))
 
 
+def test_multinomial(client, ctr):
+    data, X = ctr
+    y = np.digitize(data.proba, [0.2, 0.35]).astype(np.int64)  # 3 classes
+    params = dict(max_iter=2, tol=None, random_state=0, batch_size=8)
+    local = SparseLogisticRegression(**params).fit(X, y)
+    model = sd.fit(SparseLogisticRegression(**params), *_dask(X, y, 4), merge_every=50)
+    assert model.coef_.shape == (3, X.shape[1]) and list(model.classes_) == [0, 1, 2]
+    assert model.score(X, y) > local.score(X, y) - 0.03
+
+
 def test_regression_float32(client):
     rng = np.random.default_rng(0)
     X = sp.random(2000, 30, density=0.2, format="csr", dtype=np.float32, random_state=rng)
