@@ -97,6 +97,7 @@ def test_learns_like_sequential_and_predicts_lazily(client, ctr, tmp_path):
     np.testing.assert_array_equal(labels.compute(), model.predict(X))
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(load(tmp_path / "m.npz").predict(X), model.predict(X))
+    assert model.partial_fit(X[:100], data.y[:100]).t_ == local.t_ + 100
 
 
 def test_multinomial(client, ctr):
