@@ -1,0 +1,626 @@
+"""Data-parallel training on a Dask cluster: :func:`fit` and :func:`predict`.
+
+Training runs in rounds. In each round every worker trains ``merge_every`` minibatches on the
+blocks it already holds (tasks are pinned to those workers, so blocks never move), starting
+from the current model, and sends back only the table rows it touched; the driver merges them
+into the next model. Workers keep their model between rounds: the driver broadcasts
+(``Client.scatter(..., broadcast=True)``) only the rows the merge changed, and the whole
+model only when a worker has none (first round, idle last round, after a lost worker).
+
+The merge, per coordinate ``j`` over the ``K`` workers of the round (Vowpal Wabbit's rule)::
+
+    w_j = sum_k G_kj w_kj / sum_k G_kj        G_j = (1/K) sum_k G_kj
+
+where ``G`` is the optimizer's accumulator of squared gradients (AdaGrad's ``G``, RMSProp's
+``s``, Adam's ``v``): a worker that saw more gradient on a coordinate has more say in its
+weight. A worker that did not touch a coordinate counts with the round's starting values.
+Averaging the accumulators keeps the step sizes of the sequential learner; summing them (or
+summing weight deltas) was measured to shrink later steps (or diverge). Optimizers without an
+accumulator (SGD, Momentum) average every column. The other slots (Adam's ``m``) are averaged.
+The global step count after a round is the start's plus the sum of the workers' steps, so
+``t_`` and learning-rate schedules advance with the data seen, as in sequential training.
+
+Dask is imported when these functions run, never by ``import sparseopt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+import uuid
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import is_classifier
+
+from .estimators._linear import LinearState, _SparseLinearModel, _to_csr
+from .models import _linear as kernels
+from .optim import _rules as R
+
+__all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
+
+# slot (after the weight column) holding each rule's accumulator of squared gradients
+ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
+
+
+class WorkerLostError(RuntimeError):
+    """A round could not complete because workers kept leaving the cluster."""
+
+
+def merge_table(base, updates, accumulator=None):
+    """Merge the workers' copies of a parameter table into one.
+
+    Parameters
+    ----------
+    base : ndarray of shape (n_rows, 1 + n_slots)
+        The table every worker started the round from: rows of ``[param, slots...]``.
+    updates : list of (rows, values)
+        One pair per worker of the round: the indices of the rows it changed and their new
+        values, shape ``(len(rows), 1 + n_slots)``. Unlisted rows count as ``base``.
+    accumulator : int or None
+        Slot index (0 = first slot) of the squared-gradient accumulator that weights the
+        parameter column, or None to average every column.
+
+    Returns
+    -------
+    ndarray like ``base``
+    """
+    merged = base.copy()
+    touched, values = _merge_rows(base, updates, accumulator)
+    merged[touched] = values
+    return merged
+
+
+def _merge_rows(base, updates, accumulator):
+    """The rows any worker changed and their merged values (see :func:`merge_table`)."""
+    if len(updates) == 1:  # one worker: its values, bit for bit
+        return updates[0]
+    mask = np.zeros(base.shape[0], bool)
+    for rows, _ in updates:
+        mask[rows] = True
+    touched = np.flatnonzero(mask)
+    start = base[touched].astype(np.float64)
+    n = float(len(updates))
+    total = start * n
+    if accumulator is not None:
+        a = 1 + accumulator
+        num = start[:, a] * start[:, 0] * n
+        den = start[:, a] * n
+    for rows, values in updates:
+        i = np.searchsorted(touched, rows)
+        old = base[rows].astype(np.float64)
+        new = values.astype(np.float64)
+        total[i] += new - old
+        if accumulator is not None:
+            num[i] += new[:, a] * new[:, 0] - old[:, a] * old[:, 0]
+            den[i] += new[:, a] - old[:, a]
+    result = total / n
+    if accumulator is not None:
+        weighted = den > 0.0  # all-zero accumulators: plain average
+        result[weighted, 0] = num[weighted] / den[weighted]
+    return touched, result.astype(base.dtype)
+
+
+# -- the estimator families ---------------------------------------------------------------
+class _LinearFamily:
+    """How the Dask trainer reads, trains and writes a linear estimator's state.
+
+    A family exposes its state as named tables of ``[param, slots...]`` rows (merged with
+    :func:`merge_table`) plus a clock; another family (FM) plugs in with the same methods.
+    """
+
+    tables = ("table", "bias")
+
+    @staticmethod
+    def check(est):
+        if est.early_stopping:
+            raise ValueError(
+                "early_stopping=True is not supported by sparseopt.dask.fit (it would split "
+                "every block); set early_stopping=False and evaluate on a held-out collection"
+            )
+        if est.n_jobs not in (None, 1):
+            raise ValueError(
+                f"n_jobs={est.n_jobs}: sparseopt.dask.fit trains one thread per Dask worker; "
+                f"set n_jobs=None and start more workers instead"
+            )
+        if getattr(est, "class_weight", None) == "balanced":
+            raise ValueError(
+                "class_weight='balanced' would be computed per block by sparseopt.dask.fit; "
+                "pass the class weights as a dict"
+            )
+        opt = est._make_optimizer()
+        if opt._rule == R.FTRL:
+            raise ValueError(
+                "optimizer='ftrl' keeps each weight as a closed form of its (z, n) state, "
+                "which sparseopt.dask.fit cannot merge yet; use optimizer='adagrad'"
+            )
+        return opt
+
+    @staticmethod
+    def start(est, opt, n_features, n_outputs, dtype, reset):
+        if reset:
+            return LinearState.new(opt, n_features, n_outputs, dtype)
+        if est.n_features_in_ != n_features:
+            raise ValueError(
+                f"X has {n_features} features, but the warm-started {type(est).__name__} "
+                f"was fitted with {est.n_features_in_}"
+            )
+        state = copy.deepcopy(est.state_)
+        state.table = state.table.astype(dtype, copy=False)
+        state.bias = state.bias.astype(dtype, copy=False)
+        return state
+
+    @staticmethod
+    def train(est, opt, state, blocks, segments, classes, batch_size):
+        """Train ``state`` in place on the row ``segments``.
+
+        Returns (steps, loss sum, {table name: (rows, values)} of the rows it may have changed).
+        """
+        hp, spec = opt.hyperparameters(), opt.schedule_spec()
+        scratch = np.full(state.table.shape[0] if batch_size > 1 else 0, np.nan)
+        steps, total = 0, 0.0
+        K = state.bias.shape[0]
+        seen = np.zeros(state.table.shape[0] // K, bool)
+        for X, y, order in _segment_data(est, blocks, segments, classes):
+            seen[X.indices] = True
+            targets, weights = y
+            loss = est._loss_code()
+            delta = float(getattr(est, "epsilon", 0.0))
+            clock = state.clock.copy()
+            status, part = kernels.linear_train_epoch(
+                opt._rule, X.indptr, X.indices, X.data, targets, weights, order, batch_size,
+                loss, delta, hp, spec, state.clock, state.table, state.stamp, state.mark,
+                scratch, state.bias, est.fit_intercept,
+            )  # fmt: skip
+            n_steps = -(-order.size // batch_size)
+            if status == kernels.DIVERGED or not kernels.advance_clock(hp, spec, clock, n_steps):
+                est._diverged(opt)
+            state.clock[:] = clock
+            steps += n_steps
+            total += part
+        kernels.linear_catch_up(opt._rule, hp, spec, state.clock, state.table, state.stamp,
+                                state.mark)  # fmt: skip
+        if state.stamp.size:  # the catch-up moved every coordinate
+            seen[:] = True
+        rows = (np.flatnonzero(seen)[:, None] * K + np.arange(K)).reshape(-1)
+        changed = {"table": (rows, state.table[rows]), "bias": (np.arange(K), state.bias.copy())}
+        return steps, total, changed
+
+    @staticmethod
+    def apply(state, delta):
+        """Bring a worker's resident model to the driver's merged model."""
+        for name in ("table", "bias"):
+            rows, values = delta[name]
+            getattr(state, name)[rows] = values
+        state.clock[:] = delta["clock"]
+        state.stamp[:] = delta["clock"][R.CLOCK_T]
+        state.mark[:] = delta["clock"][R.CLOCK_LOG_DECAY]
+
+    @staticmethod
+    def finish(est, opt, state, classes, n_features, curve):
+        if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
+            est._diverged(opt)
+        warm = hasattr(est, "state_") and est.warm_start
+        est.state_ = state
+        if classes is not None:
+            est.classes_ = classes
+        est.n_features_in_ = n_features
+        est.n_iter_ = (est.n_iter_ if warm else 0) + len(curve)
+        est.t_ = int(state.clock[R.CLOCK_T])
+        est.loss_curve_ = curve
+        est.validation_scores_ = []
+
+
+def _family(est):
+    if isinstance(est, _SparseLinearModel):
+        return _LinearFamily
+    raise TypeError(
+        f"sparseopt.dask.fit trains SparseLogisticRegression and SparseLinearRegression; "
+        f"got {type(est).__name__} (MatrixFactorization is not supported yet)"
+    )
+
+
+# -- worker side ----------------------------------------------------------------------------
+_ORDERS: dict = {}  # per-process cache of the epoch's row permutation of each block
+
+
+def _block_order(n_rows, seed, epoch, block):
+    if seed is None:
+        return np.arange(n_rows)
+    key = (seed, epoch, block, n_rows)
+    if key not in _ORDERS:
+        if len(_ORDERS) > 256:
+            _ORDERS.clear()
+        _ORDERS[key] = np.random.default_rng([seed, epoch, block]).permutation(n_rows)
+    return _ORDERS[key]
+
+
+def _segment_data(est, blocks, segments, classes):
+    """Yield (X, (targets, weights), order) of each segment ``(block, start, stop, ...)``.
+
+    The segment's rows are copied out of the block (in the epoch's order), so that the work
+    of a round is proportional to the segment, not to the block.
+    """
+    for i, (block, start, stop, seed, epoch) in enumerate(segments):
+        X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
+        if not sp.issparse(X):
+            raise TypeError(f"block {block} of X is a {type(X).__name__}, not a sparse matrix")
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
+                f"chunk X and y alike along the rows"
+            )
+        rows = _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        X, y = _to_csr(sp.csr_matrix(X)[rows]), y[rows]
+        targets, _, _ = est._encode_targets(y, classes, classes is not None)
+        weights = np.ones(targets.shape[0]) * est._class_weights(targets)
+        yield X, (targets, weights), np.arange(X.shape[0])
+
+
+_MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
+
+
+class StaleModelError(RuntimeError):
+    """A worker's resident model is not the one the round starts from (send the full one)."""
+
+
+def _train_round(est, fit_id, version, delta, full, segments, classes, batch_size, *blocks):
+    """A worker's share of round ``version``; returns the rows it changed.
+
+    The worker keeps its model between rounds: round ``version`` applies ``delta`` (the rows
+    the last merge changed) to the model the worker trained in round ``version - 1``, which
+    makes it the merged model; ``full`` (the whole model) replaces it after a lost worker.
+    """
+    from distributed import get_worker
+
+    key = (fit_id, get_worker().address)
+    family = _family(est)
+    if full is not None:
+        _MODELS[key] = [None, copy.deepcopy(full)]  # the scattered model is shared: copy
+    else:
+        entry = _MODELS.get(key)
+        if entry is None or entry[0] != version - 1:
+            raise StaleModelError(f"worker {key[1]} holds no model of round {version - 1}")
+        entry[0] = None  # until this task succeeds
+        family.apply(entry[1], delta)
+    state = _MODELS[key][1]
+    opt = est._make_optimizer()
+    steps, loss, changed = family.train(est, opt, state, blocks, segments, classes, batch_size)
+    _MODELS[key][0] = version
+    return {"changed": changed, "clock_steps": steps, "loss": loss}
+
+
+def _forget(fit_id):
+    for key in [k for k in _MODELS if k[0] == fit_id]:
+        del _MODELS[key]
+
+
+def _n_rows(block):
+    return int(block.shape[0])
+
+
+# -- driver side --------------------------------------------------------------------------
+def _client(client):
+    if client is not None:
+        return client
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        raise ValueError(
+            "sparseopt.dask needs a running distributed.Client: create one "
+            "(Client(cluster) or Client('scheduler-address')) or pass client="
+        ) from None
+
+
+def _blocks(client, X, y):
+    """Persisted blocks of X and y as futures, pairwise by row block, and their row counts."""
+    import dask.array as da
+    from distributed import futures_of, wait
+
+    if not isinstance(X, da.Array) or X.ndim != 2:
+        raise TypeError(f"X must be a 2-D dask.array.Array of sparse blocks; got {type(X)}")
+    if not isinstance(y, da.Array):
+        y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+    if len(X.chunks[1]) != 1:
+        raise ValueError(
+            f"X must be chunked along the rows only (one block of columns); got "
+            f"{len(X.chunks[1])} column blocks: build it with chunks=(rows, -1)"
+        )
+    if y.ndim != 1 or len(y.chunks[0]) != len(X.chunks[0]):
+        raise ValueError(
+            f"y must be a 1-D dask array with the same row blocks as X; got y.ndim={y.ndim} "
+            f"with {len(y.chunks[0])} blocks for X's {len(X.chunks[0])}"
+        )
+    X, y = client.persist([X, y])
+    futures = {f.key: f for f in futures_of(X) + futures_of(y)}
+    xs = [futures[k[0]] for k in X.__dask_keys__()]
+    ys = [futures[k] for k in y.__dask_keys__()]
+    wait(xs + ys)
+    sizes = client.gather([client.submit(_n_rows, f, pure=False) for f in xs])
+    ysizes = client.gather([client.submit(_n_rows, f, pure=False) for f in ys])
+    for i, (a, b) in enumerate(zip(sizes, ysizes, strict=True)):
+        if a != b:
+            raise ValueError(f"block {i}: X has {a} rows but y has {b}")
+    return X, y, xs, ys, np.array(sizes, np.int64)
+
+
+def _owners(client, xs, ys, sizes):
+    """One worker per block, among those holding both its X and y, balancing rows."""
+    from distributed import wait
+
+    wait(xs + ys)
+    who = client.who_has(xs + ys)
+    load: dict = {}
+    owner = [None] * len(xs)
+    for b in np.argsort(-sizes, kind="stable"):
+        holders = set(who[xs[b].key]) & set(who[ys[b].key]) or set(who[xs[b].key])
+        if not holders:
+            raise WorkerLostError(f"block {b} of X is on no worker")
+        owner[b] = min(sorted(holders), key=lambda w: load.get(w, 0))
+        load[owner[b]] = load.get(owner[b], 0) + sizes[b]
+    return owner
+
+
+def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
+    """Each worker's segments for the round: up to ``merge_every`` minibatches of its blocks."""
+    plan: dict = {}
+    budget = {}
+    for b in range(len(sizes)):
+        w = owner[b]
+        left = budget.setdefault(w, merge_every)
+        if cursors[b] >= sizes[b] or left == 0:
+            continue
+        stop = int(min(sizes[b], cursors[b] + left * batch_size))
+        budget[w] = left - -(-(stop - cursors[b]) // batch_size)
+        plan.setdefault(w, []).append((b, int(cursors[b]), stop, seed, epoch))
+    return plan
+
+
+def _gather_round(client, futures, workers):
+    """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first."""
+    from distributed import wait
+
+    while True:
+        try:
+            wait(futures, timeout=0.5)
+        except TimeoutError:
+            alive = set(client.scheduler_info(n_workers=-1)["workers"])
+            if not set(workers) <= alive:
+                raise WorkerLostError(f"workers {sorted(set(workers) - alive)} left") from None
+            continue
+        return client.gather(futures)
+
+
+def fit(
+    estimator, X, y, *, classes=None, merge_every=100_000, retries=2, client=None, verbose=0
+):  # fmt: skip
+    """Train ``estimator`` data-parallel on the Dask cluster holding ``X``'s blocks.
+
+    Each of ``estimator.max_iter`` epochs runs in rounds: every worker trains ``merge_every``
+    minibatches of its own blocks from the current model, then the models merge (see the
+    module docstring). A task that fails is retried ``retries`` times; a round whose worker
+    leaves is run again from its start on the blocks' new holders (recomputed by Dask from
+    their graph), so no block is silently skipped.
+
+    Parameters
+    ----------
+    estimator : SparseLogisticRegression or SparseLinearRegression
+        Its parameters configure training (``optimizer``, ``batch_size``, ``max_iter``,
+        ``tol``, ``shuffle``, ``random_state``, ``warm_start``...). Fitted in place.
+    X : dask.array.Array of shape (n_samples, n_features)
+        Row blocks of SciPy sparse matrices (CSR), e.g. from :func:`from_files`.
+    y : dask.array.Array of shape (n_samples,) or array-like
+        Targets, chunked along the rows like X.
+    classes : array-like, default=None
+        All class labels (classifiers); computed from y (one pass) when None.
+    merge_every : int or None, default=100_000
+        Minibatches each worker trains between merges; None merges once per epoch.
+    retries : int, default=2
+        Retries of a failed task, and re-runs of a round that lost a worker.
+    client : distributed.Client, default=None
+        The active client when None.
+    verbose : int, default=0
+        Print each epoch's loss, rounds and time.
+
+    Returns
+    -------
+    estimator
+        Fitted, an ordinary local estimator (predict, save... as after ``fit``).
+    """
+    import dask.array as da
+
+    client = _client(client)
+    family = _family(estimator)
+    estimator._validate_params()
+    if merge_every is not None and (not isinstance(merge_every, int) or merge_every < 1):
+        raise ValueError(f"merge_every must be a positive int or None, got {merge_every!r}")
+    opt = family.check(estimator)
+    X, y, xs, ys, sizes = _blocks(client, X, y)
+    n_features = X.shape[1]
+    if X.dtype not in (np.float32, np.float64):
+        raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
+    reset = not (estimator.warm_start and hasattr(estimator, "state_"))
+    if is_classifier(estimator):
+        if not reset:
+            classes = estimator.classes_
+        elif classes is None:
+            classes = da.unique(y).compute()
+        classes = np.unique(np.asarray(classes))
+        if classes.size < 2:
+            raise ValueError(
+                f"{type(estimator).__name__} needs at least two classes; got {classes}"
+            )
+        n_outputs = 1 if classes.size == 2 else classes.size
+    else:
+        classes, n_outputs = None, 1
+    state = family.start(estimator, opt, n_features, n_outputs, X.dtype, reset)
+    rs = estimator.random_state
+    seed = None
+    if estimator.shuffle:
+        seed = (
+            rs if isinstance(rs, int)
+            else rs.randint(2**31) if isinstance(rs, np.random.RandomState)
+            else int(np.random.SeedSequence().entropy % 2**63)
+        )  # fmt: skip
+    batch_size = estimator.batch_size
+    merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
+    [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
+    hp, spec = opt.hyperparameters(), opt.schedule_spec()
+    accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+    curve, best, stale = [], np.inf, 0
+    run = _Run(client, worker_est, xs, ys, sizes, classes, batch_size, retries)
+    try:
+        for epoch in range(estimator.max_iter):
+            began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
+            while (cursors < sizes).any():
+                replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
+                results, plan = run.round(state, replan(), replan)
+                run.delta = _merge(state, results, family.tables, accumulator, hp, spec)
+                for segments in plan.values():
+                    for b, _, stop, _, _ in segments:
+                        cursors[b] = stop
+                loss += sum(r["loss"] for r in results)
+                rounds += 1
+            curve.append(loss / max(int(sizes.sum()), 1))
+            if verbose:
+                print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
+                      f"{time.perf_counter() - began:.2f} s")  # fmt: skip
+            if estimator.tol is not None:
+                stale = stale + 1 if curve[-1] > best - estimator.tol else 0
+                best = min(best, curve[-1])
+                if stale >= estimator.n_iter_no_change:
+                    break
+    finally:
+        client.run(_forget, run.fit_id, on_error="ignore")
+    family.finish(estimator, opt, state, classes, n_features, curve)
+    return estimator
+
+
+class _Run:
+    """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
+
+    def __init__(self, client, worker_est, xs, ys, sizes, classes, batch_size, retries):
+        self.client, self.fit_id, self.worker_est = client, uuid.uuid4().hex, worker_est
+        self.xs, self.ys, self.sizes, self.classes = xs, ys, sizes, classes
+        self.batch_size, self.retries = batch_size, retries
+        self.owner = None  # looked up once, and again after a worker is lost
+        self.version = 0  # rounds done
+        self.versions = {}  # worker -> the last round it trained (its resident model)
+        self.delta = None  # what the last merge changed
+
+    def plan(self, cursors, merge_every, seed, epoch):
+        """Each worker's segments of the next round (see :func:`_plan`)."""
+        self.owner = self.owner or _owners(self.client, self.xs, self.ys, self.sizes)
+        return _plan(self.owner, self.sizes, cursors, merge_every, self.batch_size, seed, epoch)
+
+    def round(self, state, plan, replan):
+        """Run one round to completion; returns (results in worker order, plan).
+
+        Workers whose resident model is the last round's get the merge's delta; the others
+        (first round, idle last round, replaced after a loss) get the whole model.
+        """
+        client, version = self.client, self.version + 1
+        for _attempt in range(self.retries + 1):
+            stale = [w for w in plan if self.versions.get(w) != version - 1]
+            full = delta = None
+            if stale:
+                [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
+            if len(stale) < len(plan):
+                [delta] = client.scatter([self.delta], broadcast=True, hash=False)
+            futures = []
+            for w in sorted(plan):
+                blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
+                futures.append(client.submit(
+                    _train_round, self.worker_est, self.fit_id, version, delta,
+                    full if w in stale else None, plan[w], self.classes, self.batch_size, *blocks,
+                    workers=[w], allow_other_workers=False, retries=self.retries, pure=False,
+                ))  # fmt: skip
+            try:
+                results = _gather_round(client, futures, plan)
+            except (WorkerLostError, StaleModelError):
+                client.cancel(futures)
+                self.versions.clear()
+                self.owner = None
+                plan = replan()
+                continue
+            self.versions.update(dict.fromkeys(plan, version))
+            self.version = version
+            return results, plan
+        raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
+
+
+def _merge(state, results, tables, accumulator, hp, spec):
+    """Merge the round's results into ``state`` in place; returns the delta for the workers."""
+    delta = {}
+    for name in tables:
+        table = getattr(state, name)
+        rows, values = _merge_rows(table, [r["changed"][name] for r in results], accumulator)
+        table[rows] = values
+        delta[name] = (rows, values)
+    kernels.advance_clock(hp, spec, state.clock, sum(r["clock_steps"] for r in results))
+    state.stamp[:] = state.clock[R.CLOCK_T]
+    state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
+    delta["clock"] = state.clock.copy()
+    return delta
+
+
+def predict(estimator, X, method="predict"):
+    """``estimator.<method>`` of every block of ``X``, lazily, as a Dask array.
+
+    The estimator goes into the graph once (one key), not once per block.
+    ``method`` is ``"predict"``, ``"predict_proba"``, ``"decision_function"``...
+    """
+    import dask
+    import dask.array as da
+
+    if not hasattr(estimator, method):
+        raise AttributeError(f"{type(estimator).__name__} has no method {method!r}")
+    if len(X.chunks[1]) != 1:
+        raise ValueError(
+            f"X must be chunked along the rows only; got {len(X.chunks[1])} column blocks"
+        )
+    probe = getattr(estimator, method)(sp.csr_matrix((1, X.shape[1]), dtype=X.dtype))
+    model = dask.delayed(estimator, pure=True)
+    if probe.ndim == 1:
+        return da.map_blocks(_apply, X, model, method, drop_axis=1, dtype=probe.dtype,
+                             meta=np.empty((0,), probe.dtype))  # fmt: skip
+    return da.map_blocks(_apply, X, model, method, chunks=(X.chunks[0], (probe.shape[1],)),
+                         dtype=probe.dtype, meta=np.empty((0, 0), probe.dtype))  # fmt: skip
+
+
+def _apply(block, estimator, method):
+    return getattr(estimator, method)(block)
+
+
+def from_files(paths, reader, **kwargs):
+    """X and y as Dask arrays with one row block per file, parsed on the workers.
+
+    ``reader`` is a reader function of :mod:`sparseopt.datasets` (``read_criteo``,
+    ``read_avazu``, ``read_libsvm``...), called as ``reader(path, **kwargs).read()``. Row
+    counts are unknown until the files are read (NaN chunk sizes); :func:`fit` does not need
+    them.
+    """
+    import dask
+    import dask.array as da
+
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("from_files needs at least one path")
+    n_features = reader(paths[0], **kwargs).n_features
+    parts = [dask.delayed(_read_file, nout=2)(p, reader, kwargs) for p in paths]
+    meta = sp.csr_matrix((0, n_features), dtype=np.float32)
+    X = da.concatenate([
+        da.from_delayed(x, shape=(np.nan, n_features), dtype=np.float32, meta=meta)
+        for x, _ in parts
+    ])  # fmt: skip
+    y = da.concatenate([
+        da.from_delayed(t, shape=(np.nan,), dtype=np.float32) for _, t in parts
+    ])  # fmt: skip
+    return X, y
+
+
+def _read_file(path, reader, kwargs):
+    return reader(path, **kwargs).read()

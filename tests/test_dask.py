@@ -1,0 +1,200 @@
+"""sparseopt.dask on an in-process LocalCluster of 2 single-thread workers."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import log_loss
+
+from sparseopt import SparseLinearRegression, SparseLogisticRegression, load
+from sparseopt.datasets import make_ctr, read_criteo, sample_path
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+sd = pytest.importorskip("sparseopt.dask")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ctr():
+    data = make_ctr(4000, n_fields=8, n_bits=10, n_test=2000, random_state=0, dtype=np.float64)
+    X = sp.csr_matrix(data.X)
+    return data, X
+
+
+def _dask(X, y, n_blocks):
+    rows = -(-X.shape[0] // n_blocks)
+    Xd = da.from_array(X, chunks=(rows, -1), asarray=False)
+    return Xd.persist(), da.from_array(np.asarray(y), chunks=(rows,)).persist()
+
+
+def _logloss(model, data):
+    return log_loss(data.y_test, model.predict_proba(data.X_test)[:, 1])
+
+
+def test_import_sparseopt_does_not_import_dask():
+    code = "import sparseopt, sys; assert not {'dask', 'distributed'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_merge_table_weights_by_accumulator():
+    base = np.array([[1.0, 1.0], [0.0, 2.0], [5.0, 1.0]])
+    # worker 0 moves rows 0 and 1, worker 1 row 0 only; row 2 untouched
+    updates = [
+        (np.array([0, 1]), np.array([[3.0, 3.0], [4.0, 6.0]])),
+        (np.array([0]), np.array([[-1.0, 2.0]])),
+    ]
+    merged = sd.merge_table(base, updates, accumulator=0)
+    assert merged[0, 0] == pytest.approx((3 * 3 + 2 * -1) / (3 + 2))
+    assert merged[0, 1] == pytest.approx((3 + 2) / 2)
+    assert merged[1, 0] == pytest.approx((6 * 4 + 2 * 0) / (6 + 2))
+    assert merged[1, 1] == pytest.approx((6 + 2) / 2)
+    np.testing.assert_array_equal(merged[2], base[2])
+    plain = sd.merge_table(base, updates, accumulator=None)
+    np.testing.assert_allclose(plain[0], [1.0, 2.5])
+    np.testing.assert_allclose(plain[1], [2.0, 4.0])
+    alone = sd.merge_table(base, updates[:1], accumulator=0)
+    np.testing.assert_array_equal(alone[:2], updates[0][1])
+
+
+def test_one_block_equals_local_training(client, ctr):
+    data, X = ctr
+    params = dict(max_iter=2, tol=None, shuffle=False, batch_size=4)
+    local = SparseLogisticRegression(**params).fit(X, data.y)
+    Xd, yd = _dask(X, data.y, 1)
+    model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=None)
+    np.testing.assert_array_equal(model.state_.table, local.state_.table)
+    np.testing.assert_array_equal(model.state_.bias, local.state_.bias)
+    assert model.t_ == local.t_ == 2 * 1000
+    np.testing.assert_allclose(model.loss_curve_, local.loss_curve_, rtol=1e-12)
+
+
+def test_learns_like_sequential_and_predicts_lazily(client, ctr, tmp_path):
+    data, X = ctr
+    params = dict(max_iter=3, tol=None, random_state=0)
+    local = SparseLogisticRegression(**params).fit(X, data.y)
+    Xd, yd = _dask(X, data.y, 4)
+    model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=200)
+    start = log_loss(data.y_test, np.full(data.y_test.size, data.y.mean()))
+    assert _logloss(model, data) < start - 0.02
+    assert abs(_logloss(model, data) - _logloss(local, data)) < 0.01
+    assert model.t_ == local.t_ and model.n_iter_ == 3
+    proba = sd.predict(model, Xd, "predict_proba")
+    assert isinstance(proba, da.Array)
+    np.testing.assert_allclose(proba.compute(), model.predict_proba(X))
+    labels = sd.predict(model, Xd)
+    np.testing.assert_array_equal(labels.compute(), model.predict(X))
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(load(tmp_path / "m.npz").predict(X), model.predict(X))
+    assert model.partial_fit(X[:100], data.y[:100]).t_ == local.t_ + 100
+
+
+def test_multinomial(client, ctr):
+    data, X = ctr
+    y = np.digitize(data.proba, [0.2, 0.35]).astype(np.int64)  # 3 classes
+    params = dict(max_iter=2, tol=None, random_state=0, batch_size=8)
+    local = SparseLogisticRegression(**params).fit(X, y)
+    model = sd.fit(SparseLogisticRegression(**params), *_dask(X, y, 4), merge_every=50)
+    assert model.coef_.shape == (3, X.shape[1]) and list(model.classes_) == [0, 1, 2]
+    assert model.score(X, y) > local.score(X, y) - 0.03
+
+
+def test_regression_float32(client):
+    rng = np.random.default_rng(0)
+    X = sp.random(2000, 30, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    y = X @ rng.normal(size=30) + 0.5
+    Xd, yd = _dask(X, y, 4)
+    model = sd.fit(
+        SparseLinearRegression(learning_rate=0.5, max_iter=5, random_state=0), Xd, yd,
+        merge_every=50,
+    )  # fmt: skip
+    assert model.state_.table.dtype == np.float32
+    assert model.score(X, y) > 0.95
+
+
+def test_from_files(client):
+    paths = [sample_path("train"), sample_path("valid")]
+    X, y = sd.from_files(paths, read_criteo, n_bits=12)
+    assert X.numblocks == (2, 1) and X.dtype == np.float32
+    model = sd.fit(SparseLogisticRegression(max_iter=1, tol=None), X, y, merge_every=2000)
+    assert model.t_ == 25_000 and list(model.classes_) == [0.0, 1.0]
+    X_valid, y_valid = read_criteo(paths[1], n_bits=12).read()
+    assert log_loss(y_valid, model.predict_proba(X_valid)) < log_loss(
+        y_valid, np.full(y_valid.size, y_valid.mean())
+    )
+    np.testing.assert_array_equal(sd.predict(model, X).compute()[-5000:], model.predict(X_valid))
+
+
+def test_failed_task_is_retried(client, ctr, monkeypatch):
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 4)
+    params = dict(max_iter=1, tol=None, shuffle=False)
+    clean = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=300)
+    # tasks get a pickled copy of the function: keep its memory in the (imported) module
+    monkeypatch.setattr(sd, "_test_memory", [sd._train_round], raising=False)
+
+    def flaky(*args):
+        sd._test_memory.append(1)
+        if len(sd._test_memory) == 3:
+            raise OSError("simulated failure")
+        return sd._test_memory[0](*args)
+
+    monkeypatch.setattr(sd, "_train_round", flaky)
+    model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=300)
+    assert len(sd._test_memory) > 3
+    np.testing.assert_allclose(model.state_.table, clean.state_.table, rtol=1e-12)
+    assert model.t_ == clean.t_ == 4000
+
+
+def test_lost_worker_round_is_rerun(ctr, monkeypatch):
+    """A worker leaves mid-round: its blocks are recomputed elsewhere and the round rerun."""
+    data, X = ctr
+    with distributed.LocalCluster(
+        n_workers=3, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        Xd, yd = _dask(X, data.y, 6)
+        monkeypatch.setattr(sd, "_test_memory", [sd._train_round], raising=False)
+
+        def dying(*args):
+            if len(sd._test_memory) == 1:
+                sd._test_memory.append(1)
+                worker = distributed.get_worker()
+                threading.Thread(target=worker.loop.add_callback, args=(worker.close,)).start()
+                time.sleep(3)
+            return sd._test_memory[0](*args)
+
+        monkeypatch.setattr(sd, "_train_round", dying)
+        model = sd.fit(SparseLogisticRegression(max_iter=1, tol=None), Xd, yd, client=c)
+        assert len(sd._test_memory) == 2 and len(c.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert model.t_ == 4000  # every block's rows trained once
+        assert _logloss(model, data) < log_loss(data.y_test, np.full(2000, data.y.mean()))
+
+
+def test_errors(client, ctr):
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 2)
+    with pytest.raises(ValueError, match="ftrl"):
+        sd.fit(SparseLogisticRegression(optimizer="ftrl"), Xd, yd)
+    with pytest.raises(ValueError, match="early_stopping"):
+        sd.fit(SparseLogisticRegression(early_stopping=True), Xd, yd)
+    with pytest.raises(ValueError, match="merge_every"):
+        sd.fit(SparseLogisticRegression(), Xd, yd, merge_every=0)
+    with pytest.raises(ValueError, match="same row blocks"):
+        sd.fit(SparseLogisticRegression(), Xd, da.from_array(data.y, chunks=1000))
+    model = SparseLogisticRegression(max_iter=1)
+    with pytest.raises(ValueError, match="at least two classes"):
+        sd.fit(model, Xd, da.zeros(4000, chunks=2000))
+    with pytest.raises(ValueError, match="not in classes"):  # raised on a worker
+        sd.fit(model, Xd, yd, classes=[0, 2], retries=0)
+    assert not hasattr(model, "state_")
