@@ -38,7 +38,8 @@ def available() -> str | None:
         cuda.current_context()
         device = cuda.get_current_device()
     except Exception as exc:  # the driver's own message says what is missing
-        return f"no usable CUDA driver or GPU ({type(exc).__name__}: {exc})"
+        message = " ".join(str(exc).split()).rstrip(": ")
+        return f"no usable CUDA driver or GPU ({type(exc).__name__}: {message})"
     cc = tuple(device.compute_capability)
     if cc < MIN_COMPUTE_CAPABILITY:
         need = ".".join(map(str, MIN_COMPUTE_CAPABILITY))
