@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HAS_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 needs_numba_cuda = pytest.mark.skipif(not HAS_NUMBA_CUDA, reason="numba-cuda is not installed")
 
-COMMON = dict(max_iter=2, tol=None, random_state=0)
+COMMON = dict(max_iter=1, tol=None, random_state=0)
 # (name, estimator class, parameters, classes, dtype): few rules, one float32 case
 CASES = [
     ("adagrad", SparseLogisticRegression, dict(batch_size=8), 2, np.float64),
-    ("adagrad-rows", SparseLogisticRegression, dict(batch_size=1, max_iter=1), 2, np.float64),
+    ("adagrad-rows", SparseLogisticRegression, dict(batch_size=1), 2, np.float64),
     (
         "adam-decay",
         SparseLogisticRegression,
@@ -77,6 +77,8 @@ def _fit(device):
     out = {}
     for name, cls, params, n_classes, dtype in CASES:
         X, y, weights = _data(n_classes, dtype)
+        if params["batch_size"] == 1:  # a launch per row: fewer rows
+            X, y, weights = X[:16], y[:16], weights[:16]
         model = cls(device=device, **{**COMMON, **params}).fit(X, y, sample_weight=weights)
         model.partial_fit(X, y)
         out[f"{name}/coef"] = model.coef_
@@ -172,6 +174,76 @@ def test_real_reason_without_gpu():
         assert reason.startswith("numba-cuda is not installed")
     else:
         assert "driver" in reason or "compute capability" in reason, reason
+
+
+@needs_numba_cuda
+def test_kernels_compile_for_the_device(monkeypatch):
+    """The kernels and the rule functions they call compile to PTX (no GPU needed, but the
+    CUDA compiler: installed by the cuda12/cuda13 extras). Catches what the simulator, which
+    runs them as Python, cannot: code that numba-cuda does not support."""
+    import numba
+    from numba import cuda, types
+
+    if numba.config.ENABLE_CUDASIM:
+        pytest.skip("the CUDA simulator is on")
+    try:
+        cuda.compile_ptx(lambda a: None, (types.float64[::1],), cc=(9, 0))
+    except Exception as exc:
+        pytest.skip(f"no CUDA compiler: {type(exc).__name__}")
+    import numba.cuda.dispatcher
+
+    from sparseopt.cuda import _linear as G
+
+    # device functions are compiled for the current device's compute capability: pretend one
+    monkeypatch.setattr(numba.cuda.dispatcher, "get_current_device",
+                        lambda: type("Device", (), {"compute_capability": (9, 0)})())  # fmt: skip
+    X, y, w = _data(2, np.float32)
+    table, vec, idx = np.zeros((20, 2), np.float32), np.zeros(6), np.zeros(3, np.int64)
+    args = {
+        "_catch_up_kernel": (0, vec, vec, vec, 0, 1, idx, table, vec, vec, 1),
+        "_forward_kernel": (
+            0,
+            1,
+            idx,
+            X.indptr,
+            X.indices,
+            X.data,
+            vec,
+            vec,
+            table,
+            table,
+            0,
+            0.0,
+            vec,
+            vec,
+            vec,
+        ),  # fmt: skip
+        "_backward_kernel": (
+            0,
+            vec,
+            vec,
+            vec,
+            0,
+            1,
+            idx,
+            idx,
+            idx,
+            idx.astype(np.int32),
+            X.data,
+            vec,
+            table,
+            vec,
+            vec,
+            True,
+            table,
+            1,
+            True,
+        ),  # fmt: skip
+    }
+    for name, values in args.items():
+        signature = tuple(numba.typeof(v) for v in values)
+        ptx, _ = cuda.compile_ptx(getattr(G, name).py_func, signature, cc=(9, 0))
+        assert ".entry" in ptx, name
 
 
 if __name__ == "__main__":

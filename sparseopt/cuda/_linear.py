@@ -5,17 +5,17 @@ kernels:
 
 1. catch-up (lazy optimizers only): one thread per column the batch touches brings its
    weights to step ``t - 1``;
-2. forward: one thread per row computes its margins ``x_i^T W + b`` (float64) and
-   ``s_i \\, \\partial \\ell / \\partial m_i``;
-3. backward: one thread per touched column sums its gradient
-   :math:`g_{jc} = \\sum_i s_i x_{ij} \\partial \\ell / \\partial m_{ic}` over the batch's rows
-   in row order, through a column-sorted (CSC) copy of the batch, and applies the rule;
-   the intercepts get one more thread.
+2. forward: a group of ``GROUP`` lanes per row computes its margins ``x_i^T W + b``
+   (float64) and ``s_i \\, \\partial \\ell / \\partial m_i``;
+3. backward: a group of lanes per touched column sums its gradient
+   :math:`g_{jc} = \\sum_i s_i x_{ij} \\partial \\ell / \\partial m_{ic}` over the batch's
+   rows through a column-sorted (CSC) copy of the batch, and one lane applies the rule; one
+   more group does the intercepts.
 
-No atomics: every weight is written by one thread with its gradient summed in the CPU
-kernel's order, so the result is deterministic and equal to the CPU's up to rounding. The
-per-coordinate math is :func:`sparseopt.optim._rules.update_coordinate` itself, compiled for
-the device by numba-cuda from the same Python source.
+No atomics: every weight is written by one thread, with its gradient summed in a fixed order
+(a tree over the lanes), so the result is deterministic and equal to the CPU's up to
+rounding. The per-coordinate math is :func:`sparseopt.optim._rules.update_coordinate`
+itself, compiled for the device by numba-cuda from the same Python source.
 
 The training data, targets and weights stay on the GPU across epochs (cached for the ``X``
 object being fitted); the batches' CSC copies are built on the host once per epoch, and
@@ -35,7 +35,9 @@ from .._jit import JIT
 from ..models import _linear as K_
 from ..optim import _rules as R
 
-THREADS = 128
+# threads per block; the simulator runs each as a Python thread, so it gets small blocks
+THREADS = 64 if numba.config.ENABLE_CUDASIM else 128
+GROUP = 8  # lanes that share one row (forward) or one column segment (backward)
 
 
 @numba.njit(**JIT)
@@ -113,72 +115,99 @@ def _catch_up_kernel(rule, hp_array, spec, clock_row, s0, s1, seg_col, table, st
         mark[j] = clock_row[R.CLOCK_LOG_DECAY_PREV]
 
 
+@cuda.jit(device=True)
+def _group_sum(value, buf):
+    """Sum of ``value`` over the ``GROUP`` lanes of this thread's group, in a fixed order.
+
+    A tree in shared memory (``buf``, one slot per thread): deterministic, and it runs on the
+    simulator, which has no warp shuffles. Every thread of the block must call it.
+    """
+    tid = cuda.threadIdx.x
+    lane = tid % GROUP
+    cuda.syncthreads()  # the previous call's result has been read
+    buf[tid] = value
+    cuda.syncthreads()
+    half = GROUP // 2
+    while half > 0:
+        if lane < half:
+            buf[tid] += buf[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    return buf[tid - lane]
+
+
 @cuda.jit
 def _forward_kernel(lo, hi, order, indptr, indices, data, y, weights, table, bias, loss, delta,
                     margins, dloss, row_loss):  # fmt: skip
-    i = lo + cuda.grid(1)
-    if i >= hi:
-        return
+    buf = cuda.shared.array(THREADS, numba.float64)
+    i = lo + cuda.grid(1) // GROUP
+    lane = cuda.threadIdx.x % GROUP
+    active = i < hi
+    row = order[i] if active else 0
+    start = indptr[row] if active else 0
+    stop = indptr[row + 1] if active else 0
     K = bias.shape[0]
-    row = order[i]
     p = (i - lo) * K
-    m = margins[p : p + K]
     for c in range(K):
-        m[c] = bias[c, 0]
-    for k in range(indptr[row], indptr[row + 1]):
-        base = indices[k] * K
+        partial = 0.0
+        for k in range(start + lane, stop, GROUP):
+            partial += data[k] * table[indices[k] * K + c, 0]
+        total = _group_sum(partial, buf)
+        if active and lane == 0:
+            margins[p + c] = bias[c, 0] + total
+    if active and lane == 0:
+        d = dloss[p : p + K]
+        row_loss[i] = weights[row] * K_._loss_derivative(loss, margins[p : p + K], y[row], delta, d)
         for c in range(K):
-            m[c] += data[k] * table[base + c, 0]
-    d = dloss[p : p + K]
-    row_loss[i] = weights[row] * K_._loss_derivative(loss, m, y[row], delta, d)
-    for c in range(K):
-        d[c] *= weights[row]
+            d[c] *= weights[row]
 
 
 @cuda.jit
 def _backward_kernel(rule, hp_array, spec, clock_row, s0, s1, seg_ptr, seg_col, ent_k, ent_i,
                      data, dloss, table, stamp, mark, lazy, bias, n_batch_rows,
                      fit_intercept):  # fmt: skip
-    u = s0 + cuda.grid(1)
-    if u > s1:
-        return
+    buf = cuda.shared.array(THREADS, numba.float64)
+    u = s0 + cuda.grid(1) // GROUP
+    lane = cuda.threadIdx.x % GROUP
+    active = u < s1  # a column segment; group s1 does the intercepts
+    intercept = u == s1 and fit_intercept
+    e0 = seg_ptr[u] if active else 0
+    e1 = seg_ptr[u + 1] if active else (n_batch_rows if intercept else 0)
+    j = seg_col[u] if active else 0
     hp = R.unpack(hp_array)
     clock = R.unpack(clock_row)
     t = clock[R.CLOCK_T]
+    last = stamp[j] if active and lazy else t - 1.0
+    marked = mark[j] if active and lazy else clock[R.CLOCK_LOG_DECAY_PREV]
     K = bias.shape[0]
-    if u == s1:  # the intercepts: one more thread
-        if fit_intercept:
-            for c in range(K):
-                g = 0.0
-                for i in range(n_batch_rows):
-                    g += dloss[i * K + c]
-                last = t - 1.0
-                marked = clock[R.CLOCK_LOG_DECAY_PREV]
-                bias[c, 0] = R.update_coordinate(
-                    rule, hp, spec, clock, bias[c, 0], g, bias, c, 1, last, marked
-                )
-        return
-    j = seg_col[u]
-    last = stamp[j] if lazy else t - 1.0
-    marked = mark[j] if lazy else 0.0
     for c in range(K):
-        g = 0.0
-        for e in range(seg_ptr[u], seg_ptr[u + 1]):
-            g += data[ent_k[e]] * dloss[ent_i[e] * K + c]
-        r = j * K + c
-        table[r, 0] = R.update_coordinate(rule, hp, spec, clock, table[r, 0], g, table, r, 1,
-                                          last, marked)  # fmt: skip
-    if lazy:
+        partial = 0.0
+        for e in range(e0 + lane, e1, GROUP):
+            if active:
+                partial += data[ent_k[e]] * dloss[ent_i[e] * K + c]
+            else:
+                partial += dloss[e * K + c]
+        g = _group_sum(partial, buf)
+        if lane == 0 and active:
+            r = j * K + c
+            table[r, 0] = R.update_coordinate(rule, hp, spec, clock, table[r, 0], g, table, r, 1,
+                                              last, marked)  # fmt: skip
+        elif lane == 0 and intercept:
+            bias[c, 0] = R.update_coordinate(rule, hp, spec, clock, bias[c, 0], g, bias, c, 1,
+                                             last, marked)  # fmt: skip
+    if lane == 0 and active and lazy:
         stamp[j] = t
         mark[j] = clock[R.CLOCK_LOG_DECAY]
 
 
-def _blocks(n):
-    return max((n + THREADS - 1) // THREADS, 1)
+def _blocks(n_items, lanes=GROUP):
+    """Blocks for ``n_items`` rows or columns of ``lanes`` threads each."""
+    return max((n_items * lanes + THREADS - 1) // THREADS, 1)
 
 
 class _Resident:
-    """Device copies of the data being fitted, kept while the same arrays are passed."""
+    """Device copies of the data being fitted: reused while the same X, targets and weights
+    come back (the epochs of one fit), freed when that X is garbage-collected."""
 
     def __init__(self):
         self.refs = ()
@@ -196,18 +225,25 @@ class _Resident:
                                 (X.indptr, X.indices, X.data, targets, weights))  # fmt: skip
             self.refs = tuple(weakref.ref(o) for o in objects)
             self.order = self.plan = None
+            weakref.finalize(X, self._release)
         return self.arrays
 
+    def _release(self):
+        """Free the device copies once the X they copy is gone."""
+        if self.refs and self.refs[0]() is None:
+            self.refs, self.arrays, self.order, self.plan = (), None, None, None
+
     def batches(self, X, order, batch_size):
-        key = (batch_size, order)
-        if (
-            self.plan is None
-            or self.order[0] != batch_size
-            or not np.array_equal(self.order[1], order)
-        ):
+        """Device copies of ``order`` and of its batches' CSC plan, rebuilt when it changes."""
+        same = (
+            self.plan is not None
+            and self.order[0] == batch_size
+            and np.array_equal(self.order[1], order)
+        )
+        if not same:
             host = batch_columns(X.indptr, X.indices, order, batch_size)
             self.plan = (host[0],) + tuple(cuda.to_device(a) for a in (order, *host[1:]))
-            self.order = (key[0], order.copy())
+            self.order = (batch_size, order.copy())
         return self.plan
 
 
@@ -242,7 +278,7 @@ def train_epoch(rule, X, targets, weights, order, batch_size, loss, delta, hp, s
         s0, s1 = int(batch_seg[b]), int(batch_seg[b + 1])
         clock_row = d_clocks[b]
         if lazy and s1 > s0:
-            _catch_up_kernel[_blocks(s1 - s0), THREADS](
+            _catch_up_kernel[_blocks(s1 - s0, 1), THREADS](
                 rule, d_hp, d_spec, clock_row, s0, s1, seg_col, table, stamp, mark, K
             )
         _forward_kernel[_blocks(hi - lo), THREADS](
