@@ -177,6 +177,28 @@ def test_real_reason_without_gpu():
 
 
 @needs_numba_cuda
+def test_batch_columns_groups_each_batch_by_column_in_row_order():
+    from sparseopt.cuda._linear import batch_columns
+
+    X, _, _ = _data(2, np.float64)
+    order = np.random.default_rng(0).permutation(X.shape[0])
+    batch_seg, seg_ptr, seg_col, ent_k, ent_i = batch_columns(
+        X.indptr, X.indices, order, 5, X.shape[1]
+    )
+    assert batch_seg.size == -(-X.shape[0] // 5) + 1 and seg_ptr[-1] == X.nnz
+    for b in range(batch_seg.size - 1):
+        expected = {}  # column -> [(entry, row position)] in row order
+        for i, row in enumerate(order[b * 5 : (b + 1) * 5]):
+            for k in range(X.indptr[row], X.indptr[row + 1]):
+                expected.setdefault(X.indices[k], []).append((k, i))
+        got = {}
+        for u in range(batch_seg[b], batch_seg[b + 1]):
+            entries = range(seg_ptr[u], seg_ptr[u + 1])
+            got[seg_col[u]] = [(ent_k[e], ent_i[e]) for e in entries]
+        assert got == expected
+
+
+@needs_numba_cuda
 def test_kernels_compile_for_the_device(monkeypatch):
     """The kernels and the rule functions they call compile to PTX (no GPU needed, but the
     CUDA compiler: installed by the cuda12/cuda13 extras). Catches what the simulator, which

@@ -53,13 +53,13 @@ def epoch_clocks(hp, spec, clock, n_steps):
 
 
 @numba.njit(**JIT)
-def batch_columns(indptr, indices, order, batch_size):
-    """Column-sorted copy of each batch of rows ``order[lo:hi]``.
+def batch_columns(indptr, indices, order, batch_size, n_columns):
+    """Column-grouped copy of each batch of rows ``order[lo:hi]``, by a counting sort: O(nnz).
 
     Returns ``(batch_seg, seg_ptr, seg_col, ent_k, ent_i)``: batch ``b`` touches the columns
-    ``seg_col[batch_seg[b]:batch_seg[b + 1]]``; column segment ``u`` has the entries
-    ``seg_ptr[u]:seg_ptr[u + 1]``, each with its position ``ent_k`` in ``indices``/``data``
-    and its row's position ``ent_i`` in the batch, in row order.
+    ``seg_col[batch_seg[b]:batch_seg[b + 1]]`` (in order of first appearance); column segment
+    ``u`` has the entries ``seg_ptr[u]:seg_ptr[u + 1]``, each with its position ``ent_k`` in
+    ``indices``/``data`` and its row's position ``ent_i`` in the batch, in row order.
     """
     n_rows = order.size
     n_batches = (n_rows + batch_size - 1) // batch_size
@@ -67,32 +67,41 @@ def batch_columns(indptr, indices, order, batch_size):
     for i in range(n_rows):
         nnz += indptr[order[i] + 1] - indptr[order[i]]
     batch_seg = np.zeros(n_batches + 1, np.int64)
-    seg_ptr = np.zeros(nnz + 1, np.int64)
+    seg_ptr = np.empty(nnz + 1, np.int64)
     seg_col = np.empty(nnz, np.int64)
     ent_k = np.empty(nnz, np.int64)
     ent_i = np.empty(nnz, np.int32)
+    slot = np.full(n_columns, -1, np.int64)  # a touched column's segment, then its next entry
     e = 0
     n_seg = 0
     for b in range(n_batches):
         lo = b * batch_size
         hi = min(lo + batch_size, n_rows)
-        start = e
-        for i in range(lo, hi):
+        first = n_seg
+        for i in range(lo, hi):  # count each column's entries; segments in first-seen order
             row = order[i]
             for k in range(indptr[row], indptr[row + 1]):
-                ent_k[e] = k
-                ent_i[e] = i - lo
-                e += 1
-        cols = indices[ent_k[start:e]]
-        perm = np.argsort(cols, kind="mergesort")  # stable: row order within a column
-        ent_k[start:e] = ent_k[start:e][perm]
-        ent_i[start:e] = ent_i[start:e][perm]
-        for p in range(perm.size):
-            j = cols[perm[p]]
-            if p == 0 or j != seg_col[n_seg - 1]:
-                seg_col[n_seg] = j
-                seg_ptr[n_seg] = start + p
-                n_seg += 1
+                j = indices[k]
+                if slot[j] < 0:
+                    slot[j] = n_seg
+                    seg_col[n_seg] = j
+                    seg_ptr[n_seg] = 0
+                    n_seg += 1
+                seg_ptr[slot[j]] += 1
+        for u in range(first, n_seg):  # counts to start offsets; slot = next free entry
+            count = seg_ptr[u]
+            seg_ptr[u] = e
+            slot[seg_col[u]] = e
+            e += count
+        for i in range(lo, hi):  # place the entries, rows in order within each column
+            row = order[i]
+            for k in range(indptr[row], indptr[row + 1]):
+                p = slot[indices[k]]
+                ent_k[p] = k
+                ent_i[p] = i - lo
+                slot[indices[k]] = p + 1
+        for u in range(first, n_seg):
+            slot[seg_col[u]] = -1
         batch_seg[b + 1] = n_seg
     seg_ptr[n_seg] = e
     return batch_seg, seg_ptr[: n_seg + 1].copy(), seg_col[:n_seg].copy(), ent_k, ent_i
@@ -241,7 +250,7 @@ class _Resident:
             and np.array_equal(self.order[1], order)
         )
         if not same:
-            host = batch_columns(X.indptr, X.indices, order, batch_size)
+            host = batch_columns(X.indptr, X.indices, order, batch_size, X.shape[1])
             self.plan = (host[0],) + tuple(cuda.to_device(a) for a in (order, *host[1:]))
             self.order = (batch_size, order.copy())
         return self.plan
