@@ -221,47 +221,16 @@ def test_kernels_compile_for_the_device(monkeypatch):
                         lambda: type("Device", (), {"compute_capability": (9, 0)})())  # fmt: skip
     X, y, w = _data(2, np.float32)
     table, vec, idx = np.zeros((20, 2), np.float32), np.zeros(6), np.zeros(3, np.int64)
+    clocks, pos = np.zeros((2, 6)), idx.astype(np.int32)
+    # fmt: off
     args = {
-        "_catch_up_kernel": (0, vec, vec, vec, 0, 1, idx, table, vec, vec, 1),
-        "_forward_kernel": (
-            0,
-            1,
-            idx,
-            X.indptr,
-            X.indices,
-            X.data,
-            vec,
-            vec,
-            table,
-            table,
-            0,
-            0.0,
-            vec,
-            vec,
-            vec,
-        ),  # fmt: skip
-        "_backward_kernel": (
-            0,
-            vec,
-            vec,
-            vec,
-            0,
-            1,
-            idx,
-            idx,
-            idx,
-            idx.astype(np.int32),
-            X.data,
-            vec,
-            table,
-            vec,
-            vec,
-            True,
-            table,
-            1,
-            True,
-        ),  # fmt: skip
+        "_catch_up_kernel": (0, vec, vec, clocks, 0, 0, 1, idx, table, vec, vec, 1),
+        "_forward_kernel": (0, 1, idx, X.indptr, X.indices, X.data, vec, vec, table, table,
+                            0, 0.0, vec, vec, vec),
+        "_backward_kernel": (0, vec, vec, clocks, 0, 0, 1, idx, idx, idx, pos, X.data, vec,
+                             table, vec, vec, True, table, 1, True),
     }
+    # fmt: on
     for name, values in args.items():
         signature = tuple(numba.typeof(v) for v in values)
         ptx, _ = cuda.compile_ptx(getattr(G, name).py_func, signature, cc=(9, 0))

@@ -108,11 +108,12 @@ def batch_columns(indptr, indices, order, batch_size, n_columns):
 
 
 @cuda.jit
-def _catch_up_kernel(rule, hp_array, spec, clock_row, s0, s1, seg_col, table, stamp, mark, K):
+def _catch_up_kernel(rule, hp_array, spec, clocks, b, s0, s1, seg_col, table, stamp, mark, K):
     u = s0 + cuda.grid(1)
     if u >= s1:
         return
     hp = R.unpack(hp_array)
+    clock_row = clocks[b]
     t_prev = clock_row[R.CLOCK_T] - 1.0
     j = seg_col[u]
     if stamp[j] < t_prev:
@@ -172,7 +173,7 @@ def _forward_kernel(lo, hi, order, indptr, indices, data, y, weights, table, bia
 
 
 @cuda.jit
-def _backward_kernel(rule, hp_array, spec, clock_row, s0, s1, seg_ptr, seg_col, ent_k, ent_i,
+def _backward_kernel(rule, hp_array, spec, clocks, b, s0, s1, seg_ptr, seg_col, ent_k, ent_i,
                      data, dloss, table, stamp, mark, lazy, bias, n_batch_rows,
                      fit_intercept):  # fmt: skip
     buf = cuda.shared.array(THREADS, numba.float64)
@@ -184,7 +185,7 @@ def _backward_kernel(rule, hp_array, spec, clock_row, s0, s1, seg_ptr, seg_col, 
     e1 = seg_ptr[u + 1] if active else (n_batch_rows if intercept else 0)
     j = seg_col[u] if active else 0
     hp = R.unpack(hp_array)
-    clock = R.unpack(clock_row)
+    clock = R.unpack(clocks[b])
     t = clock[R.CLOCK_T]
     last = stamp[j] if active and lazy else t - 1.0
     marked = mark[j] if active and lazy else clock[R.CLOCK_LOG_DECAY_PREV]
@@ -285,17 +286,16 @@ def train_epoch(rule, X, targets, weights, order, batch_size, loss, delta, hp, s
     for b in range(n_batches):
         lo, hi = b * batch_size, min((b + 1) * batch_size, n_rows)
         s0, s1 = int(batch_seg[b]), int(batch_seg[b + 1])
-        clock_row = d_clocks[b]
         if lazy and s1 > s0:
             _catch_up_kernel[_blocks(s1 - s0, 1), THREADS](
-                rule, d_hp, d_spec, clock_row, s0, s1, seg_col, table, stamp, mark, K
+                rule, d_hp, d_spec, d_clocks, b, s0, s1, seg_col, table, stamp, mark, K
             )
         _forward_kernel[_blocks(hi - lo), THREADS](
             lo, hi, d_order, indptr, indices, data, y, w, table, bias, loss, delta,
             margins, dloss, row_loss,
         )  # fmt: skip
         _backward_kernel[_blocks(s1 - s0 + 1), THREADS](
-            rule, d_hp, d_spec, clock_row, s0, s1, seg_ptr, seg_col, ent_k, ent_i, data, dloss,
+            rule, d_hp, d_spec, d_clocks, b, s0, s1, seg_ptr, seg_col, ent_k, ent_i, data, dloss,
             table, stamp, mark, lazy, bias, hi - lo, fit_intercept,
         )  # fmt: skip
     table.copy_to_host(state.table)
