@@ -1,6 +1,6 @@
 """Sparse logistic regression with AdaGrad on the GPU: sparseopt CPU and GPU, torch on the GPU.
 
-    python benchmarks/bench_gpu.py [--rows 4000000] [--bits 22] [--batch-size 16384]
+    python benchmarks/bench_gpu.py [--rows 4000000] [--bits 22] [--batch-size 32768]
 
 Needs an NVIDIA GPU with numba-cuda (``pip install -e ".[cuda12]"`` or ``[cuda13]``); exits
 with the reason when none is usable. Generates ``sparseopt.datasets.make_ctr`` data (39 one-hot
@@ -108,7 +108,7 @@ def main():
     parser.add_argument("--rows", type=int, default=4_000_000)
     parser.add_argument("--test-rows", type=int, default=200_000)
     parser.add_argument("--bits", type=int, default=22)
-    parser.add_argument("--batch-size", type=int, default=16384)
+    parser.add_argument("--batch-size", type=int, default=32768)
     args = parser.parse_args()
     reason = cuda.available()
     if reason is not None:
