@@ -183,7 +183,7 @@ def test_batch_columns_groups_each_batch_by_column_in_row_order():
     X, _, _ = _data(2, np.float64)
     order = np.random.default_rng(0).permutation(X.shape[0])
     batch_seg, seg_ptr, seg_col, ent_k, ent_i = batch_columns(
-        X.indptr, X.indices, order, 5, X.shape[1]
+        X.indptr, X.indices, order, 5, X.shape[1], 3
     )
     assert batch_seg.size == -(-X.shape[0] // 5) + 1 and seg_ptr[-1] == X.nnz
     for b in range(batch_seg.size - 1):

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 from numba import cuda
 
-from .._jit import JIT
+from .._jit import JIT, PARALLEL_JIT
 from ..models import _linear as K_
 from ..optim import _rules as R
 
@@ -52,59 +52,88 @@ def epoch_clocks(hp, spec, clock, n_steps):
     return clocks, True
 
 
-@numba.njit(**JIT)
-def batch_columns(indptr, indices, order, batch_size, n_columns):
-    """Column-grouped copy of each batch of rows ``order[lo:hi]``, by a counting sort: O(nnz).
+@numba.njit(inline="always", **JIT)
+def _group_batch(indptr, indices, order, lo, hi, slot, seg_ptr, seg_col, ent_k, ent_i, s, e):
+    """Group the entries of rows ``order[lo:hi]`` by column from segment ``s`` and entry
+    ``e`` on; returns the next free segment. ``slot`` is -1 everywhere, on entry and return."""
+    first = s
+    for i in range(lo, hi):  # count each column's entries; segments in first-seen order
+        row = order[i]
+        for k in range(indptr[row], indptr[row + 1]):
+            j = indices[k]
+            if slot[j] < 0:
+                slot[j] = s
+                seg_col[s] = j
+                seg_ptr[s] = 0
+                s += 1
+            seg_ptr[slot[j]] += 1
+    for u in range(first, s):  # counts to start offsets; slot = the column's next entry
+        count = seg_ptr[u]
+        seg_ptr[u] = e
+        slot[seg_col[u]] = e
+        e += count
+    for i in range(lo, hi):  # place the entries, rows in order within each column
+        row = order[i]
+        for k in range(indptr[row], indptr[row + 1]):
+            p = slot[indices[k]]
+            ent_k[p] = k
+            ent_i[p] = i - lo
+            slot[indices[k]] = p + 1
+    for u in range(first, s):
+        slot[seg_col[u]] = -1
+    return s
+
+
+@numba.njit(**PARALLEL_JIT)
+def batch_columns(indptr, indices, order, batch_size, n_columns, n_chunks):
+    """Column-grouped copy of each batch of rows ``order[lo:hi]``, by counting sort: O(nnz).
 
     Returns ``(batch_seg, seg_ptr, seg_col, ent_k, ent_i)``: batch ``b`` touches the columns
     ``seg_col[batch_seg[b]:batch_seg[b + 1]]`` (in order of first appearance); column segment
     ``u`` has the entries ``seg_ptr[u]:seg_ptr[u + 1]``, each with its position ``ent_k`` in
     ``indices``/``data`` and its row's position ``ent_i`` in the batch, in row order.
+    Threads take ``n_chunks`` runs of batches: a first pass counts each batch's entries and
+    columns, a second fills them in at their offsets.
     """
     n_rows = order.size
     n_batches = (n_rows + batch_size - 1) // batch_size
-    nnz = 0
-    for i in range(n_rows):
-        nnz += indptr[order[i] + 1] - indptr[order[i]]
-    batch_seg = np.zeros(n_batches + 1, np.int64)
-    seg_ptr = np.empty(nnz + 1, np.int64)
-    seg_col = np.empty(nnz, np.int64)
+    per_chunk = (n_batches + n_chunks - 1) // n_chunks
+    n_ent = np.zeros(n_batches + 1, np.int64)
+    n_seg = np.zeros(n_batches + 1, np.int64)
+    for c in numba.prange(n_chunks):
+        slot = np.full(n_columns, -1, np.int64)
+        for b in range(c * per_chunk, min((c + 1) * per_chunk, n_batches)):
+            lo = b * batch_size
+            hi = min(lo + batch_size, n_rows)
+            count = 0
+            for i in range(lo, hi):
+                row = order[i]
+                for k in range(indptr[row], indptr[row + 1]):
+                    if slot[indices[k]] < 0:
+                        slot[indices[k]] = 0
+                        count += 1
+                    n_ent[b + 1] += 1
+            n_seg[b + 1] = count
+            for i in range(lo, hi):
+                row = order[i]
+                for k in range(indptr[row], indptr[row + 1]):
+                    slot[indices[k]] = -1
+    ent_base = np.cumsum(n_ent)
+    batch_seg = np.cumsum(n_seg)
+    nnz = ent_base[-1]
+    seg_ptr = np.empty(batch_seg[-1] + 1, np.int64)
+    seg_col = np.empty(batch_seg[-1], np.int64)
     ent_k = np.empty(nnz, np.int64)
     ent_i = np.empty(nnz, np.int32)
-    slot = np.full(n_columns, -1, np.int64)  # a touched column's segment, then its next entry
-    e = 0
-    n_seg = 0
-    for b in range(n_batches):
-        lo = b * batch_size
-        hi = min(lo + batch_size, n_rows)
-        first = n_seg
-        for i in range(lo, hi):  # count each column's entries; segments in first-seen order
-            row = order[i]
-            for k in range(indptr[row], indptr[row + 1]):
-                j = indices[k]
-                if slot[j] < 0:
-                    slot[j] = n_seg
-                    seg_col[n_seg] = j
-                    seg_ptr[n_seg] = 0
-                    n_seg += 1
-                seg_ptr[slot[j]] += 1
-        for u in range(first, n_seg):  # counts to start offsets; slot = next free entry
-            count = seg_ptr[u]
-            seg_ptr[u] = e
-            slot[seg_col[u]] = e
-            e += count
-        for i in range(lo, hi):  # place the entries, rows in order within each column
-            row = order[i]
-            for k in range(indptr[row], indptr[row + 1]):
-                p = slot[indices[k]]
-                ent_k[p] = k
-                ent_i[p] = i - lo
-                slot[indices[k]] = p + 1
-        for u in range(first, n_seg):
-            slot[seg_col[u]] = -1
-        batch_seg[b + 1] = n_seg
-    seg_ptr[n_seg] = e
-    return batch_seg, seg_ptr[: n_seg + 1].copy(), seg_col[:n_seg].copy(), ent_k, ent_i
+    for c in numba.prange(n_chunks):
+        slot = np.full(n_columns, -1, np.int64)
+        for b in range(c * per_chunk, min((c + 1) * per_chunk, n_batches)):
+            lo = b * batch_size
+            hi = min(lo + batch_size, n_rows)
+            _group_batch(indptr, indices, order, lo, hi, slot, seg_ptr, seg_col, ent_k, ent_i,
+                         batch_seg[b], ent_base[b])  # fmt: skip
+    seg_ptr[-1] = nnz
+    return batch_seg, seg_ptr, seg_col, ent_k, ent_i
 
 
 @cuda.jit
@@ -251,7 +280,8 @@ class _Resident:
             and np.array_equal(self.order[1], order)
         )
         if not same:
-            host = batch_columns(X.indptr, X.indices, order, batch_size, X.shape[1])
+            n_chunks = min(numba.config.NUMBA_NUM_THREADS, -(-order.size // batch_size))
+            host = batch_columns(X.indptr, X.indices, order, batch_size, X.shape[1], n_chunks)
             self.plan = (host[0],) + tuple(cuda.to_device(a) for a in (order, *host[1:]))
             self.order = (batch_size, order.copy())
         return self.plan
