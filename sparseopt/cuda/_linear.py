@@ -18,8 +18,8 @@ rounding. The per-coordinate math is :func:`sparseopt.optim._rules.update_coordi
 itself, compiled for the device by numba-cuda from the same Python source.
 
 The training data, targets and weights stay on the GPU across epochs (cached for the ``X``
-object being fitted); the batches' CSC copies are built on the host once per epoch, and
-reused while the row order does not change (``shuffle=False``).
+object being fitted); the batches' CSC copies are built on the host (all CPU threads) once
+per epoch and uploaded, or reused while the row order does not change (``shuffle=False``).
 """
 
 from __future__ import annotations
