@@ -18,6 +18,7 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from .. import cuda as gpu
 from .._io import save_model
 from ..models import _linear as kernels
 from ..optim import OPTIMIZERS, Optimizer, Schedule
@@ -136,9 +137,8 @@ class _SparseLinearModel(BaseEstimator):
 
     def _n_threads(self) -> int:
         if self.device == "cuda":
-            raise ValueError(
-                "device='cuda' is not available in this sparseopt version; use device='cpu'"
-            )
+            gpu.require()
+            return 1
         n = 1 if self.n_jobs is None else self.n_jobs
         n = numba.config.NUMBA_NUM_THREADS if n < 0 else max(n, 1)
         if n > 1 and self.batch_size != 1:
@@ -263,7 +263,14 @@ class _SparseLinearModel(BaseEstimator):
         rest = (hp, spec, state.clock, state.table, state.stamp, state.mark, scratch,
                 state.bias, self.fit_intercept)  # fmt: skip
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
-        if n_threads > 1:
+        if gpu.use_gpu(self.device, X.nnz, self.batch_size):
+            from ..cuda import _linear as gpu_kernels  # imports numba.cuda: only when used
+
+            status, total = gpu_kernels.train_epoch(
+                opt._rule, X, targets, weights, order, self.batch_size, loss, delta, hp, spec,
+                state, self.fit_intercept,
+            )  # fmt: skip
+        elif n_threads > 1:
             numba.set_num_threads(n_threads)
             status, total = kernels.linear_train_epoch_hogwild(
                 opt._rule, n_threads, *args, 1, loss, delta, *rest
@@ -383,6 +390,10 @@ _COMMON_DOC = """
     verbose : int, default=0
         Show a progress bar with the running loss.
     device : {"cpu", "auto", "cuda"}, default="cpu"
+        ``"cuda"``: train on the GPU with numba-cuda (``pip install 'sparseopt[cuda12]'``),
+        deterministic minibatch steps equal to the CPU's up to rounding; ``n_jobs`` is
+        ignored, use a large ``batch_size``. ``"auto"``: the GPU when one is usable and the
+        data is large (see :mod:`sparseopt.cuda`), else the CPU.
     random_state : int, RandomState or None, default=None
 """
 
