@@ -10,9 +10,9 @@ bucket or the categorical's hex text, so both see the same information). Each sy
 goes from its text file to a saved model in one pass and scores a held-out file: sparseopt
 trains on one thread while ``--parse-threads`` threads (default 2) parse; VW, as always, parses
 in one thread and learns in another. Parse-and-hash throughput (one thread reading the TSV into
-CSR chunks, no training) is reported separately. sparseopt is timed in-process after a warm-up on a small file (its compiled
-kernels are loaded from Numba's cache once per process), and also as a fresh
-``python -m sparseopt train`` process, start-up included.
+CSR chunks, no training) is reported separately. sparseopt is timed in-process after a
+warm-up on a small file (its compiled kernels are loaded from Numba's cache once per process),
+and also as a fresh ``python -m sparseopt train`` process, start-up included.
 """
 
 from __future__ import annotations
