@@ -185,16 +185,6 @@ def _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
 
 
 @numba.njit(inline="always", **JIT)
-def _root(x):
-    """``sqrt(x)`` of a nonnegative accumulator.
-
-    ``sqrt(abs(x))`` lets LLVM drop the C library call (which may set ``errno`` for a
-    negative argument) for its vectorizable intrinsic: loops over factor vectors become SIMD.
-    """
-    return math.sqrt(abs(x))
-
-
-@numba.njit(inline="always", **JIT)
 def gradient_step(rule, hp, w, g, S, r, o, t, eta):
     """One step of the rule with gradient ``g`` at step ``t`` and rate ``eta``; returns w."""
     eps = hp[HP_EPSILON]
@@ -208,12 +198,12 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
     if rule == ADAGRAD:
         acc = S[r, o] + g * g
         S[r, o] = acc
-        return w - eta * g / (_root(acc) + eps)
+        return w - eta * g / (math.sqrt(acc) + eps)
     if rule == RMSPROP:
         rho = hp[HP_BETA_1]
         acc = rho * S[r, o] + (1.0 - rho) * g * g
         S[r, o] = acc
-        return w - eta * g / (_root(acc) + eps)
+        return w - eta * g / (math.sqrt(acc) + eps)
     if rule == ADAM or rule == AMSGRAD:
         b1 = hp[HP_BETA_1]
         b2 = hp[HP_BETA_2]
@@ -226,7 +216,7 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
             S[r, o + 2] = v
         m_hat = m / (1.0 - b1**t)
         v_hat = v / (1.0 - b2**t)
-        return w - eta * m_hat / (_root(v_hat) + eps)
+        return w - eta * m_hat / (math.sqrt(v_hat) + eps)
     # FTRL-Proximal
     n = S[r, o + 1]
     n_new = n + g * g
