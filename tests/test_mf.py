@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from reference import DenseOptimizer
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -259,3 +260,82 @@ def test_movielens_ua_precision_at_10():
     mf = MatrixFactorization(loss="warp", random_state=0).fit(train)
     rec = mf.recommend(np.arange(train.shape[0]), n=10)
     assert precision_at_k(test, rec, 10) >= 0.13
+
+
+def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0):
+    """Initial flat weights, the kernel's weights after one epoch, and its interaction order.
+
+    Flat layout: ``[b_u (n_users), b_i (n_items), P (n_users * k), Q (n_items * k)]``.
+    """
+    from sparseopt.estimators._mf import _new_side
+    from sparseopt.models import _mf as K
+    from sparseopt.optim import _rules as R
+
+    rng = np.random.RandomState(seed)
+    user = _new_side(X.shape[0], k, opt, rng, 0.3).kernel_view()
+    item = _new_side(X.shape[1], k, opt, rng, 0.3).kernel_view()
+
+    def flat():
+        return np.concatenate([user[0][:, 0], item[0][:, 0], user[1][:, 0], item[1][:, 0]])
+
+    w0 = flat().astype(np.float64)
+    coo = X.tocoo()
+    data = (coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data.astype(np.float32),
+            X.indptr.astype(np.int64), X.indices.astype(np.int32))  # fmt: skip
+    order = np.arange(X.nnz, dtype=np.int64)
+    status, _ = K.mf_train_epoch(
+        K.LOSSES[loss], opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE),
+        user, item, data, order, (mu, alpha_b, alpha_f, k, 1, 30), 7,
+    )  # fmt: skip
+    assert status == K.OK
+    return w0, flat(), order, data
+
+
+@pytest.mark.parametrize("opt", [SGD(learning_rate=0.05), AdaGrad(learning_rate=0.1)])
+def test_squared_update_matches_dense_reference(opt):
+    """Each rating is one dense optimizer step on the gradient of its penalized loss."""
+    X = ratings(n_users=5, n_items=4, density=0.6)
+    k, ab, af, mu = 3, 0.05, 0.1, 3.0
+    w0, w, order, (users, items, values, _, _) = _kernel_epoch(opt, "squared", X, k, ab, af, mu)
+    n_u, n_i = X.shape
+    dense = DenseOptimizer(opt, w0)
+    for n in order:
+        u, i, x = users[n], items[n], values[n]
+        bu, bi = u, n_u + i
+        p = n_u + n_i + u * k + np.arange(k)
+        q = n_u + n_i + n_u * k + i * k + np.arange(k)
+        ref = dense.w
+        d = mu + ref[bu] + ref[bi] + ref[p] @ ref[q] - x
+        g = np.concatenate([[d + ab * ref[bu], d + ab * ref[bi]], d * ref[q] + af * ref[p],
+                            d * ref[p] + af * ref[q]])  # fmt: skip
+        dense.step(np.concatenate([[bu, bi], p, q]), g)
+    np.testing.assert_allclose(w, dense.w, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(w, w0)
+
+
+def test_bpr_update_matches_dense_reference():
+    """BPR: one dense AdaGrad step on ``log(1 + exp(-(s_ui - s_uj)))`` plus L2 per positive.
+
+    Every user misses exactly one of three items, so the drawn negative is known.
+    """
+    X = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=np.float64))
+    opt, k, ab, af = AdaGrad(learning_rate=0.1), 3, 0.05, 0.1
+    w0, w, order, (users, items, values, _, _) = _kernel_epoch(opt, "bpr", X, k, ab, af)
+    n_u, n_i = X.shape
+    dense = DenseOptimizer(opt, w0)
+    dense_X = X.toarray()
+    for n in order:
+        u, i, x = users[n], items[n], values[n]
+        j = int(np.flatnonzero(dense_X[u] == 0)[0])
+        p = n_u + n_i + u * k + np.arange(k)
+        qi = n_u + n_i + n_u * k + i * k + np.arange(k)
+        qj = n_u + n_i + n_u * k + j * k + np.arange(k)
+        r = dense.w
+        diff = r[n_u + i] - r[n_u + j] + r[p] @ (r[qi] - r[qj])
+        d = -x / (1.0 + np.exp(diff))  # derivative of x log(1 + e^{-diff}) in diff
+        g = np.concatenate([[d + ab * r[n_u + i], -d + ab * r[n_u + j]],
+                            d * (r[qi] - r[qj]) + af * r[p], d * r[p] + af * r[qi],
+                            -d * r[p] + af * r[qj]])  # fmt: skip
+        dense.step(np.concatenate([[n_u + i, n_u + j], p, qi, qj]), g)
+    np.testing.assert_allclose(w, dense.w, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(w, w0)

@@ -109,7 +109,15 @@ def _score(user, item, u, i, k):
 
 
 @numba.njit(inline="always", **JIT)
-def _apply(rule, h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
+def _apply(rule, h, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
+    """One optimizer step on the rows a loss term touches.
+
+    Pointwise (``j < 0``): derivative ``di`` of the loss in ``s_ui``; steps on ``b_u, b_i,
+    p_u, q_i`` with gradients ``di + alpha_b b``, ``di q_i + alpha_f p_u`` and
+    ``di p_u + alpha_f q_i``. Pairwise: derivatives ``di, dj`` in ``s_ui, s_uj``; steps on
+    ``b_i, b_j, p_u, q_i, q_j`` (the user bias cancels in ``s_ui - s_uj``), with
+    ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
+    """
     ub, uf, ib, itf = user[0], user[1], item[0], item[1]
     if j < 0:
         ub[u, 0] = _step(rule, h, c, ub, u, ub[u, 0], di + alpha_b * ub[u, 0])
@@ -132,25 +140,6 @@ def _apply(rule, h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
             uf[ru + f, 0] = _step(rule, h, c, uf, ru + f, p, di * qi + dj * qj + alpha_f * p)
             itf[ri + f, 0] = _step(rule, h, c, itf, ri + f, qi, di * p + alpha_f * qi)
             itf[rj + f, 0] = _step(rule, h, c, itf, rj + f, qj, dj * p + alpha_f * qj)
-
-
-@numba.njit(**JIT)
-def _update(h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
-    """One optimizer step on the rows a loss term touches.
-
-    Pointwise (``j < 0``): derivative ``di`` of the loss in ``s_ui``; steps on ``b_u, b_i,
-    p_u, q_i`` with gradients ``di + alpha_b b``, ``di q_i + alpha_f p_u`` and
-    ``di p_u + alpha_f q_i``. Pairwise: derivatives ``di, dj`` in ``s_ui, s_uj``; steps on
-    ``b_i, b_j, p_u, q_i, q_j`` (the user bias cancels in ``s_ui - s_uj``), with
-    ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
-    """
-    rule = int(h[R.HP_RULE])
-    if rule == R.ADAGRAD:
-        # the default rule as a compile-time constant: LLVM folds the rule dispatch away
-        # and the per-element loop runs about three times faster
-        _apply(R.ADAGRAD, h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f)
-    else:
-        _apply(rule, h, spec, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f)
 
 
 @numba.njit(inline="always", **JIT)
@@ -199,6 +188,17 @@ def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, co
       sampled ``j`` that violates the margin, where ``r = floor((n_items - 1) / n_draws)``
       estimates the positive's rank and ``L(r) = log(max(1, r))``.
     """
+    rule = int(hp[R.HP_RULE])
+    if rule == R.ADAGRAD:
+        # the default rule as a compile-time constant: LLVM removes the rule dispatch
+        return _train_loop(R.ADAGRAD, loss, hp, spec, clock, user, item, data, order, start,
+                           stop, consts)  # fmt: skip
+    return _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, stop,
+                       consts)  # fmt: skip
+
+
+@numba.njit(inline="always", **JIT)
+def _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, stop, consts):
     users, items, values, indptr, indices = data
     mu, alpha_b, alpha_f, k, n_negatives, max_sampled = consts
     n_items = item[0].shape[0]
@@ -236,7 +236,7 @@ def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, co
                 else:
                     d = -x * _sigmoid(-s)
                     total += x * _softplus(-s)
-                _update(h, spec, c, user, item, u, j, -1, d, 0.0, k, alpha_b, alpha_f)
+                _apply(rule, h, c, user, item, u, j, -1, d, 0.0, k, alpha_b, alpha_f)
             else:
                 if loss == BPR:
                     diff = s - _score(user, item, u, j, k)
@@ -256,7 +256,7 @@ def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, co
                             total += d * (1.0 - s + sj)
                             break
                 if j >= 0:
-                    _update(h, spec, c, user, item, u, i, j, -d, d, k, alpha_b, alpha_f)
+                    _apply(rule, h, c, user, item, u, i, j, -d, d, k, alpha_b, alpha_f)
                     _stamp(c, item, i)
             _stamp(c, user, u)
             if j >= 0:
