@@ -7,6 +7,9 @@
 from ._io import load
 from .estimators import (
     DivergenceError,
+    FFMClassifier,
+    FMClassifier,
+    FMRegressor,
     MatrixFactorization,
     SparseLinearRegression,
     SparseLogisticRegression,
@@ -16,6 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DivergenceError",
+    "FFMClassifier",
+    "FMClassifier",
+    "FMRegressor",
     "MatrixFactorization",
     "SparseLinearRegression",
     "SparseLogisticRegression",
