@@ -77,8 +77,11 @@ class _FactorizationMachine(_SparseLinearModel):
     """The linear estimators' training loop with a factorization machine's state and kernels."""
 
     _parameter_constraints: dict = {
-        **{k: v for k, v in _SparseLinearModel._parameter_constraints.items()
-           if k not in ("alpha", "l1")},  # fmt: skip
+        **{
+            k: v
+            for k, v in _SparseLinearModel._parameter_constraints.items()
+            if k not in ("alpha", "l1")
+        },  # fmt: skip
         "optimizer": [StrOptions(set(OPTIMIZERS) - {"ftrl"}), Optimizer],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
@@ -369,9 +372,9 @@ class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
         targets, n_outputs, fitted = super()._encode_targets(y, classes, reset)
         if n_outputs > 1:
             raise ValueError(
-                f"{type(self).__name__} is a binary classifier; y has "
-                f"{fitted['classes_'].size} classes. Wrap it in "
-                f"sklearn.multiclass.OneVsRestClassifier for more classes"
+                f"Only binary classification is supported. The type of the target is "
+                f"multiclass ({fitted['classes_'].size} classes): wrap {type(self).__name__} "
+                f"in sklearn.multiclass.OneVsRestClassifier for more classes"
             )
         return targets, n_outputs, fitted
 
@@ -497,8 +500,11 @@ class FFMClassifier(FMClassifier):
 """
         + _FM_ATTRIBUTES.replace(
             "(n_features, n_components)", "(n_features, n_fields, n_components)"
-        ).replace("ICDM 2010.", "ICDM 2010. Juan, Zhuang, Chin and Lin, \"Field-aware\n    "
-                  "factorization machines for CTR prediction\", RecSys 2016.")  # fmt: skip
+        ).replace(
+            "ICDM 2010.",
+            'ICDM 2010. Juan, Zhuang, Chin and Lin, "Field-aware\n    '
+            'factorization machines for CTR prediction", RecSys 2016.',
+        )  # fmt: skip
         + """
 
     Examples

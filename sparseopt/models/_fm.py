@@ -277,8 +277,9 @@ def _train_batches(
                 for p in range(indptr[row], indptr[row + 1]):
                     j = indices[p]
                     if stamp[j] < t - 1.0:
+                        log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
                         _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j,
-                                          t - 1.0, clock[R.CLOCK_LOG_DECAY_PREV], k, F, rm)  # fmt: skip
+                                          t - 1.0, log_decay, k, F, rm)  # fmt: skip
             s = sums[i - lo]
             margin[0] = _margin(model, indptr, indices, data, row, table, bias, factors, fields,
                                 k, F, rm, s)  # fmt: skip
