@@ -8,6 +8,7 @@ from numbers import Integral, Real
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -28,6 +29,15 @@ FM_LEARNING_RATE = {**DEFAULT_LEARNING_RATE, "adagrad": 0.05}
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
+
+
+def _int32_indices(X):
+    """CSR ``X`` with int32 index arrays where they fit: one compiled signature fewer."""
+    if X.indices.dtype == np.int32 or max(X.nnz, X.shape[1]) >= 2**31:
+        return X
+    return sp.csr_matrix(
+        (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
+    )
 
 
 @dataclass
@@ -116,6 +126,13 @@ class _FactorizationMachine(_SparseLinearModel):
     def _fields(self, n_features):
         """int32 field of each column for an FFM, empty for an FM."""
         return np.zeros(0, np.int32)
+
+    def _validate_X(self, X, reset):
+        return _int32_indices(super()._validate_X(X, reset))
+
+    def _validate_X_y(self, X, y, reset):
+        X, y = super()._validate_X_y(X, y, reset)
+        return _int32_indices(X), y
 
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
