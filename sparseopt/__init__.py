@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 # public name -> the submodule that defines it
 _EXPORTS = {
     "DivergenceError": "estimators",
+    "FFMClassifier": "estimators",
+    "FMClassifier": "estimators",
+    "FMRegressor": "estimators",
     "MatrixFactorization": "estimators",
     "SparseLinearRegression": "estimators",
     "SparseLogisticRegression": "estimators",

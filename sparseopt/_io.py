@@ -52,6 +52,8 @@ def _encode(value):
         return [_encode(v) for v in value]
     if isinstance(value, np.random.RandomState | np.random.Generator):
         return None  # a generator's state is not a parameter worth keeping: saved as None
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "biuf":
+        return {"ndarray": value.tolist(), "dtype": value.dtype.str}  # e.g. FFM's fields
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, str | int | float | bool):
@@ -67,6 +69,8 @@ def _decode(value):
         if not isinstance(cls, type):
             raise ValueError(f"model file names an unknown class {value['class']!r}")
         return cls(**{k: _decode(v) for k, v in value["params"].items()})
+    if isinstance(value, dict) and "ndarray" in value:
+        return np.array(value["ndarray"], dtype=np.dtype(value["dtype"]))
     if isinstance(value, dict) and "dict" in value:
         return {_decode(k): _decode(v) for k, v in value["dict"]}
     if isinstance(value, list):

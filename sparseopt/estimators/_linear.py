@@ -204,11 +204,10 @@ class _SparseLinearModel(BaseEstimator):
         targets, n_outputs, fitted = self._encode_targets(y, classes, reset)
         weights = self._sample_weight(X, y, targets, sample_weight)
         if reset:
-            state = LinearState.new(opt, X.shape[1], n_outputs, X.dtype)
+            state = self._new_state(opt, X, n_outputs)
         else:
             state = copy.deepcopy(self.state_)  # trained on a copy: a failure changes nothing
-            state.table = state.table.astype(X.dtype, copy=False)
-            state.bias = state.bias.astype(X.dtype, copy=False)
+            self._cast_state(state, X.dtype)
         X_val = y_val = w_val = None
         if self.early_stopping:
             split = train_test_split(
@@ -222,7 +221,7 @@ class _SparseLinearModel(BaseEstimator):
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
         )  # fmt: skip
-        scratch = np.full(state.table.shape[0] if self.batch_size > 1 else 0, np.nan)
+        scratch = self._new_scratch(state)
         total_weight = max(weights.sum(), np.finfo(float).tiny)
         curve, scores = [], []
         best, stale = np.inf, 0
@@ -244,9 +243,8 @@ class _SparseLinearModel(BaseEstimator):
                 best = min(best, monitored)
                 if stale >= self.n_iter_no_change:
                     break
-        kernels.linear_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
-                                state.table, state.stamp, state.mark)  # fmt: skip
-        if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
+        self._catch_up(opt, state)
+        if not self._is_finite(state):
             self._diverged(opt)
         self.state_ = state
         for name, value in fitted.items():
@@ -256,6 +254,31 @@ class _SparseLinearModel(BaseEstimator):
         self.loss_curve_ = curve
         self.validation_scores_ = scores
         return self
+
+    # -- hooks a model with other parameters (factorization machines) overrides -----------
+    _state_type = LinearState
+
+    def _new_state(self, opt, X, n_outputs):
+        return LinearState.new(opt, X.shape[1], n_outputs, X.dtype)
+
+    def _cast_state(self, state, dtype):
+        state.table = state.table.astype(dtype, copy=False)
+        state.bias = state.bias.astype(dtype, copy=False)
+
+    def _new_scratch(self, state):
+        return np.full(state.table.shape[0] if self.batch_size > 1 else 0, np.nan)
+
+    def _catch_up(self, opt, state):
+        kernels.linear_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
+                                state.table, state.stamp, state.mark)  # fmt: skip
+
+    def _is_finite(self, state):
+        return np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()
+
+    def _decision(self, state, X):
+        """Margins of validated CSR rows, shape (n_samples, n_outputs)."""
+        table = state.table.astype(X.dtype, copy=False)
+        return kernels.linear_decision(X.indptr, X.indices, X.data, table, state.bias)
 
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
@@ -299,16 +322,14 @@ class _SparseLinearModel(BaseEstimator):
         )
 
     def _validation_loss(self, state, X, y, w):
-        margins = kernels.linear_decision(X.indptr, X.indices, X.data, state.table, state.bias)
-        return self._loss_from_margins(margins, y, w)
+        return self._loss_from_margins(self._decision(state, X), y, w)
 
     # -- prediction ------------------------------------------------------------------------
     def _margins(self, X):
         """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self, "state_")
         X = self._validate_X(X, reset=False)
-        table = self.state_.table.astype(X.dtype, copy=False)
-        margins = kernels.linear_decision(X.indptr, X.indices, X.data, table, self.state_.bias)
+        margins = self._decision(self.state_, X)
         return margins[:, 0] if margins.shape[1] == 1 else margins
 
     @property
@@ -345,7 +366,7 @@ class _SparseLinearModel(BaseEstimator):
         if classes is not None:
             model.classes_ = classes
         try:
-            model.state_ = LinearState(**arrays)
+            model.state_ = cls._state_type(**arrays)
         except TypeError as exc:
             raise ValueError(f"model file arrays do not fit a {cls.__name__}") from exc
         for name, value in attributes.items():

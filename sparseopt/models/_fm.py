@@ -1,0 +1,381 @@
+"""Factorization machine kernels over CSR minibatches: FM (Rendle 2010) and field-aware FM.
+
+The margin of a row :math:`x` is
+
+.. math::
+
+    m(x) = b + \\sum_j w_j x_j + \\sum_{j < l} \\langle v_j, v_l \\rangle x_j x_l
+         = b + \\sum_j w_j x_j + \\tfrac12 \\sum_{f=1}^k \\Big[\\big(\\sum_j v_{jf} x_j\\big)^2
+           - \\sum_j v_{jf}^2 x_j^2\\Big]
+
+for an FM, computed by the second form in O(k nnz). Its gradient in :math:`v_{jf}` is
+:math:`x_j (s_f - v_{jf} x_j)` with :math:`s_f = \\sum_l v_{lf} x_l`. A field-aware FM (Juan et
+al. 2016) keeps one vector per (feature, field) and uses
+:math:`\\langle v_{j, \\phi(l)}, v_{l, \\phi(j)} \\rangle` for the pair, where :math:`\\phi(j)` is
+column j's field; that sum has no shortcut, O(k nnz^2) per row.
+
+Tables (``F`` vectors per feature: 1 for an FM, the number of fields for an FFM; vector
+``u = j * F + G`` is feature j's vector for field G):
+
+table : (n_features, 1 + n_slots)
+    Linear weight in column 0, the optimizer's slots after it (as in :mod:`._linear`).
+bias : (1, 1 + n_slots)
+factors : per-element state, (n_features * F * k, 1 + n_slots)
+    Row ``u * k + f`` holds element f of vector u in column 0 and its own slots after it.
+factors : per-row state (AdaGrad only), (n_features * F, k + 1)
+    Row u holds the k elements of vector u, then one AdaGrad accumulator shared by them.
+stamp, mark : (n_features,) or (0,)
+    Step of feature j's last update and the clock's log weight decay then, shared by its
+    linear weight and its factors (they are touched together).
+
+One batch is one optimizer step. Margins use the weights of step t - 1; each touched
+coordinate's gradient is summed over the batch's rows (a sparse accumulator indexed by the
+batch's distinct features), plus the L2 terms, then handed to the rule once. The L2 penalty
+is per occurrence, as in libFM and libFFM: row i adds
+:math:`s_i (\\tfrac{\\alpha_w}{2} w_j^2 + \\tfrac{\\alpha_v}{2} \\lVert v_{j,G} \\rVert^2)` for
+each feature j it holds and each vector it uses (``s_i`` its sample weight), so that a
+feature's penalty grows with its use and absent features are untouched.
+"""
+
+import math
+
+import numba
+import numpy as np
+
+from .._jit import JIT, PARALLEL_JIT
+from ..optim import _rules as R
+from ._linear import DIVERGED, _loss_derivative
+
+FM, FFM = 0, 1
+
+
+@numba.njit(inline="always", **JIT)
+def _get(factors, u, f, k, row_mode):
+    """Element f of vector u."""
+    return factors[u, f] if row_mode else factors[u * k + f, 0]
+
+
+@numba.njit(**JIT)
+def _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j, t, log_decay, k, F, rm):
+    """Apply feature j's zero-gradient steps up to step ``t`` (weight and all its vectors)."""
+    last = stamp[j]
+    m = mark[j]
+    table[j, 0] = R.catch_up(rule, hp, spec, table[j, 0], table, j, 1, last, t, log_decay, m)
+    if rm:  # per-row AdaGrad: the catch-up is the weight decay alone
+        factor = math.exp(log_decay - m) if hp[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+        for u in range(j * F, j * F + F):
+            for f in range(k):
+                factors[u, f] *= factor
+    else:
+        for r in range(j * F * k, (j + 1) * F * k):
+            factors[r, 0] = R.catch_up(
+                rule, hp, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m
+            )
+    stamp[j] = t
+    mark[j] = log_decay
+
+
+@numba.njit(**JIT)
+def _margin(model, indptr, indices, data, row, table, bias, factors, fields, k, F, rm, s):
+    """Margin of one row, in float64; for an FM, ``s`` receives the sums ``s_f``."""
+    m = np.float64(bias[0, 0])
+    lo, hi = indptr[row], indptr[row + 1]
+    for p in range(lo, hi):
+        m += data[p] * np.float64(table[indices[p], 0])
+    if model == FM:
+        for f in range(k):
+            s[f] = 0.0
+        sq = 0.0
+        for p in range(lo, hi):
+            j = indices[p]
+            x = np.float64(data[p])
+            for f in range(k):
+                xv = x * _get(factors, j, f, k, rm)
+                s[f] += xv
+                sq += xv * xv
+        pairs = 0.0
+        for f in range(k):
+            pairs += s[f] * s[f]
+        return m + 0.5 * (pairs - sq)
+    for a in range(lo, hi):
+        ja, ga = indices[a], fields[indices[a]]
+        if ga < 0:
+            continue
+        for b in range(a + 1, hi):
+            jb, gb = indices[b], fields[indices[b]]
+            if gb < 0:
+                continue
+            ua, ub = ja * F + gb, jb * F + ga
+            dot = 0.0
+            for f in range(k):
+                dot += np.float64(_get(factors, ua, f, k, rm)) * _get(factors, ub, f, k, rm)
+            m += data[a] * np.float64(data[b]) * dot
+    return m
+
+
+@numba.njit(inline="always", **JIT)
+def _slot(pos, j, p, start, batch1):
+    """Index of feature j in the batch's accumulator (its position in the row for one row)."""
+    return p - start if batch1 else pos[j]
+
+
+@numba.njit(**JIT)
+def _accumulate(
+    model, indptr, indices, data, row, tag, d, sw, table, factors, fields, k, F, rm, consts,
+    s, pos, batch1, grad, used,
+):  # fmt: skip
+    """Add row ``row``'s gradient (loss derivative ``d``, sample weight ``sw``) to ``grad``.
+
+    ``grad[u, 0]`` is the linear weight's and ``grad[u, 1 + G * k + f]`` element f of vector
+    G's gradient of the batch's u-th feature; ``used[u, G] >= first row tag of the batch``
+    marks the vectors the batch uses, and ``used[u, G] == tag`` those this row already
+    penalized.
+    """
+    alpha_w, alpha_v = consts[1], consts[2]
+    lo, hi = indptr[row], indptr[row + 1]
+    for p in range(lo, hi):
+        j = indices[p]
+        u = _slot(pos, j, p, lo, batch1)
+        grad[u, 0] += d * data[p] + sw * alpha_w * table[j, 0]
+    if model == FM:
+        for p in range(lo, hi):
+            j = indices[p]
+            u = _slot(pos, j, p, lo, batch1)
+            x = np.float64(data[p])
+            used[u, 0] = tag
+            for f in range(k):
+                v = np.float64(_get(factors, j, f, k, rm))
+                grad[u, 1 + f] += d * x * (s[f] - v * x) + sw * alpha_v * v
+        return
+    for a in range(lo, hi):
+        ja, ga = indices[a], fields[indices[a]]
+        if ga < 0:
+            continue
+        na = _slot(pos, ja, a, lo, batch1)
+        for b in range(lo, hi):
+            jb, gb = indices[b], fields[indices[b]]
+            if b == a or gb < 0:
+                continue
+            ua, ub = ja * F + gb, jb * F + ga
+            c = d * data[a] * np.float64(data[b])
+            first = used[na, gb] != tag
+            used[na, gb] = tag
+            base = 1 + gb * k
+            for f in range(k):
+                va = np.float64(_get(factors, ua, f, k, rm))
+                g = c * _get(factors, ub, f, k, rm)
+                if first:
+                    g += sw * alpha_v * va
+                grad[na, base + f] += g
+
+
+@numba.njit(inline="always", **JIT)
+def _step(rule, hp, clock, S, r, g):
+    """The rule's step on ``S[r, 0]``, already caught up to step t - 1, with gradient g.
+
+    ``R.update_coordinate`` without its catch-up (done before the forward pass) and without
+    FTRL (not offered): decoupled weight decay, then the rule's gradient step.
+    """
+    w = S[r, 0]
+    if hp[R.HP_WEIGHT_DECAY] > 0.0:
+        w *= clock[R.CLOCK_SHRINK]
+    return R.gradient_step(rule, hp, w, g, S, r, 1, clock[R.CLOCK_T], clock[R.CLOCK_ETA])
+
+
+@numba.njit(inline="always", **JIT)
+def _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad,
+                used):  # fmt: skip
+    table[j, 0] = _step(rule, hp, clock, table, j, grad[u, 0])
+    grad[u, 0] = 0.0
+    for G in range(F):
+        if used[u, G] < first_tag:
+            continue
+        v = j * F + G
+        base = 1 + G * k
+        if rm:
+            # per-row AdaGrad: one accumulator of the mean squared element gradient
+            g2 = 0.0
+            for f in range(k):
+                g2 += grad[u, base + f] * grad[u, base + f]
+            acc = factors[v, k] + g2 / k
+            factors[v, k] = acc
+            scale = clock[R.CLOCK_ETA] / (math.sqrt(acc) + hp[R.HP_EPSILON])
+            shrink = clock[R.CLOCK_SHRINK] if hp[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+            for f in range(k):
+                factors[v, f] = factors[v, f] * shrink - scale * grad[u, base + f]
+                grad[u, base + f] = 0.0
+        else:
+            for f in range(k):
+                r = v * k + f
+                factors[r, 0] = _step(rule, hp, clock, factors, r, grad[u, base + f])
+                grad[u, base + f] = 0.0
+    if stamp.size > 0:
+        stamp[j] = clock[R.CLOCK_T]
+        mark[j] = clock[R.CLOCK_LOG_DECAY]
+
+
+@numba.njit(**JIT)
+def _apply(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad, used):
+    """One optimizer step on feature j's weight and the vectors the batch used; zero grad.
+
+    The default rule (AdaGrad) runs a copy with the rule as a constant, without dispatch.
+    """
+    if rule == R.ADAGRAD:
+        _apply_rule(R.ADAGRAD, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F,
+                    rm, grad, used)  # fmt: skip
+    else:
+        _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm,
+                    grad, used)  # fmt: skip
+
+
+@numba.njit(**JIT)
+def _bias_step(rule, hp, clock, bias, g):
+    bias[0, 0] = _step(rule, hp, clock, bias, 0, g)
+
+
+@numba.njit(inline="always", **JIT)
+def _train_batches(
+    model, rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss,
+    delta, hp_array, spec, clock_array, table, bias, factors, stamp, mark, fields, pos, consts,
+    fit_intercept,
+):  # fmt: skip
+    """Train on batches ``first, first + stride, ...``; returns (status, loss sum)."""
+    k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
+    n_rows = order.size
+    n_batches = (n_rows + batch_size - 1) // batch_size
+    lazy = stamp.size > 0
+    batch1 = batch_size == 1
+    hp = R.unpack(hp_array)
+    max_row = 0
+    for i in range(indptr.size - 1):
+        max_row = max(max_row, indptr[i + 1] - indptr[i])
+    width = max_row if batch1 else min(table.shape[0], max_row * batch_size)
+    grad = np.zeros((width, 1 + F * k))
+    used = np.full((width, F), -1, np.int64)
+    touched = np.empty(width, np.int64)
+    sums = np.empty((batch_size, k))
+    dloss = np.empty(batch_size)
+    out = np.empty(1)
+    margin = np.empty(1)
+    loss_sum = 0.0
+    local_clock = clock_array.copy()
+    step = 0
+    for b in range(first, n_batches, stride):
+        while step <= b:  # keep this thread's clock at the batch's global step
+            if not R.tick(hp_array, spec, local_clock):
+                return DIVERGED, loss_sum
+            step += 1
+        clock = R.unpack(local_clock)
+        t = clock[R.CLOCK_T]
+        lo = b * batch_size
+        hi = min(lo + batch_size, n_rows)
+        # forward with the weights of step t - 1
+        bias_grad = 0.0
+        for i in range(lo, hi):
+            row = order[i]
+            if lazy:
+                for p in range(indptr[row], indptr[row + 1]):
+                    j = indices[p]
+                    if stamp[j] < t - 1.0:
+                        log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
+                        _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j,
+                                          t - 1.0, log_decay, k, F, rm)  # fmt: skip
+            s = sums[i - lo]
+            margin[0] = _margin(model, indptr, indices, data, row, table, bias, factors, fields,
+                                k, F, rm, s)  # fmt: skip
+            row_loss = _loss_derivative(loss, margin, y[row], delta, out)
+            if not math.isfinite(row_loss):
+                return DIVERGED, loss_sum
+            loss_sum += weights[row] * row_loss
+            dloss[i - lo] = out[0] * weights[row]
+            bias_grad += dloss[i - lo]
+        # backward: sum each coordinate's gradient over the batch, then one step each
+        n_touched = 0
+        for i in range(lo, hi):
+            row = order[i]
+            if not batch1:
+                for p in range(indptr[row], indptr[row + 1]):
+                    j = indices[p]
+                    if pos[j] < 0:
+                        pos[j] = n_touched
+                        touched[n_touched] = j
+                        n_touched += 1
+            _accumulate(model, indptr, indices, data, row, i, dloss[i - lo], weights[row],
+                        table, factors, fields, k, F, rm, consts, sums[i - lo], pos, batch1,
+                        grad, used)  # fmt: skip
+        if batch1:
+            row = order[lo]
+            for p in range(indptr[row], indptr[row + 1]):
+                _apply(rule, hp, clock, indices[p], p - indptr[row], lo, table, factors, stamp,
+                       mark, k, F, rm, grad, used)  # fmt: skip
+        else:
+            for u in range(n_touched):
+                j = touched[u]
+                _apply(rule, hp, clock, j, u, lo, table, factors, stamp, mark, k, F, rm, grad,
+                       used)  # fmt: skip
+                pos[j] = -1
+        if fit_intercept:
+            _bias_step(rule, hp, clock, bias, bias_grad)
+    return 0, loss_sum
+
+
+@numba.njit(**JIT)
+def fm_train_epoch(
+    model, rule, indptr, indices, data, y, weights, order, batch_size, loss, delta, hp, spec,
+    clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
+):  # fmt: skip
+    """One serial, deterministic pass over ``order``; returns (status, summed loss).
+
+    ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row)``; ``pos`` a -1-filled int64
+    array of n_features (the accumulator's index of each feature; -1 again on return), empty
+    for ``batch_size == 1``; ``fields`` the field of each column (FFM) or empty (FM).
+    """
+    return _train_batches(
+        model, rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+        hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
+    )  # fmt: skip
+
+
+@numba.njit(**PARALLEL_JIT)
+def fm_train_epoch_hogwild(
+    model, rule, n_threads, indptr, indices, data, y, weights, order, loss, delta, hp, spec,
+    clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
+):  # fmt: skip
+    """One pass with ``n_threads`` threads taking interleaved single rows, without locks.
+
+    Threads write the shared tables unsynchronized (Hogwild, Recht et al. 2011): fast and
+    nondeterministic.
+    """
+    status = np.zeros(n_threads, np.int64)
+    losses = np.zeros(n_threads)
+    for p in numba.prange(n_threads):
+        status[p], losses[p] = _train_batches(
+            model, rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
+            hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts,
+            fit_intercept,
+        )  # fmt: skip
+    return status.min(), losses.sum()
+
+
+@numba.njit(**JIT)
+def fm_catch_up(rule, hp, spec, clock, table, factors, stamp, mark, k, F, per_row):
+    """Apply every pending zero-gradient step (before the weights are read)."""
+    hp = R.unpack(hp)
+    t = clock[R.CLOCK_T]
+    log_decay = clock[R.CLOCK_LOG_DECAY]
+    for j in range(stamp.size):
+        if stamp[j] < t:
+            _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j, t, log_decay, k,
+                              F, per_row)  # fmt: skip
+
+
+@numba.njit(**PARALLEL_JIT)
+def fm_decision(model, indptr, indices, data, table, bias, factors, fields, k, F, per_row):
+    """Margins of CSR rows, shape (n_rows,), in float64."""
+    n_rows = indptr.size - 1
+    out = np.empty(n_rows)
+    for i in numba.prange(n_rows):
+        s = np.empty(k)
+        out[i] = _margin(model, indptr, indices, data, i, table, bias, factors, fields, k, F,
+                         per_row, s)  # fmt: skip
+    return out

@@ -1,0 +1,277 @@
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone, is_regressor
+from sklearn.metrics import log_loss
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import sparseopt
+from sparseopt import (
+    DivergenceError,
+    FFMClassifier,
+    FMClassifier,
+    FMRegressor,
+    SparseLogisticRegression,
+)
+from sparseopt.datasets import column_fields, make_ctr
+from sparseopt.optim import Adam, RMSProp
+
+
+# Full-batch learners for scikit-learn's checks, as in test_linear.py: the sample-weight checks
+# compare integer weights with repeated rows, an identity of full-batch training.
+@parametrize_with_checks(
+    [
+        FMClassifier(
+            n_components=2, batch_size=256, max_iter=100, learning_rate=0.5, random_state=0
+        ),
+        FMRegressor(
+            n_components=2, batch_size=256, max_iter=200, learning_rate=0.2, random_state=0
+        ),
+        FFMClassifier(
+            n_components=2, batch_size=256, max_iter=100, learning_rate=0.2, random_state=0
+        ),
+    ]  # fmt: skip
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def sparse_rows(n_rows=40, n_features=7, density=0.5, seed=0):
+    X = sp.random(n_rows, n_features, density=density, format="csr", random_state=seed)
+    X.data = np.random.default_rng(seed).normal(size=X.nnz)
+    return X
+
+
+def naive_margins(model, X):
+    """The FM / FFM margin as the plain double sum over feature pairs."""
+    w, b = model.coef_[0], model.intercept_[0]
+    V = model.factors_
+    fields = model.state_.fields
+    X = X.toarray()
+    out = np.empty(X.shape[0])
+    for i, x in enumerate(X):
+        m = b + x @ w
+        nz = np.flatnonzero(x)
+        for a, j in enumerate(nz):
+            for l in nz[a + 1 :]:
+                if fields.size:
+                    if fields[j] < 0 or fields[l] < 0:
+                        continue
+                    dot = V[j, fields[l]] @ V[l, fields[j]]
+                else:
+                    dot = V[j] @ V[l]
+                m += dot * x[j] * x[l]
+        out[i] = m
+    return out
+
+
+FIELDS = np.array([0, 0, 1, 2, -1, 2, 1])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        FMClassifier(n_components=3, init_std=0.3),
+        FMClassifier(n_components=3, init_std=0.3, factor_state="row"),
+        FFMClassifier(fields=FIELDS, n_components=3, init_std=0.3),
+    ],
+    ids=["fm", "fm-row", "ffm"],
+)
+def test_prediction_equals_the_naive_pairwise_sum(model):
+    X = sparse_rows()
+    y = np.arange(X.shape[0]) % 2
+    model.set_params(max_iter=2, random_state=0).fit(X, y)
+    np.testing.assert_allclose(model.decision_function(X), naive_margins(model, X), rtol=1e-10)
+
+
+def objective(model, state, X, y, sw):
+    """Sum over rows of s_i (loss + per-occurrence L2), as the kernels' docstring states."""
+    m = model._decision(state, X)[:, 0]
+    if isinstance(model, FMRegressor):
+        loss = 0.5 * (m - y) ** 2
+    else:
+        loss = np.logaddexp(0.0, -np.where(y > 0, m, -m))
+    k, F, per_row = state.layout
+    table, V = state.table[:, 0], state.factors
+    V = (V[:, :k] if per_row else V[:, 0]).reshape(-1, F, k)
+    penalty = np.zeros(X.shape[0])
+    for i in range(X.shape[0]):
+        cols = X.indices[X.indptr[i] : X.indptr[i + 1]]
+        penalty[i] = 0.5 * model.alpha_linear * (table[cols] ** 2).sum()
+        if state.fields.size:
+            used = {(j, state.fields[l]) for j in cols for l in cols
+                    if l != j and state.fields[j] >= 0 and state.fields[l] >= 0}  # fmt: skip
+            penalty[i] += 0.5 * model.alpha_factors * sum((V[j, G] ** 2).sum() for j, G in used)
+        else:
+            penalty[i] += 0.5 * model.alpha_factors * (V[cols, 0] ** 2).sum()
+    return (sw * (loss + penalty)).sum()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        FMClassifier(n_components=3),
+        FMRegressor(n_components=3),
+        FFMClassifier(fields=FIELDS, n_components=2),
+    ],
+    ids=["fm-logistic", "fm-squared", "ffm-logistic"],
+)
+def test_gradient_equals_finite_differences(model):
+    """One full-batch SGD step moves every parameter by -eta times the objective's gradient."""
+    X = sparse_rows()
+    y = (np.arange(X.shape[0]) % 3 == 0).astype(float)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, X.shape[0])
+    eta = 1e-3
+    model.set_params(optimizer="sgd", learning_rate=eta, batch_size=X.shape[0], init_std=0.5,
+                     alpha_linear=0.1, alpha_factors=0.2, shuffle=False, tol=None,
+                     random_state=0)  # fmt: skip
+    classes = {} if is_regressor(model) else {"classes": [0, 1]}
+    model.partial_fit(X, y, sample_weight=sw, **classes)
+    before = copy.deepcopy(model.state_)
+    model.partial_fit(X, y, sample_weight=sw)
+    params = [("table", before.table), ("factors", before.factors)]
+    k = int(before.layout[0])
+    for name, array in params:
+        step = (array[:, 0] - getattr(model.state_, name)[:, 0]) / eta
+        numeric = np.empty_like(step)
+        for r in range(array.shape[0]):
+            diffs = []
+            for h in (1e-6, -1e-6):
+                state = copy.deepcopy(before)
+                getattr(state, name)[r, 0] += h
+                diffs.append(objective(model, state, X, y, sw))
+            numeric[r] = (diffs[0] - diffs[1]) / 2e-6
+        np.testing.assert_allclose(step, numeric, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert np.abs(step).max() > 1e-3  # the comparison is not between zeros
+    assert k > 0
+
+
+def test_fm_learns_planted_interactions_near_the_bayes_floor():
+    data = make_ctr(40_000, n_fields=8, n_values=40, n_bits=14, interactions=1.5,
+                    n_test=10_000, random_state=0)  # fmt: skip
+    floor = log_loss(data.y_test, data.proba_test)
+    lr = SparseLogisticRegression(max_iter=4, random_state=0).fit(data.X, data.y)
+    lr_loss = log_loss(data.y_test, lr.predict_proba(data.X_test))
+    for state in ("element", "row"):
+        fm = FMClassifier(max_iter=4, factor_state=state, random_state=0).fit(data.X, data.y)
+        fm_loss = log_loss(data.y_test, fm.predict_proba(data.X_test))
+        assert fm_loss < lr_loss - 0.06, (state, fm_loss, lr_loss, floor)
+        assert fm_loss < floor + 0.035, (state, fm_loss, lr_loss, floor)
+
+
+def test_hogwild_threads_learn_as_well():
+    data = make_ctr(20_000, n_fields=6, n_values=30, n_bits=12, interactions=1.5,
+                    random_state=1)  # fmt: skip
+    kw = dict(max_iter=2, tol=None, random_state=0)
+    serial = FMClassifier(**kw).fit(data.X, data.y)
+    threaded = FMClassifier(n_jobs=2, **kw).fit(data.X, data.y)
+    assert threaded.t_ == serial.t_ == 2 * 20_000
+    loss = [log_loss(data.y, m.predict_proba(data.X)) for m in (serial, threaded)]
+    assert abs(loss[0] - loss[1]) < 0.01
+    ffm = FFMClassifier(fields=column_fields(12, 6), n_jobs=2, **kw)
+    data = make_ctr(5_000, n_fields=6, n_values=30, n_bits=12, field_aware=True, random_state=1)
+    assert ffm.fit(data.X, data.y).score(data.X, data.y) > 0.7
+
+
+def test_lazy_rules_with_decay_and_float32():
+    X = sparse_rows(200, 30, density=0.1).astype(np.float32)
+    y = (np.asarray(X.sum(axis=1)).ravel() > 0).astype(int)
+    for opt in (RMSProp(0.01, weight_decay=0.01), Adam(0.01, lazy="exact")):
+        model = FMClassifier(optimizer=opt, max_iter=3, random_state=0).fit(X, y)
+        assert model.state_.factors.dtype == np.float32
+        assert model.state_.stamp.size == X.shape[1]
+        assert (model.state_.stamp == model.t_).all()  # every feature caught up
+        assert model.score(X, y) > 0.8
+
+
+def test_minibatches_and_deterministic_seeds():
+    X = sparse_rows(300, 20, density=0.2)
+    y = (np.asarray(X.sum(axis=1)).ravel() > 0).astype(int)
+    a = FMClassifier(batch_size=16, random_state=3).fit(X, y)
+    b = FMClassifier(batch_size=16, random_state=3).fit(X, y)
+    c = FMClassifier(batch_size=16, random_state=4).fit(X, y)
+    np.testing.assert_array_equal(a.factors_, b.factors_)
+    assert not np.array_equal(a.factors_, c.factors_)
+    assert a.t_ == a.n_iter_ * -(-300 // 16)
+
+
+# -- bad input -------------------------------------------------------------------------------
+def test_fields_must_match_the_columns():
+    X = sparse_rows()
+    y = np.arange(X.shape[0]) % 2
+    with pytest.raises(ValueError, match=r"fields has shape \(3,\) but X has 7 columns"):
+        FFMClassifier(fields=[0, 1, 2]).fit(X, y)
+    with pytest.raises(ValueError, match="integer field ids"):
+        FFMClassifier(fields=np.full(7, 0.5)).fit(X, y)
+    with pytest.raises(ValueError, match="pass fields"):
+        FFMClassifier().fit(sp.random(5, 2000, density=0.01, format="csr"), np.arange(5) % 2)
+    model = FFMClassifier(fields=FIELDS, random_state=0).fit(X, y)
+    before = pickle.dumps(model.state_)
+    model.set_params(fields=np.zeros(7, int))
+    with pytest.raises(ValueError, match="fields differ"):
+        model.partial_fit(X, y)
+    assert pickle.dumps(model.state_) == before
+
+
+def test_bad_parameters_and_inputs_are_clear_errors():
+    X = sparse_rows()
+    y = np.arange(X.shape[0]) % 2
+    with pytest.raises(ValueError, match="Only binary classification"):
+        FMClassifier().fit(X, np.arange(X.shape[0]) % 3)
+    with pytest.raises(ValueError, match="factor_state='row'.*AdaGrad"):
+        FMClassifier(factor_state="row", optimizer="adam").fit(X, y)
+    with pytest.raises(ValueError, match="optimizer"):
+        FMClassifier(optimizer="ftrl").fit(X, y)
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        FMClassifier().fit(bad, y)
+    model = FMClassifier(random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])
+    before = pickle.dumps(model.state_)
+    with pytest.raises(ValueError, match="n_components=3"):
+        model.set_params(n_components=3).partial_fit(X, y)
+    assert pickle.dumps(model.state_) == before
+
+
+def test_divergence_names_the_learning_rate_and_keeps_state():
+    X = sparse_rows(100, 10)
+    y = np.asarray(X.sum(axis=1)).ravel()
+    model = FMRegressor(optimizer="sgd", learning_rate=0.01, random_state=0).fit(X, y)
+    before = pickle.dumps(model.state_)
+    model.set_params(learning_rate=10.0)
+    with pytest.raises(DivergenceError, match="learning_rate=10.0"):
+        model.partial_fit(X * 1e3, y * 1e6)
+    assert pickle.dumps(model.state_) == before
+    assert np.isfinite(model.predict(X)).all()
+
+
+# -- persistence -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "model",
+    [
+        FMClassifier(optimizer=Adam(0.01), n_components=3),
+        FMRegressor(factor_state="row"),
+        FFMClassifier(fields=FIELDS, batch_size=4),
+    ],
+    ids=["fm-adam", "fm-row", "ffm"],
+)
+def test_save_load_round_trip_and_resume(tmp_path, model):
+    X = sparse_rows()
+    y = np.arange(X.shape[0]) % 2
+    model.set_params(random_state=0, shuffle=False).fit(X, y)
+    path = tmp_path / "fm.npz"
+    model.save(path)
+    loaded = sparseopt.load(path)
+    assert type(loaded) is type(model) and repr(loaded) == repr(model)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    model.partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    np.testing.assert_allclose(loaded.factors_, model.factors_, rtol=1e-12)
+    assert loaded.t_ == model.t_
+    copied = pickle.loads(pickle.dumps(clone(model).fit(X, y)))
+    assert copied.predict(X).shape == y.shape
