@@ -42,9 +42,9 @@ import math
 import numba
 import numpy as np
 
-from .._jit import JIT, PARALLEL_JIT
+from .._jit import JIT, PARALLEL_JIT, prefetch
 from ..optim import _rules as R
-from ._linear import DIVERGED, _loss_derivative
+from ._linear import DIVERGED, _loss_derivative, _prefetch_ahead
 
 FM, FFM = 0, 1
 
@@ -260,6 +260,7 @@ def _train_batches(
     loss_sum = 0.0
     local_clock = clock_array.copy()
     step = 0
+    ahead = stride if batch1 else 1  # positions in order between this thread's rows
     for b in range(first, n_batches, stride):
         while step <= b:  # keep this thread's clock at the batch's global step
             if not R.tick(hp_array, spec, local_clock):
@@ -272,6 +273,15 @@ def _train_batches(
         # forward with the weights of step t - 1
         bias_grad = 0.0
         for i in range(lo, hi):
+            _prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, 1)
+            if i + 2 * ahead < n_rows:  # and the factor vectors of the row after next
+                nxt = order[i + 2 * ahead]
+                for p in range(indptr[nxt], indptr[nxt + 1]):
+                    if rm:
+                        prefetch(factors, indices[p] * F)
+                    else:
+                        for f in range(0, k, 8):
+                            prefetch(factors, indices[p] * F * k + f)
             row = order[i]
             if lazy:
                 for p in range(indptr[row], indptr[row + 1]):
