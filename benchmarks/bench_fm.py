@@ -115,11 +115,13 @@ def speed_tables(args):
     for k in args.k:
         rows = [("sparseopt LR (reference, no factors)", lr_seconds, lr_proba)]
         configs = [
-            ("sparseopt FM, per-element AdaGrad, 1 thread", {}),
+            ("sparseopt FM, per-element AdaGrad, 1 thread", {"factor_state": "element"}),
             ("sparseopt FM, per-row AdaGrad, 1 thread", {"factor_state": "row"}),
-            ("sparseopt FM, per-element AdaGrad, n_jobs=2", {"n_jobs": 2}),
+            ("sparseopt FM, per-element AdaGrad, n_jobs=2", {"factor_state": "element",
+                                                              "n_jobs": 2}),
             ("sparseopt FM, per-row AdaGrad, n_jobs=2", {"factor_state": "row", "n_jobs": 2}),
-            ("sparseopt FM, per-element AdaGrad, batch 256", {"batch_size": 256,
+            ("sparseopt FM, per-element AdaGrad, batch 256", {"factor_state": "element",
+                                                               "batch_size": 256,
                                                                "learning_rate": 0.1}),
         ]  # fmt: skip
         for name, kw in configs:

@@ -97,7 +97,7 @@ class _FactorizationMachine(_SparseLinearModel):
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
         "alpha_factors": [Interval(Real, 0, None, closed="left")],
         "init_std": [Interval(Real, 0, None, closed="neither")],
-        "factor_state": [StrOptions({"element", "row"})],
+        "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
 
@@ -115,13 +115,19 @@ class _FactorizationMachine(_SparseLinearModel):
                 f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "
                 f"factors' random initialization; use optimizer='adagrad'"
             )
-        if self.factor_state == "row" and type(opt) is not AdaGrad:
+        if self.factor_state == "row" and not isinstance(opt, AdaGrad):
             raise ValueError(
                 f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
                 f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
             )
         opt.hyperparameters()  # validate now, before any state changes
         return opt
+
+    def _per_row(self) -> bool:
+        """Whether the factors keep one AdaGrad accumulator per vector (``factor_state``)."""
+        if self.factor_state == "auto":
+            return isinstance(self._make_optimizer(), AdaGrad)
+        return self.factor_state == "row"
 
     def _fields(self, n_features):
         """int32 field of each column for an FFM, empty for an FM."""
@@ -142,11 +148,11 @@ class _FactorizationMachine(_SparseLinearModel):
             seed = seed.randint(2**31)
         rng = np.random.default_rng(seed)
         return FMState.new(opt, X.shape[1], self.n_components, fields,
-                           self.factor_state == "row", self.init_std, rng, X.dtype)  # fmt: skip
+                           self._per_row(), self.init_std, rng, X.dtype)  # fmt: skip
 
     def _cast_state(self, state, dtype):
         k, _, per_row = (int(v) for v in state.layout)
-        if (k, bool(per_row)) != (self.n_components, self.factor_state == "row"):
+        if (k, bool(per_row)) != (self.n_components, self._per_row()):
             raise ValueError(
                 f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
                 f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
@@ -241,14 +247,14 @@ _FM_DOC = """
     init_std : float, default={init_std}
         Standard deviation of the factors' normal initialization (a factorization machine
         started at zero stays there: every factor gradient is a product of other factors).
-    factor_state : {{"element", "row"}}, default="element"
+    factor_state : {{"auto", "element", "row"}}, default="auto"
         Optimizer state of the factors. ``"element"``: every factor element has its own slots
-        beside it (AdaGrad: its own accumulator), the default because it runs every optimizer
-        of :mod:`sparseopt.optim` through the same per-coordinate rules, with their exact lazy
+        beside it (AdaGrad: its own accumulator); it runs every optimizer of
+        :mod:`sparseopt.optim` through the same per-coordinate rules, with their exact lazy
         catch-up. ``"row"``: AdaGrad only, one accumulator per factor vector fed the mean of
         its elements' squared gradients: half the memory (k + 1 floats per vector instead of
-        2k) and a faster step, with the same accuracy in our measurements (both are in
-        ``benchmarks/README.md``).
+        2k) and 1.6x (k = 8) to 2x (k = 16) faster, with the same accuracy in our measurements
+        (``benchmarks/README.md``). ``"auto"``: ``"row"`` with AdaGrad, else ``"element"``.
     fit_intercept : bool, default=True
     batch_size : int, default=1
         Rows per optimizer step; 1 is pure online learning.
@@ -348,7 +354,7 @@ class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
         alpha_linear=1e-5,
         alpha_factors=1e-4,
         init_std=0.01,
-        factor_state="element",
+        factor_state="auto",
         fit_intercept=True,
         batch_size=1,
         max_iter=10,
@@ -449,7 +455,7 @@ class FMRegressor(_FactorizationMachine, SparseLinearRegression):
         alpha_linear=1e-5,
         alpha_factors=1e-4,
         init_std=0.01,
-        factor_state="element",
+        factor_state="auto",
         fit_intercept=True,
         batch_size=1,
         max_iter=10,
@@ -550,7 +556,7 @@ class FFMClassifier(FMClassifier):
         alpha_linear=1e-5,
         alpha_factors=1e-4,
         init_std=0.01,
-        factor_state="element",
+        factor_state="auto",
         fit_intercept=True,
         batch_size=1,
         max_iter=10,
