@@ -81,7 +81,7 @@ def tick(hp, spec, clock):
     clock[CLOCK_ETA] = eta
     clock[CLOCK_SHRINK] = shrink
     clock[CLOCK_LOG_DECAY_PREV] = clock[CLOCK_LOG_DECAY]
-    if shrink > 0.0:
+    if shrink > 0.0 and shrink != 1.0:  # log(1) = 0: no decay without weight decay
         clock[CLOCK_LOG_DECAY] += math.log(shrink)
     return math.isfinite(eta) and eta > 0.0 and shrink > 0.0
 
