@@ -231,21 +231,36 @@ def linear_train_epoch_hogwild(
     """One pass with ``n_threads`` threads taking interleaved batches, without locks.
 
     Threads write shared weights unsynchronized (Hogwild, Recht et al. 2011): fast and
-    nondeterministic. Each thread needs its own scratch, so batches are of one row.
+    nondeterministic. Each thread needs its own scratch, so batches are of one row. The
+    intercepts, which every row updates, are the exception: each thread trains its own copy
+    (on cache lines of its own) and the copies are averaged at the end of the epoch, since a
+    row shared by all threads and written on every step would be moved between cores each
+    time.
     """
     status = np.zeros(n_threads, np.int64)
     losses = np.zeros(n_threads)
+    K = bias.shape[0]
+    padded = K + 64 // bias.itemsize  # keep each thread's copy off its neighbours' lines
+    biases = np.empty((n_threads * padded, bias.shape[1]), bias.dtype)
     for p in numba.prange(n_threads):
+        local = biases[p * padded : p * padded + K]
+        local[:] = bias
         if rule == R.ADAGRAD:  # the default rule as a constant, as in linear_train_epoch
             status[p], losses[p] = _train_batches(
                 R.ADAGRAD, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
-                delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+                delta, hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
             )  # fmt: skip
         else:
             status[p], losses[p] = _train_batches(
                 rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
-                hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+                hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
             )  # fmt: skip
+    for c in range(K):
+        for s in range(bias.shape[1]):
+            total = 0.0
+            for p in range(n_threads):
+                total += biases[p * padded + c, s]
+            bias[c, s] = total / n_threads
     return status.min(), losses.sum()
 
 
