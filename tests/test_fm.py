@@ -94,7 +94,7 @@ def objective(model, state, X, y, sw):
         loss = 0.5 * (m - y) ** 2
     else:
         loss = np.logaddexp(0.0, -np.where(y > 0, m, -m))
-    k, F, per_row = state.layout
+    k, F, per_row = state.layout[:3]
     table, V = state.table[:, 0], state.factors
     V = (V[:, :k] if per_row else V[:, 0]).reshape(-1, F, k)
     penalty = np.zeros(X.shape[0])
@@ -275,3 +275,23 @@ def test_save_load_round_trip_and_resume(tmp_path, model):
     assert loaded.t_ == model.t_
     copied = pickle.loads(pickle.dumps(clone(model).fit(X, y)))
     assert copied.predict(X).shape == y.shape
+
+
+def test_factors_are_drawn_for_the_columns_training_meets():
+    X = sparse_rows()
+    X = sp.hstack([X, sp.csr_matrix((X.shape[0], 5))]).tocsr()  # 5 columns never used
+    y = np.arange(X.shape[0]) % 2
+    for state in ("element", "row"):
+        fm = FMClassifier(n_components=4, max_iter=1, factor_state=state, random_state=0)
+        factors = fm.fit(X, y).state_.factors
+        per_column = factors[:, :4].reshape(X.shape[1], -1) if state == "row" else (
+            factors[:, 0].reshape(X.shape[1], -1))  # fmt: skip
+        used = np.diff(X.tocsc().indptr) > 0
+        assert (np.abs(per_column[used]).sum(axis=1) > 0).all()
+        assert (per_column[~used] == 0).all()
+        # the draw of a column depends on the seed and the column, not on the rows' order
+        other = FMClassifier(n_components=4, max_iter=1, factor_state=state, random_state=0)
+        other.set_params(max_iter=1, learning_rate=1e-12).fit(X[::-1], y[::-1])
+        first = FMClassifier(n_components=4, max_iter=1, factor_state=state, random_state=0)
+        first.set_params(learning_rate=1e-12).fit(X, y)
+        np.testing.assert_allclose(other.state_.factors, first.state_.factors, atol=1e-9)

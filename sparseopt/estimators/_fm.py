@@ -59,13 +59,9 @@ class FMState:
         row = np.concatenate([[0.0], slots]).astype(dtype)
         F = int(fields.max()) + 1 if fields.size else 1
         n_vectors = n_features * F
-        if per_row:
-            factors = np.empty((n_vectors, k + 1), dtype)
-            factors[:, :k] = rng.normal(0.0, init_std, (n_vectors, k))
-            factors[:, k] = slots[0]
-        else:
-            factors = np.tile(row, (n_vectors * k, 1))
-            factors[:, 0] = rng.normal(0.0, init_std, n_vectors * k)
+        # zeros: the kernels draw a feature's vectors when a row first holds it
+        shape = (n_vectors, k + 1) if per_row else (n_vectors * k, 1 + slots.size)
+        factors = np.zeros(shape, dtype)
         stamped = n_features if opt.needs_stamp else 0
         return cls(
             table=np.tile(row, (n_features, 1)),
@@ -75,7 +71,7 @@ class FMState:
             mark=np.zeros(stamped),
             clock=np.zeros(R.CLOCK_SIZE),
             fields=fields,
-            layout=np.array([k, F, int(per_row)], np.int64),
+            layout=np.array([k, F, int(per_row), rng.integers(2**31)], np.int64),
         )
 
     def arrays(self) -> dict:
@@ -151,7 +147,7 @@ class _FactorizationMachine(_SparseLinearModel):
                            self._per_row(), self.init_std, rng, X.dtype)  # fmt: skip
 
     def _cast_state(self, state, dtype):
-        k, _, per_row = (int(v) for v in state.layout)
+        k, _, per_row = (int(v) for v in state.layout[:3])
         if (k, bool(per_row)) != (self.n_components, self._per_row()):
             raise ValueError(
                 f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
@@ -171,7 +167,7 @@ class _FactorizationMachine(_SparseLinearModel):
         return np.full(state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)
 
     def _catch_up(self, opt, state):
-        k, F, per_row = (int(v) for v in state.layout)
+        k, F, per_row = (int(v) for v in state.layout[:3])
         kernels.fm_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
                             state.table, state.factors, state.stamp, state.mark, k, F,
                             bool(per_row))  # fmt: skip
@@ -180,7 +176,7 @@ class _FactorizationMachine(_SparseLinearModel):
         return all(np.isfinite(a).all() for a in (state.table, state.bias, state.factors))
 
     def _decision(self, state, X):
-        k, F, per_row = (int(v) for v in state.layout)
+        k, F, per_row = (int(v) for v in state.layout[:3])
         dtype = X.dtype
         margins = kernels.fm_decision(
             kernels.FFM if state.fields.size else kernels.FM, X.indptr, X.indices, X.data,
@@ -191,9 +187,11 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        k, F, per_row = (int(v) for v in state.layout)
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        slots = opt.initial_slots()
         consts = (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                  float(per_row))  # fmt: skip
+                  float(per_row), float(self.init_std), float(state.layout[3]),
+                  float(slots[0]) if slots.size else 0.0)  # fmt: skip
         model = kernels.FFM if state.fields.size else kernels.FM
         data = (X.indptr, X.indices, X.data, targets, weights, order)
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
@@ -224,7 +222,7 @@ class _FactorizationMachine(_SparseLinearModel):
         """Factor vectors: (n_features, n_components), or (n_features, n_fields, n_components)
         for a field-aware model (``factors_[j, G]`` is column j's vector for field G)."""
         check_is_fitted(self, "state_")
-        k, F, per_row = (int(v) for v in self.state_.layout)
+        k, F, per_row = (int(v) for v in self.state_.layout[:3])
         n = self.state_.table.shape[0]
         f = self.state_.factors[:, :k] if per_row else self.state_.factors[:, 0]
         f = f.reshape(n, F, k).copy()

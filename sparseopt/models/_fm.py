@@ -35,6 +35,13 @@ is per occurrence, as in libFM and libFFM: row i adds
 :math:`s_i (\\tfrac{\\alpha_w}{2} w_j^2 + \\tfrac{\\alpha_v}{2} \\lVert v_{j,G} \\rVert^2)` for
 each feature j it holds and each vector it uses (``s_i`` its sample weight), so that a
 feature's penalty grows with its use and absent features are untouched.
+
+Factor vectors are drawn lazily: the tables start at zero (pages the system maps on first
+write) and a feature's vectors are drawn from :math:`N(0, \\sigma^2)` the first time a training
+row holds it, each element a function of (seed, its index) only (SplitMix64 and Box-Muller),
+so the draw does not depend on the order rows arrive in or the thread that meets them. Fitting
+on 2^22 hashed columns then costs nothing for the columns the data never uses, and a feature
+met only at prediction time has zero factors (no random interactions).
 """
 
 import math
@@ -47,6 +54,46 @@ from ..optim import _rules as R
 from ._linear import DIVERGED, _loss_derivative, _prefetch_ahead
 
 FM, FFM = 0, 1
+
+
+@numba.njit(inline="always", **JIT)
+def _splitmix64(x):
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(inline="always", **JIT)
+def _normal(seed, index):
+    """A standard normal draw determined by ``(seed, index)`` alone."""
+    a = _splitmix64(np.uint64(seed) * np.uint64(0x100000001B3) + np.uint64(index))
+    b = _splitmix64(a)
+    u1 = (np.float64(a >> np.uint64(11)) + 1.0) * 2.0**-53  # in (0, 1]
+    u2 = np.float64(b >> np.uint64(11)) * 2.0**-53
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+@numba.njit(**JIT)
+def _draw_if_new(factors, j, k, F, rm, init_std, seed, acc0):
+    """Draw feature j's F vectors (and set their state) unless it has been drawn before.
+
+    An undrawn feature's first vector is all zeros; a drawn one is (almost surely) not.
+    """
+    for f in range(k):
+        if _get(factors, j * F, f, k, rm) != 0.0:
+            return
+    for v in range(j * F, j * F + F):
+        for f in range(k):
+            value = init_std * _normal(seed, v * k + f)
+            if rm:
+                factors[v, f] = value
+            else:
+                factors[v * k + f, 0] = value
+                if factors.shape[1] > 1:
+                    factors[v * k + f, 1] = acc0
+        if rm:
+            factors[v, k] = acc0
 
 
 @numba.njit(inline="always", **JIT)
@@ -241,6 +288,7 @@ def _train_batches(
 ):  # fmt: skip
     """Train on batches ``first, first + stride, ...``; returns (status, loss sum)."""
     k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
+    init_std, seed, acc0 = consts[5], int(consts[6]), consts[7]
     n_rows = order.size
     n_batches = (n_rows + batch_size - 1) // batch_size
     lazy = stamp.size > 0
@@ -283,6 +331,8 @@ def _train_batches(
                         for f in range(0, k, 8):
                             prefetch(factors, indices[p] * F * k + f)
             row = order[i]
+            for p in range(indptr[row], indptr[row + 1]):
+                _draw_if_new(factors, indices[p], k, F, rm, init_std, seed, acc0)
             if lazy:
                 for p in range(indptr[row], indptr[row + 1]):
                     j = indices[p]
