@@ -17,15 +17,12 @@ from ..models import _linear as linear_kernels
 from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
 from ..optim import _rules as R
 from ._linear import (
+    DEFAULT_HYPERPARAMETERS,
     DEFAULT_LEARNING_RATE,
     SparseLinearRegression,
     SparseLogisticRegression,
     _SparseLinearModel,
 )
-
-# FM gradients in the factors scale with the other features' factors: AdaGrad's linear-model
-# default of 0.1 overshoots on the first passes, 0.05 did best on the planted-interaction data
-FM_LEARNING_RATE = {**DEFAULT_LEARNING_RATE, "adagrad": 0.05}
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
@@ -102,8 +99,8 @@ class _FactorizationMachine(_SparseLinearModel):
         if isinstance(self.optimizer, Optimizer):
             opt = copy.deepcopy(self.optimizer)
         else:
-            opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = FM_LEARNING_RATE[self.optimizer]
+            opt = OPTIMIZERS[self.optimizer](**DEFAULT_HYPERPARAMETERS.get(self.optimizer, {}))
+            opt.learning_rate = DEFAULT_LEARNING_RATE[self.optimizer]
         if self.learning_rate != "auto":
             opt.learning_rate = self.learning_rate
         if isinstance(opt, FTRL):
@@ -237,7 +234,8 @@ _FM_DOC = """
         optimizer object from :mod:`sparseopt.optim` (not FTRL: its closed-form weights
         discard the factors' random initialization).
     learning_rate : "auto", float or Schedule, default="auto"
-        ``"auto"``: a per-optimizer default (AdaGrad 0.05), or the optimizer object's own.
+        ``"auto"``: a per-optimizer default (AdaGrad 0.05 with its accumulators starting at
+        1, as for the linear estimators), or the optimizer object's own.
     alpha_linear : float, default={alpha_linear}
         L2 penalty of the linear weights, per occurrence (see the class description).
     alpha_factors : float, default={alpha_factors}
