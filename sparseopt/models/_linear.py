@@ -54,20 +54,24 @@ def _loss_derivative(loss, margins, target, delta, dloss):
 
 
 @numba.njit(inline="always", **JIT)
+def _catch_up_feature(rule, hp, spec, table, stamp, mark, j, K, t, log_decay):
+    """Apply feature j's pending zero-gradient steps (its K weights) up to step ``t``."""
+    if stamp[j] < t:
+        for c in range(K):
+            r = j * K + c
+            table[r, 0] = R.catch_up(rule,
+                hp, spec, table[r, 0], table, r, 1, stamp[j], t, log_decay, mark[j],
+            )  # fmt: skip
+        stamp[j] = t
+        mark[j] = log_decay
+
+
+@numba.njit(inline="always", **JIT)
 def _catch_up_row(rule, hp, spec, clock, table, stamp, mark, indices, lo, hi, K):
     """Bring the coordinates of rows ``lo:hi`` up to step t - 1 so margins see dense weights."""
-    t_prev = clock[R.CLOCK_T] - 1.0
     for k in range(lo, hi):
-        j = indices[k]
-        if stamp[j] < t_prev:
-            for c in range(K):
-                r = j * K + c
-                table[r, 0] = R.catch_up(rule,
-                    hp, spec, table[r, 0], table, r, 1, stamp[j], t_prev,
-                    clock[R.CLOCK_LOG_DECAY_PREV], mark[j],
-                )  # fmt: skip
-            stamp[j] = t_prev
-            mark[j] = clock[R.CLOCK_LOG_DECAY_PREV]
+        _catch_up_feature(rule, hp, spec, table, stamp, mark, indices[k], K,
+                          clock[R.CLOCK_T] - 1.0, clock[R.CLOCK_LOG_DECAY_PREV])  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -281,15 +285,7 @@ def linear_catch_up(rule, hp, spec, clock, table, stamp, mark):
     t = clock[R.CLOCK_T]
     K = table.shape[0] // max(stamp.size, 1)
     for j in range(stamp.size):
-        if stamp[j] < t:
-            for c in range(K):
-                r = j * K + c
-                table[r, 0] = R.catch_up(rule,
-                    hp, spec, table[r, 0], table, r, 1, stamp[j], t,
-                    clock[R.CLOCK_LOG_DECAY], mark[j],
-                )  # fmt: skip
-            stamp[j] = t
-            mark[j] = clock[R.CLOCK_LOG_DECAY]
+        _catch_up_feature(rule, hp, spec, table, stamp, mark, j, K, t, clock[R.CLOCK_LOG_DECAY])
 
 
 @numba.njit(**PARALLEL_JIT)
