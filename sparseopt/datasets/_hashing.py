@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from .._jit import JIT
 
+
 # MurmurHash3 x86_32 in uint32 arithmetic (the products wrap as in C). The helpers take and
 # return scalars only: a compiled call that receives an array costs two atomic reference count
 # updates, as much as hashing a short value, so the parser hashes fields in its own loop with
