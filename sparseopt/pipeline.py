@@ -3,7 +3,9 @@
 Training streams a file as CSR chunks (:mod:`sparseopt.datasets` readers, memory bounded by
 one read block plus one chunk) into an estimator's ``partial_fit``, one call per chunk, so a
 file larger than memory trains out of core; with a chunk cache, epochs after the first load
-the parsed chunks instead of parsing the text again.
+the parsed chunks instead of parsing the text again. The calls train the model in place,
+without the copy of the whole model that makes a failed ``partial_fit`` change nothing: here
+the checkpoints are what a failure goes back to.
 
 Every model file written here stores, beside the estimator, how its data was read
 (:class:`DataSpec`: format, hashing bits, field-aware layout, CSV columns...), so that
@@ -12,13 +14,16 @@ that would not.
 
 Checkpoints
 -----------
-Every ``checkpoint_every`` chunks and at the end of every epoch, the run folder receives a
+Every ``checkpoint_every`` chunks (when another chunk follows) and at the end of every epoch,
+after checking that the weights are finite, the run folder receives a
 model file ``checkpoint-<n>.npz`` (with the optimizer state) and then ``checkpoint.json``
 (epoch, chunks done in it, rows seen, the seed, the history), each written atomically, the
 record last: a crash leaves the previous checkpoint intact. ``resume=True`` reloads it and
 skips the chunks already trained. Each chunk is shuffled with a seed derived from
 ``(seed, epoch, chunk)``, so a resumed run trains on exactly the same sequence of rows and, in
-serial mode (``n_jobs=1``), ends with the same model bit for bit.
+serial mode (``n_jobs=1``), ends with the same model bit for bit. Ctrl-C (or SIGTERM) between
+chunks checkpoints the chunks done; during a chunk, or on divergence, the last checkpoint
+stands.
 """
 
 from __future__ import annotations
@@ -434,6 +439,7 @@ class Trainer:
             "n_rows_epoch": None,
         }
         self.calibration = None
+        self._in_chunk = False  # a chunk is being trained: the model is not fit to save
 
     # -- checkpoints --
     def _record(self):
@@ -469,7 +475,12 @@ class Trainer:
         self.model, _ = load_model(self.out / self.state["checkpoint"])
 
     def checkpoint(self) -> None:
-        """Save the model, then the record pointing at it; drop the previous model file."""
+        """Save the model, then the record pointing at it; drop the previous model file.
+
+        Raises DivergenceError, saving nothing, if a weight is not finite (chunks are trained
+        in place, unchecked: a diverged run stays at its last checkpoint).
+        """
+        self.model._check_finite()
         previous = self.state["checkpoint"]
         n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
         name = f"checkpoint-{n:06d}.npz"
@@ -513,27 +524,32 @@ class Trainer:
                     leave=False,
                 )
                 with bar:
+                    due = False
                     for k, (X, y) in enumerate(self._chunks()):
                         if k < skip:
                             continue
+                        if due:  # deferred until another chunk follows: the epoch's end saves
+                            self.checkpoint()
                         self.model.set_params(random_state=_chunk_seed(self.config.seed, epoch, k))
-                        self.model.partial_fit(X, y, classes=classes)
+                        self._in_chunk = True
+                        self.model._partial_fit_in_place(X, y, classes=classes)
                         loss = float(self.model.loss_curve_[-1])
                         state["epoch_loss"] += loss * X.shape[0]
                         state["epoch_rows"] += X.shape[0]
                         state["rows_seen"] += X.shape[0]
                         state["chunk"] = k + 1
+                        self._in_chunk = False
                         bar.update(X.shape[0])
                         bar.set_postfix(loss=f"{state['epoch_loss'] / state['epoch_rows']:.4f}")
                         if self.after_chunk is not None:
                             self.after_chunk(epoch, k)
-                        if state["chunk"] % self.checkpoint_every == 0:
-                            self.checkpoint()
+                        due = state["chunk"] % self.checkpoint_every == 0
                 rate = (state["epoch_rows"] - epoch_rows) / (time.perf_counter() - epoch_started)
                 self._end_epoch(rate)
         except KeyboardInterrupt:
-            if state["epoch_rows"] or state["epoch"]:
-                self.checkpoint()  # partial_fit changes nothing unless it completes
+            # a chunk cut short left the model partly trained: the last checkpoint stands
+            if not self._in_chunk and (state["epoch_rows"] or state["epoch"]):
+                self.checkpoint()
             raise
         seconds = time.perf_counter() - started
         return self._finish(seconds, state["rows_seen"] - rows_at_start)

@@ -153,6 +153,32 @@ def stop_at_second_chunk(epoch, chunk):
         raise Interrupt
 
 
+def test_diverged_chunk_leaves_the_last_checkpoint(files, tmp_path, capsys):
+    """Chunks train in place, unchecked: a non-finite weight must stop the next checkpoint."""
+    run = tmp_path / "run"
+
+    def poison(epoch, chunk):  # after the third chunk, once the second one is saved
+        if chunk == 2:
+            model = sparseopt.load(run / record()["state"]["checkpoint"])
+            assert np.isfinite(model.state_.table).all()
+            trainer.model.state_.table[5, 0] = np.inf
+
+    def record():
+        return json.loads((run / "checkpoint.json").read_text())
+
+    config = P.TrainConfig(
+        data=str(files["train"]), validation=None, model="lr",
+        spec={"format": "criteo", "n_bits": 16}, params={}, chunk_size=500,
+        skip_bad_lines=False, seed=0,
+    )  # fmt: skip
+    trainer = P.Trainer(config, run, checkpoint_every=2, log=lambda line: None)
+    trainer.after_chunk = poison
+    trainer.start(resume=False)
+    with pytest.raises(sparseopt.DivergenceError):
+        trainer.run()
+    assert record()["state"]["chunk"] == 2 and not (run / "model.npz").exists()
+
+
 def test_resume_errors(files, tmp_path, capsys):
     assert train(files, tmp_path / "none", "--resume") == 1
     assert "nothing to resume" in capsys.readouterr().err
