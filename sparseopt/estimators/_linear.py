@@ -61,10 +61,8 @@ class LinearState:
     def new(cls, opt: Optimizer, n_features: int, n_outputs: int, dtype) -> LinearState:
         row = np.concatenate([[0.0], opt.initial_slots()]).astype(dtype)
         stamped = n_features if opt.needs_stamp else 0
-        table = np.empty((n_features * n_outputs, row.size), dtype)
-        table[:] = row  # broadcast: 15x faster than np.tile on 2^22 rows
         return cls(
-            table=table,
+            table=np.tile(row, (n_features * n_outputs, 1)),
             bias=np.tile(row, (n_outputs, 1)),
             stamp=np.zeros(stamped),
             mark=np.zeros(stamped),
