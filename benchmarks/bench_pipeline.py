@@ -11,9 +11,9 @@ goes from its text file to a saved model in one pass and scores a held-out file:
 trains on one thread while ``--parse-threads`` threads parse (by default the cores but one, 1
 or 2; the script also runs 2); VW, as always, parses in one thread and learns in another.
 Parse-and-hash throughput (one thread reading the TSV into CSR chunks, no training) is
-reported separately. sparseopt is timed in-process after a
-warm-up on a small file (its compiled kernels are loaded from Numba's cache once per process),
-and also as a fresh ``python -m sparseopt train`` process, start-up included.
+reported separately. sparseopt is timed in-process after a warm-up on a small file (its
+compiled kernels are loaded from Numba's cache once per process), and also as a fresh
+``python -m sparseopt train`` process, start-up included.
 """
 
 from __future__ import annotations
