@@ -181,6 +181,9 @@ def parse_delimited(
     absent = cols.dtype.type(np.int64(1) << n_bits)
     scratch = np.empty(24, dtype=np.uint8)
     count_cols = np.full((cols.shape[1], _N_BUCKETS), -1, dtype=np.int64)
+    small_buckets = np.empty(_N_BUCKETS, dtype=np.int64)  # most counts are small: no log
+    for x in range(_N_BUCKETS):
+        small_buckets[x] = count_bucket(float(x))
     seps = np.uint32(sep * 0x01010101)
     n = buf.shape[0]
     high = np.uint8(0)
@@ -250,13 +253,14 @@ def parse_delimited(
                     if e > s:
                         if digits and e - s <= 15:
                             v = float(x)
+                            b = small_buckets[x] if x < _N_BUCKETS else count_bucket(v)
                         else:
                             ok, v = parse_number(buf, s, e)
                             if not ok or v != np.floor(v) or abs(v) > 9e15:
                                 code = BAD_COUNT
+                            b = count_bucket(v)
                         if code == 0:
                             f = slots[c]
-                            b = count_bucket(v)
                             col = count_cols[f, b] if 0 <= b < _N_BUCKETS else -1
                             if col < 0:
                                 h = hash_int(b, np.uint32(f), scratch)
