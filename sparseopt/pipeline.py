@@ -378,8 +378,8 @@ def prefetch(chunks):
 def default_parse_threads() -> int:
     """Parsing threads when none are asked for: the cores left by the training thread, 1 or 2.
 
-    On 2 cores, a second parsing thread competing with the training thread made a run 1.5x
-    slower (benchmarks/README.md).
+    Training takes one core; on 2 cores a second parser only competes with it (1 thread was
+    the faster in 5 of 8 paired runs, within the noise of a shared machine).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(2, max(1, (cores or 1) - 1))
