@@ -65,7 +65,10 @@ def _add_data_options(parser, defaults: bool):
     g.add_argument("--n-features", type=int, help="libsvm: number of columns")
     g.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk (100000)")
     g.add_argument(
-        "--parse-threads", type=int, default=2, help="threads parsing the text (default 2)"
+        "--parse-threads",
+        type=int,
+        default=None,
+        help="threads parsing the text (default: the cores but one, 1 or 2)",
     )
     g.add_argument(
         "--skip-bad-lines",
@@ -266,6 +269,8 @@ def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.after_chunk = after_chunk
+    if getattr(args, "parse_threads", 0) is None:
+        args.parse_threads = P.default_parse_threads()
     try:
         return args.run(args)
     except (ValueError, OSError) as exc:  # PipelineError, reader and model-file errors

@@ -153,6 +153,49 @@ def stop_at_second_chunk(epoch, chunk):
         raise Interrupt
 
 
+def test_diverged_chunk_leaves_the_last_checkpoint(files, tmp_path, capsys):
+    """Chunks train in place, unchecked: a non-finite weight must stop the next checkpoint."""
+    run = tmp_path / "run"
+
+    def poison(epoch, chunk):  # after the third chunk, once the second one is saved
+        if chunk == 2:
+            model = sparseopt.load(run / record()["state"]["checkpoint"])
+            assert np.isfinite(model.state_.table).all()
+            trainer.model.state_.table[5, 0] = np.inf
+
+    def record():
+        return json.loads((run / "checkpoint.json").read_text())
+
+    config = P.TrainConfig(
+        data=str(files["train"]), validation=None, model="lr",
+        spec={"format": "criteo", "n_bits": 16}, params={}, chunk_size=500,
+        skip_bad_lines=False, seed=0,
+    )  # fmt: skip
+    trainer = P.Trainer(config, run, checkpoint_every=2, log=lambda line: None)
+    trainer.after_chunk = poison
+    trainer.start(resume=False)
+    with pytest.raises(sparseopt.DivergenceError):
+        trainer.run()
+    assert record()["state"]["chunk"] == 2 and not (run / "model.npz").exists()
+
+
+def test_ctrl_c_during_a_chunk_waits_for_it_then_checkpoints(files, tmp_path, monkeypatch):
+    trained = []
+    train_chunk = sparseopt.SparseLogisticRegression._partial_fit_in_place
+
+    def interrupted(model, X, y, classes=None):
+        if len(trained) == 1:
+            signal.raise_signal(signal.SIGINT)  # during the second chunk
+        train_chunk(model, X, y, classes=classes)
+        trained.append(X.shape[0])
+
+    monkeypatch.setattr(sparseopt.SparseLogisticRegression, "_partial_fit_in_place", interrupted)
+    run = tmp_path / "run"
+    assert train(files, run) == 130
+    assert trained == [500, 500]
+    assert json.loads((run / "checkpoint.json").read_text())["state"]["chunk"] == 2
+
+
 def test_resume_errors(files, tmp_path, capsys):
     assert train(files, tmp_path / "none", "--resume") == 1
     assert "nothing to resume" in capsys.readouterr().err
@@ -227,6 +270,12 @@ def test_console_entry_reports_one_line_and_exit_status(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"sparseopt: error: {tmp_path / 'm.npz'}: no such model file"
     ]
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 1), (3, 2), (16, 2)])
+def test_default_parse_threads_leave_a_core_to_training(monkeypatch, cores, threads):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert P.default_parse_threads() == threads
 
 
 def test_threaded_parsing_gives_the_same_chunks_and_errors(files, tmp_path):

@@ -85,6 +85,27 @@ def test_criteo_matches_the_reference(tmp_path):
     assert X.has_canonical_format and X.shape[1] == 2**16
 
 
+def test_criteo_fast_paths_match_the_reference(tmp_path):
+    """The parser's shortcuts (counts of plain digits, categoricals hashed four bytes at a
+    time, UTF-8 checked only in non-ASCII blocks) against the spelled-out specification."""
+    counts = ["7", "07", "+7", "7.0", "7e0", "-1", "0", "2", "3", "4999", "123456789012345"]
+    counts += ["9000000000000000", "1e15"]
+    cats = ["a", "ab", "abc", "abcd", "abcde", "0123456", "01234567", "012345678", "é", "日本語"]
+    cats += ["x" * 13]
+    lines = []
+    for i in range(60):
+        fields = [str(i % 2)] + [counts[(i + f) % len(counts)] for f in range(13)]
+        fields += [cats[(i + f) % len(cats)] for f in range(26)]
+        lines.append("\t".join(fields))
+    # block_size 200 puts ASCII-only blocks and blocks with multi-byte characters side by side
+    for block_size in (200, 1 << 20):
+        path = _write(tmp_path / f"fast{block_size}.txt", lines)
+        X, y = CriteoReader(path, n_bits=18, block_size=block_size).read()
+        rows, labels = _criteo_reference(lines, 18)
+        _assert_rows(X, rows)
+        np.testing.assert_array_equal(y, labels)
+
+
 @pytest.mark.parametrize(
     "chunk_size, block_size", [(1, 1 << 20), (7, 1 << 20), (64, 97), (1000, 5000)]
 )

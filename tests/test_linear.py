@@ -183,6 +183,27 @@ def test_partial_fit_continues_and_matches_fit_epochs():
     assert model.t_ == 2 * X.shape[0]
 
 
+@pytest.mark.parametrize("opt", ["adagrad", Adam(0.05, weight_decay=0.05)])
+def test_in_place_partial_fit_equals_partial_fit(opt):
+    """The pipeline's private path: the same model bit for bit, without the copy."""
+    X, y = sparse_problem()
+    chunks = [(X[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)]
+    copied = SparseLogisticRegression(optimizer=opt, random_state=0)
+    in_place = SparseLogisticRegression(optimizer=opt, random_state=0)
+    for Xc, yc in chunks:
+        copied.partial_fit(Xc, yc, classes=[0, 1])
+        state = getattr(in_place, "state_", None)
+        in_place._partial_fit_in_place(Xc, yc, classes=[0, 1])
+        assert state is None or in_place.state_ is state
+    for name, value in copied.state_.arrays().items():
+        np.testing.assert_array_equal(getattr(in_place.state_, name), value, err_msg=name)
+    assert in_place.t_ == copied.t_ == 300 and in_place.loss_curve_ == copied.loss_curve_
+    in_place._check_finite()
+    in_place.state_.table[7, 0] = np.nan
+    with pytest.raises(DivergenceError):
+        in_place._check_finite()
+
+
 def test_warm_start_continues():
     X, y = sparse_problem()
     model = SparseLogisticRegression(warm_start=True, max_iter=1, tol=None, shuffle=False)

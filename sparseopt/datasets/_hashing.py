@@ -27,57 +27,68 @@ import scipy.sparse as sp
 
 from .._jit import JIT
 
-_M32 = 0xFFFFFFFF
+
+# MurmurHash3 x86_32 in uint32 arithmetic (the products wrap as in C). The helpers take and
+# return scalars only: a compiled call that receives an array costs two atomic reference count
+# updates, as much as hashing a short value, so the parser hashes fields in its own loop with
+# these (see ``parse_delimited``) and never passes its buffer to a call per field.
+@numba.njit(inline="always", **JIT)
+def _mix_k(k):
+    k = np.uint32(k * np.uint32(0xCC9E2D51))
+    k = np.uint32((k << np.uint32(15)) | (k >> np.uint32(17)))
+    return np.uint32(k * np.uint32(0x1B873593))
 
 
-@numba.njit(**JIT)
-def _rotl32(x, r):
-    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & np.uint64(_M32)
+@numba.njit(inline="always", **JIT)
+def mix_block(h, k):
+    """The hash state ``h`` after the 4-byte little-endian block ``k`` (both uint32)."""
+    h = np.uint32(h ^ _mix_k(k))
+    h = np.uint32((h << np.uint32(13)) | (h >> np.uint32(19)))
+    return np.uint32(h * np.uint32(5) + np.uint32(0xE6546B64))
+
+
+@numba.njit(inline="always", **JIT)
+def finish_hash(h, tail, n):
+    """The hash of ``n`` bytes from the state ``h`` after their whole blocks and ``tail``,
+    the last ``n % 4`` bytes as a little-endian uint32."""
+    if n & 3:
+        h = np.uint32(h ^ _mix_k(tail))
+    h = np.uint32(h ^ np.uint32(n & 0xFFFFFFFF))
+    h = np.uint32(h ^ (h >> np.uint32(16)))
+    h = np.uint32(h * np.uint32(0x85EBCA6B))
+    h = np.uint32(h ^ (h >> np.uint32(13)))
+    h = np.uint32(h * np.uint32(0xC2B2AE35))
+    return np.uint32(h ^ (h >> np.uint32(16)))
+
+
+@numba.njit(inline="always", **JIT)
+def load_block(buf, p):
+    """``buf[p:p + 4]`` as a little-endian uint32 (``p`` unsigned: no negative-index check,
+    so the compiler reads the four bytes at once)."""
+    return (
+        np.uint32(buf[p])
+        | (np.uint32(buf[p + np.uint64(1)]) << np.uint32(8))
+        | (np.uint32(buf[p + np.uint64(2)]) << np.uint32(16))
+        | (np.uint32(buf[p + np.uint64(3)]) << np.uint32(24))
+    )
 
 
 @numba.njit(**JIT)
 def murmurhash3_32(buf, start, end, seed):
     """MurmurHash3 x86_32 of ``buf[start:end]`` (uint8) with an unsigned 32-bit ``seed``."""
-    m = np.uint64(_M32)
-    c1 = np.uint64(0xCC9E2D51)
-    c2 = np.uint64(0x1B873593)
-    h = np.uint64(seed) & m
-    n = end - start
-    nblocks = n // 4
-    for b in range(nblocks):
-        p = start + 4 * b
-        k = (
-            np.uint64(buf[p])
-            | (np.uint64(buf[p + 1]) << np.uint64(8))
-            | (np.uint64(buf[p + 2]) << np.uint64(16))
-            | (np.uint64(buf[p + 3]) << np.uint64(24))
-        )
-        k = (k * c1) & m
-        k = _rotl32(k, 15)
-        k = (k * c2) & m
-        h ^= k
-        h = _rotl32(h, 13)
-        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & m
-    tail = start + 4 * nblocks
-    rem = n & 3
-    k = np.uint64(0)
-    if rem == 3:
-        k ^= np.uint64(buf[tail + 2]) << np.uint64(16)
-    if rem >= 2:
-        k ^= np.uint64(buf[tail + 1]) << np.uint64(8)
-    if rem >= 1:
-        k ^= np.uint64(buf[tail])
-        k = (k * c1) & m
-        k = _rotl32(k, 15)
-        k = (k * c2) & m
-        h ^= k
-    h ^= np.uint64(n)
-    h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x85EBCA6B)) & m
-    h ^= h >> np.uint64(13)
-    h = (h * np.uint64(0xC2B2AE35)) & m
-    h ^= h >> np.uint64(16)
-    return h
+    h = np.uint32(seed)
+    p = np.uint64(start)
+    stop = np.uint64(end)
+    while p + np.uint64(4) <= stop:
+        h = mix_block(h, load_block(buf, p))
+        p += np.uint64(4)
+    tail = np.uint32(0)
+    shift = np.uint32(0)
+    while p < stop:
+        tail |= np.uint32(buf[p]) << shift
+        shift += np.uint32(8)
+        p += np.uint64(1)
+    return finish_hash(h, tail, end - start)
 
 
 @numba.njit(**JIT)

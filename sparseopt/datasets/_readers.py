@@ -197,19 +197,22 @@ class ChunkReader:
                 line_no += 1
             carry = b""
             while True:
-                chunk = f.read(self.block_size)
-                if not chunk:
+                # read after the carried partial line, in place: no copy of the block
+                data = bytearray(len(carry) + self.block_size)
+                data[: len(carry)] = carry
+                n = len(carry) + f.readinto(memoryview(data)[len(carry) :])
+                if n == len(carry):
                     if carry:
                         yield np.frombuffer(carry, dtype=np.uint8), line_no
                     return
-                data = carry + chunk
-                cut = data.rfind(b"\n")
+                cut = data.rfind(b"\n", 0, n)
                 if cut < 0:
-                    carry = data
+                    carry = bytes(data[:n])
                     continue
-                block, carry = data[: cut + 1], data[cut + 1 :]
-                yield np.frombuffer(block, dtype=np.uint8), line_no
-                line_no += block.count(b"\n")
+                carry = bytes(data[cut + 1 : n])
+                block = np.frombuffer(data, dtype=np.uint8, count=cut + 1)
+                yield block, line_no
+                line_no += P.count_lines(block)
 
     def _parsed_blocks(self, n_threads=1):
         for (X, y, bad), first_line in self._parse_in_order(n_threads):
@@ -328,7 +331,7 @@ class _DelimitedReader(ChunkReader):
         )
 
     def _parse_block(self, buf, first_line):
-        max_rows = int(np.count_nonzero(buf == 10)) + 1
+        max_rows = P.count_lines(buf) + 1
         cols = np.empty((max_rows, self.n_fields), dtype=index_dtype(self.n_features))
         vals = np.empty((max_rows, self.n_fields), dtype=np.float32)
         y = np.empty(max_rows, dtype=np.float32)
@@ -649,7 +652,7 @@ class LibSVMReader(ChunkReader):
         return lo, hi
 
     def _parse_arrays(self, buf, first_line, offset, n_features):
-        max_rows = int(np.count_nonzero(buf == 10)) + 1
+        max_rows = P.count_lines(buf) + 1
         max_nnz = int(np.count_nonzero(buf == 58))
         dtype = np.int64 if n_features < 0 else index_dtype(n_features)
         indptr = np.empty(max_rows + 1, dtype=np.int64)

@@ -190,7 +190,26 @@ class _SparseLinearModel(BaseEstimator):
             self._validate_params()
         return self._fit(X, y, sample_weight, 1, not hasattr(self, "state_"), classes)
 
-    def _fit(self, X, y, sample_weight, n_epochs, reset, classes):
+    def _partial_fit_in_place(self, X, y, classes=None):
+        """``partial_fit`` that trains the fitted state itself, for :mod:`sparseopt.pipeline`.
+
+        It skips the copy of the state that makes ``partial_fit`` atomic (a whole-table copy
+        per call) and the check that the weights are finite (a whole-table pass): a call that
+        fails or is interrupted leaves the model partly trained, and the caller must go back
+        to a saved model (the pipeline's checkpoints), after :meth:`_check_finite` before
+        saving one. Non-finite losses are still caught as they happen.
+        """
+        if not hasattr(self, "state_"):
+            self._validate_params()
+        reset = not hasattr(self, "state_")
+        return self._fit(X, y, None, 1, reset, classes, in_place=True)
+
+    def _check_finite(self):
+        """Raise DivergenceError if a weight is not finite."""
+        if not self._is_finite(self.state_):
+            self._diverged(self._make_optimizer())
+
+    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, in_place=False):
         opt = self._make_optimizer()
         n_threads = self._n_threads()
         X, y = self._validate_X_y(X, y, reset)
@@ -199,7 +218,8 @@ class _SparseLinearModel(BaseEstimator):
         if reset:
             state = self._new_state(opt, X, n_outputs)
         else:
-            state = copy.deepcopy(self.state_)  # trained on a copy: a failure changes nothing
+            # trained on a copy, so that a failure changes nothing (unless in_place)
+            state = self.state_ if in_place else copy.deepcopy(self.state_)
             self._cast_state(state, X.dtype)
         X_val = y_val = w_val = None
         if self.early_stopping:
@@ -237,7 +257,7 @@ class _SparseLinearModel(BaseEstimator):
                 if stale >= self.n_iter_no_change:
                     break
         self._catch_up(opt, state)
-        if not self._is_finite(state):
+        if not in_place and not self._is_finite(state):
             self._diverged(opt)
         self.state_ = state
         for name, value in fitted.items():
@@ -295,14 +315,9 @@ class _SparseLinearModel(BaseEstimator):
             ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
             status = status if ok else kernels.DIVERGED
         else:
-            clock = state.clock.copy()
             status, total = kernels.linear_train_epoch(
                 opt._rule, *args, self.batch_size, loss, delta, *rest
             )
-            n_steps = -(-X.shape[0] // self.batch_size)
-            ok = kernels.advance_clock(hp, spec, clock, n_steps)
-            state.clock[:] = clock
-            status = status if ok else kernels.DIVERGED
         if status == kernels.DIVERGED:
             self._diverged(opt)
         return total

@@ -203,6 +203,8 @@ def _train_batches(
                     clock[R.CLOCK_LOG_DECAY_PREV],
                 )  # fmt: skip
         bias_grad[:] = 0.0
+    if stride == 1:  # a serial pass leaves the clock at its last step (Hogwild callers tick it)
+        clock_array[:] = local_clock
     return 0, loss_sum
 
 
@@ -212,6 +214,8 @@ def linear_train_epoch(
     hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
 ):  # fmt: skip
     """One serial, deterministic pass over ``order``; returns (status, summed loss).
+
+    ``clock`` ends ticked once per batch, unless the pass diverged.
 
     The default rule gets a copy of the loop with the rule as a constant, so the compiler
     removes the dispatch from the inner loop (2.5x faster); the others share one copy.
