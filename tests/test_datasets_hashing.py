@@ -55,9 +55,8 @@ def test_integers_hash_as_their_decimal_text(value):
 def _expected_columns(row, n_bits, field_aware=False, n_fields=None):
     cols = {}
     for f, value in enumerate(row):
-        if value is None or value == "":
-            continue
-        h = reference_hash(str(value).encode(), seed=f, positive=True)
+        text = "" if value is None else str(value)  # a null is hashed as the empty text
+        h = reference_hash(text.encode(), seed=f, positive=True)
         if field_aware:
             size = 2**n_bits // n_fields
             c = f * size + h % size

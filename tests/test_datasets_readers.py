@@ -33,9 +33,7 @@ def _criteo_reference(lines, n_bits):
         parts = line.split("\t")
         cols = {}
         for f, value in enumerate(parts[1:]):
-            if value == "":
-                continue
-            if f < 13:
+            if f < 13 and value != "":  # an empty field is hashed as the empty text
                 x = int(float(value))
                 value = str(math.floor(math.log(x) ** 2) if x > 2 else x)
             c = _column(value, f, n_bits)
@@ -223,10 +221,9 @@ def test_avazu(tmp_path):
     for line in AVAZU[1:]:
         values = line.split(",")[2:]
         cols = {}
-        for f, v in enumerate(values):
-            if v:
-                c = _column(v, f, 14)
-                cols[c] = cols.get(c, 0) + 1
+        for f, v in enumerate(values):  # an empty value is hashed as the empty text
+            c = _column(v, f, 14)
+            cols[c] = cols.get(c, 0) + 1
         rows.append(cols)
     _assert_rows(X, rows)
     bad = _write(tmp_path / "bad.csv", AVAZU[:2] + ["1002,yes,1,2,3,4"] + AVAZU[2:])
@@ -251,7 +248,7 @@ def test_csv_numeric_and_categorical(tmp_path):
         X,
         [
             {age_col: 31.5, _column("paris", 1, 12): 1},
-            {},
+            {_column("", 1, 12): 1},  # empty number: no feature; empty category: its own
             {age_col: -20.0, _column("rome", 1, 12): 1},
         ],
     )
@@ -372,7 +369,9 @@ def test_shipped_sample_reads_back_the_generated_rows():
         values, labels, _ = rows[subset]
         assert X.shape == (SAMPLE_ROWS[subset], 2**18) and reader.n_bad_lines == 0
         np.testing.assert_array_equal(y, labels)
-        np.testing.assert_array_equal(np.asarray(X.sum(axis=1)).ravel(), (values >= 0).sum(axis=1))
+        # every field counts, an empty one as the empty text (collisions are summed)
+        np.testing.assert_array_equal(np.asarray(X.sum(axis=1)).ravel(), values.shape[1])
+        assert ((values < 0).sum() > 0) and X.nnz > (values >= 0).sum()
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")

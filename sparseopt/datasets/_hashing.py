@@ -6,6 +6,9 @@ another machine's files:
 * a value is hashed as the bytes of its text (UTF-8, exactly as written in the file; integers
   produced by the library itself, such as Criteo's count buckets or ``make_ctr``'s value ids,
   as their decimal representation, e.g. ``b"-1"``, ``b"42"``);
+* a missing value (an empty field in a file, a null) is hashed as the empty text, so that
+  whether a field is missing is a feature of its own (informative in click logs: Criteo's
+  empty counts); only a numeric column's empty value gives no feature;
 * the seed is the 0-based index of the field (column) the value belongs to, so the same text
   in two fields gives two unrelated columns;
 * the 32-bit hash ``h`` (unsigned) becomes a column index:
@@ -160,16 +163,13 @@ def finish_row(indices, data, start, end):
 
 
 @numba.njit(**JIT)
-def _hash_string_column(offsets, data, valid, field, n_bits, slice_size, absent, out_cols):
-    """Columns of one Arrow string column; ``absent`` for null or empty values."""
+def _hash_string_column(offsets, data, valid, field, n_bits, slice_size, out_cols):
+    """Columns of one Arrow string column (a null is hashed as the empty text)."""
     for i in range(out_cols.shape[0]):
         s = offsets[i]
-        e = offsets[i + 1]
-        if not valid[i] or e == s:
-            out_cols[i] = absent
-        else:
-            h = murmurhash3_32(data, s, e, np.uint32(field))
-            out_cols[i] = to_column(h, field, n_bits, slice_size)
+        e = offsets[i + 1] if valid[i] else s
+        h = murmurhash3_32(data, s, e, np.uint32(field))
+        out_cols[i] = to_column(h, field, n_bits, slice_size)
 
 
 @numba.njit(**JIT)
@@ -303,12 +303,12 @@ def _string_buffers(column):
 
 
 def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
-    """Hash categorical columns into a CSR matrix with one nonzero per present value.
+    """Hash categorical columns into a CSR matrix with one nonzero per value.
 
     Column ``f`` (0-based, in the given order) is field ``f``: each value is hashed as the
     (field, value) pair with MurmurHash3 x86_32 of the value's UTF-8 bytes, seeded by ``f``
-    (see the module notes for the column layout). Null and empty values produce no feature,
-    as in Criteo's empty fields. Strings are hashed straight from Arrow's offsets and data
+    (see the module notes for the column layout). A null is hashed as the empty text, as
+    the readers hash an empty field. Strings are hashed straight from Arrow's offsets and data
     buffers by a compiled kernel, with no Python loop over rows.
 
     Parameters
@@ -334,7 +334,7 @@ def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
     >>> from sparseopt.datasets import hash_features
     >>> X = hash_features({"site": ["a", "b", None], "app": ["x", "", "x"]}, n_bits=10)
     >>> X.shape, X.nnz
-    ((3, 1024), 4)
+    ((3, 1024), 6)
     """
     n_bits = check_n_bits(n_bits)
     if isinstance(columns, pa.Table):
@@ -357,7 +357,7 @@ def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
     out = np.empty(n_rows, dtype=np.int64)
     for f, arr in enumerate(arrays):
         offsets, data, valid = _string_buffers(arr)
-        _hash_string_column(offsets, data, valid, f, n_bits, size, n_features, out)
+        _hash_string_column(offsets, data, valid, f, n_bits, size, out)
         cols[:, f] = out
     return csr_from_columns(cols, n_features, dtype=dtype)
 

@@ -167,7 +167,8 @@ def parse_delimited(
     Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT or
     NUMERIC) and, for features, stored in slot ``slots[c]`` of the row, the slot being the
     field index and the hash seed. ``cols[r, slot]`` receives the hashed column (or
-    ``2**n_bits`` when the field is empty) and ``vals[r, slot]`` the value. Blank lines are
+    ``2**n_bits`` for an empty numeric value: an empty categorical or count is hashed as the
+    empty text) and ``vals[r, slot]`` the value. Blank lines are
     ignored. Returns ``(n_rows, n_bad)``; the first malformed line when not ``skip_bad`` is
     described in ``err`` = (line index in block, code, 1-based column, detail, start, end).
 
@@ -232,12 +233,11 @@ def parse_delimited(
                         shift += np.uint32(8)
                         p += np.uint64(1)
                     e = np.int64(p)
-                    if e > s:
-                        if not ascii_only and not _valid_utf8(buf, s, e):
-                            code = BAD_ENCODING
-                        else:
-                            h = finish_hash(h, tail, e - s)
-                            cols[row, f] = to_column(h, f, n_bits, slice_size)
+                    if e > s and not ascii_only and not _valid_utf8(buf, s, e):
+                        code = BAD_ENCODING
+                    else:  # an empty value is hashed too: the empty text
+                        h = finish_hash(h, tail, e - s)
+                        cols[row, f] = to_column(h, f, n_bits, slice_size)
                 elif kind == COUNT:
                     # plain digits (nearly every count) need no float parsing
                     e = s
@@ -268,6 +268,10 @@ def parse_delimited(
                                 if 0 <= b < _N_BUCKETS:
                                     count_cols[f, b] = col
                             cols[row, f] = col
+                    else:  # an empty count is hashed as the empty text
+                        f = slots[c]
+                        h = finish_hash(np.uint32(f), np.uint32(0), 0)
+                        cols[row, f] = to_column(h, f, n_bits, slice_size)
                 else:
                     e = s
                     while e < stop and buf[e] != sep:
