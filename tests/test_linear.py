@@ -409,9 +409,10 @@ def test_criteo_head_one_epoch():
     ]
     X_eval, y_eval = sp.vstack([p[0] for p in parts]).tocsr(), np.concatenate([p[1] for p in parts])
     proba = SparseLogisticRegression(max_iter=1, random_state=0).fit(X, y).predict_proba(X_eval)
-    # base rate 0.5318; Vowpal Wabbit, one pass on these hashed features: 0.4846, AUC 0.7165
-    assert log_loss(y_eval, proba) <= 0.49
-    assert roc_auc_score(y_eval, proba[:, 1]) >= 0.70
+    # base rate 0.5318; Vowpal Wabbit, one pass, ANCHORS.md: 0.4793, AUC 0.7246; on these
+    # hashed features (its own hash of the same strings, 2^20): 0.4803, AUC 0.7228
+    assert log_loss(y_eval, proba) <= 0.4803
+    assert roc_auc_score(y_eval, proba[:, 1]) >= 0.72
 
 
 def test_one_epoch_beats_vowpal_wabbit_on_synthetic_ctr(tmp_path):
