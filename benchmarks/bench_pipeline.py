@@ -5,8 +5,8 @@
 Draws Criteo-format rows from the model of the packaged sample (``sparseopt.datasets``'s
 sample machinery: 13 counts and 26 hex categoricals, Zipf-distributed values, empty fields)
 and writes the same rows twice: as Criteo TSV for sparseopt and in Vowpal Wabbit's own text
-format for VW (one token ``<field>_<value>`` per present field, the value being the count's
-bucket or the categorical's hex text, so both see the same information). Each system then
+format for VW (one token ``<field>_<value>`` per field, the value being the count's bucket,
+the categorical's hex text, or nothing for an empty field, so both see the same features). Each system then
 goes from its text file to a saved model in one pass and scores a held-out file: sparseopt
 trains on one thread while ``--parse-threads`` threads parse (by default the cores but one, 1
 or 2; the script also runs 2); VW, as always, parses in one thread and learns in another.
@@ -47,10 +47,11 @@ def write_files(values, y, tsv, vw):
                 text = (
                     v[:, field].astype(str) if field < N_COUNTS else _hex_token(v[:, field], field)
                 )
-                columns.append(np.where(v[:, field] >= 0, np.char.add(f"{field}_", text), ""))
+                # an empty field is a feature of its own, as sparseopt's readers hash it
+                columns.append(np.char.add(f"{field}_", np.where(v[:, field] >= 0, text, "")))
             labels = np.where(t > 0, "1 |f", "-1 |f")
             f_vw.writelines(
-                " ".join([label, *(c for c in row if c)]) + "\n"
+                " ".join([label, *row]) + "\n"
                 for label, row in zip(labels, zip(*columns, strict=True), strict=True)
             )
 

@@ -225,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="any other estimator parameter (JSON value), repeatable",
     )
-    m.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
+    m.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of FM factor draws, and of shuffling with --set shuffle=true (default 0)",
+    )
     r = t.add_argument_group("run")
     r.add_argument(
         "--checkpoint-every",

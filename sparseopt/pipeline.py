@@ -19,8 +19,9 @@ after checking that the weights are finite, the run folder receives a
 model file ``checkpoint-<n>.npz`` (with the optimizer state) and then ``checkpoint.json``
 (epoch, chunks done in it, rows seen, the seed, the history), each written atomically, the
 record last: a crash leaves the previous checkpoint intact. ``resume=True`` reloads it and
-skips the chunks already trained. Each chunk is shuffled with a seed derived from
-``(seed, epoch, chunk)``, so a resumed run trains on exactly the same sequence of rows and, in
+skips the chunks already trained. Rows train in file order unless the estimator shuffles
+(``shuffle=True``); each chunk's random draws use a seed derived from ``(seed, epoch, chunk)``,
+so a resumed run trains on exactly the same sequence of rows and, in
 serial mode (``n_jobs=1``), ends with the same model bit for bit. Ctrl-C (or SIGTERM) during
 a chunk takes effect once the chunk is trained, and checkpoints the chunks done; on divergence
 the last checkpoint stands.
