@@ -34,7 +34,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier
 
-from .estimators._linear import LinearState, _SparseLinearModel, _to_csr
+from .estimators._fm import _FactorizationMachine, _int32_indices
+from .estimators._linear import _SparseLinearModel, _to_csr
 from .models import _linear as kernels
 from .optim import _rules as R
 
@@ -48,31 +49,33 @@ class WorkerLostError(RuntimeError):
     """A round could not complete because workers kept leaving the cluster."""
 
 
-def merge_table(base, updates, accumulator=None):
+def merge_table(base, updates, accumulator=None, n_params=1):
     """Merge the workers' copies of a parameter table into one.
 
     Parameters
     ----------
-    base : ndarray of shape (n_rows, 1 + n_slots)
-        The table every worker started the round from: rows of ``[param, slots...]``.
+    base : ndarray of shape (n_rows, n_params + n_slots)
+        The table every worker started the round from: rows of ``[params..., slots...]``.
     updates : list of (rows, values)
         One pair per worker of the round: the indices of the rows it changed and their new
-        values, shape ``(len(rows), 1 + n_slots)``. Unlisted rows count as ``base``.
+        values, shape ``(len(rows), n_params + n_slots)``. Unlisted rows count as ``base``.
     accumulator : int or None
         Slot index (0 = first slot) of the squared-gradient accumulator that weights the
-        parameter column, or None to average every column.
+        parameter columns, or None to average every column.
+    n_params : int, default=1
+        Parameter columns sharing the row's slots (a factor vector with one accumulator).
 
     Returns
     -------
     ndarray like ``base``
     """
     merged = base.copy()
-    touched, values = _merge_rows(base, updates, accumulator)
+    touched, values = _merge_rows(base, updates, accumulator, n_params)
     merged[touched] = values
     return merged
 
 
-def _merge_rows(base, updates, accumulator):
+def _merge_rows(base, updates, accumulator, n_params=1):
     """The rows any worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
         return updates[0]
@@ -83,9 +86,10 @@ def _merge_rows(base, updates, accumulator):
     start = base[touched].astype(np.float64)
     n = float(len(updates))
     total = start * n
+    p = n_params
     if accumulator is not None:
-        a = 1 + accumulator
-        num = start[:, a] * start[:, 0] * n
+        a = p + accumulator
+        num = start[:, a, None] * start[:, :p] * n
         den = start[:, a] * n
     for rows, values in updates:
         i = np.searchsorted(touched, rows)
@@ -93,24 +97,24 @@ def _merge_rows(base, updates, accumulator):
         new = values.astype(np.float64)
         total[i] += new - old
         if accumulator is not None:
-            num[i] += new[:, a] * new[:, 0] - old[:, a] * old[:, 0]
+            num[i] += new[:, a, None] * new[:, :p] - old[:, a, None] * old[:, :p]
             den[i] += new[:, a] - old[:, a]
     result = total / n
     if accumulator is not None:
         weighted = den > 0.0  # all-zero accumulators: plain average
-        result[weighted, 0] = num[weighted] / den[weighted]
+        result[weighted, :p] = num[weighted] / den[weighted, None]
     return touched, result.astype(base.dtype)
 
 
 # -- the estimator families ---------------------------------------------------------------
 class _LinearFamily:
-    """How the Dask trainer reads, trains and writes a linear estimator's state.
+    """How the Dask trainer reads, trains and merges a linear estimator's state.
 
-    A family exposes its state as named tables of ``[param, slots...]`` rows (merged with
-    :func:`merge_table`) plus a clock; another family (FM) plugs in with the same methods.
+    Training goes through the estimator's own hooks (``_new_state``, ``_cast_state``,
+    ``_run_epoch``, ``_catch_up``, ``_is_finite``), as in a local ``fit``; the family adds what
+    a merge needs: the state's parameter tables, the rows of each that belong to one feature,
+    and how each is merged by :func:`merge_table`.
     """
-
-    tables = ("table", "bias")
 
     @staticmethod
     def check(est):
@@ -133,65 +137,75 @@ class _LinearFamily:
         if opt._rule == R.FTRL:
             raise ValueError(
                 "optimizer='ftrl' keeps each weight as a closed form of its (z, n) state, "
-                "which sparseopt.dask.fit cannot merge yet; use optimizer='adagrad'"
+                "which sparseopt.dask.fit does not merge; use optimizer='adagrad' (with "
+                "alpha for L2), or train FTRL (and its L1) with a local fit"
             )
         return opt
 
     @staticmethod
     def start(est, opt, n_features, n_outputs, dtype, reset):
         if reset:
-            return LinearState.new(opt, n_features, n_outputs, dtype)
+            shape = sp.csr_matrix((0, n_features), dtype=dtype)
+            return est._new_state(opt, shape, n_outputs)
         if est.n_features_in_ != n_features:
             raise ValueError(
                 f"X has {n_features} features, but the warm-started {type(est).__name__} "
                 f"was fitted with {est.n_features_in_}"
             )
         state = copy.deepcopy(est.state_)
-        state.table = state.table.astype(dtype, copy=False)
-        state.bias = state.bias.astype(dtype, copy=False)
+        est._cast_state(state, dtype)
         return state
 
     @staticmethod
-    def train(est, opt, state, blocks, segments, classes, batch_size):
+    def layout(state, opt):
+        """{table name: (rows per feature or None for every row, parameter columns,
+        accumulator slot)}: feature j owns rows ``j * r .. j * r + r - 1`` of a table."""
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
+
+    @staticmethod
+    def canonical(X):
+        """X as the estimator's kernels take it."""
+        return X
+
+    @staticmethod
+    def prepare(est, opt, state, features):
+        """Make ``state`` what every worker started ``features`` from, before a merge."""
+
+    @classmethod
+    def train(cls, est, opt, state, blocks, segments, classes, batch_size):
         """Train ``state`` in place on the row ``segments``.
 
-        Returns (steps, loss sum, {table name: (rows, values)} of the rows it may have changed).
+        Returns (steps, loss sum, the features seen, {table name: (rows, values)} of the rows
+        it may have changed).
         """
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        scratch = np.full(state.table.shape[0] if batch_size > 1 else 0, np.nan)
-        steps, total = 0, 0.0
-        K = state.bias.shape[0]
-        seen = np.zeros(state.table.shape[0] // K, bool)
-        for X, y, order in _segment_data(est, blocks, segments, classes):
+        scratch = est._new_scratch(state)
+        steps, total, seen = 0, 0.0, None
+        for X, targets, weights in _segment_data(est, blocks, segments, classes):
+            X = cls.canonical(X)
+            if seen is None:
+                seen = np.zeros(X.shape[1], bool)
             seen[X.indices] = True
-            targets, weights = y
-            loss = est._loss_code()
-            delta = float(getattr(est, "epsilon", 0.0))
-            clock = state.clock.copy()
-            status, part = kernels.linear_train_epoch(
-                opt._rule, X.indptr, X.indices, X.data, targets, weights, order, batch_size,
-                loss, delta, hp, spec, state.clock, state.table, state.stamp, state.mark,
-                scratch, state.bias, est.fit_intercept,
-            )  # fmt: skip
-            n_steps = -(-order.size // batch_size)
-            if status == kernels.DIVERGED or not kernels.advance_clock(hp, spec, clock, n_steps):
-                est._diverged(opt)
-            state.clock[:] = clock
-            steps += n_steps
-            total += part
-        kernels.linear_catch_up(opt._rule, hp, spec, state.clock, state.table, state.stamp,
-                                state.mark)  # fmt: skip
-        if state.stamp.size:  # the catch-up moved every coordinate
-            seen[:] = True
-        rows = (np.flatnonzero(seen)[:, None] * K + np.arange(K)).reshape(-1)
-        changed = {"table": (rows, state.table[rows]), "bias": (np.arange(K), state.bias.copy())}
-        return steps, total, changed
+            order = np.arange(X.shape[0])  # the segment's rows are in the epoch's order
+            total += est._run_epoch(X, targets, weights, order, opt, state, scratch, 1)
+            steps += -(-X.shape[0] // batch_size)
+        est._catch_up(opt, state)
+        features = np.flatnonzero(seen)
+        everything = state.stamp.size > 0  # the catch-up moved every coordinate
+        changed = {}
+        for name, (r, _, _) in cls.layout(state, opt).items():
+            table = getattr(state, name)
+            if r is None or everything:
+                rows = np.arange(table.shape[0])
+            else:
+                rows = (features[:, None] * r + np.arange(r)).reshape(-1)
+            changed[name] = (rows, table[rows])
+        return steps, total, features, changed
 
     @staticmethod
     def apply(state, delta):
         """Bring a worker's resident model to the driver's merged model."""
-        for name in ("table", "bias"):
-            rows, values = delta[name]
+        for name, (rows, values) in delta["tables"].items():
             getattr(state, name)[rows] = values
         state.clock[:] = delta["clock"]
         state.stamp[:] = delta["clock"][R.CLOCK_T]
@@ -199,7 +213,7 @@ class _LinearFamily:
 
     @staticmethod
     def finish(est, opt, state, classes, n_features, curve):
-        if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
+        if not est._is_finite(state):
             est._diverged(opt)
         warm = hasattr(est, "state_") and est.warm_start
         est.state_ = state
@@ -212,12 +226,38 @@ class _LinearFamily:
         est.validation_scores_ = []
 
 
+class _FMFamily(_LinearFamily):
+    """Factorization machines: the linear family's tables plus the factor table.
+
+    Factor vectors are drawn lazily, when a worker first meets a feature; the draw depends
+    on the seed and the feature only, so before merging the driver draws in the round's
+    starting model every vector a worker drew: workers that did not meet the feature count
+    with the vector they would have drawn, not with zeros.
+    """
+
+    @staticmethod
+    def layout(state, opt):
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        # per-row state: rows of [v_1 .. v_k, G], one accumulator weighting the k elements
+        factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
+        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
+
+    canonical = staticmethod(_int32_indices)
+
+    @staticmethod
+    def prepare(est, opt, state, features):
+        est._draw_factors(opt, state, features)
+
+
 def _family(est):
+    if isinstance(est, _FactorizationMachine):
+        return _FMFamily
     if isinstance(est, _SparseLinearModel):
         return _LinearFamily
     raise TypeError(
-        f"sparseopt.dask.fit trains SparseLogisticRegression and SparseLinearRegression; "
-        f"got {type(est).__name__} (MatrixFactorization is not supported yet)"
+        f"sparseopt.dask.fit trains SparseLogisticRegression, SparseLinearRegression and the "
+        f"FM estimators; got {type(est).__name__} (MatrixFactorization is not supported yet)"
     )
 
 
@@ -237,7 +277,7 @@ def _block_order(n_rows, seed, epoch, block):
 
 
 def _segment_data(est, blocks, segments, classes):
-    """Yield (X, (targets, weights), order) of each segment ``(block, start, stop, ...)``.
+    """Yield (X, targets, weights) of each segment ``(block, start, stop, ...)``.
 
     The segment's rows are copied out of the block (in the epoch's order), so that the work
     of a round is proportional to the segment, not to the block.
@@ -255,7 +295,7 @@ def _segment_data(est, blocks, segments, classes):
         X, y = _to_csr(sp.csr_matrix(X)[rows]), y[rows]
         targets, _, _ = est._encode_targets(y, classes, classes is not None)
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        yield X, (targets, weights), np.arange(X.shape[0])
+        yield X, targets, weights
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
@@ -286,9 +326,11 @@ def _train_round(est, fit_id, version, delta, full, segments, classes, batch_siz
         family.apply(entry[1], delta)
     state = _MODELS[key][1]
     opt = est._make_optimizer()
-    steps, loss, changed = family.train(est, opt, state, blocks, segments, classes, batch_size)
+    steps, loss, features, changed = family.train(
+        est, opt, state, blocks, segments, classes, batch_size
+    )
     _MODELS[key][0] = version
-    return {"changed": changed, "clock_steps": steps, "loss": loss}
+    return {"changed": changed, "features": features, "clock_steps": steps, "loss": loss}
 
 
 def _forget(fit_id):
@@ -449,11 +491,8 @@ def fit(
         elif classes is None:
             classes = da.unique(y).compute()
         classes = np.unique(np.asarray(classes))
-        if classes.size < 2:
-            raise ValueError(
-                f"{type(estimator).__name__} needs at least two classes; got {classes}"
-            )
-        n_outputs = 1 if classes.size == 2 else classes.size
+        # the estimator's own checks of the labels (two classes at least; FM: binary only)
+        _, n_outputs, _ = estimator._encode_targets(classes, None, reset)
     else:
         classes, n_outputs = None, 1
     state = family.start(estimator, opt, n_features, n_outputs, X.dtype, reset)
@@ -468,8 +507,7 @@ def fit(
     batch_size = estimator.batch_size
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
     [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
-    hp, spec = opt.hyperparameters(), opt.schedule_spec()
-    accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+    merge = functools.partial(_merge, family, estimator, opt, state)
     curve, best, stale = [], np.inf, 0
     run = _Run(client, worker_est, xs, ys, sizes, classes, batch_size, retries)
     try:
@@ -478,7 +516,7 @@ def fit(
             while (cursors < sizes).any():
                 replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
                 results, plan = run.round(state, replan(), replan)
-                run.delta = _merge(state, results, family.tables, accumulator, hp, spec)
+                run.delta = merge(results)
                 for segments in plan.values():
                     for b, _, stop, _, _ in segments:
                         cursors[b] = stop
@@ -552,19 +590,21 @@ class _Run:
         raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
 
 
-def _merge(state, results, tables, accumulator, hp, spec):
+def _merge(family, est, opt, state, results):
     """Merge the round's results into ``state`` in place; returns the delta for the workers."""
-    delta = {}
-    for name in tables:
+    family.prepare(est, opt, state, np.unique(np.concatenate([r["features"] for r in results])))
+    tables = {}
+    for name, (_, n_params, accumulator) in family.layout(state, opt).items():
         table = getattr(state, name)
-        rows, values = _merge_rows(table, [r["changed"][name] for r in results], accumulator)
+        updates = [r["changed"][name] for r in results]
+        rows, values = _merge_rows(table, updates, accumulator, n_params)
         table[rows] = values
-        delta[name] = (rows, values)
-    kernels.advance_clock(hp, spec, state.clock, sum(r["clock_steps"] for r in results))
+        tables[name] = (rows, values)
+    steps = sum(r["clock_steps"] for r in results)
+    kernels.advance_clock(opt.hyperparameters(), opt.schedule_spec(), state.clock, steps)
     state.stamp[:] = state.clock[R.CLOCK_T]
     state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
-    delta["clock"] = state.clock.copy()
-    return delta
+    return {"tables": tables, "clock": state.clock.copy()}
 
 
 def predict(estimator, X, method="predict"):

@@ -182,13 +182,23 @@ class _FactorizationMachine(_SparseLinearModel):
         )  # fmt: skip
         return margins[:, None]
 
+    def _consts(self, opt, state):
+        """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
+        seed, initial value of the first slot)."""
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        slots = opt.initial_slots()
+        return (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
+                float(per_row), float(self.init_std), float(state.layout[3]),
+                float(slots[0]) if slots.size else 0.0)  # fmt: skip
+
+    def _draw_factors(self, opt, state, features):
+        """Draw the vectors of ``features`` not drawn yet, as training does on first sight."""
+        kernels.fm_draw(state.factors, np.asarray(features, np.int64), self._consts(opt, state))
+
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
         k, F, per_row = (int(v) for v in state.layout[:3])
-        slots = opt.initial_slots()
-        consts = (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                  float(per_row), float(self.init_std), float(state.layout[3]),
-                  float(slots[0]) if slots.size else 0.0)  # fmt: skip
+        consts = self._consts(opt, state)
         model = kernels.FFM if state.fields.size else kernels.FM
         data = (X.indptr, X.indices, X.data, targets, weights, order)
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
