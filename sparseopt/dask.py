@@ -422,18 +422,25 @@ def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
 
 
 def _gather_round(client, futures, workers):
-    """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first."""
-    from distributed import wait
+    """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
-    while True:
-        try:
-            wait(futures, timeout=0.5)
-        except TimeoutError:
-            alive = set(client.scheduler_info(n_workers=-1)["workers"])
-            if not set(workers) <= alive:
-                raise WorkerLostError(f"workers {sorted(set(workers) - alive)} left") from None
-            continue
-        return client.gather(futures)
+    Every wait has a timeout and checks the workers: a task pinned to a worker that left never
+    runs, and a result that was on it is never delivered (Dask would wait forever for either).
+    """
+    results = []
+    for future in futures:
+        timeout = 0.5
+        while True:
+            try:
+                results.append(future.result(timeout=timeout))
+                break
+            except TimeoutError:
+                alive = set(client.scheduler_info(n_workers=-1)["workers"])
+                if not set(workers) <= alive:
+                    raise WorkerLostError(f"workers {sorted(set(workers) - alive)} left") from None
+                if future.done():  # computed, still in transfer: give it longer
+                    timeout *= 2
+    return results
 
 
 def fit(
