@@ -425,8 +425,11 @@ def _gather_round(client, futures, workers):
     """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
     Every wait has a timeout and checks the workers: a task pinned to a worker that left never
-    runs, and a result that was on it is never delivered (Dask would wait forever for either).
+    runs, and Dask waits for it forever. Dask cancels a task whose inputs (a scattered model)
+    or result were lost with a worker.
     """
+    from distributed.client import FutureCancelledError
+
     results = []
     for future in futures:
         timeout = 0.5
@@ -435,11 +438,13 @@ def _gather_round(client, futures, workers):
                 results.append(future.result(timeout=timeout))
                 break
             except TimeoutError:
-                alive = set(client.scheduler_info(n_workers=-1)["workers"])
-                if not set(workers) <= alive:
-                    raise WorkerLostError(f"workers {sorted(set(workers) - alive)} left") from None
+                gone = set(workers) - set(client.scheduler_info(n_workers=-1)["workers"])
+                if gone:
+                    raise WorkerLostError(f"workers {sorted(gone)} left") from None
                 if future.done():  # computed, still in transfer: give it longer
                     timeout *= 2
+            except FutureCancelledError as exc:
+                raise WorkerLostError(f"{exc} (data lost with a worker)") from None
     return results
 
 
@@ -513,10 +518,9 @@ def fit(
         )  # fmt: skip
     batch_size = estimator.batch_size
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
-    [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
     merge = functools.partial(_merge, family, estimator, opt, state)
     curve, best, stale = [], np.inf, 0
-    run = _Run(client, worker_est, xs, ys, sizes, classes, batch_size, retries)
+    run = _Run(client, estimator, xs, ys, sizes, classes, batch_size, retries)
     try:
         for epoch in range(estimator.max_iter):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
@@ -547,8 +551,9 @@ def fit(
 class _Run:
     """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    def __init__(self, client, worker_est, xs, ys, sizes, classes, batch_size, retries):
-        self.client, self.fit_id, self.worker_est = client, uuid.uuid4().hex, worker_est
+    def __init__(self, client, est, xs, ys, sizes, classes, batch_size, retries):
+        self.client, self.fit_id, self.est = client, uuid.uuid4().hex, est
+        [self.worker_est] = client.scatter([est], broadcast=True, hash=False)
         self.xs, self.ys, self.sizes, self.classes = xs, ys, sizes, classes
         self.batch_size, self.retries = batch_size, retries
         self.owner = None  # looked up once, and again after a worker is lost
@@ -567,28 +572,33 @@ class _Run:
         Workers whose resident model is the last round's get the merge's delta; the others
         (first round, idle last round, replaced after a loss) get the whole model.
         """
+        from distributed.comm import CommClosedError
+
         client, version = self.client, self.version + 1
         for _attempt in range(self.retries + 1):
-            stale = [w for w in plan if self.versions.get(w) != version - 1]
-            full = delta = None
-            if stale:
-                [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
-            if len(stale) < len(plan):
-                [delta] = client.scatter([self.delta], broadcast=True, hash=False)
             futures = []
-            for w in sorted(plan):
-                blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
-                futures.append(client.submit(
-                    _train_round, self.worker_est, self.fit_id, version, delta,
-                    full if w in stale else None, plan[w], self.classes, self.batch_size, *blocks,
-                    workers=[w], allow_other_workers=False, retries=self.retries, pure=False,
-                ))  # fmt: skip
             try:
+                stale = [w for w in plan if self.versions.get(w) != version - 1]
+                full = delta = None
+                if stale:
+                    [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
+                if len(stale) < len(plan):
+                    [delta] = client.scatter([self.delta], broadcast=True, hash=False)
+                for w in sorted(plan):
+                    blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
+                    futures.append(client.submit(
+                        _train_round, self.worker_est, self.fit_id, version, delta,
+                        full if w in stale else None, plan[w], self.classes, self.batch_size,
+                        *blocks, workers=[w], allow_other_workers=False, retries=self.retries,
+                        pure=False,
+                    ))  # fmt: skip
                 results = _gather_round(client, futures, plan)
-            except (WorkerLostError, StaleModelError):
+            except (WorkerLostError, StaleModelError, CommClosedError):
                 client.cancel(futures)
                 self.versions.clear()
                 self.owner = None
+                # scattered data lost with a worker is gone for good: scatter it again
+                [self.worker_est] = client.scatter([self.est], broadcast=True, hash=False)
                 plan = replan()
                 continue
             self.versions.update(dict.fromkeys(plan, version))
