@@ -17,6 +17,10 @@ weight. A worker that did not touch a coordinate counts with the round's startin
 Averaging the accumulators keeps the step sizes of the sequential learner; summing them (or
 summing weight deltas) was measured to shrink later steps (or diverge). Optimizers without an
 accumulator (SGD, Momentum) average every column. The other slots (Adam's ``m``) are averaged.
+A factorization machine's factor vectors with per-row AdaGrad merge as one row ``[v, G]``: the
+vector's accumulator weights all its elements. Factor vectors are drawn lazily (a function of
+the seed and the feature): before merging, the driver draws those the workers drew, so that
+a worker that never met a feature counts with the vector it would have drawn, not with zeros.
 The global step count after a round is the start's plus the sum of the workers' steps, so
 ``t_`` and learning-rate schedules advance with the data seen, as in sequential training.
 
@@ -461,7 +465,8 @@ def fit(
 
     Parameters
     ----------
-    estimator : SparseLogisticRegression or SparseLinearRegression
+    estimator : SparseLogisticRegression, SparseLinearRegression, FMClassifier, FMRegressor
+        or FFMClassifier
         Its parameters configure training (``optimizer``, ``batch_size``, ``max_iter``,
         ``tol``, ``shuffle``, ``random_state``, ``warm_start``...). Fitted in place.
     X : dask.array.Array of shape (n_samples, n_features)
