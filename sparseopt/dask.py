@@ -174,7 +174,8 @@ class _LinearFamily:
 
     @staticmethod
     def prepare(est, opt, state, features):
-        """Make ``state`` what every worker started ``features`` from, before a merge."""
+        """Make ``state`` what every worker started from on the features it saw (``features``:
+        one array per worker), before a merge."""
 
     @classmethod
     def train(cls, est, opt, state, blocks, segments, classes, batch_size):
@@ -251,7 +252,8 @@ class _FMFamily(_LinearFamily):
 
     @staticmethod
     def prepare(est, opt, state, features):
-        est._draw_factors(opt, state, features)
+        for seen in features:  # a vector met by several workers is drawn once
+            est._draw_factors(opt, state, seen)
 
 
 def _family(est):
@@ -614,7 +616,7 @@ class _Run:
 
 def _merge(family, est, opt, state, results):
     """Merge the round's results into ``state`` in place; returns the delta for the workers."""
-    family.prepare(est, opt, state, np.unique(np.concatenate([r["features"] for r in results])))
+    family.prepare(est, opt, state, [r["features"] for r in results])
     tables = {}
     for name, (_, n_params, accumulator) in family.layout(state, opt).items():
         table = getattr(state, name)
