@@ -34,10 +34,12 @@ import functools
 import time
 import uuid
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier
 
+from ._jit import JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
 from .models import _linear as kernels
@@ -186,14 +188,13 @@ class _LinearFamily:
         """
         scratch = est._new_scratch(state)
         steps, total, seen = 0, 0.0, None
-        for X, targets, weights in _segment_data(est, blocks, segments, classes):
+        for X, targets, weights, order in _segment_data(est, blocks, segments, classes):
             X = cls.canonical(X)
             if seen is None:
                 seen = np.zeros(X.shape[1], bool)
-            seen[X.indices] = True
-            order = np.arange(X.shape[0])  # the segment's rows are in the epoch's order
+            _mark_columns(X.indptr, X.indices, order, seen)
             total += est._run_epoch(X, targets, weights, order, opt, state, scratch, 1)
-            steps += -(-X.shape[0] // batch_size)
+            steps += -(-order.size // batch_size)
         est._catch_up(opt, state)
         features = np.flatnonzero(seen)
         everything = state.stamp.size > 0  # the catch-up moved every coordinate
@@ -282,11 +283,20 @@ def _block_order(n_rows, seed, epoch, block):
     return _ORDERS[key]
 
 
-def _segment_data(est, blocks, segments, classes):
-    """Yield (X, targets, weights) of each segment ``(block, start, stop, ...)``.
+@numba.njit(**JIT)
+def _mark_columns(indptr, indices, rows, seen):
+    """``seen[j] = True`` for every column j of the CSR ``rows``."""
+    for r in rows:
+        for p in range(indptr[r], indptr[r + 1]):
+            seen[indices[p]] = True
 
-    The segment's rows are copied out of the block (in the epoch's order), so that the work
-    of a round is proportional to the segment, not to the block.
+
+def _segment_data(est, blocks, segments, classes):
+    """Yield (X, targets, weights, order) of each segment ``(block, start, stop, seed, epoch)``:
+    its block, and its rows of the block in the epoch's order.
+
+    The kernels visit only the rows in ``order``, so training a segment costs what its rows
+    cost (copying them out of the block cost about as much as training a linear model).
     """
     for i, (block, start, stop, seed, epoch) in enumerate(segments):
         X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
@@ -297,11 +307,9 @@ def _segment_data(est, blocks, segments, classes):
                 f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
                 f"chunk X and y alike along the rows"
             )
-        rows = _block_order(X.shape[0], seed, epoch, block)[start:stop]
-        X, y = _to_csr(sp.csr_matrix(X)[rows]), y[rows]
         targets, _, _ = est._encode_targets(y, classes, classes is not None)
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        yield X, targets, weights
+        yield _to_csr(X), targets, weights, _block_order(X.shape[0], seed, epoch, block)[start:stop]
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]

@@ -209,14 +209,14 @@ class _FactorizationMachine(_SparseLinearModel):
             status, total = kernels.fm_train_epoch_hogwild(
                 model, opt._rule, n_threads, *data, loss, delta, hp, spec, state.clock, *tables
             )
-            n_steps = X.shape[0]
+            n_steps = order.size
             clock = state.clock
         else:
             clock = state.clock.copy()
             status, total = kernels.fm_train_epoch(
                 model, opt._rule, *data, self.batch_size, loss, delta, hp, spec, clock, *tables
             )
-            n_steps = -(-X.shape[0] // self.batch_size)
+            n_steps = -(-order.size // self.batch_size)
         ok = linear_kernels.advance_clock(hp, spec, clock, n_steps)
         state.clock[:] = clock
         if status == linear_kernels.DIVERGED or not ok:

@@ -298,7 +298,7 @@ class _SparseLinearModel(BaseEstimator):
             status, total = kernels.linear_train_epoch_hogwild(
                 opt._rule, n_threads, *args, 1, loss, delta, *rest
             )
-            n_steps = X.shape[0]
+            n_steps = order.size
             ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
             status = status if ok else kernels.DIVERGED
         else:
@@ -306,7 +306,7 @@ class _SparseLinearModel(BaseEstimator):
             status, total = kernels.linear_train_epoch(
                 opt._rule, *args, self.batch_size, loss, delta, *rest
             )
-            n_steps = -(-X.shape[0] // self.batch_size)
+            n_steps = -(-order.size // self.batch_size)
             ok = kernels.advance_clock(hp, spec, clock, n_steps)
             state.clock[:] = clock
             status = status if ok else kernels.DIVERGED
