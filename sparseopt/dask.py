@@ -85,31 +85,47 @@ def _merge_rows(base, updates, accumulator, n_params=1):
     """The rows any worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
         return updates[0]
-    mask = np.zeros(base.shape[0], bool)
-    for rows, _ in updates:
-        mask[rows] = True
+    rows = np.concatenate([r for r, _ in updates]).astype(np.int64, copy=False)
+    values = np.concatenate([v for _, v in updates]).astype(base.dtype, copy=False)
+    slot = -1 if accumulator is None else n_params + accumulator
+    return _merge_kernel(base, rows, values, len(updates), slot, n_params)
+
+
+@numba.njit(**JIT)
+def _merge_kernel(base, rows, values, n_updates, slot, n_params):
+    """:func:`merge_table` over the concatenated updates, one pass, sums in float64."""
+    mask = np.zeros(base.shape[0], np.bool_)
+    for r in rows:
+        mask[r] = True
     touched = np.flatnonzero(mask)
-    start = base[touched].astype(np.float64)
-    n = float(len(updates))
-    total = start * n
-    p = n_params
-    if accumulator is not None:
-        a = p + accumulator
-        num = start[:, a, None] * start[:, :p] * n
-        den = start[:, a] * n
-    for rows, values in updates:
-        i = np.searchsorted(touched, rows)
-        old = base[rows].astype(np.float64)
-        new = values.astype(np.float64)
-        total[i] += new - old
-        if accumulator is not None:
-            num[i] += new[:, a, None] * new[:, :p] - old[:, a, None] * old[:, :p]
-            den[i] += new[:, a] - old[:, a]
-    result = total / n
-    if accumulator is not None:
-        weighted = den > 0.0  # all-zero accumulators: plain average
-        result[weighted, :p] = num[weighted] / den[weighted, None]
-    return touched, result.astype(base.dtype)
+    pos = np.empty(base.shape[0], np.int64)
+    n_cols, n = base.shape[1], float(n_updates)
+    total = np.empty((touched.size, n_cols))
+    num = np.zeros((touched.size, n_params))
+    den = np.zeros(touched.size)
+    for i, r in enumerate(touched):  # every worker counts with the start...
+        pos[r] = i
+        for c in range(n_cols):
+            total[i, c] = n * base[r, c]
+        if slot >= 0:
+            den[i] = n * base[r, slot]
+            for c in range(n_params):
+                num[i, c] = n * np.float64(base[r, slot]) * base[r, c]
+    for q in range(rows.size):  # ...then those that changed a row swap it for their values
+        r, i = rows[q], pos[rows[q]]
+        for c in range(n_cols):
+            total[i, c] += np.float64(values[q, c]) - base[r, c]
+        if slot >= 0:
+            den[i] += np.float64(values[q, slot]) - base[r, slot]
+            for c in range(n_params):
+                num[i, c] += (np.float64(values[q, slot]) * values[q, c]
+                              - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
+    merged = np.empty((touched.size, n_cols), base.dtype)
+    for i in range(touched.size):
+        weighted = slot >= 0 and den[i] > 0.0  # all-zero accumulators: plain average
+        for c in range(n_cols):
+            merged[i, c] = num[i, c] / den[i] if weighted and c < n_params else total[i, c] / n
+    return touched, merged
 
 
 # -- the estimator families ---------------------------------------------------------------
