@@ -298,6 +298,8 @@ def test_errors(client, ctr):
     Xd, yd = _dask(X, data.y, 2)
     with pytest.raises(ValueError, match="ftrl"):
         sd.fit(SparseLogisticRegression(optimizer="ftrl"), Xd, yd)
+    with pytest.raises(ValueError, match="Only binary"):  # the FM's own check, on the driver
+        sd.fit(FMClassifier(), Xd, da.from_array(np.arange(4000) % 3, chunks=2000))
     with pytest.raises(ValueError, match="early_stopping"):
         sd.fit(SparseLogisticRegression(early_stopping=True), Xd, yd)
     with pytest.raises(ValueError, match="merge_every"):
