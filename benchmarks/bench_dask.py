@@ -1,13 +1,16 @@
-"""Data-parallel logistic regression on Dask against one process, on Criteo-like data.
+"""Data-parallel training on Dask against one process, on Criteo-like data.
 
-    python benchmarks/bench_dask.py [--rows 1000000] [--bits 20] [--blocks 4] [--workers 2]
-                                    [--epochs 3] [--merge-every none,5000] [--threads]
+    python benchmarks/bench_dask.py [--model lr] [--rows 1000000] [--bits 20] [--blocks 4]
+                                    [--workers 2] [--epochs 3] [--merge-every none,5000]
+                                    [--threads]
 
-Generates ``sparseopt.datasets.make_ctr`` data, scatters it in ``--blocks`` row blocks to a
-``distributed.LocalCluster`` of ``--workers`` single-thread worker processes, and trains
-``SparseLogisticRegression`` (AdaGrad, batch_size 1) for the same epochs with
-``sparseopt.dask.fit`` (once per ``--merge-every`` value; ``none`` merges once per epoch) and
-with plain ``fit`` in this process. Kernels are compiled and loaded in every process before the
+Generates ``sparseopt.datasets.make_ctr`` data (with planted pairwise interactions for
+``--model fm``), scatters it in ``--blocks`` row blocks to a ``distributed.LocalCluster`` of
+``--workers`` single-thread worker processes, and trains ``SparseLogisticRegression``
+(``--model lr``) or ``FMClassifier`` (``--model fm``, k = 8, per-row AdaGrad) with their
+defaults (AdaGrad, batch_size 1) for the same epochs with ``sparseopt.dask.fit`` (once per
+``--merge-every`` value; ``none`` merges once per epoch) and with plain ``fit`` in this
+process. Kernels are compiled and loaded in every process before the
 timing; data placement is not timed. Prints one table: seconds, rows per second, speed-up over
 the single process, test logloss and its gap to the single process.
 """
@@ -21,8 +24,10 @@ import time
 import numpy as np
 from sklearn.metrics import log_loss
 
-from sparseopt import SparseLogisticRegression
+from sparseopt import FMClassifier, SparseLogisticRegression
 from sparseopt.datasets import make_ctr
+
+MODELS = {"lr": SparseLogisticRegression, "fm": FMClassifier}
 
 
 def cpu_seconds(client, threads):
@@ -34,6 +39,7 @@ def cpu_seconds(client, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODELS, default="lr")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--test-rows", type=int, default=200_000)
     parser.add_argument("--bits", type=int, default=20)
@@ -53,11 +59,17 @@ def main():
 
     import sparseopt.dask as sd
 
-    data = make_ctr(args.rows, n_bits=args.bits, n_test=args.test_rows, random_state=0)
+    Model = MODELS[args.model]
+    interactions = 1.0 if args.model == "fm" else 0.0
+    data = make_ctr(
+        args.rows, n_bits=args.bits, interactions=interactions, n_test=args.test_rows,
+        random_state=0,
+    )  # fmt: skip
     X, y = data.X, data.y
     floor = log_loss(data.y_test, data.proba_test)
     print(
-        f"{args.rows:,} rows in {args.blocks} blocks, {X.nnz / args.rows:.0f} nonzeros per row, "
+        f"{Model.__name__}; {args.rows:,} rows in {args.blocks} blocks, "
+        f"{X.nnz / args.rows:.0f} nonzeros per row, interactions {interactions}, "
         f"2^{args.bits} columns, {args.epochs} epochs; {args.workers} single-thread workers; "
         f"Bayes floor logloss {floor:.4f}"
     )
@@ -66,9 +78,9 @@ def main():
     def score(model):
         return log_loss(data.y_test, model.predict_proba(data.X_test)[:, 1])
 
-    SparseLogisticRegression(**params).fit(X[:1000], y[:1000])  # compile outside the timing
+    Model(**params).fit(X[:1000], y[:1000])  # compile outside the timing
     start, cpu = time.perf_counter(), time.process_time()
-    local = SparseLogisticRegression(**params).fit(X, y)
+    local = Model(**params).fit(X, y)
     base_s = time.perf_counter() - start
     base_loss = score(local)
     rows = [("1 process (fit)", base_s, time.process_time() - cpu, base_loss, os.getloadavg()[0])]
@@ -93,11 +105,11 @@ def main():
         Xd, yd = client.persist([Xd, yd])
         # load the kernels in every worker process
         warm = da.from_array(X[:4000], chunks=(1000, -1), asarray=False)
-        sd.fit(SparseLogisticRegression(max_iter=1), warm, da.from_array(y[:4000], chunks=1000))
+        sd.fit(Model(max_iter=1), warm, da.from_array(y[:4000], chunks=1000))
         for value in args.merge_every.split(","):
             merge_every = None if value == "none" else int(value)
             start, cpu = time.perf_counter(), cpu_seconds(client, args.threads)
-            model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=merge_every)
+            model = sd.fit(Model(**params), Xd, yd, merge_every=merge_every)
             seconds = time.perf_counter() - start
             cpu = cpu_seconds(client, args.threads) - cpu
             label = "per epoch" if merge_every is None else f"every {merge_every:,} batches"

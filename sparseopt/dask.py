@@ -17,6 +17,10 @@ weight. A worker that did not touch a coordinate counts with the round's startin
 Averaging the accumulators keeps the step sizes of the sequential learner; summing them (or
 summing weight deltas) was measured to shrink later steps (or diverge). Optimizers without an
 accumulator (SGD, Momentum) average every column. The other slots (Adam's ``m``) are averaged.
+A factorization machine's factor vectors with per-row AdaGrad merge as one row ``[v, G]``: the
+vector's accumulator weights all its elements. Factor vectors are drawn lazily (a function of
+the seed and the feature): before merging, the driver draws those the workers drew, so that
+a worker that never met a feature counts with the vector it would have drawn, not with zeros.
 The global step count after a round is the start's plus the sum of the workers' steps, so
 ``t_`` and learning-rate schedules advance with the data seen, as in sequential training.
 
@@ -30,11 +34,14 @@ import functools
 import time
 import uuid
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier
 
-from .estimators._linear import LinearState, _SparseLinearModel, _to_csr
+from ._jit import JIT
+from .estimators._fm import _FactorizationMachine, _int32_indices
+from .estimators._linear import _SparseLinearModel, _to_csr
 from .models import _linear as kernels
 from .optim import _rules as R
 
@@ -48,69 +55,88 @@ class WorkerLostError(RuntimeError):
     """A round could not complete because workers kept leaving the cluster."""
 
 
-def merge_table(base, updates, accumulator=None):
+def merge_table(base, updates, accumulator=None, n_params=1):
     """Merge the workers' copies of a parameter table into one.
 
     Parameters
     ----------
-    base : ndarray of shape (n_rows, 1 + n_slots)
-        The table every worker started the round from: rows of ``[param, slots...]``.
+    base : ndarray of shape (n_rows, n_params + n_slots)
+        The table every worker started the round from: rows of ``[params..., slots...]``.
     updates : list of (rows, values)
         One pair per worker of the round: the indices of the rows it changed and their new
-        values, shape ``(len(rows), 1 + n_slots)``. Unlisted rows count as ``base``.
+        values, shape ``(len(rows), n_params + n_slots)``. Unlisted rows count as ``base``.
     accumulator : int or None
         Slot index (0 = first slot) of the squared-gradient accumulator that weights the
-        parameter column, or None to average every column.
+        parameter columns, or None to average every column.
+    n_params : int, default=1
+        Parameter columns sharing the row's slots (a factor vector with one accumulator).
 
     Returns
     -------
     ndarray like ``base``
     """
     merged = base.copy()
-    touched, values = _merge_rows(base, updates, accumulator)
+    touched, values = _merge_rows(base, updates, accumulator, n_params)
     merged[touched] = values
     return merged
 
 
-def _merge_rows(base, updates, accumulator):
+def _merge_rows(base, updates, accumulator, n_params=1):
     """The rows any worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
         return updates[0]
-    mask = np.zeros(base.shape[0], bool)
-    for rows, _ in updates:
-        mask[rows] = True
+    rows = np.concatenate([r for r, _ in updates]).astype(np.int64, copy=False)
+    values = np.concatenate([v for _, v in updates]).astype(base.dtype, copy=False)
+    slot = -1 if accumulator is None else n_params + accumulator
+    return _merge_kernel(base, rows, values, len(updates), slot, n_params)
+
+
+@numba.njit(**JIT)
+def _merge_kernel(base, rows, values, n_updates, slot, n_params):
+    """:func:`merge_table` over the concatenated updates, one pass, sums in float64."""
+    mask = np.zeros(base.shape[0], np.bool_)
+    for r in rows:
+        mask[r] = True
     touched = np.flatnonzero(mask)
-    start = base[touched].astype(np.float64)
-    n = float(len(updates))
-    total = start * n
-    if accumulator is not None:
-        a = 1 + accumulator
-        num = start[:, a] * start[:, 0] * n
-        den = start[:, a] * n
-    for rows, values in updates:
-        i = np.searchsorted(touched, rows)
-        old = base[rows].astype(np.float64)
-        new = values.astype(np.float64)
-        total[i] += new - old
-        if accumulator is not None:
-            num[i] += new[:, a] * new[:, 0] - old[:, a] * old[:, 0]
-            den[i] += new[:, a] - old[:, a]
-    result = total / n
-    if accumulator is not None:
-        weighted = den > 0.0  # all-zero accumulators: plain average
-        result[weighted, 0] = num[weighted] / den[weighted]
-    return touched, result.astype(base.dtype)
+    pos = np.empty(base.shape[0], np.int64)
+    n_cols, n = base.shape[1], float(n_updates)
+    total = np.empty((touched.size, n_cols))
+    num = np.zeros((touched.size, n_params))
+    den = np.zeros(touched.size)
+    for i, r in enumerate(touched):  # every worker counts with the start...
+        pos[r] = i
+        for c in range(n_cols):
+            total[i, c] = n * base[r, c]
+        if slot >= 0:
+            den[i] = n * base[r, slot]
+            for c in range(n_params):
+                num[i, c] = n * np.float64(base[r, slot]) * base[r, c]
+    for q in range(rows.size):  # ...then those that changed a row swap it for their values
+        r, i = rows[q], pos[rows[q]]
+        for c in range(n_cols):
+            total[i, c] += np.float64(values[q, c]) - base[r, c]
+        if slot >= 0:
+            den[i] += np.float64(values[q, slot]) - base[r, slot]
+            for c in range(n_params):
+                num[i, c] += (np.float64(values[q, slot]) * values[q, c]
+                              - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
+    merged = np.empty((touched.size, n_cols), base.dtype)
+    for i in range(touched.size):
+        weighted = slot >= 0 and den[i] > 0.0  # all-zero accumulators: plain average
+        for c in range(n_cols):
+            merged[i, c] = num[i, c] / den[i] if weighted and c < n_params else total[i, c] / n
+    return touched, merged
 
 
 # -- the estimator families ---------------------------------------------------------------
 class _LinearFamily:
-    """How the Dask trainer reads, trains and writes a linear estimator's state.
+    """How the Dask trainer reads, trains and merges a linear estimator's state.
 
-    A family exposes its state as named tables of ``[param, slots...]`` rows (merged with
-    :func:`merge_table`) plus a clock; another family (FM) plugs in with the same methods.
+    Training goes through the estimator's own hooks (``_new_state``, ``_cast_state``,
+    ``_run_epoch``, ``_catch_up``, ``_is_finite``), as in a local ``fit``; the family adds what
+    a merge needs: the state's parameter tables, the rows of each that belong to one feature,
+    and how each is merged by :func:`merge_table`.
     """
-
-    tables = ("table", "bias")
 
     @staticmethod
     def check(est):
@@ -133,65 +159,75 @@ class _LinearFamily:
         if opt._rule == R.FTRL:
             raise ValueError(
                 "optimizer='ftrl' keeps each weight as a closed form of its (z, n) state, "
-                "which sparseopt.dask.fit cannot merge yet; use optimizer='adagrad'"
+                "which sparseopt.dask.fit does not merge; use optimizer='adagrad' (with "
+                "alpha for L2), or train FTRL (and its L1) with a local fit"
             )
         return opt
 
     @staticmethod
     def start(est, opt, n_features, n_outputs, dtype, reset):
         if reset:
-            return LinearState.new(opt, n_features, n_outputs, dtype)
+            shape = sp.csr_matrix((0, n_features), dtype=dtype)
+            return est._new_state(opt, shape, n_outputs)
         if est.n_features_in_ != n_features:
             raise ValueError(
                 f"X has {n_features} features, but the warm-started {type(est).__name__} "
                 f"was fitted with {est.n_features_in_}"
             )
         state = copy.deepcopy(est.state_)
-        state.table = state.table.astype(dtype, copy=False)
-        state.bias = state.bias.astype(dtype, copy=False)
+        est._cast_state(state, dtype)
         return state
 
     @staticmethod
-    def train(est, opt, state, blocks, segments, classes, batch_size):
+    def layout(state, opt):
+        """{table name: (rows per feature or None for every row, parameter columns,
+        accumulator slot)}: feature j owns rows ``j * r .. j * r + r - 1`` of a table."""
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
+
+    @staticmethod
+    def canonical(X):
+        """X as the estimator's kernels take it."""
+        return X
+
+    @staticmethod
+    def prepare(est, opt, state, features):
+        """Make ``state`` what every worker started from on the features it saw (``features``:
+        one array per worker), before a merge."""
+
+    @classmethod
+    def train(cls, est, opt, state, blocks, segments, classes, batch_size, fit_id):
         """Train ``state`` in place on the row ``segments``.
 
-        Returns (steps, loss sum, {table name: (rows, values)} of the rows it may have changed).
+        Returns (steps, loss sum, the features seen, {table name: (rows, values)} of the rows
+        it may have changed).
         """
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        scratch = np.full(state.table.shape[0] if batch_size > 1 else 0, np.nan)
-        steps, total = 0, 0.0
-        K = state.bias.shape[0]
-        seen = np.zeros(state.table.shape[0] // K, bool)
-        for X, y, order in _segment_data(est, blocks, segments, classes):
-            seen[X.indices] = True
-            targets, weights = y
-            loss = est._loss_code()
-            delta = float(getattr(est, "epsilon", 0.0))
-            clock = state.clock.copy()
-            status, part = kernels.linear_train_epoch(
-                opt._rule, X.indptr, X.indices, X.data, targets, weights, order, batch_size,
-                loss, delta, hp, spec, state.clock, state.table, state.stamp, state.mark,
-                scratch, state.bias, est.fit_intercept,
-            )  # fmt: skip
-            n_steps = -(-order.size // batch_size)
-            if status == kernels.DIVERGED or not kernels.advance_clock(hp, spec, clock, n_steps):
-                est._diverged(opt)
-            state.clock[:] = clock
-            steps += n_steps
-            total += part
-        kernels.linear_catch_up(opt._rule, hp, spec, state.clock, state.table, state.stamp,
-                                state.mark)  # fmt: skip
-        if state.stamp.size:  # the catch-up moved every coordinate
-            seen[:] = True
-        rows = (np.flatnonzero(seen)[:, None] * K + np.arange(K)).reshape(-1)
-        changed = {"table": (rows, state.table[rows]), "bias": (np.arange(K), state.bias.copy())}
-        return steps, total, changed
+        scratch = est._new_scratch(state)
+        steps, total, seen = 0, 0.0, None
+        for X, targets, weights, order in _segment_data(est, blocks, segments, classes, fit_id):
+            X = cls.canonical(X)
+            if seen is None:
+                seen = np.zeros(X.shape[1], bool)
+            _mark_columns(X.indptr, X.indices, order, seen)
+            total += est._run_epoch(X, targets, weights, order, opt, state, scratch, 1)
+            steps += -(-order.size // batch_size)
+        est._catch_up(opt, state)
+        features = np.flatnonzero(seen)
+        everything = state.stamp.size > 0  # the catch-up moved every coordinate
+        changed = {}
+        for name, (r, _, _) in cls.layout(state, opt).items():
+            table = getattr(state, name)
+            if r is None or everything:
+                rows = np.arange(table.shape[0])
+            else:
+                rows = (features[:, None] * r + np.arange(r)).reshape(-1)
+            changed[name] = (rows, table[rows])
+        return steps, total, features, changed
 
     @staticmethod
     def apply(state, delta):
         """Bring a worker's resident model to the driver's merged model."""
-        for name in ("table", "bias"):
-            rows, values = delta[name]
+        for name, (rows, values) in delta["tables"].items():
             getattr(state, name)[rows] = values
         state.clock[:] = delta["clock"]
         state.stamp[:] = delta["clock"][R.CLOCK_T]
@@ -199,7 +235,7 @@ class _LinearFamily:
 
     @staticmethod
     def finish(est, opt, state, classes, n_features, curve):
-        if not (np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()):
+        if not est._is_finite(state):
             est._diverged(opt)
         warm = hasattr(est, "state_") and est.warm_start
         est.state_ = state
@@ -212,12 +248,39 @@ class _LinearFamily:
         est.validation_scores_ = []
 
 
+class _FMFamily(_LinearFamily):
+    """Factorization machines: the linear family's tables plus the factor table.
+
+    Factor vectors are drawn lazily, when a worker first meets a feature; the draw depends
+    on the seed and the feature only, so before merging the driver draws in the round's
+    starting model every vector a worker drew: workers that did not meet the feature count
+    with the vector they would have drawn, not with zeros.
+    """
+
+    @staticmethod
+    def layout(state, opt):
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        # per-row state: rows of [v_1 .. v_k, G], one accumulator weighting the k elements
+        factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
+        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
+
+    canonical = staticmethod(_int32_indices)
+
+    @staticmethod
+    def prepare(est, opt, state, features):
+        for seen in features:  # a vector met by several workers is drawn once
+            est._draw_factors(opt, state, seen)
+
+
 def _family(est):
+    if isinstance(est, _FactorizationMachine):
+        return _FMFamily
     if isinstance(est, _SparseLinearModel):
         return _LinearFamily
     raise TypeError(
-        f"sparseopt.dask.fit trains SparseLogisticRegression and SparseLinearRegression; "
-        f"got {type(est).__name__} (MatrixFactorization is not supported yet)"
+        f"sparseopt.dask.fit trains SparseLogisticRegression, SparseLinearRegression and the "
+        f"FM estimators; got {type(est).__name__} (MatrixFactorization is not supported yet)"
     )
 
 
@@ -236,11 +299,33 @@ def _block_order(n_rows, seed, epoch, block):
     return _ORDERS[key]
 
 
-def _segment_data(est, blocks, segments, classes):
-    """Yield (X, (targets, weights), order) of each segment ``(block, start, stop, ...)``.
+@numba.njit(**JIT)
+def _mark_columns(indptr, indices, rows, seen):
+    """``seen[j] = True`` for every column j of the CSR ``rows``.
 
-    The segment's rows are copied out of the block (in the epoch's order), so that the work
-    of a round is proportional to the segment, not to the block.
+    The rows are visited in storage order: in the shuffled order of ``rows`` every row read
+    misses the cache, which made this cost 60% of a linear model's training.
+    """
+    take = np.zeros(indptr.size - 1, np.bool_)
+    for r in rows:
+        take[r] = True
+    for r in range(take.size):
+        if take[r]:
+            for p in range(indptr[r], indptr[r + 1]):
+                seen[indices[p]] = True
+
+
+_TARGETS: dict = {}  # per-process cache of each block's encoded targets: (fit id, block) -> array
+
+
+def _segment_data(est, blocks, segments, classes, fit_id):
+    """Yield (X, targets, weights, order) of each segment ``(block, start, stop, seed, epoch)``:
+    its block, and its rows of the block in the epoch's order.
+
+    The kernels visit only the rows in ``order``, so training a segment costs what its rows
+    cost (copying them out of the block cost about as much as training a linear model). A
+    block's targets are encoded once per fit (scikit-learn's label checks cost 20-100 ms per
+    250,000 rows).
     """
     for i, (block, start, stop, seed, epoch) in enumerate(segments):
         X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
@@ -251,11 +336,11 @@ def _segment_data(est, blocks, segments, classes):
                 f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
                 f"chunk X and y alike along the rows"
             )
-        rows = _block_order(X.shape[0], seed, epoch, block)[start:stop]
-        X, y = _to_csr(sp.csr_matrix(X)[rows]), y[rows]
-        targets, _, _ = est._encode_targets(y, classes, classes is not None)
+        if (fit_id, block) not in _TARGETS:
+            _TARGETS[fit_id, block] = est._encode_targets(y, classes, classes is not None)[0]
+        targets = _TARGETS[fit_id, block]
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        yield X, (targets, weights), np.arange(X.shape[0])
+        yield _to_csr(X), targets, weights, _block_order(X.shape[0], seed, epoch, block)[start:stop]
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
@@ -286,14 +371,17 @@ def _train_round(est, fit_id, version, delta, full, segments, classes, batch_siz
         family.apply(entry[1], delta)
     state = _MODELS[key][1]
     opt = est._make_optimizer()
-    steps, loss, changed = family.train(est, opt, state, blocks, segments, classes, batch_size)
+    steps, loss, features, changed = family.train(
+        est, opt, state, blocks, segments, classes, batch_size, fit_id
+    )
     _MODELS[key][0] = version
-    return {"changed": changed, "clock_steps": steps, "loss": loss}
+    return {"changed": changed, "features": features, "clock_steps": steps, "loss": loss}
 
 
 def _forget(fit_id):
-    for key in [k for k in _MODELS if k[0] == fit_id]:
-        del _MODELS[key]
+    for cache in (_MODELS, _TARGETS):
+        for key in [k for k in cache if k[0] == fit_id]:
+            del cache[key]
 
 
 def _n_rows(block):
@@ -380,18 +468,30 @@ def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
 
 
 def _gather_round(client, futures, workers):
-    """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first."""
-    from distributed import wait
+    """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
-    while True:
-        try:
-            wait(futures, timeout=0.5)
-        except TimeoutError:
-            alive = set(client.scheduler_info(n_workers=-1)["workers"])
-            if not set(workers) <= alive:
-                raise WorkerLostError(f"workers {sorted(set(workers) - alive)} left") from None
-            continue
-        return client.gather(futures)
+    Every wait has a timeout and checks the workers: a task pinned to a worker that left never
+    runs, and Dask waits for it forever. Dask cancels a task whose inputs (a scattered model)
+    or result were lost with a worker.
+    """
+    from distributed.client import FutureCancelledError
+
+    results = []
+    for future in futures:
+        timeout = 0.5
+        while True:
+            try:
+                results.append(future.result(timeout=timeout))
+                break
+            except TimeoutError:
+                gone = set(workers) - set(client.scheduler_info(n_workers=-1)["workers"])
+                if gone:
+                    raise WorkerLostError(f"workers {sorted(gone)} left") from None
+                if future.done():  # computed, still in transfer: give it longer
+                    timeout *= 2
+            except FutureCancelledError as exc:
+                raise WorkerLostError(f"{exc} (data lost with a worker)") from None
+    return results
 
 
 def fit(
@@ -407,7 +507,8 @@ def fit(
 
     Parameters
     ----------
-    estimator : SparseLogisticRegression or SparseLinearRegression
+    estimator : SparseLogisticRegression, SparseLinearRegression, FMClassifier, FMRegressor
+        or FFMClassifier
         Its parameters configure training (``optimizer``, ``batch_size``, ``max_iter``,
         ``tol``, ``shuffle``, ``random_state``, ``warm_start``...). Fitted in place.
     X : dask.array.Array of shape (n_samples, n_features)
@@ -449,11 +550,8 @@ def fit(
         elif classes is None:
             classes = da.unique(y).compute()
         classes = np.unique(np.asarray(classes))
-        if classes.size < 2:
-            raise ValueError(
-                f"{type(estimator).__name__} needs at least two classes; got {classes}"
-            )
-        n_outputs = 1 if classes.size == 2 else classes.size
+        # the estimator's own checks of the labels (two classes at least; FM: binary only)
+        _, n_outputs, _ = estimator._encode_targets(classes, None, reset)
     else:
         classes, n_outputs = None, 1
     state = family.start(estimator, opt, n_features, n_outputs, X.dtype, reset)
@@ -467,18 +565,16 @@ def fit(
         )  # fmt: skip
     batch_size = estimator.batch_size
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
-    [worker_est] = client.scatter([estimator], broadcast=True, hash=False)
-    hp, spec = opt.hyperparameters(), opt.schedule_spec()
-    accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+    merge = functools.partial(_merge, family, estimator, opt, state)
     curve, best, stale = [], np.inf, 0
-    run = _Run(client, worker_est, xs, ys, sizes, classes, batch_size, retries)
+    run = _Run(client, estimator, xs, ys, sizes, classes, batch_size, retries)
     try:
         for epoch in range(estimator.max_iter):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
             while (cursors < sizes).any():
                 replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
                 results, plan = run.round(state, replan(), replan)
-                run.delta = _merge(state, results, family.tables, accumulator, hp, spec)
+                run.delta = merge(results)
                 for segments in plan.values():
                     for b, _, stop, _, _ in segments:
                         cursors[b] = stop
@@ -502,8 +598,9 @@ def fit(
 class _Run:
     """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    def __init__(self, client, worker_est, xs, ys, sizes, classes, batch_size, retries):
-        self.client, self.fit_id, self.worker_est = client, uuid.uuid4().hex, worker_est
+    def __init__(self, client, est, xs, ys, sizes, classes, batch_size, retries):
+        self.client, self.fit_id, self.est = client, uuid.uuid4().hex, est
+        [self.worker_est] = client.scatter([est], broadcast=True, hash=False)
         self.xs, self.ys, self.sizes, self.classes = xs, ys, sizes, classes
         self.batch_size, self.retries = batch_size, retries
         self.owner = None  # looked up once, and again after a worker is lost
@@ -522,28 +619,33 @@ class _Run:
         Workers whose resident model is the last round's get the merge's delta; the others
         (first round, idle last round, replaced after a loss) get the whole model.
         """
+        from distributed.comm import CommClosedError
+
         client, version = self.client, self.version + 1
         for _attempt in range(self.retries + 1):
-            stale = [w for w in plan if self.versions.get(w) != version - 1]
-            full = delta = None
-            if stale:
-                [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
-            if len(stale) < len(plan):
-                [delta] = client.scatter([self.delta], broadcast=True, hash=False)
             futures = []
-            for w in sorted(plan):
-                blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
-                futures.append(client.submit(
-                    _train_round, self.worker_est, self.fit_id, version, delta,
-                    full if w in stale else None, plan[w], self.classes, self.batch_size, *blocks,
-                    workers=[w], allow_other_workers=False, retries=self.retries, pure=False,
-                ))  # fmt: skip
             try:
+                stale = [w for w in plan if self.versions.get(w) != version - 1]
+                full = delta = None
+                if stale:
+                    [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
+                if len(stale) < len(plan):
+                    [delta] = client.scatter([self.delta], broadcast=True, hash=False)
+                for w in sorted(plan):
+                    blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
+                    futures.append(client.submit(
+                        _train_round, self.worker_est, self.fit_id, version, delta,
+                        full if w in stale else None, plan[w], self.classes, self.batch_size,
+                        *blocks, workers=[w], allow_other_workers=False, retries=self.retries,
+                        pure=False,
+                    ))  # fmt: skip
                 results = _gather_round(client, futures, plan)
-            except (WorkerLostError, StaleModelError):
+            except (WorkerLostError, StaleModelError, CommClosedError):
                 client.cancel(futures)
                 self.versions.clear()
                 self.owner = None
+                # scattered data lost with a worker is gone for good: scatter it again
+                [self.worker_est] = client.scatter([self.est], broadcast=True, hash=False)
                 plan = replan()
                 continue
             self.versions.update(dict.fromkeys(plan, version))
@@ -552,19 +654,21 @@ class _Run:
         raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
 
 
-def _merge(state, results, tables, accumulator, hp, spec):
+def _merge(family, est, opt, state, results):
     """Merge the round's results into ``state`` in place; returns the delta for the workers."""
-    delta = {}
-    for name in tables:
+    family.prepare(est, opt, state, [r["features"] for r in results])
+    tables = {}
+    for name, (_, n_params, accumulator) in family.layout(state, opt).items():
         table = getattr(state, name)
-        rows, values = _merge_rows(table, [r["changed"][name] for r in results], accumulator)
+        updates = [r["changed"][name] for r in results]
+        rows, values = _merge_rows(table, updates, accumulator, n_params)
         table[rows] = values
-        delta[name] = (rows, values)
-    kernels.advance_clock(hp, spec, state.clock, sum(r["clock_steps"] for r in results))
+        tables[name] = (rows, values)
+    steps = sum(r["clock_steps"] for r in results)
+    kernels.advance_clock(opt.hyperparameters(), opt.schedule_spec(), state.clock, steps)
     state.stamp[:] = state.clock[R.CLOCK_T]
     state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
-    delta["clock"] = state.clock.copy()
-    return delta
+    return {"tables": tables, "clock": state.clock.copy()}
 
 
 def predict(estimator, X, method="predict"):

@@ -1,5 +1,7 @@
 """sparseopt.dask on an in-process LocalCluster of 2 single-thread workers."""
 
+import copy
+import os
 import subprocess
 import sys
 import threading
@@ -8,10 +10,17 @@ import time
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.metrics import log_loss
+from sklearn.metrics import log_loss, mean_squared_error
 
-from sparseopt import SparseLinearRegression, SparseLogisticRegression, load
-from sparseopt.datasets import make_ctr, read_criteo, sample_path
+from sparseopt import (
+    FFMClassifier,
+    FMClassifier,
+    FMRegressor,
+    SparseLinearRegression,
+    SparseLogisticRegression,
+    load,
+)
+from sparseopt.datasets import column_fields, make_ctr, read_criteo, sample_path
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
@@ -31,6 +40,13 @@ def ctr():
     data = make_ctr(4000, n_fields=8, n_bits=10, n_test=2000, random_state=0, dtype=np.float64)
     X = sp.csr_matrix(data.X)
     return data, X
+
+
+@pytest.fixture(scope="module")
+def ctr_pairs():
+    """make_ctr with planted interactions, in the FM layout and the field-aware one."""
+    kw = dict(n_fields=8, n_bits=12, interactions=1.0, n_test=4000, random_state=0)
+    return make_ctr(8000, **kw), make_ctr(8000, field_aware=True, **kw)
 
 
 def _dask(X, y, n_blocks):
@@ -123,6 +139,71 @@ def test_regression_float32(client):
     assert model.score(X, y) > 0.95
 
 
+FM_CASES = {
+    "FMClassifier": lambda **p: FMClassifier(**p),
+    "FMClassifier-element": lambda **p: FMClassifier(factor_state="element", **p),
+    "FMRegressor": lambda **p: FMRegressor(**p),
+    "FFMClassifier": lambda **p: FFMClassifier(fields=column_fields(12, 8), **p),
+}
+
+
+@pytest.mark.parametrize("name", FM_CASES)
+def test_fm_learns_like_sequential(client, ctr_pairs, name, tmp_path):
+    data = ctr_pairs[name.startswith("FFM")]
+    params = dict(max_iter=3, tol=None, random_state=0)
+    local = FM_CASES[name](**params).fit(data.X, data.y)
+    Xd, yd = _dask(data.X, data.y, 4)
+    model = sd.fit(FM_CASES[name](**params), Xd, yd, merge_every=200)
+    assert model.t_ == local.t_ == 3 * 8000 and model.n_iter_ == 3
+    if name == "FMRegressor":
+        mse = [mean_squared_error(data.y_test, m.predict(data.X_test)) for m in (local, model)]
+        assert mse[1] < np.var(data.y_test) - 0.01 and mse[1] < mse[0] + 0.005
+    else:
+        start = log_loss(data.y_test, np.full(data.y_test.size, data.y.mean()))
+        assert _logloss(model, data) < start - 0.03
+        assert abs(_logloss(model, data) - _logloss(local, data)) < 0.01, (
+            _logloss(model, data),
+            _logloss(local, data),
+        )
+    np.testing.assert_allclose(sd.predict(model, Xd).compute(), model.predict(data.X))
+    model.save(tmp_path / "m.npz")
+    loaded = load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(data.X_test), model.predict(data.X_test))
+
+
+def test_fm_one_block_equals_local_training(client, ctr_pairs):
+    data = ctr_pairs[0]
+    params = dict(max_iter=2, tol=None, shuffle=False, batch_size=4, random_state=0)
+    local = FMClassifier(**params).fit(data.X, data.y)
+    model = sd.fit(FMClassifier(**params), *_dask(data.X, data.y, 1), merge_every=None)
+    for name in ("table", "bias", "factors"):
+        np.testing.assert_array_equal(getattr(model.state_, name), getattr(local.state_, name))
+
+
+def test_fm_merge_counts_undrawn_vectors_as_drawn():
+    """A worker that never met a feature counts with the vector it would have drawn."""
+    est = FMClassifier(n_components=3, random_state=0)
+    opt = est._make_optimizer()
+    state = est._new_state(opt, sp.csr_matrix((0, 10)), 1)
+    worker = copy.deepcopy(state)
+    est._draw_factors(opt, worker, [4])
+    drawn = worker.factors[4].copy()  # [v_1, v_2, v_3, G = 1]
+    worker.factors[4] += [0.5, 0.5, 0.5, 3.0]
+    moved = {"table": (np.array([4]), worker.table[[4]]), "bias": (np.array([0]), worker.bias),
+             "factors": (np.array([4]), worker.factors[[4]])}  # fmt: skip
+    idle = {name: (np.zeros(0, np.int64), v[:0]) for name, (_, v) in moved.items()}
+    results = [
+        {"features": np.array([4]), "changed": moved, "clock_steps": 1},
+        {"features": np.zeros(0, np.int64), "changed": idle, "clock_steps": 1},
+    ]
+    delta = sd._merge(sd._FMFamily, est, opt, state, results)
+    # G = 4 for the worker that moved it, 1 for the one that holds the drawn vector
+    np.testing.assert_allclose(state.factors[4, :3], drawn[:3] + 0.5 * 4 / 5, rtol=1e-6)
+    assert state.factors[4, 3] == pytest.approx((4 + 1) / 2)
+    assert not state.factors[np.arange(10) != 4].any()  # nothing drawn that no one met
+    np.testing.assert_array_equal(delta["tables"]["factors"][0], [4])
+
+
 def test_from_files(client):
     paths = [sample_path("train"), sample_path("valid")]
     X, y = sd.from_files(paths, read_criteo, n_bits=12)
@@ -181,11 +262,44 @@ def test_lost_worker_round_is_rerun(ctr, monkeypatch):
         assert _logloss(model, data) < log_loss(data.y_test, np.full(2000, data.y.mean()))
 
 
+def test_killed_worker_process_round_is_rerun(ctr, monkeypatch):
+    """Worker processes die (os._exit) in a round, once while training and once holding its
+    result: their blocks are recomputed, the round is rerun, every row is trained once."""
+    data, X = ctr
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as c:  # fmt: skip
+        Xd, yd = _dask(X, data.y, 4)
+        gather, calls, killed = sd._gather_round, [], []
+
+        async def die():  # runs in the worker's event loop, beside the training task
+            os._exit(1)
+
+        def kill_then_gather(client, futures, workers):
+            calls.append(len(calls))
+            if len(calls) in (1, 4):  # a round's tasks are submitted: kill one of its workers
+                if len(calls) == 4:
+                    distributed.wait(futures)  # its result is computed, not yet gathered
+                killed.append(sorted(workers)[0])
+                client.run(die, workers=killed[-1:], wait=False)
+            return gather(client, futures, workers)
+
+        monkeypatch.setattr(sd, "_gather_round", kill_then_gather)
+        params = dict(max_iter=1, tol=None, random_state=0)  # rounds of 2 x 300 rows
+        model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=300, client=c)
+        assert len(killed) == 2 and not set(killed) & set(c.scheduler_info()["workers"])
+    assert model.t_ == 4000  # no block skipped, none trained twice
+    local = SparseLogisticRegression(**params).fit(X, data.y)
+    assert abs(_logloss(model, data) - _logloss(local, data)) < 0.01
+
+
 def test_errors(client, ctr):
     data, X = ctr
     Xd, yd = _dask(X, data.y, 2)
     with pytest.raises(ValueError, match="ftrl"):
         sd.fit(SparseLogisticRegression(optimizer="ftrl"), Xd, yd)
+    with pytest.raises(ValueError, match="Only binary"):  # the FM's own check, on the driver
+        sd.fit(FMClassifier(), Xd, da.from_array(np.arange(4000) % 3, chunks=2000))
     with pytest.raises(ValueError, match="early_stopping"):
         sd.fit(SparseLogisticRegression(early_stopping=True), Xd, yd)
     with pytest.raises(ValueError, match="merge_every"):

@@ -189,14 +189,27 @@ class _FactorizationMachine(_SparseLinearModel):
         )  # fmt: skip
         return margins[:, None]
 
+    def _consts(self, opt, state):
+        """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
+        seed, initial value of the factors' first slot)."""
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        acc0 = (
+            FACTOR_ACCUMULATOR_START
+            if self.optimizer == "adagrad"
+            else opt.initial_slots()[:1].sum()
+        )
+        return (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
+                float(per_row), float(self.init_std), float(state.layout[3]),
+                float(acc0))  # fmt: skip
+
+    def _draw_factors(self, opt, state, features):
+        """Draw the vectors of ``features`` not drawn yet, as training does on first sight."""
+        kernels.fm_draw(state.factors, np.asarray(features, np.int64), self._consts(opt, state))
+
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
         k, F, per_row = (int(v) for v in state.layout[:3])
-        slots = opt.initial_slots()
-        acc0 = FACTOR_ACCUMULATOR_START if self.optimizer == "adagrad" else slots[:1].sum()
-        consts = (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                  float(per_row), float(self.init_std), float(state.layout[3]),
-                  float(acc0))  # fmt: skip
+        consts = self._consts(opt, state)
         model = kernels.FFM if state.fields.size else kernels.FM
         data = (X.indptr, X.indices, X.data, targets, weights, order)
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
@@ -207,14 +220,14 @@ class _FactorizationMachine(_SparseLinearModel):
             status, total = kernels.fm_train_epoch_hogwild(
                 model, opt._rule, n_threads, *data, loss, delta, hp, spec, state.clock, *tables
             )
-            n_steps = X.shape[0]
+            n_steps = order.size
             clock = state.clock
         else:
             clock = state.clock.copy()
             status, total = kernels.fm_train_epoch(
                 model, opt._rule, *data, self.batch_size, loss, delta, hp, spec, clock, *tables
             )
-            n_steps = -(-X.shape[0] // self.batch_size)
+            n_steps = -(-order.size // self.batch_size)
         ok = linear_kernels.advance_clock(hp, spec, clock, n_steps)
         state.clock[:] = clock
         if status == linear_kernels.DIVERGED or not ok:

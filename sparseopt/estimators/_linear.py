@@ -311,7 +311,7 @@ class _SparseLinearModel(BaseEstimator):
             status, total = kernels.linear_train_epoch_hogwild(
                 opt._rule, n_threads, *args, 1, loss, delta, *rest
             )
-            n_steps = X.shape[0]
+            n_steps = order.size
             ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
             status = status if ok else kernels.DIVERGED
         else:

@@ -386,7 +386,8 @@ def fm_train_epoch(
 ):  # fmt: skip
     """One serial, deterministic pass over ``order``; returns (status, summed loss).
 
-    ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row)``; ``pos`` a -1-filled int64
+    ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row, init_std, seed,
+    initial value of the first slot)``; ``pos`` a -1-filled int64
     array of n_features (the accumulator's index of each feature; -1 again on return), empty
     for ``batch_size == 1``; ``fields`` the field of each column (FFM) or empty (FM).
     """
@@ -415,6 +416,18 @@ def fm_train_epoch_hogwild(
             fit_intercept,
         )  # fmt: skip
     return status.min(), losses.sum()
+
+
+@numba.njit(**JIT)
+def fm_draw(factors, features, consts):
+    """Draw the vectors of ``features`` not drawn yet (``consts`` as in :func:`fm_train_epoch`).
+
+    The draw is the one training makes when a row first holds the feature: a function of the
+    seed and the feature alone, so a merge of models trained apart can start from it.
+    """
+    k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
+    for j in features:
+        _draw_if_new(factors, j, k, F, rm, consts[5], int(consts[6]), consts[7])
 
 
 @numba.njit(**JIT)
