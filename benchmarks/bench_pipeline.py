@@ -6,7 +6,8 @@ Draws Criteo-format rows from the model of the packaged sample (``sparseopt.data
 sample machinery: 13 counts and 26 hex categoricals, Zipf-distributed values, empty fields)
 and writes the same rows twice: as Criteo TSV for sparseopt and in Vowpal Wabbit's own text
 format for VW (one token ``<field>_<value>`` per field, the value being the count's bucket,
-the categorical's hex text, or nothing for an empty field, so both see the same features). Each system then
+the categorical's hex text, or nothing for an empty field, so both see the same features). Each
+system then
 goes from its text file to a saved model in one pass and scores a held-out file: sparseopt
 trains on one thread while ``--parse-threads`` threads parse (by default the cores but one, 1
 or 2; the script also runs 2); VW, as always, parses in one thread and learns in another.

@@ -142,7 +142,7 @@ def test_regression_float32(client):
 FM_CASES = {
     "FMClassifier": lambda **p: FMClassifier(**p),
     "FMClassifier-element": lambda **p: FMClassifier(factor_state="element", **p),
-    "FMRegressor": lambda **p: FMRegressor(**p),
+    "FMRegressor": lambda **p: FMRegressor(learning_rate=0.02, **p),  # 0/1 targets, 3 epochs
     "FFMClassifier": lambda **p: FFMClassifier(fields=column_fields(12, 8), **p),
 }
 
@@ -187,7 +187,8 @@ def test_fm_merge_counts_undrawn_vectors_as_drawn():
     state = est._new_state(opt, sp.csr_matrix((0, 10)), 1)
     worker = copy.deepcopy(state)
     est._draw_factors(opt, worker, [4])
-    drawn = worker.factors[4].copy()  # [v_1, v_2, v_3, G = 1]
+    drawn = worker.factors[4].copy()  # [v_1, v_2, v_3, G0]
+    g0 = drawn[3]
     worker.factors[4] += [0.5, 0.5, 0.5, 3.0]
     moved = {"table": (np.array([4]), worker.table[[4]]), "bias": (np.array([0]), worker.bias),
              "factors": (np.array([4]), worker.factors[[4]])}  # fmt: skip
@@ -197,9 +198,10 @@ def test_fm_merge_counts_undrawn_vectors_as_drawn():
         {"features": np.zeros(0, np.int64), "changed": idle, "clock_steps": 1},
     ]
     delta = sd._merge(sd._FMFamily, est, opt, state, results)
-    # G = 4 for the worker that moved it, 1 for the one that holds the drawn vector
-    np.testing.assert_allclose(state.factors[4, :3], drawn[:3] + 0.5 * 4 / 5, rtol=1e-6)
-    assert state.factors[4, 3] == pytest.approx((4 + 1) / 2)
+    # G = G0 + 3 for the worker that moved it, G0 for the one that holds the drawn vector
+    moved_share = (g0 + 3) / (2 * g0 + 3)
+    np.testing.assert_allclose(state.factors[4, :3], drawn[:3] + 0.5 * moved_share, rtol=1e-6)
+    assert state.factors[4, 3] == pytest.approx((2 * g0 + 3) / 2)
     assert not state.factors[np.arange(10) != 4].any()  # nothing drawn that no one met
     np.testing.assert_array_equal(delta["tables"]["factors"][0], [4])
 
