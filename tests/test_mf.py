@@ -247,7 +247,7 @@ def test_movielens_u1_rmse():
     coo = test.tocoo()
     rmse = np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2))
     # u1 is the hardest fold; the five-fold mean (benchmarks/bench_mf.py) is lower
-    assert rmse < 0.925
+    assert rmse < 0.93
 
 
 @needs_data

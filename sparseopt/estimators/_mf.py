@@ -23,9 +23,9 @@ from ..optim import _rules as R
 # Defaults by loss, picked on validation splits cut from the training files only (20% of
 # u1.base for the squared loss; ten ratings per user of ua.base for WARP), never on a test
 # file (benchmarks/README.md): five epochs at rate 0.08 fit MovieLens 100K's ratings as well
-# as fifteen at 0.05; WARP learns best when AdaGrad's accumulators start at 10, which damps
-# its first, largest steps (LightFM starts them at 1).
-_DEFAULT_LEARNING_RATE = {"squared": 0.08}
+# as fifteen at 0.05; WARP learns best at rate 0.07 with AdaGrad's accumulators starting at
+# 10, which damps its first, largest steps (LightFM starts them at 1).
+_DEFAULT_LEARNING_RATE = {"squared": 0.08, "warp": 0.07}
 _DEFAULT_MAX_ITER = {"squared": 5}
 _IMPLICIT_LEARNING_RATE = 0.05
 _IMPLICIT_MAX_ITER = 15
@@ -134,8 +134,8 @@ class MatrixFactorization(BaseEstimator):
         A name of :data:`sparseopt.optim.OPTIMIZERS` (except ``"ftrl"``: its closed-form
         weights discard the random initialization) or an optimizer object.
     learning_rate : float, sparseopt.optim.Schedule or None, default=None
-        The optimizer's rate. None: for a named optimizer 0.08 with ``loss="squared"`` and
-        0.05 otherwise; the object's own rate for an optimizer object.
+        The optimizer's rate. None: for a named optimizer 0.08 with ``loss="squared"``, 0.07
+        with ``"warp"``, 0.05 otherwise; the object's own rate for an optimizer object.
     alpha_factors : float, default=0.1
         L2 penalty :math:`\alpha_f` of the factors.
     alpha_biases : float, default=0.02
