@@ -399,7 +399,7 @@ def test_per_row_adagrad_matches_numpy_reference(loss):
     assert not np.allclose(w, w0)
 
 
-def test_factor_state():
+def test_factor_state(tmp_path):
     X = ratings()
     row = MatrixFactorization(n_components=4, max_iter=5, random_state=0).fit(X)
     assert row.factor_state_ == "row" and row.tables_["item"].factors.shape == (40, 5)
@@ -409,6 +409,13 @@ def test_factor_state():
     assert element.tables_["item"].factors.shape == (160, 2)
     for mf in (row, element):  # same initial draws, then each its own AdaGrad
         assert mf.item_factors_.shape == (40, 4)
+    users, items = np.arange(20), np.arange(20)
+    row.save(tmp_path / "row.npz")
+    loaded = load(tmp_path / "row.npz")
+    assert loaded.factor_state_ == "row"
+    row.partial_fit(X)
+    loaded.partial_fit(X)
+    np.testing.assert_array_equal(loaded.predict(users, items), row.predict(users, items))
     adam = MatrixFactorization(n_components=4, optimizer="adam", max_iter=2).fit(X)
     assert adam.factor_state_ == "element"
     with pytest.raises(ValueError, match="factor_state='row'.*AdaGrad"):
