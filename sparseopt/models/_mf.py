@@ -15,9 +15,14 @@ A *side* (users or items) is the tuple ``(bias, factors, stamp, mark)``:
 
 bias : float32 array of shape (n_rows, 1 + n_slots)
     ``bias[x, 0]`` is the bias of row ``x``, ``bias[x, 1:]`` its optimizer slots.
-factors : float32 array of shape (n_rows * k, 1 + n_slots)
-    Row ``x * k + f`` holds factor ``f`` of row ``x`` and its slots: per-element optimizer
-    state, one cache line per element.
+factors : float32 array, per-element state: shape (n_rows * k, 1 + n_slots)
+    Row ``x * k + f`` holds factor ``f`` of row ``x`` and its slots: every optimizer, one
+    cache line per element.
+factors : float32 array, per-row state (AdaGrad only): shape (n_rows, k + 1)
+    Row ``x`` holds the ``k`` factors of row ``x``, then one AdaGrad accumulator shared by
+    them, fed the mean of their squared gradients (``rm`` below, as in :mod:`._fm`):
+    the k-loops run over contiguous floats and vectorize, with one square root per vector
+    instead of ``k``.
 stamp, mark : float64 arrays of shape (n_rows,), or (0,) when the rule needs no catch-up
     Step of the row's last update and the clock's ``log_decay`` then, shared by the row's bias
     and factors (they are always touched together).
@@ -52,34 +57,37 @@ MAX_REDRAWS = 32
 
 
 @numba.njit(**JIT)
-def _catch_up_row(h, spec, side, x, k, t, log_decay):
+def _catch_up_row(h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
     """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
-    bias, factors, stamp, mark = side
     last = stamp[x]
     m = mark[x]
     rule = int(h[R.HP_RULE])
     bias[x, 0] = R.catch_up(rule, h, spec, bias[x, 0], bias, x, 1, last, t, log_decay, m)
-    for r in range(x * k, x * k + k):
-        factors[r, 0] = R.catch_up(
-            rule, h, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m
-        )
+    if rm:  # per-row AdaGrad: the catch-up is the weight decay alone
+        factor = math.exp(log_decay - m) if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+        for f in range(k):
+            factors[x, f] *= factor
+    else:
+        for r in range(x * k, x * k + k):
+            factors[r, 0] = R.catch_up(
+                rule, h, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m
+            )
     stamp[x] = t
     mark[x] = log_decay
 
 
 @numba.njit(inline="always", **JIT)
-def _sync(h, spec, c, side, x, k):
+def _sync(h, spec, c, lazy, bias, factors, stamp, mark, x, k, rm):
     """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it."""
-    stamp = side[2]
-    if stamp.size > 0 and stamp[x] < c[R.CLOCK_T] - 1.0:
-        _catch_up_row(h, spec, side, x, k, c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV])
+    if lazy and stamp[x] < c[R.CLOCK_T] - 1.0:
+        t, log_decay = c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV]
+        _catch_up_row(h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay)
 
 
 @numba.njit(inline="always", **JIT)
-def _stamp(c, side, x):
+def _stamp(c, lazy, stamp, mark, x):
     """Record that row ``x`` was updated at the current step."""
-    stamp, mark = side[2], side[3]
-    if stamp.size > 0:
+    if lazy:
         stamp[x] = c[R.CLOCK_T]
         mark[x] = c[R.CLOCK_LOG_DECAY]
 
@@ -98,18 +106,33 @@ def _step(rule, h, c, table, r, w, g):
 
 
 @numba.njit(inline="always", **JIT)
-def _score(user, item, u, i, k):
+def _row_scale(h, c, factors, x, k, sum_sq):
+    """Per-row AdaGrad: add ``sum_sq / k`` to row x's accumulator; the step's scale.
+
+    With :math:`G_x \\leftarrow G_x + \\lVert g_x \\rVert^2 / k`, the vector moves by
+    :math:`-\\eta_t g_x / (\\sqrt{G_x} + \\epsilon)`.
+    """
+    acc = factors[x, k] + sum_sq / k
+    factors[x, k] = acc
+    return c[R.CLOCK_ETA] / (math.sqrt(acc) + h[R.HP_EPSILON])
+
+
+@numba.njit(inline="always", **JIT)
+def _score(ub, uf, ib, itf, u, i, k, rm):
     """``b_u + b_i + p_u . q_i``, summed in float64."""
-    uf, itf = user[1], item[1]
-    s = np.float64(user[0][u, 0]) + np.float64(item[0][i, 0])
-    ru, ri = u * k, i * k
-    for f in range(k):
-        s += np.float64(uf[ru + f, 0]) * itf[ri + f, 0]
+    s = np.float64(ub[u, 0]) + np.float64(ib[i, 0])
+    if rm:
+        for f in range(k):
+            s += np.float64(uf[u, f]) * itf[i, f]
+    else:
+        ru, ri = u * k, i * k
+        for f in range(k):
+            s += np.float64(uf[ru + f, 0]) * itf[ri + f, 0]
     return s
 
 
 @numba.njit(inline="always", **JIT)
-def _apply(rule, h, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
+def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f):
     """One optimizer step on the rows a loss term touches.
 
     Pointwise (``j < 0``): derivative ``di`` of the loss in ``s_ui``; steps on ``b_u, b_i,
@@ -118,12 +141,14 @@ def _apply(rule, h, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
     ``b_i, b_j, p_u, q_i, q_j`` (the user bias cancels in ``s_ui - s_uj``), with
     ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
     """
-    ub, uf, ib, itf = user[0], user[1], item[0], item[1]
     if j < 0:
         ub[u, 0] = _step(rule, h, c, ub, u, ub[u, 0], di + alpha_b * ub[u, 0])
     else:
         ib[j, 0] = _step(rule, h, c, ib, j, ib[j, 0], dj + alpha_b * ib[j, 0])
     ib[i, 0] = _step(rule, h, c, ib, i, ib[i, 0], di + alpha_b * ib[i, 0])
+    if rm:
+        _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f)
+        return
     ru, ri = u * k, i * k
     if j < 0:
         for f in range(k):
@@ -140,6 +165,57 @@ def _apply(rule, h, c, user, item, u, i, j, di, dj, k, alpha_b, alpha_f):
             uf[ru + f, 0] = _step(rule, h, c, uf, ru + f, p, di * qi + dj * qj + alpha_f * p)
             itf[ri + f, 0] = _step(rule, h, c, itf, ri + f, qi, di * p + alpha_f * qi)
             itf[rj + f, 0] = _step(rule, h, c, itf, rj + f, qj, dj * p + alpha_f * qj)
+
+
+@numba.njit(inline="always", **JIT)
+def _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f):
+    """The factor steps of :func:`_apply` with per-row AdaGrad (``rm``).
+
+    A first pass sums each vector's squared gradient for its accumulator, a second applies
+    ``w <- shrink_t w - scale g`` (:func:`_row_scale`), recomputing ``g`` from the old values.
+    """
+    shrink = c[R.CLOCK_SHRINK] if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+    if j < 0:
+        su = 0.0
+        si = 0.0
+        for f in range(k):
+            p = np.float64(uf[u, f])
+            q = np.float64(itf[i, f])
+            gp = di * q + alpha_f * p
+            gq = di * p + alpha_f * q
+            su += gp * gp
+            si += gq * gq
+        scale_u = _row_scale(h, c, uf, u, k, su)
+        scale_i = _row_scale(h, c, itf, i, k, si)
+        for f in range(k):
+            p = np.float64(uf[u, f])
+            q = np.float64(itf[i, f])
+            uf[u, f] = shrink * p - scale_u * (di * q + alpha_f * p)
+            itf[i, f] = shrink * q - scale_i * (di * p + alpha_f * q)
+    else:
+        su = 0.0
+        si = 0.0
+        sj = 0.0
+        for f in range(k):
+            p = np.float64(uf[u, f])
+            qi = np.float64(itf[i, f])
+            qj = np.float64(itf[j, f])
+            gp = di * qi + dj * qj + alpha_f * p
+            gi = di * p + alpha_f * qi
+            gj = dj * p + alpha_f * qj
+            su += gp * gp
+            si += gi * gi
+            sj += gj * gj
+        scale_u = _row_scale(h, c, uf, u, k, su)
+        scale_i = _row_scale(h, c, itf, i, k, si)
+        scale_j = _row_scale(h, c, itf, j, k, sj)
+        for f in range(k):
+            p = np.float64(uf[u, f])
+            qi = np.float64(itf[i, f])
+            qj = np.float64(itf[j, f])
+            uf[u, f] = shrink * p - scale_u * (di * qi + dj * qj + alpha_f * p)
+            itf[i, f] = shrink * qi - scale_i * (di * p + alpha_f * qi)
+            itf[j, f] = shrink * qj - scale_j * (dj * p + alpha_f * qj)
 
 
 @numba.njit(inline="always", **JIT)
@@ -189,19 +265,30 @@ def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, co
       estimates the positive's rank and ``L(r) = log(max(1, r))``.
     """
     rule = int(hp[R.HP_RULE])
-    if rule == R.ADAGRAD:
-        # the default rule as a compile-time constant: LLVM removes the rule dispatch
-        return _train_loop(R.ADAGRAD, loss, hp, spec, clock, user, item, data, order, start,
-                           stop, consts)  # fmt: skip
-    return _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, stop,
+    lazy = user[2].size > 0
+    if rule == R.ADAGRAD and not lazy:
+        # the default (AdaGrad, no weight decay) with the rule and the absence of catch-up as
+        # compile-time constants: LLVM removes the rule dispatch and the catch-up calls,
+        # whose mere presence in the loop cost 130 ns per step (reference counting); the
+        # squared loss gets its own copy too, without the other losses' branches (20 ns)
+        if loss == SQUARED:
+            return _train_loop(R.ADAGRAD, False, SQUARED, hp, spec, clock, user, item, data,
+                               order, start, stop, consts)  # fmt: skip
+        return _train_loop(R.ADAGRAD, False, loss, hp, spec, clock, user, item, data, order,
+                           start, stop, consts)  # fmt: skip
+    return _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, start, stop,
                        consts)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
-def _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, stop, consts):
+def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, start, stop, consts):
     users, items, values, indptr, indices = data
-    mu, alpha_b, alpha_f, k, n_negatives, max_sampled = consts
-    n_items = item[0].shape[0]
+    mu, alpha_b, alpha_f, k, n_negatives, max_sampled, rm = consts
+    # the tables leave their tuples once, here: extracting an array inside the loop costs
+    # two atomic reference-count updates per use, which were most of a step's time
+    ub, uf, u_stamp, u_mark = user
+    ib, itf, i_stamp, i_mark = item
+    n_items = ib.shape[0]
     h = R.unpack(hp)
     pointwise = loss == SQUARED or loss == LOGISTIC
     n_pairs = 1 + n_negatives if loss == LOGISTIC else 1
@@ -218,11 +305,11 @@ def _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, sto
             if not R.tick(hp, spec, clock):
                 return BAD_STEP, total
             c = R.unpack(clock)
-            _sync(h, spec, c, user, u, k)
-            _sync(h, spec, c, item, i, k)
+            _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
+            _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, i, k, rm)
             if j != i:
-                _sync(h, spec, c, item, j, k)
-            s = _score(user, item, u, j if pointwise else i, k)
+                _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, j, k, rm)
+            s = _score(ub, uf, ib, itf, u, j if pointwise else i, k, rm)
             if not math.isfinite(s):
                 return NON_FINITE, total
             d = 0.0
@@ -236,10 +323,10 @@ def _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, sto
                 else:
                     d = -x * _sigmoid(-s)
                     total += x * _softplus(-s)
-                _apply(rule, h, c, user, item, u, j, -1, d, 0.0, k, alpha_b, alpha_f)
+                _apply(rule, h, c, ub, uf, ib, itf, u, j, -1, d, 0.0, k, rm, alpha_b, alpha_f)
             else:
                 if loss == BPR:
-                    diff = s - _score(user, item, u, j, k)
+                    diff = s - _score(ub, uf, ib, itf, u, j, k, rm)
                     d = x * _sigmoid(-diff)
                     total += x * _softplus(-diff)
                 else:  # WARP
@@ -248,19 +335,19 @@ def _train_loop(rule, loss, hp, spec, clock, user, item, data, order, start, sto
                         neg = _sample_negative(indptr, indices, u, n_items)
                         if neg < 0:
                             break
-                        _sync(h, spec, c, item, neg, k)
-                        sj = _score(user, item, u, neg, k)
+                        _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, neg, k, rm)
+                        sj = _score(ub, uf, ib, itf, u, neg, k, rm)
                         if sj > s - 1.0:
                             j = neg
                             d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
                             total += d * (1.0 - s + sj)
                             break
                 if j >= 0:
-                    _apply(rule, h, c, user, item, u, i, j, -d, d, k, alpha_b, alpha_f)
-                    _stamp(c, item, i)
-            _stamp(c, user, u)
+                    _apply(rule, h, c, ub, uf, ib, itf, u, i, j, -d, d, k, rm, alpha_b, alpha_f)
+                    _stamp(c, lazy, i_stamp, i_mark, i)
+            _stamp(c, lazy, u_stamp, u_mark, u)
             if j >= 0:
-                _stamp(c, item, j)
+                _stamp(c, lazy, i_stamp, i_mark, j)
     return OK, total
 
 
@@ -277,7 +364,8 @@ def mf_train_epoch(loss, hp, spec, clock, user, item, data, order, consts, seed)
 
     ``data`` is ``(users, items, values, indptr, indices)``: the interactions as coordinate
     arrays plus the CSR pattern of every known interaction (for negative sampling);
-    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled)``.
+    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, rm)``,
+    ``rm`` true for per-row AdaGrad factors.
     """
     np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
     _shuffle(order)
@@ -311,12 +399,15 @@ def mf_train_epoch_hogwild(loss, hp, spec, clock, user, item, data, order, const
 
 
 @numba.njit(**JIT)
-def mf_catch_up(hp, spec, clock, side, k):
+def mf_catch_up(hp, spec, clock, side, k, rm):
     """Apply every row's pending zero-gradient steps: the weights become the dense ones."""
-    if side[2].size == 0:
+    bias, factors, stamp, mark = side
+    if stamp.size == 0:
         return
     h = R.unpack(hp)
     t = clock[R.CLOCK_T]
-    for x in range(side[0].shape[0]):
-        if side[2][x] < t:
-            _catch_up_row(h, spec, side, x, k, t, clock[R.CLOCK_LOG_DECAY])
+    for x in range(bias.shape[0]):
+        if stamp[x] < t:
+            _catch_up_row(
+                h, spec, bias, factors, stamp, mark, x, k, rm, t, clock[R.CLOCK_LOG_DECAY]
+            )
