@@ -158,8 +158,11 @@ def test_fm_learns_planted_interactions_near_the_bayes_floor():
     for state in ("element", "row"):
         fm = FMClassifier(max_iter=4, factor_state=state, random_state=0).fit(data.X, data.y)
         fm_loss = log_loss(data.y_test, fm.predict_proba(data.X_test))
+        # LR stays 0.12 above the floor; FM gets within 0.04-0.045 (0.028-0.033 with the
+        # factors' accumulators starting at 10 instead of 30: slower on small data, safer
+        # on the Criteo head, see FACTOR_ACCUMULATOR_START)
         assert fm_loss < lr_loss - 0.06, (state, fm_loss, lr_loss, floor)
-        assert fm_loss < floor + 0.035, (state, fm_loss, lr_loss, floor)
+        assert fm_loss < floor + 0.05, (state, fm_loss, lr_loss, floor)
 
 
 def test_hogwild_threads_learn_as_well():
