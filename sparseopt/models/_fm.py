@@ -51,7 +51,7 @@ import numpy as np
 
 from .._jit import JIT, PARALLEL_JIT, prefetch
 from ..optim import _rules as R
-from ._linear import DIVERGED, _loss_derivative, _prefetch_ahead
+from ._linear import DIVERGED, _loss_derivative, _prefetch_ahead, average_copies, thread_copies
 
 FM, FFM = 0, 1
 
@@ -417,23 +417,27 @@ def fm_train_epoch_hogwild(
     """One pass with ``n_threads`` threads taking interleaved single rows, without locks.
 
     Threads write the shared tables unsynchronized (Hogwild, Recht et al. 2011): fast and
-    nondeterministic.
+    nondeterministic. As in the linear kernel, each thread trains its own copy of the
+    intercept, which every row writes, and the copies are averaged at the end.
     """
     status = np.zeros(n_threads, np.int64)
     losses = np.zeros(n_threads)
+    biases, padded = thread_copies(bias, n_threads)
     for p in numba.prange(n_threads):
+        local = biases[p * padded : p * padded + 1]
         if rule == R.ADAGRAD and stamp.size == 0:  # the default as constants, as above
             status[p], losses[p] = _train_batches(
                 model, R.ADAGRAD, False, p, n_threads, indptr, indices, data, y, weights,
-                order, 1, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark,
+                order, 1, loss, delta, hp, spec, clock, table, local, factors, stamp, mark,
                 fields, pos, consts, fit_intercept,
             )  # fmt: skip
         else:
             status[p], losses[p] = _train_batches(
                 model, rule, stamp.size > 0, p, n_threads, indptr, indices, data, y, weights,
-                order, 1, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark,
+                order, 1, loss, delta, hp, spec, clock, table, local, factors, stamp, mark,
                 fields, pos, consts, fit_intercept,
             )  # fmt: skip
+    average_copies(bias, biases, padded, n_threads)
     return status.min(), losses.sum()
 
 

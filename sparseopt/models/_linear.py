@@ -247,12 +247,9 @@ def linear_train_epoch_hogwild(
     """
     status = np.zeros(n_threads, np.int64)
     losses = np.zeros(n_threads)
-    K = bias.shape[0]
-    padded = K + 64 // bias.itemsize  # keep each thread's copy off its neighbours' lines
-    biases = np.empty((n_threads * padded, bias.shape[1]), bias.dtype)
+    biases, padded = thread_copies(bias, n_threads)
     for p in numba.prange(n_threads):
-        local = biases[p * padded : p * padded + K]
-        local[:] = bias
+        local = biases[p * padded : p * padded + bias.shape[0]]
         if rule == R.ADAGRAD:  # the default rule as a constant, as in linear_train_epoch
             status[p], losses[p] = _train_batches(
                 R.ADAGRAD, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
@@ -263,13 +260,29 @@ def linear_train_epoch_hogwild(
                 rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
                 hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
             )  # fmt: skip
-    for c in range(K):
+    average_copies(bias, biases, padded, n_threads)
+    return status.min(), losses.sum()
+
+
+@numba.njit(inline="always", **JIT)
+def thread_copies(bias, n_threads):
+    """One copy of ``bias`` per thread, each on cache lines of its own: (copies, stride)."""
+    padded = bias.shape[0] + 64 // bias.itemsize
+    copies = np.empty((n_threads * padded, bias.shape[1]), bias.dtype)
+    for p in range(n_threads):
+        copies[p * padded : p * padded + bias.shape[0]] = bias
+    return copies, padded
+
+
+@numba.njit(inline="always", **JIT)
+def average_copies(bias, copies, padded, n_threads):
+    """``bias`` = the mean of the threads' copies (weights and optimizer slots)."""
+    for c in range(bias.shape[0]):
         for s in range(bias.shape[1]):
             total = 0.0
             for p in range(n_threads):
-                total += biases[p * padded + c, s]
+                total += copies[p * padded + c, s]
             bias[c, s] = total / n_threads
-    return status.min(), losses.sum()
 
 
 @numba.njit(**JIT)
