@@ -223,17 +223,14 @@ class _FactorizationMachine(_SparseLinearModel):
             status, total = kernels.fm_train_epoch_hogwild(
                 model, opt._rule, n_threads, *data, loss, delta, hp, spec, state.clock, *tables
             )
-            n_steps = order.size
-            clock = state.clock
-        else:
-            clock = state.clock.copy()
+            ok = linear_kernels.advance_clock(hp, spec, state.clock, order.size)
+            status = status if ok else linear_kernels.DIVERGED
+        else:  # the serial kernel leaves the clock ticked
             status, total = kernels.fm_train_epoch(
-                model, opt._rule, *data, self.batch_size, loss, delta, hp, spec, clock, *tables
-            )
-            n_steps = -(-order.size // self.batch_size)
-        ok = linear_kernels.advance_clock(hp, spec, clock, n_steps)
-        state.clock[:] = clock
-        if status == linear_kernels.DIVERGED or not ok:
+                model, opt._rule, *data, self.batch_size, loss, delta, hp, spec, state.clock,
+                *tables,
+            )  # fmt: skip
+        if status == linear_kernels.DIVERGED:
             self._diverged(opt)
         return total
 

@@ -51,7 +51,14 @@ import numpy as np
 
 from .._jit import JIT, PARALLEL_JIT, prefetch
 from ..optim import _rules as R
-from ._linear import DIVERGED, _loss_derivative, _prefetch_ahead, average_copies, thread_copies
+from ._linear import (
+    DIVERGED,
+    _loss_derivative,
+    _prefetch_ahead,
+    average_copies,
+    thread_copies,
+    tick_through,
+)
 
 FM, FFM = 0, 1
 
@@ -315,10 +322,9 @@ def _train_batches(
     step = 0
     ahead = stride if batch1 else 1  # positions in order between this thread's rows
     for b in range(first, n_batches, stride):
-        while step <= b:  # keep this thread's clock at the batch's global step
-            if not R.tick(hp_array, spec, local_clock):
-                return DIVERGED, loss_sum
-            step += 1
+        step = tick_through(hp_array, spec, local_clock, step, b)  # to the batch's global step
+        if step < 0:
+            return DIVERGED, loss_sum
         clock = R.unpack(local_clock)
         t = clock[R.CLOCK_T]
         lo = b * batch_size
@@ -381,6 +387,8 @@ def _train_batches(
                 pos[j] = -1
         if fit_intercept:
             _bias_step(rule, hp, clock, bias, bias_grad)
+    if stride == 1:  # a serial pass leaves the clock at its last step (Hogwild callers tick it)
+        clock_array[:] = local_clock
     return 0, loss_sum
 
 
@@ -389,7 +397,8 @@ def fm_train_epoch(
     model, rule, indptr, indices, data, y, weights, order, batch_size, loss, delta, hp, spec,
     clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
 ):  # fmt: skip
-    """One serial, deterministic pass over ``order``; returns (status, summed loss).
+    """One serial, deterministic pass over ``order``; returns (status, summed loss), with
+    ``clock`` ticked once per batch.
 
     ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row, init_std, seed,
     initial value of the first slot)``; ``pos`` a -1-filled int64

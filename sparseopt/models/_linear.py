@@ -115,10 +115,9 @@ def _train_batches(
     step = 0
     ahead = stride if batch_size == 1 else 1  # positions in order between this thread's rows
     for b in range(first, n_batches, stride):
-        while step <= b:  # keep this thread's clock at the batch's global step
-            if not R.tick(hp_array, spec, local_clock):
-                return DIVERGED, loss_sum
-            step += 1
+        step = tick_through(hp_array, spec, local_clock, step, b)  # to the batch's global step
+        if step < 0:
+            return DIVERGED, loss_sum
         clock = R.unpack(local_clock)
         t = clock[R.CLOCK_T]
         lo = b * batch_size
@@ -288,10 +287,18 @@ def average_copies(bias, copies, padded, n_threads):
 @numba.njit(**JIT)
 def advance_clock(hp, spec, clock, n_steps):
     """Tick the global clock ``n_steps`` times (after a Hogwild epoch); False if unusable."""
-    for _ in range(n_steps):
-        if not R.tick(hp, spec, clock):
-            return False
-    return True
+    return tick_through(hp, spec, clock, 0, n_steps - 1) >= 0
+
+
+@numba.njit(inline="always", **JIT)
+def tick_through(hp_array, spec, clock, step, last):
+    """Tick ``clock`` once for each global step from ``step`` to ``last``; returns the next
+    step, or -1 if the schedule became unusable."""
+    while step <= last:
+        if not R.tick(hp_array, spec, clock):
+            return -1
+        step += 1
+    return step
 
 
 @numba.njit(**JIT)
