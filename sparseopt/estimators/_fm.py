@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -17,7 +16,6 @@ from ..models import _linear as linear_kernels
 from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
 from ..optim import _rules as R
 from ._linear import (
-    DEFAULT_LEARNING_RATE,
     SparseLinearRegression,
     SparseLogisticRegression,
     _SparseLinearModel,
@@ -29,9 +27,9 @@ from ._linear import (
 # vector itself. Starting at 30 damps a feature's factors until its squared gradients have
 # added up to as much, i.e. until it has been seen often. Picked on the dev splits: on the
 # Criteo and Avazu heads (7,200 and 8,000 rows) FM is then level with logistic regression or
-# above it (at 1 and 10 it fell 0.004 and 0.003 AUC below on Criteo), and on 200,000 rows of
-# planted interactions it keeps most of its lead (logloss 0.508, against 0.506 at 10 and
-# 0.521 for logistic regression); see benchmarks/README.md.
+# above it (at 1 and 10 it fell 0.009 and 0.003 AUC below on the Criteo dev split), and on
+# 200,000 rows of planted interactions it keeps most of its lead (logloss 0.508, against
+# 0.506 at 10 and 0.521 for logistic regression); see benchmarks/README.md.
 FACTOR_ACCUMULATOR_START = 30.0
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
@@ -106,13 +104,7 @@ class _FactorizationMachine(_SparseLinearModel):
 
     # -- configuration ---------------------------------------------------------------------
     def _make_optimizer(self) -> Optimizer:
-        if isinstance(self.optimizer, Optimizer):
-            opt = copy.deepcopy(self.optimizer)
-        else:
-            opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = DEFAULT_LEARNING_RATE[self.optimizer]
-        if self.learning_rate != "auto":
-            opt.learning_rate = self.learning_rate
+        opt = self._configured_optimizer()
         if isinstance(opt, FTRL):
             raise ValueError(
                 f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "

@@ -105,17 +105,21 @@ class _SparseLinearModel(BaseEstimator):
     }
 
     # -- configuration ---------------------------------------------------------------------
-    def _make_optimizer(self) -> Optimizer:
+    def _configured_optimizer(self) -> Optimizer:
+        """A copy of the optimizer object, or the named one at its default learning rate,
+        with ``learning_rate`` applied unless "auto"."""
         if isinstance(self.optimizer, Optimizer):
             opt = copy.deepcopy(self.optimizer)
-            name = next(k for k, v in OPTIMIZERS.items() if type(opt) is v)
         else:
-            name = self.optimizer
-            opt = OPTIMIZERS[name]()
+            opt = OPTIMIZERS[self.optimizer]()
+            opt.learning_rate = DEFAULT_LEARNING_RATE[self.optimizer]
         if self.learning_rate != "auto":
             opt.learning_rate = self.learning_rate
-        elif not isinstance(self.optimizer, Optimizer):
-            opt.learning_rate = DEFAULT_LEARNING_RATE[name]
+        return opt
+
+    def _make_optimizer(self) -> Optimizer:
+        opt = self._configured_optimizer()
+        name = next(k for k, v in OPTIMIZERS.items() if type(opt) is v)
         if self.alpha:
             opt.weight_decay = self.alpha
         if self.l1:

@@ -401,7 +401,7 @@ def fm_train_epoch(
     ``clock`` ticked once per batch.
 
     ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row, init_std, seed,
-    initial value of the first slot)``; ``pos`` a -1-filled int64
+    initial value of the factors' first slot)``; ``pos`` a -1-filled int64
     array of n_features (the accumulator's index of each feature; -1 again on return), empty
     for ``batch_size == 1``; ``fields`` the field of each column (FFM) or empty (FM).
     """
