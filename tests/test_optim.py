@@ -221,3 +221,23 @@ def test_optimizers_are_cloneable_parameter_objects():
     copy = clone(opt)
     assert copy is not opt and copy.get_params()["lazy"] == "decay"
     assert repr(copy) == repr(opt)
+
+
+@pytest.mark.parametrize("opt", CASES, ids=repr)
+@pytest.mark.parametrize("n_steps", [1, 2, 3, 250])
+def test_advance_clock_equals_ticking(opt, n_steps):
+    # advance_clock (after a Hogwild epoch or a Dask round) skips the ticks it can; the
+    # clock it leaves must be the one n_steps single ticks leave, from any starting step
+    from sparseopt.models._linear import advance_clock
+    from sparseopt.optim import _rules as R
+
+    hp, spec = opt.hyperparameters(), opt.schedule_spec()
+    for start in (0, 7):
+        ticked = np.zeros(R.CLOCK_SIZE)
+        for _ in range(start):
+            R.tick(hp, spec, ticked)
+        jumped = ticked.copy()
+        for _ in range(n_steps):
+            assert R.tick(hp, spec, ticked)
+        assert advance_clock(hp, spec, jumped, n_steps)
+        np.testing.assert_allclose(jumped, ticked, rtol=1e-12, atol=0)

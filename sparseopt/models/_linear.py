@@ -286,7 +286,17 @@ def average_copies(bias, copies, padded, n_threads):
 
 @numba.njit(**JIT)
 def advance_clock(hp, spec, clock, n_steps):
-    """Tick the global clock ``n_steps`` times (after a Hogwild epoch); False if unusable."""
+    """Tick the global clock ``n_steps`` times (after a Hogwild epoch or a Dask round); False
+    if unusable.
+
+    Without weight decay a tick changes only ``t`` and the rates, so the clock jumps to two
+    steps before the end and ticks those two: the same clock, in O(1) instead of 40 ns a
+    step. Skipping the rate checks in between is safe: every schedule's rate is positive or
+    monotone in ``t``, so it was usable all along if it is usable at the end.
+    """
+    if hp[R.HP_WEIGHT_DECAY] == 0.0 and n_steps > 2:
+        clock[R.CLOCK_T] += n_steps - 2
+        n_steps = 2
     return tick_through(hp, spec, clock, 0, n_steps - 1) >= 0
 
 
