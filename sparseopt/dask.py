@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier
 
-from ._jit import JIT
+from ._jit import JIT, PARALLEL_JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
 from .models import _linear as kernels
@@ -87,23 +87,30 @@ def _merge_rows(base, updates, accumulator, n_params=1):
         return updates[0]
     rows = np.concatenate([r for r, _ in updates]).astype(np.int64, copy=False)
     values = np.concatenate([v for _, v in updates]).astype(base.dtype, copy=False)
+    bounds = np.cumsum([0] + [len(r) for r, _ in updates])
     slot = -1 if accumulator is None else n_params + accumulator
-    return _merge_kernel(base, rows, values, len(updates), slot, n_params)
+    return _merge_kernel(base, rows, values, bounds, slot, n_params)
 
 
-@numba.njit(**JIT)
-def _merge_kernel(base, rows, values, n_updates, slot, n_params):
-    """:func:`merge_table` over the concatenated updates, one pass, sums in float64."""
+@numba.njit(**PARALLEL_JIT)
+def _merge_kernel(base, rows, values, bounds, slot, n_params):
+    """:func:`merge_table` over the concatenated updates (worker ``w``'s are
+    ``bounds[w]:bounds[w + 1]``), sums in float64, in parallel over rows.
+
+    One worker lists a row at most once, so the rows of one worker's updates are applied in
+    parallel without races, one worker after another.
+    """
     mask = np.zeros(base.shape[0], np.bool_)
     for r in rows:
         mask[r] = True
     touched = np.flatnonzero(mask)
     pos = np.empty(base.shape[0], np.int64)
-    n_cols, n = base.shape[1], float(n_updates)
+    n_cols, n = base.shape[1], float(bounds.size - 1)
     total = np.empty((touched.size, n_cols))
     num = np.zeros((touched.size, n_params))
     den = np.zeros(touched.size)
-    for i, r in enumerate(touched):  # every worker counts with the start...
+    for i in numba.prange(touched.size):  # every worker counts with the start...
+        r = touched[i]
         pos[r] = i
         for c in range(n_cols):
             total[i, c] = n * base[r, c]
@@ -111,17 +118,19 @@ def _merge_kernel(base, rows, values, n_updates, slot, n_params):
             den[i] = n * base[r, slot]
             for c in range(n_params):
                 num[i, c] = n * np.float64(base[r, slot]) * base[r, c]
-    for q in range(rows.size):  # ...then those that changed a row swap it for their values
-        r, i = rows[q], pos[rows[q]]
-        for c in range(n_cols):
-            total[i, c] += np.float64(values[q, c]) - base[r, c]
-        if slot >= 0:
-            den[i] += np.float64(values[q, slot]) - base[r, slot]
-            for c in range(n_params):
-                num[i, c] += (np.float64(values[q, slot]) * values[q, c]
-                              - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
+    for w in range(bounds.size - 1):  # ...then those that changed a row swap it for theirs
+        for q in numba.prange(bounds[w], bounds[w + 1]):
+            r = rows[q]
+            i = pos[r]
+            for c in range(n_cols):
+                total[i, c] += np.float64(values[q, c]) - base[r, c]
+            if slot >= 0:
+                den[i] += np.float64(values[q, slot]) - base[r, slot]
+                for c in range(n_params):
+                    num[i, c] += (np.float64(values[q, slot]) * values[q, c]
+                                  - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
     merged = np.empty((touched.size, n_cols), base.dtype)
-    for i in range(touched.size):
+    for i in numba.prange(touched.size):
         weighted = slot >= 0 and den[i] > 0.0  # all-zero accumulators: plain average
         for c in range(n_cols):
             merged[i, c] = num[i, c] / den[i] if weighted and c < n_params else total[i, c] / n

@@ -84,6 +84,28 @@ def test_merge_table_weights_by_accumulator():
     np.testing.assert_array_equal(alone[:2], updates[0][1])
 
 
+@pytest.mark.parametrize("accumulator", [None, 0])
+def test_merge_table_equals_its_formula_on_many_rows(accumulator):
+    # three workers over a table large enough for the parallel merge to split its rows;
+    # factor-vector rows: 3 parameters, then the slots (the accumulator first)
+    rng = np.random.default_rng(0)
+    base = rng.random((5000, 5)).astype(np.float32)
+    updates = []
+    for _ in range(3):
+        rows = rng.choice(5000, 3000, replace=False)
+        updates.append((rows, rng.random((rows.size, 5)).astype(np.float32)))
+    merged = sd.merge_table(base, updates, accumulator=accumulator, n_params=3)
+    copies = np.repeat(base[None].astype(np.float64), 3, axis=0)
+    for k, (rows, values) in enumerate(updates):
+        copies[k, rows] = values
+    expected = copies.mean(axis=0)
+    if accumulator is not None:
+        G = copies[:, :, 3:4]
+        expected[:, :3] = (G * copies[:, :, :3]).sum(axis=0) / G.sum(axis=0)
+    assert merged.dtype == np.float32
+    np.testing.assert_allclose(merged, expected, rtol=1e-5)
+
+
 def test_one_block_equals_local_training(client, ctr):
     data, X = ctr
     params = dict(max_iter=2, tol=None, shuffle=False, batch_size=4)
