@@ -130,12 +130,18 @@ def _train_batches(
                 _catch_up_row(rule, hp, spec, clock, table, stamp, mark, indices,
                               indptr[row], indptr[row + 1], K)  # fmt: skip
             m = margins[(i - lo) * K : (i - lo + 1) * K]
-            for c in range(K):
-                m[c] = bias[c, 0]
-            for k in range(indptr[row], indptr[row + 1]):
-                base = indices[k] * K
+            if K == 1:  # one output: the sum stays in a register
+                s = np.float64(bias[0, 0])
+                for k in range(indptr[row], indptr[row + 1]):
+                    s += data[k] * table[indices[k], 0]
+                m[0] = s
+            else:
                 for c in range(K):
-                    m[c] += data[k] * table[base + c, 0]
+                    m[c] = bias[c, 0]
+                for k in range(indptr[row], indptr[row + 1]):
+                    base = indices[k] * K
+                    for c in range(K):
+                        m[c] += data[k] * table[base + c, 0]
             d = dloss[(i - lo) * K : (i - lo + 1) * K]
             row_loss = _loss_derivative(loss, m, y[row], delta, d)
             if not math.isfinite(row_loss):
