@@ -35,10 +35,15 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def best_of_3(fn):
+    """Seconds of the fastest of three runs of ``fn``."""
+    return min(timed(fn)[1] for _ in range(3))
+
+
 def run_sparseopt(data, n_jobs, shuffle=False):
     model = SparseLogisticRegression(max_iter=1, n_jobs=n_jobs, shuffle=shuffle, random_state=0)
     model.fit(data.X[:1000], data.y[:1000])  # compile (or load the cache) outside the timing
-    seconds = min(timed(lambda: model.fit(data.X, data.y))[1] for _ in range(3))  # best of 3
+    seconds = best_of_3(lambda: model.fit(data.X, data.y))
     return seconds, model.predict_proba(data.X_test)[:, 1]
 
 
@@ -141,7 +146,7 @@ def run_floor(data):
     table = np.zeros((data.X.shape[1], 2), dtype=np.float32)
     X = data.X
     _gather_scatter(X.indptr[:2], X.indices, table)
-    seconds = min(timed(lambda: _gather_scatter(X.indptr, X.indices, table))[1] for _ in range(3))
+    seconds = best_of_3(lambda: _gather_scatter(X.indptr, X.indices, table))
     return seconds, None
 
 
