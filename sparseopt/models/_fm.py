@@ -318,14 +318,13 @@ def _train_batches(
     out = np.empty(1)
     margin = np.empty(1)
     loss_sum = 0.0
-    local_clock = clock_array.copy()
+    clock = R.unpack(clock_array)
     step = 0
     ahead = stride if batch1 else 1  # positions in order between this thread's rows
     for b in range(first, n_batches, stride):
-        step = tick_through(hp_array, spec, local_clock, step, b)  # to the batch's global step
+        step, clock = tick_through(hp, spec, clock, step, b)  # to the batch's global step
         if step < 0:
             return DIVERGED, loss_sum
-        clock = R.unpack(local_clock)
         t = clock[R.CLOCK_T]
         lo = b * batch_size
         hi = min(lo + batch_size, n_rows)
@@ -388,7 +387,7 @@ def _train_batches(
         if fit_intercept:
             _bias_step(rule, hp, clock, bias, bias_grad)
     if stride == 1:  # a serial pass leaves the clock at its last step (Hogwild callers tick it)
-        clock_array[:] = local_clock
+        R.store_clock(clock, clock_array)
     return 0, loss_sum
 
 
@@ -405,14 +404,28 @@ def fm_train_epoch(
     array of n_features (the accumulator's index of each feature; -1 again on return), empty
     for ``batch_size == 1``; ``fields`` the field of each column (FFM) or empty (FM).
     """
+    return _train_pass(
+        model, rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+        hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
+    )  # fmt: skip
+
+
+@numba.njit(**JIT)
+def _train_pass(
+    model, rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss,
+    delta, hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts,
+    fit_intercept,
+):  # fmt: skip
+    """:func:`_train_batches`, with the default (AdaGrad, no catch-up) as compile-time
+    constants; compiled on its own, as the linear kernel's ``_train_pass``."""
     if rule == R.ADAGRAD and stamp.size == 0:
         return _train_batches(
-            model, R.ADAGRAD, False, 0, 1, indptr, indices, data, y, weights, order,
+            model, R.ADAGRAD, False, first, stride, indptr, indices, data, y, weights, order,
             batch_size, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark, fields,
             pos, consts, fit_intercept,
         )  # fmt: skip
     return _train_batches(
-        model, rule, stamp.size > 0, 0, 1, indptr, indices, data, y, weights, order,
+        model, rule, stamp.size > 0, first, stride, indptr, indices, data, y, weights, order,
         batch_size, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark, fields,
         pos, consts, fit_intercept,
     )  # fmt: skip
@@ -434,18 +447,11 @@ def fm_train_epoch_hogwild(
     biases, padded = thread_copies(bias, n_threads)
     for p in numba.prange(n_threads):
         local = biases[p * padded : p * padded + 1]
-        if rule == R.ADAGRAD and stamp.size == 0:  # the default as constants, as above
-            status[p], losses[p] = _train_batches(
-                model, R.ADAGRAD, False, p, n_threads, indptr, indices, data, y, weights,
-                order, 1, loss, delta, hp, spec, clock, table, local, factors, stamp, mark,
-                fields, pos, consts, fit_intercept,
-            )  # fmt: skip
-        else:
-            status[p], losses[p] = _train_batches(
-                model, rule, stamp.size > 0, p, n_threads, indptr, indices, data, y, weights,
-                order, 1, loss, delta, hp, spec, clock, table, local, factors, stamp, mark,
-                fields, pos, consts, fit_intercept,
-            )  # fmt: skip
+        status[p], losses[p] = _train_pass(
+            model, rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
+            delta, hp, spec, clock, table, local, factors, stamp, mark, fields, pos, consts,
+            fit_intercept,
+        )  # fmt: skip
     average_copies(bias, biases, padded, n_threads)
     return status.min(), losses.sum()
 

@@ -111,14 +111,13 @@ def _train_batches(
     bias_grad = np.zeros(K)
     touched = np.empty(0, np.int64) if batch_size == 1 else np.empty(indices.size, np.int64)
     loss_sum = 0.0
-    local_clock = clock_array.copy()
+    clock = R.unpack(clock_array)
     step = 0
     ahead = stride if batch_size == 1 else 1  # positions in order between this thread's rows
     for b in range(first, n_batches, stride):
-        step = tick_through(hp_array, spec, local_clock, step, b)  # to the batch's global step
+        step, clock = tick_through(hp, spec, clock, step, b)  # to the batch's global step
         if step < 0:
             return DIVERGED, loss_sum
-        clock = R.unpack(local_clock)
         t = clock[R.CLOCK_T]
         lo = b * batch_size
         hi = min(lo + batch_size, n_rows)
@@ -209,7 +208,7 @@ def _train_batches(
                 )  # fmt: skip
         bias_grad[:] = 0.0
     if stride == 1:  # a serial pass leaves the clock at its last step (Hogwild callers tick it)
-        clock_array[:] = local_clock
+        R.store_clock(clock, clock_array)
     return 0, loss_sum
 
 
@@ -221,18 +220,31 @@ def linear_train_epoch(
     """One serial, deterministic pass over ``order``; returns (status, summed loss).
 
     ``clock`` ends ticked once per batch, unless the pass diverged.
+    """
+    return _train_pass(
+        rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+        hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+    )  # fmt: skip
 
-    The default rule gets a copy of the loop with the rule as a constant, so the compiler
-    removes the dispatch from the inner loop (2.5x faster); the others share one copy.
+
+@numba.njit(**JIT)
+def _train_pass(
+    rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss, delta,
+    hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+):  # fmt: skip
+    """:func:`_train_batches`, where the default rule gets a copy of the loop with the rule as
+    a constant, so the compiler removes the dispatch from the inner loop (2.5x faster); the
+    others share one copy. Compiled on its own, not inlined into the Hogwild kernel: Numba's
+    parallel analysis fails on the loop's clock tuple.
     """
     if rule == R.ADAGRAD:
         return _train_batches(
-            R.ADAGRAD, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss,
-            delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+            R.ADAGRAD, first, stride, indptr, indices, data, y, weights, order, batch_size,
+            loss, delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
         )  # fmt: skip
     return _train_batches(
-        rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
-        hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
+        rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss,
+        delta, hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
     )  # fmt: skip
 
 
@@ -255,16 +267,10 @@ def linear_train_epoch_hogwild(
     biases, padded = thread_copies(bias, n_threads)
     for p in numba.prange(n_threads):
         local = biases[p * padded : p * padded + bias.shape[0]]
-        if rule == R.ADAGRAD:  # the default rule as a constant, as in linear_train_epoch
-            status[p], losses[p] = _train_batches(
-                R.ADAGRAD, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
-                delta, hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
-            )  # fmt: skip
-        else:
-            status[p], losses[p] = _train_batches(
-                rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
-                hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
-            )  # fmt: skip
+        status[p], losses[p] = _train_pass(
+            rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss, delta,
+            hp, spec, clock, table, stamp, mark, scratch, local, fit_intercept,
+        )  # fmt: skip
     average_copies(bias, biases, padded, n_threads)
     return status.min(), losses.sum()
 
@@ -303,18 +309,21 @@ def advance_clock(hp, spec, clock, n_steps):
     if hp[R.HP_WEIGHT_DECAY] == 0.0 and n_steps > 2:
         clock[R.CLOCK_T] += n_steps - 2
         n_steps = 2
-    return tick_through(hp, spec, clock, 0, n_steps - 1) >= 0
+    step, ticked = tick_through(hp, spec, R.unpack(clock), 0, n_steps - 1)
+    R.store_clock(ticked, clock)
+    return step >= 0
 
 
 @numba.njit(inline="always", **JIT)
-def tick_through(hp_array, spec, clock, step, last):
-    """Tick ``clock`` once for each global step from ``step`` to ``last``; returns the next
-    step, or -1 if the schedule became unusable."""
+def tick_through(hp, spec, clock, step, last):
+    """Tick the clock tuple once for each global step from ``step`` to ``last``; returns the
+    next step (-1 if the schedule became unusable) and the clock."""
     while step <= last:
-        if not R.tick(hp_array, spec, clock):
-            return -1
+        usable, clock = R.next_clock(hp, spec, clock)
+        if not usable:
+            return -1, clock
         step += 1
-    return step
+    return step, clock
 
 
 @numba.njit(**JIT)

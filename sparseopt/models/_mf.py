@@ -5,7 +5,7 @@ The model scores a (user, item) pair as
 .. math:: s_{ui} = \\mu + b_u + b_i + p_u^\\top q_i
 
 (:math:`\\mu` is 0 for the implicit-feedback losses). Every interaction of an epoch, in a
-shuffled order, is one optimizer step ``t`` (one ``R.tick``): its loss gradient goes to the
+shuffled order, is one optimizer step ``t`` (one ``R.next_clock``): its loss gradient goes to the
 few coordinates it touches (two biases and ``2 k`` factor elements, or three rows for the
 pairwise losses), each through :func:`sparseopt.optim._rules.update_coordinate`.
 
@@ -290,6 +290,7 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
     ib, itf, i_stamp, i_mark = item
     n_items = ib.shape[0]
     h = R.unpack(hp)
+    c = R.unpack(clock)  # the clock in registers, stored back on return
     pointwise = loss == SQUARED or loss == LOGISTIC
     n_pairs = 1 + n_negatives if loss == LOGISTIC else 1
     total = 0.0
@@ -302,15 +303,17 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
                 j = _sample_negative(indptr, indices, u, n_items)
                 if j < 0:
                     break
-            if not R.tick(hp, spec, clock):
+            usable, c = R.next_clock(h, spec, c)
+            if not usable:
+                R.store_clock(c, clock)
                 return BAD_STEP, total
-            c = R.unpack(clock)
             _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
             _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, i, k, rm)
             if j != i:
                 _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, j, k, rm)
             s = _score(ub, uf, ib, itf, u, j if pointwise else i, k, rm)
             if not math.isfinite(s):
+                R.store_clock(c, clock)
                 return NON_FINITE, total
             d = 0.0
             if pointwise:
@@ -348,6 +351,7 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
             _stamp(c, lazy, u_stamp, u_mark, u)
             if j >= 0:
                 _stamp(c, lazy, i_stamp, i_mark, j)
+    R.store_clock(c, clock)
     return OK, total
 
 

@@ -1,9 +1,9 @@
 """Per-coordinate update rules and their lazy catch-up, compiled with Numba.
 
-Every model kernel in sparseopt calls two functions of this module for each coordinate that
-a batch touches: :func:`tick` once per optimizer step, then :func:`update_coordinate`, which
-brings the coordinate from its last step to the current one (the zero-gradient steps it
-skipped) and applies its gradient.
+Every model kernel in sparseopt calls two functions of this module: :func:`next_clock` once
+per optimizer step, then :func:`update_coordinate` for each coordinate that the batch touches,
+which brings the coordinate from its last step to the current one (the zero-gradient steps
+it skipped) and applies its gradient.
 
 The rule is an integer code (``SGD`` ... ``FTRL``), the first argument of every function here.
 A kernel that calls them with a constant code (``if rule == ADAGRAD: f(ADAGRAD, ...)``) gets a
@@ -70,20 +70,37 @@ def unpack(values):
     )  # fmt: skip
 
 
-@numba.njit(**JIT)
-def tick(hp, spec, clock):
-    """Advance the global step by one; returns False if the new rate or shrink is unusable."""
+@numba.njit(inline="always", **JIT)
+def next_clock(hp, spec, clock):
+    """The clock tuple one step later, and whether its rate and shrink are usable.
+
+    Kernels carry the clock as a tuple through their batch loop: in registers, a step costs
+    a few nanoseconds, where ticking an array in memory cost 40 ns (15% of a linear epoch).
+    """
     t = clock[CLOCK_T] + 1.0
     eta = rate(spec, t)
     shrink = 1.0 - eta * hp[HP_WEIGHT_DECAY]
-    clock[CLOCK_T] = t
-    clock[CLOCK_ETA_PREV] = clock[CLOCK_ETA]
-    clock[CLOCK_ETA] = eta
-    clock[CLOCK_SHRINK] = shrink
-    clock[CLOCK_LOG_DECAY_PREV] = clock[CLOCK_LOG_DECAY]
+    log_decay = clock[CLOCK_LOG_DECAY]
     if shrink > 0.0 and shrink != 1.0:  # log(1) = 0: no decay without weight decay
-        clock[CLOCK_LOG_DECAY] += math.log(shrink)
-    return math.isfinite(eta) and eta > 0.0 and shrink > 0.0
+        log_decay += math.log(shrink)
+    usable = math.isfinite(eta) and eta > 0.0 and shrink > 0.0
+    return usable, (t, eta, clock[CLOCK_ETA], shrink, log_decay, clock[CLOCK_LOG_DECAY],
+                    0.0, 0.0, 0.0)  # fmt: skip
+
+
+@numba.njit(inline="always", **JIT)
+def store_clock(ticked, clock):
+    """Write a clock tuple back into the clock array."""
+    for i in range(CLOCK_SIZE):
+        clock[i] = ticked[i]
+
+
+@numba.njit(**JIT)
+def tick(hp, spec, clock):
+    """Advance the clock array by one step; returns False if the new rate or shrink is unusable."""
+    usable, ticked = next_clock(hp, spec, unpack(clock))
+    store_clock(ticked, clock)
+    return usable
 
 
 @numba.njit(inline="always", **JIT)
