@@ -113,6 +113,7 @@ def main():
     train, test = load_movielens_split(args.data, "ua")
     train, test = implicit_positives(train), implicit_positives(test)
     MatrixFactorization(max_iter=1).fit(folds[0][0])  # warm-up: load compiled kernels
+    MatrixFactorization(max_iter=1, n_jobs=2).fit(folds[0][0])
     MatrixFactorization(loss="warp", max_iter=1).fit(train)
 
     rows = []
