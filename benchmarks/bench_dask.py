@@ -13,7 +13,9 @@ defaults (AdaGrad, batch_size 1) for the same epochs with ``sparseopt.dask.fit``
 process. Kernels are compiled and loaded in every process before the
 timing; data placement is not timed. Each system runs ``--repeat`` times and the fastest run
 counts (this machine is shared). Prints one table: seconds, rows per second, speed-up over the
-single process, test logloss and its gap to the single process.
+single process, test logloss and its gap to the single process. A last line gives this
+machine's ceiling for data parallelism: the bare gather/scatter loop (``floor.py``) over the
+same blocks and epochs, in this process and in the workers at once (each on its own blocks).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import time
 
 import numpy as np
+from floor import floor_epochs
 from sklearn.metrics import log_loss
 
 from sparseopt import FMClassifier, SparseLogisticRegression
@@ -36,6 +39,29 @@ def cpu_seconds(client, threads):
     if threads:
         return time.process_time()
     return time.process_time() + sum(client.run(time.process_time).values())
+
+
+def floor_ceiling(client, xs, X, bounds, args):
+    """Fastest seconds of the bare loop over all blocks in this process, and in the workers
+    at once, each over the blocks it holds (``--repeat`` runs each)."""
+    local = [X[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    alone = min(floor_epochs(local, args.epochs) for _ in range(args.repeat))
+    who_has = client.who_has(xs)
+    held = {}
+    for future in xs:
+        held.setdefault(who_has[future.key][0], []).append(future)
+
+    def together(epochs):
+        futures = [
+            client.submit(floor_epochs, blocks, epochs, workers=[worker], pure=False)
+            for worker, blocks in held.items()
+        ]  # fmt: skip
+        start = time.perf_counter()
+        client.gather(futures)
+        return time.perf_counter() - start
+
+    together(0)  # load the compiled loop in every worker
+    return alone, min(together(args.epochs) for _ in range(args.repeat)), len(held)
 
 
 def main():
@@ -128,6 +154,7 @@ def main():
             kind = "threads" if args.threads else "processes"
             name = f"dask, {args.workers} worker {kind}, merge {label}"
             rows.append((name, seconds, cpu, score(model), os.getloadavg()[0]))
+        ceiling = floor_ceiling(client, xs, X, bounds, args)
 
     print(
         f"\n{os.cpu_count()} CPUs. CPU s: CPU time of the driver and the workers together; "
@@ -142,6 +169,12 @@ def main():
             f"{base_s / seconds:.2f}x | {cpu:.2f} | {loss:.4f} | {loss - base_loss:+.4f} | "
             f"{load:.1f} |"
         )
+    alone, together, n = ceiling
+    print(
+        f"\nCeiling: the bare gather/scatter loop over the same blocks and epochs took "
+        f"{alone:.2f} s in this process and {together:.2f} s in {n} workers at once: "
+        f"{alone / together:.2f}x."
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import sys
 import tempfile
 import time
 
-import numba
 import numpy as np
+from floor import gather_scatter
 from sklearn.metrics import log_loss, roc_auc_score
 
 from sparseopt import SparseLogisticRegression
@@ -126,27 +126,11 @@ def run_torch(data, batch_size=256):
     return seconds, proba
 
 
-@numba.njit(cache=True)
-def _gather_scatter(indptr, indices, table):
-    """The memory floor: read every row's weights, then write each weight and accumulator
-    (rows in file order, as Vowpal Wabbit and sparseopt by default take them), in
-    sparseopt's layout: weight and accumulator side by side, one cache line per feature."""
-    for i in range(indptr.size - 1):
-        m = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            m += table[indices[k], 0]
-        d = 1e-3 * (m > 0)
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            table[j, 1] += d
-            table[j, 0] -= d
-
-
 def run_floor(data):
     table = np.zeros((data.X.shape[1], 2), dtype=np.float32)
     X = data.X
-    _gather_scatter(X.indptr[:2], X.indices, table)
-    seconds = best_of_3(lambda: _gather_scatter(X.indptr, X.indices, table))
+    gather_scatter(X.indptr[:2], X.indices, table)
+    seconds = best_of_3(lambda: gather_scatter(X.indptr, X.indices, table))
     return seconds, None
 
 
