@@ -476,6 +476,19 @@ def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
     return plan
 
 
+def _live_workers(client, workers):
+    """Addresses of the workers the scheduler holds; ``workers`` when it cannot answer now.
+
+    ``Client.scheduler_info`` is not used: when the scheduler is slow to answer (an event
+    loop starved by a compiling worker thread), it returns its last cached copy, which may
+    list no workers at all, and every worker would look lost.
+    """
+    try:
+        return set(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
+    except OSError:
+        return set(workers)
+
+
 def _gather_round(client, futures, workers):
     """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
@@ -493,7 +506,7 @@ def _gather_round(client, futures, workers):
                 results.append(future.result(timeout=timeout))
                 break
             except TimeoutError:
-                gone = set(workers) - set(client.scheduler_info(n_workers=-1)["workers"])
+                gone = set(workers) - _live_workers(client, workers)
                 if gone:
                     raise WorkerLostError(f"workers {sorted(gone)} left") from None
                 if future.done():  # computed, still in transfer: give it longer

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -260,6 +261,36 @@ def test_failed_task_is_retried(client, ctr, monkeypatch):
     assert len(sd._test_memory) > 3
     np.testing.assert_allclose(model.state_.table, clean.state_.table, rtol=1e-12)
     assert model.t_ == clean.t_ == 4000
+
+
+def test_slow_scheduler_is_not_a_lost_worker(client, ctr, monkeypatch):
+    """A round outlasts the waits' timeouts while the client's cached view of the scheduler
+    lists no workers (``Client.scheduler_info`` when the scheduler is slow to answer, as while
+    a worker thread compiles the kernels): the round is waited for, not retried."""
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 2)
+    monkeypatch.setattr(type(client), "scheduler_info", lambda self, **kw: {"workers": {}})
+    monkeypatch.setattr(sd, "_test_memory", [sd._train_round], raising=False)
+
+    def slow(*args):
+        sd._test_memory.append(1)
+        time.sleep(1.2)  # past the first two waits (0.5 s, then 0.5 s more)
+        return sd._test_memory[0](*args)
+
+    monkeypatch.setattr(sd, "_train_round", slow)
+    model = sd.fit(SparseLogisticRegression(max_iter=1, tol=None), Xd, yd, client=client)
+    assert len(sd._test_memory) == 3  # one round of two tasks, none retried
+    assert model.t_ == 4000
+
+
+def test_unreachable_scheduler_loses_no_worker():
+    class Unreachable:
+        scheduler = SimpleNamespace(identity=None)
+
+        def sync(self, *args, **kwargs):
+            raise OSError("Timed out trying to connect")
+
+    assert sd._live_workers(Unreachable(), ["tcp://w:1"]) == {"tcp://w:1"}
 
 
 def test_lost_worker_round_is_rerun(ctr, monkeypatch):
