@@ -198,7 +198,8 @@ class _FactorizationMachine(_SparseLinearModel):
                 float(acc0))  # fmt: skip
 
     def _draw_factors(self, opt, state, features):
-        """Draw the vectors of ``features`` not drawn yet, as training does on first sight."""
+        """Draw the vectors of ``features`` (distinct) not drawn yet, as training does on first
+        sight."""
         kernels.fm_draw(state.factors, np.asarray(features, np.int64), self._consts(opt, state))
 
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):

@@ -456,16 +456,17 @@ def fm_train_epoch_hogwild(
     return status.min(), losses.sum()
 
 
-@numba.njit(**JIT)
+@numba.njit(**PARALLEL_JIT)
 def fm_draw(factors, features, consts):
-    """Draw the vectors of ``features`` not drawn yet (``consts`` as in :func:`fm_train_epoch`).
+    """Draw the vectors of ``features`` (distinct) not drawn yet (``consts`` as in
+    :func:`fm_train_epoch`), in parallel over the features.
 
     The draw is the one training makes when a row first holds the feature: a function of the
     seed and the feature alone, so a merge of models trained apart can start from it.
     """
     k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
-    for j in features:
-        _draw_if_new(factors, j, k, F, rm, consts[5], int(consts[6]), consts[7])
+    for i in numba.prange(features.size):
+        _draw_if_new(factors, features[i], k, F, rm, consts[5], int(consts[6]), consts[7])
 
 
 @numba.njit(**JIT)
