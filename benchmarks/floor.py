@@ -7,6 +7,8 @@ data-parallel training of a memory-bound model).
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 
@@ -29,8 +31,6 @@ def gather_scatter(indptr, indices, table):
 
 def floor_epochs(blocks, epochs):
     """Run the loop over CSR ``blocks`` for ``epochs`` with one table; return its seconds."""
-    import time
-
     table = np.zeros((blocks[0].shape[1], 2), dtype=np.float32)
     gather_scatter(blocks[0].indptr[:2], blocks[0].indices, table)  # load the compiled loop
     start = time.perf_counter()
