@@ -213,11 +213,16 @@ class _LinearFamily:
         """
         scratch = est._new_scratch(state)
         steps, total, seen = 0, 0.0, None
-        for X, targets, weights, order in _segment_data(est, blocks, segments, classes, fit_id):
+        for block, X, targets, weights, order in _segment_data(
+            est, blocks, segments, classes, fit_id
+        ):
             X = cls.canonical(X)
             if seen is None:
                 seen = np.zeros(X.shape[1], bool)
-            _mark_columns(X.indptr, X.indices, order, seen)
+            if order.size == X.shape[0]:  # the whole block: its columns, found once per fit
+                seen[_block_columns(X, fit_id, block)] = True
+            else:
+                _mark_columns(X.indptr, X.indices, order, seen)
             total += est._run_epoch(X, targets, weights, order, opt, state, scratch, 1)
             steps += -(-order.size // batch_size)
         est._catch_up(opt, state)
@@ -325,11 +330,25 @@ def _mark_columns(indptr, indices, rows, seen):
 
 
 _TARGETS: dict = {}  # per-process cache of each block's encoded targets: (fit id, block) -> array
+_COLUMNS: dict = {}  # per-process cache of each block's distinct columns: (fit id, block) -> array
+
+
+def _block_columns(X, fit_id, block):
+    """The distinct columns of ``X``, block ``block`` of fit ``fit_id``, found on first use.
+
+    Marking a whole block's columns row by row every epoch cost 10% of a linear worker's
+    training; the cached array holds at most the block's number of nonzeros.
+    """
+    if (fit_id, block) not in _COLUMNS:
+        seen = np.zeros(X.shape[1], bool)
+        _mark_columns(X.indptr, X.indices, np.arange(X.shape[0]), seen)
+        _COLUMNS[fit_id, block] = np.flatnonzero(seen).astype(X.indices.dtype)
+    return _COLUMNS[fit_id, block]
 
 
 def _segment_data(est, blocks, segments, classes, fit_id):
-    """Yield (X, targets, weights, order) of each segment ``(block, start, stop, seed, epoch)``:
-    its block, and its rows of the block in the epoch's order.
+    """Yield (block, X, targets, weights, order) of each segment ``(block, start, stop, seed,
+    epoch)``: its block's number and data, and its rows of the block in the epoch's order.
 
     The kernels visit only the rows in ``order``, so training a segment costs what its rows
     cost (copying them out of the block cost about as much as training a linear model). A
@@ -349,7 +368,8 @@ def _segment_data(est, blocks, segments, classes, fit_id):
             _TARGETS[fit_id, block] = est._encode_targets(y, classes, classes is not None)[0]
         targets = _TARGETS[fit_id, block]
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        yield _to_csr(X), targets, weights, _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        order = _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        yield block, _to_csr(X), targets, weights, order
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
@@ -388,7 +408,7 @@ def _train_round(est, fit_id, version, delta, full, segments, classes, batch_siz
 
 
 def _forget(fit_id):
-    for cache in (_MODELS, _TARGETS):
+    for cache in (_MODELS, _TARGETS, _COLUMNS):
         for key in [k for k in cache if k[0] == fit_id]:
             del cache[key]
 
