@@ -70,6 +70,7 @@ def main():
         print(f"skipped Vowpal Wabbit: {exc}")
 
     names, probas = list(systems), list(systems.values())
+    points = [roc_auc_score(y_eval, p) for p in probas]
     aucs = bootstrap_aucs(y_eval, probas, args.resamples)
     print(f"\n95% intervals: percentiles of {args.resamples} bootstrap resamples of the "
           f"evaluation rows\n")  # fmt: skip
@@ -77,20 +78,19 @@ def main():
     print("| --- | ---: | ---: | --- |")
     for i, (name, p) in enumerate(systems.items()):
         low, high = np.percentile(aucs[:, i], [2.5, 97.5])
-        print(f"| {name} | {log_loss(y_eval, p):.4f} | {roc_auc_score(y_eval, p):.4f} | "
+        print(f"| {name} | {log_loss(y_eval, p):.4f} | {points[i]:.4f} | "
               f"{low:.4f}-{high:.4f} |")  # fmt: skip
     print(f"| {ANCHOR[0]} | {ANCHOR[1]:.4f} | {ANCHOR[2]:.4f} | |")
-    base = roc_auc_score(y_eval, probas[0])
     for i in range(1, len(names)):
         diff = aucs[:, 0] - aucs[:, i]
         low, high = np.percentile(diff, [2.5, 97.5])
-        point = base - roc_auc_score(y_eval, probas[i])
+        point = points[0] - points[i]
         below = np.mean(diff < 0)
         print(f"\nAUC of {names[0]} minus {names[i]}: {point:+.4f}, paired 95% interval "
               f"{low:+.4f} to {high:+.4f}; {below:.0%} of resamples below zero")  # fmt: skip
     low, high = np.percentile(aucs[:, 0] - ANCHOR[2], [2.5, 97.5])
     print(
-        f"AUC of {names[0]} minus the ANCHORS figure {ANCHOR[2]}: {base - ANCHOR[2]:+.4f}, "
+        f"AUC of {names[0]} minus the ANCHORS figure {ANCHOR[2]}: {points[0] - ANCHOR[2]:+.4f}, "
         f"95% interval {low:+.4f} to {high:+.4f} (the anchor's own uncertainty not counted)"
     )
 

@@ -41,11 +41,10 @@ def cpu_seconds(client, threads):
     return time.process_time() + sum(client.run(time.process_time).values())
 
 
-def floor_ceiling(client, xs, X, bounds, args):
-    """Fastest seconds of the bare loop over all blocks in this process, and in the workers
-    at once, each over the blocks it holds (``--repeat`` runs each)."""
-    local = [X[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
-    alone = min(floor_epochs(local, args.epochs) for _ in range(args.repeat))
+def floor_ceiling(client, blocks, xs, args):
+    """Fastest seconds of the bare loop over all ``blocks`` in this process, and in the
+    workers at once, each over the scattered blocks ``xs`` it holds (``--repeat`` runs each)."""
+    alone = min(floor_epochs(blocks, args.epochs) for _ in range(args.repeat))
     who_has = client.who_has(xs)
     held = {}
     for future in xs:
@@ -131,7 +130,8 @@ def main():
     ) as cluster, Client(cluster) as client:  # fmt: skip
         bounds = np.linspace(0, args.rows, args.blocks + 1).astype(int)
         chunks = tuple(np.diff(bounds))
-        xs = client.scatter([X[a:b] for a, b in zip(bounds, bounds[1:], strict=False)])
+        blocks = [X[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        xs = client.scatter(blocks)
         ys = client.scatter([y[a:b] for a, b in zip(bounds, bounds[1:], strict=False)])
         Xd = da.concatenate([
             da.from_delayed(f, shape=(n, X.shape[1]), dtype=X.dtype, meta=X[:0])
@@ -154,7 +154,7 @@ def main():
             kind = "threads" if args.threads else "processes"
             name = f"dask, {args.workers} worker {kind}, merge {label}"
             rows.append((name, seconds, cpu, score(model), os.getloadavg()[0]))
-        ceiling = floor_ceiling(client, xs, X, bounds, args)
+        ceiling = floor_ceiling(client, blocks, xs, args)
 
     print(
         f"\n{os.cpu_count()} CPUs. CPU s: CPU time of the driver and the workers together; "

@@ -31,7 +31,7 @@ def gather_scatter(indptr, indices, table):
 
 def floor_epochs(blocks, epochs):
     """Run the loop over CSR ``blocks`` for ``epochs`` with one table; return its seconds."""
-    table = np.zeros((blocks[0].shape[1], 2), dtype=np.float32)
+    table = np.full((blocks[0].shape[1], 2), 0.0, np.float32)  # written: no page faults timed
     gather_scatter(blocks[0].indptr[:2], blocks[0].indices, table)  # load the compiled loop
     start = time.perf_counter()
     for _ in range(epochs):
