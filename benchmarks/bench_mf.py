@@ -23,7 +23,6 @@ import scipy.sparse as sp
 from sparseopt.datasets._movielens import implicit_positives, load_movielens_split
 from sparseopt.estimators._mf import MatrixFactorization
 from sparseopt.metrics import precision_at_k, rmse
-from sparseopt.optim import AdaGrad
 
 FOLDS = ["u1", "u2", "u3", "u4", "u5"]
 
@@ -56,11 +55,18 @@ def surprise_svd(train, test):
     return rmse(t.data, pred), seconds
 
 
-def sparseopt_implicit(**params):
+def sparseopt_implicit(seeds=(0,), **params):
+    """Per-user p@10 (averaged over the random states ``seeds``) and the mean fit time."""
+
     def run(train, test):
-        mf, seconds = timed(lambda: MatrixFactorization(random_state=0, **params).fit(train))
-        recommended = mf.recommend(np.arange(train.shape[0]), n=10)
-        return precision_at_k(test, recommended, 10, average=False), seconds
+        per_user, fit = [], []
+        for seed in seeds:
+            mf = MatrixFactorization(random_state=seed, **params)
+            mf, seconds = timed(lambda mf=mf: mf.fit(train))
+            recommended = mf.recommend(np.arange(train.shape[0]), n=10)
+            per_user.append(precision_at_k(test, recommended, 10, average=False))
+            fit.append(seconds)
+        return np.mean(per_user, axis=0), np.mean(fit)
 
     return run
 
@@ -125,6 +131,8 @@ def main():
     MatrixFactorization(max_iter=1).fit(folds[0][0])  # warm-up: load compiled kernels
     MatrixFactorization(max_iter=1, n_jobs=2).fit(folds[0][0])
     MatrixFactorization(loss="warp", max_iter=1).fit(train)
+    MatrixFactorization(loss="warp", max_iter=1, n_jobs=2).fit(train)
+    MatrixFactorization(loss="warp", max_iter=1, user_history=False).fit(train)
 
     rows = []
     explicit = {
@@ -158,14 +166,17 @@ def main():
             )
         )
     implicit = {
-        "sparseopt MF WARP, defaults": sparseopt_implicit(loss="warp"),
-        "sparseopt MF WARP, previous defaults (per-element AdaGrad from 0, init_std 0.05, "
-        "max_sampled 30)": sparseopt_implicit(
-            loss="warp",
-            optimizer=AdaGrad(learning_rate=0.05),
-            factor_state="element",
-            init_std=0.05,
-            max_sampled=30,
+        "sparseopt MF WARP, defaults (user histories, rate 0.04, 20 epochs)": (
+            sparseopt_implicit(loss="warp")
+        ),
+        "sparseopt MF WARP, defaults, mean of random states 0-4": sparseopt_implicit(
+            range(5), loss="warp"
+        ),
+        "sparseopt MF WARP, defaults, n_jobs=2 (Hogwild)": sparseopt_implicit(
+            loss="warp", n_jobs=2
+        ),
+        "sparseopt MF WARP without user histories (previous defaults: rate 0.07, 15 epochs)": (
+            sparseopt_implicit(loss="warp", user_history=False, learning_rate=0.07, max_iter=15)
         ),
         "sparseopt MF BPR, defaults": sparseopt_implicit(loss="bpr"),
         "sparseopt MF logistic, 3 negatives": sparseopt_implicit(loss="logistic", n_negatives=3),

@@ -27,6 +27,12 @@ stamp, mark : float64 arrays of shape (n_rows,), or (0,) when the rule needs no 
     Step of the row's last update and the clock's ``log_decay`` then, shared by the row's bias
     and factors (they are always touched together).
 
+A third side, ``history``, holds the item history vectors ``y`` of user histories (its
+biases unused), or no rows. With rows, an epoch runs user by user: at the start of a user's
+block the history term is added into the user's factors, which then serve every step of the
+block as the user vector (:func:`_begin_user`); at its end the term is taken back out and
+each ``y`` of the user's items takes one step (:func:`_end_user`).
+
 Before a row enters a step it is caught up to step ``t - 1`` (:func:`_sync`), so that the
 score and gradients use the weights a dense optimizer would hold; :func:`mf_catch_up` brings
 every row to the current step before the weights are read from Python.
@@ -237,6 +243,83 @@ def _sample_negative(indptr, indices, u, n_items):
 
 
 @numba.njit(inline="always", **JIT)
+def _add_row(vec, table, x, a, k, rm):
+    """``vec += a v_x``, ``v_x`` the factors of row ``x`` of a table."""
+    for f in range(k):
+        vec[f] += a * (table[x, f] if rm else table[x * k + f, 0])
+
+
+@numba.njit(inline="always", **JIT)
+def _shift_row(table, x, a, vec, k, rm):
+    """``v_x += a vec`` on the factors of row ``x`` of a table."""
+    for f in range(k):
+        if rm:
+            table[x, f] += a * vec[f]
+        else:
+            table[x * k + f, 0] += a * vec[f]
+
+
+@numba.njit(inline="always", **JIT)
+def _shift_row_by_row(table, x, a, source, y, k, rm):
+    """``v_x += a w_y``, ``w_y`` the factors of row ``y`` of ``source``."""
+    for f in range(k):
+        if rm:
+            table[x, f] += a * source[y, f]
+        else:
+            table[x * k + f, 0] += a * source[y * k + f, 0]
+
+
+@numba.njit(inline="always", **JIT)
+def _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_mark, indptr,
+                indices, u, k, rm, h_u, g_u):  # fmt: skip
+    """Add user ``u``'s history term to its factors for the steps of its block; the scale.
+
+    With ``N(u)`` the user's known items and ``n = |N(u)|``, row ``p_u`` becomes
+    ``p_u + c S`` with ``S = sum_{m in N(u)} y_m`` and ``c = (n - 1)^{-1/2}`` (0 if n = 1):
+    each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row`), so the
+    positive never scores itself. ``g_u`` starts collecting the blocks' user gradients.
+    """
+    _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
+    lo, hi = indptr[u], indptr[u + 1]
+    scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
+    h_u[:] = 0.0
+    g_u[:] = 0.0
+    for t in range(lo, hi):
+        m = indices[t]
+        _sync(h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        _add_row(h_u, hf, m, scale, k, rm)
+    _shift_row(uf, u, 1.0, h_u, k, rm)
+    return scale
+
+
+@numba.njit(inline="always", **JIT)
+def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices, u, k, rm,
+              alpha_f, scale, h_u, g_u):  # fmt: skip
+    """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.
+
+    Each gets the gradient ``c g_u + alpha_f y_m``, ``g_u`` the sum over the block's steps of
+    the loss gradients in the user vector (the history vectors move once per block).
+    """
+    _shift_row(uf, u, -1.0, h_u, k, rm)
+    for t in range(indptr[u], indptr[u + 1]):
+        m = indices[t]
+        _sync(h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        if rm:
+            sum_sq = 0.0
+            for f in range(k):
+                g = scale * g_u[f] + alpha_f * hf[m, f]
+                sum_sq += g * g
+            step = _row_scale(h, c, hf, m, k, sum_sq)
+            for f in range(k):
+                hf[m, f] -= step * (scale * g_u[f] + alpha_f * hf[m, f])
+        else:
+            for r in range(m * k, m * k + k):
+                y = np.float64(hf[r, 0])
+                hf[r, 0] = _step(rule, h, c, hf, r, y, scale * g_u[r - m * k] + alpha_f * y)
+        _stamp(c, lazy, h_stamp, h_mark, m)
+
+
+@numba.njit(inline="always", **JIT)
 def _softplus(x):
     """``log(1 + exp(x))`` without overflow."""
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
@@ -251,7 +334,8 @@ def _sigmoid(x):
 
 
 @numba.njit(**JIT)
-def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, consts):
+def _train_range(loss, hp, spec, clock, user, item, history, data, order, start, stop,
+                 consts):  # fmt: skip
     """Train on the interactions ``order[start:stop]``; returns (status, summed loss).
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
@@ -272,16 +356,17 @@ def _train_range(loss, hp, spec, clock, user, item, data, order, start, stop, co
         # whose mere presence in the loop cost 130 ns per step (reference counting); the
         # squared loss gets its own copy too, without the other losses' branches (20 ns)
         if loss == SQUARED:
-            return _train_loop(R.ADAGRAD, False, SQUARED, hp, spec, clock, user, item, data,
-                               order, start, stop, consts)  # fmt: skip
-        return _train_loop(R.ADAGRAD, False, loss, hp, spec, clock, user, item, data, order,
-                           start, stop, consts)  # fmt: skip
-    return _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, start, stop,
-                       consts)  # fmt: skip
+            return _train_loop(R.ADAGRAD, False, SQUARED, hp, spec, clock, user, item, history,
+                               data, order, start, stop, consts)  # fmt: skip
+        return _train_loop(R.ADAGRAD, False, loss, hp, spec, clock, user, item, history, data,
+                           order, start, stop, consts)  # fmt: skip
+    return _train_loop(rule, lazy, loss, hp, spec, clock, user, item, history, data, order,
+                       start, stop, consts)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
-def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, start, stop, consts):
+def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, history, data, order, start,
+                stop, consts):  # fmt: skip
     users, items, values, indptr, indices = data
     mu, alpha_b, alpha_f, k, n_negatives, max_sampled, rm = consts
     # the tables leave their tuples once, here: extracting an array inside the loop costs
@@ -294,9 +379,24 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
     pointwise = loss == SQUARED or loss == LOGISTIC
     n_pairs = 1 + n_negatives if loss == LOGISTIC else 1
     total = 0.0
+    # user history (``order`` then runs user by user): the block's user, its history term,
+    # its summed gradient and the history scale (see _begin_user)
+    hb, hf, h_stamp, h_mark = history
+    with_history = hf.shape[0] > 0
+    block_user, scale = -1, 0.0
+    h_u, g_u = np.zeros(k), np.zeros(k)
     for e in range(start, stop):
         n = order[e]
         u, i, x = users[n], items[n], np.float64(values[n])
+        if with_history:
+            if u != block_user:
+                if block_user >= 0:
+                    _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr,
+                              indices, block_user, k, rm, alpha_f, scale, h_u, g_u)  # fmt: skip
+                scale = _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp,
+                                    h_mark, indptr, indices, u, k, rm, h_u, g_u)  # fmt: skip
+                block_user = u
+            _shift_row_by_row(uf, u, -scale, hf, i, k, rm)  # the positive leaves the history
         for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
             j = i
             if pair > 0 or loss == BPR:
@@ -326,6 +426,8 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
                 else:
                     d = -x * _sigmoid(-s)
                     total += x * _softplus(-s)
+                if with_history:
+                    _add_row(g_u, itf, j, d, k, rm)
                 _apply(rule, h, c, ub, uf, ib, itf, u, j, -1, d, 0.0, k, rm, alpha_b, alpha_f)
             else:
                 if loss == BPR:
@@ -346,11 +448,19 @@ def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, data, order, star
                             total += d * (1.0 - s + sj)
                             break
                 if j >= 0:
+                    if with_history:
+                        _add_row(g_u, itf, i, -d, k, rm)
+                        _add_row(g_u, itf, j, d, k, rm)
                     _apply(rule, h, c, ub, uf, ib, itf, u, i, j, -d, d, k, rm, alpha_b, alpha_f)
                     _stamp(c, lazy, i_stamp, i_mark, i)
             _stamp(c, lazy, u_stamp, u_mark, u)
             if j >= 0:
                 _stamp(c, lazy, i_stamp, i_mark, j)
+        if with_history:
+            _shift_row_by_row(uf, u, scale, hf, i, k, rm)
+    if block_user >= 0:
+        _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices,
+                  block_user, k, rm, alpha_f, scale, h_u, g_u)  # fmt: skip
     R.store_clock(c, clock)
     return OK, total
 
@@ -363,41 +473,73 @@ def _shuffle(order):
 
 
 @numba.njit(**JIT)
-def mf_train_epoch(loss, hp, spec, clock, user, item, data, order, consts, seed):
+def _epoch_order(order, users, n_users, by_user):
+    """Shuffle ``order`` in place; ``by_user``: then group it by user, in a random user order
+    (a counting sort on each user's random rank, which keeps the shuffle within a user)."""
+    _shuffle(order)
+    if not by_user:
+        return
+    rank = np.random.permutation(n_users)  # noqa: NPY002 (Numba's generator)
+    ends = np.zeros(n_users + 1, np.int64)
+    for n in order:
+        ends[rank[users[n]] + 1] += 1
+    ends = np.cumsum(ends)
+    grouped = np.empty_like(order)
+    for n in order:
+        r = rank[users[n]]
+        grouped[ends[r]] = n
+        ends[r] += 1
+    order[:] = grouped
+
+
+@numba.njit(**JIT)
+def mf_train_epoch(loss, hp, spec, clock, user, item, history, data, order, consts, seed):
     """One epoch over ``order`` (shuffled in place first), serially; (status, summed loss).
 
     ``data`` is ``(users, items, values, indptr, indices)``: the interactions as coordinate
-    arrays plus the CSR pattern of every known interaction (for negative sampling);
-    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, rm)``,
-    ``rm`` true for per-row AdaGrad factors.
+    arrays plus the CSR pattern of every known interaction (for negative sampling and the
+    user histories); ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives,
+    max_sampled, rm)``, ``rm`` true for per-row AdaGrad factors. ``history`` is the side of
+    the item history vectors ``y``, with no rows when the model has none; with rows, the
+    epoch runs user by user.
     """
     np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
-    _shuffle(order)
-    return _train_range(loss, hp, spec, clock, user, item, data, order, 0, order.size, consts)
+    _epoch_order(order, data[0], user[0].shape[0], history[1].shape[0] > 0)
+    return _train_range(loss, hp, spec, clock, user, item, history, data, order, 0, order.size,
+                        consts)  # fmt: skip
 
 
 @numba.njit(**PARALLEL_JIT)
-def mf_train_epoch_hogwild(loss, hp, spec, clock, user, item, data, order, consts, seed, n_jobs):
+def mf_train_epoch_hogwild(loss, hp, spec, clock, user, item, history, data, order, consts, seed,
+                           n_jobs):  # fmt: skip
     """:func:`mf_train_epoch` on ``n_jobs`` threads without locks (Hogwild).
 
     Each thread trains on one contiguous chunk of the shuffled order with its own copy of
-    the clock; the clock that went furthest becomes the global one.
+    the clock; the clock that went furthest becomes the global one. With user histories the
+    chunks end between users, so that a user's block stays in one thread.
     """
     np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
-    _shuffle(order)
+    users = data[0]
+    by_user = history[1].shape[0] > 0
+    _epoch_order(order, users, user[0].shape[0], by_user)
     clocks = np.empty((n_jobs, clock.size))
     for j in range(n_jobs):
         clocks[j] = clock
     status = np.zeros(n_jobs, np.int64)
     totals = np.zeros(n_jobs)
+    edges = np.empty(n_jobs + 1, np.int64)
     chunk = (order.size + n_jobs - 1) // n_jobs
+    for j in range(n_jobs + 1):
+        e = min(j * chunk, order.size)
+        while by_user and 0 < e < order.size and users[order[e]] == users[order[e - 1]]:
+            e += 1
+        edges[j] = e
     for j in numba.prange(n_jobs):
         np.random.seed(seed + 1 + j)  # noqa: NPY002 (Numba's generator)
-        start = min(j * chunk, order.size)
-        stop = min(start + chunk, order.size)
         status[j], totals[j] = _train_range(
-            loss, hp, spec, clocks[j], user, item, data, order, start, stop, consts
-        )
+            loss, hp, spec, clocks[j], user, item, history, data, order, edges[j], edges[j + 1],
+            consts,
+        )  # fmt: skip
     clock[:] = clocks[np.argmax(clocks[:, R.CLOCK_T])]
     return status.max(), totals.sum()
 
