@@ -276,8 +276,8 @@ def _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_ma
 
     With ``N(u)`` the user's known items and ``n = |N(u)|``, row ``p_u`` becomes
     ``p_u + c S`` with ``S = sum_{m in N(u)} y_m`` and ``c = (n - 1)^{-1/2}`` (0 if n = 1):
-    each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row`), so the
-    positive never scores itself. ``g_u`` starts collecting the blocks' user gradients.
+    each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row_by_row`), so
+    the positive never scores itself. ``g_u`` starts collecting the block's user gradients.
     """
     _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
     lo, hi = indptr[u], indptr[u + 1]
