@@ -447,8 +447,8 @@ def test_user_history_matches_numpy_reference(per_row):
     P, Q, Y = np.split(w0[n_u + n_i :], [n_u * k, (n_u + n_i) * k])
     P, Q, Y = P.reshape(n_u, k).copy(), Q.reshape(n_i, k).copy(), Y.reshape(n_i, k).copy()
     Gb = np.full(b.size, 0.5)
-    G = {"P": np.full((n_u, 1 if per_row else k), 0.5), "Q": np.full((n_i, 1 if per_row else k),
-         0.5), "Y": np.full((n_i, 1 if per_row else k), 0.5)}  # fmt: skip
+    width = 1 if per_row else k  # AdaGrad accumulators per vector, or per element
+    G = {name: np.full((rows, width), 0.5) for name, rows in (("P", n_u), ("Q", n_i), ("Y", n_i))}
     dense_X = X.toarray()
 
     def bias_step(c, g):

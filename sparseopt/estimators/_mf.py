@@ -414,9 +414,10 @@ class MatrixFactorization(BaseEstimator):
         seen.sort_indices()
         state["seen"] = seen
         state["user"].counts[:] = np.diff(seen.indptr)
+        item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
         for name in ("item", "history"):
             if name in state:
-                state[name].counts[:] = np.bincount(seen.indices, minlength=seen.shape[1])
+                state[name].counts[:] = item_counts
         coo = X.tocoo()
         data = (
             coo.row.astype(np.int32),
