@@ -247,6 +247,8 @@ class _SparseLinearModel(BaseEstimator):
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
         for _epoch in epochs:
             order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
+            if n_threads > 1:
+                order = kernels.hogwild_order(order, n_threads)
             loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
             curve.append(loss / total_weight)
             monitored = curve[-1]

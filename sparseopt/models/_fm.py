@@ -436,7 +436,9 @@ def fm_train_epoch_hogwild(
     model, rule, n_threads, indptr, indices, data, y, weights, order, loss, delta, hp, spec,
     clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
 ):  # fmt: skip
-    """One pass with ``n_threads`` threads taking interleaved single rows, without locks.
+    """One pass with ``n_threads`` threads taking interleaved single rows of ``order`` (laid
+    out by :func:`~sparseopt.models._linear.hogwild_order`: a contiguous block each), without
+    locks.
 
     Threads write the shared tables unsynchronized (Hogwild, Recht et al. 2011): fast and
     nondeterministic. As in the linear kernel, each thread trains its own copy of the

@@ -253,7 +253,8 @@ def linear_train_epoch_hogwild(
     rule, n_threads, indptr, indices, data, y, weights, order, batch_size, loss, delta,
     hp, spec, clock, table, stamp, mark, scratch, bias, fit_intercept,
 ):  # fmt: skip
-    """One pass with ``n_threads`` threads taking interleaved batches, without locks.
+    """One pass with ``n_threads`` threads taking interleaved batches of ``order`` (laid out
+    by :func:`hogwild_order`: a contiguous block each), without locks.
 
     Threads write shared weights unsynchronized (Hogwild, Recht et al. 2011): fast and
     nondeterministic. Each thread needs its own scratch, so batches are of one row. The
@@ -273,6 +274,25 @@ def linear_train_epoch_hogwild(
         )  # fmt: skip
     average_copies(bias, biases, padded, n_threads)
     return status.min(), losses.sum()
+
+
+def hogwild_order(order, n_threads):
+    """``order`` laid out for the Hogwild kernels, whose thread ``p`` takes the positions
+    ``p, p + n_threads, ...``: each thread gets one contiguous block of ``order``.
+
+    A thread then streams its own stretch of the input instead of every ``n_threads``-th row
+    (interleaved rows share cache lines of the CSR arrays, and each thread's hardware
+    prefetcher sees a strided stream), and in a time-ordered log the rows trained at the same
+    moment share fewer features. Position ``b`` still is the ``b``-th update overall, so the
+    clock (a schedule's step ``t``) advances as in a serial pass.
+    """
+    out = np.empty_like(order)
+    start = 0
+    for p in range(n_threads):
+        size = len(range(p, order.size, n_threads))
+        out[p::n_threads] = order[start : start + size]
+        start += size
+    return out
 
 
 @numba.njit(inline="always", **JIT)
