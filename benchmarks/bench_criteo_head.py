@@ -70,7 +70,7 @@ def hash_tokens(rows, seed):
 
 
 def vw_auc(workdir, train_rows, y, eval_rows, y_eval, token, args):
-    """AUC and logloss of VW (one pass, defaults, ``args``) reading ``token(field, value)``."""
+    """AUC and logloss of VW (one pass, defaults, ``args``) reading ``token(row)``."""
     import vowpalwabbit
 
     paths = {name: os.path.join(workdir, name) for name in ("train", "eval", "model", "p")}
@@ -115,22 +115,22 @@ def over_hash_seeds(root, n_seeds, X_first):
     y_eval = np.concatenate(y_eval)
     if (hash_tokens(train_rows, 0) != X_first).nnz:
         raise SystemExit("hash seed 0 does not reproduce read_criteo's columns")
-    aucs = np.empty((n_seeds, 2))
+    scores = np.empty((n_seeds, 2, 2))  # seed, system, (AUC, logloss)
     with tempfile.TemporaryDirectory() as workdir:
         for s in range(n_seeds):
             model = SparseLogisticRegression(max_iter=1).fit(hash_tokens(train_rows, s), y)
             p = model.predict_proba(hash_tokens(eval_rows, s))[:, 1]
-            aucs[s, 0] = roc_auc_score(y_eval, p)
-            aucs[s, 1] = vw_auc(workdir, train_rows, y, eval_rows, y_eval, one_namespace,
-                                ["-b", str(N_BITS), "--hash_seed", str(s)])[0]  # fmt: skip
+            scores[s, 0] = roc_auc_score(y_eval, p), log_loss(y_eval, p)
+            scores[s, 1] = vw_auc(workdir, train_rows, y, eval_rows, y_eval, one_namespace,
+                                  ["-b", str(N_BITS), "--hash_seed", str(s)])  # fmt: skip
         print(f"\nOver {n_seeds} hash seeds (one epoch, defaults, 2^{N_BITS} columns):\n")
-        print("| system | mean AUC | sd | min | max |")
-        print("| --- | ---: | ---: | ---: | ---: |")
+        print("| system | mean AUC | sd | min | max | mean logloss |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for i, name in enumerate(("sparseopt", "Vowpal Wabbit (--hash_seed)")):
-            a = aucs[:, i]
+            a = scores[:, i, 0]
             print(f"| {name} | {a.mean():.4f} | {a.std(ddof=1):.4f} | {a.min():.4f} | "
-                  f"{a.max():.4f} |")  # fmt: skip
-        diff = aucs[:, 0] - aucs[:, 1]
+                  f"{a.max():.4f} | {scores[:, i, 1].mean():.4f} |")  # fmt: skip
+        diff = scores[:, 0, 0] - scores[:, 1, 0]
         print(f"\nsparseopt minus VW: mean {diff.mean():+.4f} (standard error "
               f"{diff.std(ddof=1) / math.sqrt(n_seeds):.4f}); sparseopt ahead on "
               f"{np.sum(diff > 0)} of {n_seeds} seeds")  # fmt: skip
