@@ -7,9 +7,11 @@ Generates ``sparseopt.datasets.make_ctr`` data (39 Zipf-distributed one-hot fiel
 on one thread (unless stated; sparseopt's epochs and the bare loop are timed best of 3, the
 peers' once, as they take longer) and prints one table: train seconds, million nonzeros per
 second, test logloss and AUC, and each system's speed relative to sparseopt. Peers that are not
-installed (``pip install -e ".[bench]"``) are skipped. A last section measures sparseopt's
-memory: optimizer state per coordinate and the peak resident memory of ``fit`` against its
-input plus model state, in a fresh process.
+installed (``pip install -e ".[bench]"``) are skipped. A line sets Hogwild's two-thread
+speed-up beside the bare loop's, run in two threads on one table: what this machine allows a
+memory-bound loop in that minute. A last section measures sparseopt's memory: optimizer state
+per coordinate and the peak resident memory of ``fit`` against its input plus model state, in
+a fresh process.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import tempfile
 import time
 
 import numpy as np
-from floor import floor_epochs
+from floor import floor_epochs, floor_threads
 from sklearn.metrics import log_loss, roc_auc_score
 
 from sparseopt import SparseLogisticRegression
@@ -131,6 +133,10 @@ def run_floor(data):
     return seconds, None
 
 
+def run_floor_threads(data):
+    return min(floor_threads(data.X, 2) for _ in range(3)), None
+
+
 def _status_bytes(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
@@ -201,6 +207,7 @@ def main():
         ("Vowpal Wabbit, from its binary cache", None),
         ("torch EmbeddingBag + sparse Adagrad, b=256", lambda: run_torch(data)),
         ("bare gather/scatter loop (memory floor)", lambda: run_floor(data)),
+        ("bare loop, 2 threads on one table (ceiling)", lambda: run_floor_threads(data)),
     ]
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -225,6 +232,13 @@ def main():
         )
         print(f"{name:44s} {seconds:8.2f} {nnz / seconds / 1e6:8.1f} {base / seconds:12.2f}x "
               f"{quality}")  # fmt: skip
+    seconds = {name: s for name, s, _ in rows}
+    hogwild = seconds[systems[0][0]] / seconds[systems[1][0]]
+    ceiling = seconds[systems[-2][0]] / seconds[systems[-1][0]]
+    print(
+        f"\ntwo threads against one: sparseopt (Hogwild) {hogwild:.2f}x, the bare loop "
+        f"{ceiling:.2f}x (this machine's ceiling for a memory-bound loop in this minute)"
+    )
     input_bytes, state, peak, per_coord = memory
     print(
         f"\nmemory: optimizer table {per_coord:.0f} bytes per coordinate (weight + state); "

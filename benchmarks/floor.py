@@ -1,13 +1,15 @@
 """The memory floor of sparse AdaGrad: a loop that only gathers and scatters the weights.
 
-Shared by ``bench_linear.py`` (sparseopt's one-thread speed against it) and ``bench_dask.py``
-(how far two processes running it at once fall short of 2x on this machine: the ceiling for
+Shared by ``bench_linear.py`` (sparseopt's one-thread speed against it, and Hogwild's
+two-thread speed-up against the loop's own in threads on one table) and ``bench_dask.py`` (how
+far two processes running it at once fall short of 2x on this machine: the ceiling for
 data-parallel training of a memory-bound model).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -38,3 +40,16 @@ def floor_epochs(blocks, epochs):
         for X in blocks:
             gather_scatter(X.indptr, X.indices, table)
     return time.perf_counter() - start
+
+
+def floor_threads(X, n_threads):
+    """Seconds of one pass of the loop over CSR ``X`` in ``n_threads`` threads at once, each
+    on a contiguous block of the rows, all on one table (as Hogwild shares its weights)."""
+    table = np.full((X.shape[1], 2), 0.0, np.float32)
+    gather_scatter(X.indptr[:2], X.indices, table)
+    bounds = np.linspace(0, X.shape[0], n_threads + 1).astype(np.int64)
+    blocks = [X.indptr[lo : hi + 1] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    with ThreadPoolExecutor(n_threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(lambda indptr: gather_scatter(indptr, X.indices, table), blocks))
+        return time.perf_counter() - start
