@@ -39,6 +39,7 @@ from sparseopt.datasets import read_criteo
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo"
 ANCHOR = ("Vowpal Wabbit, ANCHORS.md (its own hashing)", 0.4793, 0.7246)
 N_BITS, N_COUNTS, N_FIELDS = 20, 13, 39
+NAMES = [f"I{i}" for i in range(1, N_COUNTS + 1)] + [f"C{i}" for i in range(1, 27)]
 
 
 def read_tokens(path):
@@ -69,7 +70,7 @@ def hash_tokens(rows, seed):
     return X
 
 
-def vw_auc(workdir, train_rows, y, eval_rows, y_eval, token, args):
+def vw_scores(workdir, train_rows, y, eval_rows, y_eval, token, args):
     """AUC and logloss of VW (one pass, defaults, ``args``) reading ``token(row)``."""
     import vowpalwabbit
 
@@ -101,7 +102,6 @@ VW_TOKENS = {
     "default namespace, <i>_<value>": lambda r: "| " + " ".join(
         f"{i}_{v}" for i, v in enumerate(r)),
 }  # fmt: skip
-NAMES = [f"I{i}" for i in range(1, N_COUNTS + 1)] + [f"C{i}" for i in range(1, 27)]
 
 
 def over_hash_seeds(root, n_seeds, X_first):
@@ -121,7 +121,7 @@ def over_hash_seeds(root, n_seeds, X_first):
             model = SparseLogisticRegression(max_iter=1).fit(hash_tokens(train_rows, s), y)
             p = model.predict_proba(hash_tokens(eval_rows, s))[:, 1]
             scores[s, 0] = roc_auc_score(y_eval, p), log_loss(y_eval, p)
-            scores[s, 1] = vw_auc(workdir, train_rows, y, eval_rows, y_eval, one_namespace,
+            scores[s, 1] = vw_scores(workdir, train_rows, y, eval_rows, y_eval, one_namespace,
                                   ["-b", str(N_BITS), "--hash_seed", str(s)])  # fmt: skip
         print(f"\nOver {n_seeds} hash seeds (one epoch, defaults, 2^{N_BITS} columns):\n")
         print("| system | mean AUC | sd | min | max | mean logloss |")
@@ -138,7 +138,7 @@ def over_hash_seeds(root, n_seeds, X_first):
         print("| tokens | -b 18 | -b 20 | -b 22 |")
         print("| --- | ---: | ---: | ---: |")
         for name, token in VW_TOKENS.items():
-            cells = [vw_auc(workdir, train_rows, y, eval_rows, y_eval, token, ["-b", str(b)])
+            cells = [vw_scores(workdir, train_rows, y, eval_rows, y_eval, token, ["-b", str(b)])
                      for b in (18, 20, 22)]  # fmt: skip
             print(f"| {name} | " + " | ".join(f"{a:.4f}" for a, _ in cells) + " |")
 

@@ -232,9 +232,8 @@ def main():
         )
         print(f"{name:44s} {seconds:8.2f} {nnz / seconds / 1e6:8.1f} {base / seconds:12.2f}x "
               f"{quality}")  # fmt: skip
-    seconds = {name: s for name, s, _ in rows}
-    hogwild = seconds[systems[0][0]] / seconds[systems[1][0]]
-    ceiling = seconds[systems[-2][0]] / seconds[systems[-1][0]]
+    one, two, *_, floor_one, floor_two = (seconds for _, seconds, _ in rows)
+    hogwild, ceiling = one / two, floor_one / floor_two
     print(
         f"\ntwo threads against one: sparseopt (Hogwild) {hogwild:.2f}x, the bare loop "
         f"{ceiling:.2f}x (this machine's ceiling for a memory-bound loop in this minute)"
