@@ -70,15 +70,20 @@ def hash_tokens(rows, seed):
     return X
 
 
-def vw_scores(workdir, train_rows, y, eval_rows, y_eval, token, args):
-    """AUC and logloss of VW (one pass, defaults, ``args``) reading ``token(row)``."""
-    import vowpalwabbit
-
+def write_vw_files(workdir, token, train_rows, y, eval_rows, y_eval):
+    """Write the rows in VW's text format, ``token(row)`` after each label; returns paths."""
     paths = {name: os.path.join(workdir, name) for name in ("train", "eval", "model", "p")}
     for name, rows, labels in (("train", train_rows, y), ("eval", eval_rows, y_eval)):
         with open(paths[name], "w") as f:
             for r, label in zip(rows, labels, strict=True):
                 f.write(("1 " if label > 0 else "-1 ") + token(r) + "\n")
+    return paths
+
+
+def vw_scores(paths, y_eval, args):
+    """AUC and logloss of VW (one pass, defaults, ``args``) on the files at ``paths``."""
+    import vowpalwabbit
+
     common = ["--loss_function", "logistic", "--quiet", *args]
     vowpalwabbit.Workspace(arg_list=["-d", paths["train"], "-f", paths["model"], *common]).finish()
     test = ["-t", "-d", paths["eval"], "-i", paths["model"], "-p", paths["p"], "--link", "logistic"]
@@ -117,12 +122,13 @@ def over_hash_seeds(root, n_seeds, X_first):
         raise SystemExit("hash seed 0 does not reproduce read_criteo's columns")
     scores = np.empty((n_seeds, 2, 2))  # seed, system, (AUC, logloss)
     with tempfile.TemporaryDirectory() as workdir:
+        rows = (train_rows, y, eval_rows, y_eval)
+        paths = write_vw_files(workdir, one_namespace, *rows)
         for s in range(n_seeds):
             model = SparseLogisticRegression(max_iter=1).fit(hash_tokens(train_rows, s), y)
             p = model.predict_proba(hash_tokens(eval_rows, s))[:, 1]
             scores[s, 0] = roc_auc_score(y_eval, p), log_loss(y_eval, p)
-            scores[s, 1] = vw_scores(workdir, train_rows, y, eval_rows, y_eval, one_namespace,
-                                  ["-b", str(N_BITS), "--hash_seed", str(s)])  # fmt: skip
+            scores[s, 1] = vw_scores(paths, y_eval, ["-b", str(N_BITS), "--hash_seed", str(s)])
         print(f"\nOver {n_seeds} hash seeds (one epoch, defaults, 2^{N_BITS} columns):\n")
         print("| system | mean AUC | sd | min | max | mean logloss |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -138,8 +144,8 @@ def over_hash_seeds(root, n_seeds, X_first):
         print("| tokens | -b 18 | -b 20 | -b 22 |")
         print("| --- | ---: | ---: | ---: |")
         for name, token in VW_TOKENS.items():
-            cells = [vw_scores(workdir, train_rows, y, eval_rows, y_eval, token, ["-b", str(b)])
-                     for b in (18, 20, 22)]  # fmt: skip
+            paths = write_vw_files(workdir, token, *rows)
+            cells = [vw_scores(paths, y_eval, ["-b", str(b)]) for b in (18, 20, 22)]
             print(f"| {name} | " + " | ".join(f"{a:.4f}" for a, _ in cells) + " |")
 
 
