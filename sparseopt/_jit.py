@@ -1,19 +1,69 @@
-"""Numba compilation options shared by every kernel.
+"""Numba compilation options shared by every kernel, and a watch on compile time.
 
 The fastmath flags are the safe subset: they allow reassociation and fused multiply-add but
 not the assumption that values are finite, so ``np.isfinite`` checks stay real (full fastmath
 lets LLVM delete them, which hides diverging learning rates).
 """
 
+import threading
+import time
+from contextlib import contextmanager
+
 import numba
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import cgutils, event, types
 from numba.extending import intrinsic
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 JIT = dict(nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
 PARALLEL_JIT = dict(JIT, parallel=True)
+
+
+class _CompileWatch(event.Listener):
+    """Counts the seconds spent compiling (disk-cache misses only; Numba emits no compile
+    event for a cache hit) and announces the first compile inside :func:`announce_compile`."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.notice = None  # (message, write) while announce_compile is active
+        self._local = threading.local()
+
+    def on_start(self, event):
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        if depth == 0:
+            self._local.started = time.perf_counter()
+            notice, self.notice = self.notice, None
+            if notice is not None:
+                message, write = notice
+                write(message)
+
+    def on_end(self, event):
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            self.seconds += time.perf_counter() - self._local.started
+
+
+_watch = _CompileWatch()
+event.install_listener("numba:compile", _watch)
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling kernels so far (rates exclude them)."""
+    return _watch.seconds
+
+
+@contextmanager
+def announce_compile(what: str, write):
+    """Within the block, the first kernel that compiles (not in the disk cache) first calls
+    ``write`` with one line saying so: a first run waits seconds, later runs do not."""
+    _watch.notice = (f"compiling the {what} kernels (first run only; cached for later runs)",
+                     write)  # fmt: skip
+    try:
+        yield
+    finally:
+        _watch.notice = None
 
 
 @intrinsic
@@ -49,3 +99,25 @@ if numba.config.DISABLE_JIT:  # kernels run as Python (the CUDA simulator's test
 
     def prefetch(array, index):  # noqa: F811
         pass
+
+
+@numba.njit(inline="always", **JIT)
+def prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, K):
+    """Prefetch, for the CSR rows a training loop visits next (``order[i + n * ahead]``):
+    row 16's extent, row 8's nonzeros, label and weight, row 2's weights (row ``j``'s at
+    ``table[j * K]``); each step needs the one before in cache."""
+    n = order.size
+    if i + 16 * ahead < n:
+        prefetch(indptr, order[i + 16 * ahead])
+    if i + 8 * ahead < n:
+        row = order[i + 8 * ahead]
+        lo, hi = indptr[row], indptr[row + 1]
+        for k in range(lo, hi, 16):  # one cache line holds 16 four-byte values
+            prefetch(indices, k)
+            prefetch(data, k)
+        prefetch(y, row)
+        prefetch(weights, row)
+    if i + 2 * ahead < n:
+        row = order[i + 2 * ahead]
+        for k in range(indptr[row], indptr[row + 1]):
+            prefetch(table, indices[k] * K)

@@ -42,7 +42,6 @@ from sklearn.base import is_classifier
 from ._jit import JIT, PARALLEL_JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
-from .models import _linear as kernels
 from .optim import _rules as R
 
 __all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
@@ -707,7 +706,7 @@ def _merge(family, est, opt, state, results):
         table[rows] = values
         tables[name] = (rows, values)
     steps = sum(r["clock_steps"] for r in results)
-    kernels.advance_clock(opt.hyperparameters(), opt.schedule_spec(), state.clock, steps)
+    R.advance_clock(opt.hyperparameters(), opt.schedule_spec(), state.clock, steps)
     state.stamp[:] = state.clock[R.CLOCK_T]
     state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
     return {"tables": tables, "clock": state.clock.copy()}

@@ -176,7 +176,7 @@ def test_hogwild_threads_learn_as_well():
 @pytest.mark.parametrize("n_rows", [0, 1, 7, 10])
 @pytest.mark.parametrize("n_threads", [2, 3])
 def test_hogwild_order_gives_each_thread_a_contiguous_block(n_rows, n_threads):
-    from sparseopt.models._linear import hogwild_order
+    from sparseopt.models._hogwild import hogwild_order
 
     order = np.random.default_rng(0).permutation(n_rows)
     laid_out = hogwild_order(order, n_threads)

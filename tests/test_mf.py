@@ -287,9 +287,11 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0, 
     data = (coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data.astype(np.float32),
             X.indptr.astype(np.int64), X.indices.astype(np.int32))  # fmt: skip
     order = np.arange(X.nnz, dtype=np.int64)
+    train = K.mf_train_range(opt._rule, K.LOSSES[loss], user[2].size > 0, per_row)
     status, _ = K.mf_train_epoch(
-        K.LOSSES[loss], opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE),
-        user, item, hist, data, order, (mu, alpha_b, alpha_f, k, 1, 30, per_row), 7,
+        train, 1, 7, (user, item, hist), data + (order,),
+        (mu, alpha_b, alpha_f, k, 1, 30, per_row), opt.hyperparameters(), opt.schedule_spec(),
+        np.zeros(R.CLOCK_SIZE),
     )  # fmt: skip
     assert status == K.OK
     return w0, flat(), order, data

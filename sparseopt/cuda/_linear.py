@@ -32,7 +32,7 @@ import numpy as np
 from numba import cuda
 
 from .._jit import JIT, PARALLEL_JIT
-from ..models import _linear as K_
+from ..models import _losses as L
 from ..optim import _rules as R
 
 # threads per block; the simulator runs each as a Python thread, so it gets small blocks
@@ -196,7 +196,7 @@ def _forward_kernel(lo, hi, order, indptr, indices, data, y, weights, table, bia
             margins[p + c] = bias[c, 0] + total
     if active and lane == 0:
         d = dloss[p : p + K]
-        row_loss[i] = weights[row] * K_._loss_derivative(loss, margins[p : p + K], y[row], delta, d)
+        row_loss[i] = weights[row] * L.loss_derivative(loss, margins[p : p + K], y[row], delta, d)
         for c in range(K):
             d[c] *= weights[row]
 
@@ -294,13 +294,14 @@ def train_epoch(rule, X, targets, weights, order, batch_size, loss, delta, hp, s
                 fit_intercept):  # fmt: skip
     """One epoch on the GPU, updating ``state`` (a LinearState on the host) in place.
 
-    Returns ``(status, loss sum)`` as :func:`sparseopt.models._linear.linear_train_epoch`.
+    Returns ``(status, loss sum)`` as the CPU kernels of
+    :func:`sparseopt.models._linear.linear_train_pass`.
     """
     n_rows = order.size
     n_batches = -(-n_rows // batch_size)
     clocks, ok = epoch_clocks(hp, spec, state.clock, n_batches)
     if not ok:
-        return K_.DIVERGED, 0.0
+        return L.BAD_STEP, 0.0
     indptr, indices, data, y, w = _resident.data(X, targets, weights)
     batch_seg, d_order, seg_ptr, seg_col, ent_k, ent_i = _resident.batches(X, order, batch_size)
     K = state.bias.shape[0]
@@ -336,4 +337,4 @@ def train_epoch(rule, X, targets, weights, order, batch_size, loss, delta, hp, s
     state.clock[:] = clocks[-1]
     losses = row_loss.copy_to_host()
     total = float(np.sum(losses))
-    return (0 if math.isfinite(total) else K_.DIVERGED), total
+    return (L.OK if math.isfinite(total) else L.NON_FINITE), total

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..models import _fm as kernels
-from ..models import _linear as linear_kernels
+from ..models import _losses as losses
+from ..models._hogwild import run_threads
 from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
 from ..optim import _rules as R
 from ._linear import (
@@ -167,9 +167,9 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _catch_up(self, opt, state):
         k, F, per_row = (int(v) for v in state.layout[:3])
-        kernels.fm_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
-                            state.table, state.factors, state.stamp, state.mark, k, F,
-                            bool(per_row))  # fmt: skip
+        catch_up = kernels.fm_catch_up(opt._rule, bool(per_row))
+        catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock, state.table,
+                 state.factors, state.stamp, state.mark, k, F)  # fmt: skip
 
     def _is_finite(self, state):
         return all(np.isfinite(a).all() for a in (state.table, state.bias, state.factors))
@@ -204,26 +204,27 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        k, F, per_row = (int(v) for v in state.layout[:3])
-        consts = self._consts(opt, state)
+        per_row = bool(state.layout[2])
         model = kernels.FFM if state.fields.size else kernels.FM
-        data = (X.indptr, X.indices, X.data, targets, weights, order)
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
-        tables = (state.table, state.bias, state.factors, state.stamp, state.mark, state.fields,
-                  scratch, consts, self.fit_intercept)  # fmt: skip
+        train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
+        rows = (X.indptr, X.indices, X.data, targets, weights, order)
+        consts = self._consts(opt, state)
+
+        def arguments(bias, batch_size):
+            tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
+                      scratch)  # fmt: skip
+            config = (batch_size, delta, bool(self.fit_intercept), state.fields, consts)
+            return rows, tables, hp, spec, config
+
         if n_threads > 1:
-            numba.set_num_threads(n_threads)
-            status, total = kernels.fm_train_epoch_hogwild(
-                model, opt._rule, n_threads, *data, loss, delta, hp, spec, state.clock, *tables
-            )
-            ok = linear_kernels.advance_clock(hp, spec, state.clock, order.size)
-            status = status if ok else linear_kernels.DIVERGED
+            status, total = run_threads(train, n_threads, lambda bias: arguments(bias, 1),
+                                        state.bias)  # fmt: skip
+            if not R.advance_clock(hp, spec, state.clock, order.size):
+                status = max(status, losses.BAD_STEP)
         else:  # the serial kernel leaves the clock ticked
-            status, total = kernels.fm_train_epoch(
-                model, opt._rule, *data, self.batch_size, loss, delta, hp, spec, state.clock,
-                *tables,
-            )  # fmt: skip
-        if status == linear_kernels.DIVERGED:
+            status, total = train(0, 1, *arguments(state.bias, int(self.batch_size)))
+        if status != losses.OK:
             self._diverged(opt)
         return total
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -20,7 +22,10 @@ from tqdm.auto import tqdm
 
 from .. import cuda as gpu
 from .._io import save_model
+from .._jit import announce_compile
 from ..models import _linear as kernels
+from ..models import _losses as losses
+from ..models._hogwild import hogwild_order, run_threads
 from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 
@@ -208,6 +213,13 @@ class _SparseLinearModel(BaseEstimator):
         reset = not hasattr(self, "state_")
         return self._fit(X, y, None, 1, reset, classes, in_place=True)
 
+    def _compile_notice(self, opt):
+        """With ``verbose``, one line on stderr when a fit's kernels compile (first run only)."""
+        if not self.verbose:
+            return contextlib.nullcontext()
+        what = f"{type(self).__name__} ({type(opt).__name__})"
+        return announce_compile(what, lambda line: print(line, file=sys.stderr, flush=True))
+
     def _check_finite(self):
         """Raise DivergenceError if a weight is not finite."""
         if not self._is_finite(self.state_):
@@ -231,7 +243,7 @@ class _SparseLinearModel(BaseEstimator):
                 X, targets, weights,
                 test_size=self.validation_fraction,
                 random_state=self.random_state,
-                stratify=targets if self._loss_code() != kernels.SQUARED else None,
+                stratify=targets if self._loss_code() != losses.SQUARED else None,
             )  # fmt: skip
             X, X_val, targets, y_val, weights, w_val = split
         rng = np.random.default_rng(
@@ -245,24 +257,25 @@ class _SparseLinearModel(BaseEstimator):
         epochs = range(n_epochs)
         if self.verbose:
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
-        for _epoch in epochs:
-            order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
-            if n_threads > 1:
-                order = kernels.hogwild_order(order, n_threads)
-            loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
-            curve.append(loss / total_weight)
-            monitored = curve[-1]
-            if self.early_stopping:
-                monitored = self._validation_loss(state, X_val, y_val, w_val)
-                scores.append(monitored)
-            if self.verbose:
-                epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
-            if self.tol is not None:
-                stale = stale + 1 if monitored > best - self.tol else 0
-                best = min(best, monitored)
-                if stale >= self.n_iter_no_change:
-                    break
-        self._catch_up(opt, state)
+        with self._compile_notice(opt):
+            for _epoch in epochs:
+                order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
+                if n_threads > 1:
+                    order = hogwild_order(order, n_threads)
+                loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
+                curve.append(loss / total_weight)
+                monitored = curve[-1]
+                if self.early_stopping:
+                    monitored = self._validation_loss(state, X_val, y_val, w_val)
+                    scores.append(monitored)
+                if self.verbose:
+                    epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
+                if self.tol is not None:
+                    stale = stale + 1 if monitored > best - self.tol else 0
+                    best = min(best, monitored)
+                    if stale >= self.n_iter_no_change:
+                        break
+            self._catch_up(opt, state)
         if not in_place and not self._is_finite(state):
             self._diverged(opt)
         self.state_ = state
@@ -288,8 +301,11 @@ class _SparseLinearModel(BaseEstimator):
         return np.full(state.table.shape[0] if self.batch_size > 1 else 0, np.nan)
 
     def _catch_up(self, opt, state):
-        kernels.linear_catch_up(opt._rule, opt.hyperparameters(), opt.schedule_spec(), state.clock,
-                                state.table, state.stamp, state.mark)  # fmt: skip
+        if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
+            return
+        catch_up = kernels.linear_catch_up(opt._rule)
+        catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock, state.table,
+                 state.stamp, state.mark)  # fmt: skip
 
     def _is_finite(self, state):
         return np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()
@@ -301,9 +317,6 @@ class _SparseLinearModel(BaseEstimator):
 
     def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        args = (X.indptr, X.indices, X.data, targets, weights, order)
-        rest = (hp, spec, state.clock, state.table, state.stamp, state.mark, scratch,
-                state.bias, self.fit_intercept)  # fmt: skip
         loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
         if gpu.use_gpu(self.device, X.nnz, self.batch_size):
             from ..cuda import _linear as gpu_kernels  # imports numba.cuda: only when used
@@ -312,19 +325,23 @@ class _SparseLinearModel(BaseEstimator):
                 opt._rule, X, targets, weights, order, self.batch_size, loss, delta, hp, spec,
                 state, self.fit_intercept,
             )  # fmt: skip
-        elif n_threads > 1:
-            numba.set_num_threads(n_threads)
-            status, total = kernels.linear_train_epoch_hogwild(
-                opt._rule, n_threads, *args, 1, loss, delta, *rest
-            )
-            n_steps = order.size
-            ok = kernels.advance_clock(hp, spec, state.clock, n_steps)
-            status = status if ok else kernels.DIVERGED
         else:
-            status, total = kernels.linear_train_epoch(
-                opt._rule, *args, self.batch_size, loss, delta, *rest
-            )
-        if status == kernels.DIVERGED:
+            train = kernels.linear_train_pass(opt._rule, loss, state.stamp.size > 0)
+            rows = (X.indptr, X.indices, X.data, targets, weights, order)
+
+            def arguments(bias, batch_size):
+                return (rows, (state.table, bias, state.stamp, state.mark, state.clock, scratch),
+                        hp, spec, (batch_size, delta, bool(self.fit_intercept)))  # fmt: skip
+
+            if n_threads > 1:
+                status, total = run_threads(
+                    train, n_threads, lambda bias: arguments(bias, 1), state.bias
+                )
+                if not R.advance_clock(hp, spec, state.clock, order.size):
+                    status = max(status, losses.BAD_STEP)
+            else:
+                status, total = train(0, 1, *arguments(state.bias, int(self.batch_size)))
+        if status != losses.OK:
             self._diverged(opt)
         return total
 
@@ -551,7 +568,7 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         return weights[targets.astype(np.int64)]
 
     def _loss_code(self):
-        return kernels.LOGISTIC if len(self._labels()) == 2 else kernels.SOFTMAX
+        return losses.LOGISTIC if len(self._labels()) == 2 else losses.SOFTMAX
 
     def _labels(self):
         return getattr(self, "_pending_classes", getattr(self, "classes_", ()))
@@ -679,7 +696,7 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
         return y, 1, {}
 
     def _loss_code(self):
-        return kernels.HUBER if self.loss == "huber" else kernels.SQUARED
+        return losses.HUBER if self.loss == "huber" else losses.SQUARED
 
     def _loss_from_margins(self, margins, y, w):
         return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)

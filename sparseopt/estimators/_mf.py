@@ -442,16 +442,14 @@ class MatrixFactorization(BaseEstimator):
             history = state["history"].kernel_view()
         else:  # no rows: the kernels skip the history term
             history = _new_side(0, 1, opt, np.random.RandomState(0), 0.0, per_row).kernel_view()
-        order = np.arange(coo.nnz, dtype=np.int64)
+        data += (np.arange(coo.nnz, dtype=np.int64),)  # the epoch's order
         n_threads = self._n_threads()
+        train = K.mf_train_range(opt._rule, loss, user[2].size > 0, bool(per_row))
         for epoch in range(n_epochs):
             start = time.perf_counter()
             seed = int(rng.randint(np.iinfo(np.int32).max))
-            args = (loss, hp, spec, state["clock"], user, item, history, data, order, consts, seed)
-            if n_threads > 1:
-                status, total = K.mf_train_epoch_hogwild(*args, n_threads)
-            else:
-                status, total = K.mf_train_epoch(*args)
+            status, total = K.mf_train_epoch(train, n_threads, seed, (user, item, history), data,
+                                             consts, hp, spec, state["clock"])  # fmt: skip
             if status != K.OK or not math.isfinite(total):
                 raise ValueError(
                     f"matrix factorization diverged in epoch {epoch + 1} (non-finite "
@@ -465,7 +463,8 @@ class MatrixFactorization(BaseEstimator):
                     f"({time.perf_counter() - start:.3f} s)"
                 )
         for side in (user, item, history):
-            K.mf_catch_up(hp, spec, state["clock"], side, self.n_components, per_row)
+            K.mf_catch_up(opt._rule, bool(per_row))(hp, spec, state["clock"], side,
+                                                    self.n_components)  # fmt: skip
             if not (np.isfinite(side[0][:, 0]).all() and np.isfinite(side[1][:, 0]).all()):
                 raise ValueError(
                     f"matrix factorization diverged (non-finite weights): "

@@ -44,21 +44,15 @@ on 2^22 hashed columns then costs nothing for the columns the data never uses, a
 met only at prediction time has zero factors (no random interactions).
 """
 
+import functools
 import math
 
 import numba
 import numpy as np
 
-from .._jit import JIT, PARALLEL_JIT, prefetch
+from .._jit import JIT, PARALLEL_JIT, prefetch, prefetch_ahead
 from ..optim import _rules as R
-from ._linear import (
-    DIVERGED,
-    _loss_derivative,
-    _prefetch_ahead,
-    average_copies,
-    thread_copies,
-    tick_through,
-)
+from ._losses import BAD_STEP, NON_FINITE, OK, loss_derivative
 
 FM, FFM = 0, 1
 
@@ -109,7 +103,7 @@ def _get(factors, u, f, k, row_mode):
     return factors[u, f] if row_mode else factors[u * k + f, 0]
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j, t, log_decay, k, F, rm):
     """Apply feature j's zero-gradient steps up to step ``t`` (weight and all its vectors)."""
     last = stamp[j]
@@ -224,22 +218,9 @@ def _accumulate(
 
 
 @numba.njit(inline="always", **JIT)
-def _step(rule, hp, clock, S, r, g):
-    """The rule's step on ``S[r, 0]``, already caught up to step t - 1, with gradient g.
-
-    ``R.update_coordinate`` without its catch-up (done before the forward pass) and without
-    FTRL (not offered): decoupled weight decay, then the rule's gradient step.
-    """
-    w = S[r, 0]
-    if hp[R.HP_WEIGHT_DECAY] > 0.0:
-        w *= clock[R.CLOCK_SHRINK]
-    return R.gradient_step(rule, hp, w, g, S, r, 1, clock[R.CLOCK_T], clock[R.CLOCK_ETA])
-
-
-@numba.njit(inline="always", **JIT)
-def _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad,
-                used):  # fmt: skip
-    table[j, 0] = _step(rule, hp, clock, table, j, grad[u, 0])
+def _apply(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad, used):
+    """One optimizer step on feature j's weight and the vectors the batch used; zero grad."""
+    table[j, 0] = R.step_caught_up(rule, hp, clock, table, j, grad[u, 0])
     grad[u, 0] = 0.0
     for G in range(F):
         if used[u, G] < first_tag:
@@ -251,9 +232,7 @@ def _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k
             g2 = 0.0
             for f in range(k):
                 g2 += grad[u, base + f] * grad[u, base + f]
-            acc = factors[v, k] + g2 / k
-            factors[v, k] = acc
-            scale = clock[R.CLOCK_ETA] / (math.sqrt(acc) + hp[R.HP_EPSILON])
+            scale = R.row_adagrad_scale(hp, clock, factors, v, k, g2)
             shrink = clock[R.CLOCK_SHRINK] if hp[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
             for f in range(k):
                 factors[v, f] = factors[v, f] * shrink - scale * grad[u, base + f]
@@ -261,201 +240,129 @@ def _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k
         else:
             for f in range(k):
                 r = v * k + f
-                factors[r, 0] = _step(rule, hp, clock, factors, r, grad[u, base + f])
+                factors[r, 0] = R.step_caught_up(rule, hp, clock, factors, r, grad[u, base + f])
                 grad[u, base + f] = 0.0
     if stamp.size > 0:
         stamp[j] = clock[R.CLOCK_T]
         mark[j] = clock[R.CLOCK_LOG_DECAY]
 
 
-@numba.njit(inline="always", **JIT)
-def _apply(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad, used):
-    """One optimizer step on feature j's weight and the vectors the batch used; zero grad.
+@functools.cache
+def fm_train_pass(model, rule, loss, lazy, per_row):
+    """The training kernel for one model (``FM`` or ``FFM``), rule, loss, laziness and factor
+    state (per-row AdaGrad or per element), all compile-time constants.
 
-    The default rule (AdaGrad) runs a copy with the rule as a constant, without dispatch.
+    ``train(first, stride, rows, state, hp, spec, config)`` trains on the batches ``first,
+    first + stride, ...`` and returns (status, summed loss), where
+
+    - ``rows = (indptr, indices, data, y, weights, order)`` as for the linear kernels;
+    - ``state = (table, bias, factors, stamp, mark, clock, pos)``: ``pos`` a -1-filled int64
+      array of n_features (the accumulator's index of each feature; -1 again on return),
+      empty for single rows;
+    - ``config = (batch_size, delta, fit_intercept, fields, consts)``: ``fields`` the field
+      of each column (FFM) or empty (FM); ``consts`` is ``(k, alpha_linear, alpha_factors,
+      F, per_row, init_std, seed, initial value of the factors' first slot)``.
+
+    A serial pass (``stride == 1``) leaves the clock ticked once per batch.
     """
-    if rule == R.ADAGRAD:
-        _apply_rule(R.ADAGRAD, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F,
-                    rm, grad, used)  # fmt: skip
-    else:
-        _apply_rule(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm,
-                    grad, used)  # fmt: skip
+    MODEL, RULE, LOSS, LAZY, RM = model, rule, loss, lazy, per_row
 
-
-@numba.njit(inline="always", **JIT)
-def _bias_step(rule, hp, clock, bias, g):
-    bias[0, 0] = _step(rule, hp, clock, bias, 0, g)
-
-
-@numba.njit(inline="always", **JIT)
-def _train_batches(
-    model, rule, lazy, first, stride, indptr, indices, data, y, weights, order, batch_size,
-    loss, delta, hp_array, spec, clock_array, table, bias, factors, stamp, mark, fields, pos,
-    consts, fit_intercept,
-):  # fmt: skip
-    """Train on batches ``first, first + stride, ...``; returns (status, loss sum).
-
-    ``lazy`` (``stamp.size > 0``: the rule has pending zero-gradient steps) is a parameter so
-    that the default, AdaGrad without decoupled weight decay, gets a copy of the loop with it
-    and the rule as constants: without the catch-up calls, which cost reference counting on
-    every step even when they do not run, the loop is 2x faster.
-    """
-    k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
-    init_std, seed, acc0 = consts[5], int(consts[6]), consts[7]
-    n_rows = order.size
-    n_batches = (n_rows + batch_size - 1) // batch_size
-    batch1 = batch_size == 1
-    hp = R.unpack(hp_array)
-    max_row = 0
-    for i in range(indptr.size - 1):
-        max_row = max(max_row, indptr[i + 1] - indptr[i])
-    width = max_row if batch1 else min(table.shape[0], max_row * batch_size)
-    grad = np.zeros((width, 1 + F * k))
-    used = np.full((width, F), -1, np.int64)
-    touched = np.empty(width, np.int64)
-    sums = np.empty((batch_size, k))
-    dloss = np.empty(batch_size)
-    out = np.empty(1)
-    margin = np.empty(1)
-    loss_sum = 0.0
-    clock = R.unpack(clock_array)
-    step = 0
-    ahead = stride if batch1 else 1  # positions in order between this thread's rows
-    for b in range(first, n_batches, stride):
-        step, clock = tick_through(hp, spec, clock, step, b)  # to the batch's global step
-        if step < 0:
-            return DIVERGED, loss_sum
-        t = clock[R.CLOCK_T]
-        lo = b * batch_size
-        hi = min(lo + batch_size, n_rows)
-        # forward with the weights of step t - 1
-        bias_grad = 0.0
-        for i in range(lo, hi):
-            _prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, 1)
-            if i + 2 * ahead < n_rows:  # and the factor vectors of the row after next
-                nxt = order[i + 2 * ahead]
-                for p in range(indptr[nxt], indptr[nxt + 1]):
-                    if rm:
-                        prefetch(factors, indices[p] * F)
-                    else:
-                        for f in range(0, k, 8):
-                            prefetch(factors, indices[p] * F * k + f)
-            row = order[i]
-            for p in range(indptr[row], indptr[row + 1]):
-                _draw_if_new(factors, indices[p], k, F, rm, init_std, seed, acc0)
-            if lazy:
+    @numba.njit(**JIT)
+    def train(first, stride, rows, state, hp_array, spec, config):
+        indptr, indices, data, y, weights, order = rows
+        table, bias, factors, stamp, mark, clock_array, pos = state
+        batch_size, delta, fit_intercept, fields, consts = config
+        k, F = int(consts[0]), int(consts[3])
+        init_std, seed, acc0 = consts[5], int(consts[6]), consts[7]
+        n_rows = order.size
+        n_batches = (n_rows + batch_size - 1) // batch_size
+        batch1 = batch_size == 1
+        hp = R.unpack(hp_array)
+        max_row = 0
+        for i in range(indptr.size - 1):
+            max_row = max(max_row, indptr[i + 1] - indptr[i])
+        width = max_row if batch1 else min(table.shape[0], max_row * batch_size)
+        grad = np.zeros((width, 1 + F * k))
+        used = np.full((width, F), -1, np.int64)
+        touched = np.empty(width, np.int64)
+        sums = np.empty((batch_size, k))
+        dloss = np.empty(batch_size)
+        out = np.empty(1)
+        margin = np.empty(1)
+        loss_sum = 0.0
+        clock = R.unpack(clock_array)
+        step = 0
+        ahead = stride if batch1 else 1  # positions in order between this thread's rows
+        for b in range(first, n_batches, stride):
+            step, clock = R.tick_through(hp, spec, clock, step, b)  # to the batch's global step
+            if step < 0:
+                return BAD_STEP, loss_sum
+            t = clock[R.CLOCK_T]
+            lo = b * batch_size
+            hi = min(lo + batch_size, n_rows)
+            # forward with the weights of step t - 1
+            bias_grad = 0.0
+            for i in range(lo, hi):
+                prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, 1)
+                if i + 2 * ahead < n_rows:  # and the factor vectors of the row after next
+                    nxt = order[i + 2 * ahead]
+                    for p in range(indptr[nxt], indptr[nxt + 1]):
+                        if RM:
+                            prefetch(factors, indices[p] * F)
+                        else:
+                            for f in range(0, k, 8):
+                                prefetch(factors, indices[p] * F * k + f)
+                row = order[i]
                 for p in range(indptr[row], indptr[row + 1]):
-                    j = indices[p]
-                    if stamp[j] < t - 1.0:
-                        log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
-                        _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j,
-                                          t - 1.0, log_decay, k, F, rm)  # fmt: skip
-            s = sums[i - lo]
-            margin[0] = _margin(model, indptr, indices, data, row, table, bias, factors, fields,
-                                k, F, rm, s)  # fmt: skip
-            row_loss = _loss_derivative(loss, margin, y[row], delta, out)
-            if not math.isfinite(row_loss):
-                return DIVERGED, loss_sum
-            loss_sum += weights[row] * row_loss
-            dloss[i - lo] = out[0] * weights[row]
-            bias_grad += dloss[i - lo]
-        # backward: sum each coordinate's gradient over the batch, then one step each
-        n_touched = 0
-        for i in range(lo, hi):
-            row = order[i]
-            if not batch1:
+                    _draw_if_new(factors, indices[p], k, F, RM, init_std, seed, acc0)
+                if LAZY:
+                    for p in range(indptr[row], indptr[row + 1]):
+                        j = indices[p]
+                        if stamp[j] < t - 1.0:
+                            _catch_up_feature(RULE, hp, spec, factors, table, stamp, mark, j,
+                                              t - 1.0, clock[R.CLOCK_LOG_DECAY_PREV], k, F,
+                                              RM)  # fmt: skip
+                s = sums[i - lo]
+                margin[0] = _margin(MODEL, indptr, indices, data, row, table, bias, factors,
+                                    fields, k, F, RM, s)  # fmt: skip
+                row_loss = loss_derivative(LOSS, margin, y[row], delta, out)
+                if not math.isfinite(row_loss):
+                    return NON_FINITE, loss_sum
+                loss_sum += weights[row] * row_loss
+                dloss[i - lo] = out[0] * weights[row]
+                bias_grad += dloss[i - lo]
+            # backward: sum each coordinate's gradient over the batch, then one step each
+            n_touched = 0
+            for i in range(lo, hi):
+                row = order[i]
+                if not batch1:
+                    for p in range(indptr[row], indptr[row + 1]):
+                        j = indices[p]
+                        if pos[j] < 0:
+                            pos[j] = n_touched
+                            touched[n_touched] = j
+                            n_touched += 1
+                _accumulate(MODEL, indptr, indices, data, row, i, dloss[i - lo], weights[row],
+                            table, factors, fields, k, F, RM, consts, sums[i - lo], pos, batch1,
+                            grad, used)  # fmt: skip
+            if batch1:
+                row = order[lo]
                 for p in range(indptr[row], indptr[row + 1]):
-                    j = indices[p]
-                    if pos[j] < 0:
-                        pos[j] = n_touched
-                        touched[n_touched] = j
-                        n_touched += 1
-            _accumulate(model, indptr, indices, data, row, i, dloss[i - lo], weights[row],
-                        table, factors, fields, k, F, rm, consts, sums[i - lo], pos, batch1,
-                        grad, used)  # fmt: skip
-        if batch1:
-            row = order[lo]
-            for p in range(indptr[row], indptr[row + 1]):
-                _apply(rule, hp, clock, indices[p], p - indptr[row], lo, table, factors, stamp,
-                       mark, k, F, rm, grad, used)  # fmt: skip
-        else:
-            for u in range(n_touched):
-                j = touched[u]
-                _apply(rule, hp, clock, j, u, lo, table, factors, stamp, mark, k, F, rm, grad,
-                       used)  # fmt: skip
-                pos[j] = -1
-        if fit_intercept:
-            _bias_step(rule, hp, clock, bias, bias_grad)
-    if stride == 1:  # a serial pass leaves the clock at its last step (Hogwild callers tick it)
-        R.store_clock(clock, clock_array)
-    return 0, loss_sum
+                    _apply(RULE, hp, clock, indices[p], p - indptr[row], lo, table, factors,
+                           stamp, mark, k, F, RM, grad, used)  # fmt: skip
+            else:
+                for u in range(n_touched):
+                    j = touched[u]
+                    _apply(RULE, hp, clock, j, u, lo, table, factors, stamp, mark, k, F, RM,
+                           grad, used)  # fmt: skip
+                    pos[j] = -1
+            if fit_intercept:
+                bias[0, 0] = R.step_caught_up(RULE, hp, clock, bias, 0, bias_grad)
+        if stride == 1:
+            R.store_clock(clock, clock_array)
+        return OK, loss_sum
 
-
-@numba.njit(**JIT)
-def fm_train_epoch(
-    model, rule, indptr, indices, data, y, weights, order, batch_size, loss, delta, hp, spec,
-    clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
-):  # fmt: skip
-    """One serial, deterministic pass over ``order``; returns (status, summed loss), with
-    ``clock`` ticked once per batch.
-
-    ``consts`` is ``(k, alpha_linear, alpha_factors, F, per_row, init_std, seed,
-    initial value of the factors' first slot)``; ``pos`` a -1-filled int64
-    array of n_features (the accumulator's index of each feature; -1 again on return), empty
-    for ``batch_size == 1``; ``fields`` the field of each column (FFM) or empty (FM).
-    """
-    return _train_pass(
-        model, rule, 0, 1, indptr, indices, data, y, weights, order, batch_size, loss, delta,
-        hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
-    )  # fmt: skip
-
-
-@numba.njit(**JIT)
-def _train_pass(
-    model, rule, first, stride, indptr, indices, data, y, weights, order, batch_size, loss,
-    delta, hp, spec, clock, table, bias, factors, stamp, mark, fields, pos, consts,
-    fit_intercept,
-):  # fmt: skip
-    """:func:`_train_batches`, with the default (AdaGrad, no catch-up) as compile-time
-    constants; compiled on its own, as the linear kernel's ``_train_pass``."""
-    if rule == R.ADAGRAD and stamp.size == 0:
-        return _train_batches(
-            model, R.ADAGRAD, False, first, stride, indptr, indices, data, y, weights, order,
-            batch_size, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark, fields,
-            pos, consts, fit_intercept,
-        )  # fmt: skip
-    return _train_batches(
-        model, rule, stamp.size > 0, first, stride, indptr, indices, data, y, weights, order,
-        batch_size, loss, delta, hp, spec, clock, table, bias, factors, stamp, mark, fields,
-        pos, consts, fit_intercept,
-    )  # fmt: skip
-
-
-@numba.njit(**PARALLEL_JIT)
-def fm_train_epoch_hogwild(
-    model, rule, n_threads, indptr, indices, data, y, weights, order, loss, delta, hp, spec,
-    clock, table, bias, factors, stamp, mark, fields, pos, consts, fit_intercept,
-):  # fmt: skip
-    """One pass with ``n_threads`` threads taking interleaved single rows of ``order`` (laid
-    out by :func:`~sparseopt.models._linear.hogwild_order`: a contiguous block each), without
-    locks.
-
-    Threads write the shared tables unsynchronized (Hogwild, Recht et al. 2011): fast and
-    nondeterministic. As in the linear kernel, each thread trains its own copy of the
-    intercept, which every row writes, and the copies are averaged at the end.
-    """
-    status = np.zeros(n_threads, np.int64)
-    losses = np.zeros(n_threads)
-    biases, padded = thread_copies(bias, n_threads)
-    for p in numba.prange(n_threads):
-        local = biases[p * padded : p * padded + 1]
-        status[p], losses[p] = _train_pass(
-            model, rule, p, n_threads, indptr, indices, data, y, weights, order, 1, loss,
-            delta, hp, spec, clock, table, local, factors, stamp, mark, fields, pos, consts,
-            fit_intercept,
-        )  # fmt: skip
-    average_copies(bias, biases, padded, n_threads)
-    return status.min(), losses.sum()
+    return train
 
 
 @numba.njit(**PARALLEL_JIT)
@@ -471,16 +378,23 @@ def fm_draw(factors, features, consts):
         _draw_if_new(factors, features[i], k, F, rm, consts[5], int(consts[6]), consts[7])
 
 
-@numba.njit(**JIT)
-def fm_catch_up(rule, hp, spec, clock, table, factors, stamp, mark, k, F, per_row):
-    """Apply every pending zero-gradient step (before the weights are read)."""
-    hp = R.unpack(hp)
-    t = clock[R.CLOCK_T]
-    log_decay = clock[R.CLOCK_LOG_DECAY]
-    for j in range(stamp.size):
-        if stamp[j] < t:
-            _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j, t, log_decay, k,
-                              F, per_row)  # fmt: skip
+@functools.cache
+def fm_catch_up(rule, per_row):
+    """The kernel ``catch_up(hp, spec, clock, table, factors, stamp, mark, k, F)`` that
+    applies every pending zero-gradient step of ``rule`` (before the weights are read)."""
+    RULE, RM = rule, per_row
+
+    @numba.njit(**JIT)
+    def catch_up(hp, spec, clock, table, factors, stamp, mark, k, F):
+        hp = R.unpack(hp)
+        t = clock[R.CLOCK_T]
+        log_decay = clock[R.CLOCK_LOG_DECAY]
+        for j in range(stamp.size):
+            if stamp[j] < t:
+                _catch_up_feature(RULE, hp, spec, factors, table, stamp, mark, j, t, log_decay,
+                                  k, F, RM)  # fmt: skip
+
+    return catch_up
 
 
 @numba.njit(**PARALLEL_JIT)

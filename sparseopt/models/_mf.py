@@ -43,31 +43,29 @@ into one contiguous chunk per thread; the threads write the shared tables withou
 each keeps its own copy of the clock, so one optimizer step holds one interaction per thread.
 """
 
+import functools
 import math
 
 import numba
 import numpy as np
 
-from .._jit import JIT, PARALLEL_JIT
+from .._jit import JIT
 from ..optim import _rules as R
+from ._hogwild import map_threads
+from ._losses import BAD_STEP, BPR, LOGISTIC, NON_FINITE, OK, SQUARED, WARP, sigmoid, softplus
 
-SQUARED, LOGISTIC, BPR, WARP = range(4)
 LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
-
-# kernel status codes
-OK, BAD_STEP, NON_FINITE = range(3)
 
 # A negative is drawn uniformly among all items and redrawn if the user interacted with it;
 # a user who interacted with (almost) every item gets no negative after this many draws.
 MAX_REDRAWS = 32
 
 
-@numba.njit(**JIT)
-def _catch_up_row(h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
+@numba.njit(inline="always", **JIT)
+def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
     """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
     last = stamp[x]
     m = mark[x]
-    rule = int(h[R.HP_RULE])
     bias[x, 0] = R.catch_up(rule, h, spec, bias[x, 0], bias, x, 1, last, t, log_decay, m)
     if rm:  # per-row AdaGrad: the catch-up is the weight decay alone
         factor = math.exp(log_decay - m) if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
@@ -83,11 +81,11 @@ def _catch_up_row(h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
 
 
 @numba.njit(inline="always", **JIT)
-def _sync(h, spec, c, lazy, bias, factors, stamp, mark, x, k, rm):
+def _sync(rule, h, spec, c, lazy, bias, factors, stamp, mark, x, k, rm):
     """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it."""
     if lazy and stamp[x] < c[R.CLOCK_T] - 1.0:
         t, log_decay = c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV]
-        _catch_up_row(h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay)
+        _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay)
 
 
 @numba.njit(inline="always", **JIT)
@@ -96,31 +94,6 @@ def _stamp(c, lazy, stamp, mark, x):
     if lazy:
         stamp[x] = c[R.CLOCK_T]
         mark[x] = c[R.CLOCK_LOG_DECAY]
-
-
-@numba.njit(inline="always", **JIT)
-def _step(rule, h, c, table, r, w, g):
-    """The rule's step on ``table[r]``, already caught up to ``t - 1``, with gradient g.
-
-    This is ``R.update_coordinate`` with ``last = t - 1`` (its catch-up is then a no-op, and
-    FTRL is not offered): decoupled weight decay, then the rule's gradient step. Calling
-    ``gradient_step`` directly keeps each inlined copy small to compile.
-    """
-    if h[R.HP_WEIGHT_DECAY] > 0.0:
-        w *= c[R.CLOCK_SHRINK]
-    return R.gradient_step(rule, h, w, g, table, r, 1, c[R.CLOCK_T], c[R.CLOCK_ETA])
-
-
-@numba.njit(inline="always", **JIT)
-def _row_scale(h, c, factors, x, k, sum_sq):
-    """Per-row AdaGrad: add ``sum_sq / k`` to row x's accumulator; the step's scale.
-
-    With :math:`G_x \\leftarrow G_x + \\lVert g_x \\rVert^2 / k`, the vector moves by
-    :math:`-\\eta_t g_x / (\\sqrt{G_x} + \\epsilon)`.
-    """
-    acc = factors[x, k] + sum_sq / k
-    factors[x, k] = acc
-    return c[R.CLOCK_ETA] / (math.sqrt(acc) + h[R.HP_EPSILON])
 
 
 @numba.njit(inline="always", **JIT)
@@ -148,10 +121,10 @@ def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f
     ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
     """
     if j < 0:
-        ub[u, 0] = _step(rule, h, c, ub, u, ub[u, 0], di + alpha_b * ub[u, 0])
+        ub[u, 0] = R.step_caught_up(rule, h, c, ub, u, di + alpha_b * ub[u, 0])
     else:
-        ib[j, 0] = _step(rule, h, c, ib, j, ib[j, 0], dj + alpha_b * ib[j, 0])
-    ib[i, 0] = _step(rule, h, c, ib, i, ib[i, 0], di + alpha_b * ib[i, 0])
+        ib[j, 0] = R.step_caught_up(rule, h, c, ib, j, dj + alpha_b * ib[j, 0])
+    ib[i, 0] = R.step_caught_up(rule, h, c, ib, i, di + alpha_b * ib[i, 0])
     if rm:
         _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f)
         return
@@ -160,17 +133,18 @@ def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f
         for f in range(k):
             p = np.float64(uf[ru + f, 0])
             q = np.float64(itf[ri + f, 0])
-            uf[ru + f, 0] = _step(rule, h, c, uf, ru + f, p, di * q + alpha_f * p)
-            itf[ri + f, 0] = _step(rule, h, c, itf, ri + f, q, di * p + alpha_f * q)
+            uf[ru + f, 0] = R.step_caught_up(rule, h, c, uf, ru + f, di * q + alpha_f * p)
+            itf[ri + f, 0] = R.step_caught_up(rule, h, c, itf, ri + f, di * p + alpha_f * q)
     else:
         rj = j * k
         for f in range(k):
             p = np.float64(uf[ru + f, 0])
             qi = np.float64(itf[ri + f, 0])
             qj = np.float64(itf[rj + f, 0])
-            uf[ru + f, 0] = _step(rule, h, c, uf, ru + f, p, di * qi + dj * qj + alpha_f * p)
-            itf[ri + f, 0] = _step(rule, h, c, itf, ri + f, qi, di * p + alpha_f * qi)
-            itf[rj + f, 0] = _step(rule, h, c, itf, rj + f, qj, dj * p + alpha_f * qj)
+            uf[ru + f, 0] = R.step_caught_up(rule, h, c, uf, ru + f,
+                                             di * qi + dj * qj + alpha_f * p)  # fmt: skip
+            itf[ri + f, 0] = R.step_caught_up(rule, h, c, itf, ri + f, di * p + alpha_f * qi)
+            itf[rj + f, 0] = R.step_caught_up(rule, h, c, itf, rj + f, dj * p + alpha_f * qj)
 
 
 @numba.njit(inline="always", **JIT)
@@ -178,7 +152,8 @@ def _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f):
     """The factor steps of :func:`_apply` with per-row AdaGrad (``rm``).
 
     A first pass sums each vector's squared gradient for its accumulator, a second applies
-    ``w <- shrink_t w - scale g`` (:func:`_row_scale`), recomputing ``g`` from the old values.
+    ``w <- shrink_t w - scale g`` (:func:`~sparseopt.optim._rules.row_adagrad_scale`),
+    recomputing ``g`` from the old values.
     """
     shrink = c[R.CLOCK_SHRINK] if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
     if j < 0:
@@ -191,8 +166,8 @@ def _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f):
             gq = di * p + alpha_f * q
             su += gp * gp
             si += gq * gq
-        scale_u = _row_scale(h, c, uf, u, k, su)
-        scale_i = _row_scale(h, c, itf, i, k, si)
+        scale_u = R.row_adagrad_scale(h, c, uf, u, k, su)
+        scale_i = R.row_adagrad_scale(h, c, itf, i, k, si)
         for f in range(k):
             p = np.float64(uf[u, f])
             q = np.float64(itf[i, f])
@@ -212,9 +187,9 @@ def _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f):
             su += gp * gp
             si += gi * gi
             sj += gj * gj
-        scale_u = _row_scale(h, c, uf, u, k, su)
-        scale_i = _row_scale(h, c, itf, i, k, si)
-        scale_j = _row_scale(h, c, itf, j, k, sj)
+        scale_u = R.row_adagrad_scale(h, c, uf, u, k, su)
+        scale_i = R.row_adagrad_scale(h, c, itf, i, k, si)
+        scale_j = R.row_adagrad_scale(h, c, itf, j, k, sj)
         for f in range(k):
             p = np.float64(uf[u, f])
             qi = np.float64(itf[i, f])
@@ -269,8 +244,8 @@ def _shift_row_by_row(table, x, a, source, y, k, rm):
             table[x * k + f, 0] += a * source[y * k + f, 0]
 
 
-@numba.njit(**JIT)
-def _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_mark, indptr,
+@numba.njit(inline="always", **JIT)
+def _begin_user(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_mark, indptr,
                 indices, u, k, rm, h_u, g_u):  # fmt: skip
     """Add user ``u``'s history term to its factors for the steps of its block; the scale.
 
@@ -279,20 +254,20 @@ def _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_ma
     each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row_by_row`), so
     the positive never scores itself. ``g_u`` starts collecting the block's user gradients.
     """
-    _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
+    _sync(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
     lo, hi = indptr[u], indptr[u + 1]
     scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
     h_u[:] = 0.0
     g_u[:] = 0.0
     for t in range(lo, hi):
         m = indices[t]
-        _sync(h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        _sync(rule, h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
         _add_row(h_u, hf, m, scale, k, rm)
     _shift_row(uf, u, 1.0, h_u, k, rm)
     return scale
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices, u, k, rm,
               alpha_f, scale, h_u, g_u):  # fmt: skip
     """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.
@@ -303,40 +278,35 @@ def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indic
     _shift_row(uf, u, -1.0, h_u, k, rm)
     for t in range(indptr[u], indptr[u + 1]):
         m = indices[t]
-        _sync(h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        _sync(rule, h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
         if rm:
             sum_sq = 0.0
             for f in range(k):
                 g = scale * g_u[f] + alpha_f * hf[m, f]
                 sum_sq += g * g
-            step = _row_scale(h, c, hf, m, k, sum_sq)
+            step = R.row_adagrad_scale(h, c, hf, m, k, sum_sq)
             for f in range(k):
                 hf[m, f] -= step * (scale * g_u[f] + alpha_f * hf[m, f])
         else:
             for r in range(m * k, m * k + k):
                 y = np.float64(hf[r, 0])
-                hf[r, 0] = _step(rule, h, c, hf, r, y, scale * g_u[r - m * k] + alpha_f * y)
+                g = scale * g_u[r - m * k] + alpha_f * y
+                hf[r, 0] = R.step_caught_up(rule, h, c, hf, r, g)
         _stamp(c, lazy, h_stamp, h_mark, m)
 
 
-@numba.njit(inline="always", **JIT)
-def _softplus(x):
-    """``log(1 + exp(x))`` without overflow."""
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+@functools.cache
+def mf_train_range(rule, loss, lazy, per_row):
+    """The training kernel for one rule, loss, laziness and factor state (per-row AdaGrad or
+    per element), all compile-time constants.
 
-
-@numba.njit(inline="always", **JIT)
-def _sigmoid(x):
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
-@numba.njit(**JIT)
-def _train_range(loss, hp, spec, clock, user, item, history, data, order, start, stop,
-                 consts):  # fmt: skip
-    """Train on the interactions ``order[start:stop]``; returns (status, summed loss).
+    ``train(start, stop, seed, sides, data, consts, hp, spec, clock)`` trains on the
+    interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
+    ``(user, item, history)``, ``data`` is ``(users, items, values, indptr, indices,
+    order)``: the interactions as coordinate arrays, the CSR pattern of every known
+    interaction (for negative sampling and the user histories) and the epoch's order;
+    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, per_row)``.
+    A ``seed`` of 0 or more seeds the calling thread's generator first; -1 continues it.
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
 
@@ -348,121 +318,114 @@ def _train_range(loss, hp, spec, clock, user, item, history, data, order, start,
       sampled ``j`` that violates the margin, where ``r = floor((n_items - 1) / n_draws)``
       estimates the positive's rank and ``L(r) = log(max(1, r))``.
     """
-    rule = int(hp[R.HP_RULE])
-    lazy = user[2].size > 0
-    if rule == R.ADAGRAD and not lazy:
-        # the default (AdaGrad, no weight decay) with the rule and the absence of catch-up as
-        # compile-time constants: LLVM removes the rule dispatch and the catch-up calls,
-        # whose mere presence in the loop cost 130 ns per step (reference counting); the
-        # squared loss gets its own copy too, without the other losses' branches (20 ns)
-        if loss == SQUARED:
-            return _train_loop(R.ADAGRAD, False, SQUARED, hp, spec, clock, user, item, history,
-                               data, order, start, stop, consts)  # fmt: skip
-        return _train_loop(R.ADAGRAD, False, loss, hp, spec, clock, user, item, history, data,
-                           order, start, stop, consts)  # fmt: skip
-    return _train_loop(rule, lazy, loss, hp, spec, clock, user, item, history, data, order,
-                       start, stop, consts)  # fmt: skip
+    RULE, LOSS, LAZY, RM = rule, loss, lazy, per_row
+    POINTWISE = loss == SQUARED or loss == LOGISTIC
 
-
-@numba.njit(inline="always", **JIT)
-def _train_loop(rule, lazy, loss, hp, spec, clock, user, item, history, data, order, start,
-                stop, consts):  # fmt: skip
-    users, items, values, indptr, indices = data
-    mu, alpha_b, alpha_f, k, n_negatives, max_sampled, rm = consts
-    # the tables leave their tuples once, here: extracting an array inside the loop costs
-    # two atomic reference-count updates per use, which were most of a step's time
-    ub, uf, u_stamp, u_mark = user
-    ib, itf, i_stamp, i_mark = item
-    n_items = ib.shape[0]
-    h = R.unpack(hp)
-    c = R.unpack(clock)  # the clock in registers, stored back on return
-    pointwise = loss == SQUARED or loss == LOGISTIC
-    n_pairs = 1 + n_negatives if loss == LOGISTIC else 1
-    total = 0.0
-    # user history (``order`` then runs user by user): the block's user, its history term,
-    # its summed gradient and the history scale (see _begin_user)
-    hb, hf, h_stamp, h_mark = history
-    with_history = hf.shape[0] > 0
-    block_user, scale = -1, 0.0
-    h_u, g_u = np.zeros(k), np.zeros(k)
-    for e in range(start, stop):
-        n = order[e]
-        u, i, x = users[n], items[n], np.float64(values[n])
-        if with_history:
-            if u != block_user:
-                if block_user >= 0:
-                    _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr,
-                              indices, block_user, k, rm, alpha_f, scale, h_u, g_u)  # fmt: skip
-                scale = _begin_user(h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp,
-                                    h_mark, indptr, indices, u, k, rm, h_u, g_u)  # fmt: skip
-                block_user = u
-            _shift_row_by_row(uf, u, -scale, hf, i, k, rm)  # the positive leaves the history
-        for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
-            j = i
-            if pair > 0 or loss == BPR:
-                j = _sample_negative(indptr, indices, u, n_items)
-                if j < 0:
-                    break
-            usable, c = R.next_clock(h, spec, c)
-            if not usable:
-                R.store_clock(c, clock)
-                return BAD_STEP, total
-            _sync(h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
-            _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, i, k, rm)
-            if j != i:
-                _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, j, k, rm)
-            s = _score(ub, uf, ib, itf, u, j if pointwise else i, k, rm)
-            if not math.isfinite(s):
-                R.store_clock(c, clock)
-                return NON_FINITE, total
-            d = 0.0
-            if pointwise:
-                if pair > 0:
-                    d = _sigmoid(s)
-                    total += _softplus(s)
-                elif loss == SQUARED:
-                    d = s + mu - x
-                    total += 0.5 * d * d
-                else:
-                    d = -x * _sigmoid(-s)
-                    total += x * _softplus(-s)
-                if with_history:
-                    _add_row(g_u, itf, j, d, k, rm)
-                _apply(rule, h, c, ub, uf, ib, itf, u, j, -1, d, 0.0, k, rm, alpha_b, alpha_f)
-            else:
-                if loss == BPR:
-                    diff = s - _score(ub, uf, ib, itf, u, j, k, rm)
-                    d = x * _sigmoid(-diff)
-                    total += x * _softplus(-diff)
-                else:  # WARP
-                    j = -1
-                    for trial in range(1, max_sampled + 1):
-                        neg = _sample_negative(indptr, indices, u, n_items)
-                        if neg < 0:
-                            break
-                        _sync(h, spec, c, lazy, ib, itf, i_stamp, i_mark, neg, k, rm)
-                        sj = _score(ub, uf, ib, itf, u, neg, k, rm)
-                        if sj > s - 1.0:
-                            j = neg
-                            d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
-                            total += d * (1.0 - s + sj)
-                            break
-                if j >= 0:
+    @numba.njit(**JIT)
+    def train(start, stop, seed, sides, data, consts, hp, spec, clock):
+        user, item, history = sides
+        users, items, values, indptr, indices, order = data
+        mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
+        # the tables leave their tuples once, here: extracting an array inside the loop costs
+        # two atomic reference-count updates per use, which were most of a step's time
+        ub, uf, u_stamp, u_mark = user
+        ib, itf, i_stamp, i_mark = item
+        n_items = ib.shape[0]
+        h = R.unpack(hp)
+        c = R.unpack(clock)  # the clock in registers, stored back on return
+        if seed >= 0:
+            np.random.seed(seed)  # noqa: NPY002 (Numba's generator, one per thread)
+        n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
+        total = 0.0
+        # user history (``order`` then runs user by user): the block's user, its history term,
+        # its summed gradient and the history scale (see _begin_user)
+        hb, hf, h_stamp, h_mark = history
+        with_history = hf.shape[0] > 0
+        block_user, scale = -1, 0.0
+        h_u, g_u = np.zeros(k), np.zeros(k)
+        for e in range(start, stop):
+            n = order[e]
+            u, i, x = users[n], items[n], np.float64(values[n])
+            if with_history:
+                if u != block_user:
+                    if block_user >= 0:
+                        _end_user(RULE, h, spec, c, LAZY, uf, hb, hf, h_stamp, h_mark, indptr,
+                                  indices, block_user, k, RM, alpha_f, scale, h_u, g_u)  # fmt: skip
+                    scale = _begin_user(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, hb, hf,
+                                        h_stamp, h_mark, indptr, indices, u, k, RM, h_u,
+                                        g_u)  # fmt: skip
+                    block_user = u
+                _shift_row_by_row(uf, u, -scale, hf, i, k, RM)  # the positive leaves the history
+            for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
+                j = i
+                if pair > 0 or LOSS == BPR:
+                    j = _sample_negative(indptr, indices, u, n_items)
+                    if j < 0:
+                        break
+                usable, c = R.next_clock(h, spec, c)
+                if not usable:
+                    R.store_clock(c, clock)
+                    return BAD_STEP, total
+                _sync(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, u, k, RM)
+                _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, i, k, RM)
+                if j != i:
+                    _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, j, k, RM)
+                s = _score(ub, uf, ib, itf, u, j if POINTWISE else i, k, RM)
+                if not math.isfinite(s):
+                    R.store_clock(c, clock)
+                    return NON_FINITE, total
+                d = 0.0
+                if POINTWISE:
+                    if pair > 0:
+                        d = sigmoid(s)
+                        total += softplus(s)
+                    elif LOSS == SQUARED:
+                        d = s + mu - x
+                        total += 0.5 * d * d
+                    else:
+                        d = -x * sigmoid(-s)
+                        total += x * softplus(-s)
                     if with_history:
-                        _add_row(g_u, itf, i, -d, k, rm)
-                        _add_row(g_u, itf, j, d, k, rm)
-                    _apply(rule, h, c, ub, uf, ib, itf, u, i, j, -d, d, k, rm, alpha_b, alpha_f)
-                    _stamp(c, lazy, i_stamp, i_mark, i)
-            _stamp(c, lazy, u_stamp, u_mark, u)
-            if j >= 0:
-                _stamp(c, lazy, i_stamp, i_mark, j)
-        if with_history:
-            _shift_row_by_row(uf, u, scale, hf, i, k, rm)
-    if block_user >= 0:
-        _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices,
-                  block_user, k, rm, alpha_f, scale, h_u, g_u)  # fmt: skip
-    R.store_clock(c, clock)
-    return OK, total
+                        _add_row(g_u, itf, j, d, k, RM)
+                    _apply(RULE, h, c, ub, uf, ib, itf, u, j, -1, d, 0.0, k, RM, alpha_b, alpha_f)
+                else:
+                    if LOSS == BPR:
+                        diff = s - _score(ub, uf, ib, itf, u, j, k, RM)
+                        d = x * sigmoid(-diff)
+                        total += x * softplus(-diff)
+                    else:  # WARP
+                        j = -1
+                        for trial in range(1, max_sampled + 1):
+                            neg = _sample_negative(indptr, indices, u, n_items)
+                            if neg < 0:
+                                break
+                            _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, neg, k, RM)
+                            sj = _score(ub, uf, ib, itf, u, neg, k, RM)
+                            if sj > s - 1.0:
+                                j = neg
+                                d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
+                                total += d * (1.0 - s + sj)
+                                break
+                    if j >= 0:
+                        if with_history:
+                            _add_row(g_u, itf, i, -d, k, RM)
+                            _add_row(g_u, itf, j, d, k, RM)
+                        _apply(RULE, h, c, ub, uf, ib, itf, u, i, j, -d, d, k, RM, alpha_b,
+                               alpha_f)  # fmt: skip
+                        _stamp(c, LAZY, i_stamp, i_mark, i)
+                _stamp(c, LAZY, u_stamp, u_mark, u)
+                if j >= 0:
+                    _stamp(c, LAZY, i_stamp, i_mark, j)
+            if with_history:
+                _shift_row_by_row(uf, u, scale, hf, i, k, RM)
+        if block_user >= 0:
+            _end_user(RULE, h, spec, c, LAZY, uf, hb, hf, h_stamp, h_mark, indptr, indices,
+                      block_user, k, RM, alpha_f, scale, h_u, g_u)  # fmt: skip
+        R.store_clock(c, clock)
+        return OK, total
+
+
+    return train
 
 
 @numba.njit(inline="always", **JIT)
@@ -493,67 +456,59 @@ def _epoch_order(order, users, n_users, by_user):
 
 
 @numba.njit(**JIT)
-def mf_train_epoch(loss, hp, spec, clock, user, item, history, data, order, consts, seed):
-    """One epoch over ``order`` (shuffled in place first), serially; (status, summed loss).
-
-    ``data`` is ``(users, items, values, indptr, indices)``: the interactions as coordinate
-    arrays plus the CSR pattern of every known interaction (for negative sampling and the
-    user histories); ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives,
-    max_sampled, rm)``, ``rm`` true for per-row AdaGrad factors. ``history`` is the side of
-    the item history vectors ``y``, with no rows when the model has none; with rows, the
-    epoch runs user by user.
-    """
+def mf_epoch_order(order, users, n_users, by_user, seed):
+    """Seed the calling thread's generator, then shuffle ``order`` (:func:`_epoch_order`)."""
     np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
-    _epoch_order(order, data[0], user[0].shape[0], history[1].shape[0] > 0)
-    return _train_range(loss, hp, spec, clock, user, item, history, data, order, 0, order.size,
-                        consts)  # fmt: skip
+    _epoch_order(order, users, n_users, by_user)
 
 
-@numba.njit(**PARALLEL_JIT)
-def mf_train_epoch_hogwild(loss, hp, spec, clock, user, item, history, data, order, consts, seed,
-                           n_jobs):  # fmt: skip
-    """:func:`mf_train_epoch` on ``n_jobs`` threads without locks (Hogwild).
+def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock):
+    """One epoch of ``train`` (a :func:`mf_train_range` kernel) over the order in ``data``,
+    shuffled in place first; returns (status, summed loss).
 
-    Each thread trains on one contiguous chunk of the shuffled order with its own copy of
-    the clock; the clock that went furthest becomes the global one. With user histories the
-    chunks end between users, so that a user's block stays in one thread.
+    One thread trains serially and deterministically for a given seed. More train without
+    locks (Hogwild), each on one contiguous chunk of the shuffled order with its own copy of
+    the clock and its own seed; the clock that went furthest becomes the global one. With
+    user histories the chunks end between users, so that a user's block stays in one thread.
     """
-    np.random.seed(seed)  # noqa: NPY002 (Numba's generator)
-    users = data[0]
-    by_user = history[1].shape[0] > 0
-    _epoch_order(order, users, user[0].shape[0], by_user)
-    clocks = np.empty((n_jobs, clock.size))
-    for j in range(n_jobs):
-        clocks[j] = clock
-    status = np.zeros(n_jobs, np.int64)
-    totals = np.zeros(n_jobs)
-    edges = np.empty(n_jobs + 1, np.int64)
-    chunk = (order.size + n_jobs - 1) // n_jobs
-    for j in range(n_jobs + 1):
-        e = min(j * chunk, order.size)
+    users, order = data[0], data[5]
+    by_user = sides[2][1].shape[0] > 0
+    mf_epoch_order(order, users, sides[0][0].shape[0], by_user, seed)
+    if n_threads == 1:  # the generator goes on from the shuffle in this thread
+        return train(0, order.size, -1, sides, data, consts, hp, spec, clock)
+    chunk = -(-order.size // n_threads)
+    edges = []
+    for p in range(n_threads + 1):
+        e = min(p * chunk, order.size)
         while by_user and 0 < e < order.size and users[order[e]] == users[order[e - 1]]:
             e += 1
-        edges[j] = e
-    for j in numba.prange(n_jobs):
-        np.random.seed(seed + 1 + j)  # noqa: NPY002 (Numba's generator)
-        status[j], totals[j] = _train_range(
-            loss, hp, spec, clocks[j], user, item, history, data, order, edges[j], edges[j + 1],
-            consts,
-        )  # fmt: skip
-    clock[:] = clocks[np.argmax(clocks[:, R.CLOCK_T])]
-    return status.max(), totals.sum()
+        edges.append(e)
+    clocks = [clock.copy() for _ in range(n_threads)]
+    results = map_threads(
+        lambda p: train(edges[p], edges[p + 1], seed + 1 + p, sides, data, consts, hp, spec,
+                        clocks[p]),
+        n_threads,
+    )  # fmt: skip
+    clock[:] = max(clocks, key=lambda c: c[R.CLOCK_T])
+    return max(r[0] for r in results), sum(r[1] for r in results)
 
 
-@numba.njit(**JIT)
-def mf_catch_up(hp, spec, clock, side, k, rm):
-    """Apply every row's pending zero-gradient steps: the weights become the dense ones."""
-    bias, factors, stamp, mark = side
-    if stamp.size == 0:
-        return
-    h = R.unpack(hp)
-    t = clock[R.CLOCK_T]
-    for x in range(bias.shape[0]):
-        if stamp[x] < t:
-            _catch_up_row(
-                h, spec, bias, factors, stamp, mark, x, k, rm, t, clock[R.CLOCK_LOG_DECAY]
-            )
+@functools.cache
+def mf_catch_up(rule, per_row):
+    """The kernel ``catch_up(hp, spec, clock, side, k)`` that applies every row's pending
+    zero-gradient steps of ``rule``: the weights become the dense ones."""
+    RULE, RM = rule, per_row
+
+    @numba.njit(**JIT)
+    def catch_up(hp, spec, clock, side, k):
+        bias, factors, stamp, mark = side
+        if stamp.size == 0:
+            return
+        h = R.unpack(hp)
+        t = clock[R.CLOCK_T]
+        for x in range(bias.shape[0]):
+            if stamp[x] < t:
+                _catch_up_row(RULE, h, spec, bias, factors, stamp, mark, x, k, RM, t,
+                              clock[R.CLOCK_LOG_DECAY])  # fmt: skip
+
+    return catch_up

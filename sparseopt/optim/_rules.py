@@ -105,6 +105,36 @@ def tick(hp, spec, clock):
 
 
 @numba.njit(inline="always", **JIT)
+def tick_through(hp, spec, clock, step, last):
+    """Tick the clock tuple once for each global step from ``step`` to ``last``; returns the
+    next step (-1 if the schedule became unusable) and the clock."""
+    while step <= last:
+        usable, clock = next_clock(hp, spec, clock)
+        if not usable:
+            return -1, clock
+        step += 1
+    return step, clock
+
+
+@numba.njit(**JIT)
+def advance_clock(hp, spec, clock, n_steps):
+    """Tick the clock array ``n_steps`` times (after a Hogwild epoch or a Dask round); False
+    if unusable.
+
+    Without weight decay a tick changes only ``t`` and the rates, so the clock jumps to two
+    steps before the end and ticks those two: the same clock, in O(1) instead of 40 ns a
+    step. Skipping the rate checks in between is safe: every schedule's rate is positive or
+    monotone in ``t``, so it was usable all along if it is usable at the end.
+    """
+    if hp[HP_WEIGHT_DECAY] == 0.0 and n_steps > 2:
+        clock[CLOCK_T] += n_steps - 2
+        n_steps = 2
+    step, ticked = tick_through(hp, spec, unpack(clock), 0, n_steps - 1)
+    store_clock(ticked, clock)
+    return step >= 0
+
+
+@numba.njit(inline="always", **JIT)
 def ftrl_weight(z, n, alpha, hp):
     """FTRL-Proximal's closed-form weight from its state ``(z, n)``."""
     l1 = hp[HP_L1]
@@ -243,6 +273,35 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
     S[r, o] = z
     S[r, o + 1] = n_new
     return ftrl_weight(z, n_new, eta, hp)
+
+
+@numba.njit(inline="always", **JIT)
+def step_caught_up(rule, hp, clock, S, r, g):
+    """The rule's step on ``S[r, 0]`` (weight in column 0, slots after it), already caught up
+    to step t - 1, with gradient g; returns the new weight.
+
+    :func:`update_coordinate` with ``last = t - 1`` (its catch-up is then a no-op) for the
+    models that catch a row up before their forward pass, and without FTRL (which they do not
+    offer): decoupled weight decay, then the rule's gradient step.
+    """
+    w = S[r, 0]
+    if hp[HP_WEIGHT_DECAY] > 0.0:
+        w *= clock[CLOCK_SHRINK]
+    return gradient_step(rule, hp, w, g, S, r, 1, clock[CLOCK_T], clock[CLOCK_ETA])
+
+
+@numba.njit(inline="always", **JIT)
+def row_adagrad_scale(hp, clock, factors, x, k, sum_sq):
+    """Per-row AdaGrad for a factor vector: add ``sum_sq / k`` to row x's accumulator (its
+    column ``k``); returns the step's scale.
+
+    With :math:`G_x \\leftarrow G_x + \\lVert g_x \\rVert^2 / k`, the vector moves by
+    :math:`-\\eta_t g_x / (\\sqrt{G_x} + \\epsilon)`: one square root per vector, and the
+    k-loops run over contiguous floats.
+    """
+    acc = factors[x, k] + sum_sq / k
+    factors[x, k] = acc
+    return clock[CLOCK_ETA] / (math.sqrt(acc) + hp[HP_EPSILON])
 
 
 @numba.njit(inline="always", **JIT)
