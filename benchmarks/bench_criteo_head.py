@@ -37,7 +37,6 @@ from sparseopt import SparseLogisticRegression
 from sparseopt.datasets import read_criteo
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "criteo"
-ANCHOR = ("Vowpal Wabbit, ANCHORS.md (its own hashing)", 0.4793, 0.7246)
 N_BITS, N_COUNTS, N_FIELDS = 20, 13, 39
 NAMES = [f"I{i}" for i in range(1, N_COUNTS + 1)] + [f"C{i}" for i in range(1, 27)]
 
@@ -200,7 +199,6 @@ def main():
         low, high = np.percentile(aucs[:, i], [2.5, 97.5])
         print(f"| {name} | {log_loss(y_eval, p):.4f} | {points[i]:.4f} | "
               f"{low:.4f}-{high:.4f} |")  # fmt: skip
-    print(f"| {ANCHOR[0]} | {ANCHOR[1]:.4f} | {ANCHOR[2]:.4f} | |")
     for i in range(1, len(names)):
         diff = aucs[:, 0] - aucs[:, i]
         low, high = np.percentile(diff, [2.5, 97.5])
@@ -208,11 +206,6 @@ def main():
         below = np.mean(diff < 0)
         print(f"\nAUC of {names[0]} minus {names[i]}: {point:+.4f}, paired 95% interval "
               f"{low:+.4f} to {high:+.4f}; {below:.0%} of resamples below zero")  # fmt: skip
-    low, high = np.percentile(aucs[:, 0] - ANCHOR[2], [2.5, 97.5])
-    print(
-        f"AUC of {names[0]} minus the ANCHORS figure {ANCHOR[2]}: {points[0] - ANCHOR[2]:+.4f}, "
-        f"95% interval {low:+.4f} to {high:+.4f} (the anchor's own uncertainty not counted)"
-    )
     if args.hash_seeds and len(names) > 1:
         over_hash_seeds(root, args.hash_seeds, X)
 

@@ -5,9 +5,10 @@ not the assumption that values are finite, so ``np.isfinite`` checks stay real (
 lets LLVM delete them, which hides diverging learning rates).
 """
 
+import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numba
 from llvmlite import ir
@@ -121,3 +122,10 @@ def prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, K)
         row = order[i + 2 * ahead]
         for k in range(indptr[row], indptr[row + 1]):
             prefetch(table, indices[k] * K)
+
+
+def compile_notice(what: str, verbose):
+    """:func:`announce_compile` on stderr for an estimator with ``verbose`` set, else nothing."""
+    if not verbose:
+        return nullcontext()
+    return announce_compile(what, lambda line: print(line, file=sys.stderr, flush=True))

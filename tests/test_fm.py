@@ -133,7 +133,6 @@ def test_gradient_equals_finite_differences(model):
     before = copy.deepcopy(model.state_)
     model.partial_fit(X, y, sample_weight=sw)
     params = [("table", before.table), ("factors", before.factors)]
-    k = int(before.layout[0])
     for name, array in params:
         step = (array[:, 0] - getattr(model.state_, name)[:, 0]) / eta
         numeric = np.empty_like(step)
@@ -146,7 +145,7 @@ def test_gradient_equals_finite_differences(model):
             numeric[r] = (diffs[0] - diffs[1]) / 2e-6
         np.testing.assert_allclose(step, numeric, rtol=1e-5, atol=1e-6, err_msg=name)
         assert np.abs(step).max() > 1e-3  # the comparison is not between zeros
-    assert k > 0
+    assert int(before.layout[0]) == model.n_components  # the factors compared are k-wide
 
 
 def test_fm_learns_planted_interactions_near_the_bayes_floor():

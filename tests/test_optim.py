@@ -228,8 +228,8 @@ def test_optimizers_are_cloneable_parameter_objects():
 def test_advance_clock_equals_ticking(opt, n_steps):
     # advance_clock (after a Hogwild epoch or a Dask round) skips the ticks it can; the
     # clock it leaves must be the one n_steps single ticks leave, from any starting step
-    from sparseopt.optim._rules import advance_clock
     from sparseopt.optim import _rules as R
+    from sparseopt.optim._rules import advance_clock
 
     hp, spec = opt.hyperparameters(), opt.schedule_spec()
     for start in (0, 7):

@@ -13,8 +13,14 @@ def test_import_is_light():
 
 
 def test_lazy_exports_resolve():
+    import importlib
+    import importlib.metadata
+
     import sparseopt
 
-    for name in sparseopt.__all__:
-        assert getattr(sparseopt, name) is not None
+    for name, module in sparseopt._EXPORTS.items():
+        defined = getattr(importlib.import_module(f"sparseopt.{module}"), name)
+        assert getattr(sparseopt, name) is defined
+    assert set(sparseopt.__all__) == {*sparseopt._EXPORTS, "__version__"}
+    assert sparseopt.__version__ == importlib.metadata.version("sparseopt")
     assert "SparseLogisticRegression" in dir(sparseopt)

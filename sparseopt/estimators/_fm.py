@@ -59,7 +59,7 @@ class FMState:
     layout: np.ndarray  # [k, F, per_row]
 
     @classmethod
-    def new(cls, opt, n_features, k, fields, per_row, init_std, rng, dtype) -> FMState:
+    def new(cls, opt, n_features, k, fields, per_row, rng, dtype) -> FMState:
         slots = opt.initial_slots()
         row = np.concatenate([[0.0], slots]).astype(dtype)
         F = int(fields.max()) + 1 if fields.size else 1
@@ -103,6 +103,14 @@ class _FactorizationMachine(_SparseLinearModel):
     _state_type = FMState
 
     # -- configuration ---------------------------------------------------------------------
+    def _n_threads(self) -> int:
+        if self.device == "cuda":
+            raise ValueError(
+                f"device='cuda': {type(self).__name__} has no GPU path yet (the linear "
+                f"estimators have one); use device='cpu' or 'auto' (the CPU)"
+            )
+        return super()._n_threads()
+
     def _make_optimizer(self) -> Optimizer:
         opt = self._configured_optimizer()
         if isinstance(opt, FTRL):
@@ -143,7 +151,7 @@ class _FactorizationMachine(_SparseLinearModel):
             seed = seed.randint(2**31)
         rng = np.random.default_rng(seed)
         return FMState.new(opt, X.shape[1], self.n_components, fields,
-                           self._per_row(), self.init_std, rng, X.dtype)  # fmt: skip
+                           self._per_row(), rng, X.dtype)  # fmt: skip
 
     def _cast_state(self, state, dtype):
         k, _, per_row = (int(v) for v in state.layout[:3])
@@ -167,6 +175,8 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _catch_up(self, opt, state):
         k, F, per_row = (int(v) for v in state.layout[:3])
+        if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
+            return
         catch_up = kernels.fm_catch_up(opt._rule, bool(per_row))
         catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock, state.table,
                  state.factors, state.stamp, state.mark, k, F)  # fmt: skip
@@ -290,6 +300,8 @@ _FM_DOC = """
     verbose : int, default=0
         Show a progress bar with the running loss.
     device : {{"cpu", "auto", "cuda"}}, default="cpu"
+        Factorization machines train on the CPU: "auto" picks it, "cuda" raises an error
+        until they have a GPU path.
     random_state : int, RandomState or None, default=None
         Seeds the factors' initialization and the shuffling."""
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import sys
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -22,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import cuda as gpu
 from .._io import save_model
-from .._jit import announce_compile
+from .._jit import compile_notice
 from ..models import _linear as kernels
 from ..models import _losses as losses
 from ..models._hogwild import hogwild_order, run_threads
@@ -213,13 +211,6 @@ class _SparseLinearModel(BaseEstimator):
         reset = not hasattr(self, "state_")
         return self._fit(X, y, None, 1, reset, classes, in_place=True)
 
-    def _compile_notice(self, opt):
-        """With ``verbose``, one line on stderr when a fit's kernels compile (first run only)."""
-        if not self.verbose:
-            return contextlib.nullcontext()
-        what = f"{type(self).__name__} ({type(opt).__name__})"
-        return announce_compile(what, lambda line: print(line, file=sys.stderr, flush=True))
-
     def _check_finite(self):
         """Raise DivergenceError if a weight is not finite."""
         if not self._is_finite(self.state_):
@@ -257,7 +248,7 @@ class _SparseLinearModel(BaseEstimator):
         epochs = range(n_epochs)
         if self.verbose:
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
-        with self._compile_notice(opt):
+        with compile_notice(f"{type(self).__name__} ({type(opt).__name__})", self.verbose):
             for _epoch in epochs:
                 order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
                 if n_threads > 1:

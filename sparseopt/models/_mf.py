@@ -61,7 +61,7 @@ LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 MAX_REDRAWS = 32
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
     """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
     last = stamp[x]
@@ -244,7 +244,7 @@ def _shift_row_by_row(table, x, a, source, y, k, rm):
             table[x * k + f, 0] += a * source[y * k + f, 0]
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _begin_user(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_mark, indptr,
                 indices, u, k, rm, h_u, g_u):  # fmt: skip
     """Add user ``u``'s history term to its factors for the steps of its block; the scale.
@@ -267,7 +267,7 @@ def _begin_user(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp
     return scale
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices, u, k, rm,
               alpha_f, scale, h_u, g_u):  # fmt: skip
     """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.

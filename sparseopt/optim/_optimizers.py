@@ -160,26 +160,15 @@ class Optimizer(BaseEstimator):
                 f"weight_decay={self.weight_decay} gives no valid step (the rate must be "
                 f"finite and > 0, and learning_rate * weight_decay < 1)"
             )
-        R.sparse_step(
-            self._rule,
-            hp,
-            spec,
-            clock,
-            params,
-            state.slots,
-            state.stamp,
-            state.mark,
-            state.scratch,
-            indices.astype(np.int64, copy=False),
-            grads,
-        )
+        step = R.sparse_step(self._rule)
+        arrays = (params, state.slots, state.stamp, state.mark, state.scratch)
+        step(hp, spec, clock, arrays, indices.astype(np.int64, copy=False), grads)
         state.clock[:] = clock
 
     def catch_up(self, params, state: OptimizerState) -> None:
         """Apply every pending zero-gradient step: params then equal the dense optimizer's."""
         params = _check_params(params, state)
-        R.catch_up_all(
-            self._rule,
+        R.catch_up_all(self._rule)(
             self.hyperparameters(),
             self.schedule_spec(),
             state.clock,

@@ -6,9 +6,12 @@ which brings the coordinate from its last step to the current one (the zero-grad
 it skipped) and applies its gradient.
 
 The rule is an integer code (``SGD`` ... ``FTRL``), the first argument of every function here.
-A kernel that calls them with a constant code (``if rule == ADAGRAD: f(ADAGRAD, ...)``) gets a
-copy of its loop in which the compiler has removed the dispatch; one compiled signature per
-kernel either way, so everything is served from Numba's on-disk cache.
+Every kernel is made for one rule by a factory (``functools.cache`` over a closure whose
+constants are the rule and the like): Numba prunes the other rules' branches before it types
+the kernel, so a fit compiles only its own rule, and the constants are part of the on-disk
+cache's key, so the next process loads the kernel instead of compiling it. The dispatchers
+here (:func:`gradient_step`, :func:`catch_up`) are inlined into the kernels and are small:
+each rule's math is a function of scalars, compiled once and cached, which LLVM inlines.
 
 Arrays shared with the kernels
 ------------------------------
@@ -31,6 +34,7 @@ S, r, o : 2-D float array, row, offset
     Indexing the table directly, rather than through a row view, kept the loop 1.5x faster.
 """
 
+import functools
 import math
 
 import numba
@@ -144,43 +148,54 @@ def ftrl_weight(z, n, alpha, hp):
 
 
 @numba.njit(inline="always", **JIT)
-def _drifts(rule, hp):
-    """Whether the rule keeps moving a weight on zero-gradient steps."""
-    if rule == MOMENTUM:
-        return True
-    return (rule == ADAM or rule == AMSGRAD) and int(hp[HP_MODE]) == EXACT
-
-
-@numba.njit(inline="always", **JIT)
 def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     """Apply the zero-gradient steps ``last + 1 .. t`` to one coordinate; returns its weight.
 
     ``mark`` is the coordinate's ``log_decay`` at step ``last`` and ``log_decay_t`` the global
-    one at step ``t``.
+    one at step ``t``. ``rule`` is a compile-time constant in every kernel: only its own
+    branch is compiled, and each branch is a call to a small function of scalars, compiled
+    once and cached (inlining whole rules into every call site multiplied compile time).
     """
     k = t - last
     if k <= 0.0:
         return w
     wd = hp[HP_WEIGHT_DECAY]
-    if _drifts(rule, hp) and (wd > 0.0 or rule != MOMENTUM):
-        return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
-    factor = math.exp(log_decay_t - mark) if wd > 0.0 else 1.0
+    if rule == SGD or rule == ADAGRAD:
+        return w * _decay_factor(wd, log_decay_t, mark)
     if rule == MOMENTUM:
-        # v_i = gamma^i v_0 and w moves by c * sum_{i=1..k} v_i (c = gamma for Nesterov)
-        gamma = hp[HP_BETA_1]
-        v = S[r, o]
-        c = gamma if hp[HP_MODE] != 0.0 else 1.0
-        S[r, o] = v * gamma**k
-        return w - c * v * gamma * (1.0 - gamma**k) / (1.0 - gamma)
+        if wd > 0.0:
+            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+        w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
+        return w
     if rule == RMSPROP:
         S[r, o] *= hp[HP_BETA_1] ** k
-    elif (rule == ADAM or rule == AMSGRAD) and int(hp[HP_MODE]) == DECAY:
-        S[r, o] *= hp[HP_BETA_1] ** k
-        S[r, o + 1] *= hp[HP_BETA_2] ** k
-    elif rule == FTRL:
-        S[r, o] *= factor
-        return ftrl_weight(S[r, o], S[r, o + 1], rate(spec, t), hp)
-    return w * factor
+        return w * _decay_factor(wd, log_decay_t, mark)
+    if rule == ADAM or rule == AMSGRAD:
+        mode = int(hp[HP_MODE])
+        if mode == EXACT:
+            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+        if mode == DECAY:
+            S[r, o] *= hp[HP_BETA_1] ** k
+            S[r, o + 1] *= hp[HP_BETA_2] ** k
+        return w * _decay_factor(wd, log_decay_t, mark)
+    # FTRL: the decay shrinks z, and the weight follows from the state in closed form
+    S[r, o] *= _decay_factor(wd, log_decay_t, mark)
+    return ftrl_weight(S[r, o], S[r, o + 1], rate(spec, t), hp)
+
+
+@numba.njit(**JIT)
+def _decay_factor(wd, log_decay_t, mark):
+    """The decoupled weight decay of the skipped steps, ``exp(log_decay_t - mark)``."""
+    return math.exp(log_decay_t - mark) if wd > 0.0 else 1.0
+
+
+@numba.njit(**JIT)
+def _momentum_catch_up(hp, w, v, k):
+    """Momentum's ``k`` zero-gradient steps without weight decay: ``v_i = gamma^i v_0`` and
+    w moves by ``c sum_{i=1..k} v_i`` (``c = gamma`` for Nesterov); returns (w, v)."""
+    gamma = hp[HP_BETA_1]
+    c = gamma if hp[HP_MODE] != 0.0 else 1.0
+    return w - c * v * gamma * (1.0 - gamma**k) / (1.0 - gamma), v * gamma**k
 
 
 @numba.njit(**JIT)
@@ -234,45 +249,80 @@ def _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
 
 @numba.njit(inline="always", **JIT)
 def gradient_step(rule, hp, w, g, S, r, o, t, eta):
-    """One step of the rule with gradient ``g`` at step ``t`` and rate ``eta``; returns w."""
-    eps = hp[HP_EPSILON]
+    """One step of the rule with gradient ``g`` at step ``t`` and rate ``eta``; returns w.
+
+    The slots ``S[r, o:]`` are read and written here and the math is in one small function
+    of scalars per rule (see :func:`catch_up` for why).
+    """
     if rule == SGD:
         return w - eta * g
     if rule == MOMENTUM:
-        gamma = hp[HP_BETA_1]
-        v = gamma * S[r, o] + eta * g
-        S[r, o] = v
-        return w - (eta * g + gamma * v) if hp[HP_MODE] != 0.0 else w - v
+        w, S[r, o] = _momentum_step(hp, w, g, S[r, o], eta)
+        return w
     if rule == ADAGRAD:
-        acc = S[r, o] + g * g
-        S[r, o] = acc
-        return w - eta * g / (math.sqrt(acc) + eps)
+        w, S[r, o] = _adagrad_step(hp, w, g, S[r, o], eta)
+        return w
     if rule == RMSPROP:
-        rho = hp[HP_BETA_1]
-        acc = rho * S[r, o] + (1.0 - rho) * g * g
-        S[r, o] = acc
-        return w - eta * g / (math.sqrt(acc) + eps)
-    if rule == ADAM or rule == AMSGRAD:
-        b1 = hp[HP_BETA_1]
-        b2 = hp[HP_BETA_2]
-        m = b1 * S[r, o] + (1.0 - b1) * g
-        v = b2 * S[r, o + 1] + (1.0 - b2) * g * g
-        S[r, o] = m
-        S[r, o + 1] = v
-        if rule == AMSGRAD:
-            v = max(S[r, o + 2], v)
-            S[r, o + 2] = v
-        m_hat = m / (1.0 - b1**t)
-        v_hat = v / (1.0 - b2**t)
-        return w - eta * m_hat / (math.sqrt(v_hat) + eps)
-    # FTRL-Proximal
-    n = S[r, o + 1]
+        w, S[r, o] = _rmsprop_step(hp, w, g, S[r, o], eta)
+        return w
+    if rule == ADAM:
+        w, S[r, o], S[r, o + 1], _ = _adam_step(hp, w, g, S[r, o], S[r, o + 1], 0.0, t, eta,
+                                                False)  # fmt: skip
+        return w
+    if rule == AMSGRAD:
+        w, S[r, o], S[r, o + 1], S[r, o + 2] = _adam_step(hp, w, g, S[r, o], S[r, o + 1],
+                                                          S[r, o + 2], t, eta, True)  # fmt: skip
+        return w
+    w, S[r, o], S[r, o + 1] = _ftrl_step(hp, w, g, S[r, o], S[r, o + 1], eta)
+    return w
+
+
+@numba.njit(**JIT)
+def _momentum_step(hp, w, g, v, eta):
+    """``v = gamma v + eta g``; ``w -= v``, or ``w -= eta g + gamma v`` (Nesterov)."""
+    gamma = hp[HP_BETA_1]
+    v = gamma * v + eta * g
+    return (w - (eta * g + gamma * v) if hp[HP_MODE] != 0.0 else w - v), v
+
+
+@numba.njit(**JIT)
+def _adagrad_step(hp, w, g, acc, eta):
+    """``G += g^2``; ``w -= eta g / (sqrt(G) + eps)``."""
+    acc = acc + g * g
+    return w - eta * g / (math.sqrt(acc) + hp[HP_EPSILON]), acc
+
+
+@numba.njit(**JIT)
+def _rmsprop_step(hp, w, g, acc, eta):
+    """``G = rho G + (1 - rho) g^2``; ``w -= eta g / (sqrt(G) + eps)``."""
+    rho = hp[HP_BETA_1]
+    acc = rho * acc + (1.0 - rho) * g * g
+    return w - eta * g / (math.sqrt(acc) + hp[HP_EPSILON]), acc
+
+
+@numba.njit(**JIT)
+def _adam_step(hp, w, g, m, v, v_max, t, eta, amsgrad):
+    """Adam (AMSGrad: the largest ``v`` so far in the denominator) with bias correction at
+    the global step ``t``; returns (w, m, v, v_max)."""
+    b1 = hp[HP_BETA_1]
+    b2 = hp[HP_BETA_2]
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    if amsgrad:
+        v_max = max(v_max, v)
+    m_hat = m / (1.0 - b1**t)
+    v_hat = (v_max if amsgrad else v) / (1.0 - b2**t)
+    return w - eta * m_hat / (math.sqrt(v_hat) + hp[HP_EPSILON]), m, v, v_max
+
+
+@numba.njit(**JIT)
+def _ftrl_step(hp, w, g, z, n, eta):
+    """FTRL-Proximal: ``z += g - sigma w`` with ``sigma = (sqrt(n + g^2) - sqrt(n)) / eta``,
+    ``n += g^2``; the weight in closed form. Returns (w, z, n)."""
     n_new = n + g * g
     sigma = (math.sqrt(n_new) - math.sqrt(n)) / eta
-    z = S[r, o] + g - sigma * w
-    S[r, o] = z
-    S[r, o + 1] = n_new
-    return ftrl_weight(z, n_new, eta, hp)
+    z = z + g - sigma * w
+    return ftrl_weight(z, n_new, eta, hp), z, n_new
 
 
 @numba.njit(inline="always", **JIT)
@@ -326,75 +376,69 @@ def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, last, mark):
     return gradient_step(rule, hp, w, g, S, r, o, t, clock[CLOCK_ETA])
 
 
-@numba.njit(**JIT)
-def sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads):
-    """One optimizer step on the coordinates ``indices`` (repeats summed), in place.
+@functools.cache
+def sparse_step(rule):
+    """The kernel ``step(hp, spec, clock, state, indices, grads)`` of one optimizer step of
+    ``rule`` on the coordinates ``indices`` (repeats summed), in place.
 
-    ``scratch`` is a NaN-filled float64 array as long as ``params``: the sparse accumulator
-    that sums repeated indices in O(len(indices)); it is NaN again on return. The default
-    rule (AdaGrad) runs a copy of the loop with the rule as a constant, without dispatch.
+    ``state`` is ``(params, slots, stamp, mark, scratch)``; ``scratch`` a NaN-filled float64
+    array as long as ``params``: the sparse accumulator that sums repeated indices in
+    O(len(indices)); it is NaN again on return.
     """
-    if rule == ADAGRAD:
-        _sparse_step(ADAGRAD, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads)
-    else:
-        _sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads)
+    RULE = rule
 
-
-@numba.njit(inline="always", **JIT)
-def _sparse_step(rule, hp, spec, clock, params, slots, stamp, mark, scratch, indices, grads):
-    unique = np.empty(indices.size, np.int64)
-    n_unique = 0
-    for i in range(indices.size):
-        j = indices[i]
-        if math.isnan(scratch[j]):
-            scratch[j] = grads[i]
-            unique[n_unique] = j
-            n_unique += 1
-        else:
-            scratch[j] += grads[i]
-    hp = unpack(hp)
-    clock = unpack(clock)
-    t = clock[CLOCK_T]
-    lazy = stamp.size > 0
-    for u in range(n_unique):
-        j = unique[u]
-        g = scratch[j]
-        scratch[j] = np.nan
-        last = stamp[j] if lazy else t - 1.0
-        marked = mark[j] if lazy else 0.0
-        params[j] = update_coordinate(
-            rule, hp, spec, clock, params[j], g, slots, j, 0, last, marked
-        )
-        if lazy:
-            stamp[j] = t
-            mark[j] = clock[CLOCK_LOG_DECAY]
-
-
-@numba.njit(**JIT)
-def catch_up_all(rule, hp, spec, clock, params, slots, stamp, mark):
-    """Apply every pending zero-gradient step, so that params equal the dense optimizer's."""
-    hp = unpack(hp)
-    clock = unpack(clock)
-    t = clock[CLOCK_T]
-    lazy = stamp.size > 0
-    ftrl = rule == FTRL
-    for j in range(params.size):
-        if lazy:
-            if stamp[j] < t:
-                params[j] = catch_up(
-                    rule,
-                    hp,
-                    spec,
-                    params[j],
-                    slots,
-                    j,
-                    0,
-                    stamp[j],
-                    t,
-                    clock[CLOCK_LOG_DECAY],
-                    mark[j],
-                )
+    @numba.njit(**JIT)
+    def step(hp, spec, clock, state, indices, grads):
+        params, slots, stamp, mark, scratch = state
+        unique = np.empty(indices.size, np.int64)
+        n_unique = 0
+        for i in range(indices.size):
+            j = indices[i]
+            if math.isnan(scratch[j]):
+                scratch[j] = grads[i]
+                unique[n_unique] = j
+                n_unique += 1
+            else:
+                scratch[j] += grads[i]
+        hp = unpack(hp)
+        clock = unpack(clock)
+        t = clock[CLOCK_T]
+        lazy = stamp.size > 0
+        for u in range(n_unique):
+            j = unique[u]
+            g = scratch[j]
+            scratch[j] = np.nan
+            last = stamp[j] if lazy else t - 1.0
+            marked = mark[j] if lazy else 0.0
+            params[j] = update_coordinate(RULE, hp, spec, clock, params[j], g, slots, j, 0, last,
+                                          marked)  # fmt: skip
+            if lazy:
                 stamp[j] = t
                 mark[j] = clock[CLOCK_LOG_DECAY]
-        elif ftrl and t > 0.0:
-            params[j] = ftrl_weight(slots[j, 0], slots[j, 1], clock[CLOCK_ETA], hp)
+
+    return step
+
+
+@functools.cache
+def catch_up_all(rule):
+    """The kernel ``catch_up(hp, spec, clock, params, slots, stamp, mark)`` that applies every
+    pending zero-gradient step of ``rule``, so that params equal the dense optimizer's."""
+    RULE = rule
+
+    @numba.njit(**JIT)
+    def catch_up_kernel(hp, spec, clock, params, slots, stamp, mark):
+        hp = unpack(hp)
+        clock = unpack(clock)
+        t = clock[CLOCK_T]
+        lazy = stamp.size > 0
+        for j in range(params.size):
+            if lazy:
+                if stamp[j] < t:
+                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, stamp[j], t,
+                                         clock[CLOCK_LOG_DECAY], mark[j])  # fmt: skip
+                    stamp[j] = t
+                    mark[j] = clock[CLOCK_LOG_DECAY]
+            elif RULE == FTRL and t > 0.0:
+                params[j] = ftrl_weight(slots[j, 0], slots[j, 1], clock[CLOCK_ETA], hp)
+
+    return catch_up_kernel

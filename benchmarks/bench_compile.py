@@ -1,0 +1,123 @@
+"""First use as a new user meets it: each case in a fresh process with an empty Numba cache.
+
+    python benchmarks/bench_compile.py [--cases lr,fm] [--repeat 1]
+
+Each case fits one estimator with its defaults (or the one option named) on 2,000 rows, in
+a new interpreter whose ``NUMBA_CACHE_DIR`` is a new empty folder, and reports the seconds of
+its first ``fit`` (kernels compiled) and of the whole process. The ``main job`` case runs
+``sparseopt train`` (the README's first command) from a cold cache to its last line; the
+``warm`` cases fit twice in a process that finds the cache filled and report the first fit's
+extra cost over the second. Targets (issue 18): logistic regression at most 10 s with any
+optimizer and input dtype, 20 s with ``n_jobs=2``; FM, FFM and each MF loss at most 20 s;
+the main job at most 15 s; a warm first fit at most 1 s slower than the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+FIT = """
+import time
+import numpy as np
+import scipy.sparse as sp
+from sklearn.datasets import make_classification, make_regression
+import sparseopt
+from sparseopt import estimators
+
+kind, option = {kind!r}, {option!r}
+rng = np.random.default_rng(0)
+if kind == "MatrixFactorization":
+    X = sp.random(300, 200, density=0.05, format="csr", random_state=0)
+    X.data[:] = rng.integers(1, 6, X.nnz)
+    args = (X,)
+else:
+    make = make_regression if "Regress" in kind else make_classification
+    X, y = make(2000, n_features=20, random_state=0)
+    args = (X.astype(np.float32) if option == "float32" else X, y)
+params = {{}}
+if option and option != "float32":
+    key, value = option.split("=")
+    params[key] = int(value) if value.isdigit() else value
+if kind == "FFMClassifier":
+    params["fields"] = np.arange(20) % 4
+model = getattr(estimators, kind)(**params)
+for _ in range({fits}):
+    started = time.perf_counter()
+    model.fit(*args)
+    print(time.perf_counter() - started)
+"""
+
+CASES = [
+    ("lr", "SparseLogisticRegression", ""),
+    ("lr", "SparseLogisticRegression", "float32"),
+    *[("lr", "SparseLogisticRegression", f"optimizer={name}")
+      for name in ("sgd", "momentum", "rmsprop", "adam", "amsgrad", "ftrl")],  # fmt: skip
+    ("lr", "SparseLogisticRegression", "n_jobs=2"),
+    ("lr", "SparseLinearRegression", ""),
+    ("fm", "FMClassifier", ""),
+    ("fm", "FMRegressor", ""),
+    ("fm", "FFMClassifier", ""),
+    *[("mf", "MatrixFactorization", f"loss={loss}")
+      for loss in ("squared", "logistic", "bpr", "warp")],  # fmt: skip
+]
+
+
+def run(code_or_command, cache):
+    """(stdout lines, process seconds) of a fresh interpreter on the given Numba cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    command = code_or_command if isinstance(code_or_command, list) else [
+        sys.executable, "-c", code_or_command]  # fmt: skip
+    started = time.perf_counter()
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return out.split("\n"), time.perf_counter() - started
+
+
+def cold_fit(kind, option):
+    with tempfile.TemporaryDirectory() as cache:
+        lines, seconds = run(FIT.format(kind=kind, option=option, fits=1), cache)
+        return float(lines[0]), seconds
+
+
+def warm_fits(kind, option):
+    with tempfile.TemporaryDirectory() as cache:
+        run(FIT.format(kind=kind, option=option, fits=1), cache)  # fill the cache
+        lines, _ = run(FIT.format(kind=kind, option=option, fits=2), cache)
+        return float(lines[0]) - float(lines[1])
+
+
+def main_job():
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        lines, seconds = run(["sparseopt", "train", "--out", out], cache)
+        return seconds, next((line for line in reversed(lines) if line.strip()), "")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default="lr,fm,mf,main,warm",
+                        help="comma-separated: lr, fm, mf, main, warm")  # fmt: skip
+    args = parser.parse_args()
+    wanted = set(args.cases.split(","))
+    print(f"{'case':<52} {'first fit s':>11} {'process s':>10}")
+    for group, kind, option in CASES:
+        if group in wanted:
+            fit, process = cold_fit(kind, option)
+            print(f"{kind + (f' ({option})' if option else ''):<52} {fit:>11.1f} {process:>10.1f}",
+                  flush=True)  # fmt: skip
+    if "main" in wanted:
+        seconds, last = main_job()
+        print(f"{'sparseopt train (main job), to its last line':<52} {'':>11} {seconds:>10.1f}")
+        print(f"  last line: {last}")
+    if "warm" in wanted:
+        for kind, option in [("SparseLogisticRegression", ""), ("FMClassifier", ""),
+                             ("MatrixFactorization", "loss=warp")]:  # fmt: skip
+            extra = warm_fits(kind, option)
+            print(f"warm cache, first fit minus second: {kind} {option}: {extra:+.2f} s")
+
+
+if __name__ == "__main__":
+    main()
