@@ -25,20 +25,11 @@ FIT = """
 import time
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import is_regressor
 from sklearn.datasets import make_classification, make_regression
-import sparseopt
 from sparseopt import estimators
 
 kind, option = {kind!r}, {option!r}
-rng = np.random.default_rng(0)
-if kind == "MatrixFactorization":
-    X = sp.random(300, 200, density=0.05, format="csr", random_state=0)
-    X.data[:] = rng.integers(1, 6, X.nnz)
-    args = (X,)
-else:
-    make = make_regression if "Regress" in kind else make_classification
-    X, y = make(2000, n_features=20, random_state=0)
-    args = (X.astype(np.float32) if option == "float32" else X, y)
 params = {{}}
 if option and option != "float32":
     key, value = option.split("=")
@@ -46,6 +37,15 @@ if option and option != "float32":
 if kind == "FFMClassifier":
     params["fields"] = np.arange(20) % 4
 model = getattr(estimators, kind)(**params)
+rng = np.random.default_rng(0)
+if kind == "MatrixFactorization":
+    X = sp.random(300, 200, density=0.05, format="csr", random_state=0)
+    X.data[:] = rng.integers(1, 6, X.nnz)
+    args = (X,)
+else:
+    make = make_regression if is_regressor(model) else make_classification
+    X, y = make(2000, n_features=20, random_state=0)
+    args = (X.astype(np.float32) if option == "float32" else X, y)
 for _ in range({fits}):
     started = time.perf_counter()
     model.fit(*args)
@@ -73,8 +73,10 @@ def run(code_or_command, cache):
     command = code_or_command if isinstance(code_or_command, list) else [
         sys.executable, "-c", code_or_command]  # fmt: skip
     started = time.perf_counter()
-    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    return out.split("\n"), time.perf_counter() - started
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{command[:2]} failed:\n{done.stderr}")
+    return done.stdout.split("\n"), time.perf_counter() - started
 
 
 def cold_fit(kind, option):

@@ -138,7 +138,7 @@ def advance_clock(hp, spec, clock, n_steps):
     return step >= 0
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def ftrl_weight(z, n, alpha, hp):
     """FTRL-Proximal's closed-form weight from its state ``(z, n)``."""
     l1 = hp[HP_L1]
