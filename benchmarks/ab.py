@@ -28,9 +28,9 @@ def main():
     parser.add_argument("rev", help="the commit to compare against, e.g. HEAD~1")
     parser.add_argument("script", help="a script in benchmarks/, e.g. bench_linear.py")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="after --: the script's own")
-    args = parser.parse_args()
-    script_args = args.args[1:] if args.args[:1] == ["--"] else args.args
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, script_args = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     script = ROOT / "benchmarks" / args.script
     rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.rev],
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip

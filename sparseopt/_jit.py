@@ -47,7 +47,7 @@ class _CompileWatch(event.Listener):
 
 
 _watch = _CompileWatch()
-event.install_listener("numba:compile", _watch)
+event.register("numba:compile", _watch)
 
 
 def compile_seconds() -> float:

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
+from ._jit import announce_compile, compile_seconds
 from .datasets import CriteoReader, CSVReader, LibSVMReader, column_fields, sample_path
 from .datasets._cache import atomic_write
 
@@ -151,13 +152,7 @@ def model_class(kind: str):
 
     if kind not in MODELS:
         raise PipelineError(f"unknown model {kind!r}; choose one of {sorted(MODELS)}")
-    cls = getattr(sparseopt, MODELS[kind], None)
-    if cls is None:
-        raise PipelineError(
-            f"--model {kind} needs sparseopt.{MODELS[kind]}, which this sparseopt version "
-            "does not have; use --model lr"
-        )
-    return cls
+    return getattr(sparseopt, MODELS[kind])
 
 
 def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
@@ -520,8 +515,12 @@ class Trainer:
         classes = np.array([0.0, 1.0])
         state = self.state
         started, rows_at_start = time.perf_counter(), state["rows_seen"]
+        compiling = compile_seconds()
+        optimizer = self.model.get_params()["optimizer"]
+        name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
+        what = f"{type(self.model).__name__} ({name})"
         try:
-            with self._interrupts_between_chunks():
+            with self._interrupts_between_chunks(), announce_compile(what, self.log):
                 self._epochs(classes)
         except KeyboardInterrupt:
             # a chunk cut short (by an interrupt that could not be held) left the model partly
@@ -529,7 +528,8 @@ class Trainer:
             if not self._in_chunk and (state["epoch_rows"] or state["epoch"]):
                 self.checkpoint()
             raise
-        seconds = time.perf_counter() - started
+        # rates count training, not the first run's compiling
+        seconds = time.perf_counter() - started - (compile_seconds() - compiling)
         return self._finish(seconds, state["rows_seen"] - rows_at_start)
 
     @contextmanager
@@ -563,6 +563,7 @@ class Trainer:
         while state["epoch"] < self.epochs:
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
+            compiling = compile_seconds()
             bar = tqdm(
                 total=state["n_rows_epoch"],
                 initial=state["epoch_rows"],
@@ -596,7 +597,8 @@ class Trainer:
                     if self.after_chunk is not None:
                         self.after_chunk(epoch, k)
                     due = state["chunk"] % self.checkpoint_every == 0
-            rate = (state["epoch_rows"] - epoch_rows) / (time.perf_counter() - epoch_started)
+            seconds = time.perf_counter() - epoch_started - (compile_seconds() - compiling)
+            rate = (state["epoch_rows"] - epoch_rows) / max(seconds, 1e-9)
             self._end_epoch(rate)
 
     def _end_epoch(self, rows_per_second):

@@ -35,14 +35,14 @@ from .._jit import JIT
 # return scalars only: a compiled call that receives an array costs two atomic reference count
 # updates, as much as hashing a short value, so the parser hashes fields in its own loop with
 # these (see ``parse_delimited``) and never passes its buffer to a call per field.
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _mix_k(k):
     k = np.uint32(k * np.uint32(0xCC9E2D51))
     k = np.uint32((k << np.uint32(15)) | (k >> np.uint32(17)))
     return np.uint32(k * np.uint32(0x1B873593))
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def mix_block(h, k):
     """The hash state ``h`` after the 4-byte little-endian block ``k`` (both uint32)."""
     h = np.uint32(h ^ _mix_k(k))
@@ -50,7 +50,7 @@ def mix_block(h, k):
     return np.uint32(h * np.uint32(5) + np.uint32(0xE6546B64))
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def finish_hash(h, tail, n):
     """The hash of ``n`` bytes from the state ``h`` after their whole blocks and ``tail``,
     the last ``n % 4`` bytes as a little-endian uint32."""
@@ -64,7 +64,7 @@ def finish_hash(h, tail, n):
     return np.uint32(h ^ (h >> np.uint32(16)))
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def load_block(buf, p):
     """``buf[p:p + 4]`` as a little-endian uint32 (``p`` unsigned: no negative-index check,
     so the compiler reads the four bytes at once)."""

@@ -140,14 +140,14 @@ def _line_end(buf, pos):
     return end
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _has_byte(block, pattern):
     """Whether a byte of the uint32 ``block`` equals that of ``pattern`` (one byte, 4 times)."""
     x = np.uint32(block ^ pattern)
     return np.uint32((x - np.uint32(0x01010101)) & ~x & np.uint32(0x80808080)) != 0
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _has_newline(buf, p):
     """Whether ``buf[p:p + 8]`` holds a newline (``p`` unsigned: one 8-byte read)."""
     x = np.uint64(0)
