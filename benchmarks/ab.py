@@ -2,7 +2,9 @@
 
     python benchmarks/ab.py REV bench_linear.py [--rounds 2] [-- SCRIPT ARGS...]
 
-Checks REV out into a temporary git worktree and runs ``benchmarks/SCRIPT`` (this tree's copy,
+Checks REV out into a git worktree (kept in the system's temporary folder and reused by later
+runs: Numba's disk cache is keyed by source path, so the earlier commit's kernels compile once,
+not on every run) and runs ``benchmarks/SCRIPT`` (this tree's copy,
 so that both sides are measured the same way) ``--rounds`` times for each side, alternating
 sides, with ``PYTHONPATH`` pointing at the side's tree so that ``import sparseopt`` loads that
 side's code. Each side keeps its own Numba cache entries (they are keyed by source file), and
@@ -36,21 +38,17 @@ def main():
                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    with tempfile.TemporaryDirectory() as parent:
-        old = Path(parent) / "old"
+    old = Path(tempfile.gettempdir()) / f"sparseopt-ab-{rev}"
+    if not old.exists():
         subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", old, rev],
                        check=True)  # fmt: skip
-        try:
-            sides = [(f"this tree (HEAD {head} + changes)", ROOT), (f"{args.rev} ({rev})", old)]
-            for round_ in range(1, args.rounds + 1):
-                for label, tree in sides:
-                    print(f"\n=== round {round_}: {label} ===", flush=True)
-                    env = dict(os.environ, PYTHONPATH=str(tree))
-                    subprocess.run([sys.executable, script, *script_args], env=env,
-                                   cwd=script.parent, check=True)  # fmt: skip
-        finally:
-            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", old], check=True)
-
+    sides = [(f"this tree (HEAD {head} + changes)", ROOT), (f"{args.rev} ({rev})", old)]
+    for round_ in range(1, args.rounds + 1):
+        for label, tree in sides:
+            print(f"\n=== round {round_}: {label} ===", flush=True)
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            subprocess.run([sys.executable, script, *script_args], env=env, cwd=script.parent,
+                           check=True)  # fmt: skip
 
 if __name__ == "__main__":
     main()
