@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._jit import JIT
 from ._hashing import (
@@ -128,7 +128,7 @@ def _buckets(values):
 
 
 def _kind_of_type(arrow_type) -> str | None:
-    """"categorical" for text-like types, "numeric" for numbers, None if unsupported."""
+    """ "categorical" for text-like types, "numeric" for numbers, None if unsupported."""
     t = arrow_type
     if pa.types.is_dictionary(t):
         t = t.value_type
@@ -165,6 +165,10 @@ def _to_arrow(column, name) -> pa.Array | pa.ChunkedArray:
 
 def _table_columns(X) -> list[tuple[Any, Any]]:
     """``[(name, column)]`` of a table, mapping, or 2-D array (names 0, 1, ...)."""
+    if sp.issparse(X):  # first: a DOK matrix is a Mapping
+        raise TypeError(
+            "FieldHasher hashes tables of raw values; it does not accept a sparse matrix"
+        )
     if isinstance(X, pa.Table | pa.RecordBatch):
         return list(zip(X.column_names, X.columns, strict=True))
     if hasattr(X, "columns") and hasattr(X, "iloc"):  # pandas, by duck typing: no import
@@ -173,16 +177,8 @@ def _table_columns(X) -> list[tuple[Any, Any]]:
         return [(name, X.get_column(name)) for name in X.columns]
     if isinstance(X, Mapping):
         return list(X.items())
-    if sp.issparse(X):
-        raise TypeError(
-            "FieldHasher hashes tables of raw values; it does not accept a sparse matrix"
-        )
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(
-            f"Expected a table (pandas, polars, pyarrow, a mapping of columns) or a 2D array, "
-            f"got an array of shape {X.shape}"
-        )
+    # scikit-learn's checks and messages for arrays: 2-D, not empty, not complex
+    X = check_array(X, dtype=None, ensure_all_finite=False)
     return [(j, X[:, j]) for j in range(X.shape[1])]
 
 
@@ -515,6 +511,11 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _arrays(self, X) -> list:
         """The fitted columns of ``X`` as Arrow arrays, in field order, checked."""
         columns = dict(_table_columns(X))
+        if not hasattr(self, "feature_names_in_") and len(columns) != self.n_features_in_:
+            raise ValueError(
+                f"X has {len(columns)} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         missing = [n for n in self._names if n not in columns]
         if missing:
             raise ValueError(
@@ -527,7 +528,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             found = _kind_of_type(array.type)
             if found is None or (kind != "categorical" and found != "numeric"):
                 raise ValueError(
-                    f"column {name!r} has type {array.type} but was hashed as {kind!r} at fit"
+                    f"column {name!r} has type {array.type} but was hashed as {str(kind)!r} at fit"
                 )
             arrays.append(array)
         self._check_lengths(self._names, arrays, len(arrays[0]))

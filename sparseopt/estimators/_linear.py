@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -80,6 +81,32 @@ def _to_csr(X) -> sp.csr_matrix:
     return X
 
 
+def _holds_text(X) -> bool:
+    """Whether X is a table or array of strings or categories, which must be hashed first."""
+    if isinstance(X, np.ndarray):
+        return X.dtype.kind in "OSU"
+    dtypes = getattr(X, "dtypes", None)  # pandas and polars, without importing them
+    if dtypes is None and hasattr(X, "schema"):  # pyarrow
+        dtypes = X.schema.types
+    text = ("object", "str", "category", "categorical", "enum", "utf8", "large_str", "dict")
+    return dtypes is not None and any(str(d).lower().startswith(text) for d in list(dtypes))
+
+
+@contextmanager
+def _suggest_field_hasher(estimator, X):
+    """Re-raise a failed conversion of raw text columns with the way out: FieldHasher."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if not _holds_text(X):
+            raise
+        name = type(estimator).__name__
+        raise type(exc)(
+            f"{name} needs numeric features, and X holds text or categories ({exc}): hash "
+            f"the columns with sparseopt.FieldHasher, e.g. make_pipeline(FieldHasher(), {name}())"
+        ) from exc
+
+
 class _SparseLinearModel(BaseEstimator):
     """Shared training loop: minibatch epochs over CSR data with a lazy optimizer."""
 
@@ -153,11 +180,15 @@ class _SparseLinearModel(BaseEstimator):
 
     def _validate_X(self, X, reset: bool):
         """Checked X as canonical CSR."""
-        return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
+        with _suggest_field_hasher(self, X):
+            return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
 
     def _validate_X_y(self, X, y, reset: bool):
         """Checked X as canonical CSR and y as a 1-D array."""
-        X, y = validate_data(self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT)
+        with _suggest_field_hasher(self, X):
+            X, y = validate_data(
+                self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT
+            )
         return _to_csr(X), y
 
     def _sample_weight(self, X, y, targets, sample_weight):
