@@ -5,6 +5,7 @@ import gzip
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 import scipy.sparse as sp
@@ -59,6 +60,8 @@ def test_criteo_columns_from_pandas_polars_and_arrow(criteo, field_aware):
         parse_options=pacsv.ParseOptions(delimiter="\t"),
     ).drop_columns(["label"])
     _same(hasher.fit_transform(table), X_file)
+    chunked = pa.concat_tables([table.slice(0, 1000), table.slice(1000, 5), table.slice(1005)])
+    _same(hasher.transform(chunked), X_file)  # columns of several Arrow chunks
     _same(hasher.fit_transform({c: features[c].to_numpy() for c in features}), X_file)
     if field_aware:
         assert np.array_equal(hasher.fields_, column_fields(18, 39))
@@ -91,6 +94,8 @@ def test_avazu_and_csv_columns(criteo, tmp_path):
     kinds = {c: "value" for c in numeric}
     hasher = FieldHasher(n_bits=16, numeric="categorical", column_kinds=kinds)
     _same(hasher.fit_transform(read_back), X_csv)
+    batches = pa.Table.from_pandas(read_back).to_batches(max_chunksize=700)
+    _same(hasher.transform(pa.Table.from_batches(batches)), X_csv)
 
 
 def test_a_model_from_files_scores_a_dataframe_identically(criteo):

@@ -50,12 +50,16 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
     ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does)."""
     scratch = np.empty(24, dtype=np.uint8)
     known = np.full(_N_BUCKETS, -1, dtype=np.int64)  # most buckets are small: hash each once
+    small = np.empty(_N_BUCKETS, dtype=np.int64)  # and most counts too: no logarithm
+    for x in range(_N_BUCKETS):
+        small[x] = count_bucket(float(x))
     empty = to_column(finish_hash(np.uint32(field), np.uint32(0), 0), field, n_bits, size)
     for i in range(values.shape[0]):
         if not valid[i]:
             out_cols[i] = empty
             continue
-        b = count_bucket(values[i])
+        x = values[i]
+        b = small[np.int64(x)] if 0 <= x < _N_BUCKETS and x == np.floor(x) else count_bucket(x)
         col = known[b] if 0 <= b < _N_BUCKETS else -1
         if col < 0:
             col = to_column(hash_int(b, np.uint32(field), scratch), field, n_bits, size)
@@ -482,13 +486,15 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         # row r's columns land in row r of this buffer, which then becomes the CSR indices;
         # the values' buffer becomes the CSR data: the output is all the memory used
         indices = np.empty(n_rows * n_fields, dtype=index_dtype(n_features))
-        data = np.ones(n_rows * n_fields, dtype=self.dtype)
+        with_values = "value" in self.kinds_
+        data = (np.ones if with_values else np.empty)(n_rows * n_fields, dtype=self.dtype)
         cols, vals = indices.reshape(n_rows, n_fields), data.reshape(n_rows, n_fields)
+        out = np.empty(max((len(c) for a in arrays for c in self._chunks(a)), default=0), np.int64)
         for f, (array, kind) in enumerate(zip(arrays, self.kinds_, strict=True)):
-            self._hash_column(array, kind, f, n_bits, size, cols, vals)
+            self._hash_column(array, kind, f, n_bits, size, cols, vals, out)
         indptr = np.empty(n_rows + 1, dtype=np.int64)
         absent = cols.dtype.type(n_features)
-        if "value" in self.kinds_:
+        if with_values:
             nnz = _pack_values_in_place(cols, vals, absent, indptr)
         else:
             cols.sort(axis=1)  # NumPy's vectorized row sort: see csr_from_columns
@@ -538,19 +544,23 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _chunks(array):
         return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
-    def _hash_column(self, array, kind, f, n_bits, size, cols, vals):
-        """Write field ``f``'s columns into ``cols[:, f]`` (values into ``vals[:, f]``)."""
+    def _hash_column(self, array, kind, f, n_bits, size, cols, vals, out):
+        """Write field ``f``'s columns into ``cols[:, f]`` (values into ``vals[:, f]``),
+        through ``out``: the kernels write contiguous memory, twice as fast as a column."""
         name = self._names[f]
         start = 0
         for chunk in self._chunks(array):
             rows = slice(start, start + len(chunk))
             start += len(chunk)
+            hashed = out[: len(chunk)]
             if kind == "categorical":
                 offsets, data, valid = _string_buffers(_text(chunk, name))
-                _hash_string_column(offsets, data, valid, f, n_bits, size, cols[rows, f])
+                _hash_string_column(offsets, data, valid, f, n_bits, size, hashed)
+                cols[rows, f] = hashed
             elif kind == "bucket":
                 values, valid = _numbers(chunk)
-                _hash_bucket_column(values, valid, f, n_bits, size, cols[rows, f])
+                _hash_bucket_column(values, valid, f, n_bits, size, hashed)
+                cols[rows, f] = hashed
             else:  # one column, the pair (field, empty text), holds the value
                 values, valid = _numbers(chunk)
                 col = to_column(finish_hash(np.uint32(f), np.uint32(0), 0), f, n_bits, size)
