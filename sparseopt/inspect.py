@@ -9,9 +9,14 @@ Vowpal Wabbit's ``--invert_hash``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .datasets._field_hasher import FieldHasher, Tokens, load_tokens
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["load_tokens", "top_features"]
 
@@ -40,7 +45,12 @@ def _tokens(hasher) -> Tokens:
     )
 
 
-def top_features(model, hasher=None, n: int | None = 20, field: str | None = None):
+def top_features(
+    model: Any,
+    hasher: FieldHasher | Tokens | None = None,
+    n: int | None = 20,
+    field: str | None = None,
+) -> pd.DataFrame:
     """The (field, value) pairs with the largest weights in a model, by name.
 
     Each pair kept by the hasher is looked up at its hashed column. Pairs that share a

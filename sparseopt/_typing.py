@@ -1,0 +1,12 @@
+"""Type aliases of the public API's signatures (for type checkers: imported by the estimator
+modules only under ``TYPE_CHECKING``, so nothing here runs on import)."""
+
+from os import PathLike
+
+import numpy.typing as npt
+import scipy.sparse as sp
+
+# X of the estimators: a dense array-like or any SciPy sparse matrix or array
+MatrixLike = npt.ArrayLike | sp.spmatrix | sp.sparray
+# a file to read or write
+FilePath = str | PathLike
