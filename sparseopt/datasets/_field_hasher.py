@@ -311,8 +311,10 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         :math:`\\lfloor \\ln(x)^2 \\rfloor` for :math:`x > 2` and of the integer part of
         :math:`x` otherwise, a null as the empty text (``read_criteo``'s counts);
       * ``"categorical"``: the value's text (integer 5 as ``"5"``), as ``read_avazu`` and
-        ``read_csv`` hash integer-coded columns. Floats are written by Arrow (``1.5``,
-        ``2.0``), which may differ from a file's text.
+        ``read_csv`` hash integer-coded columns. A float is written as Arrow writes it:
+        an integral one as an integer (``2.0`` as ``"2"``, so an integer column that pandas
+        made float for its missing values hashes as in the file), others in their shortest
+        form (``1.5``), which may differ from a file's text.
 
     So ``FieldHasher(numeric="bucket").fit_transform(df)`` on a DataFrame of Criteo's 13
     counts and 26 categoricals gives the columns of ``read_criteo`` on the same rows.
@@ -336,9 +338,10 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         Keep the most frequent (field, value) pairs seen by :meth:`fit`, with their counts,
         in ``tokens_``, to name the features of a model (:func:`sparseopt.inspect.top_features`).
     max_tokens : int, default=10_000
-        Pairs kept per field with ``keep_tokens`` (the most frequent; ties by text). Memory
-        is at most ``n_fields * max_tokens`` pairs whatever the vocabulary; the count of
-        each kept pair is exact.
+        Pairs kept per field with ``keep_tokens`` (the most frequent; ties by text): the
+        hasher keeps at most ``n_fields * max_tokens`` pairs whatever the vocabulary, and
+        the count of each kept pair is exact (``fit`` counts one column at a time, Arrow's
+        ``value_counts``, so its memory holds one column's distinct values at once).
     dtype : {np.float32, np.float64}, default=np.float32
         Dtype of the output's values.
 
