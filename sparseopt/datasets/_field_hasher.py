@@ -562,6 +562,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 cols[rows, f] = hashed
             elif kind == "bucket":
                 values, valid = _numbers(chunk)
+                if np.isinf(values).any():
+                    raise ValueError(f"column {name!r} holds an infinite count")
                 _hash_bucket_column(values, valid, f, n_bits, size, hashed)
                 cols[rows, f] = hashed
             else:  # one column, the pair (field, empty text), holds the value
