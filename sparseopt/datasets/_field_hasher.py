@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -40,6 +40,9 @@ from ._hashing import (
     to_column,
 )
 from ._parsers import _N_BUCKETS, count_bucket
+
+if TYPE_CHECKING:
+    from .._typing import TableLike
 
 KINDS = ("categorical", "bucket", "value")
 
@@ -407,7 +410,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.max_tokens = max_tokens
         self.dtype = dtype
 
-    def fit(self, X, y=None) -> FieldHasher:
+    def fit(self, X: TableLike, y: None = None) -> FieldHasher:
         """Learn the columns (names, order, kinds), and with ``keep_tokens`` their values.
 
         Parameters
@@ -465,7 +468,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.tokens_ = self._count_tokens(arrays) if self.keep_tokens else None
         return self
 
-    def transform(self, X) -> sp.csr_matrix:
+    def transform(self, X: TableLike) -> sp.csr_matrix:
         """Hash the columns seen by :meth:`fit` (found by name; other columns are ignored).
 
         Parameters
