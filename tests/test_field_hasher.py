@@ -183,6 +183,12 @@ def test_tokens_are_counted_capped_and_saved_without_pickle(tmp_path):
     assert back.field_names == ["site", "age"] and back.max_tokens == 3
     for name in ("field", "value", "count", "column"):
         assert np.array_equal(getattr(back, name), getattr(tokens, name))
+    # in chunks: the same counts while no pair drops out of a field's top max_tokens
+    chunked = FieldHasher(n_bits=12, keep_tokens=True, max_tokens=3)
+    for start in range(0, len(df), 4):
+        chunked.partial_fit(df.iloc[start : start + 4])
+    for name in ("field", "value", "count", "column"):
+        assert np.array_equal(getattr(chunked.tokens_, name), getattr(tokens, name))
     buckets = FieldHasher(n_bits=12, numeric="bucket", keep_tokens=True).fit(df).tokens_
     age = buckets.field == 1  # ages 0..10 in Criteo's buckets
     assert buckets.value[age].tolist() == ["1", "2", "3", "4", "0", "5"]

@@ -468,6 +468,38 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.tokens_ = self._count_tokens(arrays) if self.keep_tokens else None
         return self
 
+    def partial_fit(self, X: TableLike, y: None = None) -> FieldHasher:
+        """:meth:`fit` on the first call; later calls add X's pairs to ``tokens_``.
+
+        For the token counts of data read in chunks. The columns and their kinds are those
+        of the first call. Memory stays bounded: after each call a field keeps its
+        ``max_tokens`` most frequent pairs, so a count is exact for a pair that was never
+        dropped; one dropped and seen again is counted from its return.
+
+        Parameters
+        ----------
+        X : pandas or polars DataFrame, pyarrow Table, mapping of name to array, or 2-D array
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "kinds_"):
+            return self.fit(X)
+        arrays = self._arrays(X)
+        if self.tokens_ is not None:
+            new = self._count_tokens(arrays)
+            old = self.tokens_
+            merged = _sum_and_cap(
+                np.concatenate([old.field, new.field]),
+                np.concatenate([old.value, new.value]),
+                np.concatenate([old.count, new.count]),
+                self.max_tokens,
+            )
+            self.tokens_ = self._tokens(*merged)
+        return self
+
     def transform(self, X: TableLike) -> sp.csr_matrix:
         """Hash the columns seen by :meth:`fit` (found by name; other columns are ignored).
 
@@ -577,31 +609,27 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
 
     def _count_tokens(self, arrays) -> Tokens:
         """The ``max_tokens`` most frequent values of each column, counted exactly."""
-        parts = {k: [] for k in ("field", "value", "count")}
+        parts = []
         for f, (array, kind) in enumerate(zip(arrays, self.kinds_, strict=True)):
             if kind == "value":
                 n = sum(int(_numbers(chunk)[1].sum()) for chunk in self._chunks(array))
                 values, counts = np.array([""]), np.array([n], dtype=np.int64)
             else:
-                text = self._token_text(array, kind, self._names[f])
-                vc = pc.value_counts(text)
+                vc = pc.value_counts(self._token_text(array, kind, self._names[f]))
                 values = vc.field("values").to_numpy(zero_copy_only=False)
-                counts = vc.field("counts").to_numpy().astype(np.int64)
                 values = np.array(["" if v is None else v for v in values], dtype=str)
-                values, counts = _merge_empty(values, counts)
-            order = np.lexsort((values, -counts))[: self.max_tokens]
-            parts["field"].append(np.full(order.size, f, dtype=np.int32))
-            parts["value"].append(values[order])
-            parts["count"].append(counts[order])
-        field = np.concatenate(parts["field"])
-        value = np.concatenate(parts["value"]).astype(str)
-        column = self._token_columns(field, value)
+                counts = vc.field("counts").to_numpy().astype(np.int64)
+            parts.append(_sum_and_cap(np.full(values.size, f, np.int32), values, counts,
+                                      self.max_tokens))  # fmt: skip
+        return self._tokens(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+
+    def _tokens(self, field, value, count) -> Tokens:
         return Tokens(
             field_names=[str(n) for n in self._names],
             field=field,
-            value=value,
-            count=np.concatenate(parts["count"]),
-            column=column,
+            value=value.astype(str),
+            count=count,
+            column=self._token_columns(field, value.astype(str)),
             n_bits=int(self.n_bits),
             max_tokens=int(self.max_tokens),
         )
@@ -640,13 +668,18 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return tags
 
 
-def _merge_empty(values, counts):
-    """Count a null and the empty text as one value: both are hashed as the empty text."""
-    empty = values == ""
-    if empty.sum() < 2:
-        return values, counts
-    keep = ~empty
-    keep[np.flatnonzero(empty)[0]] = True
-    counts = counts.copy()
-    counts[np.flatnonzero(empty)[0]] = counts[empty].sum()
-    return values[keep], counts[keep]
+def _sum_and_cap(field, value, count, cap):
+    """Sum the counts of equal (field, value) pairs (a null and the empty text are both
+    ``""``: one value, as they hash alike) and keep each field's ``cap`` most frequent,
+    ordered by field, then count (descending), then text."""
+    if field.size == 0:
+        return field, value, count
+    order = np.lexsort((value, field))
+    field, value, count = field[order], value[order], count[order]
+    starts = np.flatnonzero(np.r_[True, (field[1:] != field[:-1]) | (value[1:] != value[:-1])])
+    field, value, count = field[starts], value[starts], np.add.reduceat(count, starts)
+    order = np.lexsort((value, -count, field))
+    field, value, count = field[order], value[order], count[order]
+    rank = np.arange(field.size) - np.searchsorted(field, field)
+    keep = rank < cap
+    return field[keep], value[keep], count[keep]
