@@ -477,10 +477,8 @@ def _scatter_rows(client, a, chunks):
     bounds = bounds.astype(np.int64)
     pieces = [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     futures = client.scatter(pieces, hash=False)
-    return da.concatenate([
-        da.from_delayed(f, shape=p.shape, dtype=a.dtype) for f, p in zip(futures, pieces,
-                                                                          strict=True)
-    ])  # fmt: skip
+    blocks = zip(futures, pieces, strict=True)
+    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=a.dtype) for f, p in blocks])
 
 
 def _owners(client, xs, ys, sizes):
