@@ -124,8 +124,8 @@ def top_features(
         labels = classes if classes is not None else range(coef.shape[0])
         frame.update({f"weight[{c}]": w for c, w in zip(labels, weights, strict=True)})
     if hasattr(model, "factors_"):
-        factors = np.asarray(model.factors_)
-        frame["factor_norm"] = np.linalg.norm(factors[column].reshape(column.size, -1), axis=1)
+        factors = np.asarray(model.factors_)  # (n_features, [n_fields,] n_components)
+        frame["factor_norm"] = np.linalg.norm(factors.reshape(len(factors), -1)[column], axis=1)
     frame["count"] = tokens.count[keep]
     frame["column"] = column
     frame["collisions"] = per_column[inverse[keep]] - 1
