@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import make_pipeline
 
-from sparseopt import FieldHasher, FMClassifier, SparseLogisticRegression
+from sparseopt import FFMClassifier, FieldHasher, FMClassifier, SparseLogisticRegression
 from sparseopt.datasets import make_ctr
 from sparseopt.inspect import load_tokens, top_features
 
@@ -53,6 +53,11 @@ def test_collisions_classes_and_factors_are_reported():
     norms = top_features(fm, n=None)
     expected = np.linalg.norm(fm[-1].factors_[norms.column], axis=1)
     assert np.allclose(norms.factor_norm, expected)
+    ffm = make_pipeline(FieldHasher(n_bits=6, field_aware=True, keep_tokens=True),
+                        FFMClassifier(max_iter=2, random_state=0)).fit(df, y % 2)  # fmt: skip
+    norms = top_features(ffm, n=None)
+    vectors = ffm[-1].factors_[norms.column]  # (n, n_fields, n_components)
+    assert np.allclose(norms.factor_norm, np.sqrt((vectors**2).sum(axis=(1, 2))))
 
 
 def test_errors():
