@@ -110,7 +110,7 @@ def main():
     parser.add_argument("--bits", type=int, default=22)
     parser.add_argument("--batch-size", type=int, default=32768)
     args = parser.parse_args()
-    reason = cuda.available()
+    reason = cuda.unavailable_reason()
     if reason is not None:
         sys.exit(f"bench_gpu.py needs a usable GPU: {reason}")
     data = make_ctr(args.rows, n_bits=args.bits, n_test=args.test_rows, random_state=0)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "FFMClassifier": "estimators",
     "FMClassifier": "estimators",
     "FMRegressor": "estimators",
+    "FieldHasher": "datasets",
     "MatrixFactorization": "estimators",
     "SparseLinearRegression": "estimators",
     "SparseLogisticRegression": "estimators",

@@ -21,8 +21,12 @@ import zipfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 FORMAT = "sparseopt-model"
 VERSION = 1
@@ -147,7 +151,7 @@ def read_metadata(path) -> dict | None:
     return meta.get("metadata") if isinstance(meta, dict) else None
 
 
-def load(path):
+def load(path: str | os.PathLike) -> BaseEstimator:
     """Load a model saved with an estimator's ``save`` (no pickle involved).
 
     Examples

@@ -439,7 +439,7 @@ def _blocks(client, X, y):
     if not isinstance(X, da.Array) or X.ndim != 2:
         raise TypeError(f"X must be a 2-D dask.array.Array of sparse blocks; got {type(X)}")
     if not isinstance(y, da.Array):
-        y = da.from_array(np.asarray(y), chunks=(X.chunks[0],))
+        y = _scatter_rows(client, np.asarray(y), X.chunks[0])
     if len(X.chunks[1]) != 1:
         raise ValueError(
             f"X must be chunked along the rows only (one block of columns); got "
@@ -461,6 +461,24 @@ def _blocks(client, X, y):
         if a != b:
             raise ValueError(f"block {i}: X has {a} rows but y has {b}")
     return X, y, xs, ys, np.array(sizes, np.int64)
+
+
+def _scatter_rows(client, a, chunks):
+    """``a`` as a Dask array of row blocks ``chunks`` sent to the workers beforehand: inside
+    the graph, a large array would go through the scheduler ("Sending large graph")."""
+    import dask.array as da
+
+    bounds = np.cumsum([0, *chunks])
+    if np.isnan(bounds[-1]):  # unknown row counts: y cannot be cut like X
+        raise ValueError(
+            "y must be a dask array chunked like X when X's row counts are unknown "
+            "(from_files returns one)"
+        )
+    bounds = bounds.astype(np.int64)
+    pieces = [a[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    futures = client.scatter(pieces, hash=False)
+    blocks = zip(futures, pieces, strict=True)
+    return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=a.dtype) for f, p in blocks])
 
 
 def _owners(client, xs, ys, sizes):
@@ -712,11 +730,28 @@ def _merge(family, est, opt, state, results):
     return {"tables": tables, "clock": state.clock.copy()}
 
 
-def predict(estimator, X, method="predict"):
+def predict(estimator, X, method="predict", *, client=None):
     """``estimator.<method>`` of every block of ``X``, lazily, as a Dask array.
 
-    The estimator goes into the graph once (one key), not once per block.
-    ``method`` is ``"predict"``, ``"predict_proba"``, ``"decision_function"``...
+    With a distributed client, the estimator is sent to the workers once beforehand (a
+    large model inside the graph would go through the scheduler: "Sending large graph");
+    otherwise it is one key of the graph, not one per block. The result's row counts are
+    known, so that it can be sliced (``proba[:5]``): when X's are not (:func:`from_files`),
+    X is persisted and its blocks' rows counted first.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    X : dask.array.Array of shape (n_samples, n_features)
+        Row blocks of sparse (or dense) matrices, one block of columns.
+    method : str, default="predict"
+        ``"predict"``, ``"predict_proba"``, ``"decision_function"``...
+    client : distributed.Client, default=None
+        None: the default client, if any.
+
+    Returns
+    -------
+    result : dask.array.Array
     """
     import dask
     import dask.array as da
@@ -728,7 +763,15 @@ def predict(estimator, X, method="predict"):
             f"X must be chunked along the rows only; got {len(X.chunks[1])} column blocks"
         )
     probe = getattr(estimator, method)(sp.csr_matrix((1, X.shape[1]), dtype=X.dtype))
-    model = dask.delayed(estimator, pure=True)
+    try:
+        client = _client(client)
+    except ValueError:  # no cluster: the local schedulers send no graph
+        model = dask.delayed(estimator, pure=True)
+    else:
+        [model] = client.scatter([estimator], broadcast=True, hash=False)
+    if np.isnan(X.shape[0]):
+        X = X.persist()
+        X.compute_chunk_sizes()
     if probe.ndim == 1:
         return da.map_blocks(_apply, X, model, method, drop_axis=1, dtype=probe.dtype,
                              meta=np.empty((0,), probe.dtype))  # fmt: skip

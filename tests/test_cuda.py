@@ -120,7 +120,7 @@ def test_simulator_weights_equal_cpu(cpu_fits, tmp_path):
 
 @functools.cache
 def _gpu_reason():
-    script = "from sparseopt import cuda; print(cuda.available())"
+    script = "from sparseopt import cuda; print(cuda.unavailable_reason())"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("NUMBA_ENABLE_CUDASIM", None)
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
@@ -153,7 +153,7 @@ def test_cuda_without_gpu_raises_with_reason(monkeypatch, reason):
     X, y, _ = _data(2, np.float64)
     model = SparseLogisticRegression(**COMMON).fit(X, y)
     coef = model.coef_
-    monkeypatch.setattr(cuda, "available", lambda: reason)
+    monkeypatch.setattr(cuda, "unavailable_reason", lambda: reason)
     model.set_params(device="cuda")
     with pytest.raises(RuntimeError, match=f"device='cuda' is not usable: {reason}"):
         model.partial_fit(X, y)
@@ -164,6 +164,32 @@ def test_cuda_without_gpu_raises_with_reason(monkeypatch, reason):
     auto = SparseLogisticRegression(device="auto", **COMMON).fit(X, y)
     cpu = SparseLogisticRegression(device="cpu", **COMMON).fit(X, y)
     np.testing.assert_array_equal(auto.coef_, cpu.coef_)
+
+
+def test_available_is_a_bool_and_the_reason_apart(monkeypatch):
+    from sparseopt import cuda
+
+    # without numba-cuda (made missing here): False, never a truthy sentence
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "numba_cuda" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    cuda.unavailable_reason.cache_clear()
+    try:
+        assert cuda.available() is False
+        assert cuda.unavailable_reason().startswith("numba-cuda is not installed")
+    finally:
+        cuda.unavailable_reason.cache_clear()
+    if not HAS_NUMBA_CUDA:
+        return
+    # under the CUDA simulator (chosen before numba.cuda is imported: a subprocess), True
+    script = "from sparseopt import cuda; print(cuda.available(), cuda.unavailable_reason())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120, check=True)  # fmt: skip
+    assert proc.stdout.split() == ["True", "None"]
 
 
 def test_real_reason_without_gpu():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -240,6 +241,24 @@ def test_from_files(client):
         y_valid, np.full(y_valid.size, y_valid.mean())
     )
     np.testing.assert_array_equal(sd.predict(model, X).compute()[-5000:], model.predict(X_valid))
+    proba = sd.predict(model, X, "predict_proba")  # X's row counts were unknown: now known
+    assert proba.chunks[0] == (20_000, 5_000)
+    X_train, _ = read_criteo(paths[0], n_bits=12).read()
+    np.testing.assert_allclose(proba[:5].compute(), model.predict_proba(X_train[:5]))
+
+
+def test_large_model_and_labels_are_scattered_not_in_the_graph(client):
+    data = make_ctr(2000, n_fields=4, n_bits=21, random_state=0, dtype=np.float64)
+    model = SparseLogisticRegression(max_iter=1, tol=None).fit(data.X, data.y)  # 32 MiB
+    Xd = da.from_array(data.X, chunks=(500, -1), asarray=False).persist()
+    y = np.tile(data.y, 2000)  # labels of 16 MiB
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*large graph")
+        proba = sd.predict(model, Xd, "predict_proba").compute()
+        np.testing.assert_array_equal(proba, model.predict_proba(data.X))
+        yd = sd._scatter_rows(client, y, (y.size // 2, y.size // 2))
+        np.testing.assert_array_equal(yd[-2000:].compute(), data.y)
+    assert sd.fit(SparseLogisticRegression(max_iter=1), Xd, data.y).t_ == 2000  # y: NumPy
 
 
 def test_failed_task_is_retried(client, ctr, monkeypatch):

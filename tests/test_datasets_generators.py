@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import log_loss
 from sklearn.utils import murmurhash3_32 as reference_hash
 
-from sparseopt.datasets import column_fields, make_ctr
+from sparseopt.datasets import FieldHasher, column_fields, make_ctr
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,18 @@ def test_int64_indices_for_wide_spaces():
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_ctr(**{"n_samples": 10, "n_fields": 3, **kwargs})
+
+
+def test_planted_pairs_and_the_frame():
+    plain = make_ctr(3_000, n_fields=6, n_bits=14, missing_rate=0.0, random_state=3)
+    data = make_ctr(3_000, n_fields=6, n_bits=14, n_planted=4, as_frame=True, random_state=3)
+    assert np.abs(data.planted_weights).tolist() == [2.5, 2.1875, 1.875, 1.5625]
+    at = data.value_offsets[data.planted_fields] + data.planted_values
+    assert np.array_equal(data.weights[at], data.planted_weights)
+    others = np.setdiff1d(np.arange(data.weights.size), at)
+    assert np.array_equal(data.weights[others], plain.weights[others])  # the same model else
+    assert plain.planted_fields.size == 0
+    assert list(data.frame.columns) == [f"f{f}" for f in range(6)]
+    assert (FieldHasher(n_bits=14).fit_transform(data.frame) != data.X).nnz == 0
+    with pytest.raises(ValueError, match="n_planted"):
+        make_ctr(10, n_fields=2, n_values=3, n_planted=7)

@@ -24,3 +24,10 @@ def test_lazy_exports_resolve():
     assert set(sparseopt.__all__) == {*sparseopt._EXPORTS, "__version__"}
     assert sparseopt.__version__ == importlib.metadata.version("sparseopt")
     assert "SparseLogisticRegression" in dir(sparseopt)
+
+
+def test_typed():
+    """PEP 561: the package says that it has type hints, and ships the marker."""
+    import importlib.resources
+
+    assert importlib.resources.files("sparseopt").joinpath("py.typed").is_file()

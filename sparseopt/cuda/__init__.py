@@ -1,8 +1,8 @@
 """GPU training with numba-cuda: device detection and the choice between CPU and GPU.
 
 This module imports nothing from CUDA: ``import sparseopt`` stays free of it, and
-:func:`available` imports ``numba.cuda`` only when asked. The kernels are in
-:mod:`sparseopt.cuda._linear`; they call the same rule functions as the CPU kernels
+:func:`available` and :func:`unavailable_reason` import ``numba.cuda`` only when asked. The
+kernels are in :mod:`sparseopt.cuda._linear`; they call the same rule functions as the CPU kernels
 (:mod:`sparseopt.optim._rules`), which numba-cuda compiles again as device functions.
 
 Under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before numba is imported) the GPU
@@ -25,9 +25,21 @@ AUTO_MIN_BATCH_SIZE = 1024
 _INSTALL = "install it with `pip install 'sparseopt[cuda12]'` (or cuda13 for CUDA 13 drivers)"
 
 
+def available() -> bool:
+    """Whether a GPU is usable for ``device="cuda"`` (:func:`unavailable_reason` says why not).
+
+    .. versionchanged:: 0.2
+        Returns a bool. It returned None when a GPU was usable and the reason when not, so
+        ``if sparseopt.cuda.available():`` was true on a machine without a GPU; that value
+        is now :func:`unavailable_reason`'s. No value could keep the old ``is None`` checks
+        working and make the ``if`` right, so the change is not behind a deprecation.
+    """
+    return unavailable_reason() is None
+
+
 @functools.cache
-def available() -> str | None:
-    """``None`` when a GPU is usable, else the reason it is not (a sentence)."""
+def unavailable_reason() -> str | None:
+    """Why no GPU is usable (a sentence), or None when one is."""
     if importlib.util.find_spec("numba_cuda") is None:
         return f"numba-cuda is not installed: {_INSTALL}"
     from numba import config, cuda
@@ -52,7 +64,7 @@ def available() -> str | None:
 
 def require() -> None:
     """Raise a RuntimeError saying why ``device="cuda"`` cannot be used, if it cannot."""
-    reason = available()
+    reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"device='cuda' is not usable: {reason}. Use device='cpu' or 'auto'.")
 
@@ -63,4 +75,4 @@ def use_gpu(device: str, nnz: int, batch_size: int) -> bool:
         return True
     if device != "auto" or nnz < AUTO_MIN_NNZ or batch_size < AUTO_MIN_BATCH_SIZE:
         return False
-    return available() is None
+    return available()

@@ -1,6 +1,9 @@
 """Data: synthetic click data, feature hashing, streaming readers, downloads, a sample.
 
 - :func:`make_ctr`: Criteo-like click data drawn from a known logistic (+ pairwise) model.
+- :class:`FieldHasher`: the readers' hashing as a scikit-learn transformer of tables (pandas,
+  polars, Arrow, mappings of columns), keeping the values seen if asked (:class:`Tokens`,
+  :func:`load_tokens`).
 - :func:`hash_features`, :func:`column_fields`: MurmurHash3 of (field, value) pairs into
   ``2**n_bits`` columns, the same on every platform; ``field_aware=True`` gives each field a
   contiguous slice of columns.
@@ -31,6 +34,7 @@ from ._download import (
     fetch_criteo_sample,
     fetch_file,
 )
+from ._field_hasher import FieldHasher, Tokens, load_tokens
 from ._generators import make_ctr
 from ._hashing import column_fields, hash_features
 from ._movielens import (
@@ -58,7 +62,9 @@ __all__ = [
     "CSVReader",
     "ChunkReader",
     "CriteoReader",
+    "FieldHasher",
     "LibSVMReader",
+    "Tokens",
     "REMOTE_FILES",
     "column_fields",
     "data_home",
@@ -71,6 +77,7 @@ __all__ = [
     "implicit_positives",
     "load_movielens",
     "load_movielens_split",
+    "load_tokens",
     "make_ctr",
     "read_avazu",
     "read_criteo",

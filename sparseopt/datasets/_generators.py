@@ -7,6 +7,9 @@ from sklearn.utils import Bunch
 from .._jit import JIT
 from ._hashing import check_n_bits, csr_from_columns, hash_int, index_dtype, slice_size, to_column
 
+# planted pairs are among the most frequent values of their field, so that data shows them
+_PLANTED_RANKS = 20
+
 # Rows drawn (from a stream of their own) to set the intercept, so the true model does not
 # depend on n_samples: make_ctr(1_000) and make_ctr(1_000_000) share it.
 _N_CALIBRATION = 20_000
@@ -153,6 +156,22 @@ class _CTRModel:
             self.factors = np.zeros((total, 0))
         self.intercept = 0.0
 
+    def plant(self, n_planted, weight_scale, rng):
+        """Give ``n_planted`` distinct frequent (field, value) pairs strong weights, the
+        i-th (from 0) of magnitude ``weight_scale * (2 - i / n_planted)`` and a random sign."""
+        pairs = set()
+        while len(pairs) < n_planted:
+            f = int(rng.integers(self.n_fields))
+            pairs.add((f, int(rng.integers(min(self.n_values[f], _PLANTED_RANKS)))))
+        pairs = sorted(pairs)
+        rng.shuffle(pairs)
+        fields = np.array([f for f, _ in pairs], dtype=np.int64)
+        values = np.array([v for _, v in pairs], dtype=np.int64)
+        weights = weight_scale * (2 - np.arange(n_planted) / max(n_planted, 1))
+        weights *= rng.choice([-1.0, 1.0], size=n_planted)
+        self.weights[self.offsets[fields] + values] = weights
+        self.planted = (fields, values, weights)
+
     def draw(self, n, rng):
         """Value ids (n, n_fields), -1 where missing, and the logit without the intercept."""
         values = np.empty((n, self.n_fields), dtype=np.int32)
@@ -203,6 +222,7 @@ def _simulate_ctr(
     missing_rate,
     base_rate,
     random_state,
+    n_planted=0,
 ):
     """Validate the arguments, build the model, draw train and test value ids and labels."""
     for name, value in [("n_samples", n_samples), ("n_test", n_test), ("n_fields", n_fields)]:
@@ -224,9 +244,15 @@ def _simulate_ctr(
     missing_rate = _per_field(missing_rate, n_fields, "missing_rate", np.float64)
     if np.any((missing_rate < 0) | (missing_rate >= 1)):
         raise ValueError("missing_rate must be in [0, 1)")
+    if isinstance(n_planted, bool) or not isinstance(n_planted, int | np.integer) or n_planted < 0:
+        raise ValueError(f"n_planted must be a non-negative integer, got {n_planted!r}")
+    if n_planted > sum(min(v, _PLANTED_RANKS) for v in n_values):
+        raise ValueError(f"n_planted={n_planted} is more than the fields' frequent values")
     seed = _as_generator(random_state).integers(0, 2**63 - 1)
-    model_rng, calib_rng, train_rng, test_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    # a fifth stream for the planted pairs: the first four, and so the model without planted
+    # pairs, are those of the same seed before they existed
+    model_rng, calib_rng, train_rng, test_rng, plant_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
     model = _CTRModel(
         n_fields,
@@ -238,6 +264,7 @@ def _simulate_ctr(
         missing_rate,
         model_rng,
     )
+    model.plant(n_planted, weight_scale, plant_rng)
     model.calibrate(base_rate, calib_rng)
     parts = []
     for n, rng in [(n_samples, train_rng), (n_test, test_rng)]:
@@ -263,6 +290,8 @@ def make_ctr(
     n_test=0,
     random_state=None,
     dtype=np.float32,
+    n_planted=0,
+    as_frame=False,
 ):
     r"""Synthetic Criteo-like click data drawn from a known logistic model.
 
@@ -295,6 +324,12 @@ def make_ctr(
     :func:`hash_features` for the exact layout and ``field_aware``); two fields of a row that
     hash to the same column give one entry of value 2, so in hashed space the true model is
     exact only up to such collisions.
+
+    **Planted effects.** With ``n_planted`` :math:`= P > 0`, :math:`P` distinct pairs among
+    the 20 most frequent values of random fields get the weights
+    :math:`\pm\sigma (2 - i / P)`, :math:`i = 0, \dots, P - 1` (random signs): known
+    features that move the click rate most, for checking what a model says drives it
+    (:func:`sparseopt.inspect.top_features`).
 
     The model (weights, factors, intercept) depends only on ``random_state`` and the model
     parameters, not on ``n_samples`` or ``n_test``; the training rows do not depend on
@@ -330,6 +365,14 @@ def make_ctr(
         Seed of everything.
     dtype : numpy dtype, default=np.float32
         Dtype of ``X.data``.
+    n_planted : int, default=0
+        Number of planted (field, value) pairs with strong weights (see above).
+    as_frame : bool, default=False
+        Also return the raw rows as a pandas DataFrame ``frame`` (and ``frame_test``):
+        column ``f"f{f}"`` holds the value ids of field ``f`` as text (``"0"``, ``"1"``...),
+        None where missing. Without missing values,
+        ``FieldHasher(n_bits).fit_transform(frame)`` equals ``X`` (a missing value is a
+        feature of its own for :class:`FieldHasher`, none in ``X``).
 
     Returns
     -------
@@ -341,7 +384,9 @@ def make_ctr(
         ``weights`` (float64, one per (field, value) pair, field ``f``'s values at
         ``weights[value_offsets[f]:value_offsets[f + 1]]``), ``factors`` (shape
         (n_pairs, n_factors), empty when ``interactions == 0``), ``value_offsets``,
-        ``value_columns`` (the hashed column of each pair), ``n_values``, ``n_features``.
+        ``value_columns`` (the hashed column of each pair), ``n_values``, ``n_features``;
+        the planted pairs, strongest first: ``planted_fields``, ``planted_values`` (value
+        ids) and ``planted_weights``.
 
     Examples
     --------
@@ -365,6 +410,7 @@ def make_ctr(
         missing_rate,
         base_rate,
         random_state,
+        n_planted,
     )
     n_features = 1 << n_bits
     size = slice_size(n_bits, n_fields, field_aware)
@@ -377,6 +423,9 @@ def make_ctr(
         value_columns=value_columns,
         n_values=model.n_values,
         n_features=n_features,
+        planted_fields=model.planted[0],
+        planted_values=model.planted[1],
+        planted_weights=model.planted[2],
     )
     for suffix, (values, y, proba) in zip(["", "_test"], parts, strict=True):
         if suffix and n_test == 0:
@@ -385,4 +434,18 @@ def make_ctr(
         _values_to_columns(values, model.offsets, value_columns, n_features, cols)
         X = csr_from_columns(cols, n_features, dtype=dtype)
         out["X" + suffix], out["y" + suffix], out["proba" + suffix] = X, y, proba
+        if as_frame:
+            out["frame" + suffix] = _frame(values)
     return out
+
+
+def _frame(values):
+    """Value ids (-1: missing) as a pandas DataFrame of text columns f0, f1, ..."""
+    import pandas as pd  # only when asked: pandas is not a dependency
+
+    return pd.DataFrame(
+        {
+            f"f{f}": pd.array(np.where(v >= 0, v.astype(str), None), dtype="string")
+            for f, v in enumerate(values.T)
+        }
+    )

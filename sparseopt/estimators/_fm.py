@@ -132,8 +132,9 @@ class _FactorizationMachine(_SparseLinearModel):
             return isinstance(self._make_optimizer(), AdaGrad)
         return self.factor_state == "row"
 
-    def _fields(self, n_features):
-        """int32 field of each column for an FFM, empty for an FM."""
+    def _fields(self, n_features, carried=None):
+        """int32 field of each column for an FFM, empty for an FM (``carried``: the fields
+        X brought, its attribute ``column_fields``)."""
         return np.zeros(0, np.int32)
 
     def _validate_X(self, X, reset):
@@ -145,7 +146,7 @@ class _FactorizationMachine(_SparseLinearModel):
 
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
-        fields = self._fields(X.shape[1])
+        fields = self._fields(X.shape[1], getattr(X, "column_fields", None))
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
@@ -161,7 +162,7 @@ class _FactorizationMachine(_SparseLinearModel):
                 f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
                 f"back to continue training, or call fit to start over"
             )
-        fields = self._fields(state.table.shape[0])
+        fields = self._fields(state.table.shape[0], state.fields)
         if not np.array_equal(fields, state.fields):
             raise ValueError(
                 "fields differ from those the model was fitted with: set them back to "
@@ -540,12 +541,15 @@ class FFMClassifier(FMClassifier):
 
     Parameters
     ----------
-    fields : array-like of int of shape (n_features,) or None, default=None
+    fields : "auto", array-like of int of shape (n_features,) or None, default="auto"
         Field of each column, ``0 .. n_fields - 1`` (-1: a column without interactions,
         linear only). The Criteo and Avazu readers give each field its own slice of columns
         with ``field_aware=True``; its layout is
         ``sparseopt.datasets.column_fields(reader.n_bits, reader.n_fields)``. None: every
-        column is a field of its own (for a few dense columns; up to 1024 columns)."""
+        column is a field of its own (for a few dense columns; up to 1024 columns). "auto":
+        the fields that X carries as its attribute ``column_fields`` (the output of
+        ``FieldHasher(field_aware=True)``, so that a pipeline of the two needs no argument;
+        continued training keeps the fitted ones), else as None."""
         + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
         + """
     class_weight : dict, "balanced" or None, default=None
@@ -572,12 +576,12 @@ class FFMClassifier(FMClassifier):
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,
-        "fields": ["array-like", None],
+        "fields": [StrOptions({"auto"}), "array-like", None],
     }
 
     def __init__(
         self,
-        fields=None,
+        fields="auto",
         n_components=4,
         optimizer="adagrad",
         learning_rate="auto",
@@ -625,8 +629,11 @@ class FFMClassifier(FMClassifier):
             random_state=random_state,
         )
 
-    def _fields(self, n_features):
-        if self.fields is None:
+    def _fields(self, n_features, carried=None):
+        fields = self.fields
+        if isinstance(fields, str):  # "auto"
+            fields = carried
+        if fields is None:
             if n_features > MAX_COLUMNS_WITHOUT_FIELDS:
                 raise ValueError(
                     f"fields=None gives each of the {n_features} columns a field of its own "
@@ -635,7 +642,7 @@ class FFMClassifier(FMClassifier):
                     f"sparseopt.datasets.column_fields(n_bits, n_fields))"
                 )
             return np.arange(n_features, dtype=np.int32)
-        fields = np.asarray(self.fields)
+        fields = np.asarray(fields)
         if fields.ndim != 1 or fields.shape[0] != n_features:
             raise ValueError(
                 f"fields has shape {fields.shape} but X has {n_features} columns: fields needs "

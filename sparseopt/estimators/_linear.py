@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -26,6 +28,12 @@ from ..models import _losses as losses
 from ..models._hogwild import hogwild_order, run_threads
 from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+    from .._typing import FilePath, MatrixLike
 
 # learning rates that worked across the test problems when the user gives none
 DEFAULT_LEARNING_RATE = {
@@ -78,6 +86,32 @@ def _to_csr(X) -> sp.csr_matrix:
         X = X.copy()
         X.sum_duplicates()
     return X
+
+
+def _holds_text(X) -> bool:
+    """Whether X is a table or array of strings or categories, which must be hashed first."""
+    if isinstance(X, np.ndarray):
+        return X.dtype.kind in "OSU"
+    dtypes = getattr(X, "dtypes", None)  # pandas and polars, without importing them
+    if dtypes is None and hasattr(X, "schema"):  # pyarrow
+        dtypes = X.schema.types
+    text = ("object", "str", "category", "categorical", "enum", "utf8", "large_str", "dict")
+    return dtypes is not None and any(str(d).lower().startswith(text) for d in list(dtypes))
+
+
+@contextmanager
+def _suggest_field_hasher(estimator, X):
+    """Re-raise a failed conversion of raw text columns with the way out: FieldHasher."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if not _holds_text(X):
+            raise
+        name = type(estimator).__name__
+        raise type(exc)(
+            f"{name} needs numeric features, and X holds text or categories ({exc}): hash "
+            f"the columns with sparseopt.FieldHasher, e.g. make_pipeline(FieldHasher(), {name}())"
+        ) from exc
 
 
 class _SparseLinearModel(BaseEstimator):
@@ -153,11 +187,15 @@ class _SparseLinearModel(BaseEstimator):
 
     def _validate_X(self, X, reset: bool):
         """Checked X as canonical CSR."""
-        return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
+        with _suggest_field_hasher(self, X):
+            return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
 
     def _validate_X_y(self, X, y, reset: bool):
         """Checked X as canonical CSR and y as a 1-D array."""
-        X, y = validate_data(self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT)
+        with _suggest_field_hasher(self, X):
+            X, y = validate_data(
+                self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT
+            )
         return _to_csr(X), y
 
     def _sample_weight(self, X, y, targets, sample_weight):
@@ -170,7 +208,7 @@ class _SparseLinearModel(BaseEstimator):
         return 1.0
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: MatrixLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
         """Fit the model with ``max_iter`` epochs of lazy minibatch updates.
 
         Parameters
@@ -188,7 +226,13 @@ class _SparseLinearModel(BaseEstimator):
         reset = not (self.warm_start and hasattr(self, "state_"))
         return self._fit(X, y, sample_weight, self.max_iter, reset, classes=None)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(
+        self,
+        X: MatrixLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
         """One epoch over ``X``, continuing from the fitted state (starting one if none).
 
         A call that fails (bad input, divergence) leaves the fitted state as it was.
@@ -368,7 +412,7 @@ class _SparseLinearModel(BaseEstimator):
         return self.state_.bias[:, 0].copy()
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: FilePath) -> None:
         """Save to ``path`` (.npz of arrays and JSON metadata, no pickle), atomically.
 
         The optimizer state is saved too: a loaded model can go on with ``partial_fit``.
@@ -577,20 +621,20 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def decision_function(self, X):
+    def decision_function(self, X: MatrixLike) -> np.ndarray:
         """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_classes)."""
         return self._margins(X)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: MatrixLike) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes)."""
         return self._proba_from_margins(self.decision_function(X))
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: MatrixLike) -> np.ndarray:
         """Log of :meth:`predict_proba`."""
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
 
-    def predict(self, X):
+    def predict(self, X: MatrixLike) -> np.ndarray:
         """Most probable class of each row."""
         margins = self.decision_function(X)
         index = (margins > 0).astype(np.int64) if margins.ndim == 1 else margins.argmax(axis=1)
@@ -692,6 +736,6 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
     def _loss_from_margins(self, margins, y, w):
         return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)
 
-    def predict(self, X):
+    def predict(self, X: MatrixLike) -> np.ndarray:
         """Predicted values, shape (n_samples,)."""
         return self._margins(X)

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -20,6 +21,12 @@ from .._io import save_model
 from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import _rules as R
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+    from .._typing import FilePath, MatrixLike
 
 # Defaults by loss, picked on validation splits cut from the training files only (20% of
 # u1.base for the squared loss; ten ratings per user of ua.base for WARP), never on a test
@@ -311,7 +318,7 @@ class MatrixFactorization(BaseEstimator):
         return tags
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, X, y=None):
+    def fit(self, X: MatrixLike, y: None = None) -> Self:
         """Learn the factors of ``X`` from scratch.
 
         Parameters
@@ -348,7 +355,7 @@ class MatrixFactorization(BaseEstimator):
         self._set_state(state, opt, per_row, mu, (lo, hi), max_iter)
         return self
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
         """One epoch over new interactions ``X``, keeping what was learnt.
 
         ``X`` may be larger than the matrices seen so far: new users (rows) and items
@@ -635,7 +642,7 @@ class MatrixFactorization(BaseEstimator):
         check_is_fitted(self)
         return self.tables_["item"].bias[:, 0].copy()
 
-    def predict(self, user_ids, item_ids) -> np.ndarray:
+    def predict(self, user_ids: ArrayLike, item_ids: ArrayLike) -> np.ndarray:
         """The score :math:`s_{ui}` of each pair (a rating for ``loss="squared"``).
 
         Squared-loss predictions are clipped to ``rating_range_``.
@@ -662,7 +669,7 @@ class MatrixFactorization(BaseEstimator):
             s = np.clip(s, *self.rating_range_)
         return s
 
-    def recommend(self, user_ids, n=10, exclude_seen=True) -> np.ndarray:
+    def recommend(self, user_ids: ArrayLike, n: int = 10, exclude_seen: bool = True) -> np.ndarray:
         """The ``n`` best-scored items of each user, best first.
 
         Parameters
@@ -703,7 +710,7 @@ class MatrixFactorization(BaseEstimator):
             out[start : start + rows.size, :m] = top
         return out
 
-    def similar_items(self, item_ids, n=10) -> np.ndarray:
+    def similar_items(self, item_ids: ArrayLike, n: int = 10) -> np.ndarray:
         """The ``n`` items whose factors are closest in cosine to each item's, best first.
 
         Cold items (no interactions) have no factors: they are similar to nothing and
@@ -740,7 +747,7 @@ class MatrixFactorization(BaseEstimator):
         return out
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: FilePath) -> None:
         """Write the model to ``path`` (an ``.npz`` of arrays and JSON metadata), atomically.
 
         Training can resume from the file (:func:`sparseopt.load`, then ``partial_fit``): it
