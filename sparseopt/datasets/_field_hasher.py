@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from .._jit import JIT
 from ._hashing import (
     _hash_string_column,
+    _pack_sorted_rows,
     _string_buffers,
     check_n_bits,
     column_fields,
@@ -69,32 +70,6 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
             if 0 <= b < _N_BUCKETS:
                 known[b] = col
         out_cols[i] = col
-
-
-@numba.njit(**JIT)
-def _pack_sorted_in_place(cols, absent, indptr, data):
-    """Pack rows of sorted columns (``absent`` last) into CSR indices in ``cols``' own
-    memory, summing repeats into ``data``; return nnz. An entry is written at or before the
-    place it is read from, so no second index array is needed."""
-    n_rows, n_fields = cols.shape
-    flat = cols.reshape(-1)
-    nnz = 0
-    indptr[0] = 0
-    for r in range(n_rows):
-        prev = -1
-        for f in range(n_fields):
-            c = flat[r * n_fields + f]
-            if c == absent:
-                break
-            if c == prev:
-                data[nnz - 1] += 1
-            else:
-                flat[nnz] = c
-                data[nnz] = 1
-                nnz += 1
-                prev = c
-        indptr[r + 1] = nnz
-    return nnz
 
 
 @numba.njit(**JIT)
@@ -536,7 +511,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             nnz = _pack_values_in_place(cols, vals, absent, indptr)
         else:
             cols.sort(axis=1)  # NumPy's vectorized row sort: see csr_from_columns
-            nnz = _pack_sorted_in_place(cols, absent, indptr, data)
+            # into cols' own buffer: an entry is written at or before the place it is read from
+            nnz = _pack_sorted_rows(cols, absent, indptr, indices, data)
         del cols, vals  # the views go before the buffers shrink in place
         indices.resize(nnz, refcheck=False)
         data.resize(nnz, refcheck=False)
