@@ -128,11 +128,15 @@ def main():
     folds = [load_movielens_split(args.data, f) for f in FOLDS]
     train, test = load_movielens_split(args.data, "ua")
     train, test = implicit_positives(train), implicit_positives(test)
-    MatrixFactorization(max_iter=1).fit(folds[0][0])  # warm-up: load compiled kernels
-    MatrixFactorization(max_iter=1, n_jobs=2).fit(folds[0][0])
-    MatrixFactorization(loss="warp", max_iter=1).fit(train)
-    MatrixFactorization(loss="warp", max_iter=1, n_jobs=2).fit(train)
-    MatrixFactorization(loss="warp", max_iter=1, user_history=False).fit(train)
+    # warm-up: every configuration timed below compiles (or loads) its kernels here (each
+    # loss and factor state has kernels of its own; sparseopt before 2026-12-03 had a
+    # separate kernel for threads)
+    for params in ({}, {"n_jobs": 2}, {"factor_state": "element"}):
+        MatrixFactorization(max_iter=1, **params).fit(folds[0][0])
+    for params in ({"loss": "warp"}, {"loss": "warp", "n_jobs": 2},
+                   {"loss": "warp", "user_history": False}, {"loss": "bpr"},
+                   {"loss": "logistic"}):  # fmt: skip
+        MatrixFactorization(max_iter=1, **params).fit(train)
 
     rows = []
     explicit = {
