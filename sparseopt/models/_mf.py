@@ -300,12 +300,13 @@ def mf_train_range(rule, loss, lazy, per_row):
     """The training kernel for one rule, loss, laziness and factor state (per-row AdaGrad or
     per element), all compile-time constants.
 
-    ``train(start, stop, seed, sides, data, consts, hp, spec, clock)`` trains on the
-    interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
+    ``train(start, stop, seed, sides, data, consts, optimizer)`` trains on the interactions
+    ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
     ``(user, item, history)``, ``data`` is ``(users, items, values, indptr, indices,
     order)``: the interactions as coordinate arrays, the CSR pattern of every known
     interaction (for negative sampling and the user histories) and the epoch's order;
-    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, per_row)``.
+    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, per_row)``
+    and ``optimizer`` is ``(hp, spec, clock)``.
     A ``seed`` of 0 or more seeds the calling thread's generator first; -1 continues it.
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
@@ -322,7 +323,8 @@ def mf_train_range(rule, loss, lazy, per_row):
     POINTWISE = loss == SQUARED or loss == LOGISTIC
 
     @numba.njit(**JIT)
-    def train(start, stop, seed, sides, data, consts, hp, spec, clock):
+    def train(start, stop, seed, sides, data, consts, optimizer):
+        hp, spec, clock = optimizer
         user, item, history = sides
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
@@ -475,7 +477,7 @@ def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock)
     by_user = sides[2][1].shape[0] > 0
     mf_epoch_order(order, users, sides[0][0].shape[0], by_user, seed)
     if n_threads == 1:  # the generator goes on from the shuffle in this thread
-        return train(0, order.size, -1, sides, data, consts, hp, spec, clock)
+        return train(0, order.size, -1, sides, data, consts, (hp, spec, clock))
     chunk = -(-order.size // n_threads)
     edges = []
     for p in range(n_threads + 1):
@@ -485,8 +487,8 @@ def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock)
         edges.append(e)
     clocks = [clock.copy() for _ in range(n_threads)]
     results = map_threads(
-        lambda p: train(edges[p], edges[p + 1], seed + 1 + p, sides, data, consts, hp, spec,
-                        clocks[p]),
+        lambda p: train(edges[p], edges[p + 1], seed + 1 + p, sides, data, consts,
+                        (hp, spec, clocks[p])),
         n_threads,
     )  # fmt: skip
     clock[:] = max(clocks, key=lambda c: c[R.CLOCK_T])
