@@ -32,8 +32,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import sys
+import textwrap
 import threading
 import time
 from contextlib import contextmanager
@@ -46,6 +48,7 @@ from . import _io
 from ._jit import announce_compile, compile_seconds
 from .datasets import CriteoReader, CSVReader, LibSVMReader, column_fields, sample_path
 from .datasets._cache import atomic_write
+from .datasets._parsers import count_lines
 
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
 MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
@@ -371,6 +374,21 @@ def prefetch(chunks):
                 thread.join(0.01)
 
 
+STEP_ROWS = 10_000  # rows per training call: the bar's step (a call costs ~1 ms more)
+
+
+def fit_terminal(line: str) -> str:
+    """``line`` broken between words to the width of the terminal, when stdout is one
+    (``$COLUMNS`` overrides), so that a terminal never wraps it mid-word; unchanged in a
+    file or a pipe, where a line of a log stays one line."""
+    if not sys.stdout.isatty():
+        return line
+    width = shutil.get_terminal_size().columns - 1
+    return textwrap.fill(
+        line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+    )
+
+
 def default_parse_threads() -> int:
     """Parsing threads when none are asked for: the cores left by the training thread, 1 or 2.
 
@@ -573,7 +591,11 @@ class Trainer:
                 file=sys.stderr,
                 desc=f"epoch {epoch + 1}/{self.epochs}",
                 leave=False,
+                dynamic_ncols=True,  # fit the terminal as it is now: the line never wraps
+                postfix={"loss": self._mean_loss()},
             )
+            if bar.total is None and self.progress:
+                self._count_rows_for(bar)
             with bar:
                 due = False
                 for k, (X, y) in enumerate(self._chunks()):
@@ -583,23 +605,64 @@ class Trainer:
                         self.checkpoint()
                     self.model.set_params(random_state=_chunk_seed(self.config.seed, epoch, k))
                     self._in_chunk = True
-                    self.model._partial_fit_in_place(X, y, classes=classes)
-                    loss = float(self.model.loss_curve_[-1])
-                    state["epoch_loss"] += loss * X.shape[0]
+                    state["epoch_loss"] += self._train_chunk(X, y, classes, bar)
                     state["epoch_rows"] += X.shape[0]
                     state["rows_seen"] += X.shape[0]
                     state["chunk"] = k + 1
                     self._in_chunk = False
                     if self._interrupted:
                         raise KeyboardInterrupt
-                    bar.update(X.shape[0])
-                    bar.set_postfix(loss=f"{state['epoch_loss'] / state['epoch_rows']:.4f}")
                     if self.after_chunk is not None:
                         self.after_chunk(epoch, k)
                     due = state["chunk"] % self.checkpoint_every == 0
             seconds = time.perf_counter() - epoch_started - (compile_seconds() - compiling)
             rate = (state["epoch_rows"] - epoch_rows) / max(seconds, 1e-9)
             self._end_epoch(rate)
+
+    def _train_chunk(self, X, y, classes, bar) -> float:
+        """Train one chunk, ``STEP_ROWS`` rows per call so that the bar moves within it;
+        returns the chunk's summed loss.
+
+        Rows train in the same order as in one call, except with ``shuffle=True``: then the
+        chunk is permuted first (by the chunk's seed), so that rows mix across the whole
+        chunk and not only within a call's rows.
+        """
+        if self.model.get_params().get("shuffle"):
+            order = np.random.default_rng(self.model.random_state).permutation(X.shape[0])
+            X, y = X[order], y[order]
+        loss = 0.0
+        for start in range(0, X.shape[0], STEP_ROWS):
+            Xs, ys = X[start : start + STEP_ROWS], y[start : start + STEP_ROWS]
+            self.model._partial_fit_in_place(Xs, ys, classes=classes)
+            loss += float(self.model.loss_curve_[-1]) * Xs.shape[0]
+            seen = self.state["epoch_rows"] + start + Xs.shape[0]
+            bar.set_postfix(
+                loss=self._mean_loss(self.state["epoch_loss"] + loss, seen), refresh=False
+            )
+            bar.update(Xs.shape[0])
+        return loss
+
+    def _mean_loss(self, total=None, rows=None) -> str:
+        """The epoch's mean training loss so far, for the bar ("-" before any row)."""
+        if total is None:
+            total, rows = self.state["epoch_loss"], self.state["epoch_rows"]
+        return f"{total / rows:.4f}" if rows else "-"
+
+    def _count_rows_for(self, bar) -> None:
+        """Count the training file's rows in the background and give the bar its total (and
+        so an ETA) once known: a pass over the bytes, far faster than parsing them."""
+        reader = self.reader
+
+        def count():
+            n, last = 0, None
+            for block, _ in reader._blocks():
+                n += int(count_lines(block))
+                last = block
+            if last is not None and last.size and last[-1] != ord("\n"):
+                n += 1  # a last line without its newline
+            bar.total = n
+
+        threading.Thread(target=count, name="sparseopt-count", daemon=True).start()
 
     def _end_epoch(self, rows_per_second):
         state = self.state
@@ -620,7 +683,7 @@ class Trainer:
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_metrics(entry["validation"])
-        self.log(line)
+        self.log(fit_terminal(line))
         state["history"].append(entry)
         state["n_rows_epoch"] = state["epoch_rows"]
         state.update(epoch=state["epoch"] + 1, chunk=0, epoch_loss=0.0, epoch_rows=0)
@@ -660,6 +723,83 @@ class Trainer:
 def default_data() -> tuple[Path, Path]:
     """The packaged sample: training and validation files."""
     return sample_path("train"), sample_path("valid")
+
+
+# --- token counts (names of hashed columns) ------------------------------------------------
+TOKENS_FILE = "tokens.npz"
+
+
+def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 24):
+    """The feature columns of ``path`` as Arrow record batches, as ``spec``'s reader sees them.
+
+    Columns are named (Criteo's ``I1``..``I13``, ``C1``..``C26``; a CSV file's header) and
+    in field order, typed as the reader hashes them: text for categoricals, numbers for
+    Criteo's counts and CSV ``numeric`` columns. Like the readers, values are not unquoted.
+    With ``skip_bad_lines``, lines with the wrong number of fields are skipped; other bad
+    values (a count that is not a number) stop the read with an error.
+
+    Yields
+    ------
+    batch : pyarrow.RecordBatch
+    """
+    import pyarrow as pa
+    from pyarrow import csv
+
+    if spec.format == "libsvm":
+        raise PipelineError("token counts need a hashed format (criteo, avazu, csv), not libsvm")
+    reader = spec.reader(path)
+    if spec.format == "criteo":
+        counts = [f"I{i + 1}" for i in range(reader.N_COUNTS)]
+        features = counts + [f"C{i + 1}" for i in range(reader.N_CATEGORICALS)]
+        read = csv.ReadOptions(column_names=["label", *features], block_size=block_size)
+        numeric = set(counts)
+    else:
+        features = reader.features
+        read = csv.ReadOptions(block_size=block_size)
+        numeric = set(spec.numeric)
+    types = {n: pa.float64() if n in numeric else pa.string() for n in features}
+    parse = csv.ParseOptions(
+        delimiter=reader.sep,
+        quote_char=False,
+        invalid_row_handler=(lambda row: "skip") if skip_bad_lines else None,
+    )
+    convert = csv.ConvertOptions(include_columns=features, column_types=types)
+    try:
+        with csv.open_csv(str(path), read, parse, convert) as stream:
+            yield from stream
+    except pa.ArrowInvalid as exc:
+        raise PipelineError(f"{path}: cannot count its tokens: {exc}") from None
+
+
+def file_hasher(spec: DataSpec, max_tokens=10_000):
+    """The FieldHasher that hashes :func:`feature_tables` into the columns of ``spec``'s reader,
+    keeping token counts (Criteo's counts are bucketed, CSV ``numeric`` columns kept as values)."""
+    from .datasets import FieldHasher
+
+    return FieldHasher(
+        spec.n_bits,
+        numeric="bucket" if spec.format == "criteo" else "value",
+        field_aware=spec.field_aware,
+        keep_tokens=True,
+        max_tokens=max_tokens,
+    )
+
+
+def count_tokens(spec: DataSpec, path, skip_bad_lines=False, max_tokens=10_000):
+    """The (field, value) pairs of ``path`` and their counts, hashed as ``spec`` hashes them.
+
+    Returns
+    -------
+    tokens : sparseopt.datasets.Tokens
+        At most ``max_tokens`` pairs per field, the most frequent (see
+        :meth:`FieldHasher.partial_fit <sparseopt.FieldHasher.partial_fit>`).
+    """
+    hasher = file_hasher(spec, max_tokens)
+    for batch in feature_tables(spec, path, skip_bad_lines):
+        hasher.partial_fit(batch)
+    if not hasattr(hasher, "tokens_"):
+        raise PipelineError(f"{path} has no rows to count tokens in")
+    return hasher.tokens_
 
 
 # --- prediction ----------------------------------------------------------------------------
