@@ -582,8 +582,11 @@ class Trainer:
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
             compiling = compile_seconds()
+            self._counted = {}
+            if state["n_rows_epoch"] is None and self.progress:
+                self._count_rows()
             bar = tqdm(
-                total=state["n_rows_epoch"],
+                total=state["n_rows_epoch"] or self._counted.get("n"),
                 initial=state["epoch_rows"],
                 unit="rows",
                 unit_scale=True,
@@ -594,8 +597,6 @@ class Trainer:
                 dynamic_ncols=True,  # fit the terminal as it is now: the line never wraps
                 postfix={"loss": self._mean_loss()},
             )
-            if bar.total is None and self.progress:
-                self._count_rows_for(bar)
             with bar:
                 due = False
                 for k, (X, y) in enumerate(self._chunks()):
@@ -639,6 +640,8 @@ class Trainer:
             bar.set_postfix(
                 loss=self._mean_loss(self.state["epoch_loss"] + loss, seen), refresh=False
             )
+            if bar.total is None and "n" in self._counted:
+                bar.total = self._counted["n"]
             bar.update(Xs.shape[0])
         return loss
 
@@ -648,10 +651,11 @@ class Trainer:
             total, rows = self.state["epoch_loss"], self.state["epoch_rows"]
         return f"{total / rows:.4f}" if rows else "-"
 
-    def _count_rows_for(self, bar) -> None:
-        """Count the training file's rows in the background and give the bar its total (and
-        so an ETA) once known: a pass over the bytes, far faster than parsing them."""
-        reader = self.reader
+    def _count_rows(self) -> None:
+        """Count the training file's rows into ``self._counted["n"]``, for the bar's total
+        and ETA: a pass over the bytes, far faster than parsing them, in the background
+        (waited for a second at most, so that a small file's bar has it from the start)."""
+        reader, counted = self.reader, self._counted
 
         def count():
             n, last = 0, None
@@ -660,9 +664,11 @@ class Trainer:
                 last = block
             if last is not None and last.size and last[-1] != ord("\n"):
                 n += 1  # a last line without its newline
-            bar.total = n
+            counted["n"] = n
 
-        threading.Thread(target=count, name="sparseopt-count", daemon=True).start()
+        thread = threading.Thread(target=count, name="sparseopt-count", daemon=True)
+        thread.start()
+        thread.join(timeout=1.0)
 
     def _end_epoch(self, rows_per_second):
         state = self.state
