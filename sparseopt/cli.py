@@ -36,6 +36,13 @@ def _csv_list(text):
     return [t for t in text.split(",") if t]
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 def _key_value(text):
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -267,18 +274,22 @@ def cache(args) -> int:
     if args.clear:
         removed = clear_chunk_sets(root)
         freed = sum(entry["bytes"] for entry in removed)
-        print(f"removed {len(removed)} cached chunk sets ({_size(freed)}) from {root}")
+        print(f"removed {_sets(len(removed))} ({_size(freed)}) from {root}")
         return 0
     sets = chunk_sets(root)
     incomplete = sum(not entry["complete"] for entry in sets)
     print(f"chunk cache: {root}")
     print(
-        f"{len(sets)} cached chunk sets, {_size(sum(e['bytes'] for e in sets))}"
+        f"{_sets(len(sets))}, {_size(sum(e['bytes'] for e in sets))}"
         + (f" ({incomplete} incomplete: a pass stopped early)" if incomplete else "")
     )
     if args.cache_dir is None and not os.environ.get("SPARSEOPT_DATA"):
         print("(the default place, as SPARSEOPT_DATA is unset; set it to move the cache)")
     return 0
+
+
+def _sets(n) -> str:
+    return f"{n} cached chunk set" + ("" if n == 1 else "s")
 
 
 def _size(n_bytes) -> str:
@@ -354,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--max-tokens",
-        type=int,
+        type=_positive_int,
         default=10_000,
         metavar="N",
         help="with --keep-tokens, the N most frequent values kept per field (10000)",
@@ -384,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = commands.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
     i.add_argument("model", help="model file (model.npz of a run)")
     i.add_argument("--field", help="only the values of this field (C1, I3, a CSV column...)")
-    i.add_argument("--top", type=int, default=20, metavar="N", help="rows printed (20)")
+    i.add_argument("--top", type=_positive_int, default=20, metavar="N", help="rows printed (20)")
     i.add_argument(
         "--tokens", help=f"token file (default: {P.TOKENS_FILE} beside the model, if any)"
     )
