@@ -37,9 +37,12 @@ def _csv_list(text):
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -174,9 +177,11 @@ def train(args) -> int:
         return EXIT_INTERRUPTED
     rate = summary["rows_per_second"]
     print(
-        f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
-        + (f" ({rate:,.0f} rows/s)" if rate else "")
-        + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+        P.fit_terminal(
+            f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
+            + (f" ({rate:,.0f} rows/s)" if rate else "")
+            + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+        )
     )
     if summary["validation"]:
         print("validation: " + P.format_metrics(summary["validation"]))

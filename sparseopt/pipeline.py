@@ -43,10 +43,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+from pyarrow import csv
 
 from . import _io
 from ._jit import announce_compile, compile_seconds
-from .datasets import CriteoReader, CSVReader, LibSVMReader, column_fields, sample_path
+from .datasets import (
+    CriteoReader,
+    CSVReader,
+    FieldHasher,
+    LibSVMReader,
+    column_fields,
+    sample_path,
+)
 from .datasets._cache import atomic_write
 from .datasets._parsers import count_lines
 
@@ -659,9 +668,12 @@ class Trainer:
 
         def count():
             n, last = 0, None
-            for block, _ in reader._blocks():
-                n += int(count_lines(block))
-                last = block
+            try:
+                for block, _ in reader._blocks():
+                    n += int(count_lines(block))
+                    last = block
+            except Exception:  # the bar goes without a total; the parser reports the file
+                return
             if last is not None and last.size and last[-1] != ord("\n"):
                 n += 1  # a last line without its newline
             counted["n"] = n
@@ -748,9 +760,6 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
     ------
     batch : pyarrow.RecordBatch
     """
-    import pyarrow as pa
-    from pyarrow import csv
-
     if spec.format == "libsvm":
         raise PipelineError("token counts need a hashed format (criteo, avazu, csv), not libsvm")
     reader = spec.reader(path)
@@ -780,8 +789,6 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
 def file_hasher(spec: DataSpec, max_tokens=10_000):
     """The FieldHasher that hashes :func:`feature_tables` into the columns of ``spec``'s reader,
     keeping token counts (Criteo's counts are bucketed, CSV ``numeric`` columns kept as values)."""
-    from .datasets import FieldHasher
-
     return FieldHasher(
         spec.n_bits,
         numeric="bucket" if spec.format == "criteo" else "value",

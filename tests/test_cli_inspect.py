@@ -98,6 +98,26 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
     assert {"250", "750", "1.25k", "2.00k"} <= positions  # within each 1,000-row chunk
 
 
+def test_shuffled_chunk_trains_every_row_once_mixed_across_the_chunk(criteo, tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "STEP_ROWS", 100)
+    calls = []
+    train_rows = sparseopt.SparseLogisticRegression._partial_fit_in_place
+
+    def record(self, X, y, classes=None):
+        calls.append([tuple(row.indices) for row in X])
+        return train_rows(self, X, y, classes=classes)
+
+    monkeypatch.setattr(sparseopt.SparseLogisticRegression, "_partial_fit_in_place", record)
+    argv = ["train", str(criteo), "--out", str(tmp_path / "run"), "--chunk-size", "1000"]
+    assert main([*argv, *BITS, "--set", "shuffle=true", "--no-cache"]) == 0
+    X, _ = P.DataSpec(n_bits=16).reader(criteo).read()
+    rows = [tuple(row.indices) for row in X]
+    assert [len(c) for c in calls] == [100] * 20
+    assert sorted(sum(calls[:10], [])) == sorted(rows[:1000])  # each chunk's rows, once
+    assert sorted(sum(calls[10:], [])) == sorted(rows[1000:])
+    assert max(rows.index(r) for r in calls[0]) > 500  # the first call mixes the whole chunk
+
+
 def test_epoch_lines_break_between_words_on_a_terminal(monkeypatch):
     line = "epoch 1/1: 43,000 rows/s, train logloss 0.5155  |  validation logloss 0.4873  AUC"
     monkeypatch.setenv("COLUMNS", "40")
