@@ -229,7 +229,7 @@ def evaluate(args) -> int:
 
 def inspect(args) -> int:
     """Print the strongest features of a model, by name with the token counts of --keep-tokens."""
-    model, spec = P.load_model(args.model)
+    model, _ = P.load_model(args.model)
     tokens_path = Path(args.tokens or Path(args.model).parent / P.TOKENS_FILE)
     if args.tokens is None and not tokens_path.is_file():
         return _inspect_columns(model, args)
