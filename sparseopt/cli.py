@@ -1,8 +1,10 @@
-"""The ``sparseopt`` command: train click models on files, predict, evaluate.
+"""The ``sparseopt`` command: train click models on files, predict, evaluate, inspect.
 
     sparseopt train [DATA] --format criteo --model lr --out DIR --validation FILE
     sparseopt predict MODEL DATA --out FILE
     sparseopt evaluate MODEL DATA [--json]
+    sparseopt inspect MODEL [--field NAME] [--top N] [--json]
+    sparseopt cache [--clear]
 
 With no DATA, ``train`` fits the synthetic Criteo-format sample shipped with the package and
 reports its validation metrics. Errors in the input (a missing file, a malformed line, options
@@ -13,17 +15,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
+
+from . import __version__
 from . import pipeline as P
+from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home
+from .inspect import load_tokens, top_features
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 def _csv_list(text):
     return [t for t in text.split(",") if t]
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _key_value(text):
@@ -112,6 +132,8 @@ def train(args) -> int:
     """Train a click model on a file (default: the packaged sample) and save it."""
     if args.report:
         P.check_plotting()
+    if args.keep_tokens and args.format == "libsvm":
+        raise P.PipelineError("--keep-tokens needs a hashed format (criteo, avazu, csv)")
     data, validation = args.data, args.validation
     if data is None:
         if args.format != "criteo":
@@ -155,12 +177,18 @@ def train(args) -> int:
         return EXIT_INTERRUPTED
     rate = summary["rows_per_second"]
     print(
-        f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
-        + (f" ({rate:,.0f} rows/s)" if rate else "")
-        + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+        P.fit_terminal(
+            f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
+            + (f" ({rate:,.0f} rows/s)" if rate else "")
+            + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+        )
     )
     if summary["validation"]:
         print("validation: " + P.format_metrics(summary["validation"]))
+    if args.keep_tokens:
+        tokens = P.count_tokens(trainer.spec, data, args.skip_bad_lines, args.max_tokens)
+        tokens.save(Path(args.out) / P.TOKENS_FILE)
+        print(f"token counts: {Path(args.out) / P.TOKENS_FILE} (see `sparseopt inspect`)")
     if args.report:
         P.write_report(summary, args.report)
         print(f"report: {args.report}")
@@ -199,9 +227,94 @@ def evaluate(args) -> int:
     return 0
 
 
+def inspect(args) -> int:
+    """Print the strongest features of a model, by name with the token counts of --keep-tokens."""
+    model, _ = P.load_model(args.model)
+    tokens_path = Path(args.tokens or Path(args.model).parent / P.TOKENS_FILE)
+    if args.tokens is None and not tokens_path.is_file():
+        return _inspect_columns(model, args)
+    try:
+        tokens = load_tokens(tokens_path)
+    except FileNotFoundError:
+        raise P.PipelineError(f"{tokens_path}: no such token file") from None
+    except (ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        raise P.PipelineError(f"{tokens_path} is not a token file of sparseopt train") from None
+    try:
+        table = top_features(model, tokens, n=args.top, field=args.field)
+    except ImportError:
+        raise P.PipelineError("sparseopt inspect needs pandas: pip install pandas") from None
+    if args.json:
+        print(table.to_json(orient="records"))
+    else:
+        print(table.drop(columns="column").to_string(index=False, float_format="{:.4f}".format))
+    return 0
+
+
+def _inspect_columns(model, args) -> int:
+    """Without token counts: the hashed columns with the largest weights, unnamed."""
+    if args.field is not None:
+        raise P.PipelineError(
+            f"--field needs the token counts beside the model ({P.TOKENS_FILE}): train with "
+            "--keep-tokens"
+        )
+    weights = np.asarray(model.coef_)[0]
+    top = np.argsort(-np.abs(weights), kind="stable")[: args.top]
+    if args.json:
+        print(json.dumps([{"column": int(c), "weight": float(weights[c])} for c in top]))
+    else:
+        print(f"{'column':>10}  {'weight':>9}")
+        for c in top:
+            print(f"{c:>10}  {weights[c]:>9.4f}")
+    print(
+        f"sparseopt: no token counts beside {args.model}, so columns have no names: train with "
+        f"--keep-tokens to save them ({P.TOKENS_FILE})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cache(args) -> int:
+    """Show the parsed-chunk cache (where, how large), or --clear it."""
+    root = Path(args.cache_dir) if args.cache_dir else default_data_home() / "chunks"
+    if args.clear:
+        removed = clear_chunk_sets(root)
+        freed = sum(entry["bytes"] for entry in removed)
+        print(f"removed {_sets(len(removed))} ({_size(freed)}) from {root}")
+        return 0
+    sets = chunk_sets(root)
+    incomplete = sum(not entry["complete"] for entry in sets)
+    print(f"chunk cache: {root}")
+    print(
+        f"{_sets(len(sets))}, {_size(sum(e['bytes'] for e in sets))}"
+        + (f" ({incomplete} incomplete: a pass stopped early)" if incomplete else "")
+    )
+    if args.cache_dir is None and not os.environ.get("SPARSEOPT_DATA"):
+        print("(the default place, as SPARSEOPT_DATA is unset; set it to move the cache)")
+    return 0
+
+
+def _sets(n) -> str:
+    return f"{n} cached chunk set" + ("" if n == 1 else "s")
+
+
+def _size(n_bytes) -> str:
+    units = ["bytes", "KB", "MB", "GB", "TB"]
+    k = 0
+    while n_bytes >= 1000 and k < len(units) - 1:
+        n_bytes, k = n_bytes / 1000, k + 1
+    return f"{n_bytes} bytes" if k == 0 else f"{n_bytes:.1f} {units[k]}"
+
+
+def _plain(text: str) -> str:
+    """Help text without the reStructuredText markup of the docstrings it comes from."""
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparseopt", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="sparseopt", description=_plain(__doc__.split("\n\n")[0]))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # not required: a bare `sparseopt` prints the whole help (see main), not only an error
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     t = commands.add_parser("train", help=train.__doc__, description=train.__doc__)
     t.add_argument("data", nargs="?", help="training file (default: the packaged sample)")
@@ -245,7 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="parse the text every epoch instead of caching parsed chunks",
     )
-    r.add_argument("--cache-dir", help="chunk cache (default: $SPARSEOPT_DATA/chunks)")
+    r.add_argument(
+        "--cache-dir",
+        help="chunk cache (default: $SPARSEOPT_DATA/chunks, else ~/.cache/sparseopt/chunks)",
+    )
+    r.add_argument(
+        "--keep-tokens",
+        action="store_true",
+        help=f"save the counts of each (field, value) beside the model ({P.TOKENS_FILE}), "
+        "to name features with `sparseopt inspect`",
+    )
+    r.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="with --keep-tokens, the N most frequent values kept per field (10000)",
+    )
     r.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -267,12 +396,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_data_options(e, defaults=False)
     e.set_defaults(run=evaluate)
+
+    i = commands.add_parser("inspect", help=inspect.__doc__, description=inspect.__doc__)
+    i.add_argument("model", help="model file (model.npz of a run)")
+    i.add_argument("--field", help="only the values of this field (C1, I3, a CSV column...)")
+    i.add_argument("--top", type=_positive_int, default=20, metavar="N", help="rows printed (20)")
+    i.add_argument(
+        "--tokens", help=f"token file (default: {P.TOKENS_FILE} beside the model, if any)"
+    )
+    i.add_argument("--json", action="store_true", help="print the rows as JSON")
+    i.set_defaults(run=inspect)
+
+    c = commands.add_parser("cache", help=cache.__doc__, description=cache.__doc__)
+    c.add_argument(
+        "--cache-dir", help="the cache (default: $SPARSEOPT_DATA/chunks, ~/.cache/sparseopt/chunks)"
+    )
+    c.add_argument("--clear", action="store_true", help="delete every cached chunk set")
+    c.set_defaults(run=cache)
     return parser
 
 
 def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command is None:  # as argparse treats a missing argument: help, status 2
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     args.after_chunk = after_chunk
     if getattr(args, "parse_threads", 0) is None:
         args.parse_threads = P.default_parse_threads()

@@ -24,11 +24,21 @@ def data_home(data_home=None):
     -------
     path : pathlib.Path
     """
-    if data_home is None:
-        data_home = os.environ.get("SPARSEOPT_DATA") or Path.home() / ".cache" / "sparseopt"
-    path = Path(data_home).expanduser()
+    path = default_data_home() if data_home is None else Path(data_home).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def default_data_home():
+    """``$SPARSEOPT_DATA`` if set, else ``~/.cache/sparseopt``; not created.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    return Path(
+        os.environ.get("SPARSEOPT_DATA") or Path.home() / ".cache" / "sparseopt"
+    ).expanduser()
 
 
 def atomic_write(path, write):
@@ -115,3 +125,73 @@ class ChunkCache:
             return  # the file changed while it was read: keep no cache of it
         manifest = {"source": stamp, "chunks": names, "stats": get_stats()}
         atomic_write(self.manifest, lambda f: f.write(json.dumps(manifest).encode()))
+
+
+def _is_chunk_file(path):
+    # what ChunkCache writes: chunks, the manifest, and atomic_write's temporary files
+    name = path.name
+    return (
+        (name.startswith("chunk_") and name.endswith(".npz"))
+        or name == "manifest.json"
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
+
+
+def chunk_sets(root):
+    """The chunk caches (folders written by :class:`ChunkCache`) under ``root``.
+
+    A folder counts only if it holds nothing but chunk files, so that a ``root`` given by
+    mistake (a home folder) is never taken for a cache.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The cache folder (the readers' ``cache_dir``; default ``data_home() / "chunks"``).
+
+    Returns
+    -------
+    sets : list of dict
+        One per cache, by name: ``path``, ``bytes`` (their total size) and ``complete``
+        (a manifest was written: the pass that made it went to the end of the file).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    sets = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        files = list(folder.iterdir())
+        if not all(f.is_file() and _is_chunk_file(f) for f in files):
+            continue
+        sets.append(
+            {
+                "path": folder,
+                "bytes": sum(f.stat().st_size for f in files),
+                "complete": (folder / "manifest.json").is_file(),
+            }
+        )
+    return sets
+
+
+def clear_chunk_sets(root):
+    """Delete the chunk caches under ``root`` (see :func:`chunk_sets`); other files stay.
+
+    Parameters
+    ----------
+    root : str or path-like
+
+    Returns
+    -------
+    removed : list of dict
+        The caches deleted, as :func:`chunk_sets` lists them.
+    """
+    removed = chunk_sets(root)
+    for entry in removed:
+        folder = entry["path"]
+        # the manifest first: a reader that meets a half-deleted folder then parses again
+        (folder / "manifest.json").unlink(missing_ok=True)
+        for f in folder.iterdir():
+            f.unlink(missing_ok=True)
+        folder.rmdir()
+    return removed
