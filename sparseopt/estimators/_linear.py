@@ -509,6 +509,8 @@ class _SparseLinearModel(BaseEstimator):
         for name, value in attributes.items():
             setattr(model, name, value)
         model._check_state(model.state_, model.n_features_in_, model._n_outputs(), opt)
+        if not model._is_finite(model.state_):
+            raise ValueError("the weights are not all finite")
         return model
 
     def __sklearn_tags__(self):
