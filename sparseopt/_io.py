@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -153,8 +154,10 @@ _FIELDS = {
     "sha256": (dict, True),
     "metadata": (dict, False),
 }
+# what reading a damaged zip or .npy can raise (zipfile: NotImplementedError for an unknown
+# zip version or compression, RuntimeError for an "encrypted" member, struct.error...)
 _ERRORS = (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeError,
-           MemoryError, RecursionError)  # fmt: skip
+           MemoryError, RecursionError, NotImplementedError, RuntimeError, struct.error)  # fmt: skip
 
 
 def _read_npz(path, names=None) -> dict:

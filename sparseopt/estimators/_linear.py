@@ -487,6 +487,7 @@ class _SparseLinearModel(BaseEstimator):
         model = cls(**params)
         model._validate_params()
         opt = model._make_optimizer()
+        opt.schedule_spec()
         attributes = _io.check_attributes(attributes, {
             "n_features_in_": _io.COUNT, "n_iter_": _io.COUNT, "t_": _io.COUNT,
             "loss_curve_": _io.NUMBERS,
