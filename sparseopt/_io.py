@@ -156,8 +156,10 @@ _FIELDS = {
 }
 # what reading a damaged zip or .npy can raise (zipfile: NotImplementedError for an unknown
 # zip version or compression, RuntimeError for an "encrypted" member, struct.error...)
-_ERRORS = (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeError,
-           MemoryError, RecursionError, NotImplementedError, RuntimeError, struct.error)  # fmt: skip
+_ERRORS = (
+    zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeError, MemoryError,
+    RecursionError, NotImplementedError, RuntimeError, struct.error,
+)  # fmt: skip
 
 
 def _read_npz(path, names=None) -> dict:

@@ -251,8 +251,10 @@ class _LinearFamily:
     def finish(est, opt, state, classes, n_features, curve):
         if not est._is_finite(state):
             est._diverged(opt)
+        est._refuse_useless(opt, state, None, None, None)
         warm = hasattr(est, "state_") and est.warm_start
         est.state_ = state
+        est.optimizer_ = opt
         if classes is not None:
             est.classes_ = classes
         est.n_features_in_ = n_features

@@ -573,3 +573,49 @@ def test_sparse_structure_check():
     X.indices[0] = 50
     with pytest.raises(ValueError, match="column index 50"):
         check_sparse_structure(X)
+
+
+def test_optimizer_state_must_fit_the_optimizer():
+    results = run_cases(
+        """
+from sparseopt.optim import SGD, AdaGrad, Adam, Momentum
+params = np.zeros(6)
+
+def update(opt, state, indices=(1, 5), grads=(1.0, -1.0)):
+    opt.update(params, state, np.array(indices), np.array(grads))
+    return True
+
+case("Adam with AdaGrad's state", lambda: update(Adam(0.1), AdaGrad(0.1).init(params)))
+case("weight decay with a state made without it",
+     lambda: update(SGD(0.1, weight_decay=0.1), SGD(0.1).init(params)))
+state = Momentum(0.1).init(params)
+state.scratch = state.scratch[:2]
+case("a short scratch array", lambda: update(Momentum(0.1), state))
+state = Adam(0.1).init(params)
+state.slots = np.asfortranarray(state.slots)
+case("Fortran-ordered slots", lambda: update(Adam(0.1), state))
+case("an index past the end", lambda: update(AdaGrad(0.1), AdaGrad(0.1).init(params), [6], [1.0]))
+case("catch_up with another optimizer's state",
+     lambda: Adam(0.1).catch_up(params, Momentum(0.1).init(params)))
+case("a matching state works", lambda: update(Adam(0.1), Adam(0.1).init(params)))
+"""
+    )
+    check_outcomes(results, must_refuse=["Adam with", "weight decay", "a short", "Fortran",
+                                         "an index", "catch_up"])  # fmt: skip
+
+
+def test_format_version_1_files_still_load(tmp_path):
+    import sparseopt
+
+    X = sp.random(300, 20, density=0.2, format="csr", random_state=0)
+    y = np.arange(300) % 2
+    model = sparseopt.SparseLogisticRegression(max_iter=1).fit(X, y)
+    model.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta_sha256__"}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["version"] = 1
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "v1.npz", **arrays)
+    loaded = sparseopt.load(tmp_path / "v1.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
