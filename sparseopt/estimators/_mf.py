@@ -321,6 +321,8 @@ class MatrixFactorization(BaseEstimator):
         X : sparse matrix of shape (n_users, n_items)
             Ratings (``loss="squared"``) or positive interaction weights; each stored entry
             is one observation (dense arrays are accepted: their nonzeros). No NaN or inf.
+            A repeated (user, item) entry is refused for ratings (SciPy would sum 3 and 4
+            into 7) and summed for the implicit losses (its weights add up).
         y : None
             Ignored.
 
