@@ -42,6 +42,7 @@ from sklearn.base import is_classifier
 from ._jit import JIT, PARALLEL_JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
+from .estimators._safety import check_table_size
 from .models import _linear as kernels
 from .optim import _rules as R
 
@@ -177,12 +178,14 @@ class _LinearFamily:
     def start(est, opt, n_features, n_outputs, dtype, reset):
         if reset:
             shape = sp.csr_matrix((0, n_features), dtype=dtype)
+            check_table_size(est._state_nbytes(opt, shape, n_outputs), "the model")
             return est._new_state(opt, shape, n_outputs)
         if est.n_features_in_ != n_features:
             raise ValueError(
                 f"X has {n_features} features, but the warm-started {type(est).__name__} "
                 f"was fitted with {est.n_features_in_}"
             )
+        est._check_state(est.state_, n_features, n_outputs, opt)
         state = copy.deepcopy(est.state_)
         est._cast_state(state, dtype)
         return state

@@ -175,8 +175,8 @@ class _FactorizationMachine(_SparseLinearModel):
         per_vector = k + 1 if self._per_row() else k * (1 + opt.initial_slots().size)
         return super()._state_nbytes(opt, X, n_outputs) + n * F * per_vector * X.dtype.itemsize
 
-    def _check_tables(self, state, n_features, n_outputs, n_slots=None):
-        super()._check_tables(state, n_features, n_outputs, n_slots)
+    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
+        super()._check_tables(state, n_features, n_outputs, n_slots, scan)
         if n_outputs != 1:
             raise ValueError(f"a factorization machine has one output, not {n_outputs}")
         layout = _safety.check_array("state_.layout", state.layout, (4,), np.int64)
@@ -190,7 +190,7 @@ class _FactorizationMachine(_SparseLinearModel):
             or (per_row and width != 2)  # one AdaGrad accumulator per vector
             or F != 1 and not fields.size
             or F < 0
-            or fields.size and (fields.min() < -1 or fields.max() >= F)
+            or scan and fields.size and (fields.min() < -1 or fields.max() >= F)
         ):
             raise ValueError(
                 f"state_.layout {layout.tolist()} and state_.fields (shape {fields.shape}) do "

@@ -298,10 +298,11 @@ class _SparseLinearModel(BaseEstimator):
         n, width = X.shape[1], 1 + opt.initial_slots().size
         return (n + 1) * n_outputs * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
 
-    def _check_tables(self, state, n_features, n_outputs, n_slots=None):
+    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
         """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
         ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
-        coordinate, or as many as the table has)."""
+        coordinate, or as many as the table has). ``scan``: also check the values that
+        index (a pass over per-feature arrays: done on load and training, not per predict)."""
         if not isinstance(state, self._state_type):
             raise ValueError(f"state_ must be a {self._state_type.__name__}")
         table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
@@ -340,7 +341,7 @@ class _SparseLinearModel(BaseEstimator):
 
     def _check_prediction_state(self, X):
         """The fitted tables against ``X``'s width and the fitted classes, before predicting."""
-        self._check_tables(self.state_, X.shape[1], self._n_outputs())
+        self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
 
     def _weight_arrays(self, state):
         """The weights (not the optimizer slots) of ``state``."""
