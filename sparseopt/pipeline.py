@@ -760,7 +760,7 @@ class Trainer:
             return
         p = min(max(positives / rows, 0.0), 1.0)
         base = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
-        if _safety.useless_fit(logloss, rows, (base, math.log(2.0))):
+        if _safety.useless_fit(logloss, rows, math.log(2.0), base):
             self.model._useless(
                 self.model._make_optimizer(),
                 f"epoch {self.state['epoch'] + 1} ended with a training logloss of "

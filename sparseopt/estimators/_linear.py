@@ -360,17 +360,19 @@ class _SparseLinearModel(BaseEstimator):
             if not largest <= bound:
                 self._useless(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
         if loss is not None:
-            if is_regressor(self):
-                kind = self.loss
-            else:
-                kind = "logistic" if len(self._labels()) == 2 else "softmax"
+            n_classes = 0 if is_regressor(self) else len(self._labels())
+            kind = self.loss if is_regressor(self) else "softmax" if n_classes > 2 else "logistic"
             delta = float(getattr(self, "epsilon", 0.0))
-            reference = _safety.reference_losses(kind, targets, weights, delta)
-            if _safety.useless_fit(loss, len(targets), reference):
+            zero = _safety.zero_model_loss(kind, targets, weights, delta, n_classes)
+
+            def constant():
+                return _safety.constant_loss(kind, targets, weights, delta)
+
+            if _safety.useless_fit(loss, len(targets), zero, constant):
                 self._useless(
                     opt,
                     f"the training loss ended at {loss:.4g}, far worse than a constant "
-                    f"prediction's {reference[0]:.4g}",
+                    f"prediction's {constant():.4g}",
                 )
 
     def _useless(self, opt, what):

@@ -167,44 +167,61 @@ def _entropy(p):
     return float(-(p * np.log(p)).sum())
 
 
-def reference_losses(kind: str, targets, weights, delta: float = 0.0) -> tuple[float, float]:
-    """(loss of the best constant prediction, loss of the all-zero model) per unit weight.
-
-    ``kind``: "logistic" or "softmax" (targets are class indices) or "squared" or "huber"
-    (targets are values; ``delta``: Huber's threshold).
-    """
-    w = np.asarray(weights, dtype=np.float64) * np.ones(len(targets))
-    total = w.sum()
-    if not total > 0:
-        return 0.0, 0.0
-    t = np.asarray(targets, dtype=np.float64)
+def zero_model_loss(kind: str, targets, weights, delta: float = 0.0, n_classes: int = 2):
+    """Mean loss of the all-zero model (where training starts): ``log(n_classes)`` for the
+    logistic and softmax losses, without a pass over the data."""
     if kind in ("logistic", "softmax"):
-        counts = np.bincount(t.astype(np.int64), weights=w)
-        n_classes = max(counts.size, 2)
-        return _entropy(counts / total), math.log(n_classes)
+        return math.log(n_classes)
+    return _regression_loss(kind, targets, weights, delta, 0.0)
+
+
+def constant_loss(kind: str, targets, weights, delta: float = 0.0) -> float:
+    """Mean loss of the best constant prediction: the (weighted) base rates' entropy for
+    classifiers (targets are class indices), the mean's for the squared loss (half the
+    variance), the median's for Huber's loss (``delta``: its threshold)."""
+    t = np.asarray(targets, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), t.shape)
+    total = float(w.sum())
+    if not total > 0:
+        return 0.0
+    if kind == "logistic":
+        p = float(w @ t) / total
+        return _entropy(np.array([p, 1.0 - p]))
+    if kind == "softmax":
+        return _entropy(np.bincount(t.astype(np.intp), weights=w) / total)
     if kind == "squared":
-        mean = float(w @ t) / total
-        return 0.5 * float(w @ (t - mean) ** 2) / total, 0.5 * float(w @ t**2) / total
-
-    def huber(r):
-        a = np.abs(r)
-        return float(w @ np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / total
-
-    order = np.argsort(t)
-    half = np.searchsorted(np.cumsum(w[order]), 0.5 * total)
-    median = t[order][min(half, t.size - 1)]
-    return huber(t - median), huber(t)
+        center = float(w @ t) / total
+    else:
+        order = np.argsort(t)
+        half = np.searchsorted(np.cumsum(w[order]), 0.5 * total)
+        center = t[order][min(half, t.size - 1)]
+    return _regression_loss(kind, t, w, delta, center)
 
 
-def useless_fit(loss: float, n_rows: int, reference: tuple[float, float]) -> bool:
+def _regression_loss(kind, targets, weights, delta, center) -> float:
+    t = np.asarray(targets, dtype=np.float64)
+    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), t.shape)
+    total = float(w.sum())
+    if not total > 0:
+        return 0.0
+    r = t - center
+    if kind == "squared":
+        return 0.5 * float(w @ r**2) / total
+    a = np.abs(r)
+    return float(w @ np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / total
+
+
+def useless_fit(loss: float, n_rows: int, zero: float, constant) -> bool:
     """Whether a training loss is far worse than predicting a constant.
 
     Far worse: above twice the best constant's loss plus the all-zero model's (where
     training starts), e.g. 2 * 0.53 + 0.69 = 1.75 for logistic regression at a 25% base
     rate. A learner that is merely slow stays near its starting loss; one that diverged
-    ends far above (logloss 4.5 to 10 in the cases that prompted this check).
+    ends far above (logloss 3 to 10 and beyond in the cases that prompted this check).
+    ``constant`` is the best constant's loss, or a function computing it: called only when
+    the loss exceeds the all-zero model's, so a sane fit pays no pass over the data.
     """
-    if n_rows < MIN_ROWS_FOR_LOSS_CHECK:
+    if n_rows < MIN_ROWS_FOR_LOSS_CHECK or loss <= zero:
         return False
-    constant, zero = reference
+    constant = constant() if callable(constant) else constant
     return not loss <= 2.0 * constant + zero
