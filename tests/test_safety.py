@@ -388,6 +388,9 @@ def new_rate_applies():
     return not np.array_equal(a.predict(users, items), b.predict(users, items)) and (
         b.optimizer_.learning_rate == 0.3)
 case("partial_fit takes a new learning rate", new_rate_applies)
+huge = sp.csr_matrix((np.array([5.0]), (np.array([0]), np.array([2**36]))), shape=(1, 2**37))
+fails("fit on 2**37 items", lambda: m.fit(huge))
+fails("partial_fit on 2**37 items", lambda: m.partial_fit(huge))
 case("implicit feedback sums repeated entries",
      lambda: MatrixFactorization(n_components=4, loss="bpr", max_iter=1).fit(dup) is not None)
 
@@ -438,6 +441,7 @@ for key in names:
     assert "repeats 1 (user, item)" in results["fit with a repeated rating (COO)"][1]
     assert results["partial_fit diverging"][0] in ("ValueError", "DivergenceError")
     assert "n_components=512" in results["partial_fit with n_components=512"][1]
+    assert "bytes" in results["partial_fit on 2**37 items"][1]
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -392,6 +392,9 @@ class MatrixFactorization(BaseEstimator):
         clock = old["clock"].copy()
         n_users = max(X.shape[0], old["user"].n_rows)
         n_items = max(X.shape[1], old["item"].n_rows)
+        _safety.check_table_size(
+            self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old), "the model"
+        )
         t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
         k = self.n_components
         state = {
@@ -411,9 +414,6 @@ class MatrixFactorization(BaseEstimator):
         X = _resize(X, (n_users, n_items))
         lo, hi = self.rating_range_
         lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
-        _safety.check_table_size(
-            self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old), "the model"
-        )
         self._train(state, X, opt, per_row, 1, rng, self.global_mean_)
         self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
         self._set_state(state, opt, per_row, self.global_mean_, (lo, hi), self.n_iter_ + 1)
