@@ -188,9 +188,9 @@ class _FactorizationMachine(_SparseLinearModel):
             or k < 1
             or per_row not in (0, 1)
             or (per_row and width != 2)  # one AdaGrad accumulator per vector
-            or F != 1 and not fields.size
+            or (F != 1 and not fields.size)
             or F < 0
-            or scan and fields.size and (fields.min() < -1 or fields.max() >= F)
+            or (scan and fields.size and (fields.min() < -1 or fields.max() >= F))
         ):
             raise ValueError(
                 f"state_.layout {layout.tolist()} and state_.fields (shape {fields.shape}) do "

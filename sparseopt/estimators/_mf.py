@@ -877,8 +877,7 @@ class MatrixFactorization(BaseEstimator):
         expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
         if set(arrays) != expected:
             raise ValueError(
-                f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected "
-                f"{sorted(expected)})"
+                f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
             )
         check = _safety.check_array
         shape = check("seen_shape", arrays["seen_shape"], (2,), np.int64).tolist()

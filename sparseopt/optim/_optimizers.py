@@ -191,7 +191,6 @@ class Optimizer(BaseEstimator):
             state.mark,
         )
 
-
     def _check_state(self, state: OptimizerState, n_params: int) -> None:
         """Raise ValueError unless ``state`` has the arrays this optimizer's rule indexes for
         ``n_params`` coordinates (the compiled rules do not check bounds)."""
