@@ -42,7 +42,7 @@ from sklearn.base import is_classifier
 from ._jit import JIT, PARALLEL_JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
-from .estimators._safety import check_table_size
+from .estimators._safety import check_sparse_structure, check_table_size
 from .models import _linear as kernels
 from .optim import _rules as R
 
@@ -374,6 +374,7 @@ def _segment_data(est, blocks, segments, classes, fit_id):
         targets = _TARGETS[fit_id, block]
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
         order = _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        check_sparse_structure(X)  # a block's index arrays reach the kernels
         yield block, _to_csr(X), targets, weights, order
 
 

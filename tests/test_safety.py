@@ -158,6 +158,7 @@ def corrupted(X):
     a = X.copy(); a.indptr[0] = 2; out["indptr_not_from_zero"] = a
     a = X.tocsc(); a.indices[0] = 10**6; out["csc_row_too_large"] = a
     a = X.tocsc(); a.indptr[3] = a.indptr[-1] + 5; out["csc_indptr_bad"] = a
+    a = X.tobsr(blocksize=(1, 1)); a.indices[0] = 10**6; out["bsr_column_too_large"] = a
     a = X.tocoo(copy=True); a.col[0] = 10**6; out["coo_column_too_large"] = a
     a = X.tocoo(copy=True); a.row[0] = -3; out["coo_row_negative"] = a
     return out

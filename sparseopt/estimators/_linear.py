@@ -73,7 +73,6 @@ def _to_csr(X) -> sp.csr_matrix:
     """Canonical CSR (sorted, no repeated column in a row) without copying when it is one."""
     if not sp.issparse(X):
         X = sp.csr_matrix(X)
-    _safety.check_sparse_structure(X)
     X = X.tocsr() if X.format != "csr" else X
     if not X.has_canonical_format:
         X = X.copy()
@@ -154,10 +153,12 @@ class _SparseLinearModel(BaseEstimator):
 
     def _validate_X(self, X, reset: bool):
         """Checked X as canonical CSR."""
+        _safety.check_sparse_structure(X)  # before SciPy converts it (BSR to CSR...)
         return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
 
     def _validate_X_y(self, X, y, reset: bool):
         """Checked X as canonical CSR and y as a 1-D array."""
+        _safety.check_sparse_structure(X)
         X, y = validate_data(self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT)
         return _to_csr(X), y
 

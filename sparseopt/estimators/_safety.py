@@ -73,14 +73,17 @@ def check_sparse_structure(X) -> None:
     """Raise ValueError unless the index arrays of sparse ``X`` are consistent with its shape.
 
     SciPy checks them when a matrix is built, not after its arrays are modified, and its own
-    conversions (CSC to CSR, COO to CSR) write out of bounds on a corrupted matrix. Costs one
-    pass over the indices; dense input and other sparse formats pass through.
+    conversions (CSC, BSR or COO to CSR) write out of bounds on a corrupted matrix. Costs one
+    pass over the indices; dense input and the other sparse formats (whose conversions are
+    NumPy code) pass through.
     """
     if not sp.issparse(X):
         return
-    if X.format in ("csr", "csc"):
-        csr = X.format == "csr"
+    if X.format in ("csr", "csc", "bsr"):
+        csr = X.format != "csc"
         major, minor = X.shape if csr else X.shape[::-1]
+        if X.format == "bsr":  # block rows and columns
+            major, minor = major // X.blocksize[0], minor // X.blocksize[1]
         indptr, indices = np.asarray(X.indptr), np.asarray(X.indices)
         if indptr.ndim != 1 or indptr.shape[0] != major + 1 or indptr.dtype.kind not in "iu":
             raise ValueError(
@@ -92,6 +95,7 @@ def check_sparse_structure(X) -> None:
             indptr[0] != 0
             or indices.ndim != 1
             or np.asarray(X.data).shape[:1] != indices.shape
+            or (X.format == "bsr" and np.asarray(X.data).shape[1:] != X.blocksize)
             or not 0 <= nnz <= indices.shape[0]
             or (major and np.diff(indptr).min() < 0)
         ):
