@@ -104,7 +104,7 @@ def _decode_field(path, field: str, value):
     """``_decode(value)``, any error made a ValueError that names the metadata field."""
     try:
         return _decode(value)
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as exc:
         raise ValueError(f"{path}: model file field {field!r} is invalid: {exc}") from None
 
 

@@ -244,6 +244,7 @@ y_of = {}
 BAD_VALUES = [None, "x", -1, 10**30, 1.5, True, [], {}, [1, 2], {"class": "AdaGrad"},
               {"class": "AdaGrad", "params": {"nope": 1}}, {"class": "LinearState", "params": {}},
               {"class": "__class__", "params": {}}, {"ndarray": [1], "dtype": "O"},
+              {"ndarray": [2**70], "dtype": "<i4"}, {"ndarray": [[1], 2], "dtype": "<f8"},
               {"dict": [[1]]}]
 for name, (make, classes) in ESTIMATORS.items():
     X, y = data_for(classes)
