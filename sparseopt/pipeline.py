@@ -507,7 +507,7 @@ class Trainer:
         if fcntl is None or self._lock is not None:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        lock = open(self.out / _LOCK, "a+")  # noqa: SIM115 (held open for the whole run)
+        lock = open(self.out / _LOCK, "a+")  # held open for the whole run
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

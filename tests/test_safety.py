@@ -474,6 +474,10 @@ def test_train_refuses_absurd_learning_rates(sample, tmp_path, capsys):
         assert err.count("\n") == 0 and "diverged" in err and "learning_rate=1000000.0" in err
         assert not (run / "model.npz").exists()
     assert main(train_args(sample, tmp_path / "good")) == 0
+    # chunks of 500 rows: too few to judge one, the epoch's 3,000 are judged at its end
+    argv = train_args(sample, tmp_path / "epoch", "--learning-rate", "1e6", "--optimizer", "sgd")
+    assert main([*argv, "--chunk-size", "500"]) == 1
+    assert "epoch 1 ended with a training logloss" in capsys.readouterr().err
 
 
 def test_run_folder_is_locked_for_one_run(sample, tmp_path, capsys):
