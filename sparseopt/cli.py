@@ -416,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _for_the_command_line(exc) -> str:
+    """An error's message, with the readers' Python option named as its command-line flag."""
+    from .datasets._readers import ChunkReader
+
+    return str(exc).replace(f"({ChunkReader.skip_hint} skips", "(--skip-bad-lines skips")
+
+
 def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
     parser = build_parser()
@@ -429,7 +436,7 @@ def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError) as exc:  # PipelineError, reader and model-file errors
-        print(f"sparseopt: error: {exc}", file=sys.stderr)
+        print(f"sparseopt: error: {_for_the_command_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:  # training handles its own, with a checkpoint
         print("sparseopt: interrupted", file=sys.stderr)

@@ -42,6 +42,7 @@ from sklearn.base import is_classifier
 from ._jit import JIT, PARALLEL_JIT
 from .estimators._fm import _FactorizationMachine, _int32_indices
 from .estimators._linear import _SparseLinearModel, _to_csr
+from .estimators._safety import check_sparse_structure, check_table_size
 from .optim import _rules as R
 
 __all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
@@ -176,12 +177,14 @@ class _LinearFamily:
     def start(est, opt, n_features, n_outputs, dtype, reset):
         if reset:
             shape = sp.csr_matrix((0, n_features), dtype=dtype)
+            check_table_size(est._state_nbytes(opt, shape, n_outputs), "the model")
             return est._new_state(opt, shape, n_outputs)
         if est.n_features_in_ != n_features:
             raise ValueError(
                 f"X has {n_features} features, but the warm-started {type(est).__name__} "
                 f"was fitted with {est.n_features_in_}"
             )
+        est._check_state(est.state_, n_features, n_outputs, opt)
         state = copy.deepcopy(est.state_)
         est._cast_state(state, dtype)
         return state
@@ -250,8 +253,10 @@ class _LinearFamily:
     def finish(est, opt, state, classes, n_features, curve):
         if not est._is_finite(state):
             est._diverged(opt)
+        est._refuse_useless(opt, state, None, None, None)
         warm = hasattr(est, "state_") and est.warm_start
         est.state_ = state
+        est.optimizer_ = opt
         if classes is not None:
             est.classes_ = classes
         est.n_features_in_ = n_features
@@ -368,6 +373,7 @@ def _segment_data(est, blocks, segments, classes, fit_id):
         targets = _TARGETS[fit_id, block]
         weights = np.ones(targets.shape[0]) * est._class_weights(targets)
         order = _block_order(X.shape[0], seed, epoch, block)[start:stop]
+        check_sparse_structure(X)  # a block's index arrays reach the kernels
         yield block, _to_csr(X), targets, weights, order
 
 

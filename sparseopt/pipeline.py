@@ -24,14 +24,23 @@ skips the chunks already trained. Rows train in file order unless the estimator 
 so a resumed run trains on exactly the same sequence of rows and, in
 serial mode (``n_jobs=1``), ends with the same model bit for bit. Ctrl-C (or SIGTERM) during
 a chunk takes effect once the chunk is trained, and checkpoints the chunks done; on divergence
-the last checkpoint stands.
+the last checkpoint stands. Divergence is a weight that is not finite or beyond any sane range
+(checked at every checkpoint), or an epoch whose training logloss ends far worse than the base
+rate's (checked at the end of every epoch, and on the first chunk).
+
+The run folder is one run's: :meth:`Trainer.start` takes an exclusive lock on its ``run.lock``
+(which records the process id) for the whole run, so a second run into the same folder is
+refused, naming the first's process; a process killed with ``kill -9`` drops its lock with it.
+Under the lock, temporary files and checkpoints left by a killed run are removed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
+import re
 import shutil
 import signal
 import sys
@@ -59,10 +68,17 @@ from .datasets import (
 from .datasets._cache import atomic_write
 from .datasets._parsers import count_lines
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
+
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
 MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
 METADATA_VERSION = 1
 _CHECKPOINT = "checkpoint.json"
+_LOCK = "run.lock"
+_CHECKPOINT_MODEL = re.compile(r"checkpoint-\d{6}\.npz")
 
 
 class PipelineError(ValueError):
@@ -99,6 +115,28 @@ class DataSpec:
     zero_based: bool | str = "auto"
 
     def __post_init__(self):
+        def names(v):
+            return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+        checks = {
+            "format": (lambda v: isinstance(v, str), "a string"),
+            "n_bits": (lambda v: type(v) is int and 1 <= v <= 32, "an integer in [1, 32]"),
+            "field_aware": (lambda v: isinstance(v, bool), "true or false"),
+            "label": (lambda v: v is None or isinstance(v, str), "a column name"),
+            "features": (lambda v: v is None or names(v), "a list of column names"),
+            "numeric": (names, "a list of column names"),
+            "exclude": (names, "a list of column names"),
+            "sep": (lambda v: v is None or isinstance(v, str) and len(v) == 1, "one character"),
+            "n_features": (lambda v: v is None or type(v) is int and v >= 0, "a count"),
+            "zero_based": (lambda v: v in (True, False, "auto"), "true, false or 'auto'"),
+        }
+        for name, (test, what) in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = list(value)
+                setattr(self, name, value)
+            if not test(value):
+                raise PipelineError(f"data option {name} must be {what}, got {value!r:.60}")
         if self.format not in FORMATS:
             raise PipelineError(f"unknown format {self.format!r}; choose one of {FORMATS}")
         if self.format == "csv" and not self.label:
@@ -199,12 +237,15 @@ def load_model(path):
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such model file") from None
     meta = _io.read_metadata(path) or {}
-    if meta.get("version", 0) > METADATA_VERSION:
+    version = meta.get("version", METADATA_VERSION)
+    if type(version) is int and version > METADATA_VERSION:
         raise PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
+    if type(version) is not int or version < 1 or not isinstance(meta.get("data", {}), dict):
+        raise PipelineError(f"{path}: the data description in the file is damaged")
     try:
         spec = DataSpec(**meta["data"]) if "data" in meta else None
-    except TypeError:
-        raise PipelineError(f"{path}: the data description in the file is damaged") from None
+    except (TypeError, PipelineError) as exc:
+        raise PipelineError(f"{path}: the data description in the file is damaged: {exc}") from None
     if not hasattr(model, "predict_proba") or not np.array_equal(
         getattr(model, "classes_", []), [0, 1]
     ):
@@ -472,33 +513,105 @@ class Trainer:
             "checkpoint": None,
             "finished": False,
             "n_rows_epoch": None,
+            "epoch_positives": 0.0,
         }
         self.calibration = None
         self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
         self._in_chunk = False  # a chunk is being trained: the model is not fit to save
+        self._lock = None
 
-    # -- checkpoints --
+    # -- the run folder --
     def _record(self):
         return self.out / _CHECKPOINT
 
+    def _take_lock(self) -> None:
+        """Hold ``run.lock`` in the run folder until :meth:`release` (or this process ends),
+        or raise PipelineError naming the process that holds it."""
+        if fcntl is None or self._lock is not None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = open(self.out / _LOCK, "a+")  # held open for the whole run
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            lock.close()
+            raise PipelineError(
+                f"{self.out} is in use by another sparseopt train (process {holder}); wait "
+                "for it to end, or choose another --out"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+
+    def release(self) -> None:
+        """Drop the run folder's lock (idempotent; :meth:`run` does it when it returns)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _remove_leftovers(self, keep) -> None:
+        """Remove what a killed run left in the folder: temporary files (``.*.tmp``) and
+        checkpoint models other than ``keep``. Only under the lock: no writer is running."""
+        for path in self.out.iterdir():
+            stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
+            stale_model = _CHECKPOINT_MODEL.fullmatch(path.name) and path.name != keep
+            if (stale_tmp or stale_model) and path.is_file():
+                path.unlink(missing_ok=True)
+
+    def _read_record(self) -> dict:
+        """``checkpoint.json``, checked; PipelineError naming the file if it is damaged."""
+        record = self._record()
+        try:
+            saved = json.loads(record.read_text())
+            state, config = saved["state"], saved["config"]
+            if not (isinstance(state, dict) and isinstance(config, dict)):
+                raise TypeError("state and config must be objects")
+            missing = sorted(set(self.state) - set(state) - {"epoch_positives"})
+            if missing:
+                raise KeyError(f"state has no {missing}")
+            name = state["checkpoint"]
+            if name is not None and not _CHECKPOINT_MODEL.fullmatch(str(name)):
+                raise ValueError(f"checkpoint {name!r} is not a checkpoint file name")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PipelineError(
+                f"{record} is damaged ({exc}); delete the run folder {self.out} to start over"
+            ) from None
+        return saved
+
     def start(self, resume: bool) -> None:
-        """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``."""
+        """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``.
+
+        Takes the folder's lock first (held until :meth:`run` ends or :meth:`release`).
+        """
+        record = self._record()
+        if resume and not record.is_file():
+            raise PipelineError(f"nothing to resume: {record} does not exist")
+        self._take_lock()
+        try:
+            self._start(resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, resume: bool) -> None:
         record = self._record()
         if not resume:
             if record.is_file():
-                old = json.loads(record.read_text())["state"]
+                old = self._read_record()["state"]
                 if not old["finished"]:
                     raise PipelineError(
                         f"{self.out} holds an unfinished run: add --resume to continue it, or "
                         "choose another --out (or delete that folder) to start over"
                     )
                 record.unlink()  # a finished run is replaced by this one
-                (self.out / old["checkpoint"]).unlink(missing_ok=True)
-            self.out.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers(keep=None)
             return
-        if not record.is_file():
-            raise PipelineError(f"nothing to resume: {record} does not exist")
-        saved = json.loads(record.read_text())
+        saved = self._read_record()
+        self._remove_leftovers(keep=saved["state"]["checkpoint"])
         if saved["config"] != asdict(self.config):
             changed = sorted(
                 k for k, v in saved["config"].items() if asdict(self.config).get(k) != v
@@ -508,6 +621,9 @@ class Trainer:
                 "); resume with the same data and options, or train into another --out"
             )
         self.state = saved["state"]
+        self.state.setdefault("epoch_positives", None)  # a record from before it was kept
+        if self.state["checkpoint"] is None:
+            raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
 
     def checkpoint(self) -> None:
@@ -523,7 +639,7 @@ class Trainer:
         self._save(self.out / name)
         self.state["checkpoint"] = name
         record = {"config": asdict(self.config), "state": self.state}
-        atomic_write(self._record(), lambda f: f.write(json.dumps(record, indent=1).encode()))
+        atomic_write(self._record(), lambda f: _write_synced(f, json.dumps(record, indent=1)))
         if previous:
             (self.out / previous).unlink(missing_ok=True)
 
@@ -547,18 +663,22 @@ class Trainer:
         optimizer = self.model.get_params()["optimizer"]
         name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         what = f"{type(self.model).__name__} ({name})"
+        self._take_lock()
         try:
-            with self._interrupts_between_chunks(), announce_compile(what, self.log):
-                self._epochs(classes)
-        except KeyboardInterrupt:
-            # a chunk cut short (by an interrupt that could not be held) left the model partly
-            # trained: the last checkpoint stands
-            if not self._in_chunk and (state["epoch_rows"] or state["epoch"]):
-                self.checkpoint()
-            raise
-        # rates count training, not the first run's compiling
-        seconds = time.perf_counter() - started - (compile_seconds() - compiling)
-        return self._finish(seconds, state["rows_seen"] - rows_at_start)
+            try:
+                with self._interrupts_between_chunks(), announce_compile(what, self.log):
+                    self._epochs(classes)
+            except KeyboardInterrupt:
+                # a chunk cut short (by an interrupt that could not be held) left the model
+                # partly trained: the last checkpoint stands
+                if not self._in_chunk and (state["epoch_rows"] or state["epoch"]):
+                    self.checkpoint()
+                raise
+            # rates count training, not the first run's compiling
+            seconds = time.perf_counter() - started - (compile_seconds() - compiling)
+            return self._finish(seconds, state["rows_seen"] - rows_at_start)
+        finally:
+            self.release()
 
     @contextmanager
     def _interrupts_between_chunks(self):
@@ -620,6 +740,8 @@ class Trainer:
                         self.model._partial_fit_in_place(X, y, classes=classes)
                     loss = float(self.model.loss_curve_[-1])
                     state["epoch_loss"] += loss * X.shape[0]
+                    if state["epoch_positives"] is not None:
+                        state["epoch_positives"] += float(np.sum(y))
                     state["epoch_rows"] += X.shape[0]
                     state["rows_seen"] += X.shape[0]
                     state["chunk"] = k + 1
@@ -708,6 +830,7 @@ class Trainer:
             "train_logloss": state["epoch_loss"] / state["epoch_rows"],
             "rows": state["epoch_rows"],
         }
+        self._check_useful(entry["train_logloss"])
         line = (
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
@@ -720,9 +843,28 @@ class Trainer:
         self.log(fit_terminal(line))
         state["history"].append(entry)
         state["n_rows_epoch"] = state["epoch_rows"]
-        state.update(epoch=state["epoch"] + 1, chunk=0, epoch_loss=0.0, epoch_rows=0)
+        state.update(
+            epoch=state["epoch"] + 1, chunk=0, epoch_loss=0.0, epoch_rows=0, epoch_positives=0.0
+        )
         state["finished"] = state["epoch"] >= self.epochs
         self.checkpoint()
+
+    def _check_useful(self, logloss):
+        """Raise DivergenceError if the epoch's training logloss is far worse than the base
+        rate's (the estimators' rule, :func:`sparseopt.estimators._safety.useless_fit`)."""
+        from .estimators import _safety
+
+        positives, rows = self.state["epoch_positives"], self.state["epoch_rows"]
+        if positives is None:  # resumed from a record that did not count them
+            return
+        p = min(max(positives / rows, 0.0), 1.0)
+        base = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
+        if _safety.useless_fit(logloss, rows, math.log(2.0), base):
+            self.model._useless(
+                self.model._make_optimizer(),
+                f"epoch {self.state['epoch'] + 1} ended with a training logloss of "
+                f"{logloss:.4g}, far worse than the base rate's {base:.4g}",
+            )
 
     def _finish(self, seconds, rows):
         model_path = self.out / "model.npz"
@@ -752,6 +894,13 @@ class Trainer:
             self.out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode())
         )
         return summary
+
+
+def _write_synced(f, text: str) -> None:
+    """Write ``text`` and flush it to disk before the file is renamed into place."""
+    f.write(text.encode())
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def default_data() -> tuple[Path, Path]:

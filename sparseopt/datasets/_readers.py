@@ -70,6 +70,9 @@ class ChunkReader:
         numbers, the first 1000).
     """
 
+    # how an error names the option that skips bad lines (the command line: its flag)
+    skip_hint = "skip_bad_lines=True"
+
     def __init__(self, path, *, chunk_size=100_000, skip_bad_lines=False, block_size=1 << 23):
         self.path = _check_file(path)
         if int(chunk_size) < 1:
@@ -250,7 +253,7 @@ class ChunkReader:
         if len(text) > 60:
             text = text[:57] + "..."
         message = _MESSAGES[code].format(col=col, detail=detail, text=text, **context)
-        hint = "" if self.skip_bad_lines else " (skip_bad_lines=True skips such lines)"
+        hint = "" if self.skip_bad_lines else f" ({self.skip_hint} skips such lines)"
         raise ValueError(f"{self.path}, line {first_line + line}: {message}{hint}")
 
 

@@ -15,6 +15,7 @@ from ..models import _losses as losses
 from ..models._hogwild import run_threads
 from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
 from ..optim import _rules as R
+from . import _safety
 from ._linear import (
     SparseLinearRegression,
     SparseLogisticRegression,
@@ -155,6 +156,12 @@ class _FactorizationMachine(_SparseLinearModel):
                            self._per_row(), rng, X.dtype)  # fmt: skip
 
     def _cast_state(self, state, dtype):
+        self._check_params_match_state(state)
+        for name in ("table", "bias", "factors"):
+            setattr(state, name, getattr(state, name).astype(dtype, copy=False))
+
+    def _check_params_match_state(self, state):
+        """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
         k, _, per_row = (int(v) for v in state.layout[:3])
         if (k, bool(per_row)) != (self.n_components, self._per_row()):
             raise ValueError(
@@ -168,8 +175,47 @@ class _FactorizationMachine(_SparseLinearModel):
                 "fields differ from those the model was fitted with: set them back to "
                 "continue training, or call fit to start over"
             )
-        for name in ("table", "bias", "factors"):
-            setattr(state, name, getattr(state, name).astype(dtype, copy=False))
+
+    # -- checks at the kernels' boundary ---------------------------------------------------
+    def _state_nbytes(self, opt, X, n_outputs):
+        n, k = X.shape[1], self.n_components
+        fields = self._fields(n)
+        F = int(fields.max()) + 1 if fields.size else 1
+        per_vector = k + 1 if self._per_row() else k * (1 + opt.initial_slots().size)
+        return super()._state_nbytes(opt, X, n_outputs) + n * F * per_vector * X.dtype.itemsize
+
+    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
+        super()._check_tables(state, n_features, n_outputs, n_slots, scan)
+        if n_outputs != 1:
+            raise ValueError(f"a factorization machine has one output, not {n_outputs}")
+        layout = _safety.check_array("state_.layout", state.layout, (4,), np.int64)
+        fields = _safety.check_array("state_.fields", state.fields, None, np.int32)
+        k, F, per_row = (int(v) for v in layout[:3])
+        width = state.table.shape[1]
+        if (
+            fields.shape not in ((0,), (n_features,))
+            or k < 1
+            or per_row not in (0, 1)
+            or (per_row and width != 2)  # one AdaGrad accumulator per vector
+            or (F != 1 and not fields.size)
+            or F < 0
+            or (scan and fields.size and (fields.min() < -1 or fields.max() >= F))
+        ):
+            raise ValueError(
+                f"state_.layout {layout.tolist()} and state_.fields (shape {fields.shape}) do "
+                f"not describe a factorization machine of {n_features} columns"
+            )
+        shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
+        _safety.check_array("state_.factors", state.factors, shape, state.table.dtype)
+
+    def _check_state(self, state, n_features, n_outputs, opt):
+        super()._check_state(state, n_features, n_outputs, opt)
+        self._check_params_match_state(state)
+
+    def _weight_arrays(self, state):
+        k, _, per_row = (int(v) for v in state.layout[:3])
+        factors = state.factors[:, :k] if per_row else state.factors[:, 0]
+        return (*super()._weight_arrays(state), factors)
 
     def _new_scratch(self, state):
         return np.full(state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_regressor
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier, is_regressor
 from sklearn.metrics import log_loss, mean_squared_error
 from sklearn.model_selection import train_test_split
 from sklearn.utils import compute_class_weight
@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
+from .. import _io
 from .. import cuda as gpu
 from .._io import save_model
 from .._jit import compile_notice
@@ -28,6 +29,7 @@ from ..models import _losses as losses
 from ..models._hogwild import hogwild_order, run_threads
 from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
+from . import _safety
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -48,7 +50,8 @@ DEFAULT_LEARNING_RATE = {
 
 
 class DivergenceError(ValueError):
-    """Training produced non-finite values: the learning rate is too large for the data."""
+    """Training produced non-finite or absurd values (weights beyond any sane range, a loss
+    far worse than a constant prediction): the learning rate is too large for the data."""
 
 
 @dataclass
@@ -187,11 +190,13 @@ class _SparseLinearModel(BaseEstimator):
 
     def _validate_X(self, X, reset: bool):
         """Checked X as canonical CSR."""
+        _safety.check_sparse_structure(X)  # before SciPy converts it (BSR to CSR...)
         with _suggest_field_hasher(self, X):
             return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
 
     def _validate_X_y(self, X, y, reset: bool):
         """Checked X as canonical CSR and y as a 1-D array."""
+        _safety.check_sparse_structure(X)
         with _suggest_field_hasher(self, X):
             X, y = validate_data(
                 self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT
@@ -239,7 +244,8 @@ class _SparseLinearModel(BaseEstimator):
         """
         if not hasattr(self, "state_"):
             self._validate_params()
-        return self._fit(X, y, sample_weight, 1, not hasattr(self, "state_"), classes)
+        reset = not hasattr(self, "state_")
+        return self._fit(X, y, sample_weight, 1, reset, classes, check_loss=reset)
 
     def _partial_fit_in_place(self, X, y, classes=None):
         """``partial_fit`` that trains the fitted state itself, for :mod:`sparseopt.pipeline`.
@@ -253,22 +259,27 @@ class _SparseLinearModel(BaseEstimator):
         if not hasattr(self, "state_"):
             self._validate_params()
         reset = not hasattr(self, "state_")
-        return self._fit(X, y, None, 1, reset, classes, in_place=True)
+        return self._fit(X, y, None, 1, reset, classes, in_place=True, check_loss=reset)
 
     def _check_finite(self):
-        """Raise DivergenceError if a weight is not finite."""
+        """Raise DivergenceError if a weight is not finite or beyond any sane range."""
+        opt = self._make_optimizer()
         if not self._is_finite(self.state_):
-            self._diverged(self._make_optimizer())
+            self._diverged(opt)
+        self._refuse_useless(opt, self.state_, None, None, None)
 
-    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, in_place=False):
+    @_safety.unchanged_on_failure
+    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, in_place=False, check_loss=True):
         opt = self._make_optimizer()
         n_threads = self._n_threads()
         X, y = self._validate_X_y(X, y, reset)
         targets, n_outputs, fitted = self._encode_targets(y, classes, reset)
         weights = self._sample_weight(X, y, targets, sample_weight)
         if reset:
+            _safety.check_table_size(self._state_nbytes(opt, X, n_outputs), "the model")
             state = self._new_state(opt, X, n_outputs)
         else:
+            self._check_state(self.state_, X.shape[1], n_outputs, opt)
             # trained on a copy, so that a failure changes nothing (unless in_place)
             state = self.state_ if in_place else copy.deepcopy(self.state_)
             self._cast_state(state, X.dtype)
@@ -313,7 +324,10 @@ class _SparseLinearModel(BaseEstimator):
             self._catch_up(opt, state)
         if not in_place and not self._is_finite(state):
             self._diverged(opt)
+        loss = curve[-1] if check_loss else None
+        self._refuse_useless(opt, state, loss, targets, weights, check_weights=not in_place)
         self.state_ = state
+        self.optimizer_ = opt
         for name, value in fitted.items():
             setattr(self, name, value)
         self.n_iter_ = len(curve) if reset else getattr(self, "n_iter_", 0) + len(curve)
@@ -321,6 +335,101 @@ class _SparseLinearModel(BaseEstimator):
         self.loss_curve_ = curve
         self.validation_scores_ = scores
         return self
+
+    # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
+    def _n_outputs(self) -> int:
+        """Outputs of the fitted model: 1, or the number of classes beyond two."""
+        classes = getattr(self, "classes_", None)
+        return 1 if classes is None or len(classes) == 2 else len(classes)
+
+    def _state_nbytes(self, opt, X, n_outputs) -> int:
+        """Bytes of a new state for ``X``'s columns, counted before allocating it."""
+        n, width = X.shape[1], 1 + opt.initial_slots().size
+        return (n + 1) * n_outputs * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
+
+    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
+        """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
+        ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
+        coordinate, or as many as the table has). ``scan``: also check the values that
+        index (a pass over per-feature arrays: done on load and training, not per predict)."""
+        if not isinstance(state, self._state_type):
+            raise ValueError(f"state_ must be a {self._state_type.__name__}")
+        table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
+        if table.ndim != 2 or table.shape[1] < 1:
+            raise ValueError(f"state_.table has shape {table.shape}, expected 2-D")
+        width = table.shape[1] if n_slots is None else 1 + n_slots
+        _safety.check_array("state_.table", table, (n_features * n_outputs, width), table.dtype)
+        _safety.check_array("state_.bias", state.bias, (n_outputs, width), table.dtype)
+        _safety.check_array("state_.clock", state.clock, (R.CLOCK_SIZE,), np.float64)
+        stamped = state.stamp.shape if isinstance(state.stamp, np.ndarray) else None
+        if stamped not in ((0,), (n_features,)):
+            raise ValueError(f"state_.stamp has shape {stamped}, expected (0,) or ({n_features},)")
+        _safety.check_array("state_.stamp", state.stamp, stamped, np.float64)
+        _safety.check_array("state_.mark", state.mark, stamped, np.float64)
+
+    def _check_state(self, state, n_features, n_outputs, opt):
+        """The fitted ``state`` against the current parameters (``opt``) before training."""
+        fitted = getattr(self, "optimizer_", None)
+        n_slots = opt.initial_slots().size
+        if (fitted is not None and type(fitted) is not type(opt)) or (
+            getattr(state.table, "ndim", 0) == 2 and state.table.shape[1] != 1 + n_slots
+        ):
+            was = type(fitted).__name__ if fitted is not None else "another optimizer"
+            raise ValueError(
+                f"optimizer {type(opt).__name__} differs from {was}, which the model was "
+                f"fitted with: its state does not carry over; set the optimizer back to "
+                f"continue training, or call fit (warm_start=False) to start over"
+            )
+        self._check_tables(state, n_features, n_outputs, n_slots)
+        if state.stamp.size != (n_features if opt.needs_stamp else 0):
+            raise ValueError(
+                f"the model was fitted {'without' if opt.needs_stamp else 'with'} weight decay "
+                f"(alpha or the optimizer's weight_decay): its state does not carry over; set "
+                f"it back to continue training, or call fit (warm_start=False) to start over"
+            )
+
+    def _check_prediction_state(self, X):
+        """The fitted tables against ``X``'s width and the fitted classes, before predicting."""
+        self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
+
+    def _weight_arrays(self, state):
+        """The weights (not the optimizer slots) of ``state``."""
+        return state.table[:, 0], state.bias[:, 0]
+
+    def _refuse_useless(self, opt, state, loss, targets, weights, check_weights=True):
+        """Raise DivergenceError if a weight left the sane range (``_safety.MAX_WEIGHT``,
+        times the largest |y| for a regressor) or if ``loss``, the last epoch's training
+        loss (None: not checked), is far worse than a constant prediction's."""
+        if check_weights:
+            bound = _safety.MAX_WEIGHT
+            if is_regressor(self):
+                scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
+                bound *= max(1.0, scale)
+            largest = max(float(np.abs(w).max(initial=0.0)) for w in self._weight_arrays(state))
+            if not largest <= bound:
+                self._useless(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
+        if loss is not None:
+            n_classes = 0 if is_regressor(self) else len(self._labels())
+            kind = self.loss if is_regressor(self) else "softmax" if n_classes > 2 else "logistic"
+            delta = float(getattr(self, "epsilon", 0.0))
+            zero = _safety.zero_model_loss(kind, targets, weights, delta, n_classes)
+
+            def constant():
+                return _safety.constant_loss(kind, targets, weights, delta)
+
+            if _safety.useless_fit(loss, len(targets), zero, constant):
+                self._useless(
+                    opt,
+                    f"the training loss ended at {loss:.4g}, far worse than a constant "
+                    f"prediction's {constant():.4g}",
+                )
+
+    def _useless(self, opt, what):
+        raise DivergenceError(
+            f"training diverged: {what}, with optimizer {type(opt).__name__} and "
+            f"learning_rate={opt.learning_rate!r}: try a smaller learning_rate, or scale the "
+            f"features"
+        )
 
     # -- hooks a model with other parameters (factorization machines) overrides -----------
     _state_type = LinearState
@@ -395,6 +504,7 @@ class _SparseLinearModel(BaseEstimator):
         """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self, "state_")
         X = self._validate_X(X, reset=False)
+        self._check_prediction_state(X)
         margins = self._decision(self.state_, X)
         return margins[:, 0] if margins.shape[1] == 1 else margins
 
@@ -420,6 +530,8 @@ class _SparseLinearModel(BaseEstimator):
         check_is_fitted(self, "state_")
         attributes = {"n_features_in_": self.n_features_in_, "n_iter_": self.n_iter_,
                       "t_": self.t_, "loss_curve_": self.loss_curve_}  # fmt: skip
+        if hasattr(self, "optimizer_"):
+            attributes["optimizer_"] = self.optimizer_
         arrays = self.state_.arrays()
         if hasattr(self, "classes_"):
             arrays["classes_"] = self.classes_
@@ -427,16 +539,35 @@ class _SparseLinearModel(BaseEstimator):
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
+        """The model a file describes, every part of it checked against the others."""
         model = cls(**params)
-        classes = arrays.pop("classes_", None)
-        if classes is not None:
-            model.classes_ = classes
-        try:
-            model.state_ = cls._state_type(**arrays)
-        except TypeError as exc:
-            raise ValueError(f"model file arrays do not fit a {cls.__name__}") from exc
+        model._validate_params()
+        opt = model._make_optimizer()
+        opt.schedule_spec()
+        attributes = _io.check_attributes(attributes, {
+            "n_features_in_": _io.COUNT, "n_iter_": _io.COUNT, "t_": _io.COUNT,
+            "loss_curve_": _io.NUMBERS,
+        }, optional={"optimizer_": _io.instance_of(Optimizer)})  # fmt: skip
+        if "optimizer_" in attributes and type(attributes["optimizer_"]) is not type(opt):
+            raise ValueError(
+                f"attribute optimizer_ is a {type(attributes['optimizer_']).__name__} but "
+                f"the parameters give a {type(opt).__name__}"
+            )
+        expected = set(cls._state_type.__dataclass_fields__)
+        if is_classifier(model):
+            expected.add("classes_")
+        if set(arrays) != expected:
+            raise ValueError(
+                f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
+            )
+        if "classes_" in arrays:
+            model.classes_ = _io.check_classes(arrays.pop("classes_"))
+        model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         for name, value in attributes.items():
             setattr(model, name, value)
+        model._check_state(model.state_, model.n_features_in_, model._n_outputs(), opt)
+        if not model._is_finite(model.state_):
+            raise ValueError("the weights are not all finite")
         return model
 
     def __sklearn_tags__(self):

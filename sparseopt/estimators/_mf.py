@@ -16,11 +16,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from .. import optim
+from .. import _io, optim
 from .._io import save_model
 from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import _rules as R
+from . import _safety
+from ._linear import DivergenceError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -318,6 +320,7 @@ class MatrixFactorization(BaseEstimator):
         return tags
 
     # -- training --------------------------------------------------------------------------
+    @_safety.unchanged_on_failure
     def fit(self, X: MatrixLike, y: None = None) -> Self:
         """Learn the factors of ``X`` from scratch.
 
@@ -326,6 +329,8 @@ class MatrixFactorization(BaseEstimator):
         X : sparse matrix of shape (n_users, n_items)
             Ratings (``loss="squared"``) or positive interaction weights; each stored entry
             is one observation (dense arrays are accepted: their nonzeros). No NaN or inf.
+            A repeated (user, item) entry is refused for ratings (SciPy would sum 3 and 4
+            into 7) and summed for the implicit losses (its weights add up).
         y : None
             Ignored.
 
@@ -340,6 +345,7 @@ class MatrixFactorization(BaseEstimator):
         rng = check_random_state(self.random_state)
         n_users, n_items = X.shape
         k = self.n_components
+        _safety.check_table_size(self._tables_nbytes(opt, per_row, n_users, n_items), "the model")
         state = {
             "user": _new_side(n_users, k, opt, rng, self.init_std, per_row),
             "item": _new_side(n_items, k, opt, rng, self.init_std, per_row),
@@ -352,9 +358,11 @@ class MatrixFactorization(BaseEstimator):
         lo, hi = float(X.data.min()), float(X.data.max())
         max_iter = self._max_iter()
         self._train(state, X, opt, per_row, max_iter, rng, mu)
+        self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
         self._set_state(state, opt, per_row, mu, (lo, hi), max_iter)
         return self
 
+    @_safety.unchanged_on_failure
     def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
         """One epoch over new interactions ``X``, keeping what was learnt.
 
@@ -383,13 +391,16 @@ class MatrixFactorization(BaseEstimator):
                 self.max_iter = max_iter
         self._validate_params()
         X = self._check_X(X)
-        opt = self.optimizer_
+        opt = self._continued_optimizer()
         per_row = self.factor_state_ == "row"
         rng = check_random_state(self.random_state)
         old = self.tables_
         clock = old["clock"].copy()
         n_users = max(X.shape[0], old["user"].n_rows)
         n_items = max(X.shape[1], old["item"].n_rows)
+        _safety.check_table_size(
+            self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old), "the model"
+        )
         t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
         k = self.n_components
         state = {
@@ -410,6 +421,7 @@ class MatrixFactorization(BaseEstimator):
         lo, hi = self.rating_range_
         lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
         self._train(state, X, opt, per_row, 1, rng, self.global_mean_)
+        self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
         self._set_state(state, opt, per_row, self.global_mean_, (lo, hi), self.n_iter_ + 1)
         return self
 
@@ -495,6 +507,64 @@ class MatrixFactorization(BaseEstimator):
         self.n_items_ = state["item"].n_rows
         self.n_features_in_ = self.n_items_
 
+    # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
+    def _tables_nbytes(self, opt, per_row, n_users, n_items, history=None) -> int:
+        """Bytes of the tables of ``n_users`` x ``n_items``, counted before allocating them."""
+        k, width = self.n_components, 1 + opt.initial_slots().size
+        history = self._user_history() if history is None else history
+        n_rows = n_users + n_items * (2 if history else 1)
+        per_row_bytes = 4 * (width + (k + 1 if per_row else k * width)) + 8
+        return n_rows * (per_row_bytes + (16 if opt.needs_stamp else 0))
+
+    def _continued_optimizer(self) -> optim.Optimizer:
+        """The optimizer of the current parameters (a new learning rate applies), if the
+        fitted state carries over to it."""
+        opt = self._resolve_optimizer()
+        fitted = self.optimizer_
+        if type(opt) is not type(fitted) or opt.needs_stamp != fitted.needs_stamp:
+            raise ValueError(
+                f"optimizer {type(opt).__name__} (weight_decay={opt.weight_decay}) differs "
+                f"from {type(fitted).__name__} (weight_decay={fitted.weight_decay}), which the "
+                f"model was fitted with: its state does not carry over; set the optimizer back "
+                f"to continue training, or call fit to start over"
+            )
+        self._check_params_match_state()
+        return opt
+
+    def _check_params_match_state(self):
+        """``n_components`` against the fitted tables, before they are read or trained."""
+        k = self.n_components
+        for name in SIDES:
+            if name in self.tables_:
+                side = self.tables_[name]
+                if self.factor_state_ == "row":
+                    shape = (side.n_rows, k + 1)
+                else:
+                    shape = (side.n_rows * k, side.bias.shape[1])
+                if side.factors.shape != shape:
+                    raise ValueError(
+                        f"n_components={k} differs from the fitted model's factors "
+                        f"({name} table of shape {side.factors.shape}): set it back, or call "
+                        f"fit to start over"
+                    )
+
+    def _refuse_useless(self, state, opt, per_row, largest_rating):
+        """Raise DivergenceError if a bias or factor left the sane range (``MAX_WEIGHT``
+        times the largest |rating|)."""
+        bound = _safety.MAX_WEIGHT * max(1.0, largest_rating)
+        for name in SIDES:
+            if name in state:
+                side = state[name]
+                weights = side.factors[:, : self.n_components] if per_row else side.factors[:, 0]
+                largest = max(np.abs(side.bias[:, 0]).max(initial=0.0),
+                              np.abs(weights).max(initial=0.0))  # fmt: skip
+                if not largest <= bound:
+                    raise DivergenceError(
+                        f"matrix factorization diverged: a {name} weight reached "
+                        f"{largest:.3g} (the limit is {bound:.3g}), with learning_rate="
+                        f"{opt.learning_rate!r}; try a smaller learning_rate"
+                    )
+
     # -- validation ------------------------------------------------------------------------
     def _n_threads(self) -> int:
         if self.n_jobs is None:
@@ -506,6 +576,9 @@ class MatrixFactorization(BaseEstimator):
         return int(self.n_jobs)
 
     def _check_X(self, X):
+        _safety.check_sparse_structure(X)
+        if self.loss == "squared":
+            _refuse_duplicates(X)
         X = check_array(
             X,
             accept_sparse="csr",
@@ -594,6 +667,7 @@ class MatrixFactorization(BaseEstimator):
     # -- the learnt model ------------------------------------------------------------------
     def _factors(self, side: str) -> np.ndarray:
         """A side's factors as a new (n_rows, n_components) float32 array."""
+        self._check_params_match_state()
         s, k = self.tables_[side], self.n_components
         if self.factor_state_ == "row":
             return s.factors[:, :k].copy()
@@ -778,42 +852,96 @@ class MatrixFactorization(BaseEstimator):
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
+        """The model a file describes, every array checked against the shapes the metadata
+        implies before any reaches a kernel."""
         model = cls(**params)
-        try:
-            sides = {
-                name: _Side(*(arrays[f"{name}_{f.name}"] for f in fields(_Side)))
-                for name in SIDES
-                if name != "history" or "history_bias" in arrays
-            }
-            seen = sp.csr_matrix(
-                (
-                    np.ones(arrays["seen_indices"].size, np.float32),
-                    arrays["seen_indices"],
-                    arrays["seen_indptr"],
-                ),
-                shape=tuple(int(v) for v in arrays["seen_shape"]),
+        model._validate_params()
+        opt = model._resolve_optimizer()
+        attributes = _io.check_attributes(attributes, {
+            "optimizer_": _io.instance_of(optim.Optimizer),
+            "global_mean_": (lambda v: _io.NUMBER[0](v) and math.isfinite(v), "a finite number"),
+            "rating_range_": (
+                lambda v: _io.NUMBERS[0](v) and len(v) == 2 and -np.inf < v[0] <= v[1] < np.inf,
+                "[lowest, highest], finite",
+            ),
+            "n_iter_": _io.COUNT,
+        }, optional={
+            "factor_state_": (lambda v: v in ("element", "row"), "'element' or 'row'"),
+        })  # fmt: skip
+        fitted = attributes["optimizer_"]
+        fitted.hyperparameters()
+        fitted.schedule_spec()
+        if type(fitted) is not type(opt):
+            raise ValueError(
+                f"attribute optimizer_ is a {type(fitted).__name__} but the parameters give a "
+                f"{type(opt).__name__}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"model file arrays do not fit a {cls.__name__}") from exc
-        k = model.n_components
         per_row = attributes.get("factor_state_", "element") == "row"
-        for name, side in sides.items():
-            n = side.n_rows
-            shape = (n, k + 1) if per_row else (n * k,)
-            if side.factors.shape[: len(shape)] != shape or side.counts.shape != (n,):
-                raise ValueError(f"model file: inconsistent {name} tables")
-        if "history" in sides and sides["history"].n_rows != sides["item"].n_rows:
-            raise ValueError("model file: inconsistent history tables")
-        state = {**sides, "clock": arrays["clock"], "seen": seen}
-        model._set_state(
-            state,
-            attributes["optimizer_"],
-            per_row,
-            float(attributes["global_mean_"]),
-            tuple(attributes["rating_range_"]),
-            int(attributes["n_iter_"]),
-        )
+        if per_row and not isinstance(fitted, optim.AdaGrad):
+            raise ValueError("factor_state_='row' needs an AdaGrad optimizer_")
+        names = [n for n in SIDES if n != "history" or "history_bias" in arrays]
+        expected = {f"{n}_{f.name}" for n in names for f in fields(_Side)}
+        expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
+        if set(arrays) != expected:
+            raise ValueError(
+                f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
+            )
+        check = _safety.check_array
+        shape = check("seen_shape", arrays["seen_shape"], (2,), np.int64).tolist()
+        n_rows = {"user": shape[0], "item": shape[1], "history": shape[1]}
+        k, width = model.n_components, 1 + fitted.initial_slots().size
+        sides = {}
+        for name in names:
+            n = n_rows[name]
+            if n < 1:
+                raise ValueError(f"seen_shape {shape} has no {name}s")
+            stamped = n if fitted.needs_stamp else 0
+            sides[name] = _Side(
+                check(f"{name}_bias", arrays[f"{name}_bias"], (n, width), np.float32),
+                check(f"{name}_factors", arrays[f"{name}_factors"],
+                      (n, k + 1) if per_row else (n * k, width), np.float32),
+                check(f"{name}_stamp", arrays[f"{name}_stamp"], (stamped,), np.float64),
+                check(f"{name}_mark", arrays[f"{name}_mark"], (stamped,), np.float64),
+                check(f"{name}_counts", arrays[f"{name}_counts"], (n,), np.int64),
+            )  # fmt: skip
+        indptr = check("seen_indptr", arrays["seen_indptr"], None, (np.int32, np.int64))
+        indices = check("seen_indices", arrays["seen_indices"], None, (np.int32, np.int64))
+        if indptr.ndim != 1 or indices.ndim != 1 or indptr.shape[0] != shape[0] + 1:
+            raise ValueError(f"seen_indptr and seen_indices do not fit seen_shape {shape}")
+        data = np.ones(indices.size, np.float32)
+        seen = sp.csr_matrix((data, indices, indptr), shape=tuple(shape))
+        _safety.check_sparse_structure(seen)
+        if seen.nnz != indices.size or not seen.has_canonical_format:
+            raise ValueError("seen_indices are not sorted and distinct within each user")
+        if not all(np.isfinite(a).all() for v in sides.values() for a in (v.bias, v.factors)):
+            raise ValueError("the weights are not all finite")
+        item_counts = np.bincount(indices, minlength=shape[1])
+        if not np.array_equal(sides["user"].counts, np.diff(indptr)) or any(
+            not np.array_equal(sides[n].counts, item_counts) for n in names[1:]
+        ):
+            raise ValueError("the tables' counts do not match the seen interactions")
+        state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
+                 "seen": seen}  # fmt: skip
+        mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
+        model._set_state(state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
         return model
+
+
+def _refuse_duplicates(X):
+    """Ratings hold one value per (user, item): refuse repeated entries, which would be
+    summed (3 and 4 becoming 7)."""
+    if not sp.issparse(X) or X.format not in ("coo", "csr", "csc"):
+        return
+    if X.format != "coo" and X.has_canonical_format:
+        return
+    canonical = X.tocsr() if X.format == "coo" else X.copy()
+    canonical.sum_duplicates()
+    if canonical.nnz != X.nnz:
+        raise ValueError(
+            f"X repeats {X.nnz - canonical.nnz} (user, item) entries: with loss='squared' each "
+            f"pair holds one rating (repeats would be summed); keep one rating per pair (the "
+            f"latest, or their mean) before fitting"
+        )
 
 
 def _resize(m, shape):

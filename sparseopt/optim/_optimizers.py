@@ -133,6 +133,7 @@ class Optimizer(BaseEstimator):
         On bad input a ValueError is raised and params and state are left unchanged.
         """
         params = _check_params(params, state)
+        self._check_state(state, params.size)
         indices = np.asarray(indices)
         grads = np.asarray(grads)
         if indices.ndim != 1 or grads.ndim != 1 or indices.shape != grads.shape:
@@ -168,6 +169,7 @@ class Optimizer(BaseEstimator):
     def catch_up(self, params, state: OptimizerState) -> None:
         """Apply every pending zero-gradient step: params then equal the dense optimizer's."""
         params = _check_params(params, state)
+        self._check_state(state, params.size)
         R.catch_up_all(self._rule)(
             self.hyperparameters(),
             self.schedule_spec(),
@@ -177,6 +179,32 @@ class Optimizer(BaseEstimator):
             state.stamp,
             state.mark,
         )
+
+    def _check_state(self, state: OptimizerState, n_params: int) -> None:
+        """Raise ValueError unless ``state`` has the arrays this optimizer's rule indexes for
+        ``n_params`` coordinates (the compiled rules do not check bounds)."""
+        stamped = n_params if self.needs_stamp else 0
+        expected = {
+            "slots": ((n_params, self.initial_slots().size), state.slots.dtype),
+            "stamp": ((stamped,), np.float64),
+            "mark": ((stamped,), np.float64),
+            "clock": ((R.CLOCK_SIZE,), np.float64),
+            "scratch": ((n_params,), np.float64),
+        }
+        for name, (shape, dtype) in expected.items():
+            value = getattr(state, name)
+            if (
+                not isinstance(value, np.ndarray)
+                or value.shape != shape
+                or value.dtype != dtype
+                or not value.flags.c_contiguous
+            ):
+                raise ValueError(
+                    f"state.{name} has shape {getattr(value, 'shape', None)} "
+                    f"({getattr(value, 'dtype', type(value).__name__)}), but "
+                    f"{type(self).__name__}(weight_decay={self.weight_decay}) needs {shape} "
+                    f"({np.dtype(dtype).name}): call init(params) for this optimizer"
+                )
 
 
 def _check_params(params, state: OptimizerState | None = None) -> np.ndarray:

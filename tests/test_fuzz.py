@@ -1,0 +1,324 @@
+"""Property tests (Hypothesis): random sparse inputs and random edits of model files.
+
+Each estimator meets 1,000 random CSR matrices (random shapes, int32 or int64 indices,
+repeated and unsorted columns, empty rows, extreme and non-finite values, sometimes index
+arrays that contradict the shape) through ``fit``, ``partial_fit`` and ``predict``, and
+1,000 random edits of a saved model file (bytes flipped, inserted or cut, or the metadata
+and arrays edited with their checksums recomputed) through ``load`` and ``predict``. Every
+call must end in a ValueError or a right answer: predictions of the right shape, and a file
+that loads holds exactly the saved model (so it predicts what the saved model did). A failed
+``partial_fit`` leaves the model as it was. The models keep one dtype and one optimizer, so
+the fuzzing reuses the kernels other tests compile; the crash-prone cases also run in child
+processes in ``test_safety.py``.
+"""
+
+import copy
+import functools
+import hashlib
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sparseopt
+from sparseopt import (
+    FFMClassifier,
+    FMClassifier,
+    MatrixFactorization,
+    SparseLinearRegression,
+    SparseLogisticRegression,
+)
+
+N_CASES = 1000
+FUZZ = settings(
+    max_examples=N_CASES,
+    deadline=None,
+    derandomize=True,  # the same cases on every run: CI stays reproducible
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,
+)
+WIDTH = 12
+VALUES = [0.0, 1.0, -1.0, 0.5, 3.0, 1e-30, -1e-30, 1e6, -1e6, 1e30, 3e38, 1e300, -1e300]
+FIELDS = np.arange(WIDTH, dtype=np.int32) % 3
+
+
+def base_problem(classifier: bool):
+    rng = np.random.default_rng(0)
+    X = sp.random(200, WIDTH, density=0.3, format="csr", random_state=0)
+    margins = X @ rng.normal(size=WIDTH)
+    return X, ((margins > np.median(margins)).astype(int) if classifier else margins)
+
+
+MODELS = {
+    "lr": (lambda: SparseLogisticRegression(max_iter=2, random_state=0), True),
+    "linreg": (lambda: SparseLinearRegression(max_iter=2, random_state=0), False),
+    "fm": (lambda: FMClassifier(n_components=4, max_iter=2, random_state=0), True),
+    "ffm": (lambda: FFMClassifier(fields=FIELDS, max_iter=2, random_state=0), True),
+}
+
+
+class Fitted(tuple):
+    """(name, fitted model, its training X, y, its predictions, its saved file's bytes)."""
+
+    def __repr__(self):
+        return f"Fitted({self[0]})"
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fitted(request, tmp_path_factory):
+    make, classifier = MODELS[request.param]
+    X, y = base_problem(classifier)
+    model = make().fit(X, y)
+    path = tmp_path_factory.mktemp("fuzz") / f"{request.param}.npz"
+    model.save(path)
+    return Fitted((request.param, model, X, y, model.predict(X), path.read_bytes()))
+
+
+@st.composite
+def csr_inputs(draw, width=None):
+    """(X, labels, targets): a CSR matrix from random (row, column, value) triples."""
+    n_rows = draw(st.integers(0, 12))
+    n_cols = width if width is not None else draw(st.integers(1, 20))
+    nnz = draw(st.integers(0, 40)) if n_rows else 0
+    rows = np.array(draw(st.lists(st.integers(0, max(n_rows - 1, 0)), min_size=nnz,
+                                  max_size=nnz)), dtype=np.int64)  # fmt: skip
+    cols = draw(st.lists(st.integers(0, n_cols - 1), min_size=nnz, max_size=nnz))
+    extreme = st.sampled_from(VALUES + [np.nan, np.inf, -np.inf])
+    finite = draw(st.booleans())
+    data = draw(st.lists(st.sampled_from(VALUES) if finite else extreme, min_size=nnz,
+                         max_size=nnz))  # fmt: skip
+    order = np.argsort(rows, kind="stable")  # CSR by rows; columns unsorted and repeated
+    indptr = np.searchsorted(rows[order], np.arange(n_rows + 1))
+    dtype = draw(st.sampled_from([np.int32, np.int64]))
+    X = sp.csr_matrix(
+        (np.array(data, float)[order], np.array(cols, dtype)[order], indptr.astype(dtype)),
+        shape=(n_rows, n_cols),
+    )
+    if draw(st.integers(0, 9)) == 0 and nnz:  # an index array that contradicts the shape
+        bad = draw(st.sampled_from([-1, n_cols, 2**31 - 1, 2**40]))
+        if X.indices.dtype == np.int32 and bad == 2**40:
+            bad = -(2**31)
+        X.indices[draw(st.integers(0, nnz - 1))] = bad
+    labels = np.array(draw(st.lists(st.integers(0, 1), min_size=n_rows, max_size=n_rows)))
+    targets = np.array(draw(st.lists(st.sampled_from(VALUES), min_size=n_rows,
+                                     max_size=n_rows)))  # fmt: skip
+    return X, labels, targets
+
+
+def refused_or(call):
+    """``call()``, or None when it raises a ValueError (with a message)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return call()
+    except ValueError as exc:
+        assert str(exc)
+        return None
+
+
+@FUZZ
+@given(data=st.data())
+def test_random_inputs_to_fit_partial_fit_and_predict(fitted, data):
+    name, model, X0, y0, expected, _ = fitted
+    same_width = data.draw(st.booleans())
+    X, labels, targets = data.draw(csr_inputs(WIDTH if same_width else None))
+    y = labels if MODELS[name][1] else targets
+    out = refused_or(lambda: model.predict(X))
+    assert out is None or out.shape == (X.shape[0],)
+    trained = copy.deepcopy(model)
+    if refused_or(lambda: trained.partial_fit(X, y)) is None:  # the model is as it was
+        assert trained.n_features_in_ == model.n_features_in_
+        for key, value in model.state_.arrays().items():
+            np.testing.assert_array_equal(getattr(trained.state_, key), value)
+    fresh = MODELS[name][0]()
+    if refused_or(lambda: fresh.fit(X, y)) is not None:
+        out = refused_or(lambda: fresh.predict(X))
+        assert out is not None and out.shape == (X.shape[0],)
+
+
+def _edited_file(blob: bytes, edits) -> bytes:
+    out = bytearray(blob)
+    for kind, position, value in edits:
+        i = position % max(len(out), 1)
+        if kind == "flip" and out:
+            out[i] ^= value or 1
+        elif kind == "insert" or not out:
+            out[i:i] = bytes([value])
+        else:  # cut
+            del out[i:]
+    return bytes(out)
+
+
+@FUZZ
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "flip", "flip", "insert", "cut"]),
+            st.integers(0, 2**20),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_random_byte_edits_of_a_model_file(fitted, tmp_path_factory, edits):
+    name, blob = fitted[0], fitted[5]
+    path = tmp_path_factory.getbasetemp() / f"edited-{name}.npz"
+    path.write_bytes(_edited_file(blob, edits))
+    loaded = refused_or(lambda: sparseopt.load(path))
+    if loaded is not None:
+        assert_same_model(loaded, fitted[1])
+
+
+def assert_same_model(loaded, model):
+    """``loaded`` holds what ``model`` does (so it predicts the same, kernel for kernel)."""
+    assert loaded.n_features_in_ == model.n_features_in_
+    np.testing.assert_array_equal(getattr(loaded, "classes_", 0), getattr(model, "classes_", 0))
+    for key, value in model.state_.arrays().items():
+        np.testing.assert_array_equal(getattr(loaded.state_, key), value)
+
+
+def _json_values():
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
+        st.text(max_size=8), st.sampled_from(["AdaGrad", "Adam", "class", "ndarray", "dict"]),
+    )  # fmt: skip
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.dictionaries(
+                st.sampled_from(["class", "params", "ndarray", "dtype", "dict", "x"]),
+                inner,
+                max_size=3,
+            ),
+        ),
+        max_leaves=6,
+    )
+
+
+def _paths(tree, prefix=()):
+    """Every path (tuple of keys and indices) into a JSON tree."""
+    yield prefix
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _paths(v, (*prefix, i))
+
+
+@functools.cache
+def _saved_arrays(blob: bytes) -> dict:
+    with np.load(io.BytesIO(blob)) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _rewritten(saved: dict, meta_edit, array_edit) -> bytes:
+    """A model file's ``saved`` arrays, its metadata and arrays edited and every checksum
+    recomputed."""
+    arrays = dict(saved)
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    arrays.pop("__meta_sha256__")
+    array_edit(arrays)
+    meta["sha256"] = {
+        k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in arrays.items()
+    }
+    meta = meta_edit(meta)
+    text = json.dumps(meta).encode()
+    digest = np.frombuffer(hashlib.sha256(text).hexdigest().encode(), np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **arrays, __meta__=np.frombuffer(text, np.uint8), __meta_sha256__=digest)
+    return out.getvalue()
+
+
+@settings(FUZZ, max_examples=N_CASES // 2)  # on top of the 1,000 byte edits
+@given(data=st.data())
+def test_random_edits_of_metadata_and_arrays_with_checksums_recomputed(
+    fitted, tmp_path_factory, data
+):
+    """What a deliberate editor could write: only the shape checks stand in the way."""
+    name, blob = fitted[0], fitted[5]
+    saved = _saved_arrays(blob)
+    meta = json.loads(saved["__meta__"].tobytes())
+    names = sorted(k for k in saved if not k.startswith("__"))
+    paths = [p for p in _paths(meta) if p[:1] != ("sha256",)]
+    where = data.draw(st.sampled_from(paths))
+    action = data.draw(st.sampled_from(["replace", "delete"]))
+    value = data.draw(_json_values())
+
+    def meta_edit(tree):
+        if not where:
+            return value if action == "replace" else {}
+        node = tree
+        for key in where[:-1]:
+            node = node[key]
+        if action == "delete" and isinstance(node, dict):
+            del node[where[-1]]
+        else:
+            node[where[-1]] = value
+        return tree
+
+    target = data.draw(st.sampled_from([None, *names]))
+    how = data.draw(st.sampled_from(["drop", "shorter", "longer", "ravel", "T", "f4", "i8", "u1"]))
+
+    def array_edit(arrays):
+        if target is None:
+            return
+        a = arrays[target]
+        arrays[target] = {
+            "drop": None,
+            "shorter": a[:-1],
+            "longer": np.concatenate([a, a[:1]]) if a.ndim else a,
+            "ravel": a.ravel(),
+            "T": a.T.copy(),
+            "f4": a.astype(np.float32),
+            "i8": a.astype(np.int64) if a.dtype.kind in "iu" else a.astype(np.float32),
+            "u1": a.astype(np.uint8) if a.dtype.kind in "iu" else a.astype(">f8"),
+        }[how]
+        if arrays[target] is None:
+            del arrays[target]
+
+    edits = data.draw(st.sampled_from(["meta", "array", "both"]))
+    path = tmp_path_factory.getbasetemp() / f"rewritten-{name}.npz"
+    path.write_bytes(
+        _rewritten(
+            saved,
+            meta_edit if edits != "array" else (lambda tree: tree),
+            array_edit if edits != "meta" else (lambda arrays: None),
+        )
+    )
+    loaded = refused_or(lambda: sparseopt.load(path))
+    if loaded is not None:
+        assert_same_model(loaded, fitted[1])
+
+
+# -- matrix factorization ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mf():
+    rng = np.random.default_rng(0)
+    X = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    X.data = rng.integers(1, 6, X.nnz).astype(np.float64)
+    return MatrixFactorization(n_components=4, max_iter=2, random_state=0).fit(X)
+
+
+@FUZZ
+@given(inputs=csr_inputs(), users=st.lists(st.integers(-3, 40), max_size=5))
+def test_matrix_factorization_random_inputs(mf, inputs, users):
+    X, _, _ = inputs
+    X.data = np.abs(X.data)
+    items = [u % 25 - 2 for u in users]
+    expected = mf.predict(np.arange(10), np.arange(10))
+    out = refused_or(lambda: mf.predict(users, items))
+    assert out is None or out.shape == (len(users),)
+    trained = copy.deepcopy(mf)
+    if refused_or(lambda: trained.partial_fit(X)) is None:
+        np.testing.assert_array_equal(trained.predict(np.arange(10), np.arange(10)), expected)
+    fresh = MatrixFactorization(n_components=4, max_iter=1, random_state=0)
+    if refused_or(lambda: fresh.fit(X)) is not None:
+        assert fresh.predict([0], [0]).shape == (1,)
