@@ -536,3 +536,20 @@ def test_user_history_other_losses(loss):
                              factor_state="element", random_state=0).fit(X)  # fmt: skip
     assert np.isfinite(mf.user_factors_).all()
     assert not np.allclose(mf.history_factors_, mf.history_factors_[0])
+
+
+@pytest.mark.parametrize(("optimizer", "rate", "why"), [
+    ("sgd", 2.0, "non-finite"),  # the loss overflows
+    ("adagrad", 5.0, "far worse than predicting the mean rating"),  # finite but absurd
+])  # fmt: skip
+def test_absurd_learning_rate_raises_divergence_error(optimizer, rate, why):
+    from sparseopt import DivergenceError
+
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 200, density=0.1, format="csr", random_state=0)
+    X.data[:] = rng.integers(1, 6, X.nnz)
+    mf = MatrixFactorization(optimizer=optimizer, learning_rate=rate, max_iter=3, random_state=0)
+    with pytest.raises(DivergenceError, match=why) as raised:
+        mf.fit(X)
+    assert f"learning_rate={rate!r}" in str(raised.value)
+    assert not hasattr(mf, "tables_")  # the failed fit left nothing behind

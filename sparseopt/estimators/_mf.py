@@ -473,7 +473,7 @@ class MatrixFactorization(BaseEstimator):
                                                  spec, state["clock"])  # fmt: skip
             seconds = time.perf_counter() - start - (compile_seconds() - compiling)
             if status != K.OK or not math.isfinite(total):
-                raise ValueError(
+                raise DivergenceError(
                     f"matrix factorization diverged in epoch {epoch + 1} (non-finite "
                     f"{'learning rate' if status == K.BAD_STEP else 'loss'}): "
                     f"learning_rate={opt.learning_rate!r} is too large for these "
@@ -484,13 +484,25 @@ class MatrixFactorization(BaseEstimator):
                     f"epoch {epoch + 1}/{n_epochs}: mean loss {total / max(coo.nnz, 1):.5f} "
                     f"({seconds:.3f} s, compiling not counted)"
                 )
+        if self.loss == "squared" and n_epochs:
+            # as the other estimators: a last epoch far worse than predicting the mean rating
+            ratings = data[2].astype(np.float64)
+            loss = total / max(coo.nnz, 1)
+            constant = _safety.constant_loss("squared", ratings, 1.0)
+            start_loss = _safety.zero_model_loss("squared", ratings - mu, 1.0)
+            if _safety.useless_fit(loss, coo.nnz, start_loss, constant):
+                raise DivergenceError(
+                    f"matrix factorization diverged: the training loss ended at {loss:.4g}, "
+                    f"far worse than predicting the mean rating ({constant:.4g}), with "
+                    f"learning_rate={opt.learning_rate!r}; try a smaller learning_rate"
+                )
         for side in (user, item, history):
             if side[2].size:  # stamps: the rule has pending steps
                 with compile_notice(what, self.verbose):
                     catch_up = K.mf_catch_up(opt._rule, bool(per_row))
                     catch_up(hp, spec, state["clock"], side, self.n_components)
             if not (np.isfinite(side[0][:, 0]).all() and np.isfinite(side[1][:, 0]).all()):
-                raise ValueError(
+                raise DivergenceError(
                     f"matrix factorization diverged (non-finite weights): "
                     f"learning_rate={opt.learning_rate!r} is too large; try a smaller "
                     f"learning_rate"
