@@ -133,6 +133,11 @@ class _FactorizationMachine(_SparseLinearModel):
             return isinstance(self._make_optimizer(), AdaGrad)
         return self.factor_state == "row"
 
+    def _fields_of(self, X):
+        """The field of each column of X (the fields a FieldHasher's output carries, for
+        ``fields="auto"``)."""
+        return self._fields(X.shape[1], getattr(X, "column_fields", None))
+
     def _fields(self, n_features, carried=None):
         """int32 field of each column for an FFM, empty for an FM (``carried``: the fields
         X brought, its attribute ``column_fields``)."""
@@ -147,7 +152,7 @@ class _FactorizationMachine(_SparseLinearModel):
 
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
-        fields = self._fields(X.shape[1], getattr(X, "column_fields", None))
+        fields = self._fields_of(X)
         seed = self.random_state
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
@@ -179,7 +184,7 @@ class _FactorizationMachine(_SparseLinearModel):
     # -- checks at the kernels' boundary ---------------------------------------------------
     def _state_nbytes(self, opt, X, n_outputs):
         n, k = X.shape[1], self.n_components
-        fields = self._fields(n)
+        fields = self._fields_of(X)
         F = int(fields.max()) + 1 if fields.size else 1
         per_vector = k + 1 if self._per_row() else k * (1 + opt.initial_slots().size)
         return super()._state_nbytes(opt, X, n_outputs) + n * F * per_vector * X.dtype.itemsize
