@@ -640,11 +640,21 @@ _COMMON_DOC = """
     fit_intercept : bool, default=True
     batch_size : int, default=1
         Rows per optimizer step; 1 is pure online learning.
-    max_iter : int, default=10
-        Epochs.
+    max_iter : "auto" or int, default="auto"
+        Epochs. ``"auto"``: as many as help, decided by the data. The last
+        ``validation_fraction`` of the rows (in the order given: the most recent, in a log)
+        is held out; epochs run over the others until the held-out loss has not improved by
+        ``tol`` for ``n_iter_no_change`` epochs (at most 100); the state of the best epoch is
+        kept, and then learns the held-out rows once, in order. With one best epoch, as on
+        large or time-ordered click logs, that is exactly one epoch over all the rows; sets
+        that want more get more. Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
+        cross-validation): Criteo head logloss 0.4598 against 0.4596 for the best fixed
+        epoch count (one) and 0.4970 for 10 epochs, Vowpal Wabbit 0.4624; Avazu head 0.4200
+        (best, 3 epochs: 0.4190); a9a 0.3239 (the exact optimum 0.3242). An integer: that many
+        epochs, fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
-        Stop when the epoch's loss (training, or validation with early stopping) has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs.
+        Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
+        stopping) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     shuffle : bool, default=False
         Reshuffle the rows before each epoch. By default rows are taken in the order given,
         as online click-prediction learners (Vowpal Wabbit) take them: in a time-ordered log
@@ -652,7 +662,12 @@ _COMMON_DOC = """
         head, one epoch: AUC 0.722 in file order, 0.717 shuffled). Shuffle data sorted by
         label or by any other key unrelated to time.
     early_stopping : bool, default=False
+        Hold out a random, stratified ``validation_fraction`` of the rows, never trained
+        on; stop on their loss (``tol``, ``n_iter_no_change``) and keep the state of the
+        epoch where it was lowest. ``max_iter="auto"`` alone learns the held-out rows too,
+        and is the better default (Criteo head: 0.4598 against 0.4628).
     validation_fraction : float, default=0.1
+        Share of the rows held out by ``max_iter="auto"`` and ``early_stopping``.
     n_iter_no_change : int, default=2
     warm_start : bool, default=False
     n_jobs : int or None, default=None
@@ -690,9 +705,12 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
     state_ : LinearState
         Weights and optimizer state (resumable).
     n_iter_, t_ : int
-        Epochs run and optimizer steps taken.
+        Epochs run (with held-out rows: up to the best epoch, whose state was kept) and
+        optimizer steps taken.
     loss_curve_ : list of float
         Mean training loss of each epoch (each row scored before its update).
+    validation_scores_ : list of float
+        Held-out loss after each epoch run (``max_iter="auto"`` or ``early_stopping``).
 
     Examples
     --------
