@@ -546,7 +546,10 @@ class _SparseLinearModel(BaseEstimator):
         )
 
     def _validation_loss(self, state, X, y, w):
-        return self._loss_from_margins(self._decision(state, X), y, w)
+        margins = self._decision(state, X)
+        if not np.isfinite(margins).all():  # diverged: no loss to compare
+            self._diverged(self._make_optimizer())
+        return self._loss_from_margins(margins, y, w)
 
     # -- prediction ------------------------------------------------------------------------
     def _margins(self, X):
