@@ -9,12 +9,13 @@ it out, and logloss and AUC computed once over all rows. Features from ``read_cr
 ``read_avazu``: every field hashed as a (field, value) pair into 2^20 columns (Criteo's counts
 x > 2 as floor(ln(x)^2), ANCHORS.md). a9a: train on ``a9a``, score on ``a9a.t``.
 
-For each set and model (``SparseLogisticRegression``, ``FMClassifier``): the defaults, the
-same with ``early_stopping=True``, fixed epoch counts 1, 2, 3, 5 and 10 (``max_iter=n,
-tol=None``; the hindsight best of these is starred), and for logistic regression Vowpal
-Wabbit with its defaults, one pass, on the same columns (bench_linear's ``run_vw``). The last
-columns hold the targets of issue 19: defaults minus VW (at most +0.001) and defaults minus
-the hindsight best (at most +0.003).
+For each set and model (``SparseLogisticRegression``, ``FMClassifier``, and
+``FFMClassifier`` on the readers' field-aware layout in 2^16 columns, a9a's 123 columns each
+its own field): the defaults, the same with ``early_stopping=True``, fixed epoch counts 1, 2,
+3, 5 and 10 (``max_iter=n, tol=None``; the hindsight best of these is starred), and for
+logistic regression Vowpal Wabbit with its defaults, one pass, on the same columns
+(bench_linear's ``run_vw``). The last columns hold the targets of issue 19: defaults minus VW
+(at most +0.001) and defaults minus the model's own hindsight best (at most +0.003).
 """
 
 from __future__ import annotations
@@ -32,21 +33,25 @@ from sklearn.datasets import load_svmlight_file
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import KFold
 
-from sparseopt import FMClassifier, SparseLogisticRegression
-from sparseopt.datasets import read_avazu, read_criteo
+from sparseopt import FFMClassifier, FMClassifier, SparseLogisticRegression
+from sparseopt.datasets import column_fields, read_avazu, read_criteo
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EPOCHS = (1, 2, 3, 5, 10)
+FFM_BITS = 16  # a vector per field and column: 39 x 2^16 x 4 floats for Criteo
 
 
-def load(name, root):
-    """(X, y, splits): splits lists (train rows, test rows) pairs."""
+def load(name, root, field_aware=False):
+    """(X, y, splits, fields): splits lists (train rows, test rows) pairs, or None for
+    cross-validation; with ``field_aware``, the readers' field-aware layout in 2^FFM_BITS
+    columns and the field of each column (a9a: None, a field per column)."""
     if name == "a9a":
         X, y = load_svmlight_file(root / "libsvm" / "a9a", n_features=123)
         X_test, y_test = load_svmlight_file(root / "libsvm" / "a9a.t", n_features=123)
         n = X.shape[0]
         X, y = sp.vstack([X, X_test]).tocsr(), np.concatenate([y, y_test])
-        return X, (y > 0).astype(np.float64), [(np.arange(n), np.arange(n, X.shape[0]))]
+        splits = [(np.arange(n), np.arange(n, X.shape[0]))]
+        return X, (y > 0).astype(np.float64), splits, None
     read, stem, ext = {
         "criteo": (read_criteo, "criteo/criteo_wideresdnn", "txt"),
         "avazu": (read_avazu, "avazu/avazu_wideresdnn", "csv"),
@@ -62,10 +67,11 @@ def load(name, root):
                 tmp.write(header + path.read_text())
                 tmp.flush()
                 path = tmp.name
-            parts.append(read(path).read())
+            reader = read(path, n_bits=FFM_BITS if field_aware else 20, field_aware=field_aware)
+            parts.append(reader.read())
     X = sp.vstack([p[0] for p in parts]).tocsr()
     y = np.concatenate([p[1] for p in parts])
-    return X, y, None
+    return X, y, None, column_fields(FFM_BITS, reader.n_fields) if field_aware else None
 
 
 def sparseopt_runner(model):
@@ -120,18 +126,19 @@ def main():
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--sets", nargs="+", default=["criteo", "avazu", "a9a"])
-    parser.add_argument("--models", nargs="+", default=["lr", "fm"])
+    parser.add_argument("--models", nargs="+", default=["lr", "fm", "ffm"])
     args = parser.parse_args()
     root = Path(args.data)
     models = {
         "lr": ("SparseLogisticRegression", SparseLogisticRegression(random_state=0)),
         "fm": ("FMClassifier", FMClassifier(random_state=0)),
+        "ffm": ("FFMClassifier", FFMClassifier(random_state=0)),
     }
     print("| set | model | fit | logloss | AUC | minus VW | minus best |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     start = time.perf_counter()
     for name in args.sets:
-        X, y, splits = load(name, root)
+        X, y, splits, _ = load(name, root)
         if splits is None:
             splits = list(KFold(args.folds).split(X))
         vw = None
@@ -142,11 +149,17 @@ def main():
                 print(f"| {name} | Vowpal Wabbit | skipped: not installed | | | | |")
         for key in args.models:
             label, model = models[key]
-            fixed = evaluate(X, y, splits, epochs_runner(model, EPOCHS))
+            data = X, y, splits
+            if key == "ffm":
+                X_ffm, _, _, fields = load(name, root, field_aware=True)
+                data = X_ffm, y, splits
+                model = clone(model).set_params(fields=fields)
+                label = f"{label} (2^{FFM_BITS} columns)" if fields is not None else label
+            fixed = evaluate(*data, epochs_runner(model, EPOCHS))
             best = min(fixed, key=lambda e: fixed[e][0])
-            rows = {"defaults": evaluate(X, y, splits, sparseopt_runner(model))}
+            rows = {"defaults": evaluate(*data, sparseopt_runner(model))}
             rows["early_stopping=True"] = evaluate(
-                X, y, splits, sparseopt_runner(clone(model).set_params(early_stopping=True))
+                *data, sparseopt_runner(clone(model).set_params(early_stopping=True))
             )
             rows.update({f"{e} epochs{' *' if e == best else ''}": fixed[e] for e in EPOCHS})
             if key == "lr" and vw is not None:
