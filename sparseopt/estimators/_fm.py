@@ -333,8 +333,8 @@ _FM_DOC = """
         Epochs. ``"auto"``: as many as help, decided on the last ``validation_fraction`` of
         the rows, held out until the best epoch is found, then learned once (see the linear
         estimators). Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
-        cross-validation, FMClassifier): Criteo head logloss 0.4599 against 0.4596 for the
-        best fixed epoch count (one) and 0.5 for 10 epochs; Avazu head 0.4191 (best, 2
+        cross-validation, FMClassifier): Criteo head logloss 0.4599 against 0.4595 for the
+        best fixed epoch count (one) and 0.5449 for 10 epochs; Avazu head 0.4191 (best, 2
         epochs: 0.4191); a9a 0.3214 (best, 10 epochs: 0.3212). An integer: that many epochs,
         fewer if ``tol`` stops them.
     tol : float or None, default=1e-4

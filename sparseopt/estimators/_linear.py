@@ -653,8 +653,10 @@ _COMMON_DOC = """
         that want more get more. Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
         cross-validation): Criteo head logloss 0.4598 against 0.4596 for the best fixed
         epoch count (one) and 0.4970 for 10 epochs, Vowpal Wabbit 0.4624; Avazu head 0.4200
-        (best, 3 epochs: 0.4190); a9a 0.3239 (the exact optimum 0.3242). An integer: that many
-        epochs, fewer if ``tol`` stops them.
+        (best, 3 epochs: 0.4190); a9a 0.3239 (the exact optimum 0.3242). It costs the epochs
+        run after the best (``n_iter_no_change``) and a copy of the model while they run; set
+        an integer to skip both, e.g. ``max_iter=1`` for a log too large to pass over twice.
+        An integer: that many epochs, fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
         Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
         stopping) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
