@@ -564,7 +564,9 @@ def fit(
 ):  # fmt: skip
     """Train ``estimator`` data-parallel on the Dask cluster holding ``X``'s blocks.
 
-    Each of ``estimator.max_iter`` epochs runs in rounds: every worker trains ``merge_every``
+    Each of ``estimator.max_iter`` epochs (one for ``max_iter="auto"``: no rows are held out
+    here to decide more, and on click logs one pass is what held-out rows pick) runs in
+    rounds: every worker trains ``merge_every``
     minibatches of its own blocks from the current model, then the models merge (see the
     module docstring). A task that fails is retried ``retries`` times; a round whose worker
     leaves is run again from its start on the blocks' new holders (recomputed by Dask from
@@ -634,7 +636,7 @@ def fit(
     curve, best, stale = [], np.inf, 0
     run = _Run(client, estimator, xs, ys, sizes, classes, batch_size, retries)
     try:
-        for epoch in range(estimator.max_iter):
+        for epoch in range(1 if estimator.max_iter == "auto" else estimator.max_iter):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
             while (cursors < sizes).any():
                 replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)

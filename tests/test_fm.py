@@ -192,9 +192,9 @@ def test_lazy_rules_with_decay_and_float32():
 def test_minibatches_and_deterministic_seeds():
     X = sparse_rows(300, 20, density=0.2)
     y = (np.asarray(X.sum(axis=1)).ravel() > 0).astype(int)
-    a = FMClassifier(batch_size=16, random_state=3).fit(X, y)
-    b = FMClassifier(batch_size=16, random_state=3).fit(X, y)
-    c = FMClassifier(batch_size=16, random_state=4).fit(X, y)
+    a = FMClassifier(batch_size=16, max_iter=10, random_state=3).fit(X, y)
+    b = FMClassifier(batch_size=16, max_iter=10, random_state=3).fit(X, y)
+    c = FMClassifier(batch_size=16, max_iter=10, random_state=4).fit(X, y)
     np.testing.assert_array_equal(a.factors_, b.factors_)
     assert not np.array_equal(a.factors_, c.factors_)
     assert a.t_ == a.n_iter_ * -(-300 // 16)

@@ -334,16 +334,25 @@ _FM_DOC = """
     fit_intercept : bool, default=True
     batch_size : int, default=1
         Rows per optimizer step; 1 is pure online learning.
-    max_iter : int, default=10
-        Epochs.
+    max_iter : "auto" or int, default="auto"
+        Epochs. ``"auto"``: as many as help, decided on the last ``validation_fraction`` of
+        the rows, held out until the best epoch is found, then learned once (see the linear
+        estimators). Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
+        cross-validation, FMClassifier): Criteo head logloss 0.4599 against 0.4595 for the
+        best fixed epoch count (one) and 0.5449 for 10 epochs; Avazu head 0.4191 (best, 2
+        epochs: 0.4191); a9a 0.3214 (best, 10 epochs: 0.3212). An integer: that many epochs,
+        fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
-        Stop when the epoch's loss (training, or validation with early stopping) has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs.
+        Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
+        stopping) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     shuffle : bool, default=False
         Reshuffle the rows before each epoch; by default rows are taken in the order given
         (see the linear estimators).
     early_stopping : bool, default=False
+        Hold out a random, stratified ``validation_fraction`` of the rows, never trained
+        on; stop on their loss and keep the state of the epoch where it was lowest.
     validation_fraction : float, default=0.1
+        Share of the rows held out by ``max_iter="auto"`` and ``early_stopping``.
     n_iter_no_change : int, default=2
     warm_start : bool, default=False
     n_jobs : int or None, default=None
@@ -380,9 +389,12 @@ _FM_ATTRIBUTES = """
     state_ : FMState
         Weights, factors and optimizer state (resumable).
     n_iter_, t_ : int
-        Epochs run and optimizer steps taken.
+        Epochs run (with held-out rows: up to the best epoch, whose state was kept) and
+        optimizer steps taken.
     loss_curve_ : list of float
         Mean training loss of each epoch (each row scored before its update).
+    validation_scores_ : list of float
+        Held-out loss after each epoch run (``max_iter="auto"`` or ``early_stopping``).
 
     References
     ----------
@@ -437,7 +449,7 @@ class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
-        max_iter=10,
+        max_iter="auto",
         tol=1e-4,
         shuffle=False,
         early_stopping=False,
@@ -538,7 +550,7 @@ class FMRegressor(_FactorizationMachine, SparseLinearRegression):
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
-        max_iter=10,
+        max_iter="auto",
         tol=1e-4,
         shuffle=False,
         early_stopping=False,
@@ -642,7 +654,7 @@ class FFMClassifier(FMClassifier):
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
-        max_iter=10,
+        max_iter="auto",
         tol=1e-4,
         shuffle=False,
         early_stopping=False,

@@ -49,6 +49,10 @@ DEFAULT_LEARNING_RATE = {
 }
 
 
+# max_iter="auto": the most epochs tried before the held-out rows have stopped improving
+AUTO_MAX_ITER = 100
+
+
 class DivergenceError(ValueError):
     """Training produced non-finite or absurd values (weights beyond any sane range, a loss
     far worse than a constant prediction): the learning rate is too large for the data."""
@@ -131,7 +135,7 @@ class _SparseLinearModel(BaseEstimator):
         "l1": [Interval(Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "shuffle": ["boolean"],
         "early_stopping": ["boolean"],
@@ -214,7 +218,7 @@ class _SparseLinearModel(BaseEstimator):
 
     # -- training --------------------------------------------------------------------------
     def fit(self, X: MatrixLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
-        """Fit the model with ``max_iter`` epochs of lazy minibatch updates.
+        """Fit the model with epochs of lazy minibatch updates (``max_iter``).
 
         Parameters
         ----------
@@ -283,15 +287,8 @@ class _SparseLinearModel(BaseEstimator):
             # trained on a copy, so that a failure changes nothing (unless in_place)
             state = self.state_ if in_place else copy.deepcopy(self.state_)
             self._cast_state(state, X.dtype)
-        X_val = y_val = w_val = None
-        if self.early_stopping:
-            split = train_test_split(
-                X, targets, weights,
-                test_size=self.validation_fraction,
-                random_state=self.random_state,
-                stratify=targets if self._loss_code() != losses.SQUARED else None,
-            )  # fmt: skip
-            X, X_val, targets, y_val, weights, w_val = split
+        auto = n_epochs == "auto"
+        n_epochs, X, targets, weights, held = self._hold_out(n_epochs, X, targets, weights)
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
@@ -311,8 +308,8 @@ class _SparseLinearModel(BaseEstimator):
                 loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
                 curve.append(loss / total_weight)
                 monitored = curve[-1]
-                if self.early_stopping:
-                    monitored = self._validation_loss(state, X_val, y_val, w_val)
+                if held is not None:
+                    monitored = self._score_held_out(held, state, len(curve))
                     scores.append(monitored)
                 if self.verbose:
                     epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
@@ -321,6 +318,8 @@ class _SparseLinearModel(BaseEstimator):
                     best = min(best, monitored)
                     if stale >= self.n_iter_no_change:
                         break
+            if held is not None:
+                state, curve = self._best_epoch(held, curve, opt, scratch, n_threads, auto)
             self._catch_up(opt, state)
         if not in_place and not self._is_finite(state):
             self._diverged(opt)
@@ -431,6 +430,56 @@ class _SparseLinearModel(BaseEstimator):
             f"features"
         )
 
+    # -- how many epochs: held-out rows decide (max_iter="auto", early_stopping=True) ------
+    def _hold_out(self, n_epochs, X, targets, weights):
+        """Split off the rows that decide when to stop: ``(n_epochs, X, targets, weights,
+        held)``, ``held`` None when no rows are held out (``n_epochs`` then an integer).
+
+        ``early_stopping=True``: a random ``validation_fraction`` of the rows (stratified for
+        a classifier), never trained on. ``max_iter="auto"``: the last ``validation_fraction``
+        of the rows in the order given, learned once after the epochs (see ``_best_epoch``).
+        """
+        auto = n_epochs == "auto"
+        n_epochs = AUTO_MAX_ITER if auto else n_epochs
+        n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
+        if not (self.early_stopping or auto) or not 0 < n_val < X.shape[0]:
+            return n_epochs, X, targets, weights, None
+        if self.early_stopping:
+            split = train_test_split(
+                X, targets, weights,
+                test_size=self.validation_fraction,
+                random_state=self.random_state,
+                stratify=targets if self._loss_code() != losses.SQUARED else None,
+            )  # fmt: skip
+            X, X_val, targets, y_val, weights, w_val = split
+        else:
+            n = X.shape[0] - n_val
+            X, X_val = X[:n], X[n:]
+            targets, y_val, weights, w_val = targets[:n], targets[n:], weights[:n], weights[n:]
+        held = {"rows": (X_val, y_val, w_val), "best": np.inf, "state": None, "epochs": 0}
+        return n_epochs, X, targets, weights, held
+
+    def _score_held_out(self, held, state, epoch):
+        """Loss of the held-out rows after ``epoch`` epochs; keeps a copy of the best state."""
+        loss = self._validation_loss(state, *held["rows"])
+        if loss < held["best"] or held["state"] is None:
+            held.update(best=loss, state=copy.deepcopy(state), epochs=epoch)
+        return loss
+
+    def _best_epoch(self, held, curve, opt, scratch, n_threads, learn_held_out):
+        """The state of the epoch whose held-out loss was lowest, and the training curve up
+        to it; with ``learn_held_out`` (``max_iter="auto"``) that state then learns the
+        held-out rows once, in order, as the last rows of a first epoch: one epoch over the
+        held-out rows at the end is exactly one epoch over all the rows."""
+        state = held["state"]
+        if learn_held_out:
+            X_val, y_val, w_val = held["rows"]
+            order = np.arange(X_val.shape[0])
+            if n_threads > 1:
+                order = hogwild_order(order, n_threads)
+            self._run_epoch(X_val, y_val, w_val, order, opt, state, scratch, n_threads)
+        return state, curve[: held["epochs"]]
+
     # -- hooks a model with other parameters (factorization machines) overrides -----------
     _state_type = LinearState
 
@@ -497,7 +546,10 @@ class _SparseLinearModel(BaseEstimator):
         )
 
     def _validation_loss(self, state, X, y, w):
-        return self._loss_from_margins(self._decision(state, X), y, w)
+        margins = self._decision(state, X)
+        if not np.isfinite(margins).all():  # diverged: no loss to compare
+            self._diverged(self._make_optimizer())
+        return self._loss_from_margins(margins, y, w)
 
     # -- prediction ------------------------------------------------------------------------
     def _margins(self, X):
@@ -591,11 +643,23 @@ _COMMON_DOC = """
     fit_intercept : bool, default=True
     batch_size : int, default=1
         Rows per optimizer step; 1 is pure online learning.
-    max_iter : int, default=10
-        Epochs.
+    max_iter : "auto" or int, default="auto"
+        Epochs. ``"auto"``: as many as help, decided by the data. The last
+        ``validation_fraction`` of the rows (in the order given: the most recent, in a log)
+        is held out; epochs run over the others until the held-out loss has not improved by
+        ``tol`` for ``n_iter_no_change`` epochs (at most 100); the state of the best epoch is
+        kept, and then learns the held-out rows once, in order. With one best epoch, as on
+        large or time-ordered click logs, that is exactly one epoch over all the rows; sets
+        that want more get more. Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
+        cross-validation): Criteo head logloss 0.4598 against 0.4596 for the best fixed
+        epoch count (one) and 0.4970 for 10 epochs, Vowpal Wabbit 0.4624; Avazu head 0.4200
+        (best, 3 epochs: 0.4190); a9a 0.3239 (the exact optimum 0.3242). It costs the epochs
+        run after the best (``n_iter_no_change``) and a copy of the model while they run; set
+        an integer to skip both, e.g. ``max_iter=1`` for a log too large to pass over twice.
+        An integer: that many epochs, fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
-        Stop when the epoch's loss (training, or validation with early stopping) has not
-        improved by ``tol`` for ``n_iter_no_change`` epochs.
+        Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
+        stopping) has not improved by ``tol`` for ``n_iter_no_change`` epochs.
     shuffle : bool, default=False
         Reshuffle the rows before each epoch. By default rows are taken in the order given,
         as online click-prediction learners (Vowpal Wabbit) take them: in a time-ordered log
@@ -603,7 +667,12 @@ _COMMON_DOC = """
         head, one epoch: AUC 0.722 in file order, 0.717 shuffled). Shuffle data sorted by
         label or by any other key unrelated to time.
     early_stopping : bool, default=False
+        Hold out a random, stratified ``validation_fraction`` of the rows, never trained
+        on; stop on their loss (``tol``, ``n_iter_no_change``) and keep the state of the
+        epoch where it was lowest. ``max_iter="auto"`` alone learns the held-out rows too,
+        and is the better default (Criteo head: 0.4598 against 0.4628).
     validation_fraction : float, default=0.1
+        Share of the rows held out by ``max_iter="auto"`` and ``early_stopping``.
     n_iter_no_change : int, default=2
     warm_start : bool, default=False
     n_jobs : int or None, default=None
@@ -641,9 +710,12 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
     state_ : LinearState
         Weights and optimizer state (resumable).
     n_iter_, t_ : int
-        Epochs run and optimizer steps taken.
+        Epochs run (with held-out rows: up to the best epoch, whose state was kept) and
+        optimizer steps taken.
     loss_curve_ : list of float
         Mean training loss of each epoch (each row scored before its update).
+    validation_scores_ : list of float
+        Held-out loss after each epoch run (``max_iter="auto"`` or ``early_stopping``).
 
     Examples
     --------
@@ -668,7 +740,7 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         l1=0.0,
         fit_intercept=True,
         batch_size=1,
-        max_iter=10,
+        max_iter="auto",
         tol=1e-4,
         shuffle=False,
         early_stopping=False,
@@ -823,7 +895,7 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
         l1=0.0,
         fit_intercept=True,
         batch_size=1,
-        max_iter=10,
+        max_iter="auto",
         tol=1e-4,
         shuffle=False,
         early_stopping=False,
