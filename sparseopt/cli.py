@@ -25,6 +25,7 @@ import numpy as np
 from . import __version__
 from . import pipeline as P
 from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home
+from .estimators._linear import DEFAULT_LEARNING_RATE
 from .inspect import load_tokens, top_features
 
 EXIT_ERROR = 1
@@ -44,6 +45,16 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _epochs(text):
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        message = f"expected 'auto' or a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _key_value(text):
@@ -69,7 +80,7 @@ def _add_data_options(parser, defaults: bool):
         "--n-bits",
         type=int,
         default=20 if defaults else None,
-        help="hash (field, value) pairs into 2**N columns (default 20)",
+        help="hash (field, value) pairs into 2**N columns (default: 20)",
     )
     g.add_argument(
         "--field-aware",
@@ -83,7 +94,9 @@ def _add_data_options(parser, defaults: bool):
     g.add_argument("--exclude", type=_csv_list, help="csv: columns left out (an id...)")
     g.add_argument("--sep", help="column separator (default: tab for criteo, comma for csv)")
     g.add_argument("--n-features", type=int, help="libsvm: number of columns")
-    g.add_argument("--chunk-size", type=int, default=100_000, help="rows per chunk (100000)")
+    g.add_argument(
+        "--chunk-size", type=int, default=100_000, help="rows per chunk (default: 100000)"
+    )
     g.add_argument(
         "--parse-threads",
         type=int,
@@ -176,11 +189,14 @@ def train(args) -> int:
         )
         return EXIT_INTERRUPTED
     rate = summary["rows_per_second"]
+    kept, best = summary["kept_epoch"], summary["best_epoch"]
     print(
         P.fit_terminal(
             f"done: {summary['rows_seen']:,} rows over {summary['epochs']} epochs"
             + (f" ({rate:,.0f} rows/s)" if rate else "")
-            + f", {summary['n_bad_lines']} bad lines skipped; model saved to {summary['model']}"
+            + f", {summary['n_bad_lines']} bad lines skipped; model of epoch "
+            + f"{kept} saved to {summary['model']}: {summary['kept_because']}"
+            + (f"; best validation logloss at epoch {best}" if best not in (None, kept) else "")
         )
     )
     if summary["validation"]:
@@ -318,25 +334,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help=train.__doc__, description=train.__doc__)
     t.add_argument("data", nargs="?", help="training file (default: the packaged sample)")
-    t.add_argument("--model", choices=sorted(P.MODELS), default="lr")
-    t.add_argument("--out", default="sparseopt-run", help="run folder (default sparseopt-run)")
-    t.add_argument("--validation", help="file scored after every epoch")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--report", help="write learning curves and calibration to this PNG")
+    t.add_argument(
+        "--model",
+        choices=sorted(P.MODELS),
+        default="lr",
+        help="lr (logistic regression), fm or ffm (factorization machines) (default: lr)",
+    )
+    t.add_argument("--out", default="sparseopt-run", help="run folder (default: sparseopt-run)")
+    t.add_argument(
+        "--validation",
+        help="file scored after every epoch; with --epochs auto it decides when to stop "
+        "(default: none; the sample's validation file when DATA is omitted)",
+    )
+    t.add_argument(
+        "--epochs",
+        type=_epochs,
+        default="auto",
+        metavar="{auto,N}",
+        help=f"passes over the data (default: auto). auto with --validation: up to "
+        f"{P.AUTO_MAX_EPOCHS} epochs, stopping when the validation logloss has not improved "
+        f"for {P.PATIENCE} epochs, and the best epoch's model is saved; auto without "
+        "--validation: one epoch (a file read chunk by chunk cannot hold rows out cheaply, "
+        "and one pass is what click logs want). N: N epochs, the last one saved",
+    )
+    t.add_argument(
+        "--report", help="write learning curves and calibration to this PNG (default: none)"
+    )
     _add_data_options(t, defaults=True)
     m = t.add_argument_group("model")
-    m.add_argument("--optimizer", help="sgd, momentum, adagrad (default), rmsprop, adam, ...")
-    m.add_argument("--learning-rate", type=float)
-    m.add_argument("--alpha", type=float, help="L2 penalty (decoupled weight decay)")
-    m.add_argument("--l1", type=float, help="L1 penalty (ftrl)")
-    m.add_argument("--batch-size", type=int)
-    m.add_argument("--n-jobs", type=int, help="threads; above 1, lock-free and not deterministic")
+    m.add_argument(
+        "--optimizer",
+        help="sgd, momentum, adagrad, rmsprop, adam, amsgrad, ftrl (default: adagrad)",
+    )
+    rates = ", ".join(f"{k} {v}" for k, v in DEFAULT_LEARNING_RATE.items())
+    m.add_argument(
+        "--learning-rate",
+        type=float,
+        help=f"step size (default: auto, the optimizer's own: {rates})",
+    )
+    m.add_argument(
+        "--alpha",
+        type=float,
+        help="L2 penalty, decoupled weight decay (default: 0; fm and ffm take "
+        "alpha_linear and alpha_factors with --set)",
+    )
+    m.add_argument("--l1", type=float, help="L1 penalty, with ftrl (default: 0)")
+    m.add_argument("--batch-size", type=int, help="rows per update step (default: 1)")
+    m.add_argument(
+        "--n-jobs",
+        type=int,
+        help="threads; above 1, lock-free and not deterministic (default: 1)",
+    )
     m.add_argument(
         "--set",
         type=_key_value,
         action="append",
         metavar="KEY=VALUE",
-        help="any other estimator parameter (JSON value), repeatable",
+        help="any other estimator parameter (JSON value), repeatable; those that steer "
+        "epochs or hold rows out (max_iter, tol, n_iter_no_change, early_stopping, "
+        "validation_fraction, warm_start) are refused: use --epochs, --validation, --resume",
     )
     m.add_argument(
         "--seed",

@@ -28,6 +28,20 @@ the last checkpoint stands. Divergence is a weight that is not finite or beyond 
 (checked at every checkpoint), or an epoch whose training logloss ends far worse than the base
 rate's (checked at the end of every epoch, and on the first chunk).
 
+Epochs
+------
+``epochs="auto"`` (the command's default) follows the estimators' ``max_iter="auto"`` in
+spirit. With a validation file, epochs run until its logloss has not improved for
+``PATIENCE`` epochs (the estimators' ``n_iter_no_change``), at most ``AUTO_MAX_EPOCHS``, and
+the saved model is the best epoch's: each new best epoch's checkpoint is linked (or copied) to
+``best-<epoch>.npz`` and named in the record, so the best so far survives a resume. Without
+one, ``"auto"`` is one epoch: a file read out of core cannot hold rows out cheaply, and one
+pass is what click logs want (the README's measurements). An integer runs that many epochs
+and saves the last; with a validation file the summary still names the best.
+
+Every epoch's history records the progressive training loss within it: the running mean
+after each chunk, for the report's learning curve.
+
 The run folder is one run's: :meth:`Trainer.start` takes an exclusive lock on its ``run.lock``
 (which records the process id) for the whole run, so a second run into the same folder is
 refused, naming the first's process; a process killed with ``kill -9`` drops its lock with it.
@@ -79,6 +93,19 @@ METADATA_VERSION = 1
 _CHECKPOINT = "checkpoint.json"
 _LOCK = "run.lock"
 _CHECKPOINT_MODEL = re.compile(r"checkpoint-\d{6}\.npz")
+_BEST_MODEL = re.compile(r"best-\d{6}\.npz")
+AUTO_MAX_EPOCHS = 20  # epochs="auto" with a validation file: the most epochs run
+PATIENCE = 2  # ... stopping when the validation logloss has not improved for this many
+# estimator options that steer epochs or hold rows out: each chunk is one partial_fit call,
+# which ignores the first ones and would hold out a slice of every chunk for the second
+_UNSUPPORTED = {
+    "max_iter": "--epochs",
+    "tol": "--epochs",
+    "n_iter_no_change": "--epochs",
+    "early_stopping": "--validation FILE (with --epochs auto, it keeps the best epoch)",
+    "validation_fraction": "--validation FILE",
+    "warm_start": "--resume",
+}
 
 
 class PipelineError(ValueError):
@@ -209,6 +236,12 @@ def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
     """A new estimator for ``--model kind`` (FFM gets each column's field from ``spec``)."""
     cls = model_class(kind)
     params = dict(params)
+    for name in params:
+        if name in _UNSUPPORTED:
+            raise PipelineError(
+                f"the command line cannot honour --set {name}: it trains chunk by chunk, one "
+                f"epoch at a time; use {_UNSUPPORTED[name]} instead"
+            )
     if kind == "ffm":
         if not spec.field_aware or spec.format == "libsvm":
             raise PipelineError(
@@ -454,7 +487,9 @@ def _chunk_seed(seed, epoch, chunk):
 
 
 class Trainer:
-    """One training run in ``out_dir``: see the module docstring for checkpoints.
+    """One training run in ``out_dir``: see the module docstring for checkpoints and epochs.
+
+    ``epochs``: ``"auto"`` or a positive integer.
 
     ``after_chunk(epoch, chunk)`` is called after each trained chunk (a test hook: raising
     there simulates an interruption).
@@ -465,7 +500,7 @@ class Trainer:
         config: TrainConfig,
         out_dir,
         *,
-        epochs=1,
+        epochs="auto",
         checkpoint_every=10,
         cache_dir=None,
         use_cache=True,
@@ -474,8 +509,8 @@ class Trainer:
         log=print,
         after_chunk=None,
     ):
-        if epochs < 1:
-            raise PipelineError(f"--epochs must be at least 1, got {epochs}")
+        if epochs != "auto" and not (type(epochs) is int and epochs >= 1):
+            raise PipelineError(f"--epochs must be 'auto' or at least 1, got {epochs!r}")
         if checkpoint_every < 1:
             raise PipelineError(f"--checkpoint-every must be at least 1, got {checkpoint_every}")
         if parse_threads is None:
@@ -484,7 +519,9 @@ class Trainer:
             raise PipelineError(f"--parse-threads must be at least 1, got {parse_threads}")
         self.config = config
         self.out = Path(out_dir)
-        self.epochs = epochs
+        # epochs="auto": stop on the validation file and keep the best epoch; one without it
+        self.keep_best = epochs == "auto" and config.validation is not None
+        self.epochs = (AUTO_MAX_EPOCHS if self.keep_best else 1) if epochs == "auto" else epochs
         self.checkpoint_every = checkpoint_every
         self.cache_dir = cache_dir
         self.use_cache = use_cache
@@ -514,6 +551,9 @@ class Trainer:
             "finished": False,
             "n_rows_epoch": None,
             "epoch_positives": 0.0,
+            "epoch_curve": [],
+            "best": None,
+            "stopped": None,
         }
         self.calibration = None
         self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
@@ -555,10 +595,12 @@ class Trainer:
 
     def _remove_leftovers(self, keep) -> None:
         """Remove what a killed run left in the folder: temporary files (``.*.tmp``) and
-        checkpoint models other than ``keep``. Only under the lock: no writer is running."""
+        checkpoint and best-epoch models not in ``keep``. Only under the lock: no writer is
+        running."""
         for path in self.out.iterdir():
             stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
-            stale_model = _CHECKPOINT_MODEL.fullmatch(path.name) and path.name != keep
+            model = _CHECKPOINT_MODEL.fullmatch(path.name) or _BEST_MODEL.fullmatch(path.name)
+            stale_model = model and path.name not in keep
             if (stale_tmp or stale_model) and path.is_file():
                 path.unlink(missing_ok=True)
 
@@ -570,12 +612,16 @@ class Trainer:
             state, config = saved["state"], saved["config"]
             if not (isinstance(state, dict) and isinstance(config, dict)):
                 raise TypeError("state and config must be objects")
-            missing = sorted(set(self.state) - set(state) - {"epoch_positives"})
+            optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
+            missing = sorted(set(self.state) - set(state) - optional)
             if missing:
                 raise KeyError(f"state has no {missing}")
             name = state["checkpoint"]
             if name is not None and not _CHECKPOINT_MODEL.fullmatch(str(name)):
                 raise ValueError(f"checkpoint {name!r} is not a checkpoint file name")
+            best = state.get("best")
+            if best is not None and not _BEST_MODEL.fullmatch(str(best.get("file"))):
+                raise ValueError(f"best {best.get('file')!r} is not a best-epoch file name")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PipelineError(
                 f"{record} is damaged ({exc}); delete the run folder {self.out} to start over"
@@ -608,10 +654,11 @@ class Trainer:
                         "choose another --out (or delete that folder) to start over"
                     )
                 record.unlink()  # a finished run is replaced by this one
-            self._remove_leftovers(keep=None)
+            self._remove_leftovers(keep=())
             return
         saved = self._read_record()
-        self._remove_leftovers(keep=saved["state"]["checkpoint"])
+        best = saved["state"].get("best")
+        self._remove_leftovers(keep=(saved["state"]["checkpoint"], best and best["file"]))
         if saved["config"] != asdict(self.config):
             changed = sorted(
                 k for k, v in saved["config"].items() if asdict(self.config).get(k) != v
@@ -622,13 +669,18 @@ class Trainer:
             )
         self.state = saved["state"]
         self.state.setdefault("epoch_positives", None)  # a record from before it was kept
+        self.state.setdefault("epoch_curve", [])
+        self.state.setdefault("best", None)
+        self.state.setdefault("stopped", None)
         if self.state["checkpoint"] is None:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, best=None) -> None:
         """Save the model, then the record pointing at it; drop the previous model file.
 
+        ``best``: this model is the best epoch so far, recorded as ``state["best"]`` (its
+        ``file``, ``best-<epoch>.npz``, linked to the checkpoint before the record names it).
         Raises DivergenceError, saving nothing, if a weight is not finite (chunks are trained
         in place, unchecked: a diverged run stays at its last checkpoint).
         """
@@ -637,11 +689,18 @@ class Trainer:
         n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
         name = f"checkpoint-{n:06d}.npz"
         self._save(self.out / name)
+        previous_best = None
+        if best is not None:
+            _link_or_copy(self.out / name, self.out / best["file"])
+            previous_best = self.state["best"] and self.state["best"]["file"]
+            self.state["best"] = best
         self.state["checkpoint"] = name
         record = {"config": asdict(self.config), "state": self.state}
         atomic_write(self._record(), lambda f: _write_synced(f, json.dumps(record, indent=1)))
         if previous:
             (self.out / previous).unlink(missing_ok=True)
+        if previous_best and previous_best != best["file"]:
+            (self.out / previous_best).unlink(missing_ok=True)
 
     def _save(self, path):
         self.model.set_params(random_state=self.config.seed)
@@ -708,7 +767,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         state = self.state
-        while state["epoch"] < self.epochs:
+        while state["epoch"] < self.epochs and not (self.keep_best and state["stopped"]):
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
             compiling = compile_seconds()
@@ -745,6 +804,9 @@ class Trainer:
                     state["epoch_rows"] += X.shape[0]
                     state["rows_seen"] += X.shape[0]
                     state["chunk"] = k + 1
+                    state["epoch_curve"].append(
+                        [state["epoch_rows"], state["epoch_loss"] / state["epoch_rows"]]
+                    )
                     self._in_chunk = False
                     if self._interrupted:
                         raise KeyboardInterrupt
@@ -829,25 +891,48 @@ class Trainer:
             "epoch": state["epoch"] + 1,
             "train_logloss": state["epoch_loss"] / state["epoch_rows"],
             "rows": state["epoch_rows"],
+            # the progressive loss within the epoch: [rows trained, their mean loss] per chunk
+            "train_curve": state["epoch_curve"],
         }
         self._check_useful(entry["train_logloss"])
         line = (
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
         )
+        best = None
         if self.valid_reader is not None:
             metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_metrics(entry["validation"])
+            logloss = entry["validation"]["logloss"]
+            if state["best"] is None or logloss < state["best"]["logloss"]:
+                best = {
+                    "epoch": entry["epoch"],
+                    "logloss": logloss,
+                    "file": f"best-{entry['epoch']:06d}.npz",
+                    "calibration": self.calibration,
+                }
         self.log(fit_terminal(line))
         state["history"].append(entry)
         state["n_rows_epoch"] = state["epoch_rows"]
         state.update(
-            epoch=state["epoch"] + 1, chunk=0, epoch_loss=0.0, epoch_rows=0, epoch_positives=0.0
+            epoch=state["epoch"] + 1,
+            chunk=0,
+            epoch_loss=0.0,
+            epoch_rows=0,
+            epoch_positives=0.0,
+            epoch_curve=[],
         )
-        state["finished"] = state["epoch"] >= self.epochs
-        self.checkpoint()
+        best_epoch = (best or state["best"] or {}).get("epoch")
+        if self.keep_best and best_epoch is not None and state["epoch"] - best_epoch >= PATIENCE:
+            state["stopped"] = (
+                f"validation logloss not improved for {PATIENCE} epochs after epoch {best_epoch}"
+            )
+        state["finished"] = state["epoch"] >= self.epochs or bool(
+            self.keep_best and state["stopped"]
+        )
+        self.checkpoint(best)
 
     def _check_useful(self, logloss):
         """Raise DivergenceError if the epoch's training logloss is far worse than the base
@@ -868,15 +953,13 @@ class Trainer:
 
     def _finish(self, seconds, rows):
         model_path = self.out / "model.npz"
-        # the last checkpoint holds this very model: link it into place instead of saving again
-        tmp = self.out / f".model.npz.{os.getpid()}.tmp"
-        try:
-            os.link(self.out / self.state["checkpoint"], tmp)
-            os.replace(tmp, model_path)
-        except OSError:  # no hard links on this file system
-            tmp.unlink(missing_ok=True)
-            self._save(model_path)
-        history = self.state["history"]
+        history, best = self.state["history"], self.state["best"]
+        kept = self._kept()
+        # the kept epoch's checkpoint holds this very model: link it into place
+        saved = best["file"] if best and kept["epoch"] == best["epoch"] else None
+        _link_or_copy(self.out / (saved or self.state["checkpoint"]), model_path)
+        validation = history[kept["epoch"] - 1].get("validation") if history else None
+        calibration = best["calibration"] if saved else self.calibration
         summary = {
             "model": str(model_path),
             "model_type": self.config.model,
@@ -887,13 +970,42 @@ class Trainer:
             "seconds": seconds,
             "rows_per_second": rows / seconds if seconds > 0 else None,
             "history": history,
-            "validation": history[-1].get("validation") if history else None,
-            "calibration": self.calibration,
+            "kept_epoch": kept["epoch"],
+            "kept_because": kept["because"],
+            "best_epoch": best and best["epoch"],
+            "data_file": self.config.data,
+            "validation_file": self.config.validation,
+            "validation": validation,
+            "calibration": calibration,
         }
         atomic_write(
             self.out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode())
         )
         return summary
+
+    def _kept(self) -> dict:
+        """Which epoch ``model.npz`` is, and why (for the summary line and metrics.json)."""
+        state, best = self.state, self.state["best"]
+        last = len(state["history"])
+        if self.keep_best and best is not None:
+            why = state["stopped"] or f"the cap of {self.epochs} epochs was reached"
+            return {"epoch": best["epoch"], "because": f"best validation logloss ({why})"}
+        if self.keep_best or self.epochs > 1:
+            return {"epoch": last, "because": f"the last of --epochs {self.epochs}"}
+        why = "without --validation" if self.config.validation is None else "--epochs 1"
+        return {"epoch": last, "because": f"one epoch ({why})"}
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put ``source``'s content at ``target`` atomically: a hard link, a copy where the file
+    system has none."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _write_synced(f, text: str) -> None:
