@@ -31,6 +31,8 @@ from .inspect import load_tokens, top_features
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+CHUNK_SIZE = 100_000
+SAMPLE_CHUNK_SIZE = 2_000  # the sample's 20,000 rows in 10 chunks: 10 points per epoch
 
 
 def _csv_list(text):
@@ -95,7 +97,16 @@ def _add_data_options(parser, defaults: bool):
     g.add_argument("--sep", help="column separator (default: tab for criteo, comma for csv)")
     g.add_argument("--n-features", type=int, help="libsvm: number of columns")
     g.add_argument(
-        "--chunk-size", type=int, default=100_000, help="rows per chunk (default: 100000)"
+        "--chunk-size",
+        type=_positive_int,
+        default=None if defaults else CHUNK_SIZE,
+        help=f"rows per chunk (default: {CHUNK_SIZE}"
+        + (
+            f"; {SAMPLE_CHUNK_SIZE} for the packaged sample, so that its report draws the "
+            "loss within the epoch)"
+            if defaults
+            else ")"
+        ),
     )
     g.add_argument(
         "--parse-threads",
@@ -148,6 +159,7 @@ def train(args) -> int:
     if args.keep_tokens and args.format == "libsvm":
         raise P.PipelineError("--keep-tokens needs a hashed format (criteo, avazu, csv)")
     data, validation = args.data, args.validation
+    chunk_size = args.chunk_size or (CHUNK_SIZE if data is not None else SAMPLE_CHUNK_SIZE)
     if data is None:
         if args.format != "criteo":
             raise P.PipelineError("the packaged sample is in criteo format; give a DATA file")
@@ -160,7 +172,7 @@ def train(args) -> int:
         model=args.model,
         spec={**options, "field_aware": bool(args.field_aware)},
         params=_model_params(args),
-        chunk_size=args.chunk_size,
+        chunk_size=chunk_size,
         skip_bad_lines=args.skip_bad_lines,
         seed=args.seed,
     )

@@ -926,9 +926,7 @@ class Trainer:
         )
         best_epoch = (best or state["best"] or {}).get("epoch")
         if self.keep_best and best_epoch is not None and state["epoch"] - best_epoch >= PATIENCE:
-            state["stopped"] = (
-                f"validation logloss not improved for {PATIENCE} epochs after epoch {best_epoch}"
-            )
+            state["stopped"] = f"stopped after {PATIENCE} epochs without improvement"
         state["finished"] = state["epoch"] >= self.epochs or bool(
             self.keep_best and state["stopped"]
         )
@@ -988,8 +986,8 @@ class Trainer:
         state, best = self.state, self.state["best"]
         last = len(state["history"])
         if self.keep_best and best is not None:
-            why = state["stopped"] or f"the cap of {self.epochs} epochs was reached"
-            return {"epoch": best["epoch"], "because": f"best validation logloss ({why})"}
+            why = state["stopped"] or f"the cap of {self.epochs} epochs reached"
+            return {"epoch": best["epoch"], "because": f"best validation logloss; {why}"}
         if self.keep_best or self.epochs > 1:
             return {"epoch": last, "because": f"the last of --epochs {self.epochs}"}
         why = "without --validation" if self.config.validation is None else "--epochs 1"
@@ -1121,7 +1119,13 @@ def check_plotting() -> None:
 
 
 def write_report(summary: dict, path) -> None:
-    """A PNG of the run: learning curves per epoch and the validation calibration."""
+    """A PNG of the run: learning curves and the validation calibration of the saved model.
+
+    The training curve is progressive: within each epoch, the mean loss of the rows trained
+    so far, after each chunk (so one epoch draws a curve, not a lone point); validation
+    logloss is marked at the end of each epoch, the saved epoch circled. The title names the
+    data file, the model and the saved model's validation metrics.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1129,15 +1133,37 @@ def write_report(summary: dict, path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     history = summary["history"]
-    fig, (curves, calib) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [h["epoch"] for h in history]
-    curves.plot(epochs, [h["train_logloss"] for h in history], "o-", label="train (progressive)")
-    valid = [h["validation"]["logloss"] for h in history if "validation" in h]
+    fig, (curves, calib) = plt.subplots(1, 2, figsize=(10, 4.4))
+    xs, train = [], []
+    for h in history:
+        # records from before per-chunk curves were kept: the epoch's mean alone
+        points = h.get("train_curve") or [[h["rows"], h["train_logloss"]]]
+        # each epoch its own segment: the progressive mean starts over with every epoch
+        xs += [h["epoch"] - 1 + rows / h["rows"] for rows, _ in points] + [np.nan]
+        train += [loss for _, loss in points] + [np.nan]
+    curves.plot(xs, train, ".-", label="train (progressive, per chunk)")
+    valid = [(h["epoch"], h["validation"]["logloss"]) for h in history if "validation" in h]
     if valid:
-        curves.plot(epochs[-len(valid) :], valid, "s-", label="validation")
-    curves.set(xlabel="epoch", ylabel="logloss", title="Learning curves")
+        curves.plot(*zip(*valid, strict=True), "s-", label="validation")
+        kept = summary.get("kept_epoch")
+        if kept is not None and any(e == kept for e, _ in valid):
+            loss = dict(valid)[kept]
+            curves.plot([kept], [loss], "o", ms=14, mfc="none", color="C3", label="saved")
+    curves.set(
+        xlabel="epoch (fraction of the rows trained)",
+        ylabel="logloss",
+        title="Learning curves",
+        xlim=(0, max(len(history), 1) * 1.02),
+    )
     curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.legend()
+    title = f"{Path(summary.get('data_file') or 'data').name}: {summary['model_type']}"
+    title += f", epoch {summary['kept_epoch']} saved" if summary.get("kept_epoch") else ""
+    valid = summary.get("validation")
+    if valid:
+        auc = "n/a" if valid["auc"] is None else f"{valid['auc']:.4f}"
+        title += f"; validation logloss {valid['logloss']:.4f}, AUC {auc}"
+    fig.suptitle(textwrap.fill(title, 110), fontsize=10)
     table = summary.get("calibration")
     if table:
         pred = [b["mean_prediction"] for b in table]

@@ -52,7 +52,9 @@ def test_train_default_sample_prints_metrics_and_writes_report(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "validation: logloss" in out and "AUC" in out and "base rate" in out
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert summary["rows_seen"] == 20_000
+    # --epochs auto on the sample's validation file: epoch 1 is best, 2 more show it
+    assert summary["history"][0]["rows"] == 20_000 and summary["rows_seen"] == 60_000
+    assert summary["kept_epoch"] == summary["best_epoch"] == 1
     valid = summary["validation"]
     assert valid["n_rows"] == 5_000 and valid["logloss"] < 0.52 and valid["auc"] > 0.7
     assert abs(valid["mean_prediction"] - valid["base_rate"]) < 0.05
