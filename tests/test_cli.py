@@ -306,3 +306,109 @@ def test_sigterm_interrupts_training_like_ctrl_c():
     with pytest.raises(KeyboardInterrupt), P.sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_train_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in [
+        ("--model", "(default: lr)"),
+        ("--epochs", "(default: auto)"),
+        ("--optimizer", "(default: adagrad)"),
+        ("--learning-rate", "(default: auto, the optimizer's own: sgd 0.01"),
+        ("--batch-size", "rows per update step (default: 1)"),
+        ("--n-jobs", "(default: 1)"),
+        ("--chunk-size", "(default: 100000"),
+    ]:
+        assert option in out and default in out, default
+    assert f"up to {P.AUTO_MAX_EPOCHS} epochs" in out and "auto without --validation: one" in out
+
+
+LATE_BEST = ("--learning-rate", "0.03")  # validation logloss per epoch: best at 3, then worse
+
+
+def test_epochs_auto_stops_on_validation_and_saves_the_best_epoch(files, tmp_path, capsys):
+    assert train(files, tmp_path / "auto", *LATE_BEST) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    losses = [h["validation"]["logloss"] for h in summary["history"]]
+    assert len(losses) == 5 and np.argmin(losses) == 2  # two epochs without improvement
+    assert summary["kept_epoch"] == summary["best_epoch"] == 3
+    assert summary["validation"] == summary["history"][2]["validation"]
+    assert "model of epoch 3 saved" in out and "best validation logloss" in out
+    assert sorted(p.name for p in (tmp_path / "auto").glob("best-*.npz")) == ["best-000003.npz"]
+
+    # the saved model is the third epoch's: the same weights as a run of exactly 3 epochs
+    assert train(files, tmp_path / "three", *LATE_BEST, "--epochs", "3") == 0
+    np.testing.assert_array_equal(
+        weights(tmp_path / "auto" / "model.npz"), weights(tmp_path / "three" / "model.npz")
+    )
+    X, _ = read_criteo(files["valid"], n_bits=16).read()
+    np.testing.assert_array_equal(
+        sparseopt.load(tmp_path / "auto" / "model.npz").predict_proba(X),
+        sparseopt.load(tmp_path / "auto" / "best-000003.npz").predict_proba(X),
+    )
+    capsys.readouterr()
+
+    # an integer runs that many epochs and saves the last, naming the best
+    assert train(files, tmp_path / "five", *LATE_BEST, "--epochs", "5") == 0
+    assert "model of epoch 5 saved" in capsys.readouterr().out.replace("\n", " ")
+    five = json.loads((tmp_path / "five" / "metrics.json").read_text())
+    assert five["kept_epoch"] == 5 and five["best_epoch"] == 3
+    assert five["validation"] == five["history"][4]["validation"]
+
+
+@pytest.mark.parametrize(
+    "option, instead",
+    [
+        ("early_stopping=true", "--validation"),
+        ("max_iter=5", "--epochs"),
+        ("n_iter_no_change=3", "--epochs"),
+        ("validation_fraction=0.2", "--validation"),
+        ("warm_start=true", "--resume"),
+    ],
+)
+def test_set_options_the_trainer_cannot_honour_are_refused(
+    files, tmp_path, capsys, option, instead
+):
+    assert train(files, tmp_path / "run", "--set", option) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot honour --set " + option.split("=")[0] in err
+    assert instead in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_keeps_the_best_epoch(files, tmp_path):
+    assert train(files, tmp_path / "whole", *LATE_BEST) == 0
+
+    def stop(epoch, chunk):  # in epoch 5, after the best (3) and a worse one (4)
+        if (epoch, chunk) == (4, 1):
+            raise Interrupt
+
+    run = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        train(files, run, *LATE_BEST, after_chunk=stop)
+    best = json.loads((run / "checkpoint.json").read_text())["state"]["best"]
+    assert best["epoch"] == 3 and (run / best["file"]).is_file()
+
+    assert train(files, run, *LATE_BEST, "--resume") == 0
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["kept_epoch"] == 3 and len(summary["history"]) == 5
+    np.testing.assert_array_equal(
+        weights(run / "model.npz"), weights(tmp_path / "whole" / "model.npz")
+    )
+
+
+def test_one_epoch_records_the_loss_within_it_for_the_report(files, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    run, report = tmp_path / "run", tmp_path / "report.png"
+    argv = ["train", str(files["train"]), "--out", str(run), *BITS, "--chunk-size", "500"]
+    assert main([*argv, "--report", str(report)]) == 0  # no --validation: auto is one epoch
+    assert "one epoch (without --validation)" in capsys.readouterr().out
+    (epoch,) = json.loads((run / "metrics.json").read_text())["history"]
+    curve = np.array(epoch["train_curve"])
+    np.testing.assert_array_equal(curve[:, 0], [500, 1000, 1500, 2000])
+    assert curve[-1, 1] == pytest.approx(epoch["train_logloss"])
+    assert len(set(curve[:, 1])) == 4  # a running mean, moving with every chunk
+    assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
