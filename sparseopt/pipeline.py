@@ -620,8 +620,12 @@ class Trainer:
             if name is not None and not _CHECKPOINT_MODEL.fullmatch(str(name)):
                 raise ValueError(f"checkpoint {name!r} is not a checkpoint file name")
             best = state.get("best")
-            if best is not None and not _BEST_MODEL.fullmatch(str(best.get("file"))):
-                raise ValueError(f"best {best.get('file')!r} is not a best-epoch file name")
+            if best is not None and not (
+                isinstance(best, dict)
+                and {"epoch", "logloss", "file"} <= best.keys()
+                and _BEST_MODEL.fullmatch(str(best["file"]))
+            ):
+                raise ValueError(f"best {best!r:.60} does not name a best-epoch file")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PipelineError(
                 f"{record} is damaged ({exc}); delete the run folder {self.out} to start over"
