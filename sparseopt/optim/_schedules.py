@@ -20,7 +20,7 @@ from .._jit import JIT
 CONSTANT, INVERSE_SCALING, EXPONENTIAL, PIECEWISE = 0, 1, 2, 3
 
 
-@numba.njit(**JIT)  # not inlined by Numba (it multiplied compile time); LLVM inlines it
+@numba.njit(inline="always", **JIT)  # inlined: kernels evaluate it once per step
 def rate(spec, t):
     """Learning rate of step ``t`` (``t >= 1``) for a packed schedule ``spec``."""
     warmup = spec[1]
@@ -30,7 +30,7 @@ def rate(spec, t):
     return _inner_rate(spec, t - warmup)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _inner_rate(spec, t):
     kind = int(spec[0])
     eta0 = spec[2]
