@@ -873,7 +873,7 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
     >>> from sklearn.datasets import make_regression
     >>> from sparseopt import SparseLinearRegression
     >>> X, y = make_regression(n_features=5, noise=0.1, random_state=0)
-    >>> SparseLinearRegression(learning_rate=1.0, max_iter=50, random_state=0).fit(
+    >>> SparseLinearRegression(learning_rate=2.0, max_iter=100, tol=None, random_state=0).fit(
     ...     X, y).score(X, y) > 0.99
     True
     """

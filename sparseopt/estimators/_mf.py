@@ -248,8 +248,9 @@ class MatrixFactorization(BaseEstimator):
     Examples
     --------
     >>> import scipy.sparse as sp
-    >>> from sparseopt.estimators._mf import MatrixFactorization
-    >>> X = sp.random(50, 40, density=0.2, format="csr", random_state=0) * 4 + 1
+    >>> from sparseopt import MatrixFactorization
+    >>> X = sp.random(50, 40, density=0.2, format="csr", random_state=0)
+    >>> X.data = 1 + 4 * X.data  # ratings from 1 to 5 on the stored entries
     >>> mf = MatrixFactorization(n_components=8, random_state=0).fit(X)
     >>> mf.predict([0, 1], [3, 4]).shape
     (2,)
