@@ -368,7 +368,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
 @numba.njit(**PARALLEL_JIT)
 def fm_draw(factors, features, consts):
     """Draw the vectors of ``features`` (distinct) not drawn yet (``consts`` as in
-    :func:`fm_train_epoch`), in parallel over the features.
+    :func:`fm_train_pass`), in parallel over the features.
 
     The draw is the one training makes when a row first holds the feature: a function of the
     seed and the feature alone, so a merge of models trained apart can start from it.
