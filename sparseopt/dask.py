@@ -40,15 +40,9 @@ import scipy.sparse as sp
 from sklearn.base import is_classifier
 
 from ._jit import JIT, PARALLEL_JIT
-from .estimators._fm import _FactorizationMachine, _int32_indices
-from .estimators._linear import _SparseLinearModel, _to_csr
-from .estimators._safety import check_sparse_structure, check_table_size
-from .optim import _rules as R
+from .optim import FTRL
 
 __all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
-
-# slot (after the weight column) holding each rule's accumulator of squared gradients
-ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
 
 
 class WorkerLostError(RuntimeError):
@@ -137,169 +131,70 @@ def _merge_kernel(base, rows, values, bounds, slot, n_params):
     return touched, merged
 
 
-# -- the estimator families ---------------------------------------------------------------
-class _LinearFamily:
-    """How the Dask trainer reads, trains and merges a linear estimator's state.
+# -- what a Dask fit supports ---------------------------------------------------------------
+def _check_supported(est):
+    """Refuse the settings a data-parallel fit cannot honour, before any work."""
+    if not hasattr(est, "start_training"):
+        raise TypeError(f"sparseopt.dask.fit trains sparseopt estimators; got {type(est).__name__}")
+    if getattr(est, "early_stopping", False):
+        raise ValueError(
+            "early_stopping=True is not supported by sparseopt.dask.fit (it would split "
+            "every block); set early_stopping=False and evaluate on a held-out collection"
+        )
+    if est.n_jobs not in (None, 1):
+        raise ValueError(
+            f"n_jobs={est.n_jobs}: sparseopt.dask.fit trains one thread per Dask worker; "
+            f"set n_jobs=None and start more workers instead"
+        )
+    if getattr(est, "class_weight", None) == "balanced":
+        raise ValueError(
+            "class_weight='balanced' would be computed per block by sparseopt.dask.fit; "
+            "pass the class weights as a dict"
+        )
 
-    Training goes through the estimator's own hooks (``_new_state``, ``_cast_state``,
-    ``_run_epoch``, ``_catch_up``, ``_is_finite``), as in a local ``fit``; the family adds what
-    a merge needs: the state's parameter tables, the rows of each that belong to one feature,
-    and how each is merged by :func:`merge_table`.
+
+def _check_mergeable(training):
+    if isinstance(training.optimizer, FTRL):
+        raise ValueError(
+            "optimizer='ftrl' keeps each weight as a closed form of its (z, n) state, "
+            "which sparseopt.dask.fit does not merge; use optimizer='adagrad' (with "
+            "alpha for L2), or train FTRL (and its L1) with a local fit"
+        )
+
+
+def _train_segments(training, blocks, segments, batch_size, fit_id):
+    """Train ``training`` in place on the row ``segments`` (see :func:`_segment_data`).
+
+    Returns (steps, loss sum, the features seen, {table name: (rows, values)} of the rows
+    it may have changed).
     """
-
-    @staticmethod
-    def check(est):
-        if est.early_stopping:
-            raise ValueError(
-                "early_stopping=True is not supported by sparseopt.dask.fit (it would split "
-                "every block); set early_stopping=False and evaluate on a held-out collection"
-            )
-        if est.n_jobs not in (None, 1):
-            raise ValueError(
-                f"n_jobs={est.n_jobs}: sparseopt.dask.fit trains one thread per Dask worker; "
-                f"set n_jobs=None and start more workers instead"
-            )
-        if getattr(est, "class_weight", None) == "balanced":
-            raise ValueError(
-                "class_weight='balanced' would be computed per block by sparseopt.dask.fit; "
-                "pass the class weights as a dict"
-            )
-        opt = est._make_optimizer()
-        if opt._rule == R.FTRL:
-            raise ValueError(
-                "optimizer='ftrl' keeps each weight as a closed form of its (z, n) state, "
-                "which sparseopt.dask.fit does not merge; use optimizer='adagrad' (with "
-                "alpha for L2), or train FTRL (and its L1) with a local fit"
-            )
-        return opt
-
-    @staticmethod
-    def start(est, opt, n_features, n_outputs, dtype, reset):
-        if reset:
-            shape = sp.csr_matrix((0, n_features), dtype=dtype)
-            check_table_size(est._state_nbytes(opt, shape, n_outputs), "the model")
-            return est._new_state(opt, shape, n_outputs)
-        if est.n_features_in_ != n_features:
-            raise ValueError(
-                f"X has {n_features} features, but the warm-started {type(est).__name__} "
-                f"was fitted with {est.n_features_in_}"
-            )
-        est._check_state(est.state_, n_features, n_outputs, opt)
-        state = copy.deepcopy(est.state_)
-        est._cast_state(state, dtype)
-        return state
-
-    @staticmethod
-    def layout(state, opt):
-        """{table name: (rows per feature or None for every row, parameter columns,
-        accumulator slot)}: feature j owns rows ``j * r .. j * r + r - 1`` of a table."""
-        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
-        return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
-
-    @staticmethod
-    def canonical(X):
-        """X as the estimator's kernels take it."""
-        return X
-
-    @staticmethod
-    def prepare(est, opt, state, features):
-        """Make ``state`` what every worker started from on the features it saw (``features``:
-        one array per worker), before a merge."""
-
-    @classmethod
-    def train(cls, est, opt, state, blocks, segments, classes, batch_size, fit_id):
-        """Train ``state`` in place on the row ``segments``.
-
-        Returns (steps, loss sum, the features seen, {table name: (rows, values)} of the rows
-        it may have changed).
-        """
-        scratch = est._new_scratch(state)
-        steps, total, seen = 0, 0.0, None
-        for block, X, targets, weights, order in _segment_data(
-            est, blocks, segments, classes, fit_id
-        ):
-            X = cls.canonical(X)
-            if seen is None:
-                seen = np.zeros(X.shape[1], bool)
-            if order.size == X.shape[0]:  # the whole block: its columns, found once per fit
-                seen[_block_columns(X, fit_id, block)] = True
-            else:
-                _mark_columns(X.indptr, X.indices, order, seen)
-            total += est._run_epoch(X, targets, weights, order, opt, state, scratch, 1)
-            steps += -(-order.size // batch_size)
-        est._catch_up(opt, state)
-        features = np.flatnonzero(seen)
-        everything = state.stamp.size > 0  # the catch-up moved every coordinate
-        changed = {}
-        for name, (r, _, _) in cls.layout(state, opt).items():
-            table = getattr(state, name)
-            if r is None or everything:
-                rows = np.arange(table.shape[0])
-            else:
-                rows = (features[:, None] * r + np.arange(r)).reshape(-1)
-            changed[name] = (rows, table[rows])
-        return steps, total, features, changed
-
-    @staticmethod
-    def apply(state, delta):
-        """Bring a worker's resident model to the driver's merged model."""
-        for name, (rows, values) in delta["tables"].items():
-            getattr(state, name)[rows] = values
-        state.clock[:] = delta["clock"]
-        state.stamp[:] = delta["clock"][R.CLOCK_T]
-        state.mark[:] = delta["clock"][R.CLOCK_LOG_DECAY]
-
-    @staticmethod
-    def finish(est, opt, state, classes, n_features, curve):
-        if not est._is_finite(state):
-            est._diverged(opt)
-        est._refuse_useless(opt, state, None, None, None)
-        warm = hasattr(est, "state_") and est.warm_start
-        est.state_ = state
-        est.optimizer_ = opt
-        if classes is not None:
-            est.classes_ = classes
-        est.n_features_in_ = n_features
-        est.n_iter_ = (est.n_iter_ if warm else 0) + len(curve)
-        est.t_ = int(state.clock[R.CLOCK_T])
-        est.loss_curve_ = curve
-        est.validation_scores_ = []
+    steps, total, seen = 0, 0.0, np.zeros(training.n_features, bool)
+    for block, rows, order in _segment_data(training, blocks, segments, fit_id):
+        if order.size == rows.X.shape[0]:  # the whole block: its columns, found once per fit
+            seen[_block_columns(rows.X, fit_id, block)] = True
+        else:
+            _mark_columns(rows.X.indptr, rows.X.indices, order, seen)
+        total += training.epoch(rows, order)
+        steps += -(-order.size // batch_size)
+    training.catch_up()
+    features = np.flatnonzero(seen)
+    everything = training.lazy()  # the catch-up moved every coordinate
+    changed = {}
+    for name, (r, _, _) in training.tables().items():
+        table = training.table(name)
+        if r is None or everything:
+            rows = np.arange(table.shape[0])
+        else:
+            rows = (features[:, None] * r + np.arange(r)).reshape(-1)
+        changed[name] = (rows, table[rows])
+    return steps, total, features, changed
 
 
-class _FMFamily(_LinearFamily):
-    """Factorization machines: the linear family's tables plus the factor table.
-
-    Factor vectors are drawn lazily, when a worker first meets a feature; the draw depends
-    on the seed and the feature only, so before merging the driver draws in the round's
-    starting model every vector a worker drew: workers that did not meet the feature count
-    with the vector they would have drawn, not with zeros.
-    """
-
-    @staticmethod
-    def layout(state, opt):
-        k, F, per_row = (int(v) for v in state.layout[:3])
-        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
-        # per-row state: rows of [v_1 .. v_k, G], one accumulator weighting the k elements
-        factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
-        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
-
-    canonical = staticmethod(_int32_indices)
-
-    @staticmethod
-    def prepare(est, opt, state, features):
-        for seen in features:  # a vector met by several workers is drawn once
-            est._draw_factors(opt, state, seen)
-
-
-def _family(est):
-    if isinstance(est, _FactorizationMachine):
-        return _FMFamily
-    if isinstance(est, _SparseLinearModel):
-        return _LinearFamily
-    raise TypeError(
-        f"sparseopt.dask.fit trains SparseLogisticRegression, SparseLinearRegression and the "
-        f"FM estimators; got {type(est).__name__} (MatrixFactorization is not supported yet)"
-    )
+def _apply(training, delta):
+    """Bring a worker's resident model to the driver's merged model."""
+    for name, (rows, values) in delta["tables"].items():
+        training.table(name)[rows] = values
+    training.set_clock(delta["clock"])
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -333,7 +228,7 @@ def _mark_columns(indptr, indices, rows, seen):
                 seen[indices[p]] = True
 
 
-_TARGETS: dict = {}  # per-process cache of each block's encoded targets: (fit id, block) -> array
+_ROWS: dict = {}  # per-process cache of each block's checked rows: (fit id, block) -> Rows
 _COLUMNS: dict = {}  # per-process cache of each block's distinct columns: (fit id, block) -> array
 
 
@@ -350,31 +245,30 @@ def _block_columns(X, fit_id, block):
     return _COLUMNS[fit_id, block]
 
 
-def _segment_data(est, blocks, segments, classes, fit_id):
-    """Yield (block, X, targets, weights, order) of each segment ``(block, start, stop, seed,
-    epoch)``: its block's number and data, and its rows of the block in the epoch's order.
+def _segment_data(training, blocks, segments, fit_id):
+    """Yield (block, rows, order) of each segment ``(block, start, stop, seed, epoch)``: its
+    block's number and checked rows (:meth:`Training.rows`), and its rows of the block in
+    the epoch's order.
 
     The kernels visit only the rows in ``order``, so training a segment costs what its rows
     cost (copying them out of the block cost about as much as training a linear model). A
-    block's targets are encoded once per fit (scikit-learn's label checks cost 20-100 ms per
-    250,000 rows).
+    block is checked and its targets encoded once per fit (scikit-learn's label checks cost
+    20-100 ms per 250,000 rows).
     """
     for i, (block, start, stop, seed, epoch) in enumerate(segments):
-        X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
-        if not sp.issparse(X):
-            raise TypeError(f"block {block} of X is a {type(X).__name__}, not a sparse matrix")
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
-                f"chunk X and y alike along the rows"
-            )
-        if (fit_id, block) not in _TARGETS:
-            _TARGETS[fit_id, block] = est._encode_targets(y, classes, classes is not None)[0]
-        targets = _TARGETS[fit_id, block]
-        weights = np.ones(targets.shape[0]) * est._class_weights(targets)
-        order = _block_order(X.shape[0], seed, epoch, block)[start:stop]
-        check_sparse_structure(X)  # a block's index arrays reach the kernels
-        yield block, _to_csr(X), targets, weights, order
+        if (fit_id, block) not in _ROWS:
+            X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
+            if not sp.issparse(X):
+                raise TypeError(f"block {block} of X is a {type(X).__name__}, not a sparse matrix")
+            if X.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
+                    f"chunk X and y alike along the rows"
+                )
+            _ROWS[fit_id, block] = training.rows(X, y)
+        rows = _ROWS[fit_id, block]
+        order = _block_order(rows.X.shape[0], seed, epoch, block)[start:stop]
+        yield block, rows, order
 
 
 _MODELS: dict = {}  # resident models: (fit id, worker address) -> [version, state]
@@ -384,17 +278,17 @@ class StaleModelError(RuntimeError):
     """A worker's resident model is not the one the round starts from (send the full one)."""
 
 
-def _train_round(est, fit_id, version, delta, full, segments, classes, batch_size, *blocks):
+def _train_round(fit_id, version, delta, full, segments, batch_size, *blocks):
     """A worker's share of round ``version``; returns the rows it changed.
 
-    The worker keeps its model between rounds: round ``version`` applies ``delta`` (the rows
-    the last merge changed) to the model the worker trained in round ``version - 1``, which
-    makes it the merged model; ``full`` (the whole model) replaces it after a lost worker.
+    The worker keeps its model (a :class:`~sparseopt.estimators._base.Training`) between
+    rounds: round ``version`` applies ``delta`` (the rows the last merge changed) to the
+    model the worker trained in round ``version - 1``, which makes it the merged model;
+    ``full`` (the whole training) replaces it after a lost worker.
     """
     from distributed import get_worker
 
     key = (fit_id, get_worker().address)
-    family = _family(est)
     if full is not None:
         _MODELS[key] = [None, copy.deepcopy(full)]  # the scattered model is shared: copy
     else:
@@ -402,18 +296,15 @@ def _train_round(est, fit_id, version, delta, full, segments, classes, batch_siz
         if entry is None or entry[0] != version - 1:
             raise StaleModelError(f"worker {key[1]} holds no model of round {version - 1}")
         entry[0] = None  # until this task succeeds
-        family.apply(entry[1], delta)
-    state = _MODELS[key][1]
-    opt = est._make_optimizer()
-    steps, loss, features, changed = family.train(
-        est, opt, state, blocks, segments, classes, batch_size, fit_id
-    )
+        _apply(entry[1], delta)
+    training = _MODELS[key][1]
+    steps, loss, features, changed = _train_segments(training, blocks, segments, batch_size, fit_id)
     _MODELS[key][0] = version
     return {"changed": changed, "features": features, "clock_steps": steps, "loss": loss}
 
 
 def _forget(fit_id):
-    for cache in (_MODELS, _TARGETS, _COLUMNS):
+    for cache in (_MODELS, _ROWS, _COLUMNS):
         for key in [k for k in cache if k[0] == fit_id]:
             del cache[key]
 
@@ -601,11 +492,10 @@ def fit(
     import dask.array as da
 
     client = _client(client)
-    family = _family(estimator)
+    _check_supported(estimator)
     estimator._validate_params()
     if merge_every is not None and (not isinstance(merge_every, int) or merge_every < 1):
         raise ValueError(f"merge_every must be a positive int or None, got {merge_every!r}")
-    opt = family.check(estimator)
     X, y, xs, ys, sizes = _blocks(client, X, y)
     n_features = X.shape[1]
     if X.dtype not in (np.float32, np.float64):
@@ -617,11 +507,12 @@ def fit(
         elif classes is None:
             classes = da.unique(y).compute()
         classes = np.unique(np.asarray(classes))
-        # the estimator's own checks of the labels (two classes at least; FM: binary only)
-        _, n_outputs, _ = estimator._encode_targets(classes, None, reset)
     else:
-        classes, n_outputs = None, 1
-    state = family.start(estimator, opt, n_features, n_outputs, X.dtype, reset)
+        classes = None
+    # the estimator checks the labels (two classes at least; FM: binary only) and its state
+    template = sp.csr_matrix((0, n_features), dtype=X.dtype)
+    training = estimator.start_training(template, classes=classes, reset=reset)
+    _check_mergeable(training)
     rs = estimator.random_state
     seed = None
     if estimator.shuffle:
@@ -632,15 +523,15 @@ def fit(
         )  # fmt: skip
     batch_size = estimator.batch_size
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
-    merge = functools.partial(_merge, family, estimator, opt, state)
+    merge = functools.partial(_merge, training)
     curve, best, stale = [], np.inf, 0
-    run = _Run(client, estimator, xs, ys, sizes, classes, batch_size, retries)
+    run = _Run(client, xs, ys, sizes, batch_size, retries)
     try:
         for epoch in range(1 if estimator.max_iter == "auto" else estimator.max_iter):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
             while (cursors < sizes).any():
                 replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
-                results, plan = run.round(state, replan(), replan)
+                results, plan = run.round(training, replan(), replan)
                 run.delta = merge(results)
                 for segments in plan.values():
                     for b, _, stop, _, _ in segments:
@@ -658,17 +549,15 @@ def fit(
                     break
     finally:
         client.run(_forget, run.fit_id, on_error="ignore")
-    family.finish(estimator, opt, state, classes, n_features, curve)
-    return estimator
+    return training.finish(curve)
 
 
 class _Run:
     """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    def __init__(self, client, est, xs, ys, sizes, classes, batch_size, retries):
-        self.client, self.fit_id, self.est = client, uuid.uuid4().hex, est
-        [self.worker_est] = client.scatter([est], broadcast=True, hash=False)
-        self.xs, self.ys, self.sizes, self.classes = xs, ys, sizes, classes
+    def __init__(self, client, xs, ys, sizes, batch_size, retries):
+        self.client, self.fit_id = client, uuid.uuid4().hex
+        self.xs, self.ys, self.sizes = xs, ys, sizes
         self.batch_size, self.retries = batch_size, retries
         self.owner = None  # looked up once, and again after a worker is lost
         self.version = 0  # rounds done
@@ -680,7 +569,7 @@ class _Run:
         self.owner = self.owner or _owners(self.client, self.xs, self.ys, self.sizes)
         return _plan(self.owner, self.sizes, cursors, merge_every, self.batch_size, seed, epoch)
 
-    def round(self, state, plan, replan):
+    def round(self, training, plan, replan):
         """Run one round to completion; returns (results in worker order, plan).
 
         Workers whose resident model is the last round's get the merge's delta; the others
@@ -695,14 +584,14 @@ class _Run:
                 stale = [w for w in plan if self.versions.get(w) != version - 1]
                 full = delta = None
                 if stale:
-                    [full] = client.scatter([state], workers=stale, broadcast=True, hash=False)
+                    [full] = client.scatter([training], workers=stale, broadcast=True, hash=False)
                 if len(stale) < len(plan):
                     [delta] = client.scatter([self.delta], broadcast=True, hash=False)
                 for w in sorted(plan):
                     blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
                     futures.append(client.submit(
-                        _train_round, self.worker_est, self.fit_id, version, delta,
-                        full if w in stale else None, plan[w], self.classes, self.batch_size,
+                        _train_round, self.fit_id, version, delta,
+                        full if w in stale else None, plan[w], self.batch_size,
                         *blocks, workers=[w], allow_other_workers=False, retries=self.retries,
                         pure=False,
                     ))  # fmt: skip
@@ -711,8 +600,6 @@ class _Run:
                 client.cancel(futures)
                 self.versions.clear()
                 self.owner = None
-                # scattered data lost with a worker is gone for good: scatter it again
-                [self.worker_est] = client.scatter([self.est], broadcast=True, hash=False)
                 plan = replan()
                 continue
             self.versions.update(dict.fromkeys(plan, version))
@@ -721,21 +608,19 @@ class _Run:
         raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
 
 
-def _merge(family, est, opt, state, results):
-    """Merge the round's results into ``state`` in place; returns the delta for the workers."""
-    family.prepare(est, opt, state, [r["features"] for r in results])
+def _merge(training, results):
+    """Merge the round's results into the driver's ``training`` in place; returns the delta
+    for the workers."""
+    training.prepare_merge([r["features"] for r in results])
     tables = {}
-    for name, (_, n_params, accumulator) in family.layout(state, opt).items():
-        table = getattr(state, name)
+    for name, (_, n_params, accumulator) in training.tables().items():
+        table = training.table(name)
         updates = [r["changed"][name] for r in results]
         rows, values = _merge_rows(table, updates, accumulator, n_params)
         table[rows] = values
         tables[name] = (rows, values)
-    steps = sum(r["clock_steps"] for r in results)
-    R.advance_clock(opt.hyperparameters(), opt.schedule_spec(), state.clock, steps)
-    state.stamp[:] = state.clock[R.CLOCK_T]
-    state.mark[:] = state.clock[R.CLOCK_LOG_DECAY]
-    return {"tables": tables, "clock": state.clock.copy()}
+    training.advance(sum(r["clock_steps"] for r in results))
+    return {"tables": tables, "clock": training.clock().copy()}
 
 
 def predict(estimator, X, method="predict", *, client=None):

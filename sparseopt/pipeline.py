@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 from pyarrow import csv
 
 from . import _io
@@ -556,6 +557,7 @@ class Trainer:
             "stopped": None,
         }
         self.calibration = None
+        self.training = None  # the model's training (sparseopt.estimators._base), from run
         self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
         self._in_chunk = False  # a chunk is being trained: the model is not fit to save
         self._lock = None
@@ -679,6 +681,7 @@ class Trainer:
         if self.state["checkpoint"] is None:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
+        self.training = None
 
     def checkpoint(self, best=None) -> None:
         """Save the model, then the record pointing at it; drop the previous model file.
@@ -688,7 +691,7 @@ class Trainer:
         Raises DivergenceError, saving nothing, if a weight is not finite (chunks are trained
         in place, unchecked: a diverged run stays at its last checkpoint).
         """
-        self.model._check_finite()
+        self._settle()
         previous = self.state["checkpoint"]
         n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
         name = f"checkpoint-{n:06d}.npz"
@@ -767,10 +770,50 @@ class Trainer:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
+    def _start_training(self, classes):
+        """The model's training, in place (chunks are not copied: checkpoints are the way
+        back), from the loaded checkpoint or a new model."""
+        fresh = not hasattr(self.model, "state_")
+        if fresh:  # a factorization machine draws its factors from this seed
+            self.model.set_params(random_state=_chunk_seed(self.config.seed, 0, 0))
+        template = sp.csr_matrix((0, self.reader.n_features), dtype=np.float32)
+        self.training = self.model.start_training(
+            template, classes=classes, reset=fresh, in_place=True
+        )
+        self._first_epoch = len(self.state["history"])
+        self._unsettled = False
+        self._check_first_chunk = fresh
+
+    def _settle(self, this_epoch=()) -> None:
+        """Bring the model up to date with the chunks trained (lazy coordinates caught up,
+        weights checked, fitted attributes set), to save or score it; ``this_epoch``: the
+        training logloss of an epoch that just ended and is not in the history yet."""
+        if self.training is None or not self._unsettled:
+            return
+        self.training.catch_up()
+        history = self.state["history"][self._first_epoch :]
+        self.training.finish([h["train_logloss"] for h in history] + list(this_epoch))
+        self._unsettled = False
+
+    def _train_chunk(self, X, y, seed) -> float:
+        """Train the chunk ``X, y`` (shuffled with ``seed`` if the model shuffles); returns
+        its mean loss."""
+        training = self.training
+        rows = training.rows(X, y)
+        loss = training.epoch(rows, training.order(X.shape[0], np.random.default_rng(seed)))
+        loss /= max(X.shape[0], 1)
+        self._unsettled = True
+        if self._check_first_chunk:  # a learning rate that diverges at once: stop here
+            training.check(rows, loss)
+            self._check_first_chunk = False
+        return loss
+
     def _epochs(self, classes):
         from tqdm.auto import tqdm
 
         state = self.state
+        if self.training is None:
+            self._start_training(classes)
         while state["epoch"] < self.epochs and not (self.keep_best and state["stopped"]):
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
@@ -797,11 +840,9 @@ class Trainer:
                         continue
                     if due:  # deferred until another chunk follows: the epoch's end saves
                         self.checkpoint()
-                    self.model.set_params(random_state=_chunk_seed(self.config.seed, epoch, k))
                     self._in_chunk = True
                     with self._bar_moving(bar, X.shape[0]):
-                        self.model._partial_fit_in_place(X, y, classes=classes)
-                    loss = float(self.model.loss_curve_[-1])
+                        loss = self._train_chunk(X, y, _chunk_seed(self.config.seed, epoch, k))
                     state["epoch_loss"] += loss * X.shape[0]
                     if state["epoch_positives"] is not None:
                         state["epoch_positives"] += float(np.sum(y))
@@ -899,6 +940,7 @@ class Trainer:
             "train_curve": state["epoch_curve"],
         }
         self._check_useful(entry["train_logloss"])
+        self._settle([entry["train_logloss"]])
         line = (
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
@@ -947,8 +989,7 @@ class Trainer:
         p = min(max(positives / rows, 0.0), 1.0)
         base = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
         if _safety.useless_fit(logloss, rows, math.log(2.0), base):
-            self.model._useless(
-                self.model._make_optimizer(),
+            self.training.refuse(
                 f"epoch {self.state['epoch'] + 1} ended with a training logloss of "
                 f"{logloss:.4g}, far worse than the base rate's {base:.4g}",
             )

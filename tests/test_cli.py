@@ -15,6 +15,7 @@ import sparseopt
 from sparseopt import pipeline as P
 from sparseopt.cli import main
 from sparseopt.datasets import read_criteo, sample_path
+from sparseopt.estimators import Training
 
 BITS = ["--n-bits", "16"]
 
@@ -183,15 +184,16 @@ def test_diverged_chunk_leaves_the_last_checkpoint(files, tmp_path, capsys):
 
 def test_ctrl_c_during_a_chunk_waits_for_it_then_checkpoints(files, tmp_path, monkeypatch):
     trained = []
-    train_chunk = sparseopt.SparseLogisticRegression._partial_fit_in_place
+    train_chunk = Training.epoch
 
-    def interrupted(model, X, y, classes=None):
+    def interrupted(training, rows, order):
         if len(trained) == 1:
             signal.raise_signal(signal.SIGINT)  # during the second chunk
-        train_chunk(model, X, y, classes=classes)
-        trained.append(X.shape[0])
+        loss = train_chunk(training, rows, order)
+        trained.append(order.size)
+        return loss
 
-    monkeypatch.setattr(sparseopt.SparseLogisticRegression, "_partial_fit_in_place", interrupted)
+    monkeypatch.setattr(Training, "epoch", interrupted)
     run = tmp_path / "run"
     assert train(files, run) == 130
     assert trained == [500, 500]

@@ -15,6 +15,7 @@ import sparseopt
 from sparseopt import pipeline as P
 from sparseopt.cli import _size, build_parser, main
 from sparseopt.datasets import make_ctr, sample_path
+from sparseopt.estimators import Training
 from sparseopt.inspect import load_tokens
 
 BITS = ["--n-bits", "16"]
@@ -96,13 +97,13 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
     draw_every_step = functools.partial(tqdm.auto.tqdm, mininterval=0, miniters=1)
     monkeypatch.setattr(tqdm.auto, "tqdm", draw_every_step)
     monkeypatch.setattr(P, "TICK_SECONDS", 0.02)
-    train_rows = sparseopt.SparseLogisticRegression._partial_fit_in_place
+    train_rows = Training.epoch
 
-    def slow(self, X, y, classes=None):  # 0.2 s a chunk: time for the bar to move within it
+    def slow(training, rows, order):  # 0.2 s a chunk: time for the bar to move within it
         time.sleep(0.2)
-        return train_rows(self, X, y, classes=classes)
+        return train_rows(training, rows, order)
 
-    monkeypatch.setattr(sparseopt.SparseLogisticRegression, "_partial_fit_in_place", slow)
+    monkeypatch.setattr(Training, "epoch", slow)
     argv = ["train", str(criteo), "--out", str(tmp_path / "run"), "--progress"]
     assert main([*argv, *BITS, "--chunk-size", "500", "--no-cache"]) == 0
     frames = [f for f in capsys.readouterr().err.split("\r") if "epoch 1/1" in f]

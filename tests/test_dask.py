@@ -207,10 +207,11 @@ def test_fm_one_block_equals_local_training(client, ctr_pairs):
 def test_fm_merge_counts_undrawn_vectors_as_drawn():
     """A worker that never met a feature counts with the vector it would have drawn."""
     est = FMClassifier(n_components=3, random_state=0)
-    opt = est._make_optimizer()
-    state = est._new_state(opt, sp.csr_matrix((0, 10)), 1)
-    worker = copy.deepcopy(state)
-    est._draw_factors(opt, worker, [4])
+    training = est.start_training(sp.csr_matrix((0, 10)), classes=[0, 1])
+    state = training.state
+    drawer = copy.deepcopy(training)
+    drawer.prepare_merge([[4]])
+    worker = drawer.state
     drawn = worker.factors[4].copy()  # [v_1, v_2, v_3, G0]
     g0 = drawn[3]
     worker.factors[4] += [0.5, 0.5, 0.5, 3.0]
@@ -221,7 +222,7 @@ def test_fm_merge_counts_undrawn_vectors_as_drawn():
         {"features": np.array([4]), "changed": moved, "clock_steps": 1},
         {"features": np.zeros(0, np.int64), "changed": idle, "clock_steps": 1},
     ]
-    delta = sd._merge(sd._FMFamily, est, opt, state, results)
+    delta = sd._merge(training, results)
     # G = G0 + 3 for the worker that moved it, G0 for the one that holds the drawn vector
     moved_share = (g0 + 3) / (2 * g0 + 3)
     np.testing.assert_allclose(state.factors[4, :3], drawn[:3] + 0.5 * moved_share, rtol=1e-6)

@@ -196,24 +196,33 @@ def test_partial_fit_continues_and_matches_fit_epochs():
 
 
 @pytest.mark.parametrize("opt", ["adagrad", Adam(0.05, weight_decay=0.05)])
-def test_in_place_partial_fit_equals_partial_fit(opt):
-    """The pipeline's private path: the same model bit for bit, without the copy."""
+def test_in_place_training_equals_partial_fit(opt):
+    """The pipeline's path, the training protocol in place: the same model bit for bit as
+    partial_fit, without the copy."""
     X, y = sparse_problem()
     chunks = [(X[i : i + 100], y[i : i + 100]) for i in range(0, 300, 100)]
     copied = SparseLogisticRegression(optimizer=opt, random_state=0)
     in_place = SparseLogisticRegression(optimizer=opt, random_state=0)
+    curve = []
     for Xc, yc in chunks:
         copied.partial_fit(Xc, yc, classes=[0, 1])
         state = getattr(in_place, "state_", None)
-        in_place._partial_fit_in_place(Xc, yc, classes=[0, 1])
+        training = in_place.start_training(Xc, classes=[0, 1], reset=state is None,
+                                           in_place=True)  # fmt: skip
+        rows = training.rows(Xc, yc)
+        loss = training.epoch(rows, training.order(100, np.random.default_rng(0)))
+        curve.append(loss / 100)
+        training.catch_up()
+        training.finish(curve[-1:])
         assert state is None or in_place.state_ is state
     for name, value in copied.state_.arrays().items():
         np.testing.assert_array_equal(getattr(in_place.state_, name), value, err_msg=name)
     assert in_place.t_ == copied.t_ == 300 and in_place.loss_curve_ == copied.loss_curve_
-    in_place._check_finite()
+    assert in_place.n_iter_ == copied.n_iter_ == 3
+    training.check()
     in_place.state_.table[7, 0] = np.nan
     with pytest.raises(DivergenceError):
-        in_place._check_finite()
+        training.check()
 
 
 def test_warm_start_continues():

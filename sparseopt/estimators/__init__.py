@@ -1,7 +1,8 @@
 """scikit-learn estimators built on the model kernels."""
 
+from ._base import DivergenceError, Training
 from ._fm import FFMClassifier, FMClassifier, FMRegressor
-from ._linear import DivergenceError, SparseLinearRegression, SparseLogisticRegression
+from ._linear import SparseLinearRegression, SparseLogisticRegression
 from ._mf import MatrixFactorization
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "MatrixFactorization",
     "SparseLinearRegression",
     "SparseLogisticRegression",
+    "Training",
 ]

@@ -7,20 +7,18 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..models import _fm as kernels
 from ..models import _losses as losses
 from ..models._hogwild import run_threads
-from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
+from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._linear import (
-    SparseLinearRegression,
-    SparseLogisticRegression,
-    _SparseLinearModel,
-)
+from ._base import ACCUMULATOR_SLOT
+from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0). A factor's
 # gradient is the loss derivative times the other features' vectors, of the order of
@@ -102,36 +100,12 @@ class _FactorizationMachine(_SparseLinearModel):
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
+    _has_gpu_path = False
 
     # -- configuration ---------------------------------------------------------------------
-    def _n_threads(self) -> int:
-        if self.device == "cuda":
-            raise ValueError(
-                f"device='cuda': {type(self).__name__} has no GPU path yet (the linear "
-                f"estimators have one); use device='cpu' or 'auto' (the CPU)"
-            )
-        return super()._n_threads()
-
-    def _make_optimizer(self) -> Optimizer:
-        opt = self._configured_optimizer()
-        if isinstance(opt, FTRL):
-            raise ValueError(
-                f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "
-                f"factors' random initialization; use optimizer='adagrad'"
-            )
-        if self.factor_state == "row" and not isinstance(opt, AdaGrad):
-            raise ValueError(
-                f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
-                f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
-            )
-        opt.hyperparameters()  # validate now, before any state changes
-        return opt
-
-    def _per_row(self) -> bool:
-        """Whether the factors keep one AdaGrad accumulator per vector (``factor_state``)."""
-        if self.factor_state == "auto":
-            return isinstance(self._make_optimizer(), AdaGrad)
-        return self.factor_state == "row"
+    def _configure(self, opt):
+        self._refuse_ftrl(opt)
+        self._per_row(opt)  # factor_state="row" needs AdaGrad
 
     def _fields_of(self, X):
         """The field of each column of X (the fields a FieldHasher's output carries, for
@@ -150,6 +124,9 @@ class _FactorizationMachine(_SparseLinearModel):
         X, y = super()._validate_X_y(X, y, reset)
         return _int32_indices(X), y
 
+    def _canonical(self, X, n_features, dtype):
+        return _int32_indices(super()._canonical(X, n_features, dtype))
+
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
         fields = self._fields_of(X)
@@ -158,17 +135,16 @@ class _FactorizationMachine(_SparseLinearModel):
             seed = seed.randint(2**31)
         rng = np.random.default_rng(seed)
         return FMState.new(opt, X.shape[1], self.n_components, fields,
-                           self._per_row(), rng, X.dtype)  # fmt: skip
+                           self._per_row(opt), rng, X.dtype)  # fmt: skip
 
     def _cast_state(self, state, dtype):
-        self._check_params_match_state(state)
         for name in ("table", "bias", "factors"):
             setattr(state, name, getattr(state, name).astype(dtype, copy=False))
 
-    def _check_params_match_state(self, state):
+    def _check_params_match_state(self, state, opt):
         """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
         k, _, per_row = (int(v) for v in state.layout[:3])
-        if (k, bool(per_row)) != (self.n_components, self._per_row()):
+        if (k, bool(per_row)) != (self.n_components, self._per_row(opt)):
             raise ValueError(
                 f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
                 f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
@@ -186,7 +162,7 @@ class _FactorizationMachine(_SparseLinearModel):
         n, k = X.shape[1], self.n_components
         fields = self._fields_of(X)
         F = int(fields.max()) + 1 if fields.size else 1
-        per_vector = k + 1 if self._per_row() else k * (1 + opt.initial_slots().size)
+        per_vector = k + 1 if self._per_row(opt) else k * (1 + opt.initial_slots().size)
         return super()._state_nbytes(opt, X, n_outputs) + n * F * per_vector * X.dtype.itemsize
 
     def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
@@ -215,7 +191,7 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _check_state(self, state, n_features, n_outputs, opt):
         super()._check_state(state, n_features, n_outputs, opt)
-        self._check_params_match_state(state)
+        self._check_params_match_state(state, opt)
 
     def _weight_arrays(self, state):
         k, _, per_row = (int(v) for v in state.layout[:3])
@@ -259,16 +235,12 @@ class _FactorizationMachine(_SparseLinearModel):
                 float(per_row), float(self.init_std), float(state.layout[3]),
                 float(acc0))  # fmt: skip
 
-    def _draw_factors(self, opt, state, features):
-        """Draw the vectors of ``features`` (distinct) not drawn yet, as training does on first
-        sight."""
-        kernels.fm_draw(state.factors, np.asarray(features, np.int64), self._consts(opt, state))
-
-    def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
+    def _run_epoch(self, training, X, targets, weights, order):
+        opt, state, scratch = training.optimizer, training.state, training.scratch
+        n_threads, hp, spec = training.n_threads, opt.hyperparameters(), opt.schedule_spec()
         per_row = bool(state.layout[2])
         model = kernels.FFM if state.fields.size else kernels.FM
-        loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
+        loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
         train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
         rows = (X.indptr, X.indices, X.data, targets, weights, order)
         consts = self._consts(opt, state)
@@ -289,6 +261,24 @@ class _FactorizationMachine(_SparseLinearModel):
         if status != losses.OK:
             self._diverged(opt)
         return total
+
+    # -- merging copies of the model (sparseopt.dask) ----------------------------------------
+    def _merge_layout(self, state, opt):
+        """The linear tables, and the factors: F vectors per feature, each one row of
+        ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
+        ``[v_f, slots]``."""
+        k, F, per_row = (int(v) for v in state.layout[:3])
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
+        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
+
+    def _prepare_merge(self, opt, state, features):
+        """Draw every vector a copy drew: factor vectors are drawn when a row first holds
+        their feature, from the seed and the feature alone, so a copy that never met the
+        feature counts with the vector it would have drawn, not with zeros."""
+        consts = self._consts(opt, state)
+        for seen in features:  # a vector met by several copies is drawn once
+            kernels.fm_draw(state.factors, np.asarray(seen, np.int64), consts)
 
     # -- the learnt model ------------------------------------------------------------------
     @property
@@ -402,7 +392,7 @@ _FM_ATTRIBUTES = """
     subgradient methods", JMLR 2011."""
 
 
-class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
+class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
     __doc__ = (
         """Binary factorization machine with the logistic loss, trained with lazy sparse updates.
 
@@ -484,15 +474,15 @@ class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
         self.device = device
         self.random_state = random_state
 
-    def _encode_targets(self, y, classes, reset):
-        targets, n_outputs, fitted = super()._encode_targets(y, classes, reset)
-        if n_outputs > 1:
+    def _check_classes(self, classes, reset):
+        classes = super()._check_classes(classes, reset)
+        if classes.size > 2:
             raise ValueError(
                 f"Only binary classification is supported. The type of the target is "
-                f"multiclass ({fitted['classes_'].size} classes): wrap {type(self).__name__} "
-                f"in sklearn.multiclass.OneVsRestClassifier for more classes"
+                f"multiclass ({classes.size} classes): wrap {type(self).__name__} in "
+                f"sklearn.multiclass.OneVsRestClassifier for more classes"
             )
-        return targets, n_outputs, fitted
+        return classes
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -500,7 +490,7 @@ class FMClassifier(_FactorizationMachine, SparseLogisticRegression):
         return tags
 
 
-class FMRegressor(_FactorizationMachine, SparseLinearRegression):
+class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     __doc__ = (
         """Factorization machine regression (squared or Huber loss), trained with lazy updates.
 

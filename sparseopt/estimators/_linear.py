@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier, is_regressor
+from sklearn.base import ClassifierMixin, RegressorMixin, is_classifier, is_regressor
 from sklearn.metrics import log_loss, mean_squared_error
 from sklearn.model_selection import train_test_split
 from sklearn.utils import compute_class_weight
@@ -22,20 +21,20 @@ from tqdm.auto import tqdm
 
 from .. import _io
 from .. import cuda as gpu
-from .._io import save_model
 from .._jit import compile_notice
 from ..models import _linear as kernels
 from ..models import _losses as losses
 from ..models._hogwild import hogwild_order, run_threads
-from ..optim import OPTIMIZERS, Optimizer, Schedule
+from ..optim import FTRL, OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
+from ._base import ACCUMULATOR_SLOT, Rows, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from typing_extensions import Self
 
-    from .._typing import FilePath, MatrixLike
+    from .._typing import MatrixLike
 
 # learning rates that worked across the test problems when the user gives none
 DEFAULT_LEARNING_RATE = {
@@ -51,11 +50,6 @@ DEFAULT_LEARNING_RATE = {
 
 # max_iter="auto": the most epochs tried before the held-out rows have stopped improving
 AUTO_MAX_ITER = 100
-
-
-class DivergenceError(ValueError):
-    """Training produced non-finite or absurd values (weights beyond any sane range, a loss
-    far worse than a constant prediction): the learning rate is too large for the data."""
 
 
 @dataclass
@@ -121,8 +115,9 @@ def _suggest_field_hasher(estimator, X):
         ) from exc
 
 
-class _SparseLinearModel(BaseEstimator):
-    """Shared training loop: minibatch epochs over CSR data with a lazy optimizer."""
+class _SparseLinearModel(SparseEstimator):
+    """Linear models' training loop: epochs of lazy minibatch updates over CSR rows, through
+    the training protocol (:mod:`sparseopt.estimators._base`)."""
 
     _parameter_constraints: dict = {
         "optimizer": [StrOptions(set(OPTIMIZERS)), Optimizer],
@@ -147,47 +142,34 @@ class _SparseLinearModel(BaseEstimator):
         "device": [StrOptions({"cpu", "auto", "cuda"})],
         "random_state": ["random_state"],
     }
+    _has_gpu_path = True
 
     # -- configuration ---------------------------------------------------------------------
-    def _configured_optimizer(self) -> Optimizer:
-        """A copy of the optimizer object, or the named one at its default learning rate,
-        with ``learning_rate`` applied unless "auto"."""
-        if isinstance(self.optimizer, Optimizer):
-            opt = copy.deepcopy(self.optimizer)
-        else:
-            opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = DEFAULT_LEARNING_RATE[self.optimizer]
-        if self.learning_rate != "auto":
-            opt.learning_rate = self.learning_rate
-        return opt
+    def _default_learning_rate(self, name):
+        return DEFAULT_LEARNING_RATE[name]
 
-    def _make_optimizer(self) -> Optimizer:
-        opt = self._configured_optimizer()
-        name = next(k for k, v in OPTIMIZERS.items() if type(opt) is v)
+    def _configure(self, opt):
         if self.alpha:
             opt.weight_decay = self.alpha
         if self.l1:
-            if name != "ftrl":
+            if not isinstance(opt, FTRL):
                 raise ValueError(
                     f"l1={self.l1} needs optimizer='ftrl', whose closed form applies L1 exactly "
-                    f"to lazily updated coordinates; got optimizer={name!r}"
+                    f"to lazily updated coordinates; got {type(opt).__name__}"
                 )
             opt.l1 = self.l1
-        opt.hyperparameters()  # validate now, before any state changes
-        return opt
 
     def _n_threads(self) -> int:
-        if self.device == "cuda":
+        if self.device == "cuda" and self._has_gpu_path:
             gpu.require()
             return 1
-        n = 1 if self.n_jobs is None else self.n_jobs
-        n = numba.config.NUMBA_NUM_THREADS if n < 0 else max(n, 1)
+        n = super()._n_threads()
         if n > 1 and self.batch_size != 1:
             raise ValueError(
                 f"n_jobs={self.n_jobs} trains lock-free threads on single rows; "
                 f"set batch_size=1 (got {self.batch_size}) or n_jobs=1"
             )
-        return min(n, numba.config.NUMBA_NUM_THREADS)
+        return n
 
     # -- input -----------------------------------------------------------------------------
     _ACCEPT = dict(accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32])
@@ -207,13 +189,27 @@ class _SparseLinearModel(BaseEstimator):
             )
         return _to_csr(X), y
 
-    def _sample_weight(self, X, y, targets, sample_weight):
+    def _canonical(self, X, n_features, dtype):
+        """Sparse rows from outside ``fit`` (the command line, a Dask block) checked as ``fit``
+        checks them, as canonical CSR of values ``dtype``."""
+        if not sp.issparse(X):
+            raise TypeError(f"X must be a SciPy sparse matrix, got {type(X).__name__}")
+        _safety.check_sparse_structure(X)
+        _safety.check_input_width(X, n_features, type(self).__name__)
+        if X.dtype not in (np.float32, np.float64):
+            raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
+        X = _to_csr(X)
+        if not np.isfinite(X.data).all():
+            raise ValueError("X contains NaN or infinite values")
+        return X if X.dtype == dtype else X.astype(dtype)
+
+    def _sample_weight(self, X, targets, sample_weight, classes):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         if not np.isfinite(weights).all():
             raise ValueError("sample_weight contains NaN or infinite values")
-        return weights * self._class_weights(targets)
+        return weights * self._class_weights(targets, classes)
 
-    def _class_weights(self, targets):
+    def _class_weights(self, targets, classes):
         return 1.0
 
     # -- training --------------------------------------------------------------------------
@@ -251,65 +247,71 @@ class _SparseLinearModel(BaseEstimator):
         reset = not hasattr(self, "state_")
         return self._fit(X, y, sample_weight, 1, reset, classes, check_loss=reset)
 
-    def _partial_fit_in_place(self, X, y, classes=None):
-        """``partial_fit`` that trains the fitted state itself, for :mod:`sparseopt.pipeline`.
+    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> Training:
+        """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
 
-        It skips the copy of the state that makes ``partial_fit`` atomic (a whole-table copy
-        per call) and the check that the weights are finite (a whole-table pass): a call that
-        fails or is interrupted leaves the model partly trained, and the caller must go back
-        to a saved model (the pipeline's checkpoints), after :meth:`_check_finite` before
-        saving one. Non-finite losses are still caught as they happen.
+        Parameters
+        ----------
+        X : sparse matrix
+            The training data, or any matrix of its columns and value type (zero rows will
+            do; a FieldHasher's output brings its fields).
+        classes : array-like or None
+            A classifier's sorted labels, all of them (None for a regressor).
+        reset : bool
+            Start from a new model; False: from the fitted one (checked against the
+            parameters), trained on a copy unless ``in_place``.
+        in_place : bool
+            Train the fitted state itself: no copy, and a failure leaves it partly trained.
         """
-        if not hasattr(self, "state_"):
-            self._validate_params()
-        reset = not hasattr(self, "state_")
-        return self._fit(X, y, None, 1, reset, classes, in_place=True, check_loss=reset)
-
-    def _check_finite(self):
-        """Raise DivergenceError if a weight is not finite or beyond any sane range."""
         opt = self._make_optimizer()
-        if not self._is_finite(self.state_):
-            self._diverged(opt)
-        self._refuse_useless(opt, self.state_, None, None, None)
-
-    @_safety.unchanged_on_failure
-    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, in_place=False, check_loss=True):
-        opt = self._make_optimizer()
-        n_threads = self._n_threads()
-        X, y = self._validate_X_y(X, y, reset)
-        targets, n_outputs, fitted = self._encode_targets(y, classes, reset)
-        weights = self._sample_weight(X, y, targets, sample_weight)
+        self._n_threads()  # device and n_jobs refused before any work
+        if X.dtype not in (np.float32, np.float64):
+            raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
+        if classes is not None:
+            classes = self._check_classes(np.asarray(classes), reset)
+        n_features = X.shape[1]
+        n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
         if reset:
             _safety.check_table_size(self._state_nbytes(opt, X, n_outputs), "the model")
             state = self._new_state(opt, X, n_outputs)
         else:
-            self._check_state(self.state_, X.shape[1], n_outputs, opt)
-            # trained on a copy, so that a failure changes nothing (unless in_place)
+            check_is_fitted(self, "state_")
+            if self.n_features_in_ != n_features:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} was fitted with "
+                    f"{self.n_features_in_}"
+                )
+            self._check_state(self.state_, n_features, n_outputs, opt)
             state = self.state_ if in_place else copy.deepcopy(self.state_)
             self._cast_state(state, X.dtype)
+        return Training(self, opt, state, n_features, classes, reset)
+
+    @_safety.unchanged_on_failure
+    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
+        X, y = self._validate_X_y(X, y, reset)
+        training = self.start_training(X, classes=self._classes_of(y, classes, reset),
+                                       reset=reset)  # fmt: skip
+        rows = training._rows(X, y, sample_weight)
         auto = n_epochs == "auto"
-        n_epochs, X, targets, weights, held = self._hold_out(n_epochs, X, targets, weights)
+        n_epochs, rows, held = self._hold_out(n_epochs, rows)
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
         )  # fmt: skip
-        scratch = self._new_scratch(state)
-        total_weight = max(weights.sum(), np.finfo(float).tiny)
+        total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
         curve, scores = [], []
         best, stale = np.inf, 0
         epochs = range(n_epochs)
         if self.verbose:
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
-        with compile_notice(f"{type(self).__name__} ({type(opt).__name__})", self.verbose):
+        what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
+        with compile_notice(what, self.verbose):
             for _epoch in epochs:
-                order = rng.permutation(X.shape[0]) if self.shuffle else np.arange(X.shape[0])
-                if n_threads > 1:
-                    order = hogwild_order(order, n_threads)
-                loss = self._run_epoch(X, targets, weights, order, opt, state, scratch, n_threads)
+                loss = training.epoch(rows, training.order(rows.X.shape[0], rng))
                 curve.append(loss / total_weight)
                 monitored = curve[-1]
                 if held is not None:
-                    monitored = self._score_held_out(held, state, len(curve))
+                    monitored = self._score_held_out(held, training.state, len(curve))
                     scores.append(monitored)
                 if self.verbose:
                     epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
@@ -319,21 +321,9 @@ class _SparseLinearModel(BaseEstimator):
                     if stale >= self.n_iter_no_change:
                         break
             if held is not None:
-                state, curve = self._best_epoch(held, curve, opt, scratch, n_threads, auto)
-            self._catch_up(opt, state)
-        if not in_place and not self._is_finite(state):
-            self._diverged(opt)
-        loss = curve[-1] if check_loss else None
-        self._refuse_useless(opt, state, loss, targets, weights, check_weights=not in_place)
-        self.state_ = state
-        self.optimizer_ = opt
-        for name, value in fitted.items():
-            setattr(self, name, value)
-        self.n_iter_ = len(curve) if reset else getattr(self, "n_iter_", 0) + len(curve)
-        self.t_ = int(state.clock[R.CLOCK_T])
-        self.loss_curve_ = curve
-        self.validation_scores_ = scores
-        return self
+                curve = self._best_epoch(training, held, curve, auto)
+            training.catch_up()
+        return training.finish(curve, scores=scores, rows=rows if check_loss else None)
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
     def _n_outputs(self) -> int:
@@ -395,20 +385,19 @@ class _SparseLinearModel(BaseEstimator):
         """The weights (not the optimizer slots) of ``state``."""
         return state.table[:, 0], state.bias[:, 0]
 
-    def _refuse_useless(self, opt, state, loss, targets, weights, check_weights=True):
+    def _refuse_useless(self, opt, state, loss, targets, weights, classes):
         """Raise DivergenceError if a weight left the sane range (``_safety.MAX_WEIGHT``,
         times the largest |y| for a regressor) or if ``loss``, the last epoch's training
-        loss (None: not checked), is far worse than a constant prediction's."""
-        if check_weights:
-            bound = _safety.MAX_WEIGHT
-            if is_regressor(self):
-                scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
-                bound *= max(1.0, scale)
-            largest = max(float(np.abs(w).max(initial=0.0)) for w in self._weight_arrays(state))
-            if not largest <= bound:
-                self._useless(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
+        loss on ``targets`` (None: not checked), is far worse than a constant prediction's."""
+        bound = _safety.MAX_WEIGHT
+        if is_regressor(self):
+            scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
+            bound *= max(1.0, scale)
+        largest = max(float(np.abs(w).max(initial=0.0)) for w in self._weight_arrays(state))
+        if not largest <= bound:
+            self._diverged(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
         if loss is not None:
-            n_classes = 0 if is_regressor(self) else len(self._labels())
+            n_classes = 0 if classes is None else len(classes)
             kind = self.loss if is_regressor(self) else "softmax" if n_classes > 2 else "logistic"
             delta = float(getattr(self, "epsilon", 0.0))
             zero = _safety.zero_model_loss(kind, targets, weights, delta, n_classes)
@@ -417,23 +406,16 @@ class _SparseLinearModel(BaseEstimator):
                 return _safety.constant_loss(kind, targets, weights, delta)
 
             if _safety.useless_fit(loss, len(targets), zero, constant):
-                self._useless(
+                self._diverged(
                     opt,
                     f"the training loss ended at {loss:.4g}, far worse than a constant "
                     f"prediction's {constant():.4g}",
                 )
 
-    def _useless(self, opt, what):
-        raise DivergenceError(
-            f"training diverged: {what}, with optimizer {type(opt).__name__} and "
-            f"learning_rate={opt.learning_rate!r}: try a smaller learning_rate, or scale the "
-            f"features"
-        )
-
     # -- how many epochs: held-out rows decide (max_iter="auto", early_stopping=True) ------
-    def _hold_out(self, n_epochs, X, targets, weights):
-        """Split off the rows that decide when to stop: ``(n_epochs, X, targets, weights,
-        held)``, ``held`` None when no rows are held out (``n_epochs`` then an integer).
+    def _hold_out(self, n_epochs, rows):
+        """Split off the rows that decide when to stop: ``(n_epochs, rows, held)``, ``held``
+        None when no rows are held out (``n_epochs`` then an integer).
 
         ``early_stopping=True``: a random ``validation_fraction`` of the rows (stratified for
         a classifier), never trained on. ``max_iter="auto"``: the last ``validation_fraction``
@@ -441,23 +423,24 @@ class _SparseLinearModel(BaseEstimator):
         """
         auto = n_epochs == "auto"
         n_epochs = AUTO_MAX_ITER if auto else n_epochs
+        X, targets, weights = rows
         n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
         if not (self.early_stopping or auto) or not 0 < n_val < X.shape[0]:
-            return n_epochs, X, targets, weights, None
+            return n_epochs, rows, None
         if self.early_stopping:
             split = train_test_split(
                 X, targets, weights,
                 test_size=self.validation_fraction,
                 random_state=self.random_state,
-                stratify=targets if self._loss_code() != losses.SQUARED else None,
+                stratify=targets if is_classifier(self) else None,
             )  # fmt: skip
             X, X_val, targets, y_val, weights, w_val = split
         else:
             n = X.shape[0] - n_val
             X, X_val = X[:n], X[n:]
             targets, y_val, weights, w_val = targets[:n], targets[n:], weights[:n], weights[n:]
-        held = {"rows": (X_val, y_val, w_val), "best": np.inf, "state": None, "epochs": 0}
-        return n_epochs, X, targets, weights, held
+        held = {"rows": Rows(X_val, y_val, w_val), "best": np.inf, "state": None, "epochs": 0}
+        return n_epochs, Rows(X, targets, weights), held
 
     def _score_held_out(self, held, state, epoch):
         """Loss of the held-out rows after ``epoch`` epochs; keeps a copy of the best state."""
@@ -466,19 +449,18 @@ class _SparseLinearModel(BaseEstimator):
             held.update(best=loss, state=copy.deepcopy(state), epochs=epoch)
         return loss
 
-    def _best_epoch(self, held, curve, opt, scratch, n_threads, learn_held_out):
-        """The state of the epoch whose held-out loss was lowest, and the training curve up
-        to it; with ``learn_held_out`` (``max_iter="auto"``) that state then learns the
-        held-out rows once, in order, as the last rows of a first epoch: one epoch over the
-        held-out rows at the end is exactly one epoch over all the rows."""
-        state = held["state"]
+    def _best_epoch(self, training, held, curve, learn_held_out):
+        """Go back to the state of the epoch whose held-out loss was lowest; returns the
+        training curve up to it. With ``learn_held_out`` (``max_iter="auto"``) that state
+        then learns the held-out rows once, in order, as the last rows of a first epoch: one
+        epoch over the held-out rows at the end is exactly one epoch over all the rows."""
+        training.state = held["state"]
         if learn_held_out:
-            X_val, y_val, w_val = held["rows"]
-            order = np.arange(X_val.shape[0])
-            if n_threads > 1:
-                order = hogwild_order(order, n_threads)
-            self._run_epoch(X_val, y_val, w_val, order, opt, state, scratch, n_threads)
-        return state, curve[: held["epochs"]]
+            order = np.arange(held["rows"].X.shape[0])
+            if training.n_threads > 1:
+                order = hogwild_order(order, training.n_threads)
+            training.epoch(held["rows"], order)
+        return curve[: held["epochs"]]
 
     # -- hooks a model with other parameters (factorization machines) overrides -----------
     _state_type = LinearState
@@ -508,9 +490,11 @@ class _SparseLinearModel(BaseEstimator):
         table = state.table.astype(X.dtype, copy=False)
         return kernels.linear_decision(X.indptr, X.indices, X.data, table, state.bias)
 
-    def _run_epoch(self, X, targets, weights, order, opt, state, scratch, n_threads):
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        loss, delta = self._loss_code(), float(getattr(self, "epsilon", 0.0))
+    def _run_epoch(self, training, X, targets, weights, order):
+        """:meth:`Training.epoch`: one pass of the kernels over ``X``'s rows in ``order``."""
+        opt, state, scratch = training.optimizer, training.state, training.scratch
+        n_threads, hp, spec = training.n_threads, opt.hyperparameters(), opt.schedule_spec()
+        loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
         if gpu.use_gpu(self.device, X.nnz, self.batch_size):
             from ..cuda import _linear as gpu_kernels  # imports numba.cuda: only when used
 
@@ -537,13 +521,6 @@ class _SparseLinearModel(BaseEstimator):
         if status != losses.OK:
             self._diverged(opt)
         return total
-
-    def _diverged(self, opt):
-        raise DivergenceError(
-            f"training diverged (non-finite loss or weights) with optimizer "
-            f"{type(opt).__name__} and learning_rate={opt.learning_rate!r}: try a smaller "
-            f"learning_rate, or scale the features"
-        )
 
     def _validation_loss(self, state, X, y, w):
         margins = self._decision(state, X)
@@ -574,12 +551,8 @@ class _SparseLinearModel(BaseEstimator):
         return self.state_.bias[:, 0].copy()
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path: FilePath) -> None:
-        """Save to ``path`` (.npz of arrays and JSON metadata, no pickle), atomically.
-
-        The optimizer state is saved too: a loaded model can go on with ``partial_fit``.
-        """
-        check_is_fitted(self, "state_")
+    def _saved(self):
+        """The arrays and scalar attributes that :meth:`save` writes."""
         attributes = {"n_features_in_": self.n_features_in_, "n_iter_": self.n_iter_,
                       "t_": self.t_, "loss_curve_": self.loss_curve_}  # fmt: skip
         if hasattr(self, "optimizer_"):
@@ -587,7 +560,7 @@ class _SparseLinearModel(BaseEstimator):
         arrays = self.state_.arrays()
         if hasattr(self, "classes_"):
             arrays["classes_"] = self.classes_
-        save_model(path, self, arrays, attributes)
+        return arrays, attributes
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
@@ -595,7 +568,6 @@ class _SparseLinearModel(BaseEstimator):
         model = cls(**params)
         model._validate_params()
         opt = model._make_optimizer()
-        opt.schedule_spec()
         attributes = _io.check_attributes(attributes, {
             "n_features_in_": _io.COUNT, "n_iter_": _io.COUNT, "t_": _io.COUNT,
             "loss_curve_": _io.NUMBERS,
@@ -622,10 +594,118 @@ class _SparseLinearModel(BaseEstimator):
             raise ValueError("the weights are not all finite")
         return model
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
+    # -- merging copies of the model (sparseopt.dask) ----------------------------------------
+    def _merge_layout(self, state, opt):
+        """:meth:`Training.tables`: feature j owns rows ``j * K .. j * K + K - 1`` of the
+        table (one per output); the intercepts are shared."""
+        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
+
+    def _prepare_merge(self, opt, state, features):
+        """Nothing: a linear model's untouched rows are what every copy started from."""
+
+
+class _LogisticOutput:
+    """What a logistic model adds to its training loop: labels encoded as class indices,
+    the logistic (two classes) or softmax loss, probabilities."""
+
+    def _classes_of(self, y, classes, reset):
+        """The sorted labels a fit trains on: the fitted ones, or those of ``classes`` or
+        ``y``."""
+        check_classification_targets(y)
+        if classes is not None:
+            return unique_labels(classes)
+        return self.classes_ if not reset else unique_labels(y)
+
+    def _check_classes(self, classes, reset):
+        """``classes`` (sorted, distinct) if this model can learn them, else ValueError."""
+        if not reset:
+            if not np.array_equal(unique_labels(classes), self.classes_):
+                raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
+            return self.classes_
+        if classes.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least two classes; "
+                f"got one class only ({classes[0] if classes.size else None!r})"
+            )
+        return classes
+
+    def _encode_targets(self, y, classes):
+        """``y`` as float64 indices into ``classes``."""
+        index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
+        if not np.array_equal(classes[index], y):
+            unknown = np.setdiff1d(y, classes)
+            raise ValueError(f"y has labels {unknown!r} not in classes {classes!r}")
+        return index.astype(np.float64)
+
+    def _class_weights(self, targets, classes):
+        if self.class_weight is None:
+            return 1.0
+        present = np.unique(targets.astype(np.int64))
+        weights = np.ones(classes.size)
+        weights[present] = compute_class_weight(
+            self.class_weight, classes=classes[present], y=classes[targets.astype(np.int64)]
+        )
+        return weights[targets.astype(np.int64)]
+
+    def _loss_code(self, n_outputs):
+        return losses.LOGISTIC if n_outputs == 1 else losses.SOFTMAX
+
+    def _loss_from_margins(self, margins, y, w):
+        proba = self._proba_from_margins(margins)
+        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=range(proba.shape[1]))
+
+    @staticmethod
+    def _proba_from_margins(margins):
+        if margins.ndim == 1 or margins.shape[1] == 1:
+            p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
+            return np.column_stack([1.0 - p, p])
+        z = margins - margins.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def decision_function(self, X: MatrixLike) -> np.ndarray:
+        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_classes)."""
+        return self._margins(X)
+
+    def predict_proba(self, X: MatrixLike) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes)."""
+        return self._proba_from_margins(self.decision_function(X))
+
+    def predict_log_proba(self, X: MatrixLike) -> np.ndarray:
+        """Log of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X: MatrixLike) -> np.ndarray:
+        """Most probable class of each row."""
+        margins = self.decision_function(X)
+        index = (margins > 0).astype(np.int64) if margins.ndim == 1 else margins.argmax(axis=1)
+        return self.classes_[index]
+
+
+class _RegressionOutput:
+    """What a regression model adds to its training loop: float targets, the squared or
+    Huber loss (``loss``, ``epsilon``)."""
+
+    def _classes_of(self, y, classes, reset):
+        return None
+
+    def _encode_targets(self, y, classes):
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values")
+        return y
+
+    def _loss_code(self, n_outputs):
+        return losses.HUBER if self.loss == "huber" else losses.SQUARED
+
+    def _loss_from_margins(self, margins, y, w):
+        return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)
+
+    def predict(self, X: MatrixLike) -> np.ndarray:
+        """Predicted values, shape (n_samples,)."""
+        return self._margins(X)
 
 
 _COMMON_DOC = """
@@ -689,7 +769,7 @@ _COMMON_DOC = """
 """
 
 
-class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
+class SparseLogisticRegression(_LogisticOutput, ClassifierMixin, _SparseLinearModel):
     __doc__ = (
         """Logistic regression (binary, or multinomial softmax) trained with lazy sparse updates.
 
@@ -772,79 +852,8 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         self.device = device
         self.random_state = random_state
 
-    def _encode_targets(self, y, classes, reset):
-        check_classification_targets(y)
-        if reset:
-            labels = unique_labels(y) if classes is None else unique_labels(classes)
-            if labels.size < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs samples of at least two classes; "
-                    f"got one class only ({labels[0] if labels.size else None!r})"
-                )
-        else:
-            labels = self.classes_
-            if classes is not None and not np.array_equal(unique_labels(classes), labels):
-                raise ValueError(f"classes={classes!r} differs from classes_={labels!r}")
-        index = np.searchsorted(labels, y)
-        index = np.clip(index, 0, labels.size - 1)
-        if not np.array_equal(labels[index], y):
-            unknown = np.setdiff1d(y, labels)
-            raise ValueError(f"y has labels {unknown!r} not in classes {labels!r}")
-        self._pending_classes = labels
-        n_outputs = 1 if labels.size == 2 else labels.size
-        return index.astype(np.float64), n_outputs, {"classes_": labels}
 
-    def _class_weights(self, targets):
-        if self.class_weight is None:
-            return 1.0
-        labels = self._pending_classes
-        present = np.unique(targets.astype(np.int64))
-        weights = np.ones(labels.size)
-        weights[present] = compute_class_weight(
-            self.class_weight, classes=labels[present], y=labels[targets.astype(np.int64)]
-        )
-        return weights[targets.astype(np.int64)]
-
-    def _loss_code(self):
-        return losses.LOGISTIC if len(self._labels()) == 2 else losses.SOFTMAX
-
-    def _labels(self):
-        return getattr(self, "_pending_classes", getattr(self, "classes_", ()))
-
-    def _loss_from_margins(self, margins, y, w):
-        proba = self._proba_from_margins(margins)
-        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=range(proba.shape[1]))
-
-    @staticmethod
-    def _proba_from_margins(margins):
-        if margins.ndim == 1 or margins.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
-            return np.column_stack([1.0 - p, p])
-        z = margins - margins.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def decision_function(self, X: MatrixLike) -> np.ndarray:
-        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_classes)."""
-        return self._margins(X)
-
-    def predict_proba(self, X: MatrixLike) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes)."""
-        return self._proba_from_margins(self.decision_function(X))
-
-    def predict_log_proba(self, X: MatrixLike) -> np.ndarray:
-        """Log of :meth:`predict_proba`."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
-
-    def predict(self, X: MatrixLike) -> np.ndarray:
-        """Most probable class of each row."""
-        margins = self.decision_function(X)
-        index = (margins > 0).astype(np.int64) if margins.ndim == 1 else margins.argmax(axis=1)
-        return self.classes_[index]
-
-
-class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
+class SparseLinearRegression(_RegressionOutput, RegressorMixin, _SparseLinearModel):
     __doc__ = (
         """Linear regression (squared or Huber loss) trained with lazy sparse updates.
 
@@ -926,19 +935,3 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
         self.verbose = verbose
         self.device = device
         self.random_state = random_state
-
-    def _encode_targets(self, y, classes, reset):
-        y = np.asarray(y, dtype=np.float64)
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinite values")
-        return y, 1, {}
-
-    def _loss_code(self):
-        return losses.HUBER if self.loss == "huber" else losses.SQUARED
-
-    def _loss_from_margins(self, margins, y, w):
-        return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)
-
-    def predict(self, X: MatrixLike) -> np.ndarray:
-        """Predicted values, shape (n_samples,)."""
-        return self._margins(X)

@@ -22,7 +22,7 @@ from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import _rules as R
 from . import _safety
-from ._linear import DivergenceError
+from ._base import DivergenceError
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike

@@ -426,7 +426,6 @@ def mf_train_range(rule, loss, lazy, per_row):
         R.store_clock(c, clock)
         return OK, total
 
-
     return train
 
 

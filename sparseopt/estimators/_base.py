@@ -1,0 +1,302 @@
+"""What every sparseopt estimator shares, and the training protocol that drives them all.
+
+The training protocol
+---------------------
+``fit`` and ``partial_fit``, the command line (:mod:`sparseopt.pipeline`) and the Dask front
+end (:mod:`sparseopt.dask`) train a model through these calls and no other::
+
+    training = estimator.start_training(X, classes=None, reset=True)  # a Training
+    rows = training.rows(X, y)              # checked and encoded once
+    loss = training.epoch(rows, order)      # one pass over the rows in ``order``, in place
+    training.catch_up()                     # bring lazily updated coordinates up to date
+    training.finish(curve)                  # check the model, then hand it to the estimator
+
+``X`` given to :meth:`SparseEstimator.start_training` fixes the columns and the value type (a
+matrix of zero rows will do); ``order`` comes from :meth:`Training.order` (the estimator's
+``shuffle`` and threads) or from the caller (a Dask worker's share of a block). A data-parallel
+trainer also merges copies of the model: :meth:`Training.tables` names its tables and how each
+merges, :meth:`Training.table` reads one, and :meth:`Training.prepare_merge`,
+:meth:`Training.advance` and :meth:`Training.set_clock` keep the copies consistent. A model
+whose estimator returns a :class:`Training` from ``start_training`` runs everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, NamedTuple
+
+import numba
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .._io import save_model
+from ..models._hogwild import hogwild_order
+from ..optim import FTRL, OPTIMIZERS, AdaGrad, Optimizer
+from ..optim import _rules as R
+
+if TYPE_CHECKING:
+    from .._typing import FilePath
+
+
+# the optimizer slot (after the weight) holding each rule's accumulator of squared gradients,
+# which weights the copies' parameters in a merge (sparseopt.dask)
+ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
+
+
+class DivergenceError(ValueError):
+    """Training produced non-finite or absurd values (weights beyond any sane range, a loss
+    far worse than a constant prediction): the learning rate is too large for the data."""
+
+
+class Rows(NamedTuple):
+    """Training rows as the kernels take them: canonical CSR, encoded targets, weights."""
+
+    X: object
+    targets: np.ndarray
+    weights: np.ndarray
+
+
+class SparseEstimator(BaseEstimator):
+    """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
+    divergence, saving, and :meth:`start_training`.
+
+    A subclass gives ``_default_learning_rate(name)``, ``_configure(opt)`` (its own penalties
+    and refusals), ``_has_gpu_path``, ``_saved()`` and ``_from_file``, and a Training.
+    """
+
+    _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
+    _factor_state_needs_adagrad = False  # factor_state="row" keeps AdaGrad accumulators
+
+    # -- optimizer ---------------------------------------------------------------------------
+    def _make_optimizer(self) -> Optimizer:
+        """A fresh copy of the configured optimizer: the named one at this estimator's default
+        learning rate, or a copy of the given object, with ``learning_rate`` applied unless
+        "auto", then the estimator's own settings (``_configure``), validated."""
+        if isinstance(self.optimizer, Optimizer):
+            opt = copy.deepcopy(self.optimizer)
+        else:
+            opt = OPTIMIZERS[self.optimizer]()
+            opt.learning_rate = self._default_learning_rate(self.optimizer)
+        if self.learning_rate != "auto":
+            opt.learning_rate = self.learning_rate
+        self._configure(opt)
+        opt.hyperparameters()  # validate now, before any state changes
+        opt.schedule_spec()
+        return opt
+
+    def _configure(self, opt: Optimizer) -> None:
+        """Apply the estimator's own settings to ``opt`` (penalties), or refuse it."""
+
+    def _refuse_ftrl(self, opt: Optimizer) -> None:
+        """Factor models: FTRL's closed-form weights would discard the random factors."""
+        if isinstance(opt, FTRL):
+            raise ValueError(
+                f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "
+                f"factors' random initialization; use optimizer='adagrad'"
+            )
+
+    def _per_row(self, opt: Optimizer) -> bool:
+        """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
+        if self.factor_state == "auto":
+            return isinstance(opt, AdaGrad)
+        if self.factor_state == "row" and not isinstance(opt, AdaGrad):
+            raise ValueError(
+                f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
+                f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
+            )
+        return self.factor_state == "row"
+
+    # -- where it runs -----------------------------------------------------------------------
+    def _n_threads(self) -> int:
+        """Training threads from ``n_jobs`` (None: 1; -1: all, -2: all but one...), after
+        checking ``device``."""
+        if self.device == "cuda" and not self._has_gpu_path:
+            raise ValueError(
+                f"device='cuda': {type(self).__name__} has no GPU path yet (the linear "
+                f"estimators have one); use device='cpu' or 'auto' (the CPU)"
+            )
+        n, most = self.n_jobs, numba.config.NUMBA_NUM_THREADS
+        if n is None:
+            return 1
+        if n == 0:
+            raise ValueError("n_jobs=0: give a positive number of threads, -1 (all) or None")
+        return max(1, min(most + 1 + n if n < 0 else n, most))
+
+    # -- divergence --------------------------------------------------------------------------
+    def _diverged(self, opt: Optimizer, what: str = "non-finite loss or weights"):
+        """Raise DivergenceError: training diverged because of ``what``."""
+        raise DivergenceError(
+            f"training diverged ({what}) with optimizer {type(opt).__name__} and "
+            f"learning_rate={opt.learning_rate!r}: try a smaller learning_rate, or scale the "
+            f"features"
+        )
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: FilePath) -> None:
+        """Save to ``path`` (.npz of arrays and JSON metadata, no pickle), atomically.
+
+        The optimizer state is saved too: a loaded model can go on with ``partial_fit``.
+        Load it with :func:`sparseopt.load`.
+        """
+        check_is_fitted(self)
+        arrays, attributes = self._saved()
+        save_model(path, self, arrays, attributes)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+class Training:
+    """One training of a linear model or factorization machine, in progress (the protocol
+    of the module docstring).
+
+    It holds the optimizer, the model's ``state`` (its tables) and the kernels' scratch;
+    :meth:`finish` hands the state to the estimator, whose fitted attributes change nowhere
+    else. Started with ``in_place`` it trains the fitted state itself (no copy: a failure
+    leaves it partly trained, for callers that keep checkpoints).
+    """
+
+    def __init__(self, estimator, optimizer, state, n_features, classes, reset):
+        self.estimator = estimator
+        self.optimizer = optimizer
+        self.state = state
+        self.n_features = n_features
+        self.classes = classes
+        self.reset = reset
+        self.n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
+        self.n_threads = estimator._n_threads()
+        self.loss = estimator._loss_code(self.n_outputs)
+        self.scratch = estimator._new_scratch(state)
+
+    def __getstate__(self):  # sent to Dask workers: the scratch is made anew there
+        return {**vars(self), "scratch": None}
+
+    def __setstate__(self, values):
+        vars(self).update(values)
+        self.scratch = self.estimator._new_scratch(self.state)
+
+    # -- rows --------------------------------------------------------------------------------
+    def rows(self, X, y, sample_weight=None) -> Rows:
+        """Check ``X`` and ``y`` and encode them for :meth:`epoch`.
+
+        ``X``: SciPy sparse rows of the training's columns (float32 or float64: the state's
+        type is used); ``y``: labels or values; ``sample_weight``: non-negative, or None.
+        """
+        est = self.estimator
+        X = est._canonical(X, self.n_features, self.state_dtype)
+        y = np.asarray(y).reshape(-1)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
+        return self._rows(X, y, sample_weight)
+
+    def _rows(self, X, y, sample_weight) -> Rows:
+        """:meth:`rows` of an X already validated and canonical."""
+        est = self.estimator
+        targets = est._encode_targets(y, self.classes)
+        weights = est._sample_weight(X, targets, sample_weight, self.classes)
+        return Rows(X, targets, weights)
+
+    @property
+    def state_dtype(self):
+        return self.state.table.dtype
+
+    def order(self, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+        """An epoch's order of ``n_rows`` rows: shuffled with ``rng`` if the estimator
+        shuffles, laid out for its threads."""
+        order = rng.permutation(n_rows) if self.estimator.shuffle else np.arange(n_rows)
+        return hogwild_order(order, self.n_threads) if self.n_threads > 1 else order
+
+    # -- training ----------------------------------------------------------------------------
+    def epoch(self, rows: Rows, order: np.ndarray) -> float:
+        """Train the state in place on ``rows`` in ``order`` (indices of rows, each one
+        update, ``batch_size`` at a time); returns the sum of the rows' weighted losses,
+        each taken before its update. Raises DivergenceError on a non-finite loss."""
+        X, targets, weights = rows
+        if order.size and (order.min() < 0 or order.max() >= X.shape[0]):
+            raise ValueError(f"order holds a row index outside 0 .. {X.shape[0] - 1}")
+        return self.estimator._run_epoch(self, X, targets, weights, order)
+
+    def catch_up(self) -> None:
+        """Apply every coordinate's pending lazy steps (weight decay, momentum): the state is
+        then the same as after dense updates."""
+        self.estimator._catch_up(self.optimizer, self.state)
+
+    def check(self, rows: Rows | None = None, loss: float | None = None) -> None:
+        """Raise DivergenceError if a weight is not finite or beyond any sane range, or if
+        ``loss`` (a mean training loss over ``rows``) is far worse than a constant
+        prediction's."""
+        est = self.estimator
+        if not est._is_finite(self.state):
+            est._diverged(self.optimizer)
+        targets, weights = (None, None) if rows is None else rows[1:]
+        est._refuse_useless(self.optimizer, self.state, loss, targets, weights, self.classes)
+
+    def refuse(self, what: str):
+        """Raise DivergenceError, naming ``what`` went wrong and the learning rate."""
+        self.estimator._diverged(self.optimizer, what)
+
+    def finish(self, curve, *, scores=(), rows: Rows | None = None):
+        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
+        them), then make it the estimator's fitted model; ``curve``: the mean training loss
+        of each epoch of this training, ``scores`` their held-out losses. Returns the
+        estimator."""
+        self.check(rows, curve[-1] if rows is not None and len(curve) else None)
+        est = self.estimator
+        warm = not self.reset and hasattr(est, "n_iter_")
+        est.state_ = self.state
+        est.optimizer_ = self.optimizer
+        if self.classes is not None:
+            est.classes_ = self.classes
+        est.n_features_in_ = self.n_features
+        est.n_iter_ = (est.n_iter_ if warm else 0) + len(curve)
+        est.t_ = int(self.state.clock[R.CLOCK_T])
+        est.loss_curve_ = list(curve)
+        est.validation_scores_ = list(scores)
+        self.reset = False  # a later finish continues the count
+        return est
+
+    # -- merging copies (sparseopt.dask) ---------------------------------------------------
+    def tables(self) -> dict:
+        """``{name: (rows per feature or None, parameter columns, accumulator slot)}``: the
+        state's tables, feature ``j`` owning rows ``j * r .. j * r + r - 1`` of a table
+        (None: every row is shared by all features), each row ``[parameters..., slots...]``
+        merged by :func:`sparseopt.dask.merge_table` weighted by the accumulator slot (None:
+        averaged)."""
+        return self.estimator._merge_layout(self.state, self.optimizer)
+
+    def table(self, name: str) -> np.ndarray:
+        """The table ``name`` of :meth:`tables`, to read or write in place."""
+        if name not in self.tables():
+            raise KeyError(name)
+        return getattr(self.state, name)
+
+    def prepare_merge(self, features) -> None:
+        """Make the state what every copy started from on the features each copy saw
+        (``features``: one array of feature indices per copy), before merging them."""
+        self.estimator._prepare_merge(self.optimizer, self.state, features)
+
+    def lazy(self) -> bool:
+        """Whether coordinates keep pending steps (then :meth:`catch_up` moves every row)."""
+        return self.state.stamp.size > 0
+
+    def advance(self, steps: int) -> None:
+        """Move the clock ``steps`` optimizer steps on, every coordinate up to date with it
+        (after merging copies that took ``steps`` steps in all, each caught up)."""
+        R.advance_clock(self.optimizer.hyperparameters(), self.optimizer.schedule_spec(),
+                        self.state.clock, steps)  # fmt: skip
+        self.set_clock(self.state.clock)
+
+    def set_clock(self, clock) -> None:
+        """Set the clock to ``clock``, every coordinate up to date with it."""
+        self.state.clock[:] = clock
+        self.state.stamp[:] = clock[R.CLOCK_T]
+        self.state.mark[:] = clock[R.CLOCK_LOG_DECAY]
+
+    def clock(self) -> np.ndarray:
+        return self.state.clock
+
+
+__all__ = ["DivergenceError", "Rows", "SparseEstimator", "Training"]
