@@ -13,26 +13,23 @@ from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, Momentum, RMSProp
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not found")
 
-# These checks call predict(X) on the training matrix; MF's predict takes (user_ids,
-# item_ids) pairs. What they would check on the fit side (NaN, dtypes, sparse formats) is
-# covered by test_bad_input and the sparse inputs used throughout.
-PREDICTS_ON_X = [
-    "check_n_features_in_after_fitting",
-    "check_estimators_unfitted",
-    "check_estimators_dtypes",
-    "check_dtype_object",
-    "check_estimators_nan_inf",
-    "check_estimator_sparse_array",
-    "check_estimator_sparse_matrix",
-    "check_estimators_pickle",
-    "check_f_contiguous_array_estimator",
-    "check_methods_sample_order_invariance",
-    "check_methods_subset_invariance",
-    "check_dict_unchanged",
-    "check_fit_idempotent",
-    "check_fit2d_predict1d",
-]
-NOT_APPLICABLE = {name: "predict takes (user_ids, item_ids), not X" for name in PREDICTS_ON_X}
+# predict(X) scores the stored entries of X (a matrix shaped like the training one) and
+# returns them in a matrix of X's shape; a row of X is the user whose id is its position.
+ONE_SCORE_PER_ENTRY = (
+    "predict(X) gives one score per stored entry, in a matrix of X's shape (n_users, "
+    "n_items); the check asserts one prediction per row, shape (n_samples,). Fitting and "
+    "predicting on each sparse format it builds: test_sparse_formats"
+)
+ROWS_ARE_USERS = (
+    "a row of X is the user whose id is its position: a subset or a reordering of the rows "
+    "is other users' interactions, scored with their own factors, not the same samples"
+)
+NOT_APPLICABLE = {
+    "check_estimator_sparse_array": ONE_SCORE_PER_ENTRY,
+    "check_estimator_sparse_matrix": ONE_SCORE_PER_ENTRY,
+    "check_methods_subset_invariance": ROWS_ARE_USERS,
+    "check_methods_sample_order_invariance": ROWS_ARE_USERS,
+}
 
 
 def ratings(n_users=60, n_items=40, density=0.25, seed=0):
@@ -155,18 +152,22 @@ def test_cold_start_rows_use_biases():
 
 
 def test_diverging_learning_rate_names_it():
+    from sparseopt import DivergenceError
+
     X = ratings()
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(DivergenceError, match="learning_rate"):
         MatrixFactorization(optimizer="sgd", learning_rate=50.0, random_state=0).fit(X * 100)
 
 
 def test_failed_partial_fit_keeps_state():
+    from sparseopt import DivergenceError
+
     X = ratings()
     mf = MatrixFactorization(n_components=4, optimizer="sgd", learning_rate=0.01, random_state=0)
     mf.fit(X)
     before = mf.predict(np.arange(10), np.arange(10))
     mf.set_params(learning_rate=1e4)
-    with pytest.raises(ValueError, match="learning_rate"):
+    with pytest.raises(DivergenceError, match="learning_rate=10000.0"):
         mf.partial_fit(X * 100)
     np.testing.assert_array_equal(mf.predict(np.arange(10), np.arange(10)), before)
     assert mf.n_users_ == X.shape[0]
@@ -181,7 +182,141 @@ def test_partial_fit_grows_tables():
     assert mf.user_factors_.shape == (35, 4) and mf.item_biases_.shape == (24,)
     assert np.isfinite(mf.predict([34], [23])).all()
     fresh = MatrixFactorization(n_components=4, random_state=0).partial_fit(X)
-    assert fresh.n_iter_ == 1 and fresh.max_iter is None
+    assert fresh.n_iter_ == 1 and fresh.max_iter == "auto"
+
+
+def test_partial_fit_refuses_fewer_items():
+    X = ratings(30, 20)
+    mf = MatrixFactorization(n_components=4, max_iter=2, random_state=0).fit(X)
+    before = mf.predict(X)
+    with pytest.raises(ValueError, match="X has 19 features, but MatrixFactorization is "
+                                         "expecting 20 features as input"):  # fmt: skip
+        mf.partial_fit(X[:, :19])
+    assert_same_matrix(mf.predict(X), before)
+    mf.partial_fit(X[:10])  # fewer users: the others keep their rows
+    assert mf.n_users_ == 30
+
+
+def test_unfitted_partial_fit_leaves_max_iter(monkeypatch):
+    """partial_fit on an unfitted model runs fit's path with one epoch: max_iter is never
+    changed, not even during the call."""
+    seen = []
+    train = MatrixFactorization._train
+
+    def spy(self, state, X, opt, per_row, n_epochs, rng, mu):
+        seen.append((self.max_iter, n_epochs))
+        return train(self, state, X, opt, per_row, n_epochs, rng, mu)
+
+    monkeypatch.setattr(MatrixFactorization, "_train", spy)
+    X = ratings()
+    one = MatrixFactorization(n_components=4, max_iter=7, random_state=0).partial_fit(X)
+    assert seen == [(7, 1)] and one.max_iter == 7 and one.n_iter_ == 1
+    fit = MatrixFactorization(n_components=4, max_iter=1, random_state=0).fit(X)
+    assert_same_matrix(one.predict(X), fit.predict(X))
+
+
+def test_auto_defaults():
+    X = ratings()
+    for loss, rate, epochs in [("squared", 0.08, 5), ("warp", 0.04, 20), ("bpr", 0.05, 15)]:
+        mf = MatrixFactorization(n_components=4, loss=loss, random_state=0)
+        assert mf.learning_rate == "auto" and mf.max_iter == "auto"
+        mf.fit(X)
+        assert mf.optimizer_.learning_rate == rate and mf.n_iter_ == epochs
+    mf = MatrixFactorization(n_components=4, optimizer=Adam(0.003), max_iter=1).fit(X)
+    assert mf.optimizer_.learning_rate == 0.003  # "auto": the object's own rate
+    with pytest.raises(ValueError, match="learning_rate"):
+        MatrixFactorization(learning_rate=None).fit(X)
+
+
+def test_file_with_none_parameters_loads(tmp_path):
+    """Model files written before "auto" hold None for learning_rate and max_iter."""
+    import hashlib
+    import json
+
+    X = ratings()
+    mf = MatrixFactorization(n_components=4, max_iter=2, random_state=0).fit(X)
+    mf.save(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes())
+    arrays.pop("__meta_sha256__")
+    meta["params"].update(learning_rate=None, max_iter=None)
+    text = json.dumps(meta).encode()
+    digest = np.frombuffer(hashlib.sha256(text).hexdigest().encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays, __meta__=np.frombuffer(text, np.uint8),
+             __meta_sha256__=digest)  # fmt: skip
+    old = load(tmp_path / "old.npz")
+    assert old.learning_rate == "auto" and old.max_iter == "auto"
+    assert_same_matrix(old.predict(X), mf.predict(X))
+
+
+def assert_same_matrix(a, b):
+    assert type(a) is type(b) and a.shape == b.shape
+    if sp.issparse(a):
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        a, b = a.data, b.data
+    np.testing.assert_array_equal(a, b)
+
+
+def test_predict_matrix():
+    X = ratings()
+    mf = MatrixFactorization(n_components=4, max_iter=3, random_state=0).fit(X)
+    coo = X.tocoo()
+    pairs = mf.predict(coo.row, coo.col)
+    out = mf.predict(X)
+    assert isinstance(out, sp.csr_matrix) and out.dtype == np.float64
+    np.testing.assert_array_equal(out.indptr, X.indptr)
+    np.testing.assert_array_equal(out.indices, X.indices)
+    np.testing.assert_array_equal(out.data, pairs)  # X's entries in CSR order
+    assert isinstance(mf.predict(sp.csr_array(X)), sp.csr_array)
+    assert_same_matrix(sp.csr_matrix(mf.predict(X.toarray())), out)
+    np.testing.assert_array_equal(mf.predict(X.tocsc()).toarray(), out.toarray())
+    assert_same_matrix(mf.predict(X[:10]), out[:10])  # the first ten users
+    # a test matrix: its ratings and their predictions line up entry by entry
+    rmse = np.sqrt(np.mean((out - X).data ** 2))
+    assert rmse == pytest.approx(np.sqrt(np.mean((pairs - coo.data) ** 2)))
+    # repeated pairs are scored once (SciPy sums duplicates); explicit zeros are entries
+    dup = sp.coo_matrix(([3.0, 4.0, 0.0], ([0, 0, 1], [2, 2, 3])), shape=X.shape)
+    scored = mf.predict(dup)
+    assert scored.nnz == 2
+    np.testing.assert_array_equal(scored.data, mf.predict([0, 1], [2, 3]))
+    with pytest.raises(ValueError, match="X has 39 features, but MatrixFactorization is "
+                                         "expecting 40 features as input"):  # fmt: skip
+        mf.predict(X[:, :39])
+    with pytest.raises(ValueError, match="61 rows.*60 users"):
+        mf.predict(sp.vstack([X, X[:1]]))
+    with pytest.raises(ValueError, match="Reshape your data.*item_ids"):
+        mf.predict([0, 1, 2])
+    bad = X.copy()
+    bad.data[0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        mf.predict(bad)
+
+
+def test_sparse_formats():
+    """What check_estimator_sparse_{array,matrix} cover, with predict(X)'s shape: fit and
+    predict on every sparse format and index width, as sparse matrices and arrays."""
+    rng = np.random.RandomState(0)
+    dense = rng.uniform(size=(40, 3))
+    dense[dense < 0.6] = 0
+    reference = MatrixFactorization(n_components=4, max_iter=3, random_state=0)
+    expected = reference.fit(sp.csr_matrix(dense)).predict(sp.csr_matrix(dense))
+    for container in (sp.csr_matrix, sp.csr_array):
+        for fmt in ("csr", "csc", "coo", "dok", "lil", "dia", "bsr"):
+            X = container(dense).asformat(fmt)
+            widths = (np.int32, np.int64) if fmt in ("csr", "csc", "coo") else (None,)
+            for width in widths:
+                if width is not None:
+                    X = X.copy()
+                    if fmt == "coo":
+                        X.coords = tuple(c.astype(width) for c in X.coords)
+                    else:
+                        X.indices, X.indptr = X.indices.astype(width), X.indptr.astype(width)
+                mf = clone(reference).fit(X)
+                out = mf.predict(X)
+                assert out.shape == X.shape and isinstance(out, container), (fmt, width)
+                np.testing.assert_array_equal(out.toarray(), expected.toarray(), (fmt, width))
 
 
 def test_similar_items():

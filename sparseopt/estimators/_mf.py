@@ -159,16 +159,18 @@ class MatrixFactorization(BaseEstimator):
     optimizer : str or sparseopt.optim.Optimizer, default="adagrad"
         A name of :data:`sparseopt.optim.OPTIMIZERS` (except ``"ftrl"``: its closed-form
         weights discard the random initialization) or an optimizer object.
-    learning_rate : float, sparseopt.optim.Schedule or None, default=None
-        The optimizer's rate. None: for a named optimizer 0.08 with ``loss="squared"``, 0.04
-        with ``"warp"``, 0.05 otherwise; the object's own rate for an optimizer object.
+    learning_rate : "auto", float or sparseopt.optim.Schedule, default="auto"
+        The optimizer's rate. ``"auto"``: for a named optimizer 0.08 with ``loss="squared"``,
+        0.04 with ``"warp"``, 0.05 otherwise; the object's own rate for an optimizer object.
     alpha_factors : float, default=0.1
         L2 penalty :math:`\alpha_f` of the factors.
     alpha_biases : float, default=0.02
         L2 penalty :math:`\alpha_b` of the biases.
-    max_iter : int or None, default=None
-        Passes over the data in ``fit`` (``partial_fit`` makes one). None: 5 with
-        ``loss="squared"``, 20 with ``"warp"``, 15 otherwise.
+    max_iter : "auto" or int, default="auto"
+        Passes over the data in ``fit`` (``partial_fit`` makes one). ``"auto"``: 5 with
+        ``loss="squared"``, 20 with ``"warp"``, 15 otherwise (picked on validation splits,
+        ``benchmarks/README.md``; unlike the linear estimators' ``"auto"``, no rows are held
+        out).
     init_std : float, default=0.01
         Standard deviation of the normal initial factors.
     factor_state : {"auto", "element", "row"}, default="auto"
@@ -254,6 +256,8 @@ class MatrixFactorization(BaseEstimator):
     >>> mf = MatrixFactorization(n_components=8, random_state=0).fit(X)
     >>> mf.predict([0, 1], [3, 4]).shape
     (2,)
+    >>> mf.predict(X).nnz == X.nnz  # X's entries scored, in a matrix shaped like X
+    True
     >>> mf.recommend([0], n=5).shape
     (1, 5)
     """
@@ -262,10 +266,14 @@ class MatrixFactorization(BaseEstimator):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions(set(K.LOSSES))],
         "optimizer": [StrOptions(set(optim.OPTIMIZERS) - {"ftrl"}), optim.Optimizer],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), optim.Schedule, None],
+        "learning_rate": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+            optim.Schedule,
+        ],
         "alpha_factors": [Interval(Real, 0, None, closed="left")],
         "alpha_biases": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "init_std": [Interval(Real, 0, None, closed="left")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
         "user_history": [StrOptions({"auto"}), "boolean"],
@@ -283,10 +291,10 @@ class MatrixFactorization(BaseEstimator):
         *,
         loss="squared",
         optimizer="adagrad",
-        learning_rate=None,
+        learning_rate="auto",
         alpha_factors=0.1,
         alpha_biases=0.02,
-        max_iter=None,
+        max_iter="auto",
         init_std=0.01,
         factor_state="auto",
         user_history="auto",
@@ -323,7 +331,7 @@ class MatrixFactorization(BaseEstimator):
     # -- training --------------------------------------------------------------------------
     @_safety.unchanged_on_failure
     def fit(self, X: MatrixLike, y: None = None) -> Self:
-        """Learn the factors of ``X`` from scratch.
+        """Learn the factors of ``X`` from scratch: ``max_iter`` epochs.
 
         Parameters
         ----------
@@ -340,38 +348,18 @@ class MatrixFactorization(BaseEstimator):
         self
         """
         self._validate_params()
-        X = self._check_X(X)
-        opt = self._resolve_optimizer()
-        per_row = self._per_row(opt)
-        rng = check_random_state(self.random_state)
-        n_users, n_items = X.shape
-        k = self.n_components
-        _safety.check_table_size(self._tables_nbytes(opt, per_row, n_users, n_items), "the model")
-        state = {
-            "user": _new_side(n_users, k, opt, rng, self.init_std, per_row),
-            "item": _new_side(n_items, k, opt, rng, self.init_std, per_row),
-            "clock": np.zeros(R.CLOCK_SIZE),
-            "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
-        }
-        if self._user_history():
-            state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
-        mu = float(X.data.mean()) if self.loss == "squared" else 0.0
-        lo, hi = float(X.data.min()), float(X.data.max())
-        max_iter = self._max_iter()
-        self._train(state, X, opt, per_row, max_iter, rng, mu)
-        self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
-        self._set_state(state, opt, per_row, mu, (lo, hi), max_iter)
-        return self
+        return self._fit(X, self._max_iter(), reset=True)
 
     @_safety.unchanged_on_failure
     def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
         """One epoch over new interactions ``X``, keeping what was learnt.
 
-        ``X`` may be larger than the matrices seen so far: new users (rows) and items
-        (columns) get fresh factors. On an unfitted estimator it is one epoch of
-        :meth:`fit`. If training fails (a diverging learning rate), a ``ValueError`` is
-        raised and the fitted state is left as it was: the update runs on a copy of the
-        tables, which costs O(model size) per call.
+        ``X`` has at least the fitted items as columns (fewer are refused, as scikit-learn
+        refuses a changed number of features) and any number of rows: new users (rows) and
+        items (columns) beyond those fitted get fresh factors. On an unfitted estimator it
+        is :meth:`fit` with one epoch. If training fails (a diverging learning rate), a
+        :class:`~sparseopt.DivergenceError` is raised and the fitted state is left as it
+        was: the update runs on a copy of the tables, which costs O(model size) per call.
 
         Parameters
         ----------
@@ -383,47 +371,65 @@ class MatrixFactorization(BaseEstimator):
         -------
         self
         """
-        if not hasattr(self, "tables_"):
-            max_iter = self.max_iter
-            try:
-                self.max_iter = 1
-                return self.fit(X)
-            finally:
-                self.max_iter = max_iter
         self._validate_params()
+        return self._fit(X, 1, reset=not hasattr(self, "tables_"))
+
+    def _fit(self, X, n_epochs, reset):
+        """``n_epochs`` over ``X``, from fresh tables (``reset``) or from the fitted ones,
+        grown to the users and items of ``X``; the attributes are set only on success."""
         X = self._check_X(X)
-        opt = self._continued_optimizer()
-        per_row = self.factor_state_ == "row"
         rng = check_random_state(self.random_state)
-        old = self.tables_
-        clock = old["clock"].copy()
-        n_users = max(X.shape[0], old["user"].n_rows)
-        n_items = max(X.shape[1], old["item"].n_rows)
-        _safety.check_table_size(
-            self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old), "the model"
-        )
-        t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
         k = self.n_components
-        state = {
-            "user": _grow(
-                old["user"].copy(), n_users, k, opt, rng, self.init_std, per_row, t, log_decay
-            ),
-            "item": _grow(
-                old["item"].copy(), n_items, k, opt, rng, self.init_std, per_row, t, log_decay
-            ),
-            "clock": clock,
-            "seen": _resize(old["seen"], (n_users, n_items)),
-        }
-        if "history" in old:  # the fitted model's structure, whatever user_history says now
-            state["history"] = _grow(
-                old["history"].copy(), n_items, k, opt, rng, self.init_std, per_row, t, log_decay
+        if reset:
+            opt = self._resolve_optimizer()
+            per_row = self._per_row(opt)
+            n_users, n_items = X.shape
+            _safety.check_table_size(
+                self._tables_nbytes(opt, per_row, n_users, n_items), "the model"
             )
-        X = _resize(X, (n_users, n_items))
-        lo, hi = self.rating_range_
-        lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
-        self._train(state, X, opt, per_row, 1, rng, self.global_mean_)
+            state = {
+                "user": _new_side(n_users, k, opt, rng, self.init_std, per_row),
+                "item": _new_side(n_items, k, opt, rng, self.init_std, per_row),
+                "clock": np.zeros(R.CLOCK_SIZE),
+                "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
+            }
+            if self._user_history():
+                state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
+            mu = float(X.data.mean()) if self.loss == "squared" else 0.0
+            lo, hi = float(X.data.min()), float(X.data.max())
+            n_iter = 0
+        else:
+            if X.shape[1] < self.n_items_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_items_} features as input: its columns are the fitted items "
+                    f"(more columns add new items); call fit to start over"
+                )
+            opt = self._continued_optimizer()
+            per_row = self.factor_state_ == "row"
+            old = self.tables_
+            n_users, n_items = max(X.shape[0], old["user"].n_rows), X.shape[1]
+            _safety.check_table_size(
+                self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old),
+                "the model",
+            )
+            clock = old["clock"].copy()
+            t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
+            # the fitted model's structure (its history table), whatever user_history says now
+            state = {
+                name: _grow(old[name].copy(), n_users if name == "user" else n_items, k, opt,
+                            rng, self.init_std, per_row, t, log_decay)
+                for name in SIDES if name in old
+            }  # fmt: skip
+            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)))
+            X = _resize(X, (n_users, n_items))
+            mu = self.global_mean_
+            lo, hi = self.rating_range_
+            lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
+            n_iter = self.n_iter_
+        self._train(state, X, opt, per_row, n_epochs, rng, mu)
         self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
-        self._set_state(state, opt, per_row, self.global_mean_, (lo, hi), self.n_iter_ + 1)
+        self._set_state(state, opt, per_row, mu, (lo, hi), n_iter + n_epochs)
         return self
 
     def _train(self, state, X, opt, per_row, n_epochs, rng, mu):
@@ -618,7 +624,7 @@ class MatrixFactorization(BaseEstimator):
     def _resolve_optimizer(self) -> optim.Optimizer:
         if isinstance(self.optimizer, str):
             lr = self.learning_rate
-            if lr is None:
+            if isinstance(lr, str):  # "auto"
                 lr = _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
             opt = optim.OPTIMIZERS[self.optimizer](learning_rate=lr)
             if self.loss == "warp" and isinstance(opt, optim.AdaGrad):
@@ -630,7 +636,7 @@ class MatrixFactorization(BaseEstimator):
                     "discard the random initialization of the factors"
                 )
             opt = self.optimizer.__class__(**self.optimizer.get_params())
-            if self.learning_rate is not None:
+            if not isinstance(self.learning_rate, str):
                 opt.set_params(learning_rate=self.learning_rate)
         opt.hyperparameters()  # validates
         opt.schedule_spec()
@@ -653,7 +659,7 @@ class MatrixFactorization(BaseEstimator):
         return bool(self.user_history)
 
     def _max_iter(self) -> int:
-        if self.max_iter is None:
+        if self.max_iter == "auto":
             return _DEFAULT_MAX_ITER.get(self.loss, _IMPLICIT_MAX_ITER)
         return self.max_iter
 
@@ -729,32 +735,99 @@ class MatrixFactorization(BaseEstimator):
         check_is_fitted(self)
         return self.tables_["item"].bias[:, 0].copy()
 
-    def predict(self, user_ids: ArrayLike, item_ids: ArrayLike) -> np.ndarray:
-        """The score :math:`s_{ui}` of each pair (a rating for ``loss="squared"``).
+    def predict(
+        self, user_ids: ArrayLike | MatrixLike, item_ids: ArrayLike | None = None
+    ) -> np.ndarray | sp.csr_matrix | sp.csr_array:
+        """The score :math:`s_{ui}` of (user, item) pairs (a rating for ``loss="squared"``).
 
-        Squared-loss predictions are clipped to ``rating_range_``.
+        Two forms: ``predict(user_ids, item_ids)`` scores the pairs
+        ``(user_ids[n], item_ids[n])``; ``predict(X)`` scores the stored entries of a matrix
+        shaped like the training one (row ``u``, column ``i``: the pair ``(u, i)``) and
+        returns ``X`` with each stored value replaced by its score, so that a test matrix
+        and its predictions line up entry by entry. Squared-loss predictions are clipped to
+        ``rating_range_``.
 
         Parameters
         ----------
-        user_ids, item_ids : array-like of int, shape (n_pairs,)
+        user_ids : array-like of int of shape (n_pairs,), or matrix of shape (n_rows, n_items_)
+            With ``item_ids``: the users of the pairs. Alone: ``X``, whose stored entries
+            (nonzeros of a dense array) are the pairs; its columns are the fitted items and
+            its rows the first ``n_rows <= n_users_`` users. No NaN or inf.
+        item_ids : array-like of int of shape (n_pairs,), default=None
+            The items of the pairs.
 
         Returns
         -------
-        ndarray of shape (n_pairs,), float64
+        ndarray of shape (n_pairs,), or matrix of shape (n_rows, n_items_), float64
+            For ``X``: a CSR matrix (a CSR array if ``X`` is a sparse array) with the
+            structure of ``X`` (duplicates summed), or for a dense ``X`` an array with the
+            scores at its nonzeros and 0 elsewhere.
         """
         check_is_fitted(self)
+        if item_ids is None:
+            return self._predict_matrix(user_ids)
         users = self._check_ids(user_ids, self.n_users_, "user_ids")
         items = self._check_ids(item_ids, self.n_items_, "item_ids")
         if users.shape != items.shape:
             raise ValueError(
                 f"user_ids and item_ids differ in length: {users.size} != {items.size}"
             )
+        return self._scores(users, items)
+
+    def _scores(self, users, items) -> np.ndarray:
+        """The scores of the pairs ``(users[n], items[n])``, ids already checked."""
         bu, pu = self._weights("user")
         bi, qi = self._weights("item")
         s = self.global_mean_ + bu[users] + bi[items] + np.einsum("ij,ij->i", pu[users], qi[items])
         if self.loss == "squared":
             s = np.clip(s, *self.rating_range_)
         return s
+
+    def _predict_matrix(self, X):
+        """``predict(X)``: ``X`` with its stored entries replaced by their scores."""
+        if sp.issparse(X):
+            _safety.check_sparse_structure(X)
+        container = sp.csr_array if isinstance(X, sp.sparray) else sp.csr_matrix
+        try:
+            X = check_array(
+                X,
+                accept_sparse="csr",
+                dtype=(np.float64, np.float32),
+                ensure_all_finite=True,
+                input_name="X",
+                estimator=self,
+            )
+        except ValueError as exc:
+            if "Reshape your data" not in str(exc):
+                raise
+            raise ValueError(
+                f"{exc} To score (user, item) pairs, pass item_ids too: "
+                f"predict(user_ids, item_ids)."
+            ) from None
+        n_rows, n_cols = X.shape
+        if n_cols != self.n_items_:
+            raise ValueError(
+                f"X has {n_cols} features, but {type(self).__name__} is expecting "
+                f"{self.n_items_} features as input (its columns are the fitted items)"
+            )
+        if n_rows > self.n_users_:
+            raise ValueError(
+                f"X has {n_rows} rows, but {type(self).__name__} was fitted on "
+                f"{self.n_users_} users (its rows are users 0 .. {self.n_users_ - 1})"
+            )
+        if not sp.issparse(X):
+            users, items = np.nonzero(X)
+            out = np.zeros(X.shape)
+            out[users, items] = self._scores(users, items)
+            return out
+        X = sp.csr_matrix(X)  # check_array may return the input itself: never edit it
+        if not X.has_canonical_format:
+            X = X.copy()
+            X.sum_duplicates()
+        users = np.repeat(np.arange(n_rows), np.diff(X.indptr))
+        items = X.indices.astype(np.int64)
+        scores = self._scores(users, items)
+        return container((scores, X.indices.copy(), X.indptr.copy()), shape=X.shape)
 
     def recommend(self, user_ids: ArrayLike, n: int = 10, exclude_seen: bool = True) -> np.ndarray:
         """The ``n`` best-scored items of each user, best first.
@@ -867,6 +940,9 @@ class MatrixFactorization(BaseEstimator):
     def _from_file(cls, params, attributes, arrays):
         """The model a file describes, every array checked against the shapes the metadata
         implies before any reaches a kernel."""
+        # files written before "auto" hold None for these parameters, in the same meaning
+        params = {k: "auto" if v is None and k in ("learning_rate", "max_iter") else v
+                  for k, v in params.items()}  # fmt: skip
         model = cls(**params)
         model._validate_params()
         opt = model._resolve_optimizer()
