@@ -18,7 +18,7 @@ from sparseopt.datasets import make_ctr, sample_path
 from sparseopt.inspect import load_tokens
 
 BITS = ["--n-bits", "16"]
-COMMANDS = ["train", "predict", "evaluate", "inspect", "cache"]
+COMMANDS = ["train", "predict", "recommend", "evaluate", "inspect", "cache"]
 
 
 @pytest.fixture(autouse=True)
