@@ -275,3 +275,37 @@ def test_u1_rmse_equals_the_estimators(tmp_path, capsys):
     assert valid["n_ratings"] == test.nnz and valid["n_unknown"] == 0
     assert abs(valid["rmse"] - rmse(test.data, predicted)) < 1e-6
     assert abs(valid["mae"] - mae(test.data, predicted)) < 1e-6
+
+
+def test_movielens_100k_folder_ids_are_offset_with_or_without_bad_lines(tmp_path):
+    """Beside u.info, ids map to id - 1 for every user and item the folder counts, as
+    load_movielens_split maps them, also when --skip-bad-lines reads the file."""
+    from sparseopt.datasets import load_movielens
+
+    (tmp_path / "u.info").write_text("9 users\n12 items\n100 ratings\n")
+    lines = ["1\t3\t4\t100", "2\t5\t3\t101", "4\t3\t5\t102", "4\t10\t1\t103"]
+    data = tmp_path / "u1.base"
+    data.write_text("\n".join(lines) + "\n")
+    expected = load_movielens(data, ids="offset")
+    for extra, text in (([], lines), (["--skip-bad-lines"], [*lines[:2], "7", *lines[2:]])):
+        data.write_text("\n".join(text) + "\n")
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["train", str(data), "--model", "mf", "--out", str(out), *SMALL, *extra]) == 0
+        rm = R.load(out / "model.npz")
+        assert rm.users.ids.tolist() == list(range(1, 10))
+        assert rm.items.ids.tolist() == list(range(1, 13))
+        X, *_ = R.ratings_matrix(data, skip_bad_lines=bool(extra))
+        assert (X != expected).nnz == 0
+
+
+def test_dat_and_semicolon_files(tmp_path):
+    dat = tmp_path / "ratings.dat"
+    dat.write_text("5::10::4::1\n5::11::2::2\n6::10::5::3\n")
+    cols = R.read_ratings(dat)
+    assert cols.users.tolist() == [5, 5, 6] and cols.items.tolist() == [10, 11, 10]
+    generic = R.read_ratings(dat, skip_bad_lines=True)  # the pyarrow path reads it alike
+    np.testing.assert_array_equal(generic.values, cols.values)
+    semi = tmp_path / "r.txt"
+    semi.write_text("user_id;item_id\na;x\nb;y\n")  # text ids: the header by its name
+    cols = R.read_ratings(semi)
+    assert cols.users.tolist() == ["a", "b"] and cols.values.tolist() == [1.0, 1.0]
