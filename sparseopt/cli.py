@@ -1,13 +1,17 @@
-"""The ``sparseopt`` command: train click models on files, predict, evaluate, inspect.
+"""The ``sparseopt`` command: train models on files, predict, recommend, evaluate, inspect.
 
     sparseopt train [DATA] --format criteo --model lr --out DIR --validation FILE
+    sparseopt train RATINGS --model mf [--loss warp] --out DIR --validation FILE
     sparseopt predict MODEL DATA --out FILE
+    sparseopt recommend MODEL --users ID[,ID...] [--n 10] [--out FILE]
     sparseopt evaluate MODEL DATA [--json]
     sparseopt inspect MODEL [--field NAME] [--top N] [--json]
     sparseopt cache [--clear]
 
 With no DATA, ``train`` fits the synthetic Criteo-format sample shipped with the package and
-reports its validation metrics. Errors in the input (a missing file, a malformed line, options
+reports its validation metrics. ``--model mf`` trains MatrixFactorization on user,item[,rating]
+files (see sparseopt/_ratings_cli.py); predict, evaluate and inspect take either kind of
+model. Errors in the input (a missing file, a malformed line, options
 that do not match the model) print one line to stderr and exit with status 1.
 """
 
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from . import _ratings_cli as ratings
 from . import pipeline as P
 from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home
 from .estimators._linear import DEFAULT_LEARNING_RATE
@@ -75,13 +80,13 @@ def _add_data_options(parser, defaults: bool):
     g.add_argument(
         "--format",
         choices=P.FORMATS,
-        default="criteo" if defaults else None,
+        default=None,  # train: criteo, set in train() so that --model mf can refuse it
         help="file format (default: criteo for train; the model's otherwise)",
     )
     g.add_argument(
         "--n-bits",
         type=int,
-        default=20 if defaults else None,
+        default=None,  # train: 20, set in train()
         help="hash (field, value) pairs into 2**N columns (default: 20)",
     )
     g.add_argument(
@@ -153,7 +158,14 @@ def _model_params(args) -> dict:
 
 
 def train(args) -> int:
-    """Train a click model on a file (default: the packaged sample) and save it."""
+    """Train a model on a file (default: the packaged sample) and save it."""
+    if args.model == ratings.KIND:
+        return ratings.train(args)
+    for flag, value in (("--loss", args.loss), ("--min-rating", args.min_rating)):
+        if value is not None:
+            raise P.PipelineError(f"{flag} applies to --model mf; click models learn logloss")
+    args.format = args.format or "criteo"
+    args.n_bits = 20 if args.n_bits is None else args.n_bits
     if args.report:
         P.check_plotting()
     if args.keep_tokens and args.format == "libsvm":
@@ -181,7 +193,7 @@ def train(args) -> int:
         config,
         args.out,
         epochs=args.epochs,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=10 if args.checkpoint_every is None else args.checkpoint_every,
         cache_dir=args.cache_dir,
         use_cache=not args.no_cache,
         parse_threads=args.parse_threads,
@@ -224,7 +236,10 @@ def train(args) -> int:
 
 
 def predict(args) -> int:
-    """Write the click probability of every row of DATA to a file, one per line."""
+    """Write the click probability of every row of DATA (mf: the score of every user,item
+    pair) to a file, one per line."""
+    if ratings.is_ratings_model(args.model):
+        return ratings.predict(args)
     model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
@@ -237,7 +252,10 @@ def predict(args) -> int:
 
 
 def evaluate(args) -> int:
-    """Print the model's logloss, AUC and calibration on DATA."""
+    """Print the model's logloss, AUC and calibration on DATA (mf: RMSE and MAE, or
+    precision, recall and NDCG at 10 for the implicit losses)."""
+    if ratings.is_ratings_model(args.model):
+        return ratings.evaluate(args)
     model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, _data_options(args), args.chunk_size, args.skip_bad_lines
@@ -256,7 +274,10 @@ def evaluate(args) -> int:
 
 
 def inspect(args) -> int:
-    """Print the strongest features of a model, by name with the token counts of --keep-tokens."""
+    """Print the strongest features of a model, by name with the token counts of --keep-tokens
+    (mf: a summary and the items of largest bias)."""
+    if ratings.is_ratings_model(args.model):
+        return ratings.inspect(args)
     model, _ = P.load_model(args.model)
     tokens_path = Path(args.tokens or Path(args.model).parent / P.TOKENS_FILE)
     if args.tokens is None and not tokens_path.is_file():
@@ -338,8 +359,22 @@ def _plain(text: str) -> str:
     return text.replace("``", "")
 
 
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Help that keeps each command's description beside its name: before Python 3.13,
+    argparse measures command names without their indent, so "recommend" would push its
+    description to the next line."""
+
+    def __init__(self, prog):
+        super().__init__(prog)
+        self._action_max_length = len("    recommend")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparseopt", description=_plain(__doc__.split("\n\n")[0]))
+    parser = argparse.ArgumentParser(
+        prog="sparseopt",
+        description=_plain(__doc__.split("\n\n")[0]),
+        formatter_class=_CommandsFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # not required: a bare `sparseopt` prints the whole help (see main), not only an error
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
@@ -350,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=sorted(P.MODELS),
         default="lr",
-        help="lr (logistic regression), fm or ffm (factorization machines) (default: lr)",
+        help="lr (logistic regression), fm or ffm (factorization machines) on click data, "
+        "mf (matrix factorization) on user,item[,rating] files (default: lr)",
     )
     t.add_argument("--out", default="sparseopt-run", help="run folder (default: sparseopt-run)")
     t.add_argument(
@@ -391,6 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
         "alpha_linear and alpha_factors with --set)",
     )
     m.add_argument("--l1", type=float, help="L1 penalty, with ftrl (default: 0)")
+    m.add_argument(
+        "--loss",
+        choices=ratings.LOSSES,
+        help="mf: squared (explicit ratings) or an implicit loss (default: squared)",
+    )
+    m.add_argument(
+        "--min-rating",
+        type=float,
+        help="mf, implicit losses: ratings from this one up are the positives, weight 1 "
+        "(default: every line a positive weighted by its rating)",
+    )
     m.add_argument("--batch-size", type=int, help="rows per update step (default: 1)")
     m.add_argument(
         "--n-jobs",
@@ -416,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--checkpoint-every",
         type=int,
-        default=10,
+        default=None,
         metavar="N",
         help="checkpoint every N chunks, and after every epoch (default 10)",
     )
@@ -475,6 +522,21 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
     i.set_defaults(run=inspect)
 
+    rc = commands.add_parser(
+        "recommend", help=ratings.recommend.__doc__, description=ratings.recommend.__doc__
+    )
+    rc.add_argument("model", help="model file of sparseopt train --model mf")
+    rc.add_argument("--users", help="raw user ids, comma separated")
+    rc.add_argument("--users-file", help="a file of raw user ids, one per line")
+    rc.add_argument("--n", type=_positive_int, default=10, help="items per user (10)")
+    rc.add_argument("--out", help="output file (default: standard output)")
+    rc.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="also recommend the items a user interacted with in training",
+    )
+    rc.set_defaults(run=ratings.recommend)
+
     c = commands.add_parser("cache", help=cache.__doc__, description=cache.__doc__)
     c.add_argument(
         "--cache-dir", help="the cache (default: $SPARSEOPT_DATA/chunks, ~/.cache/sparseopt/chunks)"
@@ -499,6 +561,7 @@ def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args.after_chunk = after_chunk
+    args.explicit_parse_threads = getattr(args, "parse_threads", None)
     if getattr(args, "parse_threads", 0) is None:
         args.parse_threads = P.default_parse_threads()
     try:

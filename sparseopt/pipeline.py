@@ -89,7 +89,13 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None
 
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
-MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
+# --model kinds; "mf" trains on ratings files through sparseopt._ratings_cli, not the Trainer
+MODELS = {
+    "lr": "SparseLogisticRegression",
+    "fm": "FMClassifier",
+    "ffm": "FFMClassifier",
+    "mf": "MatrixFactorization",
+}
 METADATA_VERSION = 1
 _CHECKPOINT = "checkpoint.json"
 _LOCK = "run.lock"

@@ -19,7 +19,7 @@ from sparseopt.estimators import Training
 from sparseopt.inspect import load_tokens
 
 BITS = ["--n-bits", "16"]
-COMMANDS = ["train", "predict", "evaluate", "inspect", "cache"]
+COMMANDS = ["train", "predict", "recommend", "evaluate", "inspect", "cache"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,767 @@
+"""The ``sparseopt`` command for matrix factorization: ratings files in, raw ids out.
+
+    sparseopt train RATINGS --model mf [--loss squared|logistic|bpr|warp] [--validation FILE]
+    sparseopt predict MODEL PAIRS --out FILE
+    sparseopt recommend MODEL --users ID[,ID...] | --users-file FILE [--n 10] [--out FILE]
+    sparseopt evaluate MODEL RATINGS [--json]
+    sparseopt inspect MODEL
+
+Files
+-----
+One ``user<sep>item[<sep>rating[<sep>...]]`` line per interaction; later columns (a timestamp)
+are ignored. The separator is ``--sep``, else the first of ``::``, tab, comma and semicolon
+found in the first line; a first line without any number is a header. MovieLens files
+(``u.data``, ``uN.base``/``.test``, ``ratings.dat``, ``ratings.csv`` with its
+``userId,movieId,rating,timestamp`` header) are read by
+:func:`sparseopt.datasets.load_movielens` and :func:`~sparseopt.datasets._movielens.
+read_movielens_ratings`; other files by pyarrow's CSV reader. Ids are integers, or text when
+any id of the training file is not an integer. Without a rating column every line is worth 1.
+
+Ids
+---
+Raw ids become rows and columns as :func:`~sparseopt.datasets.load_movielens` maps them: in a
+MovieLens 100K folder (``u.info`` beside the file), row = id - 1 for every user and item the
+folder counts, so that ``u1.base`` trains exactly the matrix of
+``load_movielens_split(folder, "u1")``; otherwise the distinct ids in increasing order. The
+two maps (sorted ids) are saved in the model file's metadata, so that ``predict``,
+``recommend`` and ``evaluate`` take raw ids. A model saved by ``MatrixFactorization.save``
+itself has no maps: its ids are its 0-based row and column indices.
+
+Unknown ids follow the estimator's rule for a user or item without interactions: it is
+scored by the biases alone. A pair with an unknown user scores ``global_mean_ + b_i``, with an
+unknown item ``global_mean_ + b_u``, with both unknown ``global_mean_`` (clipped to the
+training ratings for the squared loss); an unknown user's recommendations are the items with
+the largest ``b_i``. The commands count such pairs and users in their report line.
+
+Training
+--------
+One call of ``MatrixFactorization(...).fit(X)``, ``max_iter`` set by ``--epochs`` (``auto``:
+the estimator's default for the loss), ``random_state`` by ``--seed``: the same computation as
+the estimator, so the same model for the same settings. Its ``verbose`` epoch lines are the
+progress. The validation file is scored once, after training (RMSE and MAE for the squared
+loss; precision, recall and NDCG at 10 of the recommendations, training items excluded, for
+the implicit losses), and ``--epochs auto`` does not stop early on it: ``fit`` has no hook
+between epochs. The run folder receives ``model.npz`` and ``metrics.json``; there are no
+checkpoints, and ``--resume`` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import scipy.sparse as sp
+
+from . import _io
+from . import pipeline as P
+from .datasets._cache import atomic_write
+
+KIND = "mf"
+LOSSES = ("squared", "logistic", "bpr", "warp")
+_SEPARATORS = ("::", "\t", ",", ";")
+_USER_COLUMNS = {"user", "userid", "users", "uid"}
+_MOVIELENS_CSV_HEADER = ["userid", "movieid", "rating", "timestamp"]
+# options of the click models, refused for mf: attribute -> flag
+_CLICK_DATA_OPTIONS = {
+    "format": "--format",
+    "n_bits": "--n-bits",
+    "field_aware": "--field-aware",
+    "label": "--label",
+    "features": "--features",
+    "numeric": "--numeric",
+    "exclude": "--exclude",
+    "n_features": "--n-features",
+}
+_CLICK_TRAIN_OPTIONS = {
+    "chunk_size": ("--chunk-size", "ratings are read whole"),
+    "explicit_parse_threads": ("--parse-threads", "pyarrow parses ratings with its own threads"),
+    "alpha": ("--alpha", "use --set alpha_factors=... and --set alpha_biases=..."),
+    "l1": ("--l1", "matrix factorization has no L1 penalty"),
+    "batch_size": ("--batch-size", "every rating is one optimizer step"),
+    "checkpoint_every": ("--checkpoint-every", "mf trains in one fit call, without checkpoints"),
+    "resume": ("--resume", "mf trains in one fit call, without checkpoints: train again"),
+    "no_cache": ("--no-cache", "there is no chunk cache for ratings"),
+    "cache_dir": ("--cache-dir", "there is no chunk cache for ratings"),
+    "keep_tokens": ("--keep-tokens", "ratings are not hashed"),
+    "report": ("--report", "the report draws click-model curves"),
+}
+# estimator parameters the command sets itself
+_OWN_PARAMS = {"max_iter": "--epochs", "random_state": "--seed", "loss": "--loss"}
+
+
+# --- reading -------------------------------------------------------------------------------
+@dataclass
+class Ratings:
+    """The columns of a ratings file: raw ids (int64, or object arrays of str) and values."""
+
+    users: np.ndarray
+    items: np.ndarray
+    values: np.ndarray
+    n_bad_lines: int = 0
+
+    def __len__(self) -> int:
+        return self.values.size
+
+
+@dataclass
+class _Layout:
+    sep: str
+    n_columns: int
+    header: bool
+    movielens: bool
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _layout(path, sep=None) -> _Layout:
+    """How ``path`` is laid out, from its first line."""
+    path = Path(path)
+    if not path.is_file():
+        raise P.PipelineError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        first, second = (f.readline().decode("utf-8", "replace").rstrip("\r\n") for _ in "12")
+    if not first.strip():
+        raise P.PipelineError(f"{path}: empty first line; expected user,item[,rating] lines")
+    if sep is None:
+        sep = next((s for s in _SEPARATORS if s in first), None)
+        if sep is None:
+            raise P.PipelineError(
+                f"{path}: no separator (tab, comma, semicolon or ::) in the first line "
+                f"{first[:80]!r}; give --sep"
+            )
+    fields, below = first.split(sep), second.split(sep)
+    if len(fields) < 2:
+        raise P.PipelineError(
+            f"{path}: the first line {first[:80]!r} has no {sep!r} between a user and an item"
+        )
+    # a header: words above numbers, or a first field named like a user column
+    header = (
+        any(not _is_number(a) and _is_number(b) for a, b in zip(fields, below, strict=False))
+        or fields[0].strip().lower().replace("_", "") in _USER_COLUMNS
+    )
+    four = len(fields) == 4
+    movielens = (
+        (sep in ("::", "\t") and four and not header)
+        or (sep == "," and header and [f.strip().lower() for f in fields] == _MOVIELENS_CSV_HEADER)
+    )  # fmt: skip
+    return _Layout(sep, len(fields), header, movielens)
+
+
+def read_ratings(path, *, sep=None, id_type=None, skip_bad_lines=False) -> Ratings:
+    """The raw ids and ratings of ``path`` (see the module docstring for the layouts).
+
+    ``id_type``: ``"int"`` or ``"str"`` to read ids as a model's maps hold them; None infers
+    (integers, else text). With ``skip_bad_lines``, lines with the wrong number of fields or a
+    missing value are skipped and counted; a value that does not parse stops the read.
+    """
+    layout = _layout(path, sep)
+    if layout.movielens and not skip_bad_lines and id_type != "str":
+        from .datasets._movielens import read_movielens_ratings
+
+        cols = read_movielens_ratings(path)
+        return Ratings(cols["user"], cols["item"], cols["rating"].astype(np.float32))
+    return _read_generic(Path(path), layout, id_type, skip_bad_lines)
+
+
+def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratings:
+    bad = []
+
+    def invalid(row):
+        bad.append(row)
+        return "skip" if skip_bad_lines else "error"
+
+    if layout.sep == "::":  # "a::b::c" split on ':' gives a, '', b, '', c
+        delimiter, n = ":", 2 * layout.n_columns - 1
+        wanted = [0, 2, 4][: min(layout.n_columns, 3)]
+    else:
+        delimiter, n = layout.sep, layout.n_columns
+        wanted = [0, 1, 2][: min(layout.n_columns, 3)]
+    if len(delimiter) != 1:
+        raise P.PipelineError(f"--sep must be one character (or ::), got {layout.sep!r}")
+    names = [f"f{k}" for k in range(n)]
+    roles = dict(zip(("user", "item", "rating"), (names[k] for k in wanted), strict=False))
+    ids = {"int": pa.int64(), "str": pa.string()}.get(id_type)
+    types = {roles["user"]: ids, roles["item"]: ids} if ids is not None else {}
+    if "rating" in roles:
+        types[roles["rating"]] = pa.float32()
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(layout.header)),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, quote_char=False, invalid_row_handler=invalid
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, include_columns=list(roles.values())
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if bad:
+            row = bad[0]
+            where = "a line" if row.number is None else f"line {row.number}"
+            raise P.PipelineError(
+                f"{path}: {where} has {row.actual_columns} fields, expected "
+                f"{row.expected_columns} (user, item[, rating]...; the first line decides): "
+                f"{row.text[:80]!r} (--skip-bad-lines skips such lines)"
+            ) from None
+        raise P.PipelineError(f"{path}: malformed ratings: {exc}") from None
+    columns = {role: table.column(name) for role, name in roles.items()}
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for column in columns.values():
+        missing |= column.is_null().to_numpy(zero_copy_only=False)
+    out = {}
+    for role in ("user", "item"):
+        column = columns[role]
+        if pa.types.is_integer(column.type):
+            out[role] = column.fill_null(0).to_numpy().astype(np.int64)
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            values = column.to_numpy(zero_copy_only=False)
+            missing |= np.array([not v for v in values], dtype=bool)  # None or ""
+            out[role] = values.astype(object)
+        else:  # all empty (null type), or numbers that are not integers
+            raise P.PipelineError(
+                f"{path}: the {role} ids (column {wanted[0 if role == 'user' else 1] + 1}) are "
+                f"not integers nor text (pyarrow read them as {column.type})"
+            )
+    if "rating" in columns:
+        values = columns["rating"].fill_null(np.nan).to_numpy().astype(np.float32)
+        missing |= ~np.isfinite(values)
+    else:
+        values = np.ones(table.num_rows, np.float32)
+    n_bad = len(bad)
+    if missing.any():
+        if not skip_bad_lines:
+            k = int(np.flatnonzero(missing)[0])
+            raise P.PipelineError(
+                f"{path}: rating {k + 1} (line {k + 1 + int(layout.header) + len(bad)} or "
+                "later) has an empty id or a rating that is not a finite number "
+                "(--skip-bad-lines skips such lines)"
+            )
+        keep = ~missing
+        out = {role: v[keep] for role, v in out.items()}
+        values = values[keep]
+        n_bad += int(missing.sum())
+    return Ratings(out["user"], out["item"], values, n_bad)
+
+
+# --- ids -----------------------------------------------------------------------------------
+class IdMap:
+    """Raw ids (sorted, distinct) of the rows or columns of a model, and their lookup."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+
+    @property
+    def kind(self) -> str:
+        return "str" if self.ids.dtype == object else "int"
+
+    def __len__(self) -> int:
+        return self.ids.size
+
+    def lookup(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, known): the index of each raw id, ``known`` False (index 0) for others."""
+        if self.ids.size == 0 or (raw.dtype == object and self.kind == "int"):
+            return np.zeros(raw.size, np.int64), np.zeros(raw.size, bool)  # text is no int id
+        if raw.dtype != object and self.kind == "str":
+            raw = raw.astype(str).astype(object)
+        idx = np.minimum(np.searchsorted(self.ids, raw), self.ids.size - 1)
+        known = self.ids[idx] == raw
+        return np.where(known, idx, 0).astype(np.int64), np.asarray(known, dtype=bool)
+
+    def to_json(self) -> list:
+        return self.ids.tolist()
+
+    @classmethod
+    def from_json(cls, value, n: int, what: str) -> IdMap:
+        """The map stored in a model file, checked: ``n`` distinct, sorted ids, all integers
+        or all text."""
+        if not isinstance(value, list) or len(value) != n:
+            raise ValueError(f"{what} ids must be a list of {n} ids")
+        if all(type(v) is int for v in value):
+            ids = np.array(value, dtype=np.int64) if value else np.zeros(0, np.int64)
+        elif all(isinstance(v, str) for v in value):
+            ids = np.array(value, dtype=object)
+        else:
+            raise ValueError(f"{what} ids must be all integers or all text")
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError(f"{what} ids are not sorted and distinct")
+        return cls(ids)
+
+
+def _uses_offset(path) -> bool:
+    """Whether ``path`` lies in a MovieLens 100K folder, whose ids load_movielens offsets."""
+    return (Path(path).parent / "u.info").is_file()
+
+
+def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse"):
+    """The training matrix of ``path`` and its id maps, as load_movielens maps ids.
+
+    Returns ``(X, users, items, n_bad_lines)``: CSR of shape (users, items), float32.
+    ``duplicates``: ``"refuse"`` a repeated (user, item) pair (ratings), or ``"sum"`` them
+    (implicit weights, as the estimator sums them).
+    """
+    from .datasets import load_movielens
+    from .datasets._movielens import _read_info
+
+    layout = _layout(path, sep)
+    offset = _uses_offset(path)
+    if layout.movielens and not skip_bad_lines and duplicates == "refuse":
+        ids = "offset" if offset else "compact"
+        try:
+            X, users, items = load_movielens(path, ids=ids, return_ids=True)
+        except ValueError as exc:
+            raise P.PipelineError(str(exc)) from None
+        return X.astype(np.float32), IdMap(users), IdMap(items), 0
+    cols = read_ratings(path, sep=sep, skip_bad_lines=skip_bad_lines)
+    if len(cols) == 0:
+        raise P.PipelineError(f"{path} has no ratings to train on")
+    if offset and cols.users.dtype != object and cols.items.dtype != object:
+        shape = _read_info(Path(path).parent) or (0, 0)
+        shape = (max(shape[0], int(cols.users.max())), max(shape[1], int(cols.items.max())))
+        if min(cols.users.min(), cols.items.min()) < 1:
+            raise P.PipelineError(f"{path}: ids below 1 in a MovieLens 100K folder")
+        users, items = IdMap(np.arange(1, shape[0] + 1)), IdMap(np.arange(1, shape[1] + 1))
+        rows, columns = cols.users - 1, cols.items - 1
+    else:
+        user_ids, rows = np.unique(cols.users, return_inverse=True)
+        item_ids, columns = np.unique(cols.items, return_inverse=True)
+        users, items = IdMap(user_ids), IdMap(item_ids)
+    X = sp.coo_matrix((cols.values, (rows, columns)), shape=(len(users), len(items))).tocsr()
+    if duplicates == "refuse" and X.nnz != len(cols):
+        raise P.PipelineError(
+            f"{path}: {len(cols) - X.nnz} repeated (user, item) pairs; with --loss squared "
+            "each pair holds one rating (keep the latest, or their mean)"
+        )
+    X.sort_indices()
+    return X.astype(np.float32), users, items, cols.n_bad_lines
+
+
+# --- model files ---------------------------------------------------------------------------
+@dataclass
+class RatingsModel:
+    """A MatrixFactorization and what the command knows around it."""
+
+    model: object
+    users: IdMap
+    items: IdMap
+    min_rating: float | None = None
+    n_interactions: int | None = None
+
+    @property
+    def loss(self) -> str:
+        return self.model.get_params()["loss"]
+
+    def score(self, users_raw, items_raw):
+        """Scores of raw (user, item) pairs; returns (scores, number of pairs with an
+        unknown id), unknown ids scored by the biases alone (module docstring)."""
+        m = self.model
+        u, known_u = self.users.lookup(users_raw)
+        i, known_i = self.items.lookup(items_raw)
+        both = known_u & known_i
+        s = np.empty(u.size, dtype=np.float64)
+        if both.any():
+            s[both] = m.predict(u[both], i[both])
+        rest = ~both
+        if rest.any():
+            bu = np.where(known_u, m.user_biases_[u], 0.0)
+            bi = np.where(known_i, m.item_biases_[i], 0.0)
+            cold = m.global_mean_ + bu[rest].astype(np.float64) + bi[rest].astype(np.float64)
+            if self.loss == "squared":
+                cold = np.clip(cold, *m.rating_range_)
+            s[rest] = cold
+        return s, int(rest.sum())
+
+    def recommend(self, users_raw, n, exclude_seen=True):
+        """Top-``n`` item indices per raw user (-1 fills), and the number of unknown users."""
+        u, known = self.users.lookup(users_raw)
+        out = np.full((u.size, n), -1, dtype=np.int64)
+        if known.any():
+            out[known] = self.model.recommend(u[known], n=n, exclude_seen=exclude_seen)
+        if not known.all():  # a cold user: the items by bias, ties to the lower index
+            bias = self.model.item_biases_.astype(np.float64)
+            order = np.lexsort((np.arange(bias.size), -bias))[:n]
+            out[~known, : order.size] = order
+        return out, int((~known).sum())
+
+
+def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) -> None:
+    """``model.save(path)`` with the id maps (and what inspect shows) in its metadata."""
+    metadata = {
+        "version": P.METADATA_VERSION,
+        "model": KIND,
+        "ratings": {
+            "users": users.to_json(),
+            "items": items.to_json(),
+            "min_rating": min_rating,
+            "n_interactions": n_interactions,
+        },
+    }
+    with _io.model_metadata(metadata):
+        model.save(path)
+
+
+def _metadata(path) -> dict:
+    if not Path(path).is_file():
+        raise P.PipelineError(f"{path}: no such model file")
+    return _io.read_metadata(path) or {}
+
+
+def is_ratings_model(path) -> bool:
+    """Whether ``path`` holds a MatrixFactorization (``sparseopt train --model mf`` or its
+    own ``save``)."""
+    meta = _metadata(path)
+    if "model" in meta:
+        return meta["model"] == KIND
+    import sparseopt
+
+    return isinstance(sparseopt.load(path), sparseopt.MatrixFactorization)
+
+
+def load(path) -> RatingsModel:
+    """Load an mf model file with its id maps (checked: the file is untrusted)."""
+    import sparseopt
+
+    meta = _metadata(path)
+    model = sparseopt.load(path)
+    if not isinstance(model, sparseopt.MatrixFactorization):
+        kind = meta.get("model", type(model).__name__)
+        raise P.PipelineError(
+            f"{path} holds a {type(model).__name__} (model {kind}); recommend works on a model "
+            "of sparseopt train --model mf"
+        )
+    version = meta.get("version", P.METADATA_VERSION)
+    if type(version) is int and version > P.METADATA_VERSION:
+        raise P.PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
+    if "ratings" not in meta:  # saved by MatrixFactorization.save: ids are indices
+        ids = IdMap(np.arange(model.n_users_)), IdMap(np.arange(model.n_items_))
+        return RatingsModel(model, *ids)
+    try:
+        ratings = meta["ratings"]
+        keys = {"users", "items", "min_rating", "n_interactions"}
+        if not isinstance(ratings, dict) or set(ratings) != keys:
+            raise ValueError(f"it must hold {sorted(keys)}")
+        users = IdMap.from_json(ratings["users"], model.n_users_, "user")
+        items = IdMap.from_json(ratings["items"], model.n_items_, "item")
+        min_rating = ratings["min_rating"]
+        if min_rating is not None and not (
+            isinstance(min_rating, int | float) and not isinstance(min_rating, bool)
+        ):
+            raise ValueError("min_rating must be a number or null")
+        n_interactions = ratings["n_interactions"]
+        if type(n_interactions) is not int or n_interactions < 0:
+            raise ValueError("n_interactions must be a count")
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise P.PipelineError(f"{path}: the id maps in the file are damaged: {exc}") from None
+    return RatingsModel(model, users, items, min_rating, n_interactions)
+
+
+# --- metrics -------------------------------------------------------------------------------
+def evaluate_ratings(rm: RatingsModel, cols: Ratings) -> dict:
+    """RMSE and MAE (squared loss) or ranking metrics at 10 (implicit losses) on ``cols``."""
+    from .metrics import mae, rmse
+
+    if len(cols) == 0:
+        raise P.PipelineError("no ratings to evaluate")
+    if rm.loss == "squared":
+        scores, unknown = rm.score(cols.users, cols.items)
+        y = cols.values.astype(np.float64)
+        return {
+            "n_ratings": len(cols),
+            "rmse": rmse(y, scores),
+            "mae": mae(y, scores),
+            "n_unknown": unknown,
+        }
+    return _ranking(rm, cols)
+
+
+def _ranking(rm: RatingsModel, cols: Ratings, k=10) -> dict:
+    """Precision, recall and NDCG at ``k`` of the recommendations (training items excluded)
+    against the positives of ``cols`` (ratings >= the model's --min-rating, if any), over
+    the known users that have one; pairs with an unknown id are left out and counted."""
+    from .metrics import ndcg_at_k, precision_at_k, recall_at_k
+
+    model = rm.model
+    u, known_u = rm.users.lookup(cols.users)
+    i, known_i = rm.items.lookup(cols.items)
+    positive = cols.values >= rm.min_rating if rm.min_rating is not None else cols.values > 0
+    keep = known_u & known_i & positive
+    test = sp.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (u[keep], i[keep])),
+        shape=(model.n_users_, model.n_items_),
+    )
+    test.sum_duplicates()
+    users = np.flatnonzero(np.diff(test.indptr))
+    result = {"n_ratings": len(cols), "n_unknown": int((~(known_u & known_i)).sum())}
+    result["n_users"] = int(users.size)
+    if users.size == 0:
+        raise P.PipelineError("no known user has a positive to rank in the evaluation file")
+    rec = model.recommend(users, n=k)
+    for name, metric in (("precision", precision_at_k), ("recall", recall_at_k),
+                         ("ndcg", ndcg_at_k)):  # fmt: skip
+        result[f"{name}@{k}"] = metric(test, rec, k=k, user_ids=users)
+    return result
+
+
+def format_metrics(m: dict) -> str:
+    unknown = f", {m['n_unknown']:,} with an unknown id" if m["n_unknown"] else ""
+    if "rmse" in m:
+        return f"RMSE {m['rmse']:.6f}  MAE {m['mae']:.6f} ({m['n_ratings']:,} ratings{unknown})"
+    return (
+        f"precision@10 {m['precision@10']:.4f}  recall@10 {m['recall@10']:.4f}  ndcg@10 "
+        f"{m['ndcg@10']:.4f} ({m['n_users']:,} users, {m['n_ratings']:,} lines{unknown})"
+    )
+
+
+# --- commands ------------------------------------------------------------------------------
+def _refuse(args, options: dict, command: str) -> None:
+    for name, flag in options.items():
+        value = getattr(args, name, None)
+        if value not in (None, False):
+            raise P.PipelineError(
+                f"{flag} does not apply to {command}: it reads user,item[,rating] lines "
+                "without hashing (--sep and --skip-bad-lines apply)"
+            )
+
+
+def _params(args, loss: str) -> dict:
+    params = dict(args.set or [])
+    for name, flag in _OWN_PARAMS.items():
+        if name in params:
+            raise P.PipelineError(f"--set {name} is set by {flag} on the command line")
+    params.update(loss=loss, random_state=args.seed, verbose=params.get("verbose", 1))
+    params["max_iter"] = None if args.epochs == "auto" else args.epochs
+    for name in ("optimizer", "learning_rate", "n_jobs"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    return params
+
+
+def train(args) -> int:
+    """``sparseopt train RATINGS --model mf``: one fit, the model saved with its id maps."""
+    import sparseopt
+
+    _refuse(args, _CLICK_DATA_OPTIONS, "--model mf")
+    for name, (flag, why) in _CLICK_TRAIN_OPTIONS.items():
+        if getattr(args, name, None) not in (None, False):
+            raise P.PipelineError(f"{flag} does not apply to --model mf: {why}")
+    if args.data is None:
+        raise P.PipelineError("--model mf needs a ratings file: sparseopt train RATINGS --model mf")
+    loss = args.loss or "squared"
+    if args.min_rating is not None and loss == "squared":
+        raise P.PipelineError("--min-rating applies to the implicit losses (logistic, bpr, warp)")
+    params = _params(args, loss)
+    try:
+        model = sparseopt.MatrixFactorization(**params)
+    except TypeError as exc:
+        raise P.PipelineError(f"bad model parameter for MatrixFactorization: {exc}") from None
+    out = Path(args.out)
+    if (out / "checkpoint.json").is_file():
+        raise P.PipelineError(
+            f"{out} holds a click-model run (checkpoint.json); choose another --out"
+        )
+    duplicates = "refuse" if loss == "squared" else "sum"
+    X, users, items, n_bad = ratings_matrix(
+        args.data, sep=args.sep, skip_bad_lines=args.skip_bad_lines, duplicates=duplicates
+    )
+    if args.min_rating is not None:
+        from .datasets import implicit_positives
+
+        X = implicit_positives(X, threshold=args.min_rating)
+    valid = None
+    if args.validation is not None:  # read before training: a bad file fails early
+        valid = read_ratings(
+            args.validation, sep=args.sep, id_type=users.kind, skip_bad_lines=args.skip_bad_lines
+        )
+    what = "ratings" if loss == "squared" else "interactions"
+    print(
+        f"training mf ({loss}) on {args.data}: {len(users):,} users x {len(items):,} items, "
+        f"{X.nnz:,} {what}"
+    )
+    started = time.perf_counter()
+    model.fit(X)
+    seconds = time.perf_counter() - started
+    model.set_params(verbose=dict(args.set or []).get("verbose", 0))  # saved: quiet
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.npz"
+    save(model, path, users, items, args.min_rating, int(X.nnz))
+    rm = RatingsModel(model, users, items, args.min_rating, int(X.nnz))
+    summary = {
+        "model": str(path),
+        "model_type": KIND,
+        "loss": loss,
+        "params": {k: v for k, v in params.items() if k != "verbose"},
+        "data_file": str(Path(args.data).resolve()),
+        "validation_file": None if valid is None else str(Path(args.validation).resolve()),
+        "n_users": len(users),
+        "n_items": len(items),
+        "n_ratings": int(X.nnz),
+        "n_bad_lines": n_bad,
+        "epochs": int(model.n_iter_),
+        "seconds": seconds,
+        "validation": None if valid is None else evaluate_ratings(rm, valid),
+    }
+    if valid is not None:
+        summary["validation"]["n_bad_lines"] = valid.n_bad_lines
+    atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    print(
+        P.fit_terminal(
+            f"done: {X.nnz:,} {what} over {model.n_iter_} epoch"
+            f"{'' if model.n_iter_ == 1 else 's'} in {seconds:.1f} s "
+            f"(compiling included), {n_bad} bad lines skipped; model saved to {path}"
+        )
+    )
+    if valid is not None:
+        print("validation: " + format_metrics(summary["validation"]))
+    return 0
+
+
+def predict(args) -> int:
+    """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
+    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    rm = load(args.model)
+    cols = read_ratings(
+        args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
+    )
+    if len(cols) == 0:
+        raise P.PipelineError(f"{args.data} has no user,item pairs")
+    scores, unknown = rm.score(cols.users, cols.items)
+    _write(args.out, "".join(f"{v:.6g}\n" for v in scores))
+    print(
+        f"wrote {len(cols):,} predictions to {args.out} ({unknown:,} pairs with an unknown id "
+        f"scored by the biases alone, {cols.n_bad_lines} bad lines skipped)"
+    )
+    return 0
+
+
+def evaluate(args) -> int:
+    """``sparseopt evaluate MODEL RATINGS`` for an mf model."""
+    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    rm = load(args.model)
+    cols = read_ratings(
+        args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
+    )
+    result = dict(evaluate_ratings(rm, cols), n_bad_lines=cols.n_bad_lines)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.data}: {format_metrics(result)}, {cols.n_bad_lines} bad lines skipped")
+    return 0
+
+
+def _user_list(args, kind: str) -> np.ndarray:
+    if (args.users is None) == (args.users_file is None):
+        raise P.PipelineError("give the users with --users ID[,ID...] or --users-file FILE")
+    if args.users is not None:
+        raw = [t.strip() for t in args.users.split(",") if t.strip()]
+        where = "--users"
+    else:
+        path = Path(args.users_file)
+        if not path.is_file():
+            raise P.PipelineError(f"{path}: no such file")
+        raw = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        where = str(path)
+    if not raw:
+        raise P.PipelineError(f"{where} names no user")
+    if kind == "str":
+        return np.array(raw, dtype=object)
+    try:
+        return np.array([int(t) for t in raw], dtype=np.int64)
+    except ValueError:
+        bad = next(t for t in raw if not t.lstrip("+-").isdigit())
+        raise P.PipelineError(
+            f"{where}: user id {bad!r} is not an integer, as the model's ids are"
+        ) from None
+
+
+def recommend(args) -> int:
+    """Write the top-n items of each user (mf models), as CSV lines user,rank,item,score."""
+    if not is_ratings_model(args.model):
+        meta = _metadata(args.model)
+        raise P.PipelineError(
+            f"{args.model} holds a click model ({meta.get('model', 'no --model recorded')}); "
+            "recommend needs a model of sparseopt train --model mf"
+        )
+    rm = load(args.model)
+    users = _user_list(args, rm.users.kind)
+    top, unknown = rm.recommend(users, args.n, exclude_seen=not args.include_seen)
+    rows = np.repeat(np.arange(users.size), args.n).reshape(top.shape)
+    ranks = np.tile(np.arange(1, args.n + 1), (users.size, 1))
+    valid = top >= 0
+    items = rm.items.ids[top[valid]]
+    scores, _ = rm.score(users[rows[valid]], items)
+    lines = ["user,rank,item,score"] + [
+        f"{u},{r},{i},{s:.6g}"
+        for u, r, i, s in zip(users[rows[valid]], ranks[valid], items, scores, strict=True)
+    ]
+    text = "\n".join(lines) + "\n"
+    note = f"{unknown} unknown users given the items of largest bias" if unknown else ""
+    if args.out is None:
+        print(text, end="")
+        if note:
+            import sys
+
+            print(f"sparseopt: {note}", file=sys.stderr)
+    else:
+        _write(args.out, text)
+        print(f"wrote {int(valid.sum()):,} recommendations for {users.size:,} users to "
+              f"{args.out}" + (f" ({note})" if note else ""))  # fmt: skip
+    return 0
+
+
+def inspect(args) -> int:
+    """A summary of an mf model: sizes, settings and the items of largest bias."""
+    if args.field is not None or args.tokens is not None:
+        raise P.PipelineError("--field and --tokens name hashed features; an mf model has none")
+    rm = load(args.model)
+    m = rm.model
+    summary = {
+        "model": "MatrixFactorization",
+        "loss": rm.loss,
+        "n_components": m.get_params()["n_components"],
+        "optimizer": type(m.optimizer_).__name__,
+        "n_users": int(m.n_users_),
+        "n_items": int(m.n_items_),
+        "n_interactions": rm.n_interactions,
+        "global_mean": float(m.global_mean_),
+        "rating_range": [float(v) for v in m.rating_range_],
+        "epochs": int(m.n_iter_),
+    }
+    bias = m.item_biases_.astype(np.float64)
+    top = np.lexsort((np.arange(bias.size), -bias))[: args.top]
+    raw = rm.items.ids[top].tolist()
+    table = [{"item": r, "bias": float(bias[c])} for r, c in zip(raw, top, strict=True)]
+    if args.json:
+        print(json.dumps(dict(summary, top_items=table)))
+        return 0
+    n = rm.n_interactions
+    print(
+        f"MatrixFactorization ({summary['loss']} loss, {summary['n_components']} components, "
+        f"{summary['optimizer']}, {summary['epochs']} epochs): {summary['n_users']:,} users x "
+        f"{summary['n_items']:,} items" + ("" if n is None else f", {n:,} interactions")
+    )
+    if rm.loss == "squared":
+        lo, hi = summary["rating_range"]
+        print(f"global mean rating {summary['global_mean']:.4f}, ratings from {lo:g} to {hi:g}")
+    print(f"items of largest bias (top {len(table)}):")
+    print(f"{'item':>12}  {'bias':>8}")
+    for row in table:
+        print(f"{row['item']!s:>12}  {row['bias']:>8.4f}")
+    return 0
+
+
+def _write(path, text: str) -> None:
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
