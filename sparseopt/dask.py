@@ -37,10 +37,11 @@ import uuid
 import numba
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import is_classifier
+from sklearn.base import is_classifier, is_regressor
 
-from ._jit import JIT, PARALLEL_JIT
+from ._jit import PARALLEL_JIT
 from .optim import FTRL
+from .optim import _rules as R
 
 __all__ = ["StaleModelError", "WorkerLostError", "fit", "from_files", "merge_table", "predict"]
 
@@ -162,35 +163,31 @@ def _check_mergeable(training):
         )
 
 
-def _train_segments(training, blocks, segments, batch_size, fit_id):
+def _train_segments(training, blocks, segments, fit_id):
     """Train ``training`` in place on the row ``segments`` (see :func:`_segment_data`).
 
-    Returns (steps, loss sum, the features seen, {table name: (rows, values)} of the rows
-    it may have changed).
+    Returns (optimizer steps taken, loss sum, {table name: rows touched, None for all},
+    {table name: (rows, values)} of the rows it may have changed).
     """
-    steps, total, seen = 0, 0.0, np.zeros(training.n_features, bool)
+    start, total, marked = training.clock()[R.CLOCK_T], 0.0, {}
     for block, rows, order in _segment_data(training, blocks, segments, fit_id):
-        if order.size == rows.X.shape[0]:  # the whole block: its columns, found once per fit
-            seen[_block_columns(rows.X, fit_id, block)] = True
-        else:
-            _mark_columns(rows.X.indptr, rows.X.indices, order, seen)
         total += training.epoch(rows, order)
-        steps += -(-order.size // batch_size)
+        for name, r in _touched(training, rows, order, fit_id, block).items():
+            marked.setdefault(name, []).append(r)
+    steps = int(training.clock()[R.CLOCK_T] - start)
     training.catch_up()
-    features = np.flatnonzero(seen)
     everything = training.lazy()  # the catch-up moved every coordinate
-    changed = {}
-    for name, (r, _, _) in training.tables().items():
-        table = training.table(name)
-        if r is None or everything:
-            rows = np.arange(table.shape[0])
-        else:
-            rows = (features[:, None] * r + np.arange(r)).reshape(-1)
-        changed[name] = (rows, table[rows])
-    return steps, total, features, changed
+    touched, changed = {}, {}
+    for name, marks in marked.items():
+        rows = None if any(r is None for r in marks) else np.unique(np.concatenate(marks))
+        touched[name] = rows
+        if rows is None or everything:
+            rows = np.arange(training.table(name).shape[0])
+        changed[name] = (rows, training.table(name)[rows])
+    return steps, total, touched, changed
 
 
-def _apply(training, delta):
+def _apply_delta(training, delta):
     """Bring a worker's resident model to the driver's merged model."""
     for name, (rows, values) in delta["tables"].items():
         training.table(name)[rows] = values
@@ -198,76 +195,57 @@ def _apply(training, delta):
 
 
 # -- worker side ----------------------------------------------------------------------------
-_ORDERS: dict = {}  # per-process cache of the epoch's row permutation of each block
+_ROWS: dict = {}  # per-process cache of each block's checked rows: (fit id, block) -> rows
+_ORDERS: dict = {}  # per-process cache of each block's epoch order: (fit id, block, epoch)
+_TOUCHED: dict = {}  # per-process cache of the table rows a whole block touches
 
 
-def _block_order(n_rows, seed, epoch, block):
-    if seed is None:
-        return np.arange(n_rows)
-    key = (seed, epoch, block, n_rows)
+def _block_order(training, rows, fit_id, block, seed, epoch):
+    """The order of a block's rows in an epoch (:meth:`Training.order`), made once."""
+    key = (fit_id, block, epoch)
     if key not in _ORDERS:
-        if len(_ORDERS) > 256:
-            _ORDERS.clear()
-        _ORDERS[key] = np.random.default_rng([seed, epoch, block]).permutation(n_rows)
+        for old in [k for k in _ORDERS if k[:2] == key[:2]]:
+            del _ORDERS[old]
+        rng = np.random.default_rng([seed, epoch, block] if seed is not None else 0)
+        _ORDERS[key] = training.order(rows, rng)  # seed None: the estimator does not shuffle
     return _ORDERS[key]
 
 
-@numba.njit(**JIT)
-def _mark_columns(indptr, indices, rows, seen):
-    """``seen[j] = True`` for every column j of the CSR ``rows``.
-
-    The rows are visited in storage order: in the shuffled order of ``rows`` every row read
-    misses the cache, which made this cost 60% of a linear model's training.
-    """
-    take = np.zeros(indptr.size - 1, np.bool_)
-    for r in rows:
-        take[r] = True
-    for r in range(take.size):
-        if take[r]:
-            for p in range(indptr[r], indptr[r + 1]):
-                seen[indices[p]] = True
-
-
-_ROWS: dict = {}  # per-process cache of each block's checked rows: (fit id, block) -> Rows
-_COLUMNS: dict = {}  # per-process cache of each block's distinct columns: (fit id, block) -> array
-
-
-def _block_columns(X, fit_id, block):
-    """The distinct columns of ``X``, block ``block`` of fit ``fit_id``, found on first use.
-
-    Marking a whole block's columns row by row every epoch cost 10% of a linear worker's
-    training; the cached array holds at most the block's number of nonzeros.
-    """
-    if (fit_id, block) not in _COLUMNS:
-        seen = np.zeros(X.shape[1], bool)
-        _mark_columns(X.indptr, X.indices, np.arange(X.shape[0]), seen)
-        _COLUMNS[fit_id, block] = np.flatnonzero(seen).astype(X.indices.dtype)
-    return _COLUMNS[fit_id, block]
+def _touched(training, rows, order, fit_id, block):
+    """:meth:`Training.touched`, found once per fit for a whole block (marking a block's
+    columns row by row every epoch cost 10% of a linear worker's training)."""
+    if order.size != training.count(rows):
+        return training.touched(rows, order)
+    if (fit_id, block) not in _TOUCHED:
+        _TOUCHED[fit_id, block] = training.touched(rows, order)
+    return _TOUCHED[fit_id, block]
 
 
 def _segment_data(training, blocks, segments, fit_id):
-    """Yield (block, rows, order) of each segment ``(block, start, stop, seed, epoch)``: its
-    block's number and checked rows (:meth:`Training.rows`), and its rows of the block in
-    the epoch's order.
+    """Yield (block, rows, order) of each segment ``(block, first_row, start, stop, seed,
+    epoch)``: its block's number and checked rows (:meth:`Training.rows`), and its share
+    ``start:stop`` of the block's epoch order.
 
     The kernels visit only the rows in ``order``, so training a segment costs what its rows
     cost (copying them out of the block cost about as much as training a linear model). A
     block is checked and its targets encoded once per fit (scikit-learn's label checks cost
     20-100 ms per 250,000 rows).
     """
-    for i, (block, start, stop, seed, epoch) in enumerate(segments):
+    for i, (block, first_row, start, stop, seed, epoch) in enumerate(segments):
         if (fit_id, block) not in _ROWS:
-            X, y = blocks[2 * i], np.asarray(blocks[2 * i + 1]).reshape(-1)
+            X, y = blocks[2 * i], blocks[2 * i + 1]
             if not sp.issparse(X):
                 raise TypeError(f"block {block} of X is a {type(X).__name__}, not a sparse matrix")
-            if X.shape[0] != y.shape[0]:
-                raise ValueError(
-                    f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
-                    f"chunk X and y alike along the rows"
-                )
-            _ROWS[fit_id, block] = training.rows(X, y)
+            if y is not None:
+                y = np.asarray(y).reshape(-1)
+                if X.shape[0] != y.shape[0]:
+                    raise ValueError(
+                        f"block {block}: X has {X.shape[0]} rows but y has {y.shape[0]}; "
+                        f"chunk X and y alike along the rows"
+                    )
+            _ROWS[fit_id, block] = training.rows(X, y, first_row=first_row)
         rows = _ROWS[fit_id, block]
-        order = _block_order(rows.X.shape[0], seed, epoch, block)[start:stop]
+        order = _block_order(training, rows, fit_id, block, seed, epoch)[start:stop]
         yield block, rows, order
 
 
@@ -278,7 +256,7 @@ class StaleModelError(RuntimeError):
     """A worker's resident model is not the one the round starts from (send the full one)."""
 
 
-def _train_round(fit_id, version, delta, full, segments, batch_size, *blocks):
+def _train_round(fit_id, version, delta, full, segments, *blocks):
     """A worker's share of round ``version``; returns the rows it changed.
 
     The worker keeps its model (a :class:`~sparseopt.estimators._base.Training`) between
@@ -296,21 +274,36 @@ def _train_round(fit_id, version, delta, full, segments, batch_size, *blocks):
         if entry is None or entry[0] != version - 1:
             raise StaleModelError(f"worker {key[1]} holds no model of round {version - 1}")
         entry[0] = None  # until this task succeeds
-        _apply(entry[1], delta)
+        _apply_delta(entry[1], delta)
     training = _MODELS[key][1]
-    steps, loss, features, changed = _train_segments(training, blocks, segments, batch_size, fit_id)
+    steps, loss, touched, changed = _train_segments(training, blocks, segments, fit_id)
     _MODELS[key][0] = version
-    return {"changed": changed, "features": features, "clock_steps": steps, "loss": loss}
+    return {"changed": changed, "touched": touched, "clock_steps": steps, "loss": loss}
 
 
 def _forget(fit_id):
-    for cache in (_MODELS, _ROWS, _COLUMNS):
+    for cache in (_MODELS, _ROWS, _ORDERS, _TOUCHED):
         for key in [k for k in cache if k[0] == fit_id]:
             del cache[key]
 
 
 def _n_rows(block):
     return int(block.shape[0])
+
+
+def _counts(block):
+    """Rows and stored entries of a sparse block."""
+    if not sp.issparse(block):
+        raise TypeError(f"a block of X is a {type(block).__name__}, not a sparse matrix")
+    return int(block.shape[0]), int(block.nnz)
+
+
+def _trains_on_X_alone(est) -> bool:
+    """Whether ``est.fit`` takes X alone (matrix factorization: the stored entries)."""
+    import inspect
+
+    y = inspect.signature(est.fit).parameters.get("y")
+    return y is not None and y.default is None and not (is_classifier(est) or is_regressor(est))
 
 
 # -- driver side --------------------------------------------------------------------------
@@ -329,19 +322,28 @@ def _client(client):
 
 
 def _blocks(client, X, y):
-    """Persisted blocks of X and y as futures, pairwise by row block, and their row counts."""
+    """Persisted blocks of X and y (None: X alone) as futures, pairwise by row block; each
+    block's size in updates (rows, or stored entries for X alone) and its first row."""
     import dask.array as da
     from distributed import futures_of, wait
 
     if not isinstance(X, da.Array) or X.ndim != 2:
         raise TypeError(f"X must be a 2-D dask.array.Array of sparse blocks; got {type(X)}")
-    if not isinstance(y, da.Array):
-        y = _scatter_rows(client, np.asarray(y), X.chunks[0])
     if len(X.chunks[1]) != 1:
         raise ValueError(
             f"X must be chunked along the rows only (one block of columns); got "
             f"{len(X.chunks[1])} column blocks: build it with chunks=(rows, -1)"
         )
+    if y is None:
+        X = client.persist(X)
+        xs = [{f.key: f for f in futures_of(X)}[k[0]] for k in X.__dask_keys__()]
+        wait(xs)
+        counts = client.gather([client.submit(_counts, f, pure=False) for f in xs])
+        rows = np.array([r for r, _ in counts], np.int64)
+        sizes, ys = np.array([n for _, n in counts], np.int64), [None] * len(xs)
+        return X, None, xs, ys, sizes, np.concatenate([[0], np.cumsum(rows)[:-1]])
+    if not isinstance(y, da.Array):
+        y = _scatter_rows(client, np.asarray(y), X.chunks[0])
     if y.ndim != 1 or len(y.chunks[0]) != len(X.chunks[0]):
         raise ValueError(
             f"y must be a 1-D dask array with the same row blocks as X; got y.ndim={y.ndim} "
@@ -357,7 +359,8 @@ def _blocks(client, X, y):
     for i, (a, b) in enumerate(zip(sizes, ysizes, strict=True)):
         if a != b:
             raise ValueError(f"block {i}: X has {a} rows but y has {b}")
-    return X, y, xs, ys, np.array(sizes, np.int64)
+    sizes = np.array(sizes, np.int64)
+    return X, y, xs, ys, sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
 
 def _scatter_rows(client, a, chunks):
@@ -382,12 +385,15 @@ def _owners(client, xs, ys, sizes):
     """One worker per block, among those holding both its X and y, balancing rows."""
     from distributed import wait
 
+    ys = [f for f in ys if f is not None]
     wait(xs + ys)
     who = client.who_has(xs + ys)
     load: dict = {}
     owner = [None] * len(xs)
     for b in np.argsort(-sizes, kind="stable"):
-        holders = set(who[xs[b].key]) & set(who[ys[b].key]) or set(who[xs[b].key])
+        holders = set(who[xs[b].key])
+        if ys:
+            holders = holders & set(who[ys[b].key]) or holders
         if not holders:
             raise WorkerLostError(f"block {b} of X is on no worker")
         owner[b] = min(sorted(holders), key=lambda w: load.get(w, 0))
@@ -395,8 +401,9 @@ def _owners(client, xs, ys, sizes):
     return owner
 
 
-def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
-    """Each worker's segments for the round: up to ``merge_every`` minibatches of its blocks."""
+def _plan(owner, sizes, first_rows, cursors, merge_every, batch_size, seed, epoch):
+    """Each worker's segments for the round: up to ``merge_every`` minibatches of its blocks
+    (see :func:`_segment_data`)."""
     plan: dict = {}
     budget = {}
     for b in range(len(sizes)):
@@ -406,7 +413,7 @@ def _plan(owner, sizes, cursors, merge_every, batch_size, seed, epoch):
             continue
         stop = int(min(sizes[b], cursors[b] + left * batch_size))
         budget[w] = left - -(-(stop - cursors[b]) // batch_size)
-        plan.setdefault(w, []).append((b, int(cursors[b]), stop, seed, epoch))
+        plan.setdefault(w, []).append((b, int(first_rows[b]), int(cursors[b]), stop, seed, epoch))
     return plan
 
 
@@ -451,7 +458,7 @@ def _gather_round(client, futures, workers):
 
 
 def fit(
-    estimator, X, y, *, classes=None, merge_every=100_000, retries=2, client=None, verbose=0
+    estimator, X, y=None, *, classes=None, merge_every=100_000, retries=2, client=None, verbose=0
 ):  # fmt: skip
     """Train ``estimator`` data-parallel on the Dask cluster holding ``X``'s blocks.
 
@@ -496,11 +503,17 @@ def fit(
     estimator._validate_params()
     if merge_every is not None and (not isinstance(merge_every, int) or merge_every < 1):
         raise ValueError(f"merge_every must be a positive int or None, got {merge_every!r}")
-    X, y, xs, ys, sizes = _blocks(client, X, y)
+    alone = _trains_on_X_alone(estimator)
+    if (y is None) != alone:
+        raise ValueError(
+            f"{type(estimator).__name__} trains on "
+            + ("X alone: leave y out" if alone else "X and y: pass y")
+        )
+    X, y, xs, ys, sizes, first_rows = _blocks(client, X, y)
     n_features = X.shape[1]
     if X.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
-    reset = not (estimator.warm_start and hasattr(estimator, "state_"))
+    reset = not (getattr(estimator, "warm_start", False) and hasattr(estimator, "n_iter_"))
     if is_classifier(estimator):
         if not reset:
             classes = estimator.classes_
@@ -510,31 +523,35 @@ def fit(
     else:
         classes = None
     # the estimator checks the labels (two classes at least; FM: binary only) and its state
-    template = sp.csr_matrix((0, n_features), dtype=X.dtype)
+    if alone:  # the model keeps every interaction (negatives, histories): gather them
+        template = sp.vstack(client.gather(xs), format="csr")
+    else:
+        template = sp.csr_matrix((0, n_features), dtype=X.dtype)
     training = estimator.start_training(template, classes=classes, reset=reset)
     _check_mergeable(training)
     rs = estimator.random_state
     seed = None
-    if estimator.shuffle:
+    if getattr(estimator, "shuffle", True):
         seed = (
             rs if isinstance(rs, int)
             else rs.randint(2**31) if isinstance(rs, np.random.RandomState)
             else int(np.random.SeedSequence().entropy % 2**63)
         )  # fmt: skip
-    batch_size = estimator.batch_size
+    batch_size = getattr(estimator, "batch_size", 1)
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
     merge = functools.partial(_merge, training)
     curve, best, stale = [], np.inf, 0
-    run = _Run(client, xs, ys, sizes, batch_size, retries)
+    tol = getattr(estimator, "tol", None)
+    run = _Run(client, xs, ys, sizes, first_rows, batch_size, retries)
     try:
-        for epoch in range(1 if estimator.max_iter == "auto" else estimator.max_iter):
+        for epoch in range(training.max_epochs()):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
             while (cursors < sizes).any():
                 replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
                 results, plan = run.round(training, replan(), replan)
                 run.delta = merge(results)
                 for segments in plan.values():
-                    for b, _, stop, _, _ in segments:
+                    for b, _, _, stop, _, _ in segments:
                         cursors[b] = stop
                 loss += sum(r["loss"] for r in results)
                 rounds += 1
@@ -542,8 +559,8 @@ def fit(
             if verbose:
                 print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
                       f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-            if estimator.tol is not None:
-                stale = stale + 1 if curve[-1] > best - estimator.tol else 0
+            if tol is not None:
+                stale = stale + 1 if curve[-1] > best - tol else 0
                 best = min(best, curve[-1])
                 if stale >= estimator.n_iter_no_change:
                     break
@@ -555,9 +572,9 @@ def fit(
 class _Run:
     """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    def __init__(self, client, xs, ys, sizes, batch_size, retries):
+    def __init__(self, client, xs, ys, sizes, first_rows, batch_size, retries):
         self.client, self.fit_id = client, uuid.uuid4().hex
-        self.xs, self.ys, self.sizes = xs, ys, sizes
+        self.xs, self.ys, self.sizes, self.first_rows = xs, ys, sizes, first_rows
         self.batch_size, self.retries = batch_size, retries
         self.owner = None  # looked up once, and again after a worker is lost
         self.version = 0  # rounds done
@@ -567,7 +584,8 @@ class _Run:
     def plan(self, cursors, merge_every, seed, epoch):
         """Each worker's segments of the next round (see :func:`_plan`)."""
         self.owner = self.owner or _owners(self.client, self.xs, self.ys, self.sizes)
-        return _plan(self.owner, self.sizes, cursors, merge_every, self.batch_size, seed, epoch)
+        return _plan(self.owner, self.sizes, self.first_rows, cursors, merge_every,
+                     self.batch_size, seed, epoch)  # fmt: skip
 
     def round(self, training, plan, replan):
         """Run one round to completion; returns (results in worker order, plan).
@@ -591,7 +609,7 @@ class _Run:
                     blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
                     futures.append(client.submit(
                         _train_round, self.fit_id, version, delta,
-                        full if w in stale else None, plan[w], self.batch_size,
+                        full if w in stale else None, plan[w],
                         *blocks, workers=[w], allow_other_workers=False, retries=self.retries,
                         pure=False,
                     ))  # fmt: skip
@@ -611,12 +629,18 @@ class _Run:
 def _merge(training, results):
     """Merge the round's results into the driver's ``training`` in place; returns the delta
     for the workers."""
-    training.prepare_merge([r["features"] for r in results])
+    training.prepare_merge([r["touched"] for r in results])
     tables = {}
-    for name, (_, n_params, accumulator) in training.tables().items():
+    for name, (n_params, accumulator, shared) in training.tables().items():
         table = training.table(name)
-        updates = [r["changed"][name] for r in results]
-        rows, values = _merge_rows(table, updates, accumulator, n_params)
+        updates = [r["changed"][name] for r in results if name in r["changed"]]
+        if not updates:
+            continue
+        if shared:
+            rows, values = _merge_rows(table, updates, accumulator, n_params)
+        else:  # each row trained by one worker: its values
+            rows = np.concatenate([r for r, _ in updates]).astype(np.int64, copy=False)
+            values = np.concatenate([v for _, v in updates])
         table[rows] = values
         tables[name] = (rows, values)
     training.advance(sum(r["clock_steps"] for r in results))

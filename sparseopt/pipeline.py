@@ -806,7 +806,7 @@ class Trainer:
         its mean loss."""
         training = self.training
         rows = training.rows(X, y)
-        loss = training.epoch(rows, training.order(X.shape[0], np.random.default_rng(seed)))
+        loss = training.epoch(rows, training.order(rows, np.random.default_rng(seed)))
         loss /= max(X.shape[0], 1)
         self._unsettled = True
         if self._check_first_chunk:  # a learning rate that diverges at once: stop here

@@ -210,7 +210,7 @@ def test_fm_merge_counts_undrawn_vectors_as_drawn():
     training = est.start_training(sp.csr_matrix((0, 10)), classes=[0, 1])
     state = training.state
     drawer = copy.deepcopy(training)
-    drawer.prepare_merge([[4]])
+    drawer.prepare_merge([{"table": [4]}])
     worker = drawer.state
     drawn = worker.factors[4].copy()  # [v_1, v_2, v_3, G0]
     g0 = drawn[3]
@@ -219,8 +219,8 @@ def test_fm_merge_counts_undrawn_vectors_as_drawn():
              "factors": (np.array([4]), worker.factors[[4]])}  # fmt: skip
     idle = {name: (np.zeros(0, np.int64), v[:0]) for name, (_, v) in moved.items()}
     results = [
-        {"features": np.array([4]), "changed": moved, "clock_steps": 1},
-        {"features": np.zeros(0, np.int64), "changed": idle, "clock_steps": 1},
+        {"touched": {"table": np.array([4])}, "changed": moved, "clock_steps": 1},
+        {"touched": {"table": np.zeros(0, np.int64)}, "changed": idle, "clock_steps": 1},
     ]
     delta = sd._merge(training, results)
     # G = G0 + 3 for the worker that moved it, G0 for the one that holds the drawn vector

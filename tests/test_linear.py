@@ -210,7 +210,7 @@ def test_in_place_training_equals_partial_fit(opt):
         training = in_place.start_training(Xc, classes=[0, 1], reset=state is None,
                                            in_place=True)  # fmt: skip
         rows = training.rows(Xc, yc)
-        loss = training.epoch(rows, training.order(100, np.random.default_rng(0)))
+        loss = training.epoch(rows, training.order(rows, np.random.default_rng(0)))
         curve.append(loss / 100)
         training.catch_up()
         training.finish(curve[-1:])

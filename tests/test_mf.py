@@ -201,13 +201,13 @@ def test_unfitted_partial_fit_leaves_max_iter(monkeypatch):
     """partial_fit on an unfitted model runs fit's path with one epoch: max_iter is never
     changed, not even during the call."""
     seen = []
-    train = MatrixFactorization._train
+    fit_epochs = MatrixFactorization._fit
 
-    def spy(self, state, X, opt, per_row, n_epochs, rng, mu):
+    def spy(self, X, n_epochs, reset):
         seen.append((self.max_iter, n_epochs))
-        return train(self, state, X, opt, per_row, n_epochs, rng, mu)
+        return fit_epochs(self, X, n_epochs, reset)
 
-    monkeypatch.setattr(MatrixFactorization, "_train", spy)
+    monkeypatch.setattr(MatrixFactorization, "_fit", spy)
     X = ratings()
     one = MatrixFactorization(n_components=4, max_iter=7, random_state=0).partial_fit(X)
     assert seen == [(7, 1)] and one.max_iter == 7 and one.n_iter_ == 1
@@ -422,11 +422,12 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0, 
     data = (coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data.astype(np.float32),
             X.indptr.astype(np.int64), X.indices.astype(np.int32))  # fmt: skip
     order = np.arange(X.nnz, dtype=np.int64)
+    K.mf_epoch_order(order, data[0], X.shape[0], history, 7)
     train = K.mf_train_range(opt._rule, K.LOSSES[loss], user[2].size > 0, per_row)
     status, _ = K.mf_train_epoch(
         train, 1, 7, (user, item, hist), data + (order,),
         (mu, alpha_b, alpha_f, k, 1, 30, per_row), opt.hyperparameters(), opt.schedule_spec(),
-        np.zeros(R.CLOCK_SIZE),
+        np.zeros(R.CLOCK_SIZE), True,
     )  # fmt: skip
     assert status == K.OK
     return w0, flat(), order, data

@@ -272,13 +272,13 @@ class _FactorizationMachine(_SparseLinearModel):
         factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
         return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
 
-    def _prepare_merge(self, opt, state, features):
+    def _prepare_merge(self, opt, state, touched):
         """Draw every vector a copy drew: factor vectors are drawn when a row first holds
         their feature, from the seed and the feature alone, so a copy that never met the
         feature counts with the vector it would have drawn, not with zeros."""
         consts = self._consts(opt, state)
-        for seen in features:  # a vector met by several copies is drawn once
-            kernels.fm_draw(state.factors, np.asarray(seen, np.int64), consts)
+        for rows in touched:  # a vector met by several copies is drawn once
+            kernels.fm_draw(state.factors, np.asarray(rows["table"], np.int64), consts)
 
     # -- the learnt model ------------------------------------------------------------------
     @property

@@ -307,7 +307,7 @@ class _SparseLinearModel(SparseEstimator):
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
         with compile_notice(what, self.verbose):
             for _epoch in epochs:
-                loss = training.epoch(rows, training.order(rows.X.shape[0], rng))
+                loss = training.epoch(rows, training.order(rows, rng))
                 curve.append(loss / total_weight)
                 monitored = curve[-1]
                 if held is not None:
@@ -601,7 +601,7 @@ class _SparseLinearModel(SparseEstimator):
         accumulator = ACCUMULATOR_SLOT.get(opt._rule)
         return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
 
-    def _prepare_merge(self, opt, state, features):
+    def _prepare_merge(self, opt, state, touched):
         """Nothing: a linear model's untouched rows are what every copy started from."""
 
 

@@ -6,29 +6,27 @@ import math
 import time
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-import numba
 import numpy as np
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from .. import _io, optim
-from .._io import save_model
 from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
+from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
-from ._base import DivergenceError
+from ._base import ACCUMULATOR_SLOT, DivergenceError, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from typing_extensions import Self
 
-    from .._typing import FilePath, MatrixLike
+    from .._typing import MatrixLike
 
 # Defaults by loss, picked on validation splits cut from the training files only (20% of
 # u1.base for the squared loss; ten ratings per user of ua.base for WARP), never on a test
@@ -100,7 +98,7 @@ def _grow(side: _Side, n_rows, n_components, opt, rng, init_std, per_row, t, log
     )
 
 
-class MatrixFactorization(BaseEstimator):
+class MatrixFactorization(SparseEstimator):
     r"""Matrix factorization of a users x items matrix, trained with lazy per-coordinate rules.
 
     A (user, item) pair is scored as
@@ -281,7 +279,7 @@ class MatrixFactorization(BaseEstimator):
         "max_sampled": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [Integral, None],
-        "device": [StrOptions({"cpu"})],
+        "device": [StrOptions({"cpu", "auto", "cuda"})],
         "verbose": ["verbose"],
     }
 
@@ -324,7 +322,6 @@ class MatrixFactorization(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.non_deterministic = self.n_jobs not in (None, 1)
         return tags
 
@@ -375,13 +372,52 @@ class MatrixFactorization(BaseEstimator):
         return self._fit(X, 1, reset=not hasattr(self, "tables_"))
 
     def _fit(self, X, n_epochs, reset):
-        """``n_epochs`` over ``X``, from fresh tables (``reset``) or from the fitted ones,
-        grown to the users and items of ``X``; the attributes are set only on success."""
+        """``n_epochs`` over ``X`` through the training protocol, from fresh tables
+        (``reset``) or from the fitted ones, grown to the users and items of ``X``."""
         X = self._check_X(X)
+        training = self._start(X, reset)
+        rows = training._rows(X)
+        curve = []
+        what = f"MatrixFactorization ({self.loss}, {type(training.optimizer).__name__})"
+        for epoch in range(n_epochs):
+            start, compiling = time.perf_counter(), compile_seconds()
+            with compile_notice(what, self.verbose):
+                loss = training.epoch(rows, training.order(rows, training.rng))
+            curve.append(loss / max(X.nnz, 1))
+            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
+            if self.verbose:
+                print(
+                    f"epoch {epoch + 1}/{n_epochs}: mean loss {curve[-1]:.5f} "
+                    f"({seconds:.3f} s, compiling not counted)"
+                )
+        with compile_notice(what, self.verbose):
+            training.catch_up()
+        return training.finish(curve, rows=rows)
+
+    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> _MFTraining:
+        """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
+
+        Parameters
+        ----------
+        X : sparse matrix of shape (n_users, n_items)
+            Every interaction training will see (a Dask fit gathers them: the model keeps
+            them, to sample negatives, recommend unseen items and sum user histories).
+        classes : None
+            Ignored.
+        reset : bool
+            Start from new tables; False: grow the fitted ones to X's users and items.
+        in_place : bool
+            Ignored: training always runs on a copy of the fitted tables.
+        """
+        return self._start(self._check_X(X), reset)
+
+    def _start(self, X, reset) -> _MFTraining:
+        """:meth:`start_training` on a checked X."""
+        opt = self._make_optimizer()
+        self._n_threads()  # device and n_jobs refused before any work
         rng = check_random_state(self.random_state)
         k = self.n_components
         if reset:
-            opt = self._resolve_optimizer()
             per_row = self._per_row(opt)
             n_users, n_items = X.shape
             _safety.check_table_size(
@@ -396,16 +432,17 @@ class MatrixFactorization(BaseEstimator):
             if self._user_history():
                 state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
             mu = float(X.data.mean()) if self.loss == "squared" else 0.0
-            lo, hi = float(X.data.min()), float(X.data.max())
+            rating_range = float(X.data.min()), float(X.data.max())
             n_iter = 0
         else:
+            check_is_fitted(self)
             if X.shape[1] < self.n_items_:
                 raise ValueError(
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_items_} features as input: its columns are the fitted items "
                     f"(more columns add new items); call fit to start over"
                 )
-            opt = self._continued_optimizer()
+            self._check_continued(opt)
             per_row = self.factor_state_ == "row"
             old = self.tables_
             n_users, n_items = max(X.shape[0], old["user"].n_rows), X.shape[1]
@@ -422,19 +459,10 @@ class MatrixFactorization(BaseEstimator):
                 for name in SIDES if name in old
             }  # fmt: skip
             state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)))
-            X = _resize(X, (n_users, n_items))
-            mu = self.global_mean_
+            mu, n_iter = self.global_mean_, self.n_iter_
             lo, hi = self.rating_range_
-            lo, hi = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
-            n_iter = self.n_iter_
-        self._train(state, X, opt, per_row, n_epochs, rng, mu)
-        self._refuse_useless(state, opt, per_row, max(abs(lo), abs(hi)))
-        self._set_state(state, opt, per_row, mu, (lo, hi), n_iter + n_epochs)
-        return self
-
-    def _train(self, state, X, opt, per_row, n_epochs, rng, mu):
-        """Run ``n_epochs`` over ``X`` on ``state`` in place; raise if the model diverges."""
-        seen = state["seen"] + X
+            rating_range = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
+        seen = state["seen"] + _resize(X, (n_users, n_items))
         seen.data[:] = 1.0
         seen.sort_indices()
         state["seen"] = seen
@@ -443,84 +471,15 @@ class MatrixFactorization(BaseEstimator):
         for name in ("item", "history"):
             if name in state:
                 state[name].counts[:] = item_counts
-        coo = X.tocoo()
-        data = (
-            coo.row.astype(np.int32),
-            coo.col.astype(np.int32),
-            coo.data.astype(np.float32),
-            seen.indptr.astype(np.int64),
-            seen.indices.astype(np.int32),
-        )
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        consts = (
-            mu,
-            float(self.alpha_biases),
-            float(self.alpha_factors),
-            int(self.n_components),
-            int(self.n_negatives),
-            int(self.max_sampled),
-            bool(per_row),
-        )
-        loss = K.LOSSES[self.loss]
-        user, item = state["user"].kernel_view(), state["item"].kernel_view()
-        if "history" in state:
-            history = state["history"].kernel_view()
-        else:  # no rows: the kernels skip the history term
-            history = _new_side(0, 1, opt, np.random.RandomState(0), 0.0, per_row).kernel_view()
-        data += (np.arange(coo.nnz, dtype=np.int64),)  # the epoch's order
-        n_threads = self._n_threads()
-        train = K.mf_train_range(opt._rule, loss, user[2].size > 0, bool(per_row))
-        what = f"MatrixFactorization ({self.loss}, {type(opt).__name__})"
-        for epoch in range(n_epochs):
-            start, compiling = time.perf_counter(), compile_seconds()
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            sides = (user, item, history)
-            with compile_notice(what, self.verbose):
-                status, total = K.mf_train_epoch(train, n_threads, seed, sides, data, consts, hp,
-                                                 spec, state["clock"])  # fmt: skip
-            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
-            if status != K.OK or not math.isfinite(total):
-                raise DivergenceError(
-                    f"matrix factorization diverged in epoch {epoch + 1} (non-finite "
-                    f"{'learning rate' if status == K.BAD_STEP else 'loss'}): "
-                    f"learning_rate={opt.learning_rate!r} is too large for these "
-                    f"data; try a smaller learning_rate"
-                )
-            if self.verbose:
-                print(
-                    f"epoch {epoch + 1}/{n_epochs}: mean loss {total / max(coo.nnz, 1):.5f} "
-                    f"({seconds:.3f} s, compiling not counted)"
-                )
-        if self.loss == "squared" and n_epochs:
-            # as the other estimators: a last epoch far worse than predicting the mean rating
-            ratings = data[2].astype(np.float64)
-            loss = total / max(coo.nnz, 1)
-            constant = _safety.constant_loss("squared", ratings, 1.0)
-            start_loss = _safety.zero_model_loss("squared", ratings - mu, 1.0)
-            if _safety.useless_fit(loss, coo.nnz, start_loss, constant):
-                raise DivergenceError(
-                    f"matrix factorization diverged: the training loss ended at {loss:.4g}, "
-                    f"far worse than predicting the mean rating ({constant:.4g}), with "
-                    f"learning_rate={opt.learning_rate!r}; try a smaller learning_rate"
-                )
-        for side in (user, item, history):
-            if side[2].size:  # stamps: the rule has pending steps
-                with compile_notice(what, self.verbose):
-                    catch_up = K.mf_catch_up(opt._rule, bool(per_row))
-                    catch_up(hp, spec, state["clock"], side, self.n_components)
-            if not (np.isfinite(side[0][:, 0]).all() and np.isfinite(side[1][:, 0]).all()):
-                raise DivergenceError(
-                    f"matrix factorization diverged (non-finite weights): "
-                    f"learning_rate={opt.learning_rate!r} is too large; try a smaller "
-                    f"learning_rate"
-                )
+        return _MFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng)
 
     def _set_state(self, state, opt, per_row, mu, rating_range, n_iter):
+        """Make ``state`` the fitted model (the training's end, or a loaded file)."""
         self.tables_ = state
         self.optimizer_ = opt
         self.factor_state_ = "row" if per_row else "element"
         self.global_mean_ = mu
-        self.rating_range_ = rating_range
+        self.rating_range_ = tuple(rating_range)
         self.n_iter_ = n_iter
         self.n_users_ = state["user"].n_rows
         self.n_items_ = state["item"].n_rows
@@ -535,10 +494,9 @@ class MatrixFactorization(BaseEstimator):
         per_row_bytes = 4 * (width + (k + 1 if per_row else k * width)) + 8
         return n_rows * (per_row_bytes + (16 if opt.needs_stamp else 0))
 
-    def _continued_optimizer(self) -> optim.Optimizer:
-        """The optimizer of the current parameters (a new learning rate applies), if the
-        fitted state carries over to it."""
-        opt = self._resolve_optimizer()
+    def _check_continued(self, opt):
+        """Raise ValueError unless the fitted state carries over to ``opt``, the optimizer of
+        the current parameters (a new learning rate applies)."""
         fitted = self.optimizer_
         if type(opt) is not type(fitted) or opt.needs_stamp != fitted.needs_stamp:
             raise ValueError(
@@ -548,7 +506,6 @@ class MatrixFactorization(BaseEstimator):
                 f"to continue training, or call fit to start over"
             )
         self._check_params_match_state()
-        return opt
 
     def _check_params_match_state(self):
         """``n_components`` against the fitted tables, before they are read or trained."""
@@ -567,33 +524,7 @@ class MatrixFactorization(BaseEstimator):
                         f"fit to start over"
                     )
 
-    def _refuse_useless(self, state, opt, per_row, largest_rating):
-        """Raise DivergenceError if a bias or factor left the sane range (``MAX_WEIGHT``
-        times the largest |rating|)."""
-        bound = _safety.MAX_WEIGHT * max(1.0, largest_rating)
-        for name in SIDES:
-            if name in state:
-                side = state[name]
-                weights = side.factors[:, : self.n_components] if per_row else side.factors[:, 0]
-                largest = max(np.abs(side.bias[:, 0]).max(initial=0.0),
-                              np.abs(weights).max(initial=0.0))  # fmt: skip
-                if not largest <= bound:
-                    raise DivergenceError(
-                        f"matrix factorization diverged: a {name} weight reached "
-                        f"{largest:.3g} (the limit is {bound:.3g}), with learning_rate="
-                        f"{opt.learning_rate!r}; try a smaller learning_rate"
-                    )
-
     # -- validation ------------------------------------------------------------------------
-    def _n_threads(self) -> int:
-        if self.n_jobs is None:
-            return 1
-        if self.n_jobs < 0:
-            return max(1, numba.config.NUMBA_NUM_THREADS + 1 + self.n_jobs)
-        if self.n_jobs == 0:
-            raise ValueError("n_jobs must be a positive integer, -1 or None, got 0")
-        return int(self.n_jobs)
-
     def _check_X(self, X):
         _safety.check_sparse_structure(X)
         if self.loss == "squared":
@@ -621,37 +552,20 @@ class MatrixFactorization(BaseEstimator):
             )
         return X
 
-    def _resolve_optimizer(self) -> optim.Optimizer:
-        if isinstance(self.optimizer, str):
-            lr = self.learning_rate
-            if isinstance(lr, str):  # "auto"
-                lr = _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
-            opt = optim.OPTIMIZERS[self.optimizer](learning_rate=lr)
-            if self.loss == "warp" and isinstance(opt, optim.AdaGrad):
-                opt.set_params(initial_accumulator_value=_WARP_INITIAL_ACCUMULATOR)
-        else:
-            if isinstance(self.optimizer, optim.FTRL):
-                raise ValueError(
-                    "FTRL is not supported for matrix factorization: its closed-form weights "
-                    "discard the random initialization of the factors"
-                )
-            opt = self.optimizer.__class__(**self.optimizer.get_params())
-            if not isinstance(self.learning_rate, str):
-                opt.set_params(learning_rate=self.learning_rate)
-        opt.hyperparameters()  # validates
-        opt.schedule_spec()
+    def _default_learning_rate(self, name):
+        return _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
+
+    def _configure(self, opt):
+        self._refuse_ftrl(opt)
+        if isinstance(self.optimizer, str) and self.loss == "warp" and isinstance(opt, AdaGrad):
+            opt.set_params(initial_accumulator_value=_WARP_INITIAL_ACCUMULATOR)
         if self._user_history() and opt.weight_decay > 0:
             raise ValueError(
                 "user_history needs an optimizer without weight_decay (the decay would shrink "
                 "the history term held in the user's vector during its steps); set "
                 "weight_decay=0 and use alpha_factors, or user_history=False"
             )
-        if self.factor_state == "row" and not isinstance(opt, optim.AdaGrad):
-            raise ValueError(
-                f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
-                f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
-            )
-        return opt
+        self._per_row(opt)  # factor_state="row" needs AdaGrad
 
     def _user_history(self) -> bool:
         if self.user_history == "auto":
@@ -662,12 +576,6 @@ class MatrixFactorization(BaseEstimator):
         if self.max_iter == "auto":
             return _DEFAULT_MAX_ITER.get(self.loss, _IMPLICIT_MAX_ITER)
         return self.max_iter
-
-    def _per_row(self, opt) -> bool:
-        """Whether the factors keep one AdaGrad accumulator per vector (``factor_state``)."""
-        if self.factor_state == "auto":
-            return isinstance(opt, optim.AdaGrad)
-        return self.factor_state == "row"
 
     def _check_ids(self, ids, n, name):
         ids = np.asarray(ids)
@@ -907,13 +815,8 @@ class MatrixFactorization(BaseEstimator):
         return out
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, path: FilePath) -> None:
-        """Write the model to ``path`` (an ``.npz`` of arrays and JSON metadata), atomically.
-
-        Training can resume from the file (:func:`sparseopt.load`, then ``partial_fit``): it
-        holds the optimizer state too.
-        """
-        check_is_fitted(self)
+    def _saved(self):
+        """The arrays and scalar attributes that :meth:`save` writes."""
         arrays = {}
         for name in SIDES:
             if name not in self.tables_:
@@ -934,7 +837,7 @@ class MatrixFactorization(BaseEstimator):
             "n_iter_": self.n_iter_,
             "factor_state_": self.factor_state_,
         }
-        save_model(path, self, arrays, attributes)
+        return arrays, attributes
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
@@ -945,7 +848,7 @@ class MatrixFactorization(BaseEstimator):
                   for k, v in params.items()}  # fmt: skip
         model = cls(**params)
         model._validate_params()
-        opt = model._resolve_optimizer()
+        opt = model._make_optimizer()
         attributes = _io.check_attributes(attributes, {
             "optimizer_": _io.instance_of(optim.Optimizer),
             "global_mean_": (lambda v: _io.NUMBER[0](v) and math.isfinite(v), "a finite number"),
@@ -1014,6 +917,210 @@ class MatrixFactorization(BaseEstimator):
         mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
         model._set_state(state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
         return model
+
+
+class _MFRows(NamedTuple):
+    """Interactions as the MF kernels take them: ``data`` is ``(users, items, values,
+    indptr, indices)``, the entries as coordinates (global user ids) and the CSR pattern of
+    every known interaction; ``X`` is the block they came from."""
+
+    X: object
+    data: tuple
+
+
+class _MFTraining(Training):
+    """A training of :class:`MatrixFactorization` (the protocol of
+    :mod:`sparseopt.estimators._base`). Its rows are interactions: an order indexes the
+    stored entries of the rows' X."""
+
+    def __init__(self, estimator, optimizer, state, per_row, mu, rating_range, n_iter, rng):
+        self.estimator, self.optimizer, self.state = estimator, optimizer, state
+        self.per_row, self.mu, self.rating_range = per_row, mu, rating_range
+        self.n_features = state["item"].n_rows
+        self.classes, self.n_iter_start = None, n_iter
+        self.n_threads = estimator._n_threads()
+        self.rng = rng  # seeds each epoch's shuffle and negatives, after the tables' draws
+        self._seed = None  # the seed of the last order made: its epoch goes on from it
+        est = estimator
+        self._consts = (mu, float(est.alpha_biases), float(est.alpha_factors),
+                        int(est.n_components), int(est.n_negatives), int(est.max_sampled),
+                        bool(per_row))  # fmt: skip
+        self._train = K.mf_train_range(optimizer._rule, K.LOSSES[est.loss],
+                                       self.lazy(), bool(per_row))  # fmt: skip
+        if "history" in state:
+            self._sides = tuple(state[n].kernel_view() for n in SIDES)
+        else:  # no rows: the kernels skip the history term
+            empty = _new_side(0, 1, optimizer, np.random.RandomState(0), 0.0, per_row)
+            self._sides = (state["user"].kernel_view(), state["item"].kernel_view(),
+                           empty.kernel_view())  # fmt: skip
+
+    def __getstate__(self):
+        return dict(vars(self), _train=None)
+
+    def __setstate__(self, values):
+        vars(self).update(values)
+        self._train = K.mf_train_range(self.optimizer._rule, K.LOSSES[self.estimator.loss],
+                                       self.lazy(), bool(self.per_row))  # fmt: skip
+
+    # -- rows --------------------------------------------------------------------------------
+    def rows(self, X, y=None, sample_weight=None, *, first_row=0) -> _MFRows:
+        """Check the interactions ``X`` (users ``first_row ..`` of the training's, a block of
+        its matrix) and lay them out for :meth:`epoch`; ``y`` and ``sample_weight`` must be
+        None (the stored values are the ratings or weights)."""
+        if y is not None or sample_weight is not None:
+            raise ValueError("MatrixFactorization trains on X alone: y and sample_weight are None")
+        X = self.estimator._check_X(X)
+        seen = self.state["seen"]
+        if first_row < 0 or first_row + X.shape[0] > seen.shape[0] or X.shape[1] > seen.shape[1]:
+            raise ValueError(
+                f"X of shape {X.shape} at row {first_row} lies outside the training's "
+                f"{seen.shape[0]} users and {seen.shape[1]} items"
+            )
+        rows = self._rows(X, first_row)
+        users, items = rows.data[:2]
+        if not seen[users, items].all():
+            raise ValueError("X holds interactions that start_training was not given")
+        return rows
+
+    def _rows(self, X, first_row=0) -> _MFRows:
+        coo = X.tocoo()
+        seen = self.state["seen"]
+        data = ((coo.row + first_row).astype(np.int32), coo.col.astype(np.int32),
+                coo.data.astype(np.float32), seen.indptr.astype(np.int64),
+                seen.indices.astype(np.int32))  # fmt: skip
+        return _MFRows(X, data)
+
+    @property
+    def state_dtype(self):
+        return np.float32
+
+    def max_epochs(self) -> int:
+        return self.estimator._max_iter()
+
+    def count(self, rows) -> int:
+        return rows.data[0].size
+
+    def order(self, rows, rng) -> np.ndarray:
+        """The epoch's order of the interactions: shuffled, and with user histories grouped
+        by user (users in a random order); ``rng``: a RandomState or Generator."""
+        draw = rng.integers if isinstance(rng, np.random.Generator) else rng.randint
+        self._seed = int(draw(np.iinfo(np.int32).max))
+        order = np.arange(self.count(rows), dtype=np.int64)
+        K.mf_epoch_order(order, rows.data[0], self.state["user"].n_rows,
+                         "history" in self.state, self._seed)  # fmt: skip
+        return order
+
+    # -- training ----------------------------------------------------------------------------
+    def epoch(self, rows, order) -> float:
+        """Train on the interactions in ``order``, each one step (and its negatives' steps);
+        returns the summed loss. Right after :meth:`order` the epoch goes on from its seed
+        (as ``fit`` does); else it draws one."""
+        if order.size and (order.min() < 0 or order.max() >= self.count(rows)):
+            raise ValueError(f"order holds an entry outside 0 .. {self.count(rows) - 1}")
+        seed, self._seed = self._seed, None
+        continued = seed is not None
+        if not continued:
+            seed = int(self.rng.randint(np.iinfo(np.int32).max))
+        opt = self.optimizer
+        status, total = K.mf_train_epoch(
+            self._train, self.n_threads, seed, self._sides, rows.data + (order,), self._consts,
+            opt.hyperparameters(), opt.schedule_spec(), self.state["clock"], continued,
+        )  # fmt: skip
+        if status != K.OK or not math.isfinite(total):
+            what = "learning rate" if status == K.BAD_STEP else "loss"
+            self.refuse(f"a non-finite {what}")
+        return total
+
+    def catch_up(self) -> None:
+        hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()
+        k = self.estimator.n_components
+        for side in self._sides:
+            if side[2].size:  # stamps: the rule has pending steps
+                catch_up = K.mf_catch_up(self.optimizer._rule, bool(self.per_row))
+                catch_up(hp, spec, self.state["clock"], side, k)
+
+    def check(self, rows=None, loss=None) -> None:
+        """Raise DivergenceError if a weight is not finite or beyond ``MAX_WEIGHT`` times the
+        largest |rating|, or (squared loss) if ``loss``, a mean over ``rows``, is far worse
+        than predicting the mean rating."""
+        k = self.estimator.n_components
+        lo, hi = self.rating_range
+        bound = _safety.MAX_WEIGHT * max(1.0, abs(lo), abs(hi))
+        for name in SIDES:
+            if name in self.state:
+                side = self.state[name]
+                weights = side.factors[:, :k] if self.per_row else side.factors[:, 0]
+                largest = max(np.abs(side.bias[:, 0]).max(initial=0.0),
+                              np.abs(weights).max(initial=0.0))  # fmt: skip
+                if not largest <= bound:  # NaN too
+                    what = "non-finite" if not np.isfinite(largest) else f"{largest:.3g}"
+                    self.refuse(f"a {name} weight reached {what} (the limit is {bound:.3g})")
+        if loss is not None and rows is not None and self.estimator.loss == "squared":
+            ratings = rows.data[2].astype(np.float64)
+            constant = _safety.constant_loss("squared", ratings, 1.0)
+            start = _safety.zero_model_loss("squared", ratings - self.mu, 1.0)
+            if _safety.useless_fit(loss, ratings.size, start, constant):
+                self.refuse(
+                    f"the training loss ended at {loss:.4g}, far worse than predicting the "
+                    f"mean rating ({constant:.4g})"
+                )
+
+    def refuse(self, what: str):
+        raise DivergenceError(
+            f"matrix factorization diverged ({what}) with optimizer "
+            f"{type(self.optimizer).__name__} and learning_rate="
+            f"{self.optimizer.learning_rate!r}: try a smaller learning_rate"
+        )
+
+    def finish(self, curve, *, scores=(), rows=None):
+        self.check(rows, curve[-1] if rows is not None and len(curve) else None)
+        est = self.estimator
+        est._set_state(self.state, self.optimizer, self.per_row, self.mu, self.rating_range,
+                       self.n_iter_start + len(curve))  # fmt: skip
+        est.loss_curve_ = list(curve)
+        return est
+
+    # -- merging copies (sparseopt.dask) ---------------------------------------------------
+    def tables(self) -> dict:
+        """Biases and factors of users, items and item histories. A user's rows are trained
+        by the copy that holds the user's interactions alone (not shared); item and history
+        rows merge, weighted by their accumulators."""
+        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
+        k = self.estimator.n_components
+        factors = (k, 0) if self.per_row else (1, accumulator)
+        return {f"{name}.{part}": (*layout, name != "user")
+                for name in SIDES if name in self.state
+                for part, layout in (("bias", (1, accumulator)), ("factors", factors))}  # fmt: skip
+
+    def table(self, name: str) -> np.ndarray:
+        side, part = name.split(".")
+        return getattr(self.state[side], part)
+
+    def touched(self, rows, order) -> dict:
+        """Rows of each table that training on ``order`` may change: its users' rows, and
+        every item and history row (negatives are drawn among all items)."""
+        users = np.unique(rows.data[0][order]).astype(np.int64)
+        k = self.estimator.n_components
+        factor_rows = users if self.per_row else (users[:, None] * k + np.arange(k)).ravel()
+        return {name: None if not name.startswith("user.") else
+                users if name == "user.bias" else factor_rows
+                for name in self.tables()}  # fmt: skip
+
+    def prepare_merge(self, touched) -> None:
+        """Nothing: every factor was drawn when the tables were made."""
+
+    def lazy(self) -> bool:
+        return self.state["user"].stamp.size > 0
+
+    def clock(self) -> np.ndarray:
+        return self.state["clock"]
+
+    def set_clock(self, clock) -> None:
+        self.state["clock"][:] = clock
+        for name in SIDES:
+            if name in self.state and self.state[name].stamp.size:
+                self.state[name].stamp[:] = clock[R.CLOCK_T]
+                self.state[name].mark[:] = clock[R.CLOCK_LOG_DECAY]
 
 
 def _refuse_duplicates(X):

@@ -463,20 +463,21 @@ def mf_epoch_order(order, users, n_users, by_user, seed):
     _epoch_order(order, users, n_users, by_user)
 
 
-def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock):
-    """One epoch of ``train`` (a :func:`mf_train_range` kernel) over the order in ``data``,
-    shuffled in place first; returns (status, summed loss).
+def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock, continued):
+    """One epoch of ``train`` (a :func:`mf_train_range` kernel) over the order in ``data``
+    (from :func:`mf_epoch_order`); returns (status, summed loss).
 
-    One thread trains serially and deterministically for a given seed. More train without
-    locks (Hogwild), each on one contiguous chunk of the shuffled order with its own copy of
+    One thread trains serially and deterministically for a given seed (``continued``: the
+    thread's generator goes on from the order's shuffle, seeded with ``seed``). More train
+    without locks (Hogwild), each on one contiguous chunk of the order with its own copy of
     the clock and its own seed; the clock that went furthest becomes the global one. With
     user histories the chunks end between users, so that a user's block stays in one thread.
     """
     users, order = data[0], data[5]
     by_user = sides[2][1].shape[0] > 0
-    mf_epoch_order(order, users, sides[0][0].shape[0], by_user, seed)
-    if n_threads == 1:  # the generator goes on from the shuffle in this thread
-        return train(0, order.size, -1, sides, data, consts, (hp, spec, clock))
+    if n_threads == 1:
+        return train(0, order.size, -1 if continued else seed, sides, data, consts,
+                     (hp, spec, clock))  # fmt: skip
     chunk = -(-order.size // n_threads)
     edges = []
     for p in range(n_threads + 1):
