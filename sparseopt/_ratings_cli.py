@@ -35,18 +35,21 @@ the largest ``b_i``. The commands count such pairs and users in their report lin
 
 Training
 --------
-One call of ``MatrixFactorization(...).fit(X)``, ``max_iter`` set by ``--epochs`` (``auto``:
-the estimator's default for the loss), ``random_state`` by ``--seed``: the same computation as
-the estimator, so the same model for the same settings. Its ``verbose`` epoch lines are the
-progress. The validation file is scored once, after training (RMSE and MAE for the squared
-loss; precision, recall and NDCG at 10 of the recommendations, training items excluded, for
-the implicit losses), and ``--epochs auto`` does not stop early on it: ``fit`` has no hook
-between epochs. The run folder receives ``model.npz`` and ``metrics.json``; there are no
-checkpoints, and ``--resume`` is refused.
+Epochs through the estimators' training protocol (:mod:`sparseopt.estimators._base`), the
+calls that ``MatrixFactorization.fit`` makes: ``random_state`` set by ``--seed``, the same
+computation as the estimator, so the same model for the same settings. ``--epochs N`` runs N
+epochs; ``auto`` runs the estimator's default for the loss, or, with ``--validation``, epochs
+until the validation metric (RMSE for the squared loss; NDCG at 10 of the recommendations,
+training items excluded, for the implicit losses) has not improved for ``PATIENCE`` epochs, at
+most ``AUTO_MAX_EPOCHS``, and keeps the best epoch's model, as for the click models. Each epoch
+prints one line (mean loss, rate without compiling, validation). The run folder receives
+``model.npz`` and ``metrics.json``; there are no checkpoints (a ratings file is read whole and
+trains in seconds to minutes), and ``--resume`` is refused.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -83,8 +86,8 @@ _CLICK_TRAIN_OPTIONS = {
     "alpha": ("--alpha", "use --set alpha_factors=... and --set alpha_biases=..."),
     "l1": ("--l1", "matrix factorization has no L1 penalty"),
     "batch_size": ("--batch-size", "every rating is one optimizer step"),
-    "checkpoint_every": ("--checkpoint-every", "mf trains in one fit call, without checkpoints"),
-    "resume": ("--resume", "mf trains in one fit call, without checkpoints: train again"),
+    "checkpoint_every": ("--checkpoint-every", "mf trains without checkpoints"),
+    "resume": ("--resume", "mf trains without checkpoints: train again"),
     "no_cache": ("--no-cache", "there is no chunk cache for ratings"),
     "cache_dir": ("--cache-dir", "there is no chunk cache for ratings"),
     "keep_tokens": ("--keep-tokens", "ratings are not hashed"),
@@ -539,8 +542,8 @@ def _params(args, loss: str) -> dict:
     for name, flag in _OWN_PARAMS.items():
         if name in params:
             raise P.PipelineError(f"--set {name} is set by {flag} on the command line")
-    params.update(loss=loss, random_state=args.seed, verbose=params.get("verbose", 1))
-    params["max_iter"] = None if args.epochs == "auto" else args.epochs
+    params.update(loss=loss, random_state=args.seed)
+    params["max_iter"] = args.epochs
     for name in ("optimizer", "learning_rate", "n_jobs"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
@@ -589,13 +592,11 @@ def train(args) -> int:
         f"{X.nnz:,} {what}"
     )
     started = time.perf_counter()
-    model.fit(X)
+    model, history, kept = _epochs(model, X, args.epochs, users, items, args.min_rating, valid)
     seconds = time.perf_counter() - started
-    model.set_params(verbose=dict(args.set or []).get("verbose", 0))  # saved: quiet
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.npz"
     save(model, path, users, items, args.min_rating, int(X.nnz))
-    rm = RatingsModel(model, users, items, args.min_rating, int(X.nnz))
     summary = {
         "model": str(path),
         "model_type": KIND,
@@ -607,23 +608,71 @@ def train(args) -> int:
         "n_items": len(items),
         "n_ratings": int(X.nnz),
         "n_bad_lines": n_bad,
-        "epochs": int(model.n_iter_),
+        "epochs": len(history),
+        "kept_epoch": kept,
+        "history": history,
         "seconds": seconds,
-        "validation": None if valid is None else evaluate_ratings(rm, valid),
+        "validation": history[kept - 1].get("validation"),
     }
     if valid is not None:
         summary["validation"]["n_bad_lines"] = valid.n_bad_lines
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
     print(
         P.fit_terminal(
-            f"done: {X.nnz:,} {what} over {model.n_iter_} epoch"
-            f"{'' if model.n_iter_ == 1 else 's'} in {seconds:.1f} s "
-            f"(compiling included), {n_bad} bad lines skipped; model saved to {path}"
+            f"done: {X.nnz:,} {what} over {len(history)} epoch"
+            f"{'' if len(history) == 1 else 's'} in {seconds:.1f} s (compiling included), "
+            f"epoch {kept} kept, {n_bad} bad lines skipped; model saved to {path}"
         )
     )
     if valid is not None:
         print("validation: " + format_metrics(summary["validation"]))
     return 0
+
+
+def _epochs(model, X, epochs, users, items, min_rating, valid):
+    """Train ``model`` on ``X`` epoch by epoch (the calls of its ``fit``), each epoch
+    scored on ``valid`` if given; returns (the model kept, the epochs' records, the kept
+    epoch)."""
+    from ._jit import announce_compile, compile_seconds
+
+    training = model.start_training(X)
+    rows = training.rows(X)
+    auto = epochs == "auto"
+    stopping = auto and valid is not None
+    n_epochs = P.AUTO_MAX_EPOCHS if stopping else training.max_epochs()
+    higher_is_better = model.loss != "squared"
+    unit = "ratings" if model.loss == "squared" else "interactions"
+    history, best, kept, curve = [], None, None, []
+    what = f"MatrixFactorization ({model.loss}, {type(training.optimizer).__name__})"
+    with announce_compile(what, print):
+        for epoch in range(1, n_epochs + 1):
+            start, compiling = time.perf_counter(), compile_seconds()
+            loss = training.epoch(rows, training.order(rows, training.rng))
+            curve.append(loss / max(X.nnz, 1))
+            training.catch_up()
+            training.finish(curve)
+            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
+            entry = {"epoch": epoch, "train_loss": curve[-1]}
+            line = (
+                f"epoch {epoch}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
+                f"train loss {curve[-1]:.4f}"
+            )
+            if valid is not None:
+                rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
+                entry["validation"] = metrics = evaluate_ratings(rm, valid)
+                line += "  |  validation " + format_metrics(metrics)
+                score = metrics["rmse"] if not higher_is_better else -metrics["ndcg@10"]
+                if stopping and (best is None or score < best[0]):
+                    best = (score, epoch, copy.deepcopy(model))
+            print(P.fit_terminal(line))
+            history.append(entry)
+            if stopping and epoch - best[1] >= P.PATIENCE:
+                break
+    if stopping:
+        _, kept, model = best
+        model.loss_curve_ = curve[:kept]
+        return model, history, kept
+    return model, history, len(history)
 
 
 def predict(args) -> int:

@@ -309,3 +309,26 @@ def test_dat_and_semicolon_files(tmp_path):
     semi.write_text("user_id;item_id\na;x\nb;y\n")  # text ids: the header by its name
     cols = R.read_ratings(semi)
     assert cols.users.tolist() == ["a", "b"] and cols.values.tolist() == [1.0, 1.0]
+
+
+def test_epochs_auto_with_validation_keeps_the_best_epoch(run, tmp_path, capsys):
+    """--epochs auto with --validation: an epoch line each, stop PATIENCE epochs after the
+    best validation RMSE, and the saved model is that epoch's (the estimator after as many
+    epochs)."""
+    out = tmp_path / "auto"
+    argv = ["train", str(run["train"]), "--model", "mf", "--out", str(out)]
+    argv += ["--validation", str(run["valid"]), "--epochs", "auto", "--set", "n_components=4"]
+    argv += ["--learning-rate", "0.3", "--seed", "3"]  # overfits 800 ratings within epochs
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "metrics.json").read_text())
+    history, kept = summary["history"], summary["kept_epoch"]
+    rmses = [h["validation"]["rmse"] for h in history]
+    assert sum(line.startswith("epoch ") for line in lines) == len(history)
+    assert kept == 1 + int(np.argmin(rmses)) and len(history) <= P.AUTO_MAX_EPOCHS
+    assert len(history) == P.AUTO_MAX_EPOCHS or len(history) - kept == P.PATIENCE
+    assert summary["validation"]["rmse"] == min(rmses)
+    users, items, ratings = _synthetic()
+    mf, _, _ = _estimator(users[:800], items[:800], ratings[:800], n_components=4,
+                          learning_rate=0.3, max_iter=kept, random_state=3)  # fmt: skip
+    np.testing.assert_array_equal(R.load(out / "model.npz").model.item_factors_, mf.item_factors_)
