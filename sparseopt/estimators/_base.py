@@ -2,22 +2,27 @@
 
 The training protocol
 ---------------------
-``fit`` and ``partial_fit``, the command line (:mod:`sparseopt.pipeline`) and the Dask front
-end (:mod:`sparseopt.dask`) train a model through these calls and no other::
+``fit`` and ``partial_fit``, the command line (:mod:`sparseopt.pipeline`,
+``sparseopt train --model mf``) and the Dask front end (:mod:`sparseopt.dask`) train every
+model through these calls and no other::
 
     training = estimator.start_training(X, classes=None, reset=True)  # a Training
     rows = training.rows(X, y)              # checked and encoded once
+    order = training.order(rows, rng)       # an epoch's order (shuffle, threads)
     loss = training.epoch(rows, order)      # one pass over the rows in ``order``, in place
     training.catch_up()                     # bring lazily updated coordinates up to date
     training.finish(curve)                  # check the model, then hand it to the estimator
 
-``X`` given to :meth:`SparseEstimator.start_training` fixes the columns and the value type (a
-matrix of zero rows will do); ``order`` comes from :meth:`Training.order` (the estimator's
-``shuffle`` and threads) or from the caller (a Dask worker's share of a block). A data-parallel
-trainer also merges copies of the model: :meth:`Training.tables` names its tables and how each
-merges, :meth:`Training.table` reads one, and :meth:`Training.prepare_merge`,
-:meth:`Training.advance` and :meth:`Training.set_clock` keep the copies consistent. A model
-whose estimator returns a :class:`Training` from ``start_training`` runs everywhere.
+``X`` given to ``start_training`` fixes the columns and the value type (for a linear model or
+factorization machine, a matrix of zero rows will do; matrix factorization takes every
+interaction, which its model keeps). ``order`` may also come from the caller: a Dask worker
+trains its share ``order[start:stop]`` of a block. A data-parallel trainer merges copies of
+the model as well: :meth:`Training.tables` names the tables and how each merges,
+:meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
+:meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
+the copies consistent. :class:`Training` implements it for the linear models and factorization
+machines through their estimator's hooks, ``_MFTraining`` (:mod:`._mf`) for matrix
+factorization; a model whose ``start_training`` returns such an object runs everywhere.
 """
 
 from __future__ import annotations
