@@ -500,7 +500,6 @@ def fit(
 
     client = _client(client)
     _check_supported(estimator)
-    estimator._validate_params()
     if merge_every is not None and (not isinstance(merge_every, int) or merge_every < 1):
         raise ValueError(f"merge_every must be a positive int or None, got {merge_every!r}")
     alone = _trains_on_X_alone(estimator)

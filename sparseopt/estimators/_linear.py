@@ -263,6 +263,11 @@ class _SparseLinearModel(SparseEstimator):
         in_place : bool
             Train the fitted state itself: no copy, and a failure leaves it partly trained.
         """
+        self._validate_params()
+        return self._start(X, classes, reset, in_place)
+
+    def _start(self, X, classes, reset, in_place=False) -> Training:
+        """:meth:`start_training` with the parameters already validated."""
         opt = self._make_optimizer()
         self._n_threads()  # device and n_jobs refused before any work
         if X.dtype not in (np.float32, np.float64):
@@ -289,8 +294,7 @@ class _SparseLinearModel(SparseEstimator):
     @_safety.unchanged_on_failure
     def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
         X, y = self._validate_X_y(X, y, reset)
-        training = self.start_training(X, classes=self._classes_of(y, classes, reset),
-                                       reset=reset)  # fmt: skip
+        training = self._start(X, self._classes_of(y, classes, reset), reset)
         rows = training._rows(X, y, sample_weight)
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)

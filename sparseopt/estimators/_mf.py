@@ -409,6 +409,7 @@ class MatrixFactorization(SparseEstimator):
         in_place : bool
             Ignored: training always runs on a copy of the fitted tables.
         """
+        self._validate_params()
         return self._start(self._check_X(X), reset)
 
     def _start(self, X, reset) -> _MFTraining:
