@@ -65,14 +65,14 @@ class Rows(NamedTuple):
 
 class SparseEstimator(BaseEstimator):
     """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
-    divergence, saving, and :meth:`start_training`.
+    divergence, saving.
 
     A subclass gives ``_default_learning_rate(name)``, ``_configure(opt)`` (its own penalties
-    and refusals), ``_has_gpu_path``, ``_saved()`` and ``_from_file``, and a Training.
+    and refusals), ``_has_gpu_path``, ``_saved()`` and ``_from_file``, and
+    ``start_training``, which returns its :class:`Training`.
     """
 
     _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
-    _factor_state_needs_adagrad = False  # factor_state="row" keeps AdaGrad accumulators
 
     # -- optimizer ---------------------------------------------------------------------------
     def _make_optimizer(self) -> Optimizer:
@@ -194,7 +194,7 @@ class Training:
         models whose rows are entities (matrix factorization's users), not here.
         """
         est = self.estimator
-        X = est._canonical(X, self.n_features, self.state_dtype)
+        X = est._canonical(X, self.n_features, self.state.table.dtype)
         y = np.asarray(y).reshape(-1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
@@ -206,10 +206,6 @@ class Training:
         targets = est._encode_targets(y, self.classes)
         weights = est._sample_weight(X, targets, sample_weight, self.classes)
         return Rows(X, targets, weights)
-
-    @property
-    def state_dtype(self):
-        return self.state.table.dtype
 
     def max_epochs(self) -> int:
         """Epochs a fit without held-out rows runs (a Dask fit): ``max_iter``, one for

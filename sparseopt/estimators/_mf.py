@@ -991,10 +991,6 @@ class _MFTraining(Training):
                 seen.indices.astype(np.int32))  # fmt: skip
         return _MFRows(X, data)
 
-    @property
-    def state_dtype(self):
-        return np.float32
-
     def max_epochs(self) -> int:
         return self.estimator._max_iter()
 
