@@ -39,6 +39,9 @@ _DEFAULT_MAX_ITER = {"squared": 5, "warp": 20}
 _IMPLICIT_LEARNING_RATE = 0.05
 _IMPLICIT_MAX_ITER = 15
 _WARP_INITIAL_ACCUMULATOR = 10.0
+# X as fit and predict(X) accept it: scikit-learn's checks, any sparse format or dense
+_ACCEPT = dict(accept_sparse="csr", dtype=(np.float64, np.float32), ensure_all_finite=True,
+               input_name="X")  # fmt: skip
 # the tables of a model: user rows, item rows and, with user_history, the item history rows
 SIDES = ("user", "item", "history")
 
@@ -530,14 +533,7 @@ class MatrixFactorization(SparseEstimator):
         _safety.check_sparse_structure(X)
         if self.loss == "squared":
             _refuse_duplicates(X)
-        X = check_array(
-            X,
-            accept_sparse="csr",
-            dtype=(np.float64, np.float32),
-            ensure_all_finite=True,
-            input_name="X",
-            estimator=self,
-        )
+        X = check_array(X, estimator=self, **_ACCEPT)
         X = sp.csr_matrix(X, dtype=np.float32)
         X.sum_duplicates()
         if self.loss != "squared":
@@ -698,14 +694,7 @@ class MatrixFactorization(SparseEstimator):
             _safety.check_sparse_structure(X)
         container = sp.csr_array if isinstance(X, sp.sparray) else sp.csr_matrix
         try:
-            X = check_array(
-                X,
-                accept_sparse="csr",
-                dtype=(np.float64, np.float32),
-                ensure_all_finite=True,
-                input_name="X",
-                estimator=self,
-            )
+            X = check_array(X, estimator=self, **_ACCEPT)
         except ValueError as exc:
             if "Reshape your data" not in str(exc):
                 raise
