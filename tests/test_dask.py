@@ -86,10 +86,12 @@ def test_merge_table_weights_by_accumulator():
     np.testing.assert_array_equal(alone[:2], updates[0][1])
 
 
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("accumulator", [None, 0])
-def test_merge_table_equals_its_formula_on_many_rows(accumulator):
+def test_merge_table_equals_its_formula_on_many_rows(accumulator, parallel, monkeypatch):
     # three workers over a table large enough for the parallel merge to split its rows;
     # factor-vector rows: 3 parameters, then the slots (the accumulator first)
+    monkeypatch.setattr(sd, "_PARALLEL_MERGE_SIZE", 0 if parallel else 1 << 40)
     rng = np.random.default_rng(0)
     base = rng.random((5000, 5)).astype(np.float32)
     updates = []
