@@ -4,7 +4,7 @@
                                     [--workers 2] [--epochs 3] [--merge-every none,5000]
                                     [--repeat 3] [--threads]
     python benchmarks/bench_dask.py --model mf [--ratings 20000000] [--users 140000]
-                                    [--items 27000] [--merge-every none,...] ...
+                                    [--items 27000] [--merge-every none,auto] ...
 
 Generates ``sparseopt.datasets.make_ctr`` data (with planted pairwise interactions for
 ``--model fm``), scatters it in ``--blocks`` row blocks to a ``distributed.LocalCluster`` of
@@ -25,7 +25,8 @@ same blocks and epochs, in this process and in the workers at once (each on its 
 biases plus noise, rounded to 1..5, skewed users and items), 2% of each user's ratings
 (in expectation) held out for the test RMSE. The X of ratings is split into ``--blocks``
 blocks of users; ``sparseopt.dask.fit`` trains each user's rows on the worker holding them
-and merges the item rows. ``--merge-every`` counts ratings (one optimizer step each). The
+and merges the item rows. ``--merge-every`` counts ratings (one optimizer step each; ``auto``:
+ten merges per epoch, ``sparseopt.dask.fit``'s default). The
 ceiling line is then the same local ``fit`` run in every worker at once on the blocks it
 holds (no Dask protocol, no merges), against the whole fit in this process.
 """
@@ -45,7 +46,6 @@ from sparseopt import FMClassifier, MatrixFactorization, SparseLogisticRegressio
 from sparseopt.datasets import make_ctr
 
 MODELS = {"lr": SparseLogisticRegression, "fm": FMClassifier, "mf": MatrixFactorization}
-MF_MERGE_EVERY = 100_000  # the second --merge-every value of --model mf by default
 
 
 def make_ratings(n_ratings, n_users, n_items, *, rank=8, noise=0.5, test_fraction=0.02,
@@ -164,6 +164,10 @@ def main():
     parser.add_argument("--ratings", type=int, default=20_000_000, help="--model mf")
     parser.add_argument("--users", type=int, default=140_000, help="--model mf")
     parser.add_argument("--items", type=int, default=27_000, help="--model mf")
+    parser.add_argument(
+        "--movielens", metavar="ML100K_DIR",
+        help="--model mf: test RMSE on MovieLens 100K's u1..u5 splits instead (no timing)",
+    )  # fmt: skip
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -172,7 +176,7 @@ def main():
     parser.add_argument(
         "--merge-every", default=None,
         help="comma-separated values, 'none' for once per epoch; default: none,5000 "
-        "(batches); mf: none,MF_MERGE_EVERY (ratings)",
+        "(batches); mf: none,auto (ratings; auto: ten merges per epoch)",
     )  # fmt: skip
     parser.add_argument(
         "--repeat", type=int, default=3,
@@ -278,6 +282,48 @@ def fit_blocks(params, *blocks):
     return time.perf_counter() - start
 
 
+def merge_setting(value):
+    """A ``--merge-every`` value as ``sparseopt.dask.fit`` takes it, and its table label."""
+    merge_every = {"none": None, "auto": "auto"}[value] if value.isalpha() else int(value)
+    label = (
+        "per epoch" if merge_every is None
+        else "auto (10 per epoch)" if merge_every == "auto"
+        else f"every {merge_every:,} ratings"
+    )  # fmt: skip
+    return merge_every, label
+
+
+def movielens_mf(args):
+    """``--model mf --movielens DIR``: the test RMSE of the local and the Dask fits on each
+    of MovieLens 100K's u1..u5 splits (4 blocks of users), per ``--merge-every`` value."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import sparseopt.dask as sd
+    from sparseopt.datasets import load_movielens_split
+
+    params = dict(n_components=32, random_state=0)
+    settings = [merge_setting(v) for v in (args.merge_every or "none,auto").split(",")]
+    print(f"MatrixFactorization(n_components=32, random_state=0), defaults; MovieLens 100K, "
+          f"{args.blocks} blocks of users, {args.workers} single-thread workers")  # fmt: skip
+    print("\n| split | 1 process | " + " | ".join(f"merge {label}" for _, label in settings) + " |")
+    print("| --- | ---: |" + " ---: |" * len(settings))
+    with LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=not args.threads,
+        dashboard_address=":0",
+    ) as cluster, Client(cluster) as client:  # fmt: skip
+        for split in ("u1", "u2", "u3", "u4", "u5"):
+            train, test = load_movielens_split(args.movielens, split)
+            local = rmse(MatrixFactorization(**params).fit(train), test)
+            Xd = da.from_array(train, chunks=(-(-train.shape[0] // args.blocks), -1), asarray=False)
+            Xd = client.persist(Xd)
+            cells = []
+            for merge_every, _ in settings:
+                model = sd.fit(MatrixFactorization(**params), Xd, merge_every=merge_every)
+                cells.append(f"{rmse(model, test):.4f} ({rmse(model, test) - local:+.4f})")
+            print(f"| {split} | {local:.4f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main_mf(args):
     """``--model mf``: see the module docstring."""
     import dask
@@ -286,13 +332,15 @@ def main_mf(args):
 
     import sparseopt.dask as sd
 
+    if args.movielens:
+        return movielens_mf(args)
     began = time.perf_counter()
     X, test = make_ratings(args.ratings, args.users, args.items, random_state=0)
     made = time.perf_counter() - began
     params = dict(n_components=32, random_state=0)
     if args.epochs:
         params["max_iter"] = args.epochs
-    merge_values = args.merge_every or f"none,{MF_MERGE_EVERY}"
+    merge_values = args.merge_every or "none,auto"
 
     MatrixFactorization(**params).fit(X[:2000])  # compile outside the timing
     base_s, base_cpu, local = fastest(
@@ -325,13 +373,12 @@ def main_mf(args):
         warm = da.from_array(X[:4000], chunks=(1000, -1), asarray=False)
         sd.fit(MatrixFactorization(**{**params, "max_iter": 1}), warm)
         for value in merge_values.split(","):
-            merge_every = None if value == "none" else int(value)
+            merge_every, label = merge_setting(value)
             seconds, cpu, model = fastest(
                 lambda: sd.fit(MatrixFactorization(**params), Xd, merge_every=merge_every),  # noqa: B023
                 lambda: cpu_seconds(client, args.threads),
                 args.repeat,
             )
-            label = "per epoch" if merge_every is None else f"every {merge_every:,} ratings"
             kind = "threads" if args.threads else "processes"
             name = f"dask, {args.workers} worker {kind}, merge {label}"
             rows.append((name, seconds, cpu, rmse(model, test), os.getloadavg()[0]))
