@@ -1085,7 +1085,9 @@ class _MFTraining(Training):
     def touched(self, rows, order) -> dict:
         """Rows of each table that training on ``order`` may change: its users' rows, and
         every item and history row (negatives are drawn among all items)."""
-        users = np.unique(rows.data[0][order]).astype(np.int64)
+        seen = np.zeros(self.state["user"].n_rows, bool)
+        seen[rows.data[0][order]] = True  # np.unique sorts: 10x slower
+        users = np.flatnonzero(seen)
         k = self.estimator.n_components
         factor_rows = users if self.per_row else (users[:, None] * k + np.arange(k)).ravel()
         return {name: None if not name.startswith("user.") else
