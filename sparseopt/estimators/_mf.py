@@ -569,8 +569,7 @@ class MatrixFactorization(BaseEstimator):
             if name in state:
                 side = state[name]
                 weights = side.factors[:, : self.n_components] if per_row else side.factors[:, 0]
-                largest = max(np.abs(side.bias[:, 0]).max(initial=0.0),
-                              np.abs(weights).max(initial=0.0))  # fmt: skip
+                largest = _safety.largest_magnitude(side.bias[:, 0], weights)
                 if not largest <= bound:
                     raise DivergenceError(
                         f"matrix factorization diverged: a {name} weight reached "
