@@ -210,7 +210,7 @@ class _FactorizationMachine(_SparseLinearModel):
                  state.factors, state.stamp, state.mark, k, F)  # fmt: skip
 
     def _is_finite(self, state):
-        return all(np.isfinite(a).all() for a in (state.table, state.bias, state.factors))
+        return _safety.all_finite(state.table, state.bias, state.factors)
 
     def _decision(self, state, X):
         k, F, per_row = (int(v) for v in state.layout[:3])

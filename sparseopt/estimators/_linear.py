@@ -397,7 +397,7 @@ class _SparseLinearModel(SparseEstimator):
         if is_regressor(self):
             scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
             bound *= max(1.0, scale)
-        largest = max(float(np.abs(w).max(initial=0.0)) for w in self._weight_arrays(state))
+        largest = _safety.largest_magnitude(*self._weight_arrays(state))
         if not largest <= bound:
             self._diverged(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
         if loss is not None:
@@ -487,7 +487,7 @@ class _SparseLinearModel(SparseEstimator):
                  state.stamp, state.mark)  # fmt: skip
 
     def _is_finite(self, state):
-        return np.isfinite(state.table[:, 0]).all() and np.isfinite(state.bias[:, 0]).all()
+        return _safety.all_finite(state.table[:, 0], state.bias[:, 0])
 
     def _decision(self, state, X):
         """Margins of validated CSR rows, shape (n_samples, n_outputs)."""

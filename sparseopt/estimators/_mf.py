@@ -1036,8 +1036,7 @@ class _MFTraining(Training):
             if name in self.state:
                 side = self.state[name]
                 weights = side.factors[:, :k] if self.per_row else side.factors[:, 0]
-                largest = max(np.abs(side.bias[:, 0]).max(initial=0.0),
-                              np.abs(weights).max(initial=0.0))  # fmt: skip
+                largest = _safety.largest_magnitude(side.bias[:, 0], weights)
                 if not largest <= bound:  # NaN too
                     what = "non-finite" if not np.isfinite(largest) else f"{largest:.3g}"
                     self.refuse(f"a {name} weight reached {what} (the limit is {bound:.3g})")
