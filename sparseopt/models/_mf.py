@@ -453,7 +453,8 @@ def _epoch_order(order, users, n_users, by_user):
         r = rank[users[n]]
         grouped[ends[r]] = n
         ends[r] += 1
-    order[:] = grouped
+    for n in range(order.size):  # a loop: a slice copy compiles its shape-mismatch message
+        order[n] = grouped[n]
 
 
 @numba.njit(**JIT)
