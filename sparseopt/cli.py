@@ -323,12 +323,18 @@ def _inspect_columns(model, args) -> int:
 
 
 def cache(args) -> int:
-    """Show the parsed-chunk cache (where, how large), or --clear it."""
+    """Show the parsed-chunk cache (where, how large), or --clear it (the chunk sets that no
+    run is reading or writing; only the files sparseopt wrote there)."""
     root = Path(args.cache_dir) if args.cache_dir else default_data_home() / "chunks"
     if args.clear:
-        removed = clear_chunk_sets(root)
+        removed, in_use = clear_chunk_sets(root)
         freed = sum(entry["bytes"] for entry in removed)
         print(f"removed {_sets(len(removed))} ({_size(freed)}) from {root}")
+        for entry in in_use:
+            print(
+                f"kept {entry['path'].name}, in use by {'; '.join(entry['holders'])}: clear "
+                "again once that run has ended"
+            )
         return 0
     sets = chunk_sets(root)
     incomplete = sum(not entry["complete"] for entry in sets)
@@ -541,7 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--cache-dir", help="the cache (default: $SPARSEOPT_DATA/chunks, ~/.cache/sparseopt/chunks)"
     )
-    c.add_argument("--clear", action="store_true", help="delete every cached chunk set")
+    c.add_argument(
+        "--clear",
+        action="store_true",
+        help="delete the cached chunk sets, except those a running train holds (named)",
+    )
     c.set_defaults(run=cache)
     return parser
 

@@ -157,7 +157,10 @@ class ChunkReader:
         the reader's parameters (hashing, columns, chunk size...) and the manifest records
         the source's size and modification time: if either changed, the file is parsed
         again and the cache rewritten. A pass stopped early leaves no manifest, so the next
-        pass parses again.
+        pass parses again. The pass holds its chunk set, so that ``sparseopt cache --clear``
+        leaves it alone; a set held or being cleared by another process is not rewritten (the
+        pass parses the file), and a damaged one is not used (see
+        :class:`~sparseopt.datasets._cache.ChunkCache`).
 
         Parameters
         ----------
@@ -172,12 +175,7 @@ class ChunkReader:
         """
         root = Path(cache_dir) if cache_dir is not None else data_home() / "chunks"
         cache = ChunkCache(root, self.path, self._params())
-        manifest = cache.load_manifest()
-        if manifest is not None:
-            self.stats = dict(manifest["stats"])
-            yield from cache.read(manifest)
-        else:
-            yield from cache.write(self.chunks(n_threads), lambda: self.stats)
+        yield from cache.chunks(lambda: self.chunks(n_threads), self, self.n_features)
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
