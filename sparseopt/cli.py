@@ -534,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("model", help="model file of sparseopt train --model mf")
     rc.add_argument("--users", help="raw user ids, comma separated")
     rc.add_argument("--users-file", help="a file of raw user ids, one per line")
-    rc.add_argument("--n", type=_positive_int, default=10, help="items per user (10)")
+    rc.add_argument(
+        "--n", type=_positive_int, default=10, help="items per user (10; at most the model's)"
+    )
     rc.add_argument("--out", help="output file (default: standard output)")
     rc.add_argument(
         "--include-seen",

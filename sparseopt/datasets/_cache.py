@@ -73,8 +73,6 @@ def atomic_write(path, write):
             tmp.unlink()
 
 
-
-
 def _save_chunk(path, X, y):
     atomic_write(
         path,
@@ -103,7 +101,7 @@ def _load_chunk(path, n_columns):
         data.dtype != np.float32
         or y.dtype != np.float32
         or indices.dtype not in (np.int32, np.int64)
-        or indptr.dtype != indices.dtype
+        or indptr.dtype not in (np.int32, np.int64)
         or data.ndim != 1
         or y.shape != (n_rows,)
         or indptr.shape != (n_rows + 1,)
@@ -116,7 +114,7 @@ def _load_chunk(path, n_columns):
     if X.nnz != indices.size or not all_finite(data, y):
         raise ValueError("unused or non-finite entries")
     # canonical: columns strictly increasing within each row (duplicates would be summed)
-    steps = np.diff(indices.astype(np.int64))
+    steps = np.diff(indices)  # no overflow: the indices are checked to lie in 0 .. n_columns
     row_starts = indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < indices.size)] - 1
     steps[row_starts] = 1
     if steps.size and steps.min() <= 0:
@@ -303,7 +301,7 @@ class ChunkCache:
         stamp = self._source_stamp()
         self.manifest.unlink(missing_ok=True)
         for old in self.dir.iterdir():
-            if _CHUNK.fullmatch(old.name):
+            if _CHUNK.fullmatch(old.name) and old.is_file():
                 old.unlink()
         names = []
         for i, (X, y) in enumerate(chunks):
