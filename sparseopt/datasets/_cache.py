@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,11 +88,12 @@ def _load_chunk(path, n_columns):
     kernels, which do not check bounds): ValueError saying what is wrong."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if sorted(z.files) != ["data", "indices", "indptr", "shape", "y"]:
-                raise ValueError(f"arrays {sorted(z.files)}")
             arrays = {name: z[name] for name in z.files}
-    except (OSError, EOFError, KeyError) as exc:  # not an npz, truncated...
-        raise ValueError(f"unreadable ({type(exc).__name__})") from None
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        # not an npz, truncated, object arrays...
+        raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    if sorted(arrays) != ["data", "indices", "indptr", "shape", "y"]:
+        raise ValueError(f"arrays {sorted(arrays)}")
     shape, y = arrays["shape"], arrays["y"]
     indptr, indices, data = arrays["indptr"], arrays["indices"], arrays["data"]
     if shape.shape != (2,) or shape.dtype.kind not in "iu" or shape[1] != n_columns:
@@ -303,13 +305,22 @@ class ChunkCache:
         for old in self.dir.iterdir():
             if _CHUNK.fullmatch(old.name) and old.is_file():
                 old.unlink()
-        names = []
+        names, saving = [], True
         for i, (X, y) in enumerate(chunks):
             name = f"chunk_{i:05d}.npz"
-            _save_chunk(self.dir / name, X, y)
+            try:
+                if saving:
+                    _save_chunk(self.dir / name, X, y)
+            except OSError as exc:  # a full disk, a folder in the way: the run goes on
+                saving = False
+                warnings.warn(
+                    f"the chunk cache {self.dir} cannot be written ({exc}): this pass is not "
+                    "cached",
+                    stacklevel=2,
+                )
             names.append(name)
             yield X, y
-        if self._source_stamp() != stamp:
+        if not saving or self._source_stamp() != stamp:
             return  # the file changed while it was read: keep no cache of it
         manifest = {"source": stamp, "chunks": names, "stats": get_stats()}
         atomic_write(self.manifest, lambda f: f.write(json.dumps(manifest).encode()))
