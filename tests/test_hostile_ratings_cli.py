@@ -89,7 +89,7 @@ def refused(result, *words):
 def test_ratings_files_hostile_and_careless(tmp_path):
     r = run_cases(
         tmp_path,
-        r'''
+        r"""
         def trained(path, out, *extra):
             result = run("train", path, "--model", "mf", "--out", out, *EPOCH, *extra)
             if result["status"] == 0:
@@ -97,12 +97,14 @@ def test_ratings_files_hostile_and_careless(tmp_path):
                 rm = R.load(Path(out) / "model.npz")
                 result.update(users=rm.users.ids.tolist(), items=rm.items.ids.tolist(),
                               n=rm.n_interactions)
-            result["files"] = sorted(p.name for p in Path(out).iterdir()) if Path(out).is_dir() else None
+            folder = Path(out)
+            result["files"] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None
             return result
 
         # a UTF-8 byte-order mark: the first line is data, not a header
         case("bom", lambda: trained(write("bom.csv", b"\xef\xbb\xbf" + GOOD.encode()), "r_bom"))
-        case("bom_tab", lambda: trained(write("bom.tsv", b"\xef\xbb\xbf1\t1\t5\n2\t2\t3\n"), "r_bomt"))
+        case("bom_tab", lambda: trained(
+            write("bom.tsv", b"\xef\xbb\xbf1\t1\t5\n2\t2\t3\n"), "r_bomt"))
         # a header is said to be one
         case("header", lambda: trained(write("h.csv", "user,item,rating\n" + GOOD), "r_h"))
         # a malformed first line is data, and fails as such, with its line
@@ -213,9 +215,11 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         case("users_overflow", lambda: recommend("--users", "99999999999999999999"))
         case("users_underscore", lambda: recommend("--users", "1_0"))
         case("users_other_digits", lambda: recommend("--users", "\u0663"))
-        case("users_file_binary", lambda: recommend("--users-file", write("u.bin", b"\xff\xfe1\n")))
-        case("users_file_bom", lambda: recommend("--users-file", write("u.txt", b"\xef\xbb\xbf3\n")))
-        ''',
+        case("users_file_binary", lambda: recommend(
+            "--users-file", write("u.bin", b"\xff\xfe1\n")))
+        case("users_file_bom", lambda: recommend(
+            "--users-file", write("u.txt", b"\xef\xbb\xbf3\n")))
+        """,
     )
     # the byte-order mark: all five lines are ratings, no header
     for name, n in (("bom", 5), ("bom_tab", 2)):
