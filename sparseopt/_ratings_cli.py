@@ -30,6 +30,9 @@ two maps (sorted ids) are saved in the model file's metadata, so that ``predict`
 ``recommend`` and ``evaluate`` take raw ids. A model saved by ``MatrixFactorization.save``
 itself has no maps: its ids are its 0-based row and column indices.
 
+``recommend --n`` gives at most the model's items. A ``u.info`` is read as untrusted as the
+ratings: counts above ``_MAX_INFO_COUNT`` and ids beyond its counts are refused.
+
 Unknown ids follow the estimator's rule for a user or item without interactions: it is
 scored by the biases alone. A pair with an unknown user scores ``global_mean_ + b_i``, with an
 unknown item ``global_mean_ + b_u``, with both unknown ``global_mean_`` (clipped to the
@@ -47,7 +50,11 @@ training items excluded, for the implicit losses) has not improved for ``PATIENC
 most ``AUTO_MAX_EPOCHS``, and keeps the best epoch's model, as for the click models. Each epoch
 prints one line (mean loss, rate without compiling, validation). The run folder receives
 ``model.npz`` and ``metrics.json``; there are no checkpoints (a ratings file is read whole and
-trains in seconds to minutes), and ``--resume`` is refused.
+trains in seconds to minutes), and ``--resume`` is refused. ``--out`` is checked and locked
+(as click runs lock theirs) before the file is read, and a folder holding a click model is
+refused: a run folder holds one model. Divergence covers the optimizer's state (an
+accumulator that a rating of 1e30 overflows), and the model file is loaded back, as any
+command would load it, before it takes the place of ``model.npz``.
 """
 
 from __future__ import annotations
@@ -143,6 +150,8 @@ def _layout(path, sep=None) -> _Layout:
     first = first.removeprefix("\ufeff")  # a UTF-8 byte-order mark (pyarrow skips it too)
     if not first.strip():
         raise P.PipelineError(f"{path}: empty first line; expected user,item[,rating] lines")
+    if sep == "":
+        raise P.PipelineError("--sep must be one character (or ::), got ''")
     if sep is None:
         sep = next((s for s in _SEPARATORS if s in first), None)
         if sep is None:

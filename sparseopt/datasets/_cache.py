@@ -274,7 +274,11 @@ class ChunkCache:
                 return False
             text = json.dumps({"made_by": "sparseopt", "cache_version": CACHE_VERSION})
             atomic_write(marker, lambda f: f.write(text.encode()))
-        except OSError:
+        except OSError as exc:  # a read-only or full cache folder: the run goes on
+            warnings.warn(
+                f"the chunk cache {self.dir} cannot be made ({exc}): epochs parse the file",
+                stacklevel=2,
+            )
             return False
         return True
 
