@@ -295,8 +295,9 @@ def _bad_line_error(path: Path, layout: _Layout, id_type, exc, skip_bad_lines=Fa
 
 def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
     """(line number, text, fault) of the first line with the wrong number of fields (unless
-    skipped), an empty or (for ``id_type="int"``) non-integer id, or a rating that is not a
-    finite float32; None if there is none."""
+    skipped), an empty or (for ``id_type="int"``) non-integer id, a rating that is not a
+    finite float32, or (MovieLens files) a timestamp that is not an integer; None if there
+    is none."""
     integers = id_type == "int"
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -324,6 +325,8 @@ def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
                     return number, text, f"the rating {fields[2][:40]!r} is not a number"
                 if not abs(rating) <= _FLOAT32_MAX:
                     return number, text, f"the rating {fields[2][:40]!r} is not a finite number"
+            if layout.movielens and not _INTEGER.fullmatch(fields[3].strip()):
+                return number, text, f"the timestamp {fields[3][:40]!r} is not an integer"
     return None
 
 

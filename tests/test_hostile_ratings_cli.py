@@ -114,6 +114,8 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         case("bad_id", lambda: trained(write("bi.csv", "1,1,5\n2,,3\n"), "r_bi"))
         case("bad_movielens", lambda: trained(
             write("ml/u1.base", "1\t1\t5\t9\n1\t2\t3\t9\n2\t1\tq\t9\n"), "r_ml"))
+        case("bad_timestamp", lambda: trained(
+            write("ml2/u1.base", "1\t1\t5\t9\n1\t2\t3\tnoon\n"), "r_ts"))
         case("bad_dat", lambda: trained(
             write("ratings.dat", "1::1::5::9\n1::2::3::9\n2::1::5::9::7\n"), "r_dat"))
         case("inf_rating", lambda: trained(write("inf.csv", "1,1,5\n1,2,1e39\n"), "r_inf"))
@@ -234,6 +236,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         ("bad_later", "bl.csv, line 5: the rating 'x4' is not a number"),
         ("bad_id", "bi.csv, line 2: an empty item id"),
         ("bad_movielens", "u1.base, line 3: the rating 'q' is not a number"),
+        ("bad_timestamp", "u1.base, line 2: the timestamp 'noon' is not an integer"),
         ("bad_dat", "ratings.dat, line 3: 5 fields, expected 4"),
         ("inf_rating", "inf.csv, line 2: the rating '1e39' is not a finite number"),
         ("bad_validation", "vb.csv, line 2: the rating '?' is not a number"),
