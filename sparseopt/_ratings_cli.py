@@ -939,6 +939,11 @@ def inspect(args) -> int:
 
 def _write(path, text: str) -> None:
     path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    if path.is_dir():
+        raise P.PipelineError(f"--out {path} is a folder: give the file to write")
+    try:
+        if path.parent != Path(""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError as exc:
+        raise P.PipelineError(f"--out {path} cannot be written ({exc.strerror or exc})") from None

@@ -139,6 +139,19 @@ def test_ratings_files_hostile_and_careless(tmp_path):
             return "fitted"
         case("estimator_huge_rating", estimator_refuses)
 
+        def partial_fit_changes_nothing():
+            import scipy.sparse as sp
+            from sparseopt import DivergenceError, MatrixFactorization
+            m = MatrixFactorization(n_components=2, max_iter=2).fit(
+                sp.csr_matrix(np.array([[5, 3], [4, 1]], np.float32)))
+            before = m.predict([0, 1, 0], [0, 1, 1])
+            try:
+                m.partial_fit(sp.csr_matrix(np.array([[5, 1e30], [4, 0]], np.float32)))
+            except DivergenceError:
+                return bool(np.array_equal(before, m.predict([0, 1, 0], [0, 1, 1])))
+            return "trained"
+        case("partial_fit_huge_rating", partial_fit_changes_nothing)
+
         # --out: checked (and locked) before any reading or training
         def out_is_file():
             write("afile", "mine")
@@ -214,6 +227,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
             return result
         case("n_billion", lambda: recommend("--users", "1,3,77", "--n", "1000000000",
                                             "--include-seen"))
+        case("out_folder", lambda: recommend("--users", "1", "--out", "r_bom"))
         case("users_overflow", lambda: recommend("--users", "99999999999999999999"))
         case("users_underscore", lambda: recommend("--users", "1_0"))
         case("users_other_digits", lambda: recommend("--users", "\u0663"))
@@ -248,6 +262,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         refused(r[name], "diverged", "optimizer state")
         assert r[name]["files"] == ["run.lock"], r[name]
     assert "optimizer state of the users overflowed" in r["estimator_huge_rating"]
+    assert r["partial_fit_huge_rating"] is True  # refused, and the model as it was
     # --out
     refused(r["out_file"], "--out afile is a file, not a run folder")
     assert r["out_file"]["content"] == "mine" and "training" not in r["out_file"]["out"]
@@ -274,6 +289,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
     lines = n_billion["out"].splitlines()
     assert lines[0] == "user,rank,item,score" and len(lines) == 1 + 3 * 2  # 2 items each
     assert [line.split(",")[:2] for line in lines[1:3]] == [["1", "1"], ["1", "2"]]
+    refused(r["out_folder"], "--out r_bom is a folder")
     for name in ("users_overflow", "users_underscore", "users_other_digits"):
         refused(r[name], "is not a 64-bit integer")
     refused(r["users_file_binary"], "u.bin is not UTF-8 text")
