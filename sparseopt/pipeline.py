@@ -61,7 +61,7 @@ import sys
 import textwrap
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -781,9 +781,11 @@ class Trainer:
         name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         what = f"{type(self.model).__name__} ({name})"
         self._take_lock()
+        # the run holds its chunk set between epochs too (each pass holds it within)
+        hold = self.reader.hold_cache(self.cache_dir) if self.use_cache else nullcontext()
         try:
             try:
-                with self._interrupts_between_chunks(), announce_compile(what, self.log):
+                with hold, self._interrupts_between_chunks(), announce_compile(what, self.log):
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model

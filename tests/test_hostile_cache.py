@@ -274,3 +274,23 @@ def test_a_chunk_set_cleared_between_passes_is_parsed_again(tmp_path, data):
     assert len(clear_chunk_sets(cache)[0]) == 1
     _same(list(reader.cached(cache)), first)
     assert sp.issparse(first[0][0]) and len(chunk_sets(cache)) == 1
+
+
+def test_a_run_holds_its_chunk_set_between_epochs(tmp_path, data, monkeypatch, capsys):
+    from sparseopt import pipeline as P
+
+    cache, seen = tmp_path / "cache", []
+    end_epoch = P.Trainer._end_epoch
+
+    def clear_then_end(trainer, *args):  # between two epochs, another user clears
+        seen.append(clear_chunk_sets(cache))
+        return end_epoch(trainer, *args)
+
+    monkeypatch.setattr(P.Trainer, "_end_epoch", clear_then_end)
+    argv = ["train", str(data), "--n-bits", "10", "--chunk-size", "50", "--epochs", "2"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--cache-dir", str(cache)]) == 0
+    assert [(len(removed), len(in_use)) for removed, in_use in seen] == [(0, 1), (0, 1)]
+    assert f"process {os.getpid()}: " in seen[0][1][0]["holders"][0]
+    (folder,) = cache.iterdir()
+    assert not list(folder.glob(".in-use-*"))  # the run has ended: nothing names it
+    assert [len(removed) for removed in clear_chunk_sets(cache)] == [1, 0]

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import sys
+import threading
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -30,6 +31,10 @@ _MANIFEST = "manifest.json"
 _TEMPORARY = re.compile(r"\..+\.\d+\.tmp")  # atomic_write's temporary files
 _MAX_MANIFEST_BYTES = 1 << 24
 _held = 0  # sets held by this process, to name each hold's file
+# the sets this process holds: folder -> [lock file, in-use file, number of holds], so that a
+# run's hold and its passes' share one lock (two would conflict with each other)
+_HOLDS = {}
+_HOLDS_LOCK = threading.Lock()
 
 
 def data_home(data_home=None):
@@ -149,10 +154,11 @@ class ChunkCache:
     (manifest), so that a cache of another file version or other hashing is never used.
 
     The folder is a chunk set only with the marker file written when it is made
-    (:data:`MARKER`): a folder that lacks it is never read, written into nor cleared. A pass
-    holds the set (a shared ``flock`` on its ``.lock``, and a ``.in-use-<pid>-<n>`` file naming
-    the command) so that :func:`clear_chunk_sets` skips it; the kernel drops the lock of a
-    process that dies, so a killed run blocks nothing. A pass that would rewrite a set that
+    (:data:`MARKER`): a folder that lacks it is never read, written into nor cleared. A pass,
+    and a run around its passes (:meth:`hold`), holds the set (a shared ``flock`` on its
+    ``.lock``, and a ``.in-use-<pid>-<n>`` file naming the command) so that
+    :func:`clear_chunk_sets` skips it; the kernel drops the lock of a process that dies, so a
+    killed run blocks nothing. A pass that would rewrite a set that
     another process holds, or meets a set being cleared, parses the file without caching.
     Manifests and chunks are read as untrusted files: a manifest that does not check out is a
     cache to rewrite, and a damaged chunk makes the rest of the pass parse the file.
@@ -191,14 +197,17 @@ class ChunkCache:
         """Yield the chunks of ``parse()``: from the set when it is valid (``reader.stats``
         then set from its manifest), else parsed and saved into it, else (the set is held or
         being cleared by another process) parsed alone."""
-        with self._hold() as held:
+        with self.hold() as held:
             if not held:
                 yield from parse()
                 return
             manifest = self.load_manifest()
             if manifest is None:
-                if self._upgrade(held):
-                    yield from self.write(parse(), lambda: reader.stats)
+                if self._exclusive(held):
+                    try:
+                        yield from self.write(parse(), lambda: reader.stats)
+                    finally:
+                        self._shared(held)
                 else:
                     yield from parse()
                 return
@@ -206,13 +215,41 @@ class ChunkCache:
             yield from self.read(manifest, parse, n_columns)
 
     @contextmanager
-    def _hold(self):
-        """Hold the set shared for the block, made if needed; yields the lock's file, or
-        None where the set cannot be held (being cleared, or a folder not made here)."""
+    def hold(self):
+        """Hold the set, shared, for the block (made if needed): a pass holds it, and a run
+        holds it for all its epochs (the holds of one process share one lock). Yields the
+        lock's file, or None where the set cannot be held (being cleared or rewritten by
+        another process, or a folder not made here)."""
+        key = str(self.dir)
+        with _HOLDS_LOCK:
+            entry = _HOLDS.get(key)
+            if entry is None:
+                entry = self._take()
+                if entry is None:
+                    lock = None
+                else:
+                    _HOLDS[key] = entry
+            if entry is not None:
+                entry[2] += 1
+                lock = entry[0]
+        try:
+            yield lock
+        finally:
+            if entry is not None:
+                with _HOLDS_LOCK:
+                    entry[2] -= 1
+                    if entry[2] == 0:
+                        del _HOLDS[key]
+                        if entry[1] is not None:
+                            entry[1].unlink(missing_ok=True)
+                        if fcntl is not None:
+                            entry[0].close()
+
+    def _take(self):
+        """``[lock file, in-use file, 0]``: the set held shared by this process, or None."""
         global _held
         if fcntl is None:
-            yield self._make() and "unlocked"
-            return
+            return ["unlocked", None, 0] if self._make() else None
         lock = None
         for _ in range(3):  # a set cleared between opening its lock and taking it: again
             if not self._make():
@@ -237,30 +274,35 @@ class ChunkCache:
             lock.close()
             lock = None
         if lock is None:
-            yield None
-            return
+            return None
         _held += 1
         user = self.dir / f".in-use-{os.getpid()}-{_held}"
         try:
             user.write_text(_command())
         except OSError:
-            pass  # only names the run in clear's report
-        try:
-            yield lock
-        finally:
-            user.unlink(missing_ok=True)
-            lock.close()
+            user = None  # it only names the run in clear's report
+        return [lock, user, 0]
 
-    def _upgrade(self, lock) -> bool:
-        """Turn a shared hold into the exclusive one that rewriting needs, if no other
-        process holds the set."""
+    def _exclusive(self, lock) -> bool:
+        """Turn this process's shared hold into the exclusive one that rewriting needs, if no
+        other process holds the set; else keep the shared one (flock converts a lock by
+        dropping it first)."""
         if fcntl is None:
             return True
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            self._shared(lock)
             return False
         return True
+
+    def _shared(self, lock) -> None:
+        """Back to a shared hold (after rewriting), unless a clear took the set meanwhile."""
+        if fcntl is not None:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                pass
 
     def _make(self) -> bool:
         """Make the set's folder and marker if needed; False if the folder exists without

@@ -173,9 +173,24 @@ class ChunkReader:
         ------
         X, y : as in :meth:`chunks`
         """
-        root = Path(cache_dir) if cache_dir is not None else data_home() / "chunks"
-        cache = ChunkCache(root, self.path, self._params())
+        cache = self._chunk_cache(cache_dir)
         yield from cache.chunks(lambda: self.chunks(n_threads), self, self.n_features)
+
+    def hold_cache(self, cache_dir=None):
+        """A context manager that holds this reader's chunk set (see :meth:`cached`) for
+        its block, as each pass holds it: around all the epochs of a run, so that
+        ``sparseopt cache --clear`` keeps the set between them too.
+
+        Parameters
+        ----------
+        cache_dir : str or path-like, default=None
+            As for :meth:`cached`.
+        """
+        return self._chunk_cache(cache_dir).hold()
+
+    def _chunk_cache(self, cache_dir):
+        root = Path(cache_dir) if cache_dir is not None else data_home() / "chunks"
+        return ChunkCache(root, self.path, self._params())
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
