@@ -159,6 +159,8 @@ MANIFESTS = {
     "a count as text": lambda m: dict(m, stats=dict(m["stats"], n_rows="120")),
     "bad lines not a list": lambda m: dict(m, stats=dict(m["stats"], bad_lines=7)),
     "another key": lambda m: dict(m, extra=1),
+    "more bad lines than named": lambda m: dict(m, stats=dict(m["stats"], n_bad_lines=5)),
+    "more rows than the chunks": lambda m: dict(m, stats=dict(m["stats"], n_rows=10**12)),
     "huge": lambda m: " " * (1 << 25) + json.dumps(m),
 }
 

@@ -30,6 +30,7 @@ _CHUNK = re.compile(r"chunk_\d{5,}\.npz")
 _MANIFEST = "manifest.json"
 _TEMPORARY = re.compile(r"\..+\.\d+\.tmp")  # atomic_write's temporary files
 _MAX_MANIFEST_BYTES = 1 << 24
+_MAX_BAD_LINES_KEPT = 1000  # the line numbers of bad lines a reader keeps (and a manifest)
 _held = 0  # sets held by this process, to name each hold's file
 # the sets this process holds: folder -> [lock file, in-use file, number of holds], so that a
 # run's hold and its passes' share one lock (two would conflict with each other)
@@ -211,8 +212,10 @@ class ChunkCache:
                 else:
                     yield from parse()
                 return
-            reader.stats = dict(manifest["stats"], bad_lines=list(manifest["stats"]["bad_lines"]))
-            yield from self.read(manifest, parse, n_columns)
+            stats = manifest["stats"]
+            # the rows are counted as they are loaded, as a parse counts them
+            reader.stats = dict(stats, n_rows=0, bad_lines=list(stats["bad_lines"]))
+            yield from self.read(manifest, parse, n_columns, reader)
 
     @contextmanager
     def hold(self):
@@ -324,9 +327,10 @@ class ChunkCache:
             return False
         return True
 
-    def read(self, manifest, parse, n_columns):
-        """Yield the chunks the manifest names, checked; from a damaged one on, the chunks
-        of ``parse()`` (the same rows: a chunk is the same whether parsed or loaded)."""
+    def read(self, manifest, parse, n_columns, reader):
+        """Yield the chunks the manifest names, checked, counting their rows into
+        ``reader.stats``; from a damaged one on, the chunks of ``parse()`` (the same rows: a
+        chunk is the same whether parsed or loaded; the parse counts them all again)."""
         for i, name in enumerate(manifest["chunks"]):
             try:
                 X, y = _load_chunk(self.dir / name, n_columns)
@@ -341,6 +345,7 @@ class ChunkCache:
                     if j >= i:
                         yield chunk
                 return
+            reader.stats["n_rows"] += X.shape[0]
             yield X, y
 
     def write(self, chunks, get_stats):
@@ -392,7 +397,10 @@ def _valid_manifest(m) -> bool:
         and _count(stats["n_rows"])
         and _count(stats["n_bad_lines"])
         and isinstance(stats["bad_lines"], list)
-        and all(_count(v) for v in stats["bad_lines"])
+        and all(_count(v) and v > 0 for v in stats["bad_lines"])
+        # the readers keep the first _MAX_BAD_LINES_KEPT line numbers, in increasing order
+        and len(stats["bad_lines"]) == min(stats["n_bad_lines"], _MAX_BAD_LINES_KEPT)
+        and stats["bad_lines"] == sorted(set(stats["bad_lines"]))
     )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _parsers as P
-from ._cache import ChunkCache, data_home
+from ._cache import _MAX_BAD_LINES_KEPT, ChunkCache, data_home
 from ._hashing import (
     check_n_bits,
     csr_from_columns,
@@ -33,7 +33,6 @@ _MESSAGES = {
     P.BAD_TOKEN: "{text!r} is not an index:value pair",
     P.BAD_INDEX: "feature index {detail} is out of range for {index_range}",
 }
-_MAX_BAD_LINES_KEPT = 1000
 
 
 def _check_file(path):
