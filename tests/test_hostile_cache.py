@@ -296,3 +296,17 @@ def test_a_run_holds_its_chunk_set_between_epochs(tmp_path, data, monkeypatch, c
     (folder,) = cache.iterdir()
     assert not list(folder.glob(".in-use-*"))  # the run has ended: nothing names it
     assert [len(removed) for removed in clear_chunk_sets(cache)] == [1, 0]
+
+
+def test_a_link_in_a_set_leads_nowhere(tmp_path, data):
+    cache, outside = tmp_path / "cache", tmp_path / "outside.txt"
+    outside.write_text("the user's")
+    list(_reader(data).cached(cache))
+    (folder,) = cache.iterdir()
+    (folder / ".lock").unlink()
+    (folder / ".lock").symlink_to(outside)
+    (folder / "manifest.json").unlink()  # a pass would rewrite the set: it must not
+    _same(list(_reader(data).cached(cache)), list(_reader(data)))
+    assert (folder / ".lock").is_symlink()
+    assert len(clear_chunk_sets(cache)[0]) == 1 and list(cache.iterdir()) == []
+    assert outside.read_text() == "the user's"

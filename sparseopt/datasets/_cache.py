@@ -131,6 +131,13 @@ def _load_chunk(path, n_columns):
     return X, y
 
 
+def _open_lock(path):
+    """The set's lock file, opened (made if needed) without following a link: a link put
+    there leads nowhere else."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "a+b")
+
+
 def _command() -> str:
     """This process's command line, to name a run holding a chunk set."""
     first = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
@@ -258,7 +265,7 @@ class ChunkCache:
             if not self._make():
                 break
             try:
-                lock = open(self.dir / _LOCK, "a+b")
+                lock = _open_lock(self.dir / _LOCK)
             except OSError:
                 lock = None
                 continue
@@ -492,7 +499,9 @@ def clear_chunk_sets(root):
     for entry in chunk_sets(root):
         folder = entry["path"]
         try:
-            lock = open(folder / _LOCK, "a+b") if fcntl is not None else None
+            if (folder / _LOCK).is_symlink():  # not ours to follow: no pass can hold it
+                (folder / _LOCK).unlink()
+            lock = _open_lock(folder / _LOCK) if fcntl is not None else None
         except OSError:
             continue
         try:
