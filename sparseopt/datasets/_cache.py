@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import threading
 import warnings
@@ -146,10 +147,17 @@ def _command() -> str:
     return " ".join([first, *sys.argv[1:]])[:500]
 
 
+def _small_file(path, most: int) -> bool:
+    """Whether ``path`` is a regular file (not a link, a FIFO that would block a read...) of
+    at most ``most`` bytes."""
+    st = path.lstat()
+    return stat.S_ISREG(st.st_mode) and st.st_size <= most
+
+
 def _is_marker(path) -> bool:
     """Whether ``path`` is the marker that ChunkCache writes into each chunk set."""
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1000:
+        if not _small_file(path, 1000):
             return False
         return json.loads(path.read_text()).get("made_by") == "sparseopt"
     except (OSError, ValueError, AttributeError):
@@ -190,7 +198,7 @@ class ChunkCache:
         """The manifest if the cache is complete, well formed and matches the source as it
         is now; else None."""
         try:
-            if self.manifest.stat().st_size > _MAX_MANIFEST_BYTES:
+            if not _small_file(self.manifest, _MAX_MANIFEST_BYTES):
                 return None
             manifest = json.loads(self.manifest.read_text())
         except (OSError, ValueError):
@@ -435,7 +443,7 @@ def _holders(folder) -> list[str]:
         except (PermissionError, OverflowError):
             pass
         try:
-            command = path.read_text(errors="replace")[:200]
+            command = path.read_text(errors="replace")[:200] if _small_file(path, 1000) else "?"
         except OSError:
             command = "?"
         names.append(f"process {pid}: {command}")
