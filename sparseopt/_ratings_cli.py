@@ -509,7 +509,7 @@ def save_checked(model, path, users: IdMap, items: IdMap, min_rating, n_interact
     the file as untrusted) before it takes ``path``'s place: a model file that could not be
     loaded is never written."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.check.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save(model, tmp, users, items, min_rating, n_interactions)
         try:
@@ -687,6 +687,9 @@ def train(args) -> int:
     lock = P.lock_run_folder(out)  # before reading: a bad --out fails before any training
     try:
         P.check_model_kind(out, KIND)
+        for leftover in out.glob(".*.tmp"):  # of a killed run: under the lock, no writer runs
+            if leftover.is_file():
+                leftover.unlink()
         return _train(args, model, params, loss, out)
     finally:
         if lock is not None:
