@@ -341,7 +341,7 @@ def cache(args) -> int:
     print(f"chunk cache: {root}")
     print(
         f"{_sets(len(sets))}, {_size(sum(e['bytes'] for e in sets))}"
-        + (f" ({incomplete} incomplete: a pass stopped early)" if incomplete else "")
+        + (f" ({incomplete} incomplete: a pass stopped early, or is writing)" if incomplete else "")
     )
     if args.cache_dir is None and not os.environ.get("SPARSEOPT_DATA"):
         print("(the default place, as SPARSEOPT_DATA is unset; set it to move the cache)")
