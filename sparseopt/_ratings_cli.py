@@ -286,18 +286,19 @@ def _bad_line_error(path: Path, layout: _Layout, id_type, exc, skip_bad_lines=Fa
     ``exc``'s message where no line is at fault."""
     found = _first_bad_line(path, layout, id_type, skip_bad_lines)
     if found is None:
-        return P.PipelineError(f"{path}: malformed ratings: {exc}")
-    number, text, fault = found
-    skip = "" if skip_bad_lines else " (--skip-bad-lines skips lines of the wrong length or "
-    skip += "" if skip_bad_lines else "with an empty value)"
+        what = exc or "an empty id or a rating that is not a finite number"
+        return P.PipelineError(f"{path}: malformed ratings: {what}")
+    number, text, fault, skippable = found
+    skip = " (--skip-bad-lines skips such lines)" if skippable else ""
     return P.PipelineError(f"{path}, line {number}: {fault}: {text[:80]!r}{skip}")
 
 
 def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
-    """(line number, text, fault) of the first line with the wrong number of fields (unless
-    skipped), an empty or (for ``id_type="int"``) non-integer id, a rating that is not a
-    finite float32, or (MovieLens files) a timestamp that is not an integer; None if there
-    is none."""
+    """``(line number, text, fault, skippable)`` of the first line that the readers refuse:
+    with the wrong number of fields, an empty id or rating, or a rating that is not a finite
+    float32 (lines that ``skip_bad_lines`` skips: ``skippable``), or with a rating that is no
+    number, an id that is not a 64-bit integer (``id_type="int"``) or (MovieLens files) a
+    timestamp that is not an integer; None if there is none."""
     integers = id_type == "int"
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -308,26 +309,35 @@ def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
                 text = text.removeprefix("\ufeff")
             if not text:
                 continue  # pyarrow skips empty lines
-            fields = text.split(layout.sep)
-            if len(fields) != layout.n_columns:
-                if skip_bad_lines:
-                    continue
-                return number, text, f"{len(fields)} fields, expected {layout.n_columns}"
-            for role, value in zip(("user", "item"), fields, strict=False):
-                if not value:
-                    return number, text, f"an empty {role} id"
-                if integers and not (_INTEGER.fullmatch(value) and -(2**63) <= int(value) < 2**63):
-                    return number, text, f"the {role} id {value[:40]!r} is not a 64-bit integer"
-            if layout.n_columns >= 3:
-                try:
-                    rating = float(fields[2])
-                except ValueError:
-                    return number, text, f"the rating {fields[2][:40]!r} is not a number"
-                if not abs(rating) <= _FLOAT32_MAX:
-                    return number, text, f"the rating {fields[2][:40]!r} is not a finite number"
-            if layout.movielens and not _INTEGER.fullmatch(fields[3].strip()):
-                return number, text, f"the timestamp {fields[3][:40]!r} is not an integer"
+            fault, skippable = _line_fault(text.split(layout.sep), layout, integers)
+            if fault is not None and not (skippable and skip_bad_lines):
+                return number, text, fault, skippable
     return None
+
+
+def _line_fault(fields: list, layout: _Layout, integers: bool):
+    """``(fault, skippable)`` of one line's fields, ``(None, False)`` for a good line."""
+    if len(fields) != layout.n_columns:
+        return f"{len(fields)} fields, expected {layout.n_columns}", True
+    for role, value in zip(("user", "item"), fields, strict=False):
+        value = value.strip()  # as pyarrow reads numbers
+        if not value:
+            return f"an empty {role} id", True
+        if integers and not (_INTEGER.fullmatch(value) and -(2**63) <= int(value) < 2**63):
+            return f"the {role} id {value[:40]!r} is not a 64-bit integer", False
+    if layout.n_columns >= 3:
+        text = fields[2].strip()
+        if not text:
+            return "an empty rating", True
+        try:
+            rating = float(text)
+        except ValueError:
+            return f"the rating {text[:40]!r} is not a number", False
+        if not abs(rating) <= _FLOAT32_MAX:
+            return f"the rating {text[:40]!r} is not a finite number", True
+    if layout.movielens and not _INTEGER.fullmatch(fields[3].strip()):
+        return f"the timestamp {fields[3][:40]!r} is not an integer", False
+    return None, False
 
 
 # --- ids -----------------------------------------------------------------------------------

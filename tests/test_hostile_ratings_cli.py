@@ -112,6 +112,8 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         case("bad_later", lambda: trained(
             write("bl.csv", "user,item,rating\n1,1,5\n\n1,2,3\n2,1,x4\n"), "r_bl"))
         case("bad_id", lambda: trained(write("bi.csv", "1,1,5\n2,,3\n"), "r_bi"))
+        case("bad_with_skip", lambda: trained(
+            write("bs.csv", "1,1,5\n1,2,\n3\n2,1,abc\n"), "r_bs", "--skip-bad-lines"))
         case("bad_movielens", lambda: trained(
             write("ml/u1.base", "1\t1\t5\t9\n1\t2\t3\t9\n2\t1\tq\t9\n"), "r_ml"))
         case("bad_timestamp", lambda: trained(
@@ -248,7 +250,8 @@ def test_ratings_files_hostile_and_careless(tmp_path):
     for name, where in (
         ("bad_first", "bf.csv, line 1: the rating 'abc' is not a number"),
         ("bad_later", "bl.csv, line 5: the rating 'x4' is not a number"),
-        ("bad_id", "bi.csv, line 2: an empty item id"),
+        ("bad_id", "bi.csv, line 2: an empty item id: '2,,3' (--skip-bad-lines skips"),
+        ("bad_with_skip", "bs.csv, line 4: the rating 'abc' is not a number: '2,1,abc'\n"),
         ("bad_movielens", "u1.base, line 3: the rating 'q' is not a number"),
         ("bad_timestamp", "u1.base, line 2: the timestamp 'noon' is not an integer"),
         ("bad_dat", "ratings.dat, line 3: 5 fields, expected 4"),
