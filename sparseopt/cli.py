@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__
 from . import _ratings_cli as ratings
 from . import pipeline as P
-from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home
+from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home, older_chunk_sets
 from .estimators._linear import DEFAULT_LEARNING_RATE
 from .inspect import load_tokens, top_features
 
@@ -326,6 +326,8 @@ def cache(args) -> int:
     """Show the parsed-chunk cache (where, how large), or --clear it (the chunk sets that no
     run is reading or writing; only the files sparseopt wrote there)."""
     root = Path(args.cache_dir) if args.cache_dir else default_data_home() / "chunks"
+    if root.exists() and not root.is_dir():
+        raise P.PipelineError(f"--cache-dir {root} is a file, not the cache's folder")
     if args.clear:
         removed, in_use = clear_chunk_sets(root)
         freed = sum(entry["bytes"] for entry in removed)
@@ -335,6 +337,7 @@ def cache(args) -> int:
                 f"kept {entry['path'].name}, in use by {'; '.join(entry['holders'])}: clear "
                 "again once that run has ended"
             )
+        _older_sets(root)
         return 0
     sets = chunk_sets(root)
     incomplete = sum(not entry["complete"] for entry in sets)
@@ -345,7 +348,18 @@ def cache(args) -> int:
     )
     if args.cache_dir is None and not os.environ.get("SPARSEOPT_DATA"):
         print("(the default place, as SPARSEOPT_DATA is unset; set it to move the cache)")
+    _older_sets(root)
     return 0
+
+
+def _older_sets(root) -> None:
+    older = older_chunk_sets(root)
+    if older:
+        print(
+            f"{len(older)} folder{'s look' if len(older) > 1 else ' looks'} like the chunk sets "
+            f"of an older sparseopt, without the marker of a set ({', '.join(older[:3])}"
+            f"{'...' if len(older) > 3 else ''}): not counted nor cleared; delete them by hand"
+        )
 
 
 def _sets(n) -> str:

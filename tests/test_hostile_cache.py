@@ -64,24 +64,32 @@ def test_a_users_folders_are_never_a_cache(tmp_path, data, capsys):
         (cache / "lookalike" / name).write_text("user's")
     (cache / "fake").mkdir()  # a marker of another program
     (cache / "fake" / MARKER).write_text('{"made_by": "someone else"}')
+    older = cache / "train.tsv-0123456789abcdef0123"  # as sets were before markers
+    older.mkdir()
+    (older / "chunk_00000.npz").write_text("old")
     list(_reader(data).cached(cache))  # one real set
-    (real,) = [p for p in cache.iterdir() if p.name.startswith("train.tsv-")]
+    (real,) = [p for p in cache.iterdir() if p.name.startswith("train.tsv-") and p != older]
     (real / "notes.txt").write_text("the user's, inside a set")
     (real / "sub").mkdir()
 
     assert [s["path"] for s in chunk_sets(cache)] == [real]
     assert main(["cache", "--cache-dir", str(cache)]) == 0
-    assert "1 cached chunk set," in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 cached chunk set," in out
+    assert "1 folder looks like the chunk sets of an older sparseopt, " in out
+    assert f"({older.name}): not counted nor cleared; delete them by hand" in out
     assert main(["cache", "--clear", "--cache-dir", str(cache)]) == 0
     assert "removed 1 cached chunk set" in capsys.readouterr().out
     # only what sparseopt wrote is gone: the user's files stay, with their folder
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        ["empty", "mine", "lookalike", "fake", real.name]
+        ["empty", "mine", "lookalike", "fake", older.name, real.name]
     )
     assert sorted(p.name for p in real.iterdir()) == ["notes.txt", "sub"]
     assert (cache / "mine" / "manifest.json").read_text() == '{"mine": true}'
     assert len(list((cache / "lookalike").iterdir())) == 3
     assert chunk_sets(cache) == [] and clear_chunk_sets(cache) == ([], [])
+    assert main(["cache", "--cache-dir", str(data)]) == 1  # a file: refused, named
+    assert f"--cache-dir {data} is a file" in capsys.readouterr().err
     # a pass never writes into a folder it did not make: it parses without caching
     (real / "notes.txt").unlink()
     (real / "sub").rmdir()

@@ -29,6 +29,7 @@ _LOCK = ".lock"  # flock: shared while a pass reads or writes, exclusive to clea
 _USER = re.compile(r"\.in-use-(\d+)-\d+")  # a hold of the set: pid, number; holds the command
 _CHUNK = re.compile(r"chunk_\d{5,}\.npz")
 _MANIFEST = "manifest.json"
+_OLDER_SET = re.compile(r".+-[0-9a-f]{20}")  # a set's folder name: source, hash of the key
 _TEMPORARY = re.compile(r"\..+\.\d+\.tmp")  # atomic_write's temporary files
 _MAX_MANIFEST_BYTES = 1 << 24
 _MAX_BAD_LINES_KEPT = 1000  # the line numbers of bad lines a reader keeps (and a manifest)
@@ -485,6 +486,33 @@ def chunk_sets(root):
             }
         )
     return sets
+
+
+def older_chunk_sets(root) -> list[str]:
+    """The names of the folders under ``root`` that look like chunk sets of a sparseopt
+    that wrote no marker (a ``<file>-<20 hex digits>`` folder with chunks or a manifest):
+    never counted nor cleared as sets, only named, for their owner to delete.
+
+    Parameters
+    ----------
+    root : str or path-like
+
+    Returns
+    -------
+    names : list of str
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [
+        folder.name
+        for folder in sorted(root.iterdir())
+        if _OLDER_SET.fullmatch(folder.name)
+        and folder.is_dir()
+        and not folder.is_symlink()
+        and not (folder / MARKER).exists()
+        and any(_CHUNK.fullmatch(f.name) or f.name == _MANIFEST for f in folder.iterdir())
+    ]
 
 
 def clear_chunk_sets(root):
