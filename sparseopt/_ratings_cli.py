@@ -10,7 +10,10 @@ Files
 -----
 One ``user<sep>item[<sep>rating[<sep>...]]`` line per interaction; later columns (a timestamp)
 are ignored. The separator is ``--sep``, else the first of ``::``, tab, comma and semicolon
-found in the first line; a first line without any number is a header. MovieLens files
+found in the first line. The first line is a header when none of its fields is a number and
+either a field of the second line is one or its first field is named ``user``, ``userId``,
+``users`` or ``uid`` (the commands then say which line they skipped); a first line with a
+number is data, read and checked as any other line. MovieLens files
 (``u.data``, ``uN.base``/``.test``, ``ratings.dat``, ``ratings.csv`` with its
 ``userId,movieId,rating,timestamp`` header) are read by
 :func:`sparseopt.datasets.load_movielens` and :func:`~sparseopt.datasets._movielens.
@@ -26,6 +29,9 @@ folder counts, so that ``u1.base`` trains exactly the matrix of
 two maps (sorted ids) are saved in the model file's metadata, so that ``predict``,
 ``recommend`` and ``evaluate`` take raw ids. A model saved by ``MatrixFactorization.save``
 itself has no maps: its ids are its 0-based row and column indices.
+
+``recommend --n`` gives at most the model's items. A ``u.info`` is read as untrusted as the
+ratings: counts above ``_MAX_INFO_COUNT`` and ids beyond its counts are refused.
 
 Unknown ids follow the estimator's rule for a user or item without interactions: it is
 scored by the biases alone. A pair with an unknown user scores ``global_mean_ + b_i``, with an
@@ -44,13 +50,19 @@ training items excluded, for the implicit losses) has not improved for ``PATIENC
 most ``AUTO_MAX_EPOCHS``, and keeps the best epoch's model, as for the click models. Each epoch
 prints one line (mean loss, rate without compiling, validation). The run folder receives
 ``model.npz`` and ``metrics.json``; there are no checkpoints (a ratings file is read whole and
-trains in seconds to minutes), and ``--resume`` is refused.
+trains in seconds to minutes), and ``--resume`` is refused. ``--out`` is checked and locked
+(as click runs lock theirs) before the file is read, and a folder holding a click model is
+refused: a run folder holds one model. Divergence covers the optimizer's state (an
+accumulator that a rating of 1e30 overflows), and the model file is loaded back, as any
+command would load it, before it takes the place of ``model.npz``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +129,7 @@ class _Layout:
     n_columns: int
     header: bool
     movielens: bool
+    header_text: str | None = None
 
 
 def _is_number(text: str) -> bool:
@@ -134,8 +147,11 @@ def _layout(path, sep=None) -> _Layout:
         raise P.PipelineError(f"{path}: no such file")
     with open(path, "rb") as f:
         first, second = (f.readline().decode("utf-8", "replace").rstrip("\r\n") for _ in "12")
+    first = first.removeprefix("\ufeff")  # a UTF-8 byte-order mark (pyarrow skips it too)
     if not first.strip():
         raise P.PipelineError(f"{path}: empty first line; expected user,item[,rating] lines")
+    if sep == "":
+        raise P.PipelineError("--sep must be one character (or ::), got ''")
     if sep is None:
         sep = next((s for s in _SEPARATORS if s in first), None)
         if sep is None:
@@ -148,9 +164,10 @@ def _layout(path, sep=None) -> _Layout:
         raise P.PipelineError(
             f"{path}: the first line {first[:80]!r} has no {sep!r} between a user and an item"
         )
-    # a header: words above numbers, or a first field named like a user column
-    header = (
-        any(not _is_number(a) and _is_number(b) for a, b in zip(fields, below, strict=False))
+    # a header: no number at all, and words above numbers or a first field named like a user
+    # column (a malformed first line with a number in it is data, and fails as such)
+    header = not any(_is_number(a) for a in fields) and (
+        any(_is_number(b) for b in below)
         or fields[0].strip().lower().replace("_", "") in _USER_COLUMNS
     )
     four = len(fields) == 4
@@ -158,7 +175,7 @@ def _layout(path, sep=None) -> _Layout:
         (sep in ("::", "\t") and four and not header)
         or (sep == "," and header and [f.strip().lower() for f in fields] == _MOVIELENS_CSV_HEADER)
     )  # fmt: skip
-    return _Layout(sep, len(fields), header, movielens)
+    return _Layout(sep, len(fields), header, movielens, first if header else None)
 
 
 def read_ratings(path, *, sep=None, id_type=None, skip_bad_lines=False) -> Ratings:
@@ -172,7 +189,10 @@ def read_ratings(path, *, sep=None, id_type=None, skip_bad_lines=False) -> Ratin
     if layout.movielens and not skip_bad_lines and id_type != "str":
         from .datasets._movielens import read_movielens_ratings
 
-        cols = read_movielens_ratings(path)
+        try:
+            cols = read_movielens_ratings(path)
+        except ValueError as exc:
+            raise _bad_line_error(Path(path), layout, "int", exc) from None
         return Ratings(cols["user"], cols["item"], cols["rating"].astype(np.float32))
     return _read_generic(Path(path), layout, id_type, skip_bad_lines)
 
@@ -210,7 +230,7 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        if bad:
+        if bad and not skip_bad_lines:
             row = bad[0]
             where = "a line" if row.number is None else f"line {row.number}"
             raise P.PipelineError(
@@ -218,7 +238,7 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
                 f"{row.expected_columns} (user, item[, rating]...; the first line decides): "
                 f"{row.text[:80]!r} (--skip-bad-lines skips such lines)"
             ) from None
-        raise P.PipelineError(f"{path}: malformed ratings: {exc}") from None
+        raise _bad_line_error(path, layout, id_type, exc, skip_bad_lines) from None
     columns = {role: table.column(name) for role, name in roles.items()}
     missing = np.zeros(table.num_rows, dtype=bool)
     for column in columns.values():
@@ -245,17 +265,79 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
     n_bad = len(bad)
     if missing.any():
         if not skip_bad_lines:
-            k = int(np.flatnonzero(missing)[0])
-            raise P.PipelineError(
-                f"{path}: rating {k + 1} (line {k + 1 + int(layout.header) + len(bad)} or "
-                "later) has an empty id or a rating that is not a finite number "
-                "(--skip-bad-lines skips such lines)"
-            )
+            raise _bad_line_error(path, layout, id_type, None)
         keep = ~missing
         out = {role: v[keep] for role, v in out.items()}
         values = values[keep]
         n_bad += int(missing.sum())
     return Ratings(out["user"], out["item"], values, n_bad)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# the most users or items a u.info may count: MovieLens 100K's are 943 and 1,682, and ids map
+# to rows up to the counts, so a damaged count must not size the model
+_MAX_INFO_COUNT = 10_000_000
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _bad_line_error(path: Path, layout: _Layout, id_type, exc, skip_bad_lines=False):
+    """A PipelineError naming the file, line and fault of the first line that the readers
+    refuse (found by reading the file again, line by line: only when reading failed);
+    ``exc``'s message where no line is at fault."""
+    found = _first_bad_line(path, layout, id_type, skip_bad_lines)
+    if found is None:
+        what = exc or "an empty id or a rating that is not a finite number"
+        return P.PipelineError(f"{path}: malformed ratings: {what}")
+    number, text, fault, skippable = found
+    skip = " (--skip-bad-lines skips such lines)" if skippable else ""
+    return P.PipelineError(f"{path}, line {number}: {fault}: {text[:80]!r}{skip}")
+
+
+def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
+    """``(line number, text, fault, skippable)`` of the first line that the readers refuse:
+    with the wrong number of fields, an empty id or rating, or a rating that is not a finite
+    float32 (lines that ``skip_bad_lines`` skips: ``skippable``), or with a rating that is no
+    number, an id that is not a 64-bit integer (``id_type="int"``) or (MovieLens files) a
+    timestamp that is not an integer; None if there is none."""
+    integers = id_type == "int"
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if number == 1:
+                if layout.header:
+                    continue
+                text = text.removeprefix("\ufeff")
+            if not text:
+                continue  # pyarrow skips empty lines
+            fault, skippable = _line_fault(text.split(layout.sep), layout, integers)
+            if fault is not None and not (skippable and skip_bad_lines):
+                return number, text, fault, skippable
+    return None
+
+
+def _line_fault(fields: list, layout: _Layout, integers: bool):
+    """``(fault, skippable)`` of one line's fields, ``(None, False)`` for a good line."""
+    if len(fields) != layout.n_columns:
+        return f"{len(fields)} fields, expected {layout.n_columns}", True
+    for role, value in zip(("user", "item"), fields, strict=False):
+        value = value.strip()  # as pyarrow reads numbers
+        if not value:
+            return f"an empty {role} id", True
+        if integers and not (_INTEGER.fullmatch(value) and -(2**63) <= int(value) < 2**63):
+            return f"the {role} id {value[:40]!r} is not a 64-bit integer", False
+    if layout.n_columns >= 3:
+        text = fields[2].strip()
+        if not text:
+            return "an empty rating", True
+        try:
+            rating = float(text)
+        except ValueError:
+            return f"the rating {text[:40]!r} is not a number", False
+        if not abs(rating) <= _FLOAT32_MAX:
+            return f"the rating {text[:40]!r} is not a finite number", True
+    if layout.movielens and not _INTEGER.fullmatch(fields[3].strip()):
+        return f"the timestamp {fields[3][:40]!r} is not an integer", False
+    return None, False
 
 
 # --- ids -----------------------------------------------------------------------------------
@@ -303,8 +385,11 @@ class IdMap:
 
 
 def _uses_offset(path) -> bool:
-    """Whether ``path`` lies in a MovieLens 100K folder, whose ids load_movielens offsets."""
-    return (Path(path).parent / "u.info").is_file()
+    """Whether ``path`` lies in a MovieLens 100K folder (a ``u.info`` with the counts of
+    users and items beside it), whose ids load_movielens offsets."""
+    from .datasets._movielens import _read_info
+
+    return _read_info(Path(path).parent) is not None
 
 
 def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse"):
@@ -319,21 +404,36 @@ def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse")
 
     layout = _layout(path, sep)
     offset = _uses_offset(path)
+    if offset:
+        shape = _read_info(Path(path).parent)
+        if max(shape) > _MAX_INFO_COUNT:  # u.info is read as untrusted as the file
+            raise P.PipelineError(
+                f"{Path(path).parent / 'u.info'} counts {shape[0]:,} users and {shape[1]:,} "
+                f"items, more than a MovieLens 100K folder holds (at most {_MAX_INFO_COUNT:,})"
+            )
     if layout.movielens and not skip_bad_lines and duplicates == "refuse":
         ids = "offset" if offset else "compact"
         try:
             X, users, items = load_movielens(path, ids=ids, return_ids=True)
         except ValueError as exc:
-            raise P.PipelineError(str(exc)) from None
+            if _first_bad_line(Path(path), layout, "int", False) is None:
+                raise P.PipelineError(str(exc)) from None  # not a line: repeated pairs...
+            raise _bad_line_error(Path(path), layout, "int", exc) from None
         return X.astype(np.float32), IdMap(users), IdMap(items), 0
     cols = read_ratings(path, sep=sep, skip_bad_lines=skip_bad_lines)
     if len(cols) == 0:
         raise P.PipelineError(f"{path} has no ratings to train on")
     if offset and cols.users.dtype != object and cols.items.dtype != object:
-        shape = _read_info(Path(path).parent) or (0, 0)
-        shape = (max(shape[0], int(cols.users.max())), max(shape[1], int(cols.items.max())))
+        shape = _read_info(Path(path).parent)
         if min(cols.users.min(), cols.items.min()) < 1:
             raise P.PipelineError(f"{path}: ids below 1 in a MovieLens 100K folder")
+        largest = (int(cols.users.max()), int(cols.items.max()))
+        if largest[0] > shape[0] or largest[1] > shape[1]:  # as load_movielens refuses them
+            raise P.PipelineError(
+                f"{path}: ids up to {largest} (users, items) do not fit the {shape[0]} users "
+                f"and {shape[1]} items of u.info beside it; a file of another dataset does "
+                "not belong in a MovieLens 100K folder"
+            )
         users, items = IdMap(np.arange(1, shape[0] + 1)), IdMap(np.arange(1, shape[1] + 1))
         rows, columns = cols.users - 1, cols.items - 1
     else:
@@ -412,6 +512,31 @@ def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) ->
     }
     with _io.model_metadata(metadata):
         model.save(path)
+
+
+def save_checked(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) -> None:
+    """:func:`save` through a temporary file that is loaded back (:func:`load`, which checks
+    the file as untrusted) before it takes ``path``'s place: a model file that could not be
+    loaded is never written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save(model, tmp, users, items, min_rating, n_interactions)
+        try:
+            load(tmp)
+        except ValueError as exc:
+            raise P.PipelineError(
+                f"the trained model does not load back ({exc}); nothing was saved"
+            ) from None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _header_note(path, sep) -> str:
+    """What the commands say when the first line of ``path`` was read as a header."""
+    text = _layout(path, sep).header_text
+    return "" if text is None else f" (line 1 read as a header: {text[:60]!r})"
 
 
 def _metadata(path) -> dict:
@@ -569,10 +694,19 @@ def train(args) -> int:
     except TypeError as exc:
         raise P.PipelineError(f"bad model parameter for MatrixFactorization: {exc}") from None
     out = Path(args.out)
-    if (out / "checkpoint.json").is_file():
-        raise P.PipelineError(
-            f"{out} holds a click-model run (checkpoint.json); choose another --out"
-        )
+    lock = P.lock_run_folder(out)  # before reading: a bad --out fails before any training
+    try:
+        P.check_model_kind(out, KIND)
+        for leftover in out.glob(".*.tmp"):  # of a killed run: under the lock, no writer runs
+            if leftover.is_file():
+                leftover.unlink()
+        return _train(args, model, params, loss, out)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train(args, model, params, loss, out) -> int:
     duplicates = "refuse" if loss == "squared" else "sum"
     X, users, items, n_bad = ratings_matrix(
         args.data, sep=args.sep, skip_bad_lines=args.skip_bad_lines, duplicates=duplicates
@@ -589,14 +723,13 @@ def train(args) -> int:
     what = "ratings" if loss == "squared" else "interactions"
     print(
         f"training mf ({loss}) on {args.data}: {len(users):,} users x {len(items):,} items, "
-        f"{X.nnz:,} {what}"
+        f"{X.nnz:,} {what}{_header_note(args.data, args.sep)}"
     )
     started = time.perf_counter()
     model, history, kept = _epochs(model, X, args.epochs, users, items, args.min_rating, valid)
     seconds = time.perf_counter() - started
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "model.npz"
-    save(model, path, users, items, args.min_rating, int(X.nnz))
+    save_checked(model, path, users, items, args.min_rating, int(X.nnz))
     summary = {
         "model": str(path),
         "model_type": KIND,
@@ -650,7 +783,7 @@ def _epochs(model, X, epochs, users, items, min_rating, valid):
             loss = training.epoch(rows, training.order(rows, training.rng))
             curve.append(loss / max(X.nnz, 1))
             training.catch_up()
-            training.finish(curve)
+            training.finish(curve, rows=rows)  # checks the state, as fit does
             seconds = time.perf_counter() - start - (compile_seconds() - compiling)
             entry = {"epoch": epoch, "train_loss": curve[-1]}
             line = (
@@ -689,6 +822,7 @@ def predict(args) -> int:
     print(
         f"wrote {len(cols):,} predictions to {args.out} ({unknown:,} pairs with an unknown id "
         f"scored by the biases alone, {cols.n_bad_lines} bad lines skipped)"
+        + _header_note(args.data, args.sep)
     )
     return 0
 
@@ -704,7 +838,10 @@ def evaluate(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.data}: {format_metrics(result)}, {cols.n_bad_lines} bad lines skipped")
+        print(
+            f"{args.data}: {format_metrics(result)}, {cols.n_bad_lines} bad lines skipped"
+            + _header_note(args.data, args.sep)
+        )
     return 0
 
 
@@ -718,19 +855,22 @@ def _user_list(args, kind: str) -> np.ndarray:
         path = Path(args.users_file)
         if not path.is_file():
             raise P.PipelineError(f"{path}: no such file")
-        raw = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise P.PipelineError(f"{path} is not UTF-8 text ({exc.reason})") from None
+        raw = [line.strip() for line in text.splitlines() if line.strip()]
         where = str(path)
     if not raw:
         raise P.PipelineError(f"{where} names no user")
     if kind == "str":
         return np.array(raw, dtype=object)
-    try:
-        return np.array([int(t) for t in raw], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in raw if not t.lstrip("+-").isdigit())
-        raise P.PipelineError(
-            f"{where}: user id {bad!r} is not an integer, as the model's ids are"
-        ) from None
+    for t in raw:  # int() would also take "1_0" and other digits than 0-9
+        if not (_INTEGER.fullmatch(t) and -(2**63) <= int(t) < 2**63):
+            raise P.PipelineError(
+                f"{where}: user id {t[:40]!r} is not a 64-bit integer, as the model's ids are"
+            )
+    return np.array([int(t) for t in raw], dtype=np.int64)
 
 
 def recommend(args) -> int:
@@ -743,9 +883,10 @@ def recommend(args) -> int:
         )
     rm = load(args.model)
     users = _user_list(args, rm.users.kind)
-    top, unknown = rm.recommend(users, args.n, exclude_seen=not args.include_seen)
-    rows = np.repeat(np.arange(users.size), args.n).reshape(top.shape)
-    ranks = np.tile(np.arange(1, args.n + 1), (users.size, 1))
+    n = min(args.n, len(rm.items))  # no more items to rank than the model has
+    top, unknown = rm.recommend(users, n, exclude_seen=not args.include_seen)
+    rows = np.repeat(np.arange(users.size), n).reshape(top.shape)
+    ranks = np.tile(np.arange(1, n + 1), (users.size, 1))
     valid = top >= 0
     items = rm.items.ids[top[valid]]
     scores, _ = rm.score(users[rows[valid]], items)
@@ -811,6 +952,11 @@ def inspect(args) -> int:
 
 def _write(path, text: str) -> None:
     path = Path(path)
-    if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    if path.is_dir():
+        raise P.PipelineError(f"--out {path} is a folder: give the file to write")
+    try:
+        if path.parent != Path(""):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError as exc:
+        raise P.PipelineError(f"--out {path} cannot be written ({exc.strerror or exc})") from None

@@ -29,7 +29,7 @@ import numpy as np
 from . import __version__
 from . import _ratings_cli as ratings
 from . import pipeline as P
-from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home
+from .datasets._cache import chunk_sets, clear_chunk_sets, default_data_home, older_chunk_sets
 from .estimators._linear import DEFAULT_LEARNING_RATE
 from .inspect import load_tokens, top_features
 
@@ -323,23 +323,43 @@ def _inspect_columns(model, args) -> int:
 
 
 def cache(args) -> int:
-    """Show the parsed-chunk cache (where, how large), or --clear it."""
+    """Show the parsed-chunk cache (where, how large), or --clear it (the chunk sets that no
+    run is reading or writing; only the files sparseopt wrote there)."""
     root = Path(args.cache_dir) if args.cache_dir else default_data_home() / "chunks"
+    if root.exists() and not root.is_dir():
+        raise P.PipelineError(f"--cache-dir {root} is a file, not the cache's folder")
     if args.clear:
-        removed = clear_chunk_sets(root)
+        removed, in_use = clear_chunk_sets(root)
         freed = sum(entry["bytes"] for entry in removed)
         print(f"removed {_sets(len(removed))} ({_size(freed)}) from {root}")
+        for entry in in_use:
+            print(
+                f"kept {entry['path'].name}, in use by {'; '.join(entry['holders'])}: clear "
+                "again once that run has ended"
+            )
+        _older_sets(root)
         return 0
     sets = chunk_sets(root)
     incomplete = sum(not entry["complete"] for entry in sets)
     print(f"chunk cache: {root}")
     print(
         f"{_sets(len(sets))}, {_size(sum(e['bytes'] for e in sets))}"
-        + (f" ({incomplete} incomplete: a pass stopped early)" if incomplete else "")
+        + (f" ({incomplete} incomplete: a pass stopped early, or is writing)" if incomplete else "")
     )
     if args.cache_dir is None and not os.environ.get("SPARSEOPT_DATA"):
         print("(the default place, as SPARSEOPT_DATA is unset; set it to move the cache)")
+    _older_sets(root)
     return 0
+
+
+def _older_sets(root) -> None:
+    older = older_chunk_sets(root)
+    if older:
+        print(
+            f"{len(older)} folder{'s look' if len(older) > 1 else ' looks'} like the chunk sets "
+            f"of an older sparseopt, without the marker of a set ({', '.join(older[:3])}"
+            f"{'...' if len(older) > 3 else ''}): not counted nor cleared; delete them by hand"
+        )
 
 
 def _sets(n) -> str:
@@ -528,7 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("model", help="model file of sparseopt train --model mf")
     rc.add_argument("--users", help="raw user ids, comma separated")
     rc.add_argument("--users-file", help="a file of raw user ids, one per line")
-    rc.add_argument("--n", type=_positive_int, default=10, help="items per user (10)")
+    rc.add_argument(
+        "--n", type=_positive_int, default=10, help="items per user (10; at most the model's)"
+    )
     rc.add_argument("--out", help="output file (default: standard output)")
     rc.add_argument(
         "--include-seen",
@@ -541,7 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--cache-dir", help="the cache (default: $SPARSEOPT_DATA/chunks, ~/.cache/sparseopt/chunks)"
     )
-    c.add_argument("--clear", action="store_true", help="delete every cached chunk set")
+    c.add_argument(
+        "--clear",
+        action="store_true",
+        help="delete the cached chunk sets, except those a running train holds (named)",
+    )
     c.set_defaults(run=cache)
     return parser
 

@@ -61,7 +61,7 @@ import sys
 import textwrap
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -493,6 +493,67 @@ def _chunk_seed(seed, epoch, chunk):
     return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
 
 
+def lock_run_folder(out: Path):
+    """Check that ``out`` is a run folder this process can write into (made if needed), and
+    hold its ``run.lock`` (which records the process id); returns the open lock file, to
+    close when the run ends (None where files cannot be locked). Raises PipelineError, before
+    any training, for a file, a folder that cannot be made or written, or a folder that
+    another run holds (naming its process)."""
+    if out.exists() and not out.is_dir():
+        raise PipelineError(f"--out {out} is a file, not a run folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / _LOCK, "a+")  # held open for the whole run
+    except OSError as exc:
+        raise PipelineError(
+            f"--out {out} cannot be written ({exc.strerror or exc}): choose another --out"
+        ) from None
+    if fcntl is None:
+        lock.close()
+        return None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise PipelineError(
+            f"{out} is in use by another sparseopt train (process {holder}); wait "
+            "for it to end, or choose another --out"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def check_model_kind(out: Path, kind: str) -> None:
+    """Refuse to train a model of ``kind`` into a run folder holding the other family's
+    (a click model, lr fm or ffm, against mf): a run folder holds one model, and a run of the
+    same family replaces it (a finished one; an unfinished click run needs --resume)."""
+    family = "mf" if kind == "mf" else "click"
+    path = out / "model.npz"
+    if family == "mf" and (out / _CHECKPOINT).is_file():
+        held = "a click-model run (checkpoint.json)"
+    elif not path.is_file():
+        return
+    else:
+        try:
+            held_kind = (_io.read_metadata(path) or {}).get("model")
+        except (ValueError, OSError):
+            held_kind = None
+        if held_kind in MODELS and (held_kind == "mf") == (family == "mf"):
+            return
+        held = (
+            f"an {held_kind} model" if held_kind in MODELS else "a model.npz sparseopt cannot read"
+        )
+    raise PipelineError(
+        f"{out} holds {held}; a run folder holds one model, so training {kind} there would "
+        f"replace it: choose another --out (or delete {out})"
+    )
+
+
 class Trainer:
     """One training run in ``out_dir``: see the module docstring for checkpoints and epochs.
 
@@ -575,25 +636,8 @@ class Trainer:
     def _take_lock(self) -> None:
         """Hold ``run.lock`` in the run folder until :meth:`release` (or this process ends),
         or raise PipelineError naming the process that holds it."""
-        if fcntl is None or self._lock is not None:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)
-        lock = open(self.out / _LOCK, "a+")  # held open for the whole run
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
-            lock.close()
-            raise PipelineError(
-                f"{self.out} is in use by another sparseopt train (process {holder}); wait "
-                "for it to end, or choose another --out"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
+        if self._lock is None:
+            self._lock = lock_run_folder(self.out)
 
     def release(self) -> None:
         """Drop the run folder's lock (idempotent; :meth:`run` does it when it returns)."""
@@ -657,6 +701,7 @@ class Trainer:
 
     def _start(self, resume: bool) -> None:
         record = self._record()
+        check_model_kind(self.out, self.config.model)
         if not resume:
             if record.is_file():
                 old = self._read_record()["state"]
@@ -736,9 +781,11 @@ class Trainer:
         name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         what = f"{type(self.model).__name__} ({name})"
         self._take_lock()
+        # the run holds its chunk set between epochs too (each pass holds it within)
+        hold = self.reader.hold_cache(self.cache_dir) if self.use_cache else nullcontext()
         try:
             try:
-                with self._interrupts_between_chunks(), announce_compile(what, self.log):
+                with hold, self._interrupts_between_chunks(), announce_compile(what, self.log):
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model

@@ -313,6 +313,8 @@ def test_cache_hits_and_invalidation(tmp_path, monkeypatch):
     first = list(reader.cached(cache))
     (folder,) = cache.iterdir()
     assert sorted(p.name for p in folder.iterdir()) == [
+        ".lock",  # held by a pass; no ".in-use-*" file once it has ended
+        ".sparseopt-chunk-set",
         "chunk_00000.npz",
         "chunk_00001.npz",
         "chunk_00002.npz",

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _parsers as P
-from ._cache import ChunkCache, data_home
+from ._cache import _MAX_BAD_LINES_KEPT, ChunkCache, data_home
 from ._hashing import (
     check_n_bits,
     csr_from_columns,
@@ -33,7 +33,6 @@ _MESSAGES = {
     P.BAD_TOKEN: "{text!r} is not an index:value pair",
     P.BAD_INDEX: "feature index {detail} is out of range for {index_range}",
 }
-_MAX_BAD_LINES_KEPT = 1000
 
 
 def _check_file(path):
@@ -157,7 +156,10 @@ class ChunkReader:
         the reader's parameters (hashing, columns, chunk size...) and the manifest records
         the source's size and modification time: if either changed, the file is parsed
         again and the cache rewritten. A pass stopped early leaves no manifest, so the next
-        pass parses again.
+        pass parses again. The pass holds its chunk set, so that ``sparseopt cache --clear``
+        leaves it alone; a set held or being cleared by another process is not rewritten (the
+        pass parses the file), and a damaged one is not used (see
+        :class:`~sparseopt.datasets._cache.ChunkCache`).
 
         Parameters
         ----------
@@ -170,14 +172,24 @@ class ChunkReader:
         ------
         X, y : as in :meth:`chunks`
         """
+        cache = self._chunk_cache(cache_dir)
+        yield from cache.chunks(lambda: self.chunks(n_threads), self, self.n_features)
+
+    def hold_cache(self, cache_dir=None):
+        """A context manager that holds this reader's chunk set (see :meth:`cached`) for
+        its block, as each pass holds it: around all the epochs of a run, so that
+        ``sparseopt cache --clear`` keeps the set between them too.
+
+        Parameters
+        ----------
+        cache_dir : str or path-like, default=None
+            As for :meth:`cached`.
+        """
+        return self._chunk_cache(cache_dir).hold()
+
+    def _chunk_cache(self, cache_dir):
         root = Path(cache_dir) if cache_dir is not None else data_home() / "chunks"
-        cache = ChunkCache(root, self.path, self._params())
-        manifest = cache.load_manifest()
-        if manifest is not None:
-            self.stats = dict(manifest["stats"])
-            yield from cache.read(manifest)
-        else:
-            yield from cache.write(self.chunks(n_threads), lambda: self.stats)
+        return ChunkCache(root, self.path, self._params())
 
     def __repr__(self):
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"

@@ -1027,8 +1027,9 @@ class _MFTraining(Training):
 
     def check(self, rows=None, loss=None) -> None:
         """Raise DivergenceError if a weight is not finite or beyond ``MAX_WEIGHT`` times the
-        largest |rating|, or (squared loss) if ``loss``, a mean over ``rows``, is far worse
-        than predicting the mean rating."""
+        largest |rating|, if an optimizer slot (an accumulator) is not finite, or (squared
+        loss) if ``loss``, a mean over ``rows``, is far worse than predicting the mean
+        rating."""
         k = self.estimator.n_components
         lo, hi = self.rating_range
         bound = _safety.MAX_WEIGHT * max(1.0, abs(lo), abs(hi))
@@ -1040,6 +1041,10 @@ class _MFTraining(Training):
                 if not largest <= bound:  # NaN too
                     what = "non-finite" if not np.isfinite(largest) else f"{largest:.3g}"
                     self.refuse(f"a {name} weight reached {what} (the limit is {bound:.3g})")
+                # the optimizer's slots too: an overflowed accumulator leaves the weights
+                # finite but stops their learning, and the model file would not load
+                if not _safety.all_finite(side.bias, side.factors):
+                    self.refuse(f"the optimizer state of the {name}s overflowed")
         if loss is not None and rows is not None and self.estimator.loss == "squared":
             ratings = rows.data[2].astype(np.float64)
             constant = _safety.constant_loss("squared", ratings, 1.0)
