@@ -1084,8 +1084,8 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
 
     Columns are named (Criteo's ``I1``..``I13``, ``C1``..``C26``; a CSV file's header) and
     in field order, typed as the reader hashes them: text for categoricals, numbers for
-    Criteo's counts and CSV ``numeric`` columns. Like the readers, values are not unquoted,
-    and a number is taken in the readers' syntax (a count must be an integer of magnitude
+    Criteo's counts and CSV ``numeric`` columns. Like the readers, quotes around a value are
+    removed, and a number is taken in the readers' syntax (a count must be an integer of magnitude
     at most 9e15). With ``skip_bad_lines`` the lines the reader skips are skipped (the wrong
     number of fields, a count or number it refuses); otherwise the first such line stops the
     read with the reader's error, naming the file and the line.
@@ -1108,7 +1108,7 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
     numeric = set(counts) | set(spec.numeric if spec.format == "csv" else ())
     parse = csv.ParseOptions(
         delimiter=reader.sep,
-        quote_char=False,
+        quote_char='"',
         invalid_row_handler=(lambda row: "skip") if skip_bad_lines else None,
     )
     # numbers are read as text and converted below, by the readers' rules

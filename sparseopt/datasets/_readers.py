@@ -283,8 +283,9 @@ def _stack(parts):
 
 
 class _DelimitedReader(ChunkReader):
-    """Lines of ``sep``-separated columns (no quoting), each column a label, a skipped
-    column, or a feature hashed as (field, value) with the field's index as seed."""
+    """Lines of ``sep``-separated columns (quotes around a value removed), each column a
+    label, a skipped column, or a feature hashed as (field, value) with the field's index as
+    seed."""
 
     def __init__(
         self,
@@ -329,6 +330,7 @@ class _DelimitedReader(ChunkReader):
             sep=self.sep,
             header_lines=self.header_lines,
             binary_label=self.binary_label,
+            quotes="removed",  # since issue 30: chunks cached before hashed the quotes
             kinds=self._kinds.tolist(),
             slots=self._slots.tolist(),
         )
@@ -471,8 +473,9 @@ class CSVReader(_DelimitedReader):
     Feature ``features[f]`` is field ``f``. A categorical value is hashed as the pair
     (field, its text), an empty one as (field, empty text); a column in ``numeric`` keeps its
     number as the value of one hashed column per field (the pair (field, empty text)) and
-    gives no feature when empty. Values are not unquoted: the separator may not occur inside
-    a value.
+    gives no feature when empty. A value in double quotes is read without them, and a
+    doubled quote inside as one (``"a""b"`` is ``a"b``), as ``pandas.read_csv`` reads it;
+    the separator and line breaks may not occur inside a value.
 
     Parameters
     ----------
