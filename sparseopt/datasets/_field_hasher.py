@@ -508,29 +508,44 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     and each value becomes the column ``murmurhash3_32(text, seed=f) mod 2**n_bits`` of the
     (field, value) pair (see :func:`hash_features`), with the readers' conventions:
 
-    - a categorical (string, category, boolean) value is hashed as its UTF-8 text; a null
-      as the empty text, like an empty field of a file: whether a field is missing is a
-      feature of its own;
+    - a categorical value is hashed as the text a file holds for it, so that a file and the
+      DataFrame ``pandas.read_csv`` makes of it hash alike: a string as its UTF-8 bytes
+      (bytes as they are), a boolean as ``True`` or ``False`` (as pandas writes it; a file
+      spelling it ``true`` hashes otherwise), a category as its value's text whatever the
+      categories' type (integer category 3 as ``"3"``); a null as the empty text, like an
+      empty field of a file: whether a field is missing is a feature of its own;
     - a numeric column is, by its kind (``numeric`` and ``column_kinds``):
 
       * ``"value"``: one column per field (the pair (field, empty text)) holding the
-        number, no feature when null (``read_csv(..., numeric=[...])``);
+        number, no feature when null (``read_csv(..., numeric=[...])``); an infinite value
+        or one beyond ``dtype``'s range is refused;
       * ``"bucket"``: Criteo's count transform, the decimal text of
         :math:`\\lfloor \\ln(x)^2 \\rfloor` for :math:`x > 2` and of the integer part of
-        :math:`x` otherwise, a null as the empty text (``read_criteo``'s counts);
+        :math:`x` otherwise, a null as the empty text (``read_criteo``'s counts); a count
+        of magnitude beyond 9e15 is refused, as ``read_criteo`` refuses it;
       * ``"categorical"``: the value's text (integer 5 as ``"5"``), as ``read_avazu`` and
         ``read_csv`` hash integer-coded columns. A float is written as Arrow writes it:
         an integral one as an integer (``2.0`` as ``"2"``, so an integer column that pandas
         made float for its missing values hashes as in the file), others in their shortest
-        form (``1.5``), which may differ from a file's text.
+        form (``1.5``), which may differ from a file's text (``1.50``).
+
+    A column of nulls only (pandas: all None) is numeric at :meth:`fit`, of the kind
+    ``numeric`` gives, unless ``column_kinds`` names it; at :meth:`transform` such a column
+    is accepted for any kind. Columns are found by name, so X may not repeat a name; a
+    mapping of names to single values is one row.
 
     So ``FieldHasher(numeric="bucket").fit_transform(df)`` on a DataFrame of Criteo's 13
-    counts and 26 categoricals gives the columns of ``read_criteo`` on the same rows.
+    counts and 26 categoricals gives the columns of ``read_criteo`` on the same rows, and
+    ``FieldHasher(numeric="categorical")`` on ``pd.read_csv(path)`` those of
+    ``read_csv(path, ...)`` (``column_kinds={name: "value"}`` for its ``numeric`` columns).
+    Text that pandas turns into something else does not: values it reads as missing
+    (``NA``, ``null``...: pass ``keep_default_na=False, na_values=[""]``), numbers written
+    in another form (``007``, ``1.50``, ``1e3``), ``true``/``TRUE``.
 
     Parameters
     ----------
     n_bits : int, default=20
-        The output has ``2**n_bits`` columns (1 to 32).
+        The output has ``2**n_bits`` columns (1 to 32; at most 28 with ``field_aware``).
     numeric : {"value", "bucket", "categorical"}, default="value"
         How numeric (integer and float) columns are hashed (see above).
     column_kinds : dict of str to {"value", "bucket", "categorical"}, default=None
