@@ -61,7 +61,9 @@ MAX_FIELD_AWARE_BITS = 28
 @numba.njit(**JIT)
 def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
     """Columns of a numeric column under Criteo's count transform: the decimal text of
-    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does)."""
+    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does).
+    Returns -1, or the row of the first count beyond ``MAX_COUNT``, where it stopped (its
+    integer part could not be written: the caller refuses the column)."""
     scratch = np.empty(24, dtype=np.uint8)
     known = np.full(_N_BUCKETS, -1, dtype=np.int64)  # most buckets are small: hash each once
     small = np.empty(_N_BUCKETS, dtype=np.int64)  # and most counts too: no logarithm
@@ -73,6 +75,8 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
             out_cols[i] = empty
             continue
         x = values[i]
+        if not abs(x) <= MAX_COUNT:
+            return i
         b = small[np.int64(x)] if 0 <= x < _N_BUCKETS and x == np.floor(x) else count_bucket(x)
         col = known[b] if 0 <= b < _N_BUCKETS else -1
         if col < 0:
@@ -80,6 +84,7 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
             if 0 <= b < _N_BUCKETS:
                 known[b] = col
         out_cols[i] = col
+    return -1
 
 
 @numba.njit(**JIT)
@@ -853,8 +858,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 cols[rows, f] = hashed
             elif kind == "bucket":
                 values, valid = _numbers(chunk)
-                _check_numbers(values, valid, name, kind, self.dtype)
-                _hash_bucket_column(values, valid, f, n_bits, size, hashed)
+                if _hash_bucket_column(values, valid, f, n_bits, size, hashed) >= 0:
+                    _check_numbers(values, valid, name, kind, self.dtype)  # names the count
                 cols[rows, f] = hashed
             else:  # one column, the pair (field, empty text), holds the value
                 values, valid = _numbers(chunk)
