@@ -100,6 +100,7 @@ EXPECTED = {
     "pandas duplicate names": ("ValueError", "several columns named ['a']"),
     "arrow duplicate names": ("ValueError", "several columns named ['a']"),
     "duplicate names at transform": ("ValueError", "several columns named ['b']"),
+    "names 0 and '0'": ("ValueError", "several columns named ['0']"),
     "mapping of scalars is one row": True,
     "mapping mixing scalars and columns": ("ValueError", "maps ['a'] to single values"),
     "NUL bytes are values of their own": True,
@@ -163,6 +164,7 @@ def duplicates_later():
     h = FieldHasher().fit(pd.DataFrame({"a": ["x"], "b": ["y"]}))
     return h.transform(pd.DataFrame([["x", "y", "z"]], columns=["a", "b", "b"]))
 case("duplicate names at transform", duplicates_later)
+case("names 0 and '0'", lambda: FieldHasher().fit(pd.DataFrame([[1, 2]], columns=[0, "0"])))
 
 def one_record():
     h = FieldHasher(12, numeric="categorical").fit({"site": ["abc"], "n": [5]})

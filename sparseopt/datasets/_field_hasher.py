@@ -181,7 +181,8 @@ def _table_columns(X) -> list[tuple[Any, Any]]:
         # scikit-learn's checks and messages for arrays: 2-D, not empty, not complex
         X = check_array(X, dtype=None, ensure_all_finite=False)
         columns = [(j, X[:, j]) for j in range(X.shape[1])]
-    repeated = [name for name, n in Counter(name for name, _ in columns).items() if n > 1]
+    # by their text too: fields are named by it (tokens, feature names), 0 and "0" alike
+    repeated = [name for name, n in Counter(str(name) for name, _ in columns).items() if n > 1]
     if repeated:
         raise ValueError(
             f"X has several columns named {repeated[:10]}: FieldHasher finds its fields by "
