@@ -118,6 +118,7 @@ EXPECTED = {
     "refused transform leaves the hasher": True,
     "no rows": True,
     "n_bits=32 gives int64 indices": True,
+    "integer beyond 64 bits": ("ValueError", "column 'i' holds an integer beyond 64 bits"),
     "decimal column": ("ValueError", "column 'd' has type decimal128"),
     "list column": ("ValueError", "column 'l' has type list"),
     "a sparse matrix": ("TypeError", "does not accept a sparse matrix"),
@@ -250,6 +251,7 @@ case("refused transform leaves the hasher", lambda: unchanged(lambda h: h.transf
 case("no rows", lambda: FieldHasher(12).fit(good).transform(good.iloc[:0]).shape == (0, 4096))
 case("n_bits=32 gives int64 indices", lambda: FieldHasher(32).fit_transform(good).indices.dtype
      == np.int64)
+case("integer beyond 64 bits", lambda: FieldHasher().fit({"i": [2**70, 1]}))
 case("decimal column", lambda: FieldHasher().fit(pa.table({"d": pa.array([1], pa.decimal128(5))})))
 case("list column", lambda: FieldHasher().fit(pa.table({"l": pa.array([[1, 2]])})))
 case("a sparse matrix", lambda: FieldHasher().fit(__import__("scipy.sparse").sparse.eye(2)))

@@ -160,6 +160,10 @@ def _to_arrow(column, name) -> pa.Array | pa.ChunkedArray:
             f"column {name!r} cannot be hashed: its values mix types or are not text or "
             f"numbers ({exc})"
         ) from exc
+    except OverflowError as exc:
+        raise ValueError(
+            f"column {name!r} holds an integer beyond 64 bits: give such values as text"
+        ) from exc
 
 
 def _table_columns(X) -> list[tuple[Any, Any]]:
