@@ -35,7 +35,7 @@ import json, math, warnings
 import numpy as np, pandas as pd, pyarrow as pa, polars as pl
 from sklearn.utils import murmurhash3_32
 from sparseopt import FieldHasher
-from sparseopt.inspect import top_features
+from sparseopt.datasets import hash_features
 warnings.simplefilter("ignore")
 
 def case(name, fn):
@@ -191,7 +191,9 @@ def booleans():
     X = FieldHasher(12).fit_transform(pd.DataFrame({"b": [True, False, None]}))
     objects = pd.DataFrame({"b": pd.Series([True, False, None], dtype=object)})
     Y = FieldHasher(12).fit_transform(objects)
-    return columns_of(X) == columns_of(Y) == [[col("True", 0)], [col("False", 0)], [col("", 0)]]
+    Z = hash_features({"b": [True, False, None]}, n_bits=12)
+    return columns_of(X) == columns_of(Y) == columns_of(Z) == [
+        [col("True", 0)], [col("False", 0)], [col("", 0)]]
 
 case("booleans as True and False", booleans)
 
