@@ -1100,10 +1100,11 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
     if spec.format == "criteo":
         counts = [f"I{i + 1}" for i in range(reader.N_COUNTS)]
         features = counts + [f"C{i + 1}" for i in range(reader.N_CATEGORICALS)]
-        read = csv.ReadOptions(column_names=["label", *features], block_size=block_size)
+        names = ["label", *features]
+        read = csv.ReadOptions(column_names=names, block_size=block_size)
     else:
         counts = []
-        features = reader.features
+        features, names = reader.features, reader.columns
         read = csv.ReadOptions(block_size=block_size)
     numeric = set(counts) | set(spec.numeric if spec.format == "csv" else ())
     parse = csv.ParseOptions(
@@ -1111,33 +1112,43 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
         quote_char='"',
         invalid_row_handler=(lambda row: "skip") if skip_bad_lines else None,
     )
-    # numbers are read as text and converted below, by the readers' rules
-    convert = csv.ConvertOptions(
-        include_columns=features, column_types=dict.fromkeys(features, pa.string())
-    )
+    # every column as bytes, checked below by the readers' rules
+    convert = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()))
     try:
         with csv.open_csv(str(path), read, parse, convert) as stream:
             for batch in stream:
-                batch, ok = _numbers_as_read(batch, numeric, set(counts))
+                batch, ok = _as_read(batch, features, numeric, set(counts), reader.sep)
                 if not ok.all():
                     if not skip_bad_lines:
-                        raise pa.ArrowInvalid("a number the reader refuses")
+                        raise pa.ArrowInvalid("a line the reader refuses")
                     batch = batch.filter(pa.array(ok))
                 yield batch
     except pa.ArrowInvalid as exc:
         raise PipelineError(_first_bad_line(spec, path, skip_bad_lines, exc)) from None
 
 
-def _numbers_as_read(batch, numeric, counts):
-    """``batch`` with its ``numeric`` text columns as float64 (empty: null), and which rows
-    hold only numbers the reader takes (a count: an integer of magnitude at most 9e15)."""
+def _as_read(batch, features, numeric, counts, sep):
+    """The ``features`` of a batch of byte columns as the reader takes them, and which rows
+    it takes: text columns as UTF-8 text, ``numeric`` ones as float64 (empty: null), in the
+    readers' number syntax (a count: an integer of magnitude at most 9e15). A row is refused
+    for a value that is not UTF-8 or not such a number, or for a separator inside quotes in
+    any column (the reader splits there)."""
     ok = np.ones(batch.num_rows, dtype=bool)
+    for column in batch.columns:
+        ok &= ~pc.match_substring(column, sep).to_numpy(zero_copy_only=False)
     columns = []
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+    for name in features:
+        column = batch.column(name)
+        try:
+            column = column.cast(pa.string())
+        except pa.ArrowInvalid:  # rare: find the values that are not UTF-8, one by one
+            valid = [_utf8_or_none(v) for v in column.to_pylist()]
+            ok &= np.array([v is not None for v in valid])
+            column = pa.array(valid, pa.string())
         if name in numeric:
             empty = pc.equal(column, "")
             valid = pc.or_(empty, pc.match_substring_regex(column, _NUMBER))
-            ok &= valid.to_numpy(zero_copy_only=False)
+            ok &= valid.fill_null(False).to_numpy(zero_copy_only=False)
             text = pc.if_else(pc.and_not(valid, empty), column, pa.scalar(None, pa.string()))
             column = pc.cast(text, pa.float64())
             if name in counts:
@@ -1145,7 +1156,14 @@ def _numbers_as_read(batch, numeric, counts):
                 with np.errstate(invalid="ignore"):
                     ok &= np.isnan(values) | ((values == np.floor(values)) & (abs(values) <= 9e15))
         columns.append(column)
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names), ok
+    return pa.RecordBatch.from_arrays(columns, names=features), ok
+
+
+def _utf8_or_none(value: bytes):
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def _first_bad_line(spec, path, skip_bad_lines, exc) -> str:

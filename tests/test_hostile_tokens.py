@@ -227,32 +227,50 @@ def test_a_token_file_names_only_the_model_saved_with_it(criteo, run, tmp_path, 
     assert "collisions" in capsys.readouterr().out
 
 
-def _with_bad_count(criteo, tmp_path):
-    lines = criteo.read_text().splitlines(keepends=True)
-    fields = lines[1233].split("\t")
-    fields[3] = "x7"  # a count that is not a number, on line 1234
-    lines[1233] = "\t".join(fields)
+def _with_bad_lines(criteo, tmp_path):
+    """The sample with a count that is not a number on line 1234, and two lines that the
+    reader refuses but Arrow's CSV reader would take: a categorical that is not UTF-8
+    (line 1500) and a separator inside quotes (line 1700)."""
+    lines = criteo.read_bytes().splitlines(keepends=True)
+    for number, column, value in ((1234, 3, b"x7"), (1500, 20, b"ab\xffcd"), (1700, 30, b'"a\tb"')):
+        fields = lines[number - 1].split(b"\t")
+        fields[column] = value
+        lines[number - 1] = b"\t".join(fields)
     path = tmp_path / "bad.tsv"
-    path.write_text("".join(lines))
+    path.write_bytes(b"".join(lines))
     return path
 
 
-def test_a_bad_count_stops_keep_tokens_before_any_model_naming_file_and_line(
-    criteo, tmp_path, capsys
-):
-    bad = _with_bad_count(criteo, tmp_path)
+def test_bad_lines_stop_keep_tokens_before_any_model_naming_file_and_line(criteo, tmp_path, capsys):
+    bad = _with_bad_lines(criteo, tmp_path)
     out = tmp_path / "run"
     assert main(["train", str(bad), "--out", str(out), *BITS, "--keep-tokens"]) == 1
     err = capsys.readouterr().err
     assert f"{bad}, line 1234: column 4: 'x7' is not an integer count" in err
     assert not (out / "model.npz").exists() and not (out / P.TOKENS_FILE).exists()
-    # skipped, it is skipped by the counting too: every trained row counted once per field
+    # skipped, they are skipped by the counting too: every trained row counted once per field
     argv = ["train", str(bad), "--out", str(out), *BITS, "--keep-tokens", "--skip-bad-lines"]
     assert main(argv) == 0
-    assert "1 bad lines skipped" in capsys.readouterr().out
+    assert "3 bad lines skipped" in capsys.readouterr().out
     tokens = load_tokens(out / P.TOKENS_FILE)
-    assert tokens.count[tokens.field == 0].sum() == 1999
-    assert tokens.count[tokens.field == 20].sum() == 1999
+    for field in (0, 20, 30, 38):
+        assert tokens.count[tokens.field == field].sum() == 1997
+
+
+def test_a_quoted_header_and_quoted_values_count_as_pandas_reads_them(tmp_path, capsys):
+    rows = ['"y","site ""s""",n'] + [f'{i % 2},"v{i % 3}",{i % 5}' for i in range(1200)]
+    path = tmp_path / "q.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", str(path), "--format", "csv", "--label", "y", "--out", str(out)]
+    assert main([*argv, *BITS, "--keep-tokens"]) == 0
+    capsys.readouterr()
+    tokens = load_tokens(out / P.TOKENS_FILE)
+    assert tokens.field_names == ['site "s"', "n"]
+    frame = pd.read_csv(path).drop(columns="y")
+    kept = FieldHasher(16, numeric="categorical", keep_tokens=True).fit(frame).tokens_
+    for name in ("field", "value", "count", "column"):
+        assert np.array_equal(getattr(tokens, name), getattr(kept, name)), name
 
 
 def test_tokens_save_is_atomic(tmp_path, monkeypatch):

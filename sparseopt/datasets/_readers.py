@@ -464,7 +464,14 @@ def _read_header(path, sep):
         raise ValueError(f"{path}, line 1: the header is not valid UTF-8") from None
     if not text:
         raise ValueError(f"{path}, line 1: the header line is empty")
-    return text.split(sep)
+    return [_unquoted(name) for name in text.split(sep)]
+
+
+def _unquoted(text):
+    """A name as the parser reads a value: without enclosing quotes, ``""`` as one quote."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('""', '"')
+    return text
 
 
 class CSVReader(_DelimitedReader):
