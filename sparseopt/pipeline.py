@@ -1146,17 +1146,32 @@ def _as_read(batch, features, numeric, counts, sep):
             ok &= np.array([v is not None for v in valid])
             column = pa.array(valid, pa.string())
         if name in numeric:
-            empty = pc.equal(column, "")
-            valid = pc.or_(empty, pc.match_substring_regex(column, _NUMBER))
-            ok &= valid.fill_null(False).to_numpy(zero_copy_only=False)
-            text = pc.if_else(pc.and_not(valid, empty), column, pa.scalar(None, pa.string()))
-            column = pc.cast(text, pa.float64())
+            column, valid = _numbers_of(column)
+            ok &= valid
             if name in counts:
                 values = column.to_numpy(zero_copy_only=False)
                 with np.errstate(invalid="ignore"):
                     ok &= np.isnan(values) | ((values == np.floor(values)) & (abs(values) <= 9e15))
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, names=features), ok
+
+
+def _numbers_of(column):
+    """(float64 numbers of a text column, empty: null; which values the readers take)."""
+    empty = pc.equal(column, "")
+    text = pc.if_else(empty, pa.scalar(None, pa.string()), column)
+    try:  # Arrow's parser, the fast way, takes every number in the readers' syntax...
+        numbers = pc.cast(text, pa.float64())
+        values = numbers.to_numpy(zero_copy_only=False)
+        if np.all(np.isfinite(values) | np.isnan(values) & empty.to_numpy(zero_copy_only=False)):
+            return numbers, np.ones(len(column), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    # ...and more ("inf", "nan"): where it refuses one or reads a non-finite number, the
+    # readers' syntax decides
+    valid = pc.or_(empty, pc.match_substring_regex(column, _NUMBER))
+    text = pc.if_else(pc.and_not(valid, empty), column, pa.scalar(None, pa.string()))
+    return pc.cast(text, pa.float64()), valid.to_numpy(zero_copy_only=False)
 
 
 def _utf8_or_none(value: bytes):

@@ -912,34 +912,35 @@ def _count_table(arrays, names, kinds, cap) -> pa.Table:
             n = sum(int(_numbers(chunk)[1].sum()) for chunk in FieldHasher._chunks(array))
             values, counts = pa.array([""], pa.large_string()), pa.array([n], pa.int64())
         else:
-            vc = pc.value_counts(_token_text(array, kind, name))
+            vc = pc.value_counts(_token_keys(array, kind, name))
             values, counts = vc.field("values"), vc.field("counts").cast(pa.int64())
-        field = pa.array(np.full(len(values), f, np.int32))
-        parts.append(
-            _sum_and_cap(pa.table({"field": field, "value": values, "count": counts}), cap)
-        )
+            if kind == "bucket":  # the few distinct buckets become text, a null the empty one
+                values = pc.fill_null(values.cast(pa.large_string()), "")
+        table = pa.table({"field": pa.array(np.full(len(values), f, np.int32)),
+                          "value": values, "count": counts})  # fmt: skip
+        order = pc.sort_indices(table, [("count", "descending"), ("value", "ascending")])
+        parts.append(table.take(order[:cap]))
     return pa.concat_tables(parts)
 
 
-def _token_text(array, kind, name) -> pa.ChunkedArray:
-    """The text each value of a column is hashed as (nulls stay null), which must be UTF-8."""
+def _token_keys(array, kind, name) -> pa.ChunkedArray:
+    """What a column's values are counted by: the text each is hashed as (UTF-8; a null as the
+    empty text), or for a count its bucket (an integer; a null stays null)."""
     chunks = []
     for chunk in FieldHasher._chunks(array):
         if kind == "bucket":
             values, valid = _numbers(chunk)
             _check_numbers(values, valid, name, kind, np.float64)
-            buckets = _buckets(np.where(valid, values, 0.0))
-            chunks.append(pa.array(buckets.astype(str), mask=~valid, type=pa.large_string()))
+            chunks.append(pa.array(_buckets(np.where(valid, values, 0.0)), mask=~valid))
             continue
-        text = _text(chunk, name)
         try:
-            chunks.append(text.cast(pa.large_string()))
+            chunks.append(pc.fill_null(_text(chunk, name).cast(pa.large_string()), ""))
         except pa.ArrowInvalid:
             raise ValueError(
                 f"column {name!r} holds bytes that are not UTF-8 text, which keep_tokens cannot "
                 f"keep as values: decode them (or fit without keep_tokens; they hash as bytes)"
             ) from None
-    return pa.chunked_array(chunks, type=pa.large_string())
+    return pa.chunked_array(chunks, type=pa.int64() if kind == "bucket" else pa.large_string())
 
 
 def _sum_and_cap(table: pa.Table, cap: int) -> pa.Table:
