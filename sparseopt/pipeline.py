@@ -1117,7 +1117,7 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
     try:
         with csv.open_csv(str(path), read, parse, convert) as stream:
             for batch in stream:
-                batch, ok = _as_read(batch, features, numeric, set(counts), reader.sep)
+                batch, ok = _as_read(batch, features, numeric, set(counts), reader)
                 if not ok.all():
                     if not skip_bad_lines:
                         raise pa.ArrowInvalid("a line the reader refuses")
@@ -1127,24 +1127,26 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
         raise PipelineError(_first_bad_line(spec, path, skip_bad_lines, exc)) from None
 
 
-def _as_read(batch, features, numeric, counts, sep):
-    """The ``features`` of a batch of byte columns as the reader takes them, and which rows
+def _as_read(batch, features, numeric, counts, reader):
+    """The ``features`` of a batch of byte columns as ``reader`` takes them, and which rows
     it takes: text columns as UTF-8 text, ``numeric`` ones as float64 (empty: null), in the
     readers' number syntax (a count: an integer of magnitude at most 9e15). A row is refused
-    for a value that is not UTF-8 or not such a number, or for a separator inside quotes in
-    any column (the reader splits there)."""
+    for a value that is not UTF-8 or not such a number, a label the reader refuses, or a
+    separator inside quotes in any column (the reader splits there)."""
     ok = np.ones(batch.num_rows, dtype=bool)
     for column in batch.columns:
-        ok &= ~pc.match_substring(column, sep).to_numpy(zero_copy_only=False)
+        ok &= ~pc.match_substring(column, reader.sep).to_numpy(zero_copy_only=False)
+    label = "label" if isinstance(reader, CriteoReader) else reader.label
+    text, utf8 = _text_of(batch.column(label))
+    labels, valid = _numbers_of(text)
+    labels = labels.to_numpy(zero_copy_only=False)
+    ok &= utf8 & valid & ~np.isnan(labels)
+    if reader.binary_label:
+        ok &= (labels == 0) | (labels == 1)
     columns = []
     for name in features:
-        column = batch.column(name)
-        try:
-            column = column.cast(pa.string())
-        except pa.ArrowInvalid:  # rare: find the values that are not UTF-8, one by one
-            valid = [_utf8_or_none(v) for v in column.to_pylist()]
-            ok &= np.array([v is not None for v in valid])
-            column = pa.array(valid, pa.string())
+        column, utf8 = _text_of(batch.column(name))
+        ok &= utf8
         if name in numeric:
             column, valid = _numbers_of(column)
             ok &= valid
@@ -1158,7 +1160,7 @@ def _as_read(batch, features, numeric, counts, sep):
 
 def _numbers_of(column):
     """(float64 numbers of a text column, empty: null; which values the readers take)."""
-    empty = pc.equal(column, "")
+    empty = pc.fill_null(pc.equal(column, ""), False)  # a null: a value that is not UTF-8
     text = pc.if_else(empty, pa.scalar(None, pa.string()), column)
     try:  # Arrow's parser, the fast way, takes every number in the readers' syntax...
         numbers = pc.cast(text, pa.float64())
@@ -1169,9 +1171,18 @@ def _numbers_of(column):
         pass
     # ...and more ("inf", "nan"): where it refuses one or reads a non-finite number, the
     # readers' syntax decides
-    valid = pc.or_(empty, pc.match_substring_regex(column, _NUMBER))
+    valid = pc.fill_null(pc.or_(empty, pc.match_substring_regex(column, _NUMBER)), False)
     text = pc.if_else(pc.and_not(valid, empty), column, pa.scalar(None, pa.string()))
     return pc.cast(text, pa.float64()), valid.to_numpy(zero_copy_only=False)
+
+
+def _text_of(column):
+    """(a byte column as text, which values are UTF-8: the others are nulls)."""
+    try:
+        return column.cast(pa.string()), np.ones(len(column), dtype=bool)
+    except pa.ArrowInvalid:  # rare: find the values that are not UTF-8, one by one
+        values = [_utf8_or_none(v) for v in column.to_pylist()]
+        return pa.array(values, pa.string()), np.array([v is not None for v in values])
 
 
 def _utf8_or_none(value: bytes):

@@ -228,11 +228,17 @@ def test_a_token_file_names_only_the_model_saved_with_it(criteo, run, tmp_path, 
 
 
 def _with_bad_lines(criteo, tmp_path):
-    """The sample with a count that is not a number on line 1234, and two lines that the
-    reader refuses but Arrow's CSV reader would take: a categorical that is not UTF-8
-    (line 1500) and a separator inside quotes (line 1700)."""
+    """The sample with a count that is not a number on line 1234, and lines that the reader
+    refuses but Arrow's CSV reader would take: a categorical that is not UTF-8 (line 1500), a
+    separator inside quotes (line 1700), a label 2 (line 1800) and a count 1e16 (line 1900)."""
     lines = criteo.read_bytes().splitlines(keepends=True)
-    for number, column, value in ((1234, 3, b"x7"), (1500, 20, b"ab\xffcd"), (1700, 30, b'"a\tb"')):
+    for number, column, value in (
+        (1234, 3, b"x7"),
+        (1500, 20, b"ab\xffcd"),
+        (1700, 30, b'"a\tb"'),
+        (1800, 0, b"2"),
+        (1900, 5, b"1e16"),
+    ):
         fields = lines[number - 1].split(b"\t")
         fields[column] = value
         lines[number - 1] = b"\t".join(fields)
@@ -251,10 +257,10 @@ def test_bad_lines_stop_keep_tokens_before_any_model_naming_file_and_line(criteo
     # skipped, they are skipped by the counting too: every trained row counted once per field
     argv = ["train", str(bad), "--out", str(out), *BITS, "--keep-tokens", "--skip-bad-lines"]
     assert main(argv) == 0
-    assert "3 bad lines skipped" in capsys.readouterr().out
+    assert "5 bad lines skipped" in capsys.readouterr().out
     tokens = load_tokens(out / P.TOKENS_FILE)
     for field in (0, 20, 30, 38):
-        assert tokens.count[tokens.field == field].sum() == 1997
+        assert tokens.count[tokens.field == field].sum() == 1995
 
 
 def test_a_quoted_header_and_quoted_values_count_as_pandas_reads_them(tmp_path, capsys):
