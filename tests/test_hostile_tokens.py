@@ -136,6 +136,7 @@ def _tampered_files(good, tmp):
         _edited(good, "column", lambda c: (c + 1) % (1 << n_bits)))  # fmt: skip
     add("columns as floats", "column must hold integers", _edited(good, "column", np.float64))
     add("columns 2-D", "column must be a 1-D array", _edited(good, "column", lambda c: c[:, None]))
+    add("field 2-D", "field must be a 1-D array", _edited(good, "field", lambda f: f[:, None]))
     add("field short", "value_offsets must rise", _edited(good, "field", lambda f: f[:-1]))
     add("count short", "count has", _edited(good, "count", lambda c: c[:-1]))
     add("column short", "column has", _edited(good, "column", lambda c: c[:-1]))

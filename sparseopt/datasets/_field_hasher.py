@@ -422,7 +422,9 @@ def load_tokens(path: str | PathLike) -> Tokens:
         or data.dtype != np.uint8
     ):
         raise ValueError(f"{path}: value_offsets must be 1-D integers, value_bytes 1-D uint8")
-    n = arrays["field"].size if arrays["field"].ndim == 1 else -1
+    if arrays["field"].ndim != 1:
+        raise ValueError(f"{path}: field must be a 1-D array")
+    n = arrays["field"].size
     offsets = offsets.astype(np.int64)
     if (
         offsets.size != n + 1
