@@ -16,9 +16,17 @@ Memory: the peak traced by ``tracemalloc`` (NumPy's and Python's allocations) du
 ``transform`` of the Arrow table, against the CSR output plus one column's working buffers
 (int64 offsets, validity, and the text bytes). Targets (issue 21): FieldHasher at least 20x
 FeatureHasher's rows/s with tokens built, and within 1.5x of hash_features' time.
+
+Token counts (``keep_tokens=True``): the peak resident memory of a fresh process that fits
+``FieldHasher(keep_tokens=True)`` on one column of 100,000 distinct URLs (about 60 bytes
+each), with and without one value of 4 KB among them (``--tokens-rows`` changes the count,
+0 leaves the case out). Target (issue 30): with the long value at most 1.5x the peak without it.
 """
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -58,12 +66,15 @@ def as_text(table):
     return text
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
+
+
 def best_time(fn, repeats):
     times = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = CLOCK()
         out = fn()
-        times.append(time.perf_counter() - t)
+        times.append(CLOCK() - t)
     return min(times), out
 
 
@@ -76,11 +87,52 @@ def tokens_the_usual_way(frame):
     ]
 
 
+TOKENS_CHILD = r"""
+import json, sys
+import pyarrow as pa
+from sparseopt import FieldHasher
+
+def peak_rss():  # VmHWM: this process's peak resident memory (reset by exec, not inherited)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+n_rows, long_value = int(sys.argv[1]), int(sys.argv[2])
+urls = [f"https://example.com/item/{i:08d}?ref=campaign-{i % 977:04d}" for i in range(n_rows)]
+if long_value:
+    urls[n_rows // 2] = "https://example.com/" + "x" * (long_value - 20)
+table = pa.table({"url": urls})
+FieldHasher(n_bits=20, keep_tokens=True).fit(table.slice(0, 10))  # compile
+before = peak_rss()
+FieldHasher(n_bits=20, keep_tokens=True).fit(table)
+print(json.dumps([before, peak_rss()]))
+"""
+
+
+def tokens_peak(n_rows, long_value):
+    """(peak RSS before the fit, peak RSS at its end) of a fresh process, in bytes."""
+    out = subprocess.run(
+        [sys.executable, "-c", TOKENS_CHILD, str(n_rows), str(long_value)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens-rows", type=int, default=100_000, help="0: no token case")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the process's CPU time, which the load of other processes disturbs less",
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
     n, r = args.rows, args.repeats
 
     table = criteo_like(n)
@@ -122,6 +174,18 @@ def main():
         f"MiB + one column's buffers {column / 2**20:.1f} MiB = "
         f"{(output + column) / 2**20:.1f} MiB"
     )
+
+    m = args.tokens_rows
+    if not m:
+        return
+    print(f"keep_tokens=True on {m:,} distinct URLs, peak RSS of a fresh process (MiB):")
+    peaks = {}
+    for label, long_value in (("without a long value", 0), ("with one 4 KB value", 4096)):
+        before, after = tokens_peak(m, long_value)
+        peaks[label] = after
+        print(f"  {label:24s} {after / 2**20:8.1f} (before the fit {before / 2**20:.1f})")
+    ratio = peaks["with one 4 KB value"] / peaks["without a long value"]
+    print(f"  with / without: {ratio:.2f} (target: at most 1.5)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +199,12 @@ def train(args) -> int:
         progress=progress,
         after_chunk=getattr(args, "after_chunk", None),
     )
+    # counted before training: a line the counting refuses stops the run before any model
+    tokens = (
+        P.count_tokens(trainer.spec, data, args.skip_bad_lines, args.max_tokens)
+        if args.keep_tokens
+        else None
+    )
     trainer.start(resume=args.resume)
     print(f"training {args.model} on {data} ({trainer.spec.describe()})")
     try:
@@ -225,10 +230,9 @@ def train(args) -> int:
     )
     if summary["validation"]:
         print("validation: " + P.format_metrics(summary["validation"]))
-    if args.keep_tokens:
-        tokens = P.count_tokens(trainer.spec, data, args.skip_bad_lines, args.max_tokens)
-        tokens.save(Path(args.out) / P.TOKENS_FILE)
-        print(f"token counts: {Path(args.out) / P.TOKENS_FILE} (see `sparseopt inspect`)")
+    if tokens is not None:
+        path = P.save_tokens(tokens, args.out, summary["model"])
+        print(f"token counts: {path} (see `sparseopt inspect`)")
     if args.report:
         P.write_report(summary, args.report)
         print(f"report: {args.report}")
@@ -286,8 +290,14 @@ def inspect(args) -> int:
         tokens = load_tokens(tokens_path)
     except FileNotFoundError:
         raise P.PipelineError(f"{tokens_path}: no such token file") from None
-    except (ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
-        raise P.PipelineError(f"{tokens_path} is not a token file of sparseopt train") from None
+    except ValueError as exc:
+        raise P.PipelineError(str(exc)) from None
+    if tokens.model_sha256 not in (None, P.file_sha256(args.model)):
+        stale = f"{tokens_path} holds the token counts of another model than {args.model}"
+        if args.tokens is not None:
+            raise P.PipelineError(f"{stale}: give the token file saved with this model")
+        why = f"{stale} (it was trained again since), so columns have no names"
+        return _inspect_columns(model, args, why)
     try:
         table = top_features(model, tokens, n=args.top, field=args.field)
     except ImportError:
@@ -299,8 +309,9 @@ def inspect(args) -> int:
     return 0
 
 
-def _inspect_columns(model, args) -> int:
-    """Without token counts: the hashed columns with the largest weights, unnamed."""
+def _inspect_columns(model, args, why=None) -> int:
+    """Without token counts: the hashed columns with the largest weights, unnamed (``why``:
+    the note, when a token file is there but not this model's)."""
     if args.field is not None:
         raise P.PipelineError(
             f"--field needs the token counts beside the model ({P.TOKENS_FILE}): train with "
@@ -314,9 +325,9 @@ def _inspect_columns(model, args) -> int:
         print(f"{'column':>10}  {'weight':>9}")
         for c in top:
             print(f"{c:>10}  {weights[c]:>9.4f}")
+    why = why or f"no token counts beside {args.model}, so columns have no names"
     print(
-        f"sparseopt: no token counts beside {args.model}, so columns have no names: train with "
-        f"--keep-tokens to save them ({P.TOKENS_FILE})",
+        f"sparseopt: {why}: train with --keep-tokens to save them ({P.TOKENS_FILE})",
         file=sys.stderr,
     )
     return 0

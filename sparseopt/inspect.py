@@ -9,6 +9,7 @@ Vowpal Wabbit's ``--invert_hash``.
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -68,7 +69,7 @@ def top_features(
         The fitted ``FieldHasher(keep_tokens=True)`` that made the model's features, or its
         tokens (:func:`load_tokens`). None: the FieldHasher step of ``model``, a pipeline.
     n : int or None, default=20
-        Number of rows returned (None: every kept pair).
+        Number of rows returned (at most; None: every kept pair).
     field : str, default=None
         Only the pairs of this field.
 
@@ -97,10 +98,13 @@ def top_features(
     """
     import pandas as pd  # only here: pandas is not a dependency of sparseopt
 
+    if n is not None and (isinstance(n, bool) or not isinstance(n, Integral) or n < 0):
+        raise ValueError(f"n must be a number of rows (an integer >= 0) or None, got {n!r}")
     model, hasher = _final_step_and_hasher(model, hasher)
     if hasher is None:
         raise ValueError("pass the FieldHasher (or its tokens) that made the model's features")
     tokens = _tokens(hasher)
+    tokens.check()  # built by hand or edited: its columns index the weights below
     coef = np.asarray(model.coef_)
     if coef.shape[-1] != 1 << tokens.n_bits:
         raise ValueError(

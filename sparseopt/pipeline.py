@@ -50,6 +50,7 @@ Under the lock, temporary files and checkpoints left by a killed run are removed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -67,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from pyarrow import csv
 
@@ -1120,14 +1122,20 @@ def default_data() -> tuple[Path, Path]:
 TOKENS_FILE = "tokens.npz"
 
 
+# the number syntax of the readers' parser (``parse_number``): [+-]digits[.digits][e[+-]digits]
+_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
 def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 24):
     """The feature columns of ``path`` as Arrow record batches, as ``spec``'s reader sees them.
 
     Columns are named (Criteo's ``I1``..``I13``, ``C1``..``C26``; a CSV file's header) and
     in field order, typed as the reader hashes them: text for categoricals, numbers for
-    Criteo's counts and CSV ``numeric`` columns. Like the readers, values are not unquoted.
-    With ``skip_bad_lines``, lines with the wrong number of fields are skipped; other bad
-    values (a count that is not a number) stop the read with an error.
+    Criteo's counts and CSV ``numeric`` columns. Like the readers, quotes around a value are
+    removed, and a number is taken in the readers' syntax (a count must be an integer of magnitude
+    at most 9e15). With ``skip_bad_lines`` the lines the reader skips are skipped (the wrong
+    number of fields, a count or number it refuses); otherwise the first such line stops the
+    read with the reader's error, naming the file and the line.
 
     Yields
     ------
@@ -1139,24 +1147,107 @@ def feature_tables(spec: DataSpec, path, skip_bad_lines=False, block_size=1 << 2
     if spec.format == "criteo":
         counts = [f"I{i + 1}" for i in range(reader.N_COUNTS)]
         features = counts + [f"C{i + 1}" for i in range(reader.N_CATEGORICALS)]
-        read = csv.ReadOptions(column_names=["label", *features], block_size=block_size)
-        numeric = set(counts)
+        names = ["label", *features]
+        read = csv.ReadOptions(column_names=names, block_size=block_size)
     else:
-        features = reader.features
+        counts = []
+        features, names = reader.features, reader.columns
         read = csv.ReadOptions(block_size=block_size)
-        numeric = set(spec.numeric)
-    types = {n: pa.float64() if n in numeric else pa.string() for n in features}
+    numeric = set(counts) | set(spec.numeric if spec.format == "csv" else ())
     parse = csv.ParseOptions(
         delimiter=reader.sep,
-        quote_char=False,
+        quote_char='"',
         invalid_row_handler=(lambda row: "skip") if skip_bad_lines else None,
     )
-    convert = csv.ConvertOptions(include_columns=features, column_types=types)
+    # every column as bytes, checked below by the readers' rules
+    convert = csv.ConvertOptions(column_types=dict.fromkeys(names, pa.binary()))
     try:
         with csv.open_csv(str(path), read, parse, convert) as stream:
-            yield from stream
+            for batch in stream:
+                batch, ok = _as_read(batch, features, numeric, set(counts), reader)
+                if not ok.all():
+                    if not skip_bad_lines:
+                        raise pa.ArrowInvalid("a line the reader refuses")
+                    batch = batch.filter(pa.array(ok))
+                yield batch
     except pa.ArrowInvalid as exc:
-        raise PipelineError(f"{path}: cannot count its tokens: {exc}") from None
+        raise PipelineError(_first_bad_line(spec, path, skip_bad_lines, exc)) from None
+
+
+def _as_read(batch, features, numeric, counts, reader):
+    """The ``features`` of a batch of byte columns as ``reader`` takes them, and which rows
+    it takes: text columns as UTF-8 text, ``numeric`` ones as float64 (empty: null), in the
+    readers' number syntax (a count: an integer of magnitude at most 9e15). A row is refused
+    for a value that is not UTF-8 or not such a number, a label the reader refuses, or a
+    separator inside quotes in any column (the reader splits there)."""
+    ok = np.ones(batch.num_rows, dtype=bool)
+    for column in batch.columns:
+        ok &= ~pc.match_substring(column, reader.sep).to_numpy(zero_copy_only=False)
+    label = "label" if isinstance(reader, CriteoReader) else reader.label
+    text, utf8 = _text_of(batch.column(label))
+    labels, valid = _numbers_of(text)
+    labels = labels.to_numpy(zero_copy_only=False)
+    ok &= utf8 & valid & ~np.isnan(labels)
+    if reader.binary_label:
+        ok &= (labels == 0) | (labels == 1)
+    columns = []
+    for name in features:
+        column, utf8 = _text_of(batch.column(name))
+        ok &= utf8
+        if name in numeric:
+            column, valid = _numbers_of(column)
+            ok &= valid
+            if name in counts:
+                values = column.to_numpy(zero_copy_only=False)
+                with np.errstate(invalid="ignore"):
+                    ok &= np.isnan(values) | ((values == np.floor(values)) & (abs(values) <= 9e15))
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=features), ok
+
+
+def _numbers_of(column):
+    """(float64 numbers of a text column, empty: null; which values the readers take)."""
+    empty = pc.fill_null(pc.equal(column, ""), False)  # a null: a value that is not UTF-8
+    text = pc.if_else(empty, pa.scalar(None, pa.string()), column)
+    try:  # Arrow's parser, the fast way, takes every number in the readers' syntax...
+        numbers = pc.cast(text, pa.float64())
+        values = numbers.to_numpy(zero_copy_only=False)
+        if np.all(np.isfinite(values) | np.isnan(values) & empty.to_numpy(zero_copy_only=False)):
+            return numbers, np.ones(len(column), dtype=bool)
+    except pa.ArrowInvalid:
+        pass
+    # ...and more ("inf", "nan"): where it refuses one or reads a non-finite number, the
+    # readers' syntax decides
+    valid = pc.fill_null(pc.or_(empty, pc.match_substring_regex(column, _NUMBER)), False)
+    text = pc.if_else(pc.and_not(valid, empty), column, pa.scalar(None, pa.string()))
+    return pc.cast(text, pa.float64()), valid.to_numpy(zero_copy_only=False)
+
+
+def _text_of(column):
+    """(a byte column as text, which values are UTF-8: the others are nulls)."""
+    try:
+        return column.cast(pa.string()), np.ones(len(column), dtype=bool)
+    except pa.ArrowInvalid:  # rare: find the values that are not UTF-8, one by one
+        values = [_utf8_or_none(v) for v in column.to_pylist()]
+        return pa.array(values, pa.string()), np.array([v is not None for v in values])
+
+
+def _utf8_or_none(value: bytes):
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _first_bad_line(spec, path, skip_bad_lines, exc) -> str:
+    """The reader's error (file, line, what) on the line the Arrow reading stopped at: the
+    reader parses the file again, up to it."""
+    try:
+        for _ in spec.reader(path, skip_bad_lines=skip_bad_lines).chunks():
+            pass
+    except ValueError as error:
+        return str(error).replace("(skip_bad_lines=True skips", "(--skip-bad-lines skips")
+    return f"{path}: cannot count its tokens: {exc}"
 
 
 def file_hasher(spec: DataSpec, max_tokens=10_000):
@@ -1182,10 +1273,31 @@ def count_tokens(spec: DataSpec, path, skip_bad_lines=False, max_tokens=10_000):
     """
     hasher = file_hasher(spec, max_tokens)
     for batch in feature_tables(spec, path, skip_bad_lines):
-        hasher.partial_fit(batch)
+        try:
+            hasher.partial_fit(batch)
+        except ValueError as exc:
+            raise PipelineError(f"{path}: cannot count its tokens: {exc}") from None
     if not hasattr(hasher, "tokens_"):
         raise PipelineError(f"{path} has no rows to count tokens in")
     return hasher.tokens_
+
+
+def save_tokens(tokens, out_dir, model_path) -> Path:
+    """Save ``tokens`` in ``out_dir`` with the SHA-256 of the model file they name, so that
+    ``sparseopt inspect`` refuses them beside any other model."""
+    tokens.model_sha256 = file_sha256(model_path)
+    path = Path(out_dir) / TOKENS_FILE
+    tokens.save(path)
+    return path
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- prediction ----------------------------------------------------------------------------

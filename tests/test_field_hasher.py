@@ -154,7 +154,7 @@ def test_bad_input_names_the_column():
         hasher.transform(pd.DataFrame({"site": ["a"], "n": ["1"]}))
     with pytest.raises(ValueError, match="column 'site' holds .*string values, which can only"):
         FieldHasher(column_kinds={"site": "bucket"}).fit(df)
-    with pytest.raises(ValueError, match="column 'n' holds an infinite count"):
+    with pytest.raises(ValueError, match="column 'n' holds inf, beyond 9e"):
         FieldHasher(numeric="bucket").fit_transform({"n": [1.0, np.inf]})
     with pytest.raises(TypeError, match="does not accept a sparse matrix"):
         FieldHasher().fit(sp.csr_matrix(np.eye(2)))

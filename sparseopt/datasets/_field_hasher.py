@@ -9,11 +9,16 @@ hash kernels read Arrow's buffers directly.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral
 from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -25,6 +30,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._io import _ERRORS, _read_npz
 from .._jit import JIT
 from ._hashing import (
     _hash_string_column,
@@ -46,12 +52,18 @@ if TYPE_CHECKING:
     from .._typing import TableLike
 
 KINDS = ("categorical", "bucket", "value")
+# the largest count read_criteo takes: its integer part is exact in a float64
+MAX_COUNT = 9e15
+# fields_ of 2**28 columns takes 1 GiB; field-aware factors of more do not fit in memory
+MAX_FIELD_AWARE_BITS = 28
 
 
 @numba.njit(**JIT)
 def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
     """Columns of a numeric column under Criteo's count transform: the decimal text of
-    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does)."""
+    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does).
+    Returns -1, or the row of the first count beyond ``MAX_COUNT``, where it stopped (its
+    integer part could not be written: the caller refuses the column)."""
     scratch = np.empty(24, dtype=np.uint8)
     known = np.full(_N_BUCKETS, -1, dtype=np.int64)  # most buckets are small: hash each once
     small = np.empty(_N_BUCKETS, dtype=np.int64)  # and most counts too: no logarithm
@@ -63,6 +75,8 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
             out_cols[i] = empty
             continue
         x = values[i]
+        if not abs(x) <= MAX_COUNT:
+            return i
         b = small[np.int64(x)] if 0 <= x < _N_BUCKETS and x == np.floor(x) else count_bucket(x)
         col = known[b] if 0 <= b < _N_BUCKETS else -1
         if col < 0:
@@ -70,6 +84,7 @@ def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
             if 0 <= b < _N_BUCKETS:
                 known[b] = col
         out_cols[i] = col
+    return -1
 
 
 @numba.njit(**JIT)
@@ -110,10 +125,13 @@ def _buckets(values):
 
 
 def _kind_of_type(arrow_type) -> str | None:
-    """ "categorical" for text-like types, "numeric" for numbers, None if unsupported."""
+    """ "categorical" for text-like types (a category is one whatever its values' type),
+    "numeric" for numbers, "null" for a column of nulls only, None if unsupported."""
     t = arrow_type
     if pa.types.is_dictionary(t):
-        t = t.value_type
+        return "categorical" if _kind_of_type(t.value_type) is not None else None
+    if pa.types.is_null(t):
+        return "null"
     text = (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
@@ -121,7 +139,6 @@ def _kind_of_type(arrow_type) -> str | None:
         or pa.types.is_large_binary(t)
         or pa.types.is_string_view(t)
         or pa.types.is_boolean(t)
-        or pa.types.is_null(t)
     )
     if text:
         return "categorical"
@@ -143,29 +160,59 @@ def _to_arrow(column, name) -> pa.Array | pa.ChunkedArray:
             f"column {name!r} cannot be hashed: its values mix types or are not text or "
             f"numbers ({exc})"
         ) from exc
+    except OverflowError as exc:
+        raise ValueError(
+            f"column {name!r} holds an integer beyond 64 bits: give such values as text"
+        ) from exc
 
 
 def _table_columns(X) -> list[tuple[Any, Any]]:
-    """``[(name, column)]`` of a table, mapping, or 2-D array (names 0, 1, ...)."""
+    """``[(name, column)]`` of a table, mapping, or 2-D array (names 0, 1, ...); a mapping of
+    single values is one row. Names must be unique: columns are found by name."""
     if sp.issparse(X):  # first: a DOK matrix is a Mapping
         raise TypeError(
             "FieldHasher hashes tables of raw values; it does not accept a sparse matrix"
         )
     if isinstance(X, pa.Table | pa.RecordBatch):
-        return list(zip(X.column_names, X.columns, strict=True))
-    if hasattr(X, "columns") and hasattr(X, "iloc"):  # pandas, by duck typing: no import
-        return [(name, X.iloc[:, j]) for j, name in enumerate(X.columns)]
-    if hasattr(X, "columns") and hasattr(X, "get_column"):  # polars
-        return [(name, X.get_column(name)) for name in X.columns]
-    if isinstance(X, Mapping):
+        columns = list(zip(X.column_names, X.columns, strict=True))
+    elif hasattr(X, "columns") and hasattr(X, "iloc"):  # pandas, by duck typing: no import
+        columns = [(name, X.iloc[:, j]) for j, name in enumerate(X.columns)]
+    elif hasattr(X, "columns") and hasattr(X, "get_column"):  # polars
+        columns = [(name, X.get_column(name)) for name in X.columns]
+    elif isinstance(X, Mapping):
+        columns = _mapping_columns(X)
+    else:
+        # scikit-learn's checks and messages for arrays: 2-D, not empty, not complex
+        X = check_array(X, dtype=None, ensure_all_finite=False)
+        columns = [(j, X[:, j]) for j in range(X.shape[1])]
+    # by their text too: fields are named by it (tokens, feature names), 0 and "0" alike
+    repeated = [name for name, n in Counter(str(name) for name, _ in columns).items() if n > 1]
+    if repeated:
+        raise ValueError(
+            f"X has several columns named {repeated[:10]}: FieldHasher finds its fields by "
+            f"name, so rename them (or drop the copies)"
+        )
+    return columns
+
+
+def _mapping_columns(X: Mapping) -> list[tuple[Any, Any]]:
+    """A mapping of name to column, or of name to one value (one record, one row)."""
+    single = [np.ndim(value) == 0 for value in X.values()]
+    if not any(single):
         return list(X.items())
-    # scikit-learn's checks and messages for arrays: 2-D, not empty, not complex
-    X = check_array(X, dtype=None, ensure_all_finite=False)
-    return [(j, X[:, j]) for j in range(X.shape[1])]
+    if not all(single):
+        names = [name for name, one in zip(X, single, strict=True) if one][:10]
+        raise ValueError(
+            f"X maps {names} to single values and other names to columns: give every name "
+            f"a column (a list of values), or every name one value (one row)"
+        )
+    return [(name, [value]) for name, value in X.items()]
 
 
 def _numbers(chunk) -> tuple[np.ndarray, np.ndarray]:
     """(float64 values, validity) of a numeric Arrow array (a NaN counts as a null)."""
+    if pa.types.is_null(chunk.type):
+        return np.zeros(len(chunk)), np.zeros(len(chunk), dtype=np.bool_)
     if chunk.null_count:
         values = np.asarray(pc.fill_null(chunk, 0).cast(pa.float64()))
         valid = np.asarray(chunk.is_valid())
@@ -175,13 +222,30 @@ def _numbers(chunk) -> tuple[np.ndarray, np.ndarray]:
     return values, valid & ~np.isnan(values)
 
 
+def _check_numbers(values, valid, name, kind, dtype):
+    """Refuse the numbers that the file readers refuse: a count beyond ``MAX_COUNT`` (whose
+    integer part a kernel could not write), a value that is infinite or overflows ``dtype``."""
+    magnitude = np.abs(values[valid])
+    if kind == "bucket":
+        limit, what = MAX_COUNT, "count (read_criteo refuses larger ones too)"
+    else:
+        limit, what = float(np.finfo(dtype).max), f"value of the output's {np.dtype(dtype).name}"
+    if magnitude.size and not magnitude.max() <= limit:
+        bad = float(values[valid][np.argmax(~(magnitude <= limit))])
+        raise ValueError(f"column {name!r} holds {bad:g}, beyond {limit:g}, the largest {what}")
+
+
 def _text(chunk, name) -> pa.Array:
-    """A categorical Arrow array as a string or binary array: numbers as their text."""
+    """A categorical Arrow array as a string or binary array, each value as the text a file
+    holds for it: numbers as Arrow writes them (``5``, ``2`` for 2.0, ``1.5``), booleans as
+    ``True`` and ``False`` (as pandas and Python write them, and read them back), nulls kept."""
     if pa.types.is_dictionary(chunk.type):
         chunk = chunk.dictionary_decode()
     t = chunk.type
     if pa.types.is_string_view(t):
         return chunk.cast(pa.large_string())
+    if pa.types.is_boolean(t):
+        return pc.if_else(chunk, "True", "False")
     if not (
         pa.types.is_string(t)
         or pa.types.is_large_string(t)
@@ -193,6 +257,10 @@ def _text(chunk, name) -> pa.Array:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise ValueError(f"column {name!r} of type {t} cannot be hashed as text") from exc
     return chunk
+
+
+TOKENS_FORMAT = "sparseopt-tokens"
+TOKENS_VERSION = 2  # 1: values as a fixed-width array, compressed (refused: count again)
 
 
 @dataclass
@@ -208,8 +276,10 @@ class Tokens:
         Name of each field (input column), in field order.
     field : ndarray of int32, shape (n_tokens,)
         Field index of each pair.
-    value : ndarray of str, shape (n_tokens,)
-        The value's text as hashed (``""`` for a null or empty value).
+    value : ndarray of object (str), shape (n_tokens,)
+        The value's text as hashed (``""`` for a null or empty value). Each is a Python
+        string of its own length, so the memory is that of the text kept, however long the
+        longest value.
     count : ndarray of int64, shape (n_tokens,)
         Rows holding the pair in the data the hasher was fitted on.
     column : ndarray of int64, shape (n_tokens,)
@@ -218,6 +288,12 @@ class Tokens:
         The hasher's ``n_bits``.
     max_tokens : int
         The cap on pairs kept per field.
+    field_aware : bool, default=False
+        The hasher's ``field_aware`` (the column layout).
+    model_sha256 : str or None, default=None
+        SHA-256 of the model file the tokens were saved with (``sparseopt train
+        --keep-tokens`` records it, so that ``sparseopt inspect`` never names another model's
+        weights with them); None: not tied to a file.
     """
 
     field_names: list
@@ -227,28 +303,85 @@ class Tokens:
     column: np.ndarray
     n_bits: int
     max_tokens: int
+    field_aware: bool = False
+    model_sha256: str | None = None
 
     def save(self, path: str | PathLike) -> None:
-        """Write the tokens to ``path`` (``.npz``: arrays, and the names as JSON text; no
-        pickle, so that :func:`load_tokens` reads a file from anyone safely)."""
+        """Write the tokens to ``path`` atomically (a temporary file renamed into place).
+
+        The ``.npz`` holds arrays and JSON text, no pickle, uncompressed (so that
+        :func:`load_tokens` reads a file from anyone safely, in memory bounded by its size):
+        the values as their UTF-8 bytes end to end (``value_bytes``) and where each starts
+        (``value_offsets``, one more than the values).
+        """
+        self.check()
         meta = {
+            "format": TOKENS_FORMAT,
+            "version": TOKENS_VERSION,
             "field_names": [str(n) for n in self.field_names],
-            "n_bits": self.n_bits,
-            "max_tokens": self.max_tokens,
+            "n_bits": int(self.n_bits),
+            "max_tokens": int(self.max_tokens),
+            "field_aware": bool(self.field_aware),
+            "model_sha256": self.model_sha256,
         }
-        with open(path, "wb") as f:  # np.savez_compressed would append ".npz" to a str path
-            np.savez_compressed(
-                f,
-                meta=np.array(json.dumps(meta)),
-                field=self.field,
-                value=self.value.astype(str),
-                count=self.count,
-                column=self.column,
-            )
+        values = pa.array(self.value, type=pa.large_string())
+        offsets, data, _ = _string_buffers(values)
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                    field=self.field.astype(np.int32),
+                    count=self.count.astype(np.int64),
+                    column=self.column.astype(np.int64),
+                    value_offsets=offsets,
+                    value_bytes=data[: offsets[-1]],
+                )
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def check(self, where: str = "tokens") -> None:
+        """Raise ValueError unless the arrays agree with each other and the hashing space:
+        1-D integer arrays of one length, fields among ``field_names``, columns in
+        ``[0, 2**n_bits)``, counts >= 0, values text."""
+        n_bits = self.n_bits
+        if isinstance(n_bits, bool) or not isinstance(n_bits, Integral) or not 1 <= n_bits <= 32:
+            raise ValueError(f"{where}: n_bits must be an integer in [1, 32], got {n_bits!r}")
+        names = self.field_names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{where}: field_names must be a non-empty list of names")
+        n = None
+        for attr in ("field", "value", "count", "column"):
+            array = getattr(self, attr)
+            if not isinstance(array, np.ndarray) or array.ndim != 1:
+                raise ValueError(f"{where}: {attr} must be a 1-D array")
+            if attr != "value" and array.dtype.kind not in "iu":
+                raise ValueError(f"{where}: {attr} must hold integers, not {array.dtype}")
+            if n is not None and array.size != n:
+                raise ValueError(f"{where}: {attr} has {array.size} entries, field has {n}")
+            n = array.size
+        if n and not (0 <= self.field.min() and self.field.max() < len(names)):
+            raise ValueError(f"{where}: a field index is not in [0, {len(names)})")
+        if n and not (0 <= self.column.min() and self.column.max() < 1 << n_bits):
+            raise ValueError(f"{where}: a column is not in [0, 2**{n_bits})")
+        if n and self.count.min() < 0:
+            raise ValueError(f"{where}: a count is negative")
+        if not all(isinstance(v, str) for v in self.value.tolist()):
+            raise ValueError(f"{where}: every value must be a str")
 
 
 def load_tokens(path: str | PathLike) -> Tokens:
-    """Read tokens written by :meth:`Tokens.save` (no pickle is loaded).
+    """Read tokens written by :meth:`Tokens.save`, as untrusted input.
+
+    No pickle is loaded, and every array is checked: its type and length, each field
+    among the named fields, each value valid UTF-8, and each column the hash of its
+    (field, value) pair, so an edited file is refused rather than naming the wrong weights.
 
     Parameters
     ----------
@@ -257,18 +390,127 @@ def load_tokens(path: str | PathLike) -> Tokens:
     Returns
     -------
     tokens : Tokens
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a token file of this format, naming what is wrong.
     """
-    with np.load(path, allow_pickle=False) as arrays:
-        meta = json.loads(str(arrays["meta"]))
-        return Tokens(
-            field_names=meta["field_names"],
-            field=arrays["field"],
-            value=arrays["value"],
-            count=arrays["count"],
-            column=arrays["column"],
-            n_bits=int(meta["n_bits"]),
-            max_tokens=int(meta["max_tokens"]),
+    path = Path(path)
+    try:
+        arrays = _read_npz(path)
+    except FileNotFoundError:
+        raise
+    except _ERRORS as exc:
+        raise ValueError(f"{path} is not a token file (an .npz of Tokens.save): {exc}") from None
+    wanted = {"meta", "field", "count", "column", "value_offsets", "value_bytes"}
+    if "value" in arrays and "value_offsets" not in arrays:
+        raise ValueError(
+            f"{path} is a token file of an older format: count the tokens again "
+            f"(sparseopt train --keep-tokens, or FieldHasher(keep_tokens=True))"
         )
+    if set(arrays) != wanted:
+        raise ValueError(
+            f"{path} is not a token file: it holds {sorted(arrays)}, expected {sorted(wanted)}"
+        )
+    meta = _token_meta(path, arrays.pop("meta"))
+    offsets, data = arrays["value_offsets"], arrays["value_bytes"]
+    if (
+        offsets.ndim != 1
+        or offsets.dtype.kind not in "iu"
+        or data.ndim != 1
+        or data.dtype != np.uint8
+    ):
+        raise ValueError(f"{path}: value_offsets must be 1-D integers, value_bytes 1-D uint8")
+    if arrays["field"].ndim != 1:
+        raise ValueError(f"{path}: field must be a 1-D array")
+    n = arrays["field"].size
+    offsets = offsets.astype(np.int64)
+    if (
+        offsets.size != n + 1
+        or offsets[0] != 0
+        or offsets[-1] != data.size
+        or np.any(np.diff(offsets) < 0)
+    ):
+        raise ValueError(
+            f"{path}: value_offsets must rise from 0 to the {data.size} value bytes, one more "
+            f"than the {n} fields"
+        )
+    try:
+        values = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        values.validate(full=True)  # UTF-8 and offsets
+    except (pa.ArrowInvalid, ValueError) as exc:
+        raise ValueError(f"{path}: a value is not UTF-8 text ({exc})") from None
+    tokens = Tokens(
+        field_names=meta["field_names"],
+        field=arrays["field"],
+        value=values.to_numpy(zero_copy_only=False),
+        count=arrays["count"],
+        column=arrays["column"],
+        n_bits=meta["n_bits"],
+        max_tokens=meta["max_tokens"],
+        field_aware=meta["field_aware"],
+        model_sha256=meta["model_sha256"],
+    )
+    tokens.check(str(path))
+    size = slice_size(tokens.n_bits, len(tokens.field_names), tokens.field_aware)
+    expected = _token_columns(tokens.field.astype(np.int64), values, tokens.n_bits, size)
+    wrong = np.flatnonzero(expected != tokens.column)
+    if wrong.size:
+        i = wrong[0]
+        raise ValueError(
+            f"{path}: {wrong.size} columns are not the hash of their (field, value) pair "
+            f"(the first: field {tokens.field[i]}, value {tokens.value[i]!r}, column "
+            f"{tokens.column[i]}, its hash {expected[i]}): the file was edited"
+        )
+    tokens.field = tokens.field.astype(np.int32)
+    tokens.count = tokens.count.astype(np.int64)
+    tokens.column = tokens.column.astype(np.int64)
+    return tokens
+
+
+def _token_meta(path, raw) -> dict:
+    """The checked JSON metadata of a token file."""
+    try:
+        meta = json.loads(raw.tobytes().decode()) if raw.dtype == np.uint8 else None
+    except (ValueError, UnicodeError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != TOKENS_FORMAT:
+        raise ValueError(f"{path} is not a token file (no sparseopt-tokens metadata)")
+    if meta.get("version") != TOKENS_VERSION:
+        raise ValueError(f"{path}: token file version {meta.get('version')!r}, expected 2")
+    kinds = {
+        "field_names": list,
+        "n_bits": int,
+        "max_tokens": int,
+        "field_aware": bool,
+        "model_sha256": (str, type(None)),
+    }
+    for key, kind in kinds.items():
+        if key not in meta or not isinstance(meta[key], kind):
+            raise ValueError(f"{path}: the token file's {key!r} is missing or of the wrong type")
+    if meta["max_tokens"] < 1 or isinstance(meta["n_bits"], bool):
+        raise ValueError(f"{path}: the token file's max_tokens or n_bits is out of range")
+    if not 1 <= meta["n_bits"] <= 32:
+        raise ValueError(f"{path}: the token file's n_bits {meta['n_bits']} is not in [1, 32]")
+    names = meta["field_names"]
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{path}: the token file's field_names must be distinct names")
+    if names and meta["field_aware"]:
+        slice_size(meta["n_bits"], len(names), True)
+    return meta
+
+
+def _token_columns(field, values, n_bits, size) -> np.ndarray:
+    """The hashed column of each (field, value) pair (``field`` sorted, ``values`` an Arrow
+    large_string array), by the transform's own kernel."""
+    column = np.empty(len(values), dtype=np.int64)
+    bounds = np.flatnonzero(np.r_[True, field[1:] != field[:-1], True]) if field.size else []
+    for start, stop in itertools.pairwise(bounds):
+        offsets, data, valid = _string_buffers(values.slice(start, stop - start))
+        _hash_string_column(offsets, data, valid, int(field[start]), n_bits, size,
+                            column[start:stop])  # fmt: skip
+    return column
 
 
 class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -278,29 +520,44 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     and each value becomes the column ``murmurhash3_32(text, seed=f) mod 2**n_bits`` of the
     (field, value) pair (see :func:`hash_features`), with the readers' conventions:
 
-    - a categorical (string, category, boolean) value is hashed as its UTF-8 text; a null
-      as the empty text, like an empty field of a file: whether a field is missing is a
-      feature of its own;
+    - a categorical value is hashed as the text a file holds for it, so that a file and the
+      DataFrame ``pandas.read_csv`` makes of it hash alike: a string as its UTF-8 bytes
+      (bytes as they are), a boolean as ``True`` or ``False`` (as pandas writes it; a file
+      spelling it ``true`` hashes otherwise), a category as its value's text whatever the
+      categories' type (integer category 3 as ``"3"``); a null as the empty text, like an
+      empty field of a file: whether a field is missing is a feature of its own;
     - a numeric column is, by its kind (``numeric`` and ``column_kinds``):
 
       * ``"value"``: one column per field (the pair (field, empty text)) holding the
-        number, no feature when null (``read_csv(..., numeric=[...])``);
+        number, no feature when null (``read_csv(..., numeric=[...])``); an infinite value
+        or one beyond ``dtype``'s range is refused;
       * ``"bucket"``: Criteo's count transform, the decimal text of
         :math:`\\lfloor \\ln(x)^2 \\rfloor` for :math:`x > 2` and of the integer part of
-        :math:`x` otherwise, a null as the empty text (``read_criteo``'s counts);
+        :math:`x` otherwise, a null as the empty text (``read_criteo``'s counts); a count
+        of magnitude beyond 9e15 is refused, as ``read_criteo`` refuses it;
       * ``"categorical"``: the value's text (integer 5 as ``"5"``), as ``read_avazu`` and
         ``read_csv`` hash integer-coded columns. A float is written as Arrow writes it:
         an integral one as an integer (``2.0`` as ``"2"``, so an integer column that pandas
         made float for its missing values hashes as in the file), others in their shortest
-        form (``1.5``), which may differ from a file's text.
+        form (``1.5``), which may differ from a file's text (``1.50``).
+
+    A column of nulls only (pandas: all None) is numeric at :meth:`fit`, of the kind
+    ``numeric`` gives, unless ``column_kinds`` names it; at :meth:`transform` such a column
+    is accepted for any kind. Columns are found by name, so X may not repeat a name; a
+    mapping of names to single values is one row.
 
     So ``FieldHasher(numeric="bucket").fit_transform(df)`` on a DataFrame of Criteo's 13
-    counts and 26 categoricals gives the columns of ``read_criteo`` on the same rows.
+    counts and 26 categoricals gives the columns of ``read_criteo`` on the same rows, and
+    ``FieldHasher(numeric="categorical")`` on ``pd.read_csv(path)`` those of
+    ``read_csv(path, ...)`` (``column_kinds={name: "value"}`` for its ``numeric`` columns).
+    Text that pandas turns into something else does not: values it reads as missing
+    (``NA``, ``null``...: pass ``keep_default_na=False, na_values=[""]``), numbers written
+    in another form (``007``, ``1.50``, ``1e3``), ``true``/``TRUE``.
 
     Parameters
     ----------
     n_bits : int, default=20
-        The output has ``2**n_bits`` columns (1 to 32).
+        The output has ``2**n_bits`` columns (1 to 32; at most 28 with ``field_aware``).
     numeric : {"value", "bucket", "categorical"}, default="value"
         How numeric (integer and float) columns are hashed (see above).
     column_kinds : dict of str to {"value", "bucket", "categorical"}, default=None
@@ -418,6 +675,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                     f"column {name!r} has type {array.type}, which FieldHasher cannot hash: "
                     f"convert it to strings or numbers"
                 )
+            # a column of nulls only (pandas: all None) is numeric unless said otherwise
             wanted = overrides.get(name, "categorical" if kind == "categorical" else self.numeric)
             if wanted not in KINDS:
                 raise ValueError(f"column_kinds[{name!r}] must be one of {KINDS}, got {wanted!r}")
@@ -428,8 +686,18 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 )
             arrays.append(array)
             kinds.append(wanted)
-        n_rows = len(arrays[0])
-        self._check_lengths(names, arrays, n_rows)
+        self._check_lengths(names, arrays, len(arrays[0]))
+        slice_size(self.n_bits, len(names), self.field_aware)  # every field must fit
+        if self.field_aware and self.n_bits > MAX_FIELD_AWARE_BITS:
+            raise ValueError(
+                f"field_aware=True needs n_bits <= {MAX_FIELD_AWARE_BITS}, got {self.n_bits}: "
+                f"fields_ takes 4 bytes per column (2**{self.n_bits} columns: "
+                f"{2 ** (self.n_bits + 2) / 2**30:g} GiB), and a field-aware model n_fields "
+                f"factors per column"
+            )
+        # everything that can fail comes before the first attribute is set: a refused fit
+        # leaves a fitted hasher as it was
+        tokens = self._count_tokens(arrays, names, kinds) if self.keep_tokens else None
         self.n_features_in_ = len(names)
         if all(isinstance(n, str) for n in names):
             self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -438,10 +706,30 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self._names = names
         self.kinds_ = np.asarray(kinds)
         self._n_features_out = 1 << self.n_bits
-        slice_size(self.n_bits, len(names), self.field_aware)  # every field must fit
         self.fields_ = column_fields(self.n_bits, len(names)) if self.field_aware else None
-        self.tokens_ = self._count_tokens(arrays) if self.keep_tokens else None
+        self.tokens_ = tokens
         return self
+
+    def fit_transform(self, X: TableLike, y: None = None) -> sp.csr_matrix:
+        """:meth:`fit`, then :meth:`transform` of the same X; if either refuses X, the hasher
+        is left as it was before the call.
+
+        Parameters
+        ----------
+        X : pandas or polars DataFrame, pyarrow Table, mapping of name to array, or 2-D array
+        y : ignored
+
+        Returns
+        -------
+        Xt : scipy.sparse.csr_matrix of shape (n_rows, 2**n_bits)
+        """
+        before = dict(self.__dict__)
+        try:
+            return self.fit(X).transform(X)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     def partial_fit(self, X: TableLike, y: None = None) -> FieldHasher:
         """:meth:`fit` on the first call; later calls add X's pairs to ``tokens_``.
@@ -464,15 +752,17 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             return self.fit(X)
         arrays = self._arrays(X)
         if self.tokens_ is not None:
-            new = self._count_tokens(arrays)
+            new = _count_table(arrays, self._names, self.kinds_, self.max_tokens)
             old = self.tokens_
-            merged = _sum_and_cap(
-                np.concatenate([old.field, new.field]),
-                np.concatenate([old.value, new.value]),
-                np.concatenate([old.count, new.count]),
-                self.max_tokens,
+            seen = pa.table(
+                {
+                    "field": pa.array(old.field, pa.int32()),
+                    "value": pa.array(old.value, pa.large_string()),
+                    "count": pa.array(old.count, pa.int64()),
+                }
             )
-            self.tokens_ = self._tokens(*merged)
+            merged = _sum_and_cap(pa.concat_tables([seen, new]), self.max_tokens)
+            self.tokens_ = self._tokens(merged, self._names)
         return self
 
     def transform(self, X: TableLike) -> sp.csr_matrix:
@@ -546,9 +836,11 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         for name, kind in zip(self._names, self.kinds_, strict=True):
             array = _to_arrow(columns[name], name)
             found = _kind_of_type(array.type)
-            if found is None or (kind != "categorical" and found != "numeric"):
+            if found is None or (kind != "categorical" and found == "categorical"):
                 raise ValueError(
-                    f"column {name!r} has type {array.type} but was hashed as {str(kind)!r} at fit"
+                    f"column {name!r} has type {array.type} but was hashed as {str(kind)!r} at "
+                    f"fit (a column of nulls only at fit is numeric: name its kind in "
+                    f"column_kinds)"
                 )
             arrays.append(array)
         self._check_lengths(self._names, arrays, len(arrays[0]))
@@ -573,66 +865,35 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 cols[rows, f] = hashed
             elif kind == "bucket":
                 values, valid = _numbers(chunk)
-                if np.isinf(values).any():
-                    raise ValueError(f"column {name!r} holds an infinite count")
-                _hash_bucket_column(values, valid, f, n_bits, size, hashed)
+                if _hash_bucket_column(values, valid, f, n_bits, size, hashed) >= 0:
+                    _check_numbers(values, valid, name, kind, self.dtype)  # names the count
                 cols[rows, f] = hashed
             else:  # one column, the pair (field, empty text), holds the value
                 values, valid = _numbers(chunk)
+                _check_numbers(values, valid, name, kind, self.dtype)
                 col = to_column(finish_hash(np.uint32(f), np.uint32(0), 0), f, n_bits, size)
                 cols[rows, f] = np.where(valid, col, 1 << n_bits)
                 vals[rows, f] = values
 
-    def _count_tokens(self, arrays) -> Tokens:
+    def _count_tokens(self, arrays, names, kinds) -> Tokens:
         """The ``max_tokens`` most frequent values of each column, counted exactly."""
-        parts = []
-        for f, (array, kind) in enumerate(zip(arrays, self.kinds_, strict=True)):
-            if kind == "value":
-                n = sum(int(_numbers(chunk)[1].sum()) for chunk in self._chunks(array))
-                values, counts = np.array([""]), np.array([n], dtype=np.int64)
-            else:
-                vc = pc.value_counts(self._token_text(array, kind, self._names[f]))
-                values = vc.field("values").to_numpy(zero_copy_only=False)
-                values = np.array(["" if v is None else v for v in values], dtype=str)
-                counts = vc.field("counts").to_numpy().astype(np.int64)
-            parts.append(_sum_and_cap(np.full(values.size, f, np.int32), values, counts,
-                                      self.max_tokens))  # fmt: skip
-        return self._tokens(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+        return self._tokens(_count_table(arrays, names, kinds, self.max_tokens), names)
 
-    def _tokens(self, field, value, count) -> Tokens:
+    def _tokens(self, table, names) -> Tokens:
+        """Tokens of a (field, value, count) table sorted by field."""
+        field = table["field"].to_numpy().astype(np.int32)
+        values = table["value"].combine_chunks()
+        size = slice_size(self.n_bits, len(names), self.field_aware)
         return Tokens(
-            field_names=[str(n) for n in self._names],
+            field_names=[str(n) for n in names],
             field=field,
-            value=value.astype(str),
-            count=count,
-            column=self._token_columns(field, value.astype(str)),
+            value=values.to_numpy(zero_copy_only=False),
+            count=table["count"].to_numpy().astype(np.int64),
+            column=_token_columns(field, values, self.n_bits, size),
             n_bits=int(self.n_bits),
             max_tokens=int(self.max_tokens),
+            field_aware=bool(self.field_aware),
         )
-
-    def _token_text(self, array, kind, name) -> pa.ChunkedArray:
-        """The text each value of a column is hashed as (nulls stay null)."""
-        chunks = []
-        for chunk in self._chunks(array):
-            if kind == "bucket":
-                values, valid = _numbers(chunk)
-                buckets = _buckets(np.where(valid, values, 0.0))
-                chunks.append(pa.array(buckets.astype(str), mask=~valid, type=pa.large_string()))
-            else:
-                chunks.append(_text(chunk, name).cast(pa.large_string()))
-        return pa.chunked_array(chunks, type=pa.large_string())
-
-    def _token_columns(self, field, value) -> np.ndarray:
-        """The hashed column of each (field, value) pair, by the transform's own kernel."""
-        size = slice_size(self.n_bits, len(self._names), self.field_aware)
-        column = np.empty(len(value), dtype=np.int64)
-        for f in np.unique(field):
-            idx = np.flatnonzero(field == f)
-            offsets, data, valid = _string_buffers(pa.array(value[idx], type=pa.large_string()))
-            out = np.empty(idx.size, dtype=np.int64)
-            _hash_string_column(offsets, data, valid, int(f), self.n_bits, size, out)
-            column[idx] = out
-        return column
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -644,18 +905,55 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return tags
 
 
-def _sum_and_cap(field, value, count, cap):
+def _count_table(arrays, names, kinds, cap) -> pa.Table:
+    """(field, value, count) of each column's ``cap`` most frequent values, in Arrow: the
+    values stay variable-length text, so memory follows their total size."""
+    parts = []
+    for f, (array, kind, name) in enumerate(zip(arrays, kinds, names, strict=True)):
+        if kind == "value":
+            n = sum(int(_numbers(chunk)[1].sum()) for chunk in FieldHasher._chunks(array))
+            values, counts = pa.array([""], pa.large_string()), pa.array([n], pa.int64())
+        else:
+            vc = pc.value_counts(_token_keys(array, kind, name))
+            values, counts = vc.field("values"), vc.field("counts").cast(pa.int64())
+            if kind == "bucket":  # the few distinct buckets become text, a null the empty one
+                values = pc.fill_null(values.cast(pa.large_string()), "")
+        table = pa.table({"field": pa.array(np.full(len(values), f, np.int32)),
+                          "value": values, "count": counts})  # fmt: skip
+        order = pc.sort_indices(table, [("count", "descending"), ("value", "ascending")])
+        parts.append(table.take(order[:cap]))
+    return pa.concat_tables(parts)
+
+
+def _token_keys(array, kind, name) -> pa.ChunkedArray:
+    """What a column's values are counted by: the text each is hashed as (UTF-8; a null as the
+    empty text), or for a count its bucket (an integer; a null stays null)."""
+    chunks = []
+    for chunk in FieldHasher._chunks(array):
+        if kind == "bucket":
+            values, valid = _numbers(chunk)
+            _check_numbers(values, valid, name, kind, np.float64)
+            chunks.append(pa.array(_buckets(np.where(valid, values, 0.0)), mask=~valid))
+            continue
+        try:
+            chunks.append(pc.fill_null(_text(chunk, name).cast(pa.large_string()), ""))
+        except pa.ArrowInvalid:
+            raise ValueError(
+                f"column {name!r} holds bytes that are not UTF-8 text, which keep_tokens cannot "
+                f"keep as values: decode them (or fit without keep_tokens; they hash as bytes)"
+            ) from None
+    return pa.chunked_array(chunks, type=pa.int64() if kind == "bucket" else pa.large_string())
+
+
+def _sum_and_cap(table: pa.Table, cap: int) -> pa.Table:
     """Sum the counts of equal (field, value) pairs (a null and the empty text are both
     ``""``: one value, as they hash alike) and keep each field's ``cap`` most frequent,
-    ordered by field, then count (descending), then text."""
-    if field.size == 0:
-        return field, value, count
-    order = np.lexsort((value, field))
-    field, value, count = field[order], value[order], count[order]
-    starts = np.flatnonzero(np.r_[True, (field[1:] != field[:-1]) | (value[1:] != value[:-1])])
-    field, value, count = field[starts], value[starts], np.add.reduceat(count, starts)
-    order = np.lexsort((value, -count, field))
-    field, value, count = field[order], value[order], count[order]
+    ordered by field, then count (descending), then text (by its bytes)."""
+    table = table.set_column(1, "value", pc.fill_null(table["value"], ""))
+    summed = table.group_by(["field", "value"]).aggregate([("count", "sum")])
+    summed = summed.rename_columns({"count_sum": "count"}).select(["field", "value", "count"])
+    summed = summed.sort_by([("field", "ascending"), ("count", "descending"),
+                             ("value", "ascending")])  # fmt: skip
+    field = summed["field"].to_numpy()
     rank = np.arange(field.size) - np.searchsorted(field, field)
-    keep = rank < cap
-    return field[keep], value[keep], count[keep]
+    return summed.filter(pa.array(rank < cap))

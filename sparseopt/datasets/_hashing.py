@@ -277,6 +277,8 @@ def _as_string_array(column, name):
             raise TypeError(f"column {name!r} is not convertible to Arrow: {exc}") from exc
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if pa.types.is_boolean(column.type):  # as a file (and pandas) writes it, as FieldHasher
+        return pc.if_else(column, "True", "False")
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             return column
@@ -316,7 +318,7 @@ def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
     columns : mapping of name to array-like, pyarrow.Table, or sequence of array-likes
         The categorical columns, all of the same length: pyarrow arrays, pandas Series,
         NumPy arrays or lists. Non-string columns are cast to their text (integer 5 is
-        hashed as ``"5"``).
+        hashed as ``"5"``, a boolean as ``"True"`` or ``"False"``).
     n_bits : int, default=20
         The output has ``2**n_bits`` columns (1 to 32).
     field_aware : bool, default=False

@@ -30,6 +30,7 @@ NUMERIC = 4
 
 _NL = 10
 _CR = 13
+_QUOTE = 34
 
 # count buckets floor(ln(x)**2) of the counts parse_number accepts (|x| <= 9e15) are below this
 _N_BUCKETS = 1350
@@ -87,6 +88,38 @@ def parse_number(buf, s, e):
     elif exp10 < 0:
         value /= 10.0**-exp10
     return True, -value if neg else value
+
+
+@numba.njit(**JIT)
+def unquote(buf, s, e):
+    """``(s, e)`` without the enclosing double quotes of a quoted value ``"..."``."""
+    if e - s >= 2 and buf[s] == _QUOTE and buf[e - 1] == _QUOTE:
+        return s + 1, e - 1
+    return s, e
+
+
+@numba.njit(**JIT)
+def hash_unquoted(buf, s, e, seed):
+    """MurmurHash3 x86_32 of the text of a quoted value's inside ``buf[s:e]``, in which a
+    doubled quote ``""`` stands for one quote (RFC 4180, as pandas and Arrow read it)."""
+    h = np.uint32(seed)
+    block = np.uint32(0)
+    k = 0
+    n = 0
+    i = s
+    while i < e:
+        b = buf[i]
+        if b == _QUOTE and i + 1 < e and buf[i + 1] == _QUOTE:
+            i += 1
+        block |= np.uint32(b) << np.uint32(8 * k)
+        k += 1
+        n += 1
+        i += 1
+        if k == 4:
+            h = mix_block(h, block)
+            block = np.uint32(0)
+            k = 0
+    return finish_hash(h, block, n)
 
 
 @numba.njit(**JIT)
@@ -162,15 +195,17 @@ def _has_newline(buf, p):
 def parse_delimited(
     buf, sep, kinds, slots, binary_label, n_bits, slice_size, skip_bad, cols, vals, y, bad, err
 ):
-    """Parse delimited lines (no quoting) into a table of hashed columns.
+    """Parse delimited lines into a table of hashed columns.
 
     Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT or
     NUMERIC) and, for features, stored in slot ``slots[c]`` of the row, the slot being the
     field index and the hash seed. ``cols[r, slot]`` receives the hashed column (or
     ``2**n_bits`` for an empty numeric value: an empty categorical or count is hashed as the
-    empty text) and ``vals[r, slot]`` the value. Blank lines are
-    ignored. Returns ``(n_rows, n_bad)``; the first malformed line when not ``skip_bad`` is
-    described in ``err`` = (line index in block, code, 1-based column, detail, start, end).
+    empty text) and ``vals[r, slot]`` the value. A value in double quotes is read
+    without them (``"a""b"`` is ``a"b``, as pandas and Arrow read it; the separator may not
+    occur inside it). Blank lines are ignored. Returns ``(n_rows, n_bad)``; the first
+    malformed line when not ``skip_bad`` is described in ``err`` = (line index in block,
+    code, 1-based column, detail, start, end).
 
     Speed (this loop is most of the time from text to model): line ends are found eight
     bytes at a time; a categorical's bytes are read once, four at a time, to find its end and
@@ -236,7 +271,10 @@ def parse_delimited(
                     if e > s and not ascii_only and not _valid_utf8(buf, s, e):
                         code = BAD_ENCODING
                     else:  # an empty value is hashed too: the empty text
-                        h = finish_hash(h, tail, e - s)
+                        if e - s >= 2 and buf[s] == _QUOTE and buf[e - 1] == _QUOTE:
+                            h = hash_unquoted(buf, s + 1, e - 1, np.uint32(f))
+                        else:
+                            h = finish_hash(h, tail, e - s)
                         cols[row, f] = to_column(h, f, n_bits, slice_size)
                 elif kind == COUNT:
                     # plain digits (nearly every count) need no float parsing
@@ -255,7 +293,8 @@ def parse_delimited(
                             v = float(x)
                             b = small_buckets[x] if x < _N_BUCKETS else count_bucket(v)
                         else:
-                            ok, v = parse_number(buf, s, e)
+                            qs, qe = unquote(buf, s, e)
+                            ok, v = parse_number(buf, qs, qe)
                             if not ok or v != np.floor(v) or abs(v) > 9e15:
                                 code = BAD_COUNT
                             b = count_bucket(v)
@@ -280,13 +319,15 @@ def parse_delimited(
                         if e == s + 1 and (buf[s] == 48 or buf[s] == 49):
                             y[row] = buf[s] - 48
                         else:
-                            ok, v = parse_number(buf, s, e)
+                            qs, qe = unquote(buf, s, e)
+                            ok, v = parse_number(buf, qs, qe)
                             if not ok or (binary_label and v != 0.0 and v != 1.0):
                                 code = BAD_LABEL
                             else:
                                 y[row] = v
                     elif e > s and kind == NUMERIC:
-                        ok, v = parse_number(buf, s, e)
+                        qs, qe = unquote(buf, s, e)
+                        ok, v = parse_number(buf, qs, qe)
                         if not ok:
                             code = BAD_NUMBER
                         else:

@@ -295,8 +295,9 @@ def _stack(parts):
 
 
 class _DelimitedReader(ChunkReader):
-    """Lines of ``sep``-separated columns (no quoting), each column a label, a skipped
-    column, or a feature hashed as (field, value) with the field's index as seed."""
+    """Lines of ``sep``-separated columns (quotes around a value removed), each column a
+    label, a skipped column, or a feature hashed as (field, value) with the field's index as
+    seed."""
 
     def __init__(
         self,
@@ -341,6 +342,7 @@ class _DelimitedReader(ChunkReader):
             sep=self.sep,
             header_lines=self.header_lines,
             binary_label=self.binary_label,
+            quotes="removed",  # since issue 30: chunks cached before hashed the quotes
             kinds=self._kinds.tolist(),
             slots=self._slots.tolist(),
         )
@@ -474,7 +476,14 @@ def _read_header(path, sep):
         raise ValueError(f"{path}, line 1: the header is not valid UTF-8") from None
     if not text:
         raise ValueError(f"{path}, line 1: the header line is empty")
-    return text.split(sep)
+    return [_unquoted(name) for name in text.split(sep)]
+
+
+def _unquoted(text):
+    """A name as the parser reads a value: without enclosing quotes, ``""`` as one quote."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1].replace('""', '"')
+    return text
 
 
 class CSVReader(_DelimitedReader):
@@ -483,8 +492,9 @@ class CSVReader(_DelimitedReader):
     Feature ``features[f]`` is field ``f``. A categorical value is hashed as the pair
     (field, its text), an empty one as (field, empty text); a column in ``numeric`` keeps its
     number as the value of one hashed column per field (the pair (field, empty text)) and
-    gives no feature when empty. Values are not unquoted: the separator may not occur inside
-    a value.
+    gives no feature when empty. A value in double quotes is read without them, and a
+    doubled quote inside as one (``"a""b"`` is ``a"b``), as ``pandas.read_csv`` reads it;
+    the separator and line breaks may not occur inside a value.
 
     Parameters
     ----------
