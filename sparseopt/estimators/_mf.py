@@ -905,6 +905,16 @@ class MatrixFactorization(SparseEstimator):
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
                  "seen": seen}  # fmt: skip
         mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
+        # a fit sets the mean of the ratings (inside their range) for the squared loss, and 0
+        # for the ranking losses; later fits only widen the range
+        if model.loss == "squared" and not rating_range[0] <= mu <= rating_range[1]:
+            raise ValueError(
+                f"attribute global_mean_ {mu!r} lies outside rating_range_ {list(rating_range)}"
+            )
+        if model.loss != "squared" and mu != 0.0:
+            raise ValueError(
+                f"attribute global_mean_ must be 0 for loss={model.loss!r}, got {mu!r}"
+            )
         model._set_state(state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
         return model
 
