@@ -458,3 +458,16 @@ def test_one_epoch_beats_vowpal_wabbit_on_synthetic_ctr(tmp_path):
     vw_loss = log_loss(data.y_test, np.loadtxt(preds))
     ours = SparseLogisticRegression(max_iter=1, random_state=0).fit(data.X, data.y)
     assert log_loss(data.y_test, ours.predict_proba(data.X_test)) <= vw_loss
+
+
+@pytest.mark.parametrize("cls", [SparseLogisticRegression, SparseLinearRegression])
+def test_defaults_fit_in_array_api_mode(cls):
+    """With scikit-learn's array API dispatch on (and SCIPY_ARRAY_API=1, set in conftest),
+    the default fit, which measures a held-out loss, runs and gives the same model."""
+    import sklearn
+
+    X, y = sparse_problem(n_rows=2000)
+    plain = cls(random_state=0).fit(X, y)
+    with sklearn.config_context(array_api_dispatch=True):
+        dispatched = cls(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(dispatched.coef_, plain.coef_)

@@ -668,7 +668,9 @@ class _LogisticOutput:
 
     def _loss_from_margins(self, margins, y, w):
         proba = self._proba_from_margins(margins)
-        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=range(proba.shape[1]))
+        # labels as an array: scikit-learn's array API mode accepts no range
+        labels = np.arange(proba.shape[1])
+        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=labels)
 
     @staticmethod
     def _proba_from_margins(margins):
