@@ -15,9 +15,7 @@ from sparseopt.cli import main
 from sparseopt.metrics import mae, rmse
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
-needs_ml100k = pytest.mark.skipif(
-    not (ML100K / "u1.base").is_file(), reason="MovieLens 100K not in ../shared/data"
-)
+needs_ml100k = pytest.mark.shared_data("ml-100k/u1.base")
 SMALL = ["--epochs", "2", "--set", "n_components=4"]
 
 

@@ -510,7 +510,7 @@ def test_mf_refuses_y(client):
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
-@pytest.mark.skipif(not (ML100K / "u1.base").is_file(), reason="MovieLens 100K not in ../shared")
+@pytest.mark.shared_data("ml-100k/u1.base", "ml-100k/u1.test")
 def test_mf_movielens_u1_within_0005_of_local_fit(client):
     train, test = load_movielens_split(ML100K, "u1")
     params = dict(n_components=32, random_state=0)

@@ -63,7 +63,7 @@ def test_failed_download_leaves_nothing(home, monkeypatch):
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+@pytest.mark.shared_data("libsvm/a9a")
 def test_fetch_a9a_from_a_verified_local_copy(home, monkeypatch):
     monkeypatch.setattr(_download.urllib.request, "urlopen", _no_network)
     shutil.copy(SHARED / "libsvm" / "a9a", data_home() / "a9a")

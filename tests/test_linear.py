@@ -407,7 +407,7 @@ def test_damaged_model_files_are_refused(tmp_path):
 
 
 # -- quality on real data --------------------------------------------------------------------
-@pytest.mark.skipif(not (DATA / "libsvm" / "a9a").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("libsvm/a9a")
 def test_a9a_reaches_the_optimum_in_five_epochs():
     from sklearn.datasets import load_svmlight_file
 
@@ -418,7 +418,7 @@ def test_a9a_reaches_the_optimum_in_five_epochs():
     assert log_loss(y_test, model.predict_proba(X_test)) <= 0.3242 + 0.002
 
 
-@pytest.mark.skipif(not (DATA / "criteo").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("criteo")
 def test_criteo_head_one_epoch():
     from sklearn.metrics import roc_auc_score
 

@@ -11,7 +11,7 @@ from sparseopt import MatrixFactorization, load
 from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, Momentum, RMSProp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not found")
+needs_data = pytest.mark.shared_data("ml-100k")
 
 # predict(X) scores the stored entries of X (a matrix shaped like the training one) and
 # returns them in a matrix of X's shape; a row of X is the user whose id is its position.
