@@ -786,7 +786,9 @@ class Trainer:
         self.training = self.model.start_training(
             template, classes=classes, reset=fresh, in_place=True
         )
-        self._first_epoch = len(self.state["history"])
+        # the model's epochs are the run's (its history), whichever process trained them: a
+        # resumed run's loss_curve_ and n_iter_ then equal an uninterrupted run's
+        self.training.n_iter_start = 0
         self._unsettled = False
         self._check_first_chunk = fresh
 
@@ -797,7 +799,7 @@ class Trainer:
         if self.training is None or not self._unsettled:
             return
         self.training.catch_up()
-        history = self.state["history"][self._first_epoch :]
+        history = self.state["history"]
         self.training.finish([h["train_logloss"] for h in history] + list(this_epoch))
         self._unsettled = False
 

@@ -147,6 +147,9 @@ def test_resume_after_interruption_equals_uninterrupted(files, tmp_path, error, 
     np.testing.assert_array_equal(
         weights(run / "model.npz"), weights(tmp_path / "whole" / "model.npz")
     )
+    resumed, whole_model = (sparseopt.load(p / "model.npz") for p in (run, tmp_path / "whole"))
+    assert len(resumed.loss_curve_) == resumed.n_iter_ == 2  # every epoch, not those after
+    assert resumed.loss_curve_ == whole_model.loss_curve_  # the interruption
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert json.loads((run / "metrics.json").read_text())["history"] == whole["history"]
 
