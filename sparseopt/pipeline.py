@@ -996,7 +996,10 @@ class Trainer:
             return
         p = min(max(positives / rows, 0.0), 1.0)
         base = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
-        if _safety.useless_fit(logloss, rows, math.log(2.0), base):
+        # an epoch is judged at any size (the estimators wait for 1,000 rows, for
+        # scikit-learn's checks of random labels on unscaled features): rows trained at a
+        # sane rate stay near the all-zero model's ln 2, even a few of them
+        if _safety.useless_fit(logloss, rows, math.log(2.0), base, min_rows=1):
             self.training.refuse(
                 f"epoch {self.state['epoch'] + 1} ended with a training logloss of "
                 f"{logloss:.4g}, far worse than the base rate's {base:.4g}",

@@ -157,3 +157,16 @@ def test_factorization_machines_train_predict_and_evaluate(criteo, tmp_path, cap
     assert metrics["n_rows"] == 300
     assert metrics["logloss"] == pytest.approx(log_loss(y, p), rel=1e-6)
     assert metrics["logloss"] < log_loss(y, np.full(y.size, y.mean())) + 0.05
+
+
+def test_a_small_file_that_diverges_is_not_saved(tmp_path, capsys):
+    """200 rows at a learning rate that diverges: the epoch's training logloss is judged at
+    any size on the command line (the estimators wait for 1,000 rows), so nothing is saved."""
+    data = _csv(tmp_path / "a.csv")
+    data.write_text("\n".join(data.read_text().splitlines()[:201]) + "\n")
+    argv = ["train", str(data), *CSV, "--optimizer", "sgd", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--learning-rate", "100"]) == 1
+    err = capsys.readouterr().err
+    assert "ended with a training logloss" in err and "learning_rate=100.0" in err
+    assert not (tmp_path / "bad" / "model.npz").exists()
+    assert main([*argv, "--out", str(tmp_path / "good"), "--learning-rate", "0.05"]) == 0
