@@ -738,7 +738,7 @@ class Trainer:
         self._take_lock()
         try:
             try:
-                with self._interrupts_between_chunks(), announce_compile(what, self.log):
+                with self._interrupts_between_chunks(), announce_compile(what, self._notice):
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model
@@ -751,6 +751,14 @@ class Trainer:
             return self._finish(seconds, state["rows_seen"] - rows_at_start)
         finally:
             self.release()
+
+    def _notice(self, line: str) -> None:
+        """``log(line)`` from within an epoch: the progress bar (on the same terminal) is
+        cleared first and drawn again below the line, so the line is not written into it."""
+        from tqdm.auto import tqdm
+
+        with tqdm.external_write_mode():
+            self.log(line)
 
     @contextmanager
     def _interrupts_between_chunks(self):

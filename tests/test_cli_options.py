@@ -170,3 +170,27 @@ def test_a_small_file_that_diverges_is_not_saved(tmp_path, capsys):
     assert "ended with a training logloss" in err and "learning_rate=100.0" in err
     assert not (tmp_path / "bad" / "model.npz").exists()
     assert main([*argv, "--out", str(tmp_path / "good"), "--learning-rate", "0.05"]) == 0
+
+
+def test_compile_notice_is_not_written_into_the_progress_bar(monkeypatch):
+    """On a terminal (stdout and stderr one stream) the notice clears the bar, takes a line
+    of its own, and the bar is drawn again below it."""
+    import io
+    import re
+
+    from tqdm.auto import tqdm
+
+    from sparseopt import pipeline as P
+
+    terminal = io.StringIO()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.setattr("sys.stderr", terminal)
+    trainer = P.Trainer.__new__(P.Trainer)  # only its log is used
+    trainer.log = print
+    with tqdm(total=100, file=terminal, desc="epoch 1/1") as bar:
+        bar.update(10)
+        trainer._notice("compiling the kernels")
+        bar.update(10)
+    out = terminal.getvalue()
+    assert re.search(r"\r +\rcompiling the kernels\n", out), repr(out)
+    assert "20/100" in out.split("compiling the kernels\n")[1]
