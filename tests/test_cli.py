@@ -325,6 +325,11 @@ def test_train_help_shows_the_defaults(capsys):
         ("--batch-size", "rows per update step (default: 1)"),
         ("--n-jobs", "(default: 1)"),
         ("--chunk-size", "(default: 100000"),
+        ("--label", "(default: none; --format csv needs it)"),
+        ("--features", "(default: every column but the label and --exclude)"),
+        ("--numeric", "(default: none, every value hashed as text)"),
+        ("--exclude", "(default: none)"),
+        ("--n-features", "(default: one more than the largest index in the file)"),
     ]:
         assert option in out and default in out, default
     assert f"up to {P.AUTO_MAX_EPOCHS} epochs" in out and "auto without --validation: one" in out
