@@ -471,3 +471,20 @@ def test_defaults_fit_in_array_api_mode(cls):
     with sklearn.config_context(array_api_dispatch=True):
         dispatched = cls(random_state=0).fit(X, y)
     np.testing.assert_array_equal(dispatched.coef_, plain.coef_)
+
+
+def test_extreme_margins_give_probabilities_without_warnings():
+    """Margins beyond exp's range (a confident or diverged model, scored by evaluate) give
+    probabilities 0 and 1, with no overflow RuntimeWarning."""
+    import warnings
+
+    X, y = sparse_problem()
+    model = SparseLogisticRegression(max_iter=1, random_state=0).fit(X, y)
+    model.state_.table[:, 0] *= 1e5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = model.predict_proba(X)[:, 1]
+    margins = model.decision_function(X)
+    assert np.abs(margins).max() > 800
+    np.testing.assert_array_equal(p[margins < -800], 0.0)
+    np.testing.assert_array_equal(p[margins > 800], 1.0)

@@ -675,7 +675,10 @@ class _LogisticOutput:
     @staticmethod
     def _proba_from_margins(margins):
         if margins.ndim == 1 or margins.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
+            # a margin below -709 overflows exp to inf, which gives p = 0 exactly: right,
+            # and no cause for a RuntimeWarning in every evaluate of a confident model
+            with np.errstate(over="ignore"):
+                p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
             return np.column_stack([1.0 - p, p])
         z = margins - margins.max(axis=1, keepdims=True)
         e = np.exp(z)
