@@ -418,6 +418,16 @@ case("implicit feedback sums repeated entries", implicit_sums_repeats)
 
 src = f"/tmp/sparseopt-mf-{os.getpid()}.npz"
 dst = src.replace(".npz", "-edited.npz")
+
+def saved_after_set_params():
+    # a model whose optimizer was changed after fitting saves and loads as it stood
+    a = MatrixFactorization(n_components=4, max_iter=1, random_state=0).fit(X)
+    a.set_params(optimizer="adam")
+    a.save(dst)
+    b = sparseopt.load(dst)
+    return b.optimizer == "adam" and all(np.array_equal(x, y)
+                                         for x, y in zip(outputs(a), outputs(b)))
+case("a model saved after set_params loads as written", saved_after_set_params)
 m.save(src)
 expected = m.predict(users, items)
 
