@@ -94,12 +94,31 @@ def _add_data_options(parser, defaults: bool):
         default=None,
         help="give each field its own slice of the columns (needed by ffm)",
     )
-    g.add_argument("--label", help="csv: the label column")
-    g.add_argument("--features", type=_csv_list, help="csv: feature columns, comma separated")
-    g.add_argument("--numeric", type=_csv_list, help="csv: feature columns kept as numbers")
-    g.add_argument("--exclude", type=_csv_list, help="csv: columns left out (an id...)")
+    g.add_argument(
+        "--label", help="csv: the label column (default: none; --format csv needs it)"
+    )
+    g.add_argument(
+        "--features",
+        type=_csv_list,
+        help="csv: feature columns, comma separated (default: every column but the label and "
+        "--exclude)",
+    )
+    g.add_argument(
+        "--numeric",
+        type=_csv_list,
+        help="csv: feature columns kept as numbers (default: none, every value hashed as text)",
+    )
+    g.add_argument(
+        "--exclude",
+        type=_csv_list,
+        help="csv: columns left out when --features is not given, an id... (default: none)",
+    )
     g.add_argument("--sep", help="column separator (default: tab for criteo, comma for csv)")
-    g.add_argument("--n-features", type=int, help="libsvm: number of columns")
+    g.add_argument(
+        "--n-features",
+        type=int,
+        help="libsvm: number of columns (default: one more than the largest index in the file)",
+    )
     g.add_argument(
         "--chunk-size",
         type=_positive_int,

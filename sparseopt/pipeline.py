@@ -787,7 +787,7 @@ class Trainer:
         hold = self.reader.hold_cache(self.cache_dir) if self.use_cache else nullcontext()
         try:
             try:
-                with hold, self._interrupts_between_chunks(), announce_compile(what, self.log):
+                with hold, self._interrupts_between_chunks(), announce_compile(what, self._notice):
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model
@@ -800,6 +800,14 @@ class Trainer:
             return self._finish(seconds, state["rows_seen"] - rows_at_start)
         finally:
             self.release()
+
+    def _notice(self, line: str) -> None:
+        """``log(line)`` from within an epoch: the progress bar (on the same terminal) is
+        cleared first and drawn again below the line, so the line is not written into it."""
+        from tqdm.auto import tqdm
+
+        with tqdm.external_write_mode():
+            self.log(line)
 
     @contextmanager
     def _interrupts_between_chunks(self):
@@ -835,7 +843,9 @@ class Trainer:
         self.training = self.model.start_training(
             template, classes=classes, reset=fresh, in_place=True
         )
-        self._first_epoch = len(self.state["history"])
+        # the model's epochs are the run's (its history), whichever process trained them: a
+        # resumed run's loss_curve_ and n_iter_ then equal an uninterrupted run's
+        self.training.n_iter_start = 0
         self._unsettled = False
         self._check_first_chunk = fresh
 
@@ -846,7 +856,7 @@ class Trainer:
         if self.training is None or not self._unsettled:
             return
         self.training.catch_up()
-        history = self.state["history"][self._first_epoch :]
+        history = self.state["history"]
         self.training.finish([h["train_logloss"] for h in history] + list(this_epoch))
         self._unsettled = False
 
@@ -1043,7 +1053,10 @@ class Trainer:
             return
         p = min(max(positives / rows, 0.0), 1.0)
         base = -sum(q * math.log(q) for q in (p, 1.0 - p) if q > 0)
-        if _safety.useless_fit(logloss, rows, math.log(2.0), base):
+        # an epoch is judged at any size (the estimators wait for 1,000 rows, for
+        # scikit-learn's checks of random labels on unscaled features): rows trained at a
+        # sane rate stay near the all-zero model's ln 2, even a few of them
+        if _safety.useless_fit(logloss, rows, math.log(2.0), base, min_rows=1):
             self.training.refuse(
                 f"epoch {self.state['epoch'] + 1} ended with a training logloss of "
                 f"{logloss:.4g}, far worse than the base rate's {base:.4g}",

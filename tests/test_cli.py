@@ -147,6 +147,9 @@ def test_resume_after_interruption_equals_uninterrupted(files, tmp_path, error, 
     np.testing.assert_array_equal(
         weights(run / "model.npz"), weights(tmp_path / "whole" / "model.npz")
     )
+    resumed, whole_model = (sparseopt.load(p / "model.npz") for p in (run, tmp_path / "whole"))
+    assert len(resumed.loss_curve_) == resumed.n_iter_ == 2  # every epoch, not those after
+    assert resumed.loss_curve_ == whole_model.loss_curve_  # the interruption
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     assert json.loads((run / "metrics.json").read_text())["history"] == whole["history"]
 
@@ -322,6 +325,11 @@ def test_train_help_shows_the_defaults(capsys):
         ("--batch-size", "rows per update step (default: 1)"),
         ("--n-jobs", "(default: 1)"),
         ("--chunk-size", "(default: 100000"),
+        ("--label", "(default: none; --format csv needs it)"),
+        ("--features", "(default: every column but the label and --exclude)"),
+        ("--numeric", "(default: none, every value hashed as text)"),
+        ("--exclude", "(default: none)"),
+        ("--n-features", "(default: one more than the largest index in the file)"),
     ]:
         assert option in out and default in out, default
     assert f"up to {P.AUTO_MAX_EPOCHS} epochs" in out and "auto without --validation: one" in out

@@ -399,6 +399,28 @@ def test_errors(client, ctr):
     assert not hasattr(model, "state_")
 
 
+@pytest.mark.parametrize("retries", [0, 2])
+def test_rounds_that_keep_losing_workers_give_up_after_the_retries(client, ctr, monkeypatch,
+                                                                  retries):  # fmt: skip
+    """A round whose workers are lost on every try is tried ``retries + 1`` times, then the
+    fit raises WorkerLostError saying so; the estimator is left unfitted."""
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 2)
+    tries = []
+
+    def lose(client, futures, workers):
+        tries.append(sorted(workers))
+        client.cancel(futures)
+        raise sd.WorkerLostError(f"worker {sorted(workers)[0]} left")
+
+    monkeypatch.setattr(sd, "_gather_round", lose)
+    model = SparseLogisticRegression(max_iter=1, random_state=0)
+    with pytest.raises(sd.WorkerLostError, match=f"lost workers {retries + 1} times in a row"):
+        sd.fit(model, Xd, yd, retries=retries, client=client)
+    assert len(tries) == retries + 1
+    assert not hasattr(model, "state_")
+
+
 # -- matrix factorization: users split by block, item (and history) rows merged -------------
 def _ratings(n_users=600, n_items=120, seed=0, noise=0.7):
     """Low-rank ratings 1..5 on 20% of the pairs, a fifth of them held out: (train, test)."""
@@ -510,7 +532,7 @@ def test_mf_refuses_y(client):
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
-@pytest.mark.skipif(not (ML100K / "u1.base").is_file(), reason="MovieLens 100K not in ../shared")
+@pytest.mark.shared_data("ml-100k/u1.base", "ml-100k/u1.test")
 def test_mf_movielens_u1_within_0005_of_local_fit(client):
     train, test = load_movielens_split(ML100K, "u1")
     params = dict(n_components=32, random_state=0)

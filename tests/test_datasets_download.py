@@ -3,9 +3,20 @@ import io
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sparseopt.datasets import REMOTE_FILES, _download, data_home, fetch_a9a, fetch_file
+from sparseopt.datasets import (
+    REMOTE_FILES,
+    _download,
+    data_home,
+    fetch_a9a,
+    fetch_avazu_sample,
+    fetch_criteo_sample,
+    fetch_file,
+    read_avazu,
+    read_criteo,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -63,7 +74,7 @@ def test_failed_download_leaves_nothing(home, monkeypatch):
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+@pytest.mark.shared_data("libsvm/a9a")
 def test_fetch_a9a_from_a_verified_local_copy(home, monkeypatch):
     monkeypatch.setattr(_download.urllib.request, "urlopen", _no_network)
     shutil.copy(SHARED / "libsvm" / "a9a", data_home() / "a9a")
@@ -89,3 +100,35 @@ def test_download_is_verified_before_it_is_kept(home, monkeypatch):
     assert list(home.iterdir()) == []
     served[0] = content
     assert fetch_file("tiny.svm").read_bytes() == content
+
+
+@pytest.mark.shared_data("criteo/criteo_sample.txt", "avazu/avazu_sample.txt")
+@pytest.mark.parametrize(
+    ("fetch", "name", "local", "read_local"),
+    [
+        (fetch_criteo_sample, "criteo_sample.txt", "criteo/criteo_sample.txt",
+         lambda path: read_criteo(path, n_bits=12, sep=",", header=True)),
+        (fetch_avazu_sample, "avazu_sample.txt", "avazu/avazu_sample.txt",
+         lambda path: read_avazu(path, n_bits=12)),
+    ],
+)  # fmt: skip
+def test_sample_downloaders_fetch_verify_and_read(home, monkeypatch, fetch, name, local,
+                                                  read_local):  # fmt: skip
+    """The sample downloaders ask for their file's URL once (served here from the local copy
+    in ../shared/data, no network), keep it, and read what the local file reads."""
+    asked = []
+
+    def serve(url, timeout):
+        asked.append(url)
+        return io.BytesIO((SHARED / local).read_bytes())
+
+    monkeypatch.setattr(_download.urllib.request, "urlopen", serve)
+    X, y = fetch(n_bits=12).read()
+    assert asked == [REMOTE_FILES[name][0]]
+    assert (home / name).read_bytes() == (SHARED / local).read_bytes()
+    X_ref, y_ref = read_local(SHARED / local).read()
+    assert X.shape[0] == {"criteo_sample.txt": 200, "avazu_sample.txt": 100}[name]
+    assert (X != X_ref).nnz == 0 and np.array_equal(y, y_ref)
+    monkeypatch.setattr(_download.urllib.request, "urlopen", _no_network)
+    X_again, _ = fetch(n_bits=12).read()  # the kept copy, no second download
+    assert (X_again != X).nnz == 0

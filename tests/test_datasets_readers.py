@@ -376,7 +376,7 @@ def test_shipped_sample_reads_back_the_generated_rows():
         assert ((values < 0).sum() > 0) and X.nnz > (values >= 0).sum()
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")
+@pytest.mark.shared_data("criteo", "avazu", "libsvm/a9a")
 def test_real_files():
     criteo = SHARED / "criteo" / "criteo_wideresdnn_train.txt"
     lines = criteo.read_text().splitlines()

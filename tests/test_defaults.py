@@ -51,7 +51,7 @@ def test_auto_without_rows_to_hold_out():
     assert model.validation_scores_ == []  # one row: none held out, epochs stop on tol
 
 
-@pytest.mark.skipif(not (DATA / "criteo").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("criteo")
 def test_criteo_head_defaults_do_not_overfit():
     from sparseopt.datasets import read_criteo
 
@@ -80,7 +80,7 @@ def test_criteo_head_defaults_do_not_overfit():
     assert stopped <= ten - 0.02
 
 
-@pytest.mark.skipif(not (DATA / "libsvm" / "a9a").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("libsvm/a9a")
 def test_a9a_reaches_the_optimum_with_nothing_set():
     from sklearn.datasets import load_svmlight_file
 

@@ -15,9 +15,11 @@ processes in ``test_safety.py``.
 import copy
 import functools
 import hashlib
+import inspect
 import io
 import json
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -99,7 +101,8 @@ def csr_inputs(draw, width=None):
         (np.array(data, float)[order], np.array(cols, dtype)[order], indptr.astype(dtype)),
         shape=(n_rows, n_cols),
     )
-    if draw(st.integers(0, 9)) == 0 and nnz:  # an index array that contradicts the shape
+    corrupt = draw(st.integers(0, 9)) == 0 and nnz > 0
+    if corrupt:  # an index array that contradicts the shape
         bad = draw(st.sampled_from([-1, n_cols, 2**31 - 1, 2**40]))
         if X.indices.dtype == np.int32 and bad == 2**40:
             bad = -(2**31)
@@ -107,7 +110,16 @@ def csr_inputs(draw, width=None):
     labels = np.array(draw(st.lists(st.integers(0, 1), min_size=n_rows, max_size=n_rows)))
     targets = np.array(draw(st.lists(st.sampled_from(VALUES), min_size=n_rows,
                                      max_size=n_rows)))  # fmt: skip
-    return X, labels, targets
+    return Drawn(X, labels, targets, not corrupt)
+
+
+class Drawn(NamedTuple):
+    """A drawn input; ``well_formed``: its index arrays fit its shape."""
+
+    X: sp.csr_matrix
+    labels: np.ndarray
+    targets: np.ndarray
+    well_formed: bool
 
 
 def refused_or(call):
@@ -121,24 +133,98 @@ def refused_or(call):
         return None
 
 
+def dense_decision(model, X, magnitude=False) -> np.ndarray:
+    """The decision function of a fitted linear model, FM or FFM computed densely in NumPy
+    from its public attributes: ``x.w + b``, plus ``sum_{i<j} <v_i, v_j> x_i x_j`` (FM) or
+    ``sum_{i<j} <v_{i,f(j)}, v_{j,f(i)}> x_i x_j`` (FFM). ``magnitude``: the same sums of
+    absolute values, the scale of the rounding error of the result."""
+    D = canonical(X).toarray()  # duplicates summed in the order the estimators sum them
+    w, b = model.coef_[0], model.intercept_[0]
+    V = model.factors_.astype(np.float64) if hasattr(model, "factors_") else None
+    if magnitude:
+        D, w, b = np.abs(D), np.abs(w), np.abs(b)
+        V = None if V is None else np.abs(V)
+    out = D @ w + b
+    if V is None:
+        return out
+    if V.ndim == 2:  # FM: half of (sum_i v_i x_i)^2 - sum_i v_i^2 x_i^2
+        sign = -1 if not magnitude else 1
+        return out + 0.5 * ((D @ V) ** 2 + sign * (D**2) @ (V**2)).sum(axis=1)
+    for r, row in enumerate(D):
+        nz = np.flatnonzero(row)
+        for a, i in enumerate(nz):
+            for j in nz[a + 1 :]:
+                out[r] += row[i] * row[j] * (V[i, FIELDS[j]] @ V[j, FIELDS[i]])
+    return out
+
+
+def decision(model, X):
+    return model.decision_function(X) if hasattr(model, "decision_function") else model.predict(X)
+
+
+def canonical(X):
+    """``X`` with its duplicate entries summed and its columns sorted: the same matrix."""
+    X = X.copy()
+    X.sum_duplicates()
+    return X
+
+
+def assert_answers_right(model, X):
+    """``model`` accepts ``X`` and answers what the dense computation and the canonical form
+    of ``X`` give."""
+    out = decision(model, X)
+    assert out.shape == (X.shape[0],)
+    np.testing.assert_array_equal(out, decision(model, canonical(X)))
+    with np.errstate(all="ignore"):  # extreme inputs overflow the reference's sums
+        reference = dense_decision(model, X)
+        scale = dense_decision(model, X, magnitude=True)
+    finite = scale < 1e200  # beyond, intermediate sums overflow in one order, not another
+    with np.errstate(invalid="ignore"):
+        error = np.abs(out - reference)[finite]
+    assert (error <= 1e-9 * (1 + scale[finite])).all(), (out, reference)
+
+
 @FUZZ
 @given(data=st.data())
 def test_random_inputs_to_fit_partial_fit_and_predict(fitted, data):
+    """Valid input is accepted and answered right (against the dense computation and the
+    canonical matrix); input that is non-finite, of another width or with indices outside its
+    shape is refused; a refused partial_fit leaves the model as it was."""
     name, model, X0, y0, expected, _ = fitted
     same_width = data.draw(st.booleans())
-    X, labels, targets = data.draw(csr_inputs(WIDTH if same_width else None))
+    X, labels, targets, well_formed = data.draw(csr_inputs(WIDTH if same_width else None))
     y = labels if MODELS[name][1] else targets
+    finite = bool(np.isfinite(X.data).all())
+    valid = well_formed and finite
     out = refused_or(lambda: model.predict(X))
-    assert out is None or out.shape == (X.shape[0],)
+    if valid and X.shape[1] == WIDTH and X.shape[0] > 0:
+        assert out is not None, "valid input refused"
+        assert_answers_right(model, X)
+    elif X.shape[0] > 0:  # no rows: refused as scikit-learn refuses them, or an empty answer
+        assert out is None, "invalid input answered"
     trained = copy.deepcopy(model)
     if refused_or(lambda: trained.partial_fit(X, y)) is None:  # the model is as it was
         assert trained.n_features_in_ == model.n_features_in_
         for key, value in model.state_.arrays().items():
             np.testing.assert_array_equal(getattr(trained.state_, key), value)
+    else:
+        assert valid and X.shape[1] == WIDTH, "invalid input trained on"
     fresh = MODELS[name][0]()
     if refused_or(lambda: fresh.fit(X, y)) is not None:
-        out = refused_or(lambda: fresh.predict(X))
-        assert out is not None and out.shape == (X.shape[0],)
+        assert valid, "invalid input trained on"
+        assert_answers_right(fresh, X)
+        # the same fit from the canonical matrix: the same model
+        again = MODELS[name][0]().fit(canonical(X), y)
+        np.testing.assert_array_equal(again.state_.table, fresh.state_.table)
+        np.testing.assert_array_equal(decision(again, X), decision(fresh, X))
+    else:
+        moderate = np.abs(X.data).max(initial=0) <= 1e6 and np.abs(y).max(initial=0) <= 1e6
+        learnable = (
+            X.shape[0] > 0
+            and (np.unique(y).size == 2 if MODELS[name][1] else True)
+            and (name != "ffm" or X.shape[1] == WIDTH)  # its fields name WIDTH columns
+        )
+        assert not (valid and moderate and learnable), "valid input refused by fit"
 
 
 def _edited_file(blob: bytes, edits) -> bytes:
@@ -171,16 +257,36 @@ def test_random_byte_edits_of_a_model_file(fitted, tmp_path_factory, edits):
     path = tmp_path_factory.getbasetemp() / f"edited-{name}.npz"
     path.write_bytes(_edited_file(blob, edits))
     loaded = refused_or(lambda: sparseopt.load(path))
-    if loaded is not None:
-        assert_same_model(loaded, fitted[1])
+    if loaded is not None:  # the metadata's checksum held: the parameters are the saved ones
+        assert_same_model(loaded, fitted[1], fitted[2], fitted[1].get_params())
 
 
-def assert_same_model(loaded, model):
-    """``loaded`` holds what ``model`` does (so it predicts the same, kernel for kernel)."""
+def _same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if type(a) is not type(b):
+        return False
+    return repr(a) == repr(b) if hasattr(a, "hyperparameters") else a == b
+
+
+def assert_same_model(loaded, model, X, params):
+    """``loaded`` holds the fitted state of ``model`` (so it predicts the same on ``X``,
+    kernel for kernel) and exactly the parameters ``params``."""
     assert loaded.n_features_in_ == model.n_features_in_
     np.testing.assert_array_equal(getattr(loaded, "classes_", 0), getattr(model, "classes_", 0))
     for key, value in model.state_.arrays().items():
         np.testing.assert_array_equal(getattr(loaded.state_, key), value)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    got = loaded.get_params()
+    wrong = {k: (got[k], params[k]) for k in params if not _same_value(got[k], params[k])}
+    assert set(got) == set(params) and not wrong, f"parameters (loaded, file): {wrong}"
+
+
+def _written_params(path, cls) -> dict:
+    """The parameters a model file holds, the defaults of ``cls`` for those it lacks."""
+    _, params, _, _ = sparseopt._io.read_model(path)
+    defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+    return {**defaults, **params}
 
 
 def _json_values():
@@ -294,8 +400,32 @@ def test_random_edits_of_metadata_and_arrays_with_checksums_recomputed(
         )
     )
     loaded = refused_or(lambda: sparseopt.load(path))
-    if loaded is not None:
-        assert_same_model(loaded, fitted[1])
+    if loaded is not None:  # the fitted state as saved, the parameters as written
+        assert_same_model(loaded, fitted[1], fitted[2], _written_params(path, type(loaded)))
+
+
+@pytest.mark.parametrize(
+    "edit", [{"loss": "huber"}, {"device": "cuda"}, {"fit_intercept": False}, {"n_jobs": 2}]
+)
+def test_parameters_edited_in_a_file_load_as_written(fitted, tmp_path, edit):
+    """A file whose parameters were edited (or set with set_params before saving) loads
+    with those parameters and the fitted state as saved, or is refused."""
+    model, X = fitted[1:3]
+    saved = _saved_arrays(fitted[5])
+
+    def meta_edit(meta):
+        meta["params"].update(edit)
+        return meta
+
+    path = tmp_path / "edited.npz"
+    path.write_bytes(_rewritten(saved, meta_edit, lambda arrays: None))
+    loaded = refused_or(lambda: sparseopt.load(path))
+    known = model.get_params()
+    if loaded is None:
+        assert not set(edit) <= set(known), "a file with a valid parameter refused"
+    else:
+        assert set(edit) <= set(known), "a file with an unknown parameter loaded"
+        assert_same_model(loaded, model, X, {**known, **edit})
 
 
 # -- matrix factorization ----------------------------------------------------------------------
@@ -310,7 +440,7 @@ def mf():
 @FUZZ
 @given(inputs=csr_inputs(), users=st.lists(st.integers(-3, 40), max_size=5))
 def test_matrix_factorization_random_inputs(mf, inputs, users):
-    X, _, _ = inputs
+    X = inputs.X
     X.data = np.abs(X.data)
     items = [u % 25 - 2 for u in users]
     expected = mf.predict(np.arange(10), np.arange(10))

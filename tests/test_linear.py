@@ -407,7 +407,7 @@ def test_damaged_model_files_are_refused(tmp_path):
 
 
 # -- quality on real data --------------------------------------------------------------------
-@pytest.mark.skipif(not (DATA / "libsvm" / "a9a").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("libsvm/a9a")
 def test_a9a_reaches_the_optimum_in_five_epochs():
     from sklearn.datasets import load_svmlight_file
 
@@ -418,7 +418,7 @@ def test_a9a_reaches_the_optimum_in_five_epochs():
     assert log_loss(y_test, model.predict_proba(X_test)) <= 0.3242 + 0.002
 
 
-@pytest.mark.skipif(not (DATA / "criteo").exists(), reason="needs ../shared/data")
+@pytest.mark.shared_data("criteo")
 def test_criteo_head_one_epoch():
     from sklearn.metrics import roc_auc_score
 
@@ -458,3 +458,33 @@ def test_one_epoch_beats_vowpal_wabbit_on_synthetic_ctr(tmp_path):
     vw_loss = log_loss(data.y_test, np.loadtxt(preds))
     ours = SparseLogisticRegression(max_iter=1, random_state=0).fit(data.X, data.y)
     assert log_loss(data.y_test, ours.predict_proba(data.X_test)) <= vw_loss
+
+
+@pytest.mark.parametrize("cls", [SparseLogisticRegression, SparseLinearRegression])
+def test_defaults_fit_in_array_api_mode(cls):
+    """With scikit-learn's array API dispatch on (and SCIPY_ARRAY_API=1, set in conftest),
+    the default fit, which measures a held-out loss, runs and gives the same model."""
+    import sklearn
+
+    X, y = sparse_problem(n_rows=2000)
+    plain = cls(random_state=0).fit(X, y)
+    with sklearn.config_context(array_api_dispatch=True):
+        dispatched = cls(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(dispatched.coef_, plain.coef_)
+
+
+def test_extreme_margins_give_probabilities_without_warnings():
+    """Margins beyond exp's range (a confident or diverged model, scored by evaluate) give
+    probabilities 0 and 1, with no overflow RuntimeWarning."""
+    import warnings
+
+    X, y = sparse_problem()
+    model = SparseLogisticRegression(max_iter=1, random_state=0).fit(X, y)
+    model.state_.table[:, 0] *= 1e5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = model.predict_proba(X)[:, 1]
+    margins = model.decision_function(X)
+    assert np.abs(margins).max() > 800
+    np.testing.assert_array_equal(p[margins < -800], 0.0)
+    np.testing.assert_array_equal(p[margins > 800], 1.0)

@@ -11,7 +11,7 @@ from sparseopt import MatrixFactorization, load
 from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, Momentum, RMSProp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not found")
+needs_data = pytest.mark.shared_data("ml-100k")
 
 # predict(X) scores the stored entries of X (a matrix shaped like the training one) and
 # returns them in a matrix of X's shape; a row of X is the user whose id is its position.
@@ -668,10 +668,23 @@ def test_user_history_other_losses(loss):
     X = ratings()
     if loss != "squared":
         X.data[:] = 1.0
-    mf = MatrixFactorization(n_components=4, loss=loss, user_history=True, max_iter=10,
-                             factor_state="element", random_state=0).fit(X)  # fmt: skip
+    params = dict(n_components=4, loss=loss, user_history=True, max_iter=10,
+                  factor_state="element", random_state=0)  # fmt: skip
+    mf = MatrixFactorization(**params).fit(X)
+    # the same fit at a rate that learns nothing: the starting point, for comparison
+    still = MatrixFactorization(**params, learning_rate=1e-12).fit(X)
     assert np.isfinite(mf.user_factors_).all()
-    assert not np.allclose(mf.history_factors_, mf.history_factors_[0])
+    assert np.abs(mf.history_factors_ - still.history_factors_).max() > 0.1
+    coo = X.tocoo()
+    if loss == "squared":  # the training ratings fitted far better than at the start
+        def error(m):
+            return np.sqrt(np.mean((m.predict(coo.row, coo.col) - coo.data) ** 2))
+
+        assert error(mf) < 0.8 * error(still)
+    else:  # the observed pairs scored above other pairs
+        other = (coo.col + 7) % X.shape[1]
+        margin = mf.predict(coo.row, coo.col).mean() - mf.predict(coo.row, other).mean()
+        assert margin > 0.03
 
 
 @pytest.mark.parametrize(("optimizer", "rate", "why"), [

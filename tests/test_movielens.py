@@ -20,9 +20,7 @@ from sparseopt.datasets._movielens import (
 )
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
-needs_ml100k = pytest.mark.skipif(
-    not (ML100K / "u.data").is_file(), reason="MovieLens 100K not in ../shared/data"
-)
+needs_ml100k = pytest.mark.shared_data("ml-100k/u.data")
 
 
 # --------------------------------------------------------------------------------------

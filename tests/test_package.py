@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_import_is_light():
     """``import sparseopt`` loads neither scikit-learn, Numba nor CUDA (they come on use)."""
@@ -31,3 +33,20 @@ def test_typed():
     import importlib.resources
 
     assert importlib.resources.files("sparseopt").joinpath("py.typed").is_file()
+
+
+def test_missing_shared_data_fails_under_ci(monkeypatch):
+    """A real-data test whose files are missing is skipped, and fails under CI=true."""
+    import conftest
+
+    class Item:
+        def iter_markers(self, name):
+            mark = pytest.mark.shared_data("no-such-set/file").mark
+            return [mark] if name == "shared_data" else []
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-such-set/file"):
+        conftest.pytest_runtest_setup(Item())
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no-such-set/file"):
+        conftest.pytest_runtest_setup(Item())

@@ -95,19 +95,31 @@ def run_cases(body: str, timeout: int = 900) -> dict:
     return results
 
 
-def check_outcomes(results: dict, must_refuse=()):
+# the cases that must return True wherever they appear
+MUST_SUCCEED = ("answers as before", "still works", "a matching state works",
+                "takes a new learning rate", "sums repeated entries", "as written")  # fmt: skip
+
+
+def check_outcomes(results: dict, must_refuse=(), must_succeed=MUST_SUCCEED):
     """Every case refused with a message or returned True (its right answer); the cases
-    named in ``must_refuse`` (prefixes) refused."""
+    named in ``must_refuse`` (prefixes) refused, those named in ``must_succeed`` (parts of
+    their names) returned True: a refusal there fails, so a check such as "every method
+    answers as before" cannot pass because a failed call wiped the model."""
     assert results
     wrong = {}
     for name, (outcome, payload) in results.items():
         refuse = any(name.startswith(p) for p in must_refuse)
+        succeed = any(p in name for p in must_succeed)
+        assert not (refuse and succeed), f"case {name!r} is both to refuse and to succeed"
         if outcome == "ok":
             if refuse or payload is not True:
                 wrong[name] = "not refused" if refuse else payload
+        elif succeed:
+            wrong[name] = f"must succeed, raised {outcome}: {payload}"
         elif outcome not in REFUSALS or not payload:
             wrong[name] = f"{outcome}: {payload}"
     assert not wrong, "\n".join(f"{k}: {v}" for k, v in sorted(wrong.items()))
+
 
 
 # -- a failed call changes nothing; no input reaches a kernel unchecked ----------------------
@@ -393,11 +405,29 @@ case("partial_fit takes a new learning rate", new_rate_applies)
 huge = sp.csr_matrix((np.array([5.0]), (np.array([0]), np.array([2**36]))), shape=(1, 2**37))
 fails("fit on 2**37 items", lambda: m.fit(huge))
 fails("partial_fit on 2**37 items", lambda: m.partial_fit(huge))
-case("implicit feedback sums repeated entries",
-     lambda: MatrixFactorization(n_components=4, loss="bpr", max_iter=1).fit(dup) is not None)
+
+def implicit_sums_repeats():
+    # BPR on a COO matrix with a repeated entry fits the model of the summed matrix
+    summed = sp.csr_matrix((np.array([7.0, 5.0]), ([0, 1], [2, 3])), shape=(60, 40))
+    a, b = (MatrixFactorization(n_components=4, loss="bpr", max_iter=1, random_state=0)
+            for _ in range(2))
+    a.fit(dup)
+    b.fit(summed)
+    return all(np.array_equal(x, y) for x, y in zip(outputs(a), outputs(b)))
+case("implicit feedback sums repeated entries", implicit_sums_repeats)
 
 src = f"/tmp/sparseopt-mf-{os.getpid()}.npz"
 dst = src.replace(".npz", "-edited.npz")
+
+def saved_after_set_params():
+    # a model whose optimizer was changed after fitting saves and loads as it stood
+    a = MatrixFactorization(n_components=4, max_iter=1, random_state=0).fit(X)
+    a.set_params(optimizer="adam")
+    a.save(dst)
+    b = sparseopt.load(dst)
+    return b.optimizer == "adam" and all(np.array_equal(x, y)
+                                         for x, y in zip(outputs(a), outputs(b)))
+case("a model saved after set_params loads as written", saved_after_set_params)
 m.save(src)
 expected = m.predict(users, items)
 
@@ -409,10 +439,30 @@ def loads_right(edit_meta=None, edit_arrays=None):
 with np.load(src) as z:
     meta = json.loads(z["__meta__"].tobytes())
     names = [k for k in z.files if not k.startswith("__")]
+mu, (lo, hi) = m.global_mean_, m.rating_range_
+(bu, pu), (bi, qi) = m._weights("user"), m._weights("item")
+scores = mu + bu[users] + bi[items] + np.einsum("ij,ij->i", pu[users], qi[items])  # unclipped
+
+def loads_as_written(value):
+    # a file whose global_mean_ was edited inside the rating range is another valid model
+    # (a deliberate editor recomputes the checksums): it loads with that mean, its scores
+    # shifted by the edit and clipped to the range
+    rewrite(src, dst, edit_meta=lambda d: d["attributes"].update(global_mean_=value))
+    loaded = sparseopt.load(dst)
+    shifted = np.clip(scores + (value - mu), lo, hi)
+    return loaded.global_mean_ == value and bool(
+        np.allclose(loaded.predict(users, items), shifted, rtol=0, atol=1e-6))
+for value in (lo, (lo + hi) / 2, hi):
+    case(f"file: global_mean_ = {value!r}: loads as written", lambda v=value: loads_as_written(v))
+for value in (lo - 1e-3, hi + 1, -1e30):
+    case(f"file: global_mean_ outside the rating range ({value!r})",
+         lambda v=value: loads_as_written(v))
 for key in meta["attributes"]:
     case(f"file: drop attributes.{key}",
          lambda k=key: loads_right(edit_meta=lambda d: d["attributes"].pop(k)))
     for value in [None, "x", -1, 10**30, 1.5, [], [5, 1], {"class": "Adam", "params": {}}]:
+        if key == "global_mean_" and value in (-1, 1.5):  # numbers: checked as written above
+            continue
         case(f"file: attributes.{key} = {value!r}", lambda k=key, v=value: loads_right(
             edit_meta=lambda d: d["attributes"].update({k: v})))
 for value in (2, 8, 512):
@@ -434,12 +484,15 @@ for key in names:
 """
     )
     # edits that leave a valid model with other values (a permuted bias table, a new clock,
-    # an edited rating range or mean): the file loads and answers; only shapes must be refused
-    semantic = ("shuffled", "big values", "global_mean_", "rating_range_", "n_iter_", "clock")
+    # a new iteration count): the file loads and answers; only shapes must be refused (an
+    # edited global_mean_ is checked exactly above)
+    semantic = ("shuffled", "big values", "n_iter_", "clock")
     for name in [k for k in results if k.startswith("file:") and any(s in k for s in semantic)]:
         if results[name][0] == "ok":
             results.pop(name)
-    check_outcomes(results, must_refuse=["partial_fit with", "predict with", "fit "])
+    check_outcomes(results, must_refuse=["partial_fit with", "predict with", "fit ",
+                                         "file: global_mean_ outside"])  # fmt: skip
+    assert "global_mean_" in results["file: global_mean_ outside the rating range (-1e+30)"][1]
     assert "repeats 1 (user, item)" in results["fit with a repeated rating (COO)"][1]
     assert results["partial_fit diverging"][0] in ("ValueError", "DivergenceError")
     assert "n_components=512" in results["partial_fit with n_components=512"][1]
@@ -508,7 +561,6 @@ def test_resume_removes_what_a_killed_run_left(sample, tmp_path, capsys):
 
     with pytest.raises(Killed):
         main(train_args(sample, run, "--checkpoint-every", "1"), after_chunk=kill)
-    record = json.loads((run / "checkpoint.json").read_text())
     leftovers = [
         run / ".checkpoint-000009.npz.x1y2.tmp",  # a model file cut short (save_model)
         run / f".checkpoint.json.{os.getpid() + 1}.tmp",  # a record cut short
@@ -518,7 +570,10 @@ def test_resume_removes_what_a_killed_run_left(sample, tmp_path, capsys):
         path.write_bytes(b"\0" * 1000)
     assert main(train_args(sample, run, "--checkpoint-every", "1", "--resume")) == 0
     assert not any(p.exists() for p in leftovers)
+    # read after the resumed run: the record names the checkpoint it wrote, not the planted one
+    record = json.loads((run / "checkpoint.json").read_text())
     assert record["state"]["checkpoint"] != "checkpoint-000099.npz"
+    assert (run / record["state"]["checkpoint"]).is_file()
     names = sorted(p.name for p in run.iterdir())
     assert [n for n in names if n.endswith(".tmp")] == []
 

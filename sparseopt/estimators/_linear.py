@@ -381,6 +381,17 @@ class _SparseLinearModel(SparseEstimator):
                 f"it back to continue training, or call fit (warm_start=False) to start over"
             )
 
+    def _check_fitted_state(self, state, n_features, n_outputs, fitted):
+        """A loaded ``state`` against itself and ``fitted``, the optimizer it was fitted
+        with (not against the current parameters, which :meth:`_check_state` compares before
+        training)."""
+        self._check_tables(state, n_features, n_outputs, fitted.initial_slots().size)
+        if state.stamp.size != (n_features if fitted.needs_stamp else 0):
+            raise ValueError(
+                f"the stamps ({state.stamp.size}) do not fit optimizer_ "
+                f"{type(fitted).__name__} (with{'' if fitted.needs_stamp else 'out'} weight decay)"
+            )
+
     def _check_prediction_state(self, X):
         """The fitted tables against ``X``'s width and the fitted classes, before predicting."""
         self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
@@ -576,11 +587,11 @@ class _SparseLinearModel(SparseEstimator):
             "n_features_in_": _io.COUNT, "n_iter_": _io.COUNT, "t_": _io.COUNT,
             "loss_curve_": _io.NUMBERS,
         }, optional={"optimizer_": _io.instance_of(Optimizer)})  # fmt: skip
-        if "optimizer_" in attributes and type(attributes["optimizer_"]) is not type(opt):
-            raise ValueError(
-                f"attribute optimizer_ is a {type(attributes['optimizer_']).__name__} but "
-                f"the parameters give a {type(opt).__name__}"
-            )
+        # the state is checked against the optimizer it was fitted with: parameters set after
+        # fitting (set_params, then save) load as they were saved, as they stood in memory,
+        # and partial_fit refuses them there as it did before saving
+        fitted = attributes.get("optimizer_", opt)
+        fitted.hyperparameters()
         expected = set(cls._state_type.__dataclass_fields__)
         if is_classifier(model):
             expected.add("classes_")
@@ -593,7 +604,7 @@ class _SparseLinearModel(SparseEstimator):
         model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         for name, value in attributes.items():
             setattr(model, name, value)
-        model._check_state(model.state_, model.n_features_in_, model._n_outputs(), opt)
+        model._check_fitted_state(model.state_, model.n_features_in_, model._n_outputs(), fitted)
         if not model._is_finite(model.state_):
             raise ValueError("the weights are not all finite")
         return model
@@ -657,12 +668,17 @@ class _LogisticOutput:
 
     def _loss_from_margins(self, margins, y, w):
         proba = self._proba_from_margins(margins)
-        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=range(proba.shape[1]))
+        # labels as an array: scikit-learn's array API mode accepts no range
+        labels = np.arange(proba.shape[1])
+        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=labels)
 
     @staticmethod
     def _proba_from_margins(margins):
         if margins.ndim == 1 or margins.shape[1] == 1:
-            p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
+            # a margin below -709 overflows exp to inf, which gives p = 0 exactly: right,
+            # and no cause for a RuntimeWarning in every evaluate of a confident model
+            with np.errstate(over="ignore"):
+                p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
             return np.column_stack([1.0 - p, p])
         z = margins - margins.max(axis=1, keepdims=True)
         e = np.exp(z)

@@ -838,7 +838,7 @@ class MatrixFactorization(SparseEstimator):
                   for k, v in params.items()}  # fmt: skip
         model = cls(**params)
         model._validate_params()
-        opt = model._make_optimizer()
+        model._make_optimizer()  # the parameters must make an optimizer, as for a fit
         attributes = _io.check_attributes(attributes, {
             "optimizer_": _io.instance_of(optim.Optimizer),
             "global_mean_": (lambda v: _io.NUMBER[0](v) and math.isfinite(v), "a finite number"),
@@ -850,14 +850,12 @@ class MatrixFactorization(SparseEstimator):
         }, optional={
             "factor_state_": (lambda v: v in ("element", "row"), "'element' or 'row'"),
         })  # fmt: skip
+        # the tables are checked against the optimizer they were fitted with: an optimizer
+        # set after fitting (set_params, then save) loads as it stood in memory, where
+        # partial_fit refuses it until it is set back
         fitted = attributes["optimizer_"]
         fitted.hyperparameters()
         fitted.schedule_spec()
-        if type(fitted) is not type(opt):
-            raise ValueError(
-                f"attribute optimizer_ is a {type(fitted).__name__} but the parameters give a "
-                f"{type(opt).__name__}"
-            )
         per_row = attributes.get("factor_state_", "element") == "row"
         if per_row and not isinstance(fitted, optim.AdaGrad):
             raise ValueError("factor_state_='row' needs an AdaGrad optimizer_")
@@ -905,6 +903,16 @@ class MatrixFactorization(SparseEstimator):
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
                  "seen": seen}  # fmt: skip
         mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
+        # a fit sets the mean of the ratings (inside their range) for the squared loss, and 0
+        # for the ranking losses; later fits only widen the range
+        if model.loss == "squared" and not rating_range[0] <= mu <= rating_range[1]:
+            raise ValueError(
+                f"attribute global_mean_ {mu!r} lies outside rating_range_ {list(rating_range)}"
+            )
+        if model.loss != "squared" and mu != 0.0:
+            raise ValueError(
+                f"attribute global_mean_ must be 0 for loss={model.loss!r}, got {mu!r}"
+            )
         model._set_state(state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
         return model
 

@@ -241,7 +241,9 @@ def _regression_loss(kind, targets, weights, delta, center) -> float:
     return float(w @ np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / total
 
 
-def useless_fit(loss: float, n_rows: int, zero: float, constant) -> bool:
+def useless_fit(
+    loss: float, n_rows: int, zero: float, constant, min_rows: int = MIN_ROWS_FOR_LOSS_CHECK
+) -> bool:
     """Whether a training loss is far worse than predicting a constant.
 
     Far worse: above twice the best constant's loss plus the all-zero model's (where
@@ -250,8 +252,9 @@ def useless_fit(loss: float, n_rows: int, zero: float, constant) -> bool:
     ends far above (logloss 3 to 10 and beyond in the cases that prompted this check).
     ``constant`` is the best constant's loss, or a function computing it: called only when
     the loss exceeds the all-zero model's, so a sane fit pays no pass over the data.
+    Fits of fewer than ``min_rows`` rows are not judged.
     """
-    if n_rows < MIN_ROWS_FOR_LOSS_CHECK or loss <= zero:
+    if n_rows < min_rows or loss <= zero:
         return False
     constant = constant() if callable(constant) else constant
     return not loss <= 2.0 * constant + zero
