@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -17,7 +19,7 @@ from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT
+from ._base import ACCUMULATOR_SLOT, Training
 from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0). A factor's
@@ -31,8 +33,31 @@ from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 # 0.506 at 10 and 0.521 for logistic regression); see benchmarks/README.md.
 FACTOR_ACCUMULATOR_START = 30.0
 
+# init_std="auto" draws factors of standard deviation sigma such that the pairwise term of a
+# row of m active features starts with a standard deviation of about INIT_PAIRS_STD: that term
+# sums m (m - 1) / 2 dot products of k products of two N(0, sigma^2) draws, so its standard
+# deviation is sigma^2 sqrt(k m (m - 1) / 2). Small against the linear part, so that the first
+# epochs are those of logistic regression, and the same whatever k and the number of fields.
+INIT_PAIRS_STD = 0.025
+
+# Rows with m active features that a training started on a matrix without rows assumes
+# (init_std="auto"): Criteo's 39 fields.
+ASSUMED_ACTIVE = 39
+
+# max_iter="auto" with learning_rate, init_std and n_components left to "auto" and AdaGrad by
+# name: (learning rate, start of the factors' accumulators, init_std relative to "auto"'s)
+# of the candidates tried on the held-out rows by successive halving, the defaults first.
+AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0), (0.2, 0.1, 1.0))
+
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
+
+
+def auto_init_std(n_components: int, n_active: float) -> float:
+    """``init_std="auto"``: the factors' standard deviation for rows of ``n_active`` features
+    (see ``INIT_PAIRS_STD``)."""
+    pairs = max(n_active * (n_active - 1.0) / 2.0, 1.0)
+    return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
 
 
 def _int32_indices(X):
@@ -42,6 +67,13 @@ def _int32_indices(X):
     return sp.csr_matrix(
         (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
     )
+
+
+def _fresh_copy(state):
+    """A copy of a state that has not trained yet (its factor table all zeros)."""
+    fresh = copy.deepcopy(dataclasses.replace(state, factors=np.zeros(0)))
+    fresh.factors = np.zeros(state.factors.shape, state.factors.dtype)  # pages mapped on use
+    return fresh
 
 
 @dataclass
@@ -55,10 +87,11 @@ class FMState:
     mark: np.ndarray  # (n_features,) or (0,)
     clock: np.ndarray  # (CLOCK_SIZE,)
     fields: np.ndarray  # (n_features,) int32 field of each column (FFM), or (0,) (FM)
-    layout: np.ndarray  # [k, F, per_row]
+    layout: np.ndarray  # [k, F, per_row, seed]
+    init: np.ndarray  # [init_std, first value of the factors' first slot] of new vectors
 
     @classmethod
-    def new(cls, opt, n_features, k, fields, per_row, rng, dtype) -> FMState:
+    def new(cls, opt, n_features, k, fields, per_row, rng, dtype, init) -> FMState:
         slots = opt.initial_slots()
         row = np.concatenate([[0.0], slots]).astype(dtype)
         F = int(fields.max()) + 1 if fields.size else 1
@@ -76,10 +109,11 @@ class FMState:
             clock=np.zeros(R.CLOCK_SIZE),
             fields=fields,
             layout=np.array([k, F, int(per_row), rng.integers(2**31)], np.int64),
+            init=np.array(init, np.float64),
         )
 
     def arrays(self) -> dict:
-        names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout")
+        names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout", "init")
         return {name: getattr(self, name) for name in names}
 
 
@@ -96,7 +130,7 @@ class _FactorizationMachine(_SparseLinearModel):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
         "alpha_factors": [Interval(Real, 0, None, closed="left")],
-        "init_std": [Interval(Real, 0, None, closed="neither")],
+        "init_std": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
@@ -127,6 +161,57 @@ class _FactorizationMachine(_SparseLinearModel):
     def _canonical(self, X, n_features, dtype):
         return _int32_indices(super()._canonical(X, n_features, dtype))
 
+    # -- the settings max_iter="auto" chooses ------------------------------------------------
+    def _chooses(self) -> bool:
+        """Whether ``max_iter="auto"`` picks the learning rate and the factors' start among
+        ``AUTO_CANDIDATES`` (every one of them left to "auto", AdaGrad by name)."""
+        return (
+            self.optimizer == "adagrad"
+            and self.learning_rate == "auto"
+            and isinstance(self.init_std, str)
+        )
+
+    def _candidates(self, training, X):
+        """``training`` with the first of ``AUTO_CANDIDATES``, and new trainings with the
+        others (when :meth:`_chooses`): their states are fresh copies of its fresh state."""
+        if not self._chooses():
+            return [training]
+        base = float(training.state.init[0])
+        out = []
+        for learning_rate, acc0, scale in AUTO_CANDIDATES:
+            if out:
+                state = _fresh_copy(training.state)
+                opt = copy.deepcopy(training.optimizer)
+                training = Training(self, opt, state, training.n_features, training.classes,
+                                    reset=True)  # fmt: skip
+            training.optimizer.learning_rate = learning_rate
+            training.state.init[:] = (scale * base, acc0)
+            out.append(training)
+        return out
+
+    def _setting(self, training) -> str:
+        init_std, acc0 = training.state.init
+        return (f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
+                f"factor accumulators from {acc0:g}")  # fmt: skip
+
+    def _start(self, X, classes, reset, in_place=False):
+        training = super()._start(X, classes, reset, in_place)
+        fitted = getattr(self, "optimizer_", None)
+        if not reset and self.learning_rate == "auto" and fitted is not None:
+            # continued training goes on at the rate the fit ran (and chose) with
+            training.optimizer.learning_rate = fitted.learning_rate
+        return training
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        if "init" not in arrays:  # saved before the state kept its factors' initialization
+            model = cls(**params)
+            model._validate_params()
+            init_std = 0.01 if model.init_std == "auto" else model.init_std
+            acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
+            arrays = {**arrays, "init": np.array([init_std, acc0])}
+        return super()._from_file(params, attributes, arrays)
+
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
         fields = self._fields_of(X)
@@ -134,8 +219,21 @@ class _FactorizationMachine(_SparseLinearModel):
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
         rng = np.random.default_rng(seed)
-        return FMState.new(opt, X.shape[1], self.n_components, fields,
-                           self._per_row(opt), rng, X.dtype)  # fmt: skip
+        return FMState.new(opt, X.shape[1], self.n_components, fields, self._per_row(opt), rng,
+                           X.dtype, self._factor_init(opt, X))  # fmt: skip
+
+    def _factor_init(self, opt, X):
+        """``[init_std, first value of the factors' first slot]`` for a new model of X."""
+        init_std = self.init_std
+        if init_std == "auto":
+            n_active = X.nnz / X.shape[0] if X.shape[0] else ASSUMED_ACTIVE
+            init_std = auto_init_std(self.n_components, n_active)
+        acc0 = (
+            FACTOR_ACCUMULATOR_START
+            if self.optimizer == "adagrad"
+            else opt.initial_slots()[:1].sum()
+        )
+        return [float(init_std), float(acc0)]
 
     def _cast_state(self, state, dtype):
         for name in ("table", "bias", "factors"):
@@ -188,6 +286,11 @@ class _FactorizationMachine(_SparseLinearModel):
             )
         shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
         _safety.check_array("state_.factors", state.factors, shape, state.table.dtype)
+        init = _safety.check_array("state_.init", state.init, (2,), np.float64)
+        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0):
+            raise ValueError(
+                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0]"
+            )
 
     def _check_state(self, state, n_features, n_outputs, opt):
         super()._check_state(state, n_features, n_outputs, opt)
@@ -226,14 +329,9 @@ class _FactorizationMachine(_SparseLinearModel):
         """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
         seed, initial value of the factors' first slot)."""
         k, F, per_row = (int(v) for v in state.layout[:3])
-        acc0 = (
-            FACTOR_ACCUMULATOR_START
-            if self.optimizer == "adagrad"
-            else opt.initial_slots()[:1].sum()
-        )
+        init_std, acc0 = (float(v) for v in state.init)
         return (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                float(per_row), float(self.init_std), float(state.layout[3]),
-                float(acc0))  # fmt: skip
+                float(per_row), init_std, float(state.layout[3]), acc0)  # fmt: skip
 
     def _run_epoch(self, training, X, targets, weights, order):
         opt, state, scratch = training.optimizer, training.state, training.scratch
@@ -281,6 +379,25 @@ class _FactorizationMachine(_SparseLinearModel):
             kernels.fm_draw(state.factors, np.asarray(rows["table"], np.int64), consts)
 
     # -- the learnt model ------------------------------------------------------------------
+    @property
+    def learning_rate_(self):
+        """The learning rate the fit ran with (the one chosen with ``max_iter="auto"``)."""
+        check_is_fitted(self, "state_")
+        fitted = getattr(self, "optimizer_", None)
+        return (fitted if fitted is not None else self._make_optimizer()).learning_rate
+
+    @property
+    def init_std_(self) -> float:
+        """Standard deviation of the factors' initial draw (the one chosen, or "auto"'s)."""
+        check_is_fitted(self, "state_")
+        return float(self.state_.init[0])
+
+    @property
+    def factor_accumulator_start_(self) -> float:
+        """Value the factors' first optimizer slot starts at (AdaGrad: its accumulator)."""
+        check_is_fitted(self, "state_")
+        return float(self.state_.init[1])
+
     @property
     def factors_(self) -> np.ndarray:
         """Factor vectors: (n_features, n_components), or (n_features, n_fields, n_components)
