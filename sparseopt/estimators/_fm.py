@@ -38,7 +38,7 @@ FACTOR_ACCUMULATOR_START = 30.0
 # sums m (m - 1) / 2 dot products of k products of two N(0, sigma^2) draws, so its standard
 # deviation is sigma^2 sqrt(k m (m - 1) / 2). Small against the linear part, so that the first
 # epochs are those of logistic regression, and the same whatever k and the number of fields.
-INIT_PAIRS_STD = 0.025
+INIT_PAIRS_STD = 0.005
 
 # Rows with m active features that a training started on a matrix without rows assumes
 # (init_std="auto"): Criteo's 39 fields.
@@ -547,12 +547,12 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
 
     def __init__(
         self,
-        n_components=8,
+        n_components=16,
         optimizer="adagrad",
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
@@ -646,14 +646,14 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
 
     def __init__(
         self,
-        n_components=8,
+        n_components=16,
         loss="squared",
         epsilon=1.35,
         optimizer="adagrad",
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
@@ -757,7 +757,7 @@ class FFMClassifier(FMClassifier):
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
