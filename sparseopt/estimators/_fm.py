@@ -422,14 +422,33 @@ _FM_DOC = """
         the optimizer object's own. With ``optimizer="adagrad"`` the linear weights'
         accumulators start at 0 and the factors' at 30, which damps the factors until a
         feature has been seen often; an AdaGrad object's ``initial_accumulator_value`` serves
-        both.
+        both. With ``optimizer="adagrad"``, ``init_std="auto"`` and ``max_iter="auto"``, the
+        held-out rows choose instead among three settings (learning rate, factors'
+        accumulators from): (0.05, 30), (0.05, 1) and (0.2, 0.1), by successive halving:
+        each epoch trains every setting still in the race once, from where it was, and
+        keeps the better half by its best held-out loss so far, until one is left, which
+        then runs on as a single fit would (a setting that diverges drops out). The first
+        protects small click logs, where the factors overfit (the Criteo and Avazu heads
+        keep it); the second learns interactions where the data hold them (MovieLens, planted
+        interactions: ``benchmarks/bench_fm_quality.py``); the third is the setting that a
+        set with strong interactions needed in issue 29. The cost is one epoch per setting
+        per round (six epochs where one would be best, against three) and up to three
+        models in memory meanwhile. ``learning_rate_`` and ``factor_accumulator_start_``
+        say what was chosen, ``verbose=1`` what was tried. Continued training
+        (``partial_fit``, ``warm_start``) goes on at the fitted learning rate.
     alpha_linear : float, default={alpha_linear}
         L2 penalty of the linear weights, per occurrence (see the class description).
     alpha_factors : float, default={alpha_factors}
         L2 penalty of the factor vectors, per occurrence.
-    init_std : float, default={init_std}
+    init_std : "auto" or float, default="auto"
         Standard deviation of the factors' normal initialization (a factorization machine
         started at zero stays there: every factor gradient is a product of other factors).
+        ``"auto"``: :math:`\\sigma = (s / \\sqrt{{k\\,m(m-1)/2}})^{{1/2}}` for rows of m active
+        features on average (the first fit's X), so that the pairwise term of a row starts
+        with standard deviation about :math:`s = 0.005` whatever k and the number of fields
+        (0.014 for MovieLens' 9 features and k = 16, 0.007 for Criteo's 39). The value is
+        kept with the model (``init_std_``): continued training draws the vectors of new
+        features with it.
     factor_state : {{"auto", "element", "row"}}, default="auto"
         Optimizer state of the factors. ``"element"``: every factor element has its own slots
         beside it (AdaGrad: its own accumulator); it runs every optimizer of
@@ -445,9 +464,11 @@ _FM_DOC = """
         Epochs. ``"auto"``: as many as help, decided on the last ``validation_fraction`` of
         the rows, held out until the best epoch is found, then learned once (see the linear
         estimators). Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
-        cross-validation, FMClassifier): Criteo head logloss 0.4599 against 0.4595 for the
-        best fixed epoch count (one) and 0.5449 for 10 epochs; Avazu head 0.4191 (best, 2
-        epochs: 0.4191); a9a 0.3214 (best, 10 epochs: 0.3212). An integer: that many epochs,
+        cross-validation, FMClassifier with the defaults before issue 29): Criteo head
+        logloss 0.4599 against 0.4595 for the best fixed epoch count (one) and 0.5449 for 10
+        epochs; Avazu head 0.4191 (best, 2 epochs: 0.4191); a9a 0.3214 (best, 10 epochs:
+        0.3212). With the learning rate and ``init_std`` left to "auto", the held-out rows
+        also choose the learning rate (see ``learning_rate``). An integer: that many epochs,
         fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
         Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
@@ -502,6 +523,12 @@ _FM_ATTRIBUTES = """
         Mean training loss of each epoch (each row scored before its update).
     validation_scores_ : list of float
         Held-out loss after each epoch run (``max_iter="auto"`` or ``early_stopping``).
+    learning_rate_ : float or Schedule
+        Learning rate the fit ran with (with ``max_iter="auto"``, maybe chosen).
+    init_std_ : float
+        Standard deviation of the factors' initial draws.
+    factor_accumulator_start_ : float
+        Value the factors' first optimizer slot started at (AdaGrad's accumulator).
 
     References
     ----------
@@ -520,7 +547,7 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
 
     Parameters
     ----------"""
-        + _FM_DOC.format(k=8, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4)
         + """
     class_weight : dict, "balanced" or None, default=None
 """
@@ -620,7 +647,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     loss : {"squared", "huber"}, default="squared"
     epsilon : float, default=1.35
         Huber threshold."""
-        + _FM_DOC.format(k=8, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4)
         + "\n"
         + _FM_ATTRIBUTES
         + """
@@ -720,7 +747,7 @@ class FFMClassifier(FMClassifier):
         the fields that X carries as its attribute ``column_fields`` (the output of
         ``FieldHasher(field_aware=True)``, so that a pipeline of the two needs no argument;
         continued training keeps the fitted ones), else as None."""
-        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=1e-4)
         + """
     class_weight : dict, "balanced" or None, default=None
 """
