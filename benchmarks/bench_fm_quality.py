@@ -45,7 +45,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import KFold
 
 import sparseopt.estimators._fm as fm_module
-from sparseopt import FFMClassifier, FMClassifier, SparseLogisticRegression
+from sparseopt import DivergenceError, FFMClassifier, FMClassifier, SparseLogisticRegression
 from sparseopt.datasets import column_fields, load_movielens_clicks, make_ctr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -206,7 +206,10 @@ def tuned_runner(model):
         scores = {}
         for learning_rate, acc0, init_std in GRID:
             m = clone(model).set_params(learning_rate=learning_rate, init_std=init_std)
-            p = fit_predict(m, X[fit_rows], y[fit_rows], X[val_rows], acc0)
+            try:
+                p = fit_predict(m, X[fit_rows], y[fit_rows], X[val_rows], acc0)
+            except DivergenceError:  # a point of the grid that diverges loses
+                continue
             scores[(learning_rate, acc0, init_std)] = log_loss(y[val_rows], p, labels=[0, 1])
         learning_rate, acc0, init_std = min(scores, key=scores.get)
         m = clone(model).set_params(learning_rate=learning_rate, init_std=init_std)

@@ -44,10 +44,12 @@ INIT_PAIRS_STD = 0.005
 # (init_std="auto"): Criteo's 39 fields.
 ASSUMED_ACTIVE = 39
 
-# max_iter="auto" with learning_rate, init_std and n_components left to "auto" and AdaGrad by
-# name: (learning rate, start of the factors' accumulators, init_std relative to "auto"'s)
-# of the candidates tried on the held-out rows by successive halving, the defaults first.
-AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0), (0.2, 0.1, 1.0))
+# max_iter="auto" with learning_rate and init_std left to "auto" and AdaGrad by name: (learning
+# rate, start of the factors' accumulators, init_std relative to "auto"'s) of the candidates
+# tried on the held-out rows by successive halving, the damped default first. The "hot"
+# setting of issue 29 (0.2, 0.1) lost on every set of benchmarks/bench_fm_quality.py and, as a
+# third candidate, took the Criteo head's fit time to 3-4x that of one setting.
+AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
@@ -423,19 +425,20 @@ _FM_DOC = """
         accumulators start at 0 and the factors' at 30, which damps the factors until a
         feature has been seen often; an AdaGrad object's ``initial_accumulator_value`` serves
         both. With ``optimizer="adagrad"``, ``init_std="auto"`` and ``max_iter="auto"``, the
-        held-out rows choose instead among three settings (learning rate, factors'
-        accumulators from): (0.05, 30), (0.05, 1) and (0.2, 0.1), by successive halving:
-        each epoch trains every setting still in the race once, from where it was, and
-        keeps the better half by its best held-out loss so far, until one is left, which
-        then runs on as a single fit would (a setting that diverges drops out). The first
-        protects small click logs, where the factors overfit (the Criteo and Avazu heads
-        keep it); the second learns interactions where the data hold them (MovieLens, planted
-        interactions: ``benchmarks/bench_fm_quality.py``); the third is the setting that a
-        set with strong interactions needed in issue 29. The cost is one epoch per setting
-        per round (six epochs where one would be best, against three) and up to three
-        models in memory meanwhile. ``learning_rate_`` and ``factor_accumulator_start_``
-        say what was chosen, ``verbose=1`` what was tried. Continued training
-        (``partial_fit``, ``warm_start``) goes on at the fitted learning rate.
+        held-out rows choose between two starts of the factors' accumulators, 30 and 1 (at
+        learning rate 0.05), by successive halving: each epoch trains every setting still in
+        the race once, from where it was, and keeps the better half by its best held-out
+        loss so far, until one is left, which then runs on as a single fit would (a setting
+        that diverges drops out). 30 protects small click logs, where the factors overfit
+        (the Criteo and Avazu heads keep it); 1 learns interactions where the data hold them
+        (MovieLens, planted interactions: ``benchmarks/bench_fm_quality.py``). The cost is
+        one more epoch, and a second model in memory meanwhile. The start of the accumulators
+        sets the factors' first steps (AdaGrad's step is the rate over the root of the
+        accumulator), so this is a choice of their early step size; ``AUTO_CANDIDATES`` in
+        ``sparseopt/estimators/_fm.py`` can hold learning rates and initial scales as well.
+        ``learning_rate_`` and ``factor_accumulator_start_`` say what was chosen,
+        ``verbose=1`` what was tried. Continued training (``partial_fit``, ``warm_start``)
+        goes on at the fitted learning rate.
     alpha_linear : float, default={alpha_linear}
         L2 penalty of the linear weights, per occurrence (see the class description).
     alpha_factors : float, default={alpha_factors}

@@ -349,6 +349,10 @@ class _SparseLinearModel(SparseEstimator):
     def _train_run(self, run, rows, rng, total_weight, several):
         """One epoch of ``run`` and its held-out score; with ``several`` runs competing, a
         run that diverges stops with an infinite score instead of raising."""
+        if run.held is not None and run.held["state"] is run.training.state:
+            # the best state so far trains on: keep a copy (a run that stops or drops out
+            # after its best epoch never pays for one)
+            run.held["state"] = copy.deepcopy(run.training.state)
         try:
             loss = run.training.epoch(rows, run.training.order(rows, rng))
             run.curve.append(loss / total_weight)
@@ -510,10 +514,11 @@ class _SparseLinearModel(SparseEstimator):
         return n_epochs, Rows(X, targets, weights), held
 
     def _score_held_out(self, held, state, epoch):
-        """Loss of the held-out rows after ``epoch`` epochs; keeps a copy of the best state."""
+        """Loss of the held-out rows after ``epoch`` epochs; keeps the best state (``state``
+        itself: copied only if it trains on, see ``_train_run``)."""
         loss = self._validation_loss(state, *held["rows"])
         if loss < held["best"] or held["state"] is None:
-            held.update(best=loss, state=copy.deepcopy(state), epochs=epoch)
+            held.update(best=loss, state=state, epochs=epoch)
         return loss
 
     def _best_epoch(self, training, held, curve, learn_held_out):
