@@ -449,9 +449,10 @@ _FM_DOC = """
         ``"auto"``: :math:`\\sigma = (s / \\sqrt{{k\\,m(m-1)/2}})^{{1/2}}` for rows of m active
         features on average (the first fit's X), so that the pairwise term of a row starts
         with standard deviation about :math:`s = 0.005` whatever k and the number of fields
-        (0.014 for MovieLens' 9 features and k = 16, 0.007 for Criteo's 39). The value is
-        kept with the model (``init_std_``): continued training draws the vectors of new
-        features with it.
+        (0.014 for MovieLens' 9 features and k = 16, 0.007 for Criteo's 39). A training
+        started from a matrix without rows (the Dask front end, ``sparseopt train``) assumes
+        39. The value is kept with the model (``init_std_``): continued training draws the
+        vectors of new features with it.
     factor_state : {{"auto", "element", "row"}}, default="auto"
         Optimizer state of the factors. ``"element"``: every factor element has its own slots
         beside it (AdaGrad: its own accumulator); it runs every optimizer of
