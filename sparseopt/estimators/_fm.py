@@ -199,8 +199,8 @@ class _FactorizationMachine(_SparseLinearModel):
     def _start(self, X, classes, reset, in_place=False):
         training = super()._start(X, classes, reset, in_place)
         fitted = getattr(self, "optimizer_", None)
-        if not reset and self.learning_rate == "auto" and fitted is not None:
-            # continued training goes on at the rate the fit ran (and chose) with
+        if not reset and self._chooses() and fitted is not None:
+            # continued training goes on at the rate the fit chose
             training.optimizer.learning_rate = fitted.learning_rate
         return training
 

@@ -316,8 +316,10 @@ class _SparseLinearModel(SparseEstimator):
         )  # fmt: skip
         total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
         # max_iter="auto" may try several settings on the held-out rows (_candidates)
-        tried = self._candidates(training, rows.X) if held is not None and auto else [training]
-        runs = tried = [_Run(t, None if held is None else dict(held)) for t in tried]
+        candidates = [training]
+        if held is not None and auto:
+            candidates = self._candidates(training, rows.X)
+        runs = tried = [_Run(t, None if held is None else dict(held)) for t in candidates]
         choosing = len(runs) > 1
         epochs = range(n_epochs)
         if self.verbose:
