@@ -22,7 +22,8 @@ from . import _safety
 from ._base import ACCUMULATOR_SLOT, Training
 from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
-# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0). A factor's
+# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
+# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's
 # gradient is the loss derivative times the other features' vectors, of the order of
 # init_std: from 0, a feature's first step would be learning_rate * sign(g), several times the
 # vector itself. Starting at 30 damps a feature's factors until its squared gradients have
@@ -175,9 +176,10 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _candidates(self, training, X):
         """``training`` with the first of ``AUTO_CANDIDATES``, and new trainings with the
-        others (when :meth:`_chooses`): their states are fresh copies of its fresh state."""
-        if not self._chooses():
-            return [training]
+        others (when :meth:`_chooses` and the model is new): their states are copies of its
+        state, which has not trained yet."""
+        if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
+            return [training]  # continued training (warm_start) keeps its settings
         base = float(training.state.init[0])
         out = []
         for learning_rate, acc0, scale in AUTO_CANDIDATES:
