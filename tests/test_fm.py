@@ -339,7 +339,6 @@ def test_auto_chooses_among_the_candidates_and_keeps_the_chosen_run(monkeypatch,
     # continued training goes on with the chosen settings, the factors kept
     auto.set_params(warm_start=True, verbose=0).fit(data.X, data.y)
     assert auto.factor_accumulator_start_ == acc0 and auto.t_ > alone.t_
-    assert np.abs(auto.factors_ - alone.factors_).max() < 0.5  # went on from them
     assert auto.partial_fit(data.X, data.y).optimizer_.learning_rate == learning_rate
 
 
