@@ -363,3 +363,9 @@ def test_a_file_saved_before_the_state_kept_its_init_loads(tmp_path):
     loaded = sparseopt.load(tmp_path / "old.npz")
     assert loaded.init_std_ == 0.02 and loaded.factor_accumulator_start_ == 30.0
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    auto = FMClassifier(max_iter=1, random_state=0).fit(X, y)  # files since have the array
+    arrays, attributes = auto._saved()
+    del arrays["init"]
+    save_model(tmp_path / "edited.npz", auto, arrays, attributes)
+    with pytest.raises(ValueError, match="no array 'init'"):
+        sparseopt.load(tmp_path / "edited.npz")

@@ -211,9 +211,13 @@ class _FactorizationMachine(_SparseLinearModel):
         if "init" not in arrays:  # saved before the state kept its factors' initialization
             model = cls(**params)
             model._validate_params()
-            init_std = 0.01 if model.init_std == "auto" else model.init_std
+            if model.init_std == "auto":  # a file as new as "auto" has its init array
+                raise ValueError(
+                    "the model file has no array 'init' (the factors' initialization), which "
+                    "every file with init_std='auto' holds: it was edited or damaged"
+                )
             acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
-            arrays = {**arrays, "init": np.array([init_std, acc0])}
+            arrays = {**arrays, "init": np.array([model.init_std, acc0])}
         return super()._from_file(params, attributes, arrays)
 
     # -- hooks of the training loop --------------------------------------------------------
