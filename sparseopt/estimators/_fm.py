@@ -23,15 +23,15 @@ from ._base import ACCUMULATOR_SLOT, Training
 from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
-# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's
-# gradient is the loss derivative times the other features' vectors, of the order of
-# init_std: from 0, a feature's first step would be learning_rate * sign(g), several times the
-# vector itself. Starting at 30 damps a feature's factors until its squared gradients have
-# added up to as much, i.e. until it has been seen often. Picked on the dev splits: on the
-# Criteo and Avazu heads (7,200 and 8,000 rows) FM is then level with logistic regression or
-# above it (at 1 and 10 it fell 0.009 and 0.003 AUC below on the Criteo dev split), and on
-# 200,000 rows of planted interactions it keeps most of its lead (logloss 0.508, against
-# 0.506 at 10 and 0.521 for logistic regression); see benchmarks/README.md.
+# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
+# the other features' vectors, of the order of init_std: from 0, a feature's first step would
+# be learning_rate * sign(g), several times the vector itself. Starting at 30 damps a
+# feature's factors until its squared gradients have added up to as much, i.e. until it has
+# been seen often. Picked on the dev splits: on the Criteo and Avazu heads (7,200 and 8,000
+# rows) FM is then level with logistic regression or above it (at 1 and 10 it fell 0.009 and
+# 0.003 AUC below on the Criteo dev split), and on 200,000 rows of planted interactions it
+# keeps most of its lead (logloss 0.508, against 0.506 at 10 and 0.521 for logistic
+# regression); see benchmarks/README.md.
 FACTOR_ACCUMULATOR_START = 30.0
 
 # init_std="auto" draws factors of standard deviation sigma such that the pairwise term of a
@@ -333,7 +333,7 @@ class _FactorizationMachine(_SparseLinearModel):
         )  # fmt: skip
         return margins[:, None]
 
-    def _consts(self, opt, state):
+    def _consts(self, state):
         """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
         seed, initial value of the factors' first slot)."""
         k, F, per_row = (int(v) for v in state.layout[:3])
@@ -349,7 +349,7 @@ class _FactorizationMachine(_SparseLinearModel):
         loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
         train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
         rows = (X.indptr, X.indices, X.data, targets, weights, order)
-        consts = self._consts(opt, state)
+        consts = self._consts(state)
 
         def arguments(bias, batch_size):
             tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
@@ -382,7 +382,7 @@ class _FactorizationMachine(_SparseLinearModel):
         """Draw every vector a copy drew: factor vectors are drawn when a row first holds
         their feature, from the seed and the feature alone, so a copy that never met the
         feature counts with the vector it would have drawn, not with zeros."""
-        consts = self._consts(opt, state)
+        consts = self._consts(state)
         for rows in touched:  # a vector met by several copies is drawn once
             kernels.fm_draw(state.factors, np.asarray(rows["table"], np.int64), consts)
 
