@@ -297,3 +297,75 @@ def test_factors_are_drawn_for_the_columns_training_meets():
         first = FMClassifier(n_components=4, max_iter=1, factor_state=state, random_state=0)
         first.set_params(learning_rate=1e-12).fit(X, y)
         np.testing.assert_allclose(other.state_.factors, first.state_.factors, atol=1e-9)
+
+
+# -- the defaults: init_std="auto" and the settings max_iter="auto" chooses (issue 29) -------
+def test_auto_init_std_gives_the_pairwise_term_its_planned_spread():
+    from sparseopt.estimators._fm import INIT_PAIRS_STD, auto_init_std
+
+    rng = np.random.default_rng(0)
+    for k, m in ((4, 10), (16, 39)):
+        sigma = auto_init_std(k, m)
+        V = rng.normal(0.0, sigma, (20_000, m, k))  # rows of m one-hot features
+        s = V.sum(axis=1)
+        pairs = 0.5 * ((s * s).sum(axis=1) - (V * V).sum(axis=(1, 2)))
+        assert abs(pairs.std() / INIT_PAIRS_STD - 1) < 0.03, (k, m)
+    model = FMClassifier(max_iter=1, random_state=0).fit(sparse_rows(), np.arange(40) % 2)
+    assert model.init_std_ == auto_init_std(16, sparse_rows().nnz / 40)
+
+
+def test_auto_chooses_among_the_candidates_and_keeps_the_chosen_run(monkeypatch, capsys):
+    import sparseopt.estimators._fm as fm_module
+
+    data = make_ctr(4000, n_fields=6, n_values=30, n_bits=12, interactions=2.0, random_state=0)
+    # a candidate that diverges loses instead of failing the fit
+    candidates = (*fm_module.AUTO_CANDIDATES, (1e300, 0.0, 1e3))
+    monkeypatch.setattr(fm_module, "AUTO_CANDIDATES", candidates)
+    auto = FMClassifier(verbose=1, random_state=0).fit(data.X, data.y)
+    report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
+    assert len(report) == len(candidates) and sum(" kept" in line for line in report) == 1
+    assert "learning_rate=1e+300" in report[-1] and "diverged: dropped" in report[-1]
+    kept = next(line for line in report if " kept" in line)
+    learning_rate, acc0, _ = next(c for c in candidates if f"learning_rate={c[0]!r}," in kept
+                                  and f"accumulators from {c[1]:g}:" in kept)  # fmt: skip
+    assert (auto.learning_rate_, auto.factor_accumulator_start_) == (learning_rate, acc0)
+    # warm-started halving: the kept run is the fit with its settings, nothing chosen
+    monkeypatch.setattr(fm_module, "FACTOR_ACCUMULATOR_START", acc0)
+    alone = FMClassifier(learning_rate=learning_rate, init_std=auto.init_std_, random_state=0)
+    alone.fit(data.X, data.y)
+    assert alone.n_iter_ == auto.n_iter_ and alone.t_ == auto.t_
+    np.testing.assert_array_equal(alone.factors_, auto.factors_)
+    np.testing.assert_array_equal(alone.validation_scores_, auto.validation_scores_)
+    # continued training goes on with the chosen settings, the factors kept
+    auto.set_params(warm_start=True, verbose=0).fit(data.X, data.y)
+    assert auto.factor_accumulator_start_ == acc0 and auto.t_ > alone.t_
+    assert auto.partial_fit(data.X, data.y).optimizer_.learning_rate == learning_rate
+
+
+def test_nothing_is_chosen_when_a_setting_is_given():
+    data = make_ctr(2000, n_fields=6, n_values=30, n_bits=12, interactions=2.0, random_state=0)
+    for params in ({"max_iter": 2}, {"learning_rate": 0.05}, {"init_std": 0.01},
+                   {"optimizer": "sgd", "learning_rate": 0.01}):  # fmt: skip
+        model = FMClassifier(random_state=0, **params).fit(data.X, data.y)
+        assert model.learning_rate_ == params.get("learning_rate", 0.05)
+        acc0 = 30.0 if "optimizer" not in params else 0.0
+        assert model.factor_accumulator_start_ == acc0
+
+
+def test_a_file_saved_before_the_state_kept_its_init_loads(tmp_path):
+    from sparseopt._io import save_model
+
+    X, y = sparse_rows(), np.arange(40) % 2
+    model = FMClassifier(init_std=0.02, max_iter=1, random_state=0).fit(X, y)
+    arrays, attributes = model._saved()
+    del arrays["init"]
+    save_model(tmp_path / "old.npz", model, arrays, attributes)
+    loaded = sparseopt.load(tmp_path / "old.npz")
+    assert loaded.init_std_ == 0.02 and loaded.factor_accumulator_start_ == 30.0
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    auto = FMClassifier(max_iter=1, random_state=0).fit(X, y)  # files since have the array
+    arrays, attributes = auto._saved()
+    del arrays["init"]
+    save_model(tmp_path / "edited.npz", auto, arrays, attributes)
+    with pytest.raises(ValueError, match="no array 'init'"):
+        sparseopt.load(tmp_path / "edited.npz")

@@ -251,3 +251,79 @@ def test_archive_table():
     for name, spec in MOVIELENS_ARCHIVES.items():
         assert spec.url.endswith(f"/{name}.zip") and spec.url.startswith("https://")
         assert len(spec.sha256) == 64 and set(spec.sha256) <= set("0123456789abcdef")
+
+
+# --------------------------------------------------------------------------------------
+# The click task with side features
+# --------------------------------------------------------------------------------------
+
+USERS = "1|24|M|technician|85711\n2|53|F|other|94043\n3|17|M|writer|T8H1N\n"
+ITEMS = [
+    "1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(["0", "0", "0", "1", "1"] + ["0"] * 14),
+    "2|GoldenEye (1995)|01-Jan-1995||http://x|" + "|".join(["0", "1"] + ["0"] * 17),
+    "3|unknown||||" + "|".join(["1"] + ["0"] * 18),
+]
+
+
+def _click_folder(tmp_path, base, test="1\t2\t5\t3\n"):
+    (tmp_path / "u.user").write_text(USERS)
+    (tmp_path / "u.item").write_text("\n".join(ITEMS) + "\n")
+    (tmp_path / "u1.base").write_text(base)
+    (tmp_path / "u1.test").write_text(test)
+    return tmp_path
+
+
+def test_clicks_rows_and_fields(tmp_path):
+    from sparseopt.datasets import load_movielens_clicks
+
+    base = "1\t3\t2\t10\n3\t2\t5\t20\n2\t1\t4\t30\n"
+    data = load_movielens_clicks(_click_folder(tmp_path, base), "u1", random_state=0)
+    order = np.random.default_rng(0).permutation(3)  # the rows' random order
+    # columns: 3 users, 3 items, 7 ages, 2 genders, 3 occupations, 3 zips, 19 genres, 1 decade
+    sizes = np.bincount(data.fields)
+    assert sizes.tolist() == [3, 3, 7, 2, 3, 3, 19, 1]
+    assert data.y_train.tolist() == [[0.0, 1.0, 1.0][i] for i in order]  # ratings 2, 5, 4
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    X = data.X_train.toarray()[np.argsort(order)]  # back in file order
+    first = np.flatnonzero(X[0])  # user 1 (24, M, technician, 85...), item 3: genre 0, no date
+    assert first.tolist() == [
+        starts[0] + 0, starts[1] + 2, starts[2] + 1, starts[3] + 1, starts[4] + 1,
+        starts[5] + 0, starts[6] + 0,
+    ]  # fmt: skip
+    second = np.flatnonzero(X[1])  # user 3 (17: under 18, Canadian zip), item 2 (Action, 1990s)
+    assert second.tolist() == [
+        starts[0] + 2, starts[1] + 1, starts[2] + 0, starts[3] + 1, starts[4] + 2,
+        starts[5] + 2, starts[6] + 1, starts[7] + 0,
+    ]  # fmt: skip
+    assert X[2, starts[6] + 3] == X[2, starts[6] + 4] == 1  # multi-hot genres of item 1
+    assert data.X_test.shape == (1, X.shape[1]) and data.y_test.tolist() == [1.0]
+
+
+@pytest.mark.parametrize(
+    "break_it, message",
+    [
+        (lambda p: (p / "u.user").write_text("1|24|M|technician\n"), "expected 5"),
+        (lambda p: (p / "u.user").write_text("2|24|M|x|1\n"), "ids must run"),
+        (lambda p: (p / "u.user").write_text("1|old|M|x|1\n"), "age"),
+        (lambda p: (p / "u1.base").write_text("4\t1\t4\t1\n"), "user ids outside"),
+        (lambda p: (p / "u1.base").write_text("1\t9\t4\t1\n"), "item ids outside"),
+        (lambda p: (p / "u.item").unlink(), "not found"),
+    ],
+)
+def test_clicks_refuse_bad_files(tmp_path, break_it, message):
+    from sparseopt.datasets import load_movielens_clicks
+
+    folder = _click_folder(tmp_path, "1\t1\t4\t1\n")
+    break_it(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_movielens_clicks(folder, "u1")
+
+
+@needs_ml100k
+def test_clicks_on_movielens_100k():
+    from sparseopt.datasets import load_movielens_clicks
+
+    data = load_movielens_clicks(ML100K, "u1")
+    assert data.X_train.shape == (80_000, 2779) and data.X_test.shape[0] == 20_000
+    assert (data.X_train.getnnz(axis=1) >= 7).all()  # user, item, 4 user fields, a genre
+    assert 0.5 < data.y_train.mean() < 0.6

@@ -13,7 +13,8 @@
 - :func:`fetch_a9a`, :func:`fetch_criteo_sample`, :func:`fetch_avazu_sample`: checksummed
   downloads into :func:`data_home`.
 - :func:`load_movielens`, :func:`load_movielens_split`, :func:`fetch_movielens`: MovieLens
-  ratings as users x items CSR matrices.
+  ratings as users x items CSR matrices; :func:`load_movielens_clicks`: MovieLens 100K as a
+  click task with user and item side features (one row per rating).
 - :func:`sample_path`: a small synthetic Criteo-format sample shipped with the package.
 
 Examples
@@ -41,6 +42,7 @@ from ._movielens import (
     fetch_movielens,
     implicit_positives,
     load_movielens,
+    load_movielens_clicks,
     load_movielens_split,
 )
 from ._readers import (
@@ -76,6 +78,7 @@ __all__ = [
     "hash_features",
     "implicit_positives",
     "load_movielens",
+    "load_movielens_clicks",
     "load_movielens_split",
     "load_tokens",
     "make_ctr",

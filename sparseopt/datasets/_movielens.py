@@ -38,6 +38,7 @@ __all__ = [
     "fetch_movielens",
     "implicit_positives",
     "load_movielens",
+    "load_movielens_clicks",
     "load_movielens_split",
     "read_movielens_ratings",
 ]
@@ -374,6 +375,210 @@ def implicit_positives(ratings, threshold: float = 4.0, dtype=np.float32) -> sp.
     m.data = (m.data >= threshold).astype(dtype)
     m.eliminate_zeros()
     return m
+
+
+# --------------------------------------------------------------------------------------
+# A click task with side features
+# --------------------------------------------------------------------------------------
+
+#: Fields of :func:`load_movielens_clicks`, in the order of their column slices.
+CLICK_FIELDS = ("user", "item", "age", "gender", "occupation", "zip", "genre", "decade")
+
+# age buckets of MovieLens 1M's users file (under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+)
+_AGE_EDGES = np.array([18, 25, 35, 45, 50, 56])
+_N_GENRES = 19  # u.item's genre flags: unknown, Action, ..., Western
+
+
+@dataclass(frozen=True)
+class MovieLensClicks:
+    """A MovieLens 100K click task (see :func:`load_movielens_clicks`).
+
+    Attributes
+    ----------
+    X_train, X_test : scipy.sparse.csr_matrix of float32
+        One row per rating, in a random order, one column per (field, value).
+    y_train, y_test : ndarray of float64
+        1 where the rating is at least ``threshold``, else 0.
+    fields : ndarray of int32, shape (n_features,)
+        Field of each column, an index into ``field_names`` (for ``FFMClassifier(fields=...)``).
+    field_names : tuple of str
+        :data:`CLICK_FIELDS`.
+    """
+
+    X_train: sp.csr_matrix
+    y_train: np.ndarray
+    X_test: sp.csr_matrix
+    y_test: np.ndarray
+    fields: np.ndarray
+    field_names: tuple
+
+
+def _read_table(path: Path, n_columns: int) -> list[list[str]]:
+    """The ``|``-separated lines of ``path`` (latin-1), each checked to hold ``n_columns``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (expected a MovieLens 100K folder)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != n_columns:
+            raise ValueError(
+                f"{path}, line {number}: {len(parts)} '|'-separated values, expected "
+                f"{n_columns}; is this MovieLens 100K's {path.name}?"
+            )
+        rows.append(parts)
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    return rows
+
+
+def _ids(path: Path, rows: list[list[str]]) -> np.ndarray:
+    """The first column of ``rows`` as ids 1, 2, ..., n in order (as u.user and u.item have
+    them), else ValueError."""
+    try:
+        ids = np.array([int(r[0]) for r in rows])
+    except ValueError as e:
+        raise ValueError(f"{path}: an id that is not an integer ({e})") from e
+    if not np.array_equal(ids, np.arange(1, ids.size + 1)):
+        raise ValueError(f"{path}: ids must run 1, 2, ..., n in order")
+    return ids
+
+
+def _codes(values: list[str]) -> np.ndarray:
+    """Each value's index among the sorted distinct values."""
+    return np.unique(np.asarray(values), return_inverse=True)[1].reshape(-1)
+
+
+def _user_features(path: Path):
+    """Per user (0-based): (age bucket, gender, occupation, zip prefix) codes, and their
+    numbers of values."""
+    rows = _read_table(path, 5)
+    _ids(path, rows)
+    try:
+        ages = np.array([int(r[1]) for r in rows])
+    except ValueError as e:
+        raise ValueError(f"{path}: an age that is not an integer ({e})") from e
+    age = np.searchsorted(_AGE_EDGES, ages, side="right")
+    gender = _codes([r[2] for r in rows])
+    occupation = _codes([r[3] for r in rows])
+    # the first two digits of a US zip code (a region); other codes (Canada's) as one value
+    zips = [r[4][:2] if r[4][:2].isdigit() and len(r[4][:2]) == 2 else "other" for r in rows]
+    zip_prefix = _codes(zips)
+    columns = (age, gender, occupation, zip_prefix)
+    sizes = (_AGE_EDGES.size + 1, *(int(c.max()) + 1 for c in columns[1:]))
+    return columns, sizes
+
+
+def _item_features(path: Path):
+    """Per item (0-based): its genre flags (n_items, 19) and release decade code (-1 when
+    the date is missing), and the number of decades."""
+    rows = _read_table(path, 5 + _N_GENRES)
+    _ids(path, rows)
+    try:
+        genres = np.array([[int(g) for g in r[5:]] for r in rows])
+    except ValueError as e:
+        raise ValueError(f"{path}: a genre flag that is not 0 or 1 ({e})") from e
+    if not np.isin(genres, (0, 1)).all():
+        raise ValueError(f"{path}: genre flags must be 0 or 1")
+    years = np.array([int(r[2][-4:]) if r[2][-4:].isdigit() else -1 for r in rows])
+    decade = np.where(years >= 0, years // 10, -1)
+    known = np.unique(decade[decade >= 0])
+    code = np.where(decade >= 0, np.searchsorted(known, decade), -1)
+    return genres, code, known.size
+
+
+def load_movielens_clicks(
+    root, split: str = "u1", *, threshold: float = 4.0, random_state=0, data_home=None
+):
+    """MovieLens 100K as a click task with side features: one row per rating, label
+    ``rating >= threshold``.
+
+    Each row holds one-hot features of the fields :data:`CLICK_FIELDS`: the user, the item,
+    the user's age bucket (MovieLens 1M's seven), gender, occupation and zip-code prefix (the
+    first two digits; other codes as one value), the item's genres (multi-hot, a column per
+    genre it has) and its release decade (no feature when the date is missing). Each field
+    owns a contiguous slice of columns, so ``fields`` serves a field-aware FM. The rows are
+    in a random order drawn from ``random_state``: the official splits are random draws of
+    ratings, and the files' order (by user) or an order by time would make the last rows,
+    which ``max_iter="auto"`` holds out, ratings of users the other rows barely know.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The ``ml-100k`` folder (with ``u.user``, ``u.item`` and the split's files), or the
+        name ``"ml-100k"`` (fetched with :func:`fetch_movielens` when no such local folder
+        exists).
+    split : {"u1", "u2", "u3", "u4", "u5", "ua", "ub"}, default "u1"
+        Official split: train on ``<split>.base``, test on ``<split>.test``.
+    threshold : float, default 4.0
+        Smallest rating that is a click.
+    random_state : int, Generator or None, default=0
+        Seeds the order of the rows (``numpy.random.default_rng``).
+    data_home : str or path-like, optional
+        Cache folder for a dataset name.
+
+    Returns
+    -------
+    MovieLensClicks
+        ``X_train, y_train, X_test, y_test, fields, field_names``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file is missing.
+    ValueError
+        If a file is malformed, or a rating names a user or item the side files lack.
+
+    Examples
+    --------
+    >>> from sparseopt.datasets import load_movielens_clicks
+    >>> data = load_movielens_clicks("ml-100k", "u1")  # doctest: +SKIP
+    >>> data.X_train.shape, data.y_train.mean().round(3)  # doctest: +SKIP
+    ((80000, 2847), 0.553)
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    folder = Path(root).expanduser()
+    if not folder.is_dir() and str(root) == "ml-100k":
+        folder = fetch_movielens("ml-100k", data_home=data_home)
+    users, user_sizes = _user_features(folder / "u.user")
+    genres, decade, n_decades = _item_features(folder / "u.item")
+    n_users, n_items = users[0].size, genres.shape[0]
+    sizes = (n_users, n_items, *user_sizes, _N_GENRES, n_decades)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    fields = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+
+    rng = np.random.default_rng(random_state)
+
+    def rows_of(path):
+        cols = read_movielens_ratings(path)
+        order = rng.permutation(cols["user"].size)
+        user, item = cols["user"][order] - 1, cols["item"][order] - 1
+        if user.size and (user.min() < 0 or user.max() >= n_users):
+            raise ValueError(f"{path}: user ids outside 1 .. {n_users} (u.user)")
+        if item.size and (item.min() < 0 or item.max() >= n_items):
+            raise ValueError(f"{path}: item ids outside 1 .. {n_items} (u.item)")
+        one_hot = [user, item, *(c[user] for c in users)]
+        columns = [starts[f] + codes for f, codes in enumerate(one_hot)]
+        row_of = [np.arange(user.size)] * len(columns)
+        g_row, g = np.nonzero(genres[item])  # multi-hot: one column per genre flag set
+        columns.append(starts[6] + g)
+        row_of.append(g_row)
+        has_decade = decade[item] >= 0
+        columns.append(starts[7] + decade[item][has_decade])
+        row_of.append(np.flatnonzero(has_decade))
+        rows, cols_ = np.concatenate(row_of), np.concatenate(columns)
+        X = sp.csr_matrix(
+            (np.ones(rows.size, np.float32), (rows, cols_)), shape=(user.size, starts[-1])
+        )
+        X.sort_indices()
+        y = (cols["rating"][order] >= threshold).astype(np.float64)
+        return X, y
+
+    X_train, y_train = rows_of(folder / f"{split}.base")
+    X_test, y_test = rows_of(folder / f"{split}.test")
+    return MovieLensClicks(X_train, y_train, X_test, y_test, fields, CLICK_FIELDS)
 
 
 # --------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -17,22 +19,48 @@ from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT
+from ._base import ACCUMULATOR_SLOT, Training
 from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
-# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0). A factor's
-# gradient is the loss derivative times the other features' vectors, of the order of
-# init_std: from 0, a feature's first step would be learning_rate * sign(g), several times the
-# vector itself. Starting at 30 damps a feature's factors until its squared gradients have
-# added up to as much, i.e. until it has been seen often. Picked on the dev splits: on the
-# Criteo and Avazu heads (7,200 and 8,000 rows) FM is then level with logistic regression or
-# above it (at 1 and 10 it fell 0.009 and 0.003 AUC below on the Criteo dev split), and on
-# 200,000 rows of planted interactions it keeps most of its lead (logloss 0.508, against
-# 0.506 at 10 and 0.521 for logistic regression); see benchmarks/README.md.
+# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
+# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
+# the other features' vectors, of the order of init_std: from 0, a feature's first step would
+# be learning_rate * sign(g), several times the vector itself. Starting at 30 damps a
+# feature's factors until its squared gradients have added up to as much, i.e. until it has
+# been seen often. Picked on the dev splits: on the Criteo and Avazu heads (7,200 and 8,000
+# rows) FM is then level with logistic regression or above it (at 1 and 10 it fell 0.009 and
+# 0.003 AUC below on the Criteo dev split), and on 200,000 rows of planted interactions it
+# keeps most of its lead (logloss 0.508, against 0.506 at 10 and 0.521 for logistic
+# regression); see benchmarks/README.md.
 FACTOR_ACCUMULATOR_START = 30.0
+
+# init_std="auto" draws factors of standard deviation sigma such that the pairwise term of a
+# row of m active features starts with a standard deviation of about INIT_PAIRS_STD: that term
+# sums m (m - 1) / 2 dot products of k products of two N(0, sigma^2) draws, so its standard
+# deviation is sigma^2 sqrt(k m (m - 1) / 2). Small against the linear part, so that the first
+# epochs are those of logistic regression, and the same whatever k and the number of fields.
+INIT_PAIRS_STD = 0.005
+
+# Rows with m active features that a training started on a matrix without rows assumes
+# (init_std="auto"): Criteo's 39 fields.
+ASSUMED_ACTIVE = 39
+
+# max_iter="auto" with learning_rate and init_std left to "auto" and AdaGrad by name: (learning
+# rate, start of the factors' accumulators, init_std relative to "auto"'s) of the candidates
+# tried on the held-out rows by successive halving, the damped default first. The "hot"
+# setting of issue 29 (0.2, 0.1) lost on every set of benchmarks/bench_fm_quality.py and, as a
+# third candidate, took the Criteo head's fit time to 3-4x that of one setting.
+AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
+
+
+def auto_init_std(n_components: int, n_active: float) -> float:
+    """``init_std="auto"``: the factors' standard deviation for rows of ``n_active`` features
+    (see ``INIT_PAIRS_STD``)."""
+    pairs = max(n_active * (n_active - 1.0) / 2.0, 1.0)
+    return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
 
 
 def _int32_indices(X):
@@ -42,6 +70,13 @@ def _int32_indices(X):
     return sp.csr_matrix(
         (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
     )
+
+
+def _fresh_copy(state):
+    """A copy of a state that has not trained yet (its factor table all zeros)."""
+    fresh = copy.deepcopy(dataclasses.replace(state, factors=np.zeros(0)))
+    fresh.factors = np.zeros(state.factors.shape, state.factors.dtype)  # pages mapped on use
+    return fresh
 
 
 @dataclass
@@ -55,10 +90,11 @@ class FMState:
     mark: np.ndarray  # (n_features,) or (0,)
     clock: np.ndarray  # (CLOCK_SIZE,)
     fields: np.ndarray  # (n_features,) int32 field of each column (FFM), or (0,) (FM)
-    layout: np.ndarray  # [k, F, per_row]
+    layout: np.ndarray  # [k, F, per_row, seed]
+    init: np.ndarray  # [init_std, first value of the factors' first slot] of new vectors
 
     @classmethod
-    def new(cls, opt, n_features, k, fields, per_row, rng, dtype) -> FMState:
+    def new(cls, opt, n_features, k, fields, per_row, rng, dtype, init) -> FMState:
         slots = opt.initial_slots()
         row = np.concatenate([[0.0], slots]).astype(dtype)
         F = int(fields.max()) + 1 if fields.size else 1
@@ -76,10 +112,11 @@ class FMState:
             clock=np.zeros(R.CLOCK_SIZE),
             fields=fields,
             layout=np.array([k, F, int(per_row), rng.integers(2**31)], np.int64),
+            init=np.array(init, np.float64),
         )
 
     def arrays(self) -> dict:
-        names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout")
+        names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout", "init")
         return {name: getattr(self, name) for name in names}
 
 
@@ -96,7 +133,7 @@ class _FactorizationMachine(_SparseLinearModel):
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
         "alpha_factors": [Interval(Real, 0, None, closed="left")],
-        "init_std": [Interval(Real, 0, None, closed="neither")],
+        "init_std": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
@@ -127,6 +164,62 @@ class _FactorizationMachine(_SparseLinearModel):
     def _canonical(self, X, n_features, dtype):
         return _int32_indices(super()._canonical(X, n_features, dtype))
 
+    # -- the settings max_iter="auto" chooses ------------------------------------------------
+    def _chooses(self) -> bool:
+        """Whether ``max_iter="auto"`` picks the learning rate and the factors' start among
+        ``AUTO_CANDIDATES`` (every one of them left to "auto", AdaGrad by name)."""
+        return (
+            self.optimizer == "adagrad"
+            and self.learning_rate == "auto"
+            and isinstance(self.init_std, str)
+        )
+
+    def _candidates(self, training, X):
+        """``training`` with the first of ``AUTO_CANDIDATES``, and new trainings with the
+        others (when :meth:`_chooses` and the model is new): their states are copies of its
+        state, which has not trained yet."""
+        if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
+            return [training]  # continued training (warm_start) keeps its settings
+        base = float(training.state.init[0])
+        out = []
+        for learning_rate, acc0, scale in AUTO_CANDIDATES:
+            if out:
+                state = _fresh_copy(training.state)
+                opt = copy.deepcopy(training.optimizer)
+                training = Training(self, opt, state, training.n_features, training.classes,
+                                    reset=True)  # fmt: skip
+            training.optimizer.learning_rate = learning_rate
+            training.state.init[:] = (scale * base, acc0)
+            out.append(training)
+        return out
+
+    def _setting(self, training) -> str:
+        init_std, acc0 = training.state.init
+        return (f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
+                f"factor accumulators from {acc0:g}")  # fmt: skip
+
+    def _start(self, X, classes, reset, in_place=False):
+        training = super()._start(X, classes, reset, in_place)
+        fitted = getattr(self, "optimizer_", None)
+        if not reset and self._chooses() and fitted is not None:
+            # continued training goes on at the rate the fit chose
+            training.optimizer.learning_rate = fitted.learning_rate
+        return training
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        if "init" not in arrays:  # saved before the state kept its factors' initialization
+            model = cls(**params)
+            model._validate_params()
+            if model.init_std == "auto":  # a file as new as "auto" has its init array
+                raise ValueError(
+                    "the model file has no array 'init' (the factors' initialization), which "
+                    "every file with init_std='auto' holds: it was edited or damaged"
+                )
+            acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
+            arrays = {**arrays, "init": np.array([model.init_std, acc0])}
+        return super()._from_file(params, attributes, arrays)
+
     # -- hooks of the training loop --------------------------------------------------------
     def _new_state(self, opt, X, n_outputs):
         fields = self._fields_of(X)
@@ -134,8 +227,21 @@ class _FactorizationMachine(_SparseLinearModel):
         if isinstance(seed, np.random.RandomState):
             seed = seed.randint(2**31)
         rng = np.random.default_rng(seed)
-        return FMState.new(opt, X.shape[1], self.n_components, fields,
-                           self._per_row(opt), rng, X.dtype)  # fmt: skip
+        return FMState.new(opt, X.shape[1], self.n_components, fields, self._per_row(opt), rng,
+                           X.dtype, self._factor_init(opt, X))  # fmt: skip
+
+    def _factor_init(self, opt, X):
+        """``[init_std, first value of the factors' first slot]`` for a new model of X."""
+        init_std = self.init_std
+        if init_std == "auto":
+            n_active = X.nnz / X.shape[0] if X.shape[0] else ASSUMED_ACTIVE
+            init_std = auto_init_std(self.n_components, n_active)
+        acc0 = (
+            FACTOR_ACCUMULATOR_START
+            if self.optimizer == "adagrad"
+            else opt.initial_slots()[:1].sum()
+        )
+        return [float(init_std), float(acc0)]
 
     def _cast_state(self, state, dtype):
         for name in ("table", "bias", "factors"):
@@ -188,6 +294,11 @@ class _FactorizationMachine(_SparseLinearModel):
             )
         shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
         _safety.check_array("state_.factors", state.factors, shape, state.table.dtype)
+        init = _safety.check_array("state_.init", state.init, (2,), np.float64)
+        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0):
+            raise ValueError(
+                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0]"
+            )
 
     def _check_state(self, state, n_features, n_outputs, opt):
         super()._check_state(state, n_features, n_outputs, opt)
@@ -222,18 +333,13 @@ class _FactorizationMachine(_SparseLinearModel):
         )  # fmt: skip
         return margins[:, None]
 
-    def _consts(self, opt, state):
+    def _consts(self, state):
         """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
         seed, initial value of the factors' first slot)."""
         k, F, per_row = (int(v) for v in state.layout[:3])
-        acc0 = (
-            FACTOR_ACCUMULATOR_START
-            if self.optimizer == "adagrad"
-            else opt.initial_slots()[:1].sum()
-        )
+        init_std, acc0 = (float(v) for v in state.init)
         return (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                float(per_row), float(self.init_std), float(state.layout[3]),
-                float(acc0))  # fmt: skip
+                float(per_row), init_std, float(state.layout[3]), acc0)  # fmt: skip
 
     def _run_epoch(self, training, X, targets, weights, order):
         opt, state, scratch = training.optimizer, training.state, training.scratch
@@ -243,7 +349,7 @@ class _FactorizationMachine(_SparseLinearModel):
         loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
         train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
         rows = (X.indptr, X.indices, X.data, targets, weights, order)
-        consts = self._consts(opt, state)
+        consts = self._consts(state)
 
         def arguments(bias, batch_size):
             tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
@@ -276,11 +382,30 @@ class _FactorizationMachine(_SparseLinearModel):
         """Draw every vector a copy drew: factor vectors are drawn when a row first holds
         their feature, from the seed and the feature alone, so a copy that never met the
         feature counts with the vector it would have drawn, not with zeros."""
-        consts = self._consts(opt, state)
+        consts = self._consts(state)
         for rows in touched:  # a vector met by several copies is drawn once
             kernels.fm_draw(state.factors, np.asarray(rows["table"], np.int64), consts)
 
     # -- the learnt model ------------------------------------------------------------------
+    @property
+    def learning_rate_(self):
+        """The learning rate the fit ran with (the one chosen with ``max_iter="auto"``)."""
+        check_is_fitted(self, "state_")
+        fitted = getattr(self, "optimizer_", None)
+        return (fitted if fitted is not None else self._make_optimizer()).learning_rate
+
+    @property
+    def init_std_(self) -> float:
+        """Standard deviation of the factors' initial draw (the one chosen, or "auto"'s)."""
+        check_is_fitted(self, "state_")
+        return float(self.state_.init[0])
+
+    @property
+    def factor_accumulator_start_(self) -> float:
+        """Value the factors' first optimizer slot starts at (AdaGrad: its accumulator)."""
+        check_is_fitted(self, "state_")
+        return float(self.state_.init[1])
+
     @property
     def factors_(self) -> np.ndarray:
         """Factor vectors: (n_features, n_components), or (n_features, n_fields, n_components)
@@ -305,14 +430,35 @@ _FM_DOC = """
         the optimizer object's own. With ``optimizer="adagrad"`` the linear weights'
         accumulators start at 0 and the factors' at 30, which damps the factors until a
         feature has been seen often; an AdaGrad object's ``initial_accumulator_value`` serves
-        both.
+        both. With ``optimizer="adagrad"``, ``init_std="auto"`` and ``max_iter="auto"``, the
+        held-out rows choose between two starts of the factors' accumulators, 30 and 1 (at
+        learning rate 0.05), by successive halving: each epoch trains every setting still in
+        the race once, from where it was, and keeps the better half by its best held-out
+        loss so far, until one is left, which then runs on as a single fit would (a setting
+        that diverges drops out). 30 protects small click logs, where the factors overfit
+        (the Criteo and Avazu heads keep it); 1 learns interactions where the data hold them
+        (MovieLens, planted interactions: ``benchmarks/bench_fm_quality.py``). The cost is
+        one more epoch, and a second model in memory meanwhile. The start of the accumulators
+        sets the factors' first steps (AdaGrad's step is the rate over the root of the
+        accumulator), so this is a choice of their early step size; ``AUTO_CANDIDATES`` in
+        ``sparseopt/estimators/_fm.py`` can hold learning rates and initial scales as well.
+        ``learning_rate_`` and ``factor_accumulator_start_`` say what was chosen,
+        ``verbose=1`` what was tried. Continued training (``partial_fit``, ``warm_start``)
+        goes on at the fitted learning rate.
     alpha_linear : float, default={alpha_linear}
         L2 penalty of the linear weights, per occurrence (see the class description).
     alpha_factors : float, default={alpha_factors}
         L2 penalty of the factor vectors, per occurrence.
-    init_std : float, default={init_std}
+    init_std : "auto" or float, default="auto"
         Standard deviation of the factors' normal initialization (a factorization machine
         started at zero stays there: every factor gradient is a product of other factors).
+        ``"auto"``: :math:`\\sigma = (s / \\sqrt{{k\\,m(m-1)/2}})^{{1/2}}` for rows of m active
+        features on average (the first fit's X), so that the pairwise term of a row starts
+        with standard deviation about :math:`s = 0.005` whatever k and the number of fields
+        (0.014 for MovieLens' 9 features and k = 16, 0.007 for Criteo's 39). A training
+        started from a matrix without rows (the Dask front end, ``sparseopt train``) assumes
+        39. The value is kept with the model (``init_std_``): continued training draws the
+        vectors of new features with it.
     factor_state : {{"auto", "element", "row"}}, default="auto"
         Optimizer state of the factors. ``"element"``: every factor element has its own slots
         beside it (AdaGrad: its own accumulator); it runs every optimizer of
@@ -328,9 +474,11 @@ _FM_DOC = """
         Epochs. ``"auto"``: as many as help, decided on the last ``validation_fraction`` of
         the rows, held out until the best epoch is found, then learned once (see the linear
         estimators). Measured (``benchmarks/bench_defaults.py``, pooled 10-fold
-        cross-validation, FMClassifier): Criteo head logloss 0.4599 against 0.4595 for the
-        best fixed epoch count (one) and 0.5449 for 10 epochs; Avazu head 0.4191 (best, 2
-        epochs: 0.4191); a9a 0.3214 (best, 10 epochs: 0.3212). An integer: that many epochs,
+        cross-validation, FMClassifier with the defaults before issue 29): Criteo head
+        logloss 0.4599 against 0.4595 for the best fixed epoch count (one) and 0.5449 for 10
+        epochs; Avazu head 0.4191 (best, 2 epochs: 0.4191); a9a 0.3214 (best, 10 epochs:
+        0.3212). With the learning rate and ``init_std`` left to "auto", the held-out rows
+        also choose the learning rate (see ``learning_rate``). An integer: that many epochs,
         fewer if ``tol`` stops them.
     tol : float or None, default=1e-4
         Stop when the epoch's loss (training, or held-out with ``max_iter="auto"`` or early
@@ -385,6 +533,12 @@ _FM_ATTRIBUTES = """
         Mean training loss of each epoch (each row scored before its update).
     validation_scores_ : list of float
         Held-out loss after each epoch run (``max_iter="auto"`` or ``early_stopping``).
+    learning_rate_ : float or Schedule
+        Learning rate the fit ran with (with ``max_iter="auto"``, maybe chosen).
+    init_std_ : float
+        Standard deviation of the factors' initial draws.
+    factor_accumulator_start_ : float
+        Value the factors' first optimizer slot started at (AdaGrad's accumulator).
 
     References
     ----------
@@ -403,7 +557,7 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
 
     Parameters
     ----------"""
-        + _FM_DOC.format(k=8, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4)
         + """
     class_weight : dict, "balanced" or None, default=None
 """
@@ -430,12 +584,12 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
 
     def __init__(
         self,
-        n_components=8,
+        n_components=16,
         optimizer="adagrad",
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
@@ -503,7 +657,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     loss : {"squared", "huber"}, default="squared"
     epsilon : float, default=1.35
         Huber threshold."""
-        + _FM_DOC.format(k=8, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4)
         + "\n"
         + _FM_ATTRIBUTES
         + """
@@ -529,14 +683,14 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
 
     def __init__(
         self,
-        n_components=8,
+        n_components=16,
         loss="squared",
         epsilon=1.35,
         optimizer="adagrad",
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,
@@ -603,7 +757,7 @@ class FFMClassifier(FMClassifier):
         the fields that X carries as its attribute ``column_fields`` (the output of
         ``FieldHasher(field_aware=True)``, so that a pipeline of the two needs no argument;
         continued training keeps the fitted ones), else as None."""
-        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=1e-4, init_std=0.01)
+        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=1e-4)
         + """
     class_weight : dict, "balanced" or None, default=None
 """
@@ -640,7 +794,7 @@ class FFMClassifier(FMClassifier):
         learning_rate="auto",
         alpha_linear=1e-5,
         alpha_factors=1e-4,
-        init_std=0.01,
+        init_std="auto",
         factor_state="auto",
         fit_intercept=True,
         batch_size=1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -28,7 +29,7 @@ from ..models._hogwild import hogwild_order, run_threads
 from ..optim import FTRL, OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, Rows, SparseEstimator, Training
+from ._base import ACCUMULATOR_SLOT, DivergenceError, Rows, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -76,6 +77,17 @@ class LinearState:
 
     def arrays(self) -> dict:
         return {k: getattr(self, k) for k in ("table", "bias", "stamp", "mark", "clock")}
+
+
+class _Run:
+    """One training in a fit's epoch loop: its held-out rows' record (``held``, see
+    ``_hold_out``), curves and stopping state."""
+
+    def __init__(self, training, held):
+        self.training, self.held = training, held
+        self.curve, self.scores = [], []
+        self.best, self.stale = np.inf, 0
+        self.stopped = self.diverged = False
 
 
 def _to_csr(X) -> sp.csr_matrix:
@@ -303,31 +315,88 @@ class _SparseLinearModel(SparseEstimator):
             else self.random_state.randint(2**31)
         )  # fmt: skip
         total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
-        curve, scores = [], []
-        best, stale = np.inf, 0
+        # max_iter="auto" may try several settings on the held-out rows (_candidates)
+        candidates = [training]
+        if held is not None and auto:
+            candidates = self._candidates(training, rows.X)
+        runs = tried = [_Run(t, None if held is None else dict(held)) for t in candidates]
+        choosing = len(runs) > 1
         epochs = range(n_epochs)
         if self.verbose:
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
         with compile_notice(what, self.verbose):
             for _epoch in epochs:
-                loss = training.epoch(rows, training.order(rows, rng))
-                curve.append(loss / total_weight)
-                monitored = curve[-1]
-                if held is not None:
-                    monitored = self._score_held_out(held, training.state, len(curve))
-                    scores.append(monitored)
-                if self.verbose:
-                    epochs.set_postfix(loss=f"{curve[-1]:.5f}", refresh=False)
-                if self.tol is not None:
-                    stale = stale + 1 if monitored > best - self.tol else 0
-                    best = min(best, monitored)
-                    if stale >= self.n_iter_no_change:
-                        break
+                for run in runs:
+                    if not run.stopped:
+                        self._train_run(run, rows, rng, total_weight, several=len(runs) > 1)
+                if len(runs) > 1:
+                    runs = self._halve(runs)
+                if self.verbose and runs[0].curve:
+                    epochs.set_postfix(loss=f"{runs[0].curve[-1]:.5f}", refresh=False)
+                if choosing and len(runs) == 1:
+                    choosing = False
+                    self._report_choice(tried, runs[0])
+                if len(runs) == 1 and runs[0].stopped:
+                    break
+            run = runs[0]
+            training, held, curve, scores = run.training, run.held, run.curve, run.scores
+            if run.diverged:  # every candidate did
+                training.refuse("non-finite loss or weights with every setting tried")
             if held is not None:
                 curve = self._best_epoch(training, held, curve, auto)
             training.catch_up()
         return training.finish(curve, scores=scores, rows=rows if check_loss else None)
+
+    def _train_run(self, run, rows, rng, total_weight, several):
+        """One epoch of ``run`` and its held-out score; with ``several`` runs competing, a
+        run that diverges stops with an infinite score instead of raising."""
+        if run.held is not None and run.held["state"] is run.training.state:
+            # the best state so far trains on: keep a copy (a run that stops or drops out
+            # after its best epoch never pays for one)
+            run.held["state"] = copy.deepcopy(run.training.state)
+        try:
+            loss = run.training.epoch(rows, run.training.order(rows, rng))
+            run.curve.append(loss / total_weight)
+            monitored = run.curve[-1]
+            if run.held is not None:
+                monitored = self._score_held_out(run.held, run.training.state, len(run.curve))
+                run.scores.append(monitored)
+        except DivergenceError:
+            if not several:
+                raise
+            run.diverged = run.stopped = True
+            return
+        if self.tol is not None:
+            run.stale = run.stale + 1 if monitored > run.best - self.tol else 0
+            run.best = min(run.best, monitored)
+            run.stopped = run.stale >= self.n_iter_no_change
+
+    @staticmethod
+    def _halve(runs):
+        """Successive halving: the better half of ``runs`` (rounded up) by their best held-out
+        loss so far; a diverged run is the worst."""
+        ranked = sorted(runs, key=lambda run: np.inf if run.diverged else run.held["best"])
+        return ranked[: (len(ranked) + 1) // 2]
+
+    def _candidates(self, training, X) -> list:
+        """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
+        trained on), the first of them ``training``: here, that one alone."""
+        return [training]
+
+    def _report_choice(self, tried, kept):
+        """With ``verbose``, say on stderr what the held-out rows chose among ``tried`` (runs)."""
+        if not self.verbose:
+            return
+        for run in tried:
+            loss = "diverged" if run.diverged else f"best held-out loss {run.held['best']:.5f}"
+            mark = "kept" if run is kept else "dropped"
+            tqdm.write(f"{type(self).__name__}: {self._setting(run.training)}: "
+                       f"{len(run.curve)} epoch(s), {loss}: {mark}", file=sys.stderr)  # fmt: skip
+
+    def _setting(self, training) -> str:
+        """What distinguishes ``training`` among the candidates (for ``verbose``)."""
+        return f"learning_rate={training.optimizer.learning_rate!r}"
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
     def _n_outputs(self) -> int:
@@ -458,10 +527,11 @@ class _SparseLinearModel(SparseEstimator):
         return n_epochs, Rows(X, targets, weights), held
 
     def _score_held_out(self, held, state, epoch):
-        """Loss of the held-out rows after ``epoch`` epochs; keeps a copy of the best state."""
+        """Loss of the held-out rows after ``epoch`` epochs; keeps the best state (``state``
+        itself: copied only if it trains on, see ``_train_run``)."""
         loss = self._validation_loss(state, *held["rows"])
         if loss < held["best"] or held["state"] is None:
-            held.update(best=loss, state=copy.deepcopy(state), epochs=epoch)
+            held.update(best=loss, state=state, epochs=epoch)
         return loss
 
     def _best_epoch(self, training, held, curve, learn_held_out):

@@ -1,0 +1,285 @@
+"""Factorization machines with nothing set against tuned ones: do the defaults find the
+interactions where the data hold them, and leave them alone where they do not?
+
+    python benchmarks/bench_fm_quality.py [--sets movielens planted criteo avazu a9a]
+                                          [--ml-folds 5] [--folds 5]
+
+Data (``../shared/data`` and ``make_ctr``):
+
+- ``movielens``: :func:`sparseopt.datasets.load_movielens_clicks`, the official folds
+  u1 .. u``--ml-folds`` (train on uN.base, score uN.test), predictions pooled;
+- ``planted``: ``make_ctr`` rows with pairwise interactions of rank 4 (10 fields of 200
+  values, 50,000 training and 20,000 test rows), strength 3 (``planted3``, weak linear part)
+  and 1 (``planted1``);
+- ``criteo``, ``avazu``: the heads (train, dev and test pooled, 8,000 and 9,000 rows),
+  ``--folds`` contiguous folds pooled, features as in ``bench_defaults.py``;
+- ``a9a``: train on a9a, score a9a.t.
+
+Models, on the same folds: ``SparseLogisticRegression()``; ``FMClassifier`` and
+``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with nothing set, and with
+the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM: ``init_std=0.01``;
+both at learning rate 0.05 with the factors' accumulators from 30); the same estimator
+tuned: every point of ``GRID`` (learning rate, start of the factors' AdaGrad accumulators,
+``init_std``; epochs by ``max_iter="auto"``) fitted on the first 80% of the training rows and
+scored on the rest, the best refitted on all of them; and a reference FM written the usual
+way in NumPy (torch is not installed here): minibatches of 256, Adam on the rows of the
+batch (PyTorch's SparseAdam), L2, k = 16, its learning rate, L2 and epoch count picked on the
+same inner split. Printed: pooled logloss (AUC) of each, the fit seconds of FM and FFM with
+the new and the old defaults (summed over folds; a shared machine: compare within a row),
+and the targets of issue 29.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.model_selection import KFold
+
+import sparseopt.estimators._fm as fm_module
+from sparseopt import DivergenceError, FFMClassifier, FMClassifier, SparseLogisticRegression
+from sparseopt.datasets import column_fields, load_movielens_clicks, make_ctr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_defaults import DATA, FFM_BITS, load  # noqa: E402
+
+# (learning rate, factors' accumulator start, init_std) tried by the tuned grid
+GRID = list(itertools.product([0.02, 0.05, 0.1, 0.2], [1.0, 30.0], [0.01, 0.03]))
+# the NumPy reference: (learning rate, L2) tried, epochs up to REFERENCE_EPOCHS
+REFERENCE_GRID = list(itertools.product([0.001, 0.003, 0.01], [0.0, 1e-4]))
+REFERENCE_EPOCHS = 15
+
+
+@contextlib.contextmanager
+def accumulator_start(value):
+    """The factors' AdaGrad accumulators start at ``value`` (a module constant) meanwhile."""
+    saved = fm_module.FACTOR_ACCUMULATOR_START
+    fm_module.FACTOR_ACCUMULATOR_START = value
+    try:
+        yield
+    finally:
+        fm_module.FACTOR_ACCUMULATOR_START = saved
+
+
+# -- data ------------------------------------------------------------------------------------
+def movielens(root, n_folds):
+    """(X, y, splits, fields): the folds stacked, each fold's rows its own block."""
+    blocks, splits, start = [], [], 0
+    for fold in range(1, n_folds + 1):
+        d = load_movielens_clicks(root / "ml-100k", f"u{fold}")
+        n_train, n_test = d.X_train.shape[0], d.X_test.shape[0]
+        blocks += [(d.X_train, d.y_train), (d.X_test, d.y_test)]
+        splits.append((np.arange(start, start + n_train),
+                       np.arange(start + n_train, start + n_train + n_test)))  # fmt: skip
+        start += n_train + n_test
+    X = sp.vstack([b[0] for b in blocks]).tocsr()
+    y = np.concatenate([b[1] for b in blocks])
+    return X, y, splits, d.fields
+
+
+def planted(strength, field_aware):
+    bits = FFM_BITS if field_aware else 18
+    d = make_ctr(50_000, n_fields=10, n_values=200, n_bits=bits, interactions=strength,
+                 weight_scale=0.5 if strength > 2 else 1.25, n_test=20_000,
+                 field_aware=field_aware, random_state=0)  # fmt: skip
+    X, y = sp.vstack([d.X, d.X_test]).tocsr(), np.concatenate([d.y, d.y_test])
+    splits = [(np.arange(50_000), np.arange(50_000, 70_000))]
+    return X, y, splits, column_fields(bits, 10) if field_aware else None
+
+
+def dataset(name, root, n_folds, ml_folds, field_aware):
+    """(X, y, splits, fields) of a set; ``fields`` with ``field_aware`` (FFM)."""
+    if name == "movielens":
+        return movielens(root, ml_folds)  # one-hot in field slices already
+    if name.startswith("planted"):
+        return planted(float(name[len("planted") :]), field_aware)
+    X, y, splits, fields = load(name, root, field_aware=field_aware)
+    if name == "a9a":
+        fields = np.arange(X.shape[1]) if field_aware else None
+    return X, y, splits or list(KFold(n_folds).split(X)), fields
+
+
+# -- the NumPy reference FM ------------------------------------------------------------------
+class ReferenceFM:
+    """FM with minibatch Adam on the batch's rows (SparseAdam's semantics) and L2."""
+
+    def __init__(self, learning_rate, l2, k=16, batch_size=256, init_std=0.01, seed=0):
+        self.learning_rate, self.l2, self.k = learning_rate, l2, k
+        self.batch_size, self.init_std, self.seed = batch_size, init_std, seed
+
+    def start(self, n_features):
+        rng = np.random.default_rng(self.seed)
+        # one table: bias-free linear weight in column 0, factors after it
+        self.params = np.hstack([np.zeros((n_features, 1)),
+                                 rng.normal(0, self.init_std, (n_features, self.k))])  # fmt: skip
+        self.m, self.v = np.zeros_like(self.params), np.zeros_like(self.params)
+        self.bias, self.bias_m, self.bias_v, self.t = 0.0, 0.0, 0.0, 0
+        return self
+
+    def _forward(self, X, params):
+        w, V = params[:, 0], params[:, 1:]
+        S = X @ V
+        Q = (X.multiply(X)) @ (V * V)
+        return self.bias + X @ w + 0.5 * (S * S - Q).sum(axis=1), S
+
+    def epoch(self, X, y):
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for lo in range(0, X.shape[0], self.batch_size):
+            Xb, yb = X[lo : lo + self.batch_size], y[lo : lo + self.batch_size]
+            cols, local = np.unique(Xb.indices, return_inverse=True)
+            Xc = sp.csr_matrix((Xb.data, local.reshape(-1), Xb.indptr), (Xb.shape[0], cols.size))
+            p = self.params[cols]
+            margin, S = self._forward(Xc, p)
+            d = (1.0 / (1.0 + np.exp(-margin)) - yb) / Xb.shape[0]
+            grad = np.empty_like(p)
+            grad[:, 0] = Xc.T @ d
+            grad[:, 1:] = Xc.T @ (d[:, None] * S) - (Xc.multiply(Xc).T @ d)[:, None] * p[:, 1:]
+            grad += self.l2 * p
+            self.t += 1
+            correction = np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+            m = self.m[cols] = b1 * self.m[cols] + (1 - b1) * grad
+            v = self.v[cols] = b2 * self.v[cols] + (1 - b2) * grad * grad
+            self.params[cols] = p - self.learning_rate * correction * m / (np.sqrt(v) + eps)
+            g = d.sum()
+            self.bias_m = b1 * self.bias_m + (1 - b1) * g
+            self.bias_v = b2 * self.bias_v + (1 - b2) * g * g
+            self.bias -= (
+                self.learning_rate * correction * self.bias_m / (np.sqrt(self.bias_v) + eps)
+            )
+        return self
+
+    def predict(self, X):
+        return 1.0 / (1.0 + np.exp(-self._forward(X, self.params)[0]))
+
+
+def inner_split(n):
+    cut = int(0.8 * n)
+    return np.arange(cut), np.arange(cut, n)
+
+
+def reference_runner(X, y, X_test):
+    """Tuned on the inner split (learning rate, L2, epochs), refitted on all the rows."""
+    fit_rows, val_rows = inner_split(X.shape[0])
+    best = (np.inf, None, None)
+    for learning_rate, l2 in REFERENCE_GRID:
+        ref = ReferenceFM(learning_rate, l2).start(X.shape[1])
+        for epoch in range(1, REFERENCE_EPOCHS + 1):
+            ref.epoch(X[fit_rows], y[fit_rows])
+            loss = log_loss(y[val_rows], ref.predict(X[val_rows]), labels=[0, 1])
+            if loss < best[0]:
+                best = (loss, (learning_rate, l2), epoch)
+            elif epoch > best[2] + 1 and best[1] == (learning_rate, l2):
+                break
+    (learning_rate, l2), epochs = best[1], best[2]
+    ref = ReferenceFM(learning_rate, l2).start(X.shape[1])
+    for _ in range(epochs):
+        ref.epoch(X, y)
+    return ref.predict(X_test)
+
+
+# -- sparseopt runners -----------------------------------------------------------------------
+def fit_predict(model, X, y, X_test, acc0=None):
+    with accumulator_start(acc0) if acc0 is not None else contextlib.nullcontext():
+        return clone(model).fit(X, y).predict_proba(X_test)[:, 1]
+
+
+def fixed_runner(model, acc0=None):
+    def run(X, y, X_test):
+        return fit_predict(model, X, y, X_test, acc0)
+
+    return run
+
+
+def tuned_runner(model):
+    """``GRID`` on the inner split, then the best point refitted on all the rows."""
+
+    def run(X, y, X_test):
+        fit_rows, val_rows = inner_split(X.shape[0])
+        scores = {}
+        for learning_rate, acc0, init_std in GRID:
+            m = clone(model).set_params(learning_rate=learning_rate, init_std=init_std)
+            try:
+                p = fit_predict(m, X[fit_rows], y[fit_rows], X[val_rows], acc0)
+            except DivergenceError:  # a point of the grid that diverges loses
+                continue
+            scores[(learning_rate, acc0, init_std)] = log_loss(y[val_rows], p, labels=[0, 1])
+        learning_rate, acc0, init_std = min(scores, key=scores.get)
+        m = clone(model).set_params(learning_rate=learning_rate, init_std=init_std)
+        return fit_predict(m, X, y, X_test, acc0)
+
+    return run
+
+
+def evaluate(X, y, splits, runner):
+    """(logloss, AUC, fit seconds summed over folds) of ``runner`` pooled over ``splits``."""
+    p = np.full(y.size, np.nan)
+    seconds = 0.0
+    for train, test in splits:
+        start = time.perf_counter()
+        p[test] = runner(X[train], y[train], X[test])
+        seconds += time.perf_counter() - start
+    rows = np.concatenate([t for _, t in splits])
+    return log_loss(y[rows], p[rows]), roc_auc_score(y[rows], p[rows]), seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--ml-folds", type=int, default=5)
+    parser.add_argument(
+        "--sets", nargs="+", default=["movielens", "planted3", "planted1", "criteo", "avazu", "a9a"]
+    )
+    args = parser.parse_args()  # fmt: skip
+    root = Path(args.data)
+    old = dict(learning_rate=0.05, init_std=0.01)
+    lines = []
+    start = time.perf_counter()
+    for name in args.sets:
+        X, y, splits, _ = dataset(name, root, args.folds, args.ml_folds, field_aware=False)
+        Xf, _, _, fields = dataset(name, root, args.folds, args.ml_folds, field_aware=True)
+        fm, ffm = FMClassifier(random_state=0), FFMClassifier(fields=fields, random_state=0)
+        runs = {
+            "LR": (X, fixed_runner(SparseLogisticRegression(random_state=0))),
+            "FM before": (X, fixed_runner(clone(fm).set_params(n_components=8, **old), 30.0)),
+            "FM": (X, fixed_runner(fm)),
+            "FM tuned": (X, tuned_runner(fm)),
+            "NumPy FM tuned": (X, reference_runner),
+            "FFM before": (Xf, fixed_runner(clone(ffm).set_params(**old), 30.0)),
+            "FFM": (Xf, fixed_runner(ffm)),
+            "FFM tuned": (Xf, tuned_runner(ffm)),
+        }
+        got = {}
+        for label, (data, runner) in runs.items():
+            got[label] = evaluate(data, y, splits, runner)
+            loss, auc, seconds = got[label]
+            print(f"{name:10s} {label:15s} logloss {loss:.4f}  AUC {auc:.4f}  fit {seconds:.1f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        cells = " | ".join(f"{got[k][0]:.4f}" for k in runs)
+        fm_gap = got["FM"][0] - got["FM tuned"][0]
+        ffm_gap = got["FFM"][0] - got["FFM tuned"][0]
+        times = (f"{got['FM'][2]:.1f} / {got['FM before'][2]:.1f}, "
+                 f"{got['FFM'][2]:.1f} / {got['FFM before'][2]:.1f}")  # fmt: skip
+        lines.append(f"| {name} | {cells} | {fm_gap:+.4f} | {ffm_gap:+.4f} | "
+                     f"{got['FM'][0] - got['NumPy FM tuned'][0]:+.4f} | "
+                     f"{got['FM'][0] - got['FM before'][0]:+.4f} | "
+                     f"{got['FFM'][0] - got['FFM before'][0]:+.4f} | {times} |")  # fmt: skip
+    print(
+        "| set | " + " | ".join(runs) + " | FM - tuned | FFM - tuned | FM - NumPy FM | "
+        "FM - before | FFM - before | fit s: FM / before, FFM / before |"
+    )
+    print("|---" * (len(runs) + 7) + "|")
+    print("\n".join(lines))
+    print(f"\n{time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
