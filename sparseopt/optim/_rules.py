@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from .._jit import JIT
-from ._schedules import rate
+from ._schedules import constant_rate, rate, rate_bound
 
 SGD, MOMENTUM, ADAGRAD, RMSPROP, ADAM, AMSGRAD, FTRL = range(7)
 SKIP, DECAY, EXACT = range(3)  # Adam / AMSGrad lazy modes
@@ -59,10 +59,17 @@ HP_SIZE = 9
 CLOCK_T, CLOCK_ETA, CLOCK_ETA_PREV, CLOCK_SHRINK, CLOCK_LOG_DECAY, CLOCK_LOG_DECAY_PREV = range(6)
 CLOCK_SIZE = 6
 
-# A skipped step's drift is negligible once it is below this fraction of the weight: the
-# remaining terms shrink geometrically, so the truncated sum is exact to float64 precision.
-DRIFT_TOL = 1e-17
+# The exact catch-up of a drifting rule (Momentum with weight decay, Adam and AMSGrad) brings
+# the weight to within DRIFT_TOL of the drift it sums (relative; float32 rounds at 6e-8), see
+# _adam_drift. Rules whose drift does not shrink (beta_1 >= sqrt(beta_2)) replay at most
+# MAX_DRIFT_STEPS steps.
+DRIFT_TOL = 2.0**-30
 MAX_DRIFT_STEPS = 100_000
+EPSILON_TERMS = 12  # most terms of the epsilon series (then replay)
+BIAS_TERMS = 64  # most terms of the bias-correction series
+BIAS_SERIES_MAX = 0.5  # the series is used once beta_2^s is below this (else replay)
+_LOG_TOL_8 = math.log(DRIFT_TOL / 8.0)
+_LOG_BIAS_SERIES_MAX = math.log(BIAS_SERIES_MAX)
 
 
 @numba.njit(inline="always", **JIT)
@@ -166,23 +173,29 @@ def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == MOMENTUM:
         if wd > 0.0:
-            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+            return drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
         w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
         return w
     if rule == RMSPROP:
-        S[r, o] *= hp[HP_BETA_1] ** k
+        S[r, o] *= _power(hp[HP_BETA_1], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == ADAM or rule == AMSGRAD:
         mode = int(hp[HP_MODE])
         if mode == EXACT:
-            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+            return drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
         if mode == DECAY:
-            S[r, o] *= hp[HP_BETA_1] ** k
-            S[r, o + 1] *= hp[HP_BETA_2] ** k
+            S[r, o] *= _power(hp[HP_BETA_1], k)
+            S[r, o + 1] *= _power(hp[HP_BETA_2], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     # FTRL: the decay shrinks z, and the weight follows from the state in closed form
     S[r, o] *= _decay_factor(wd, log_decay_t, mark)
     return ftrl_weight(S[r, o], S[r, o + 1], rate(spec, t), hp)
+
+
+@numba.njit(**JIT)
+def _power(base, k):
+    """``base ** k`` for ``k >= 1`` as one exponential (a float power was 50 ns a call)."""
+    return math.exp(k * math.log(base)) if base > 0.0 else 0.0
 
 
 @numba.njit(**JIT)
@@ -201,51 +214,200 @@ def _momentum_catch_up(hp, w, v, k):
 
 
 @numba.njit(**JIT)
-def _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
-    """Zero-gradient steps of a drifting rule, one by one while the drift still counts.
+def _geometric(log_r, log_s, k):
+    """``sum_{i=1..k} r^i s^(k-i)`` for ``r = exp(log_r)``, ``s = exp(log_s)``, ``k >= 1``.
 
-    Momentum's velocity shrinks by ``gamma`` each step and Adam's step ``m_hat / sqrt(v_hat)``
-    by about ``beta_1 / sqrt(beta_2)``: after a few hundred steps the drift is below float
-    precision and the remaining steps reduce to closed-form decays of the moments and the
-    weight-decay factor.
+    Written as :math:`\\rho (r^k - s^k) / (\\rho - 1)` with :math:`\\rho = r/s`, the difference
+    taken with ``expm1`` so that nothing cancels when r is close to s.
+    """
+    d = log_r - log_s
+    if d == 0.0:
+        return k * math.exp(k * log_r)
+    x = k * d
+    if d < 0.0:  # s^k (rho^k - 1); e^-40 is below float64 precision next to 1
+        s_k = math.exp(k * log_s) if log_s != 0.0 else 1.0
+        difference = s_k * (math.expm1(x) if x > -40.0 else -1.0)
+    else:  # r^k (1 - rho^-k)
+        difference = -math.exp(k * log_r) * math.expm1(-x)
+    return math.exp(d) * difference / math.expm1(d)
+
+
+@numba.njit(**JIT)
+def _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma):
+    """The drift of Adam's (or AMSGrad's) zero-gradient steps ``step + 1 .. step + rest`` at a
+    constant rate, divided by the rate, in closed form; returns (ok, drift).
+
+    Let :math:`m, V` be the moments at ``step`` (V: ``v``, or AMSGrad's ``v_max``),
+    :math:`B = \\sqrt V`, :math:`E = \\epsilon / B`, :math:`\\sigma` the weight-decay shrink
+    of a step and :math:`s = \\text{step} + i`. Step i moves the weight by
+
+    .. math::
+        d_i = \\eta \\frac{\\beta_1^i m / c_1(s)}{\\sqrt{V_i / c_2(s)} + \\epsilon}
+            = \\eta \\frac{m}{B} \\frac{\\beta_1^i}{c_1(s)}
+              \\sum_{n \\ge 0} (-E)^n \\, u^{-(n+1) i} \\, c_2(s)^{(n+1)/2},
+
+    with :math:`c_1(s) = 1 - \\beta_1^s`, :math:`c_2(s) = 1 - \\beta_2^s`,
+    :math:`V_i = \\beta_2^i V` and :math:`u = \\sqrt{\\beta_2}` for Adam,
+    :math:`V_i = V` and :math:`u = 1` for AMSGrad (the series is the expansion of
+    :math:`1 / (1 + x)` in :math:`x = E \\sqrt{c_2(s)} u^{-i}`). The caller ensures
+    :math:`\\beta_1^{s} \\le \\tau / 8` (``tau = DRIFT_TOL``), so :math:`1/c_1 = 1` to
+    :math:`\\tau / 4`. With :math:`y = \\beta_2^{\\text{step}}` the binomial series
+    :math:`c_2(s)^a = \\sum_j \\binom{a}{j} (-y)^j \\beta_2^{j i}` turns every term into a
+    geometric sum, and the weight at the end is
+    :math:`\\sigma^{rest} w - \\eta \\frac{m}{B} \\sum_{n, j} (-E)^n \\binom{(n+1)/2}{j}
+    (-y)^j H(r_{nj})` with :math:`r_{nj} = \\beta_1 u^{-(n+1)} \\beta_2^j` and
+    :math:`H(r) = \\sum_{i=1}^{rest} r^i \\sigma^{rest - i}` (:func:`_geometric`).
+
+    Error bound. Truncating :math:`1/(1+x)` after N terms leaves at most :math:`x^N` per step,
+    so the omitted epsilon terms sum to at most :math:`E^N H(r_{N0})` (as
+    :math:`c_2 \\le 1`); truncating the binomial series after J terms (:math:`J \\ge a`,
+    from where its coefficients shrink) leaves at most
+    :math:`|\\binom{a}{J}| y^J / (1 - y) \\, H(r_{n0})`, since
+    :math:`H(r_{nj}) \\le H(r_{n0})`. Terms are added until these bounds, summed, are below
+    :math:`\\tau / 2` of the result; if that cannot happen within ``EPSILON_TERMS`` and
+    ``BIAS_TERMS`` terms (epsilon dominates a tiny second moment, :math:`y` near 1, or a
+    ratio :math:`r_{n0} \\ge 1`) ok is False and the caller replays the steps instead.
+    """
+    B = math.sqrt(V)
+    if not B > 0.0:
+        return False, 0.0
+    E = eps / B
+    y = math.exp(step * lb2) if step * lb2 > -745.0 else 0.0
+    total = 0.0
+    err = 0.0
+    e_n = 1.0  # (-E)^n
+    for n in range(EPSILON_TERMS):
+        a = 0.5 * (n + 1)
+        log_r = lb1 - a * lb2 if not amsgrad else lb1
+        if log_r >= 0.0:
+            return False, 0.0
+        h0 = _geometric(log_r, log_sigma, rest)
+        part = h0
+        c = 1.0  # binom(a, j) (-y)^j
+        j = 0
+        while y > 0.0:
+            c *= (a - j) / (j + 1) * -y
+            j += 1
+            if c == 0.0:  # a is an integer: the binomial series ends
+                break
+            remainder = abs(e_n * c) / (1.0 - y) * h0
+            if j >= a and remainder <= DRIFT_TOL / 8.0 * abs(total + e_n * part):
+                err += remainder
+                break
+            if j >= BIAS_TERMS:
+                return False, 0.0
+            part += c * _geometric(log_r + j * lb2, log_sigma, rest)
+        total += e_n * part
+        e_n *= -E
+        if amsgrad:
+            tail = abs(e_n) * h0
+        else:
+            log_next = log_r - 0.5 * lb2
+            if log_next >= 0.0:
+                return False, 0.0
+            tail = abs(e_n) * _geometric(log_next, log_sigma, rest)
+        if tail <= DRIFT_TOL / 8.0 * abs(total):
+            return err + tail <= DRIFT_TOL / 2.0 * abs(total), m / B * total
+    return False, 0.0
+
+
+@numba.njit(**JIT)
+def drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
+    """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
+    Adam, AMSGrad): the exact catch-up, to ``DRIFT_TOL`` of the drift; returns the weight.
+
+    Dense steps shrink the weight by :math:`\\sigma_s = 1 - \\eta_s \\lambda`, decay the
+    moments and move the weight by a drift :math:`d_s` that shrinks geometrically (Momentum:
+    :math:`\\gamma^i v`; Adam: about :math:`(\\beta_1 / \\sqrt{\\beta_2})^i \\eta m / \\sqrt v`).
+    Where the rate is constant to the end (and, for Adam, :math:`\\beta_1^s` and
+    :math:`\\beta_2^s` are small enough for the series of :func:`_adam_drift`), the remaining
+    steps are summed in closed form, in constant time whatever the gap. Elsewhere (the first
+    steps of a run, where the bias corrections change fast; a decaying schedule) the steps are
+    replayed one by one until the drift still to come is provably below ``DRIFT_TOL`` of the
+    drift so far: with :math:`\\eta_{max}` the schedule's bound and
+    :math:`\\sigma_{min} = 1 - \\eta_{max} \\lambda`, what is left is at most
+    :math:`\\eta_{max} |m| / c_1(s + 1) \\cdot \\min(\\frac{\\rho_q}{(1 - \\rho_q) \\sqrt V},
+    \\frac{\\rho_1}{(1 - \\rho_1) \\epsilon})` with :math:`\\rho_q = \\beta_1 / (u \\sigma_{min})`,
+    :math:`\\rho_1 = \\beta_1 / \\sigma_{min}` (Momentum: :math:`|c v| \\rho / (1 - \\rho)`,
+    :math:`\\rho = \\gamma / \\sigma_{min}`), relative to the shrink of the steps to come.
+    Then the moments decay by :math:`\\beta^k` and the weight by the rest of the decay.
     """
     wd = hp[HP_WEIGHT_DECAY]
     b1 = hp[HP_BETA_1]
     b2 = hp[HP_BETA_2]
     eps = hp[HP_EPSILON]
-    nesterov = hp[HP_MODE] != 0.0
-    log_sim = mark
+    momentum = rule == MOMENTUM
+    amsgrad = rule == AMSGRAD
+    c = b1 if momentum and hp[HP_MODE] != 0.0 else 1.0  # Nesterov moves by gamma * v
+    lb1 = math.log(b1) if b1 > 0.0 else -math.inf
+    lb2 = math.log(b2) if b2 > 0.0 else -math.inf
+    m = S[r, o]
+    v = 0.0 if momentum else S[r, o + 1]
+    sqrt_vmax = math.sqrt(S[r, o + 2]) if amsgrad else 0.0
+    eta_max = rate_bound(spec, last + 1.0)
+    sigma_min = 1.0 - eta_max * wd
+    # the ratio by which each later step's drift (relative to the shrink still to come) falls
+    ratio = b1 / sigma_min
+    ratio_q = ratio if momentum or amsgrad else ratio / math.sqrt(b2)
+    p1 = _power(b1, last)  # beta_1^step, beta_2^step
+    p2 = _power(b2, last)
     step = last
+    log_sim = mark
+    drift = 0.0  # the replayed drift, shrunk to step `step`
+    tried = b1 == 0.0  # no drift to sum
     n_sim = 0
-    while step < t and n_sim < MAX_DRIFT_STEPS:
+    while step < t and m != 0.0 and n_sim < MAX_DRIFT_STEPS:
+        if not tried and (momentum or ((step + 1.0) * lb1 <= _LOG_TOL_8 and
+                                       step * lb2 <= _LOG_BIAS_SERIES_MAX)):  # fmt: skip
+            if constant_rate(spec, step + 1.0, t):
+                tried = True
+                rest = t - step
+                eta = rate(spec, t)
+                log_sigma = math.log1p(-eta * wd) if wd > 0.0 else 0.0
+                if momentum:
+                    ok, tail = True, c * m * _geometric(lb1, log_sigma, rest)
+                else:
+                    V = S[r, o + 2] if amsgrad else v
+                    ok, tail = _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma)
+                    tail *= eta
+                if ok:
+                    w = w * _decay_factor(wd, log_decay_t, log_sim) - tail
+                    log_sim = log_decay_t
+                    break
         step += 1.0
         n_sim += 1
         eta = rate(spec, step)
         if wd > 0.0:
             shrink = 1.0 - eta * wd
             w *= shrink
+            drift *= shrink
             log_sim += math.log(shrink)
-        if rule == MOMENTUM:
-            S[r, o] *= b1
-            d = S[r, o] * b1 if nesterov else S[r, o]
-            ratio = b1
+        m *= b1
+        p1 *= b1
+        if momentum:
+            d = c * m
+            left = abs(d) * ratio / (1.0 - ratio) if ratio < 1.0 else math.inf
         else:
-            S[r, o] *= b1
-            S[r, o + 1] *= b2
-            v = S[r, o + 2] if rule == AMSGRAD else S[r, o + 1]
-            m_hat = S[r, o] / (1.0 - b1**step)
-            d = eta * m_hat / (math.sqrt(v / (1.0 - b2**step)) + eps)
-            ratio = b1 / math.sqrt(b2)
+            v *= b2
+            p2 *= b2
+            sqrt_v = sqrt_vmax if amsgrad else math.sqrt(v)
+            d = eta * (m / (1.0 - p1)) / (sqrt_v / math.sqrt(1.0 - p2) + eps)
+            scale = eta_max * abs(m) / (1.0 - p1 * b1)
+            by_v = ratio_q / ((1.0 - ratio_q) * sqrt_v) if ratio_q < 1.0 else math.inf
+            by_eps = ratio / ((1.0 - ratio) * eps) if ratio < 1.0 else math.inf
+            left = scale * min(by_v, by_eps)
         w -= d
-        if d == 0.0 or (ratio < 1.0 and abs(d) <= DRIFT_TOL * (1.0 - ratio) * abs(w)):
+        drift += d
+        if left <= DRIFT_TOL * abs(drift):
             break
     rest = t - step
     if rest > 0.0:
-        S[r, o] *= b1**rest
-        if rule != MOMENTUM:
-            S[r, o + 1] *= b2**rest
-        if wd > 0.0:
-            w *= math.exp(log_decay_t - log_sim)
+        m *= _power(b1, rest)
+        v *= _power(b2, rest)
+        w *= _decay_factor(wd, log_decay_t, log_sim)
+    S[r, o] = m
+    if not momentum:
+        S[r, o + 1] = v
     return w
 
 
