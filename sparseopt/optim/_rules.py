@@ -54,6 +54,9 @@ SKIP, DECAY, EXACT = range(3)  # Adam / AMSGrad lazy modes
 )
 HP_SIZE = 9
 # HP_BETA_1 doubles as `momentum` (Momentum) and `rho` (RMSProp); HP_MODE as `nesterov`.
+# The tuple that unpack makes of hp adds log(beta_1) and log(beta_2): computed once per kernel
+# call, they turn every power beta^k of a catch-up into one exponential.
+HP_LOG_BETA_1, HP_LOG_BETA_2 = 9, 10
 
 # clock layout
 CLOCK_T, CLOCK_ETA, CLOCK_ETA_PREV, CLOCK_SHRINK, CLOCK_LOG_DECAY, CLOCK_LOG_DECAY_PREV = range(6)
@@ -69,18 +72,29 @@ EPSILON_TERMS = 12  # most terms of the epsilon series (then replay)
 BIAS_TERMS = 64  # most terms of the bias-correction series
 BIAS_SERIES_MAX = 0.5  # the series is used once beta_2^s is below this (else replay)
 _LOG_TOL_8 = math.log(DRIFT_TOL / 8.0)
+_LOG_TOL_1024 = math.log(DRIFT_TOL / 1024.0)
+_TINY = 1.1754943508222875e-38  # float32's smallest normal number
 _LOG_BIAS_SERIES_MAX = math.log(BIAS_SERIES_MAX)
 
 
 @numba.njit(inline="always", **JIT)
 def unpack(values):
-    """The hyperparameter or clock array as a tuple (see the module docstring)."""
+    """The hyperparameter or clock array as a tuple of 11 (see the module docstring): the
+    hyperparameters with ``log(beta_1)``, ``log(beta_2)`` after them, the clock padded with
+    zeros."""
     if values.size == CLOCK_SIZE:
-        return (values[0], values[1], values[2], values[3], values[4], values[5], 0.0, 0.0, 0.0)
+        return (values[0], values[1], values[2], values[3], values[4], values[5], 0.0, 0.0, 0.0,
+                0.0, 0.0)  # fmt: skip
     return (
         values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7],
-        values[8],
+        values[8], _log(values[HP_BETA_1]), _log(values[HP_BETA_2]),
     )  # fmt: skip
+
+
+@numba.njit(inline="always", **JIT)
+def _log(x):
+    """``log(x)``, -inf at 0."""
+    return math.log(x) if x > 0.0 else -math.inf
 
 
 @numba.njit(inline="always", **JIT)
@@ -89,7 +103,7 @@ def next_clock(hp, spec, clock):
 
     Kernels carry the clock as a tuple through their batch loop: in registers, a step costs
     a few nanoseconds, where ticking an array in memory cost 40 ns (15% of a linear epoch).
-    The tuple has :func:`unpack`'s nine entries, the last three zero.
+    The tuple has :func:`unpack`'s eleven entries, the last five zero.
     """
     t = clock[CLOCK_T] + 1.0
     eta = rate(spec, t)
@@ -99,7 +113,7 @@ def next_clock(hp, spec, clock):
         log_decay += math.log(shrink)
     usable = math.isfinite(eta) and eta > 0.0 and shrink > 0.0
     return usable, (t, eta, clock[CLOCK_ETA], shrink, log_decay, clock[CLOCK_LOG_DECAY],
-                    0.0, 0.0, 0.0)  # fmt: skip
+                    0.0, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -177,15 +191,15 @@ def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
         w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
         return w
     if rule == RMSPROP:
-        S[r, o] *= _power(hp[HP_BETA_1], k)
+        S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == ADAM or rule == AMSGRAD:
         mode = int(hp[HP_MODE])
         if mode == EXACT:
             return drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
         if mode == DECAY:
-            S[r, o] *= _power(hp[HP_BETA_1], k)
-            S[r, o + 1] *= _power(hp[HP_BETA_2], k)
+            S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
+            S[r, o + 1] = _decayed(S[r, o + 1], hp[HP_LOG_BETA_2], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     # FTRL: the decay shrinks z, and the weight follows from the state in closed form
     S[r, o] *= _decay_factor(wd, log_decay_t, mark)
@@ -193,9 +207,23 @@ def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
 
 
 @numba.njit(**JIT)
-def _power(base, k):
-    """``base ** k`` for ``k >= 1`` as one exponential (a float power was 50 ns a call)."""
-    return math.exp(k * math.log(base)) if base > 0.0 else 0.0
+def _power(log_base, k):
+    """``base ** k`` from ``log(base)``: one exponential (a float power cost 50 ns), and an
+    exact 0 below float64's range (an exponential that ends in subnormals is slow)."""
+    x = k * log_base
+    return math.exp(x) if x > -745.0 else 0.0
+
+
+@numba.njit(**JIT)
+def _decayed(value, log_base, k):
+    """A moment ``value * base ** k`` as it is stored: 0 below float32's smallest normal number,
+    so that no table holds a subnormal (an operation on one, or a float32 store that makes
+    one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2)."""
+    x = k * log_base
+    if x < -160.0:  # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow)
+        return 0.0
+    decayed = value * math.exp(x)
+    return decayed if abs(decayed) >= _TINY else 0.0
 
 
 @numba.njit(**JIT)
@@ -214,26 +242,30 @@ def _momentum_catch_up(hp, w, v, k):
 
 
 @numba.njit(**JIT)
-def _geometric(log_r, log_s, k):
-    """``sum_{i=1..k} r^i s^(k-i)`` for ``r = exp(log_r)``, ``s = exp(log_s)``, ``k >= 1``.
+def _geometric(r, log_r, sigma, log_sigma, sigma_k, k):
+    """``H = sum_{i=1..k} r^i sigma^(k-i)`` for ``0 < r < 1``, ``0 < sigma <= 1``, ``k >= 1``,
+    given the logs and ``sigma_k = sigma^k``.
 
-    Written as :math:`\\rho (r^k - s^k) / (\\rho - 1)` with :math:`\\rho = r/s`, the difference
-    taken with ``expm1`` so that nothing cancels when r is close to s.
+    :math:`H = r (r^k - \\sigma^k) / (r - \\sigma)`; the difference is taken through
+    ``expm1`` (nothing cancels when r is close to sigma) and needs no exponential at all once
+    :math:`(r / \\sigma)^k` is below float64 precision (a long gap).
     """
-    d = log_r - log_s
+    d = log_r - log_sigma
     if d == 0.0:
-        return k * math.exp(k * log_r)
+        return k * sigma_k
     x = k * d
-    if d < 0.0:  # s^k (rho^k - 1); e^-40 is below float64 precision next to 1
-        s_k = math.exp(k * log_s) if log_s != 0.0 else 1.0
-        difference = s_k * (math.expm1(x) if x > -40.0 else -1.0)
-    else:  # r^k (1 - rho^-k)
-        difference = -math.exp(k * log_r) * math.expm1(-x)
-    return math.exp(d) * difference / math.expm1(d)
+    if d < 0.0:  # sigma^k ((r / sigma)^k - 1)
+        difference = sigma_k * (math.expm1(x) if x > -40.0 else -1.0)
+    else:  # r^k (1 - (sigma / r)^k)
+        difference = -_power(log_r, k) * math.expm1(-x)
+    gap = r - sigma
+    if abs(gap) < 1e-3 * sigma:
+        gap = sigma * math.expm1(d)
+    return r * difference / gap
 
 
 @numba.njit(**JIT)
-def _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma):
+def _adam_drift(amsgrad, hp, m, V, step, rest, sigma, log_sigma):
     """The drift of Adam's (or AMSGrad's) zero-gradient steps ``step + 1 .. step + rest`` at a
     constant rate, divided by the rate, in closed form; returns (ok, drift).
 
@@ -256,7 +288,9 @@ def _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma):
     geometric sum, and the weight at the end is
     :math:`\\sigma^{rest} w - \\eta \\frac{m}{B} \\sum_{n, j} (-E)^n \\binom{(n+1)/2}{j}
     (-y)^j H(r_{nj})` with :math:`r_{nj} = \\beta_1 u^{-(n+1)} \\beta_2^j` and
-    :math:`H(r) = \\sum_{i=1}^{rest} r^i \\sigma^{rest - i}` (:func:`_geometric`).
+    :math:`H(r) = \\sum_{i=1}^{rest} r^i \\sigma^{rest - i}` (:func:`_geometric`). Once
+    :math:`y < \\tau / 1024` the bias series is left out: it changes the result by less than
+    :math:`(n + 1) y / (2 (1 - y)) < \\tau / 100` for the ``EPSILON_TERMS`` terms kept.
 
     Error bound. Truncating :math:`1/(1+x)` after N terms leaves at most :math:`x^N` per step,
     so the omitted epsilon terms sum to at most :math:`E^N H(r_{N0})` (as
@@ -268,22 +302,28 @@ def _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma):
     ``BIAS_TERMS`` terms (epsilon dominates a tiny second moment, :math:`y` near 1, or a
     ratio :math:`r_{n0} \\ge 1`) ok is False and the caller replays the steps instead.
     """
+    b1, b2, eps = hp[HP_BETA_1], hp[HP_BETA_2], hp[HP_EPSILON]
+    lb2 = hp[HP_LOG_BETA_2]
     B = math.sqrt(V)
     if not B > 0.0:
         return False, 0.0
     E = eps / B
-    y = math.exp(step * lb2) if step * lb2 > -745.0 else 0.0
+    y = math.exp(step * lb2) if step * lb2 > _LOG_TOL_1024 else 0.0
+    sigma_k = _power(log_sigma, rest)
+    shrink_r = 1.0 if amsgrad else 1.0 / math.sqrt(b2)  # r_{n+1,0} / r_{n,0}
+    r = b1 * shrink_r
+    log_r = hp[HP_LOG_BETA_1] - (0.0 if amsgrad else 0.5 * lb2)
+    if log_r >= 0.0:
+        return False, 0.0
+    h0 = _geometric(r, log_r, sigma, log_sigma, sigma_k, rest)
     total = 0.0
     err = 0.0
     e_n = 1.0  # (-E)^n
     for n in range(EPSILON_TERMS):
         a = 0.5 * (n + 1)
-        log_r = lb1 - a * lb2 if not amsgrad else lb1
-        if log_r >= 0.0:
-            return False, 0.0
-        h0 = _geometric(log_r, log_sigma, rest)
         part = h0
         c = 1.0  # binom(a, j) (-y)^j
+        r_j = r
         j = 0
         while y > 0.0:
             c *= (a - j) / (j + 1) * -y
@@ -296,22 +336,52 @@ def _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma):
                 break
             if j >= BIAS_TERMS:
                 return False, 0.0
-            part += c * _geometric(log_r + j * lb2, log_sigma, rest)
+            r_j *= b2
+            part += c * _geometric(r_j, log_r + j * lb2, sigma, log_sigma, sigma_k, rest)
         total += e_n * part
         e_n *= -E
-        if amsgrad:
-            tail = abs(e_n) * h0
-        else:
-            log_next = log_r - 0.5 * lb2
-            if log_next >= 0.0:
+        if not amsgrad:  # the next epsilon term's ratio
+            r *= shrink_r
+            log_r -= 0.5 * lb2
+            if log_r >= 0.0:
                 return False, 0.0
-            tail = abs(e_n) * _geometric(log_next, log_sigma, rest)
+            h0 = _geometric(r, log_r, sigma, log_sigma, sigma_k, rest)
+        tail = abs(e_n) * h0
         if tail <= DRIFT_TOL / 8.0 * abs(total):
             return err + tail <= DRIFT_TOL / 2.0 * abs(total), m / B * total
     return False, 0.0
 
 
 @numba.njit(**JIT)
+def _closed_drift(rule, hp, eta, m, V, step, t):
+    """The drift of the zero-gradient steps ``step + 1 .. t`` at the constant rate ``eta``,
+    shrunk by their weight decay, in closed form (see :func:`drift_catch_up`); returns
+    (ok, drift)."""
+    wd = hp[HP_WEIGHT_DECAY]
+    sigma = 1.0 - eta * wd
+    log_sigma = math.log1p(-eta * wd) if wd > 0.0 else 0.0
+    rest = t - step
+    if rule == MOMENTUM:  # d_i = c gamma^i v
+        c = hp[HP_BETA_1] if hp[HP_MODE] != 0.0 else 1.0
+        sigma_k = _power(log_sigma, rest)
+        return True, c * m * _geometric(hp[HP_BETA_1], hp[HP_LOG_BETA_1], sigma, log_sigma,
+                                        sigma_k, rest)  # fmt: skip
+    ok, drift = _adam_drift(rule == AMSGRAD, hp, m, V, step, rest, sigma, log_sigma)
+    return ok, eta * drift
+
+
+@numba.njit(inline="always", **JIT)
+def _closed_form_fits(rule, hp, step):
+    """Whether :func:`_closed_drift` may sum the steps after ``step`` (at a constant rate):
+    for Adam, small bias corrections (``beta_1^(step+1) <= DRIFT_TOL / 8``) and a bias series
+    that converges fast (``beta_2^step <= BIAS_SERIES_MAX``)."""
+    return rule == MOMENTUM or (
+        (step + 1.0) * hp[HP_LOG_BETA_1] <= _LOG_TOL_8
+        and step * hp[HP_LOG_BETA_2] <= _LOG_BIAS_SERIES_MAX
+    )
+
+
+@numba.njit(inline="always", **JIT)
 def drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
     Adam, AMSGrad): the exact catch-up, to ``DRIFT_TOL`` of the drift; returns the weight.
@@ -332,48 +402,74 @@ def drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     :math:`\\rho = \\gamma / \\sigma_{min}`), relative to the shrink of the steps to come.
     Then the moments decay by :math:`\\beta^k` and the weight by the rest of the decay.
     """
+    # the rate if it is constant over the steps: the helpers then take scalars alone (an array
+    # argument costs reference counting on every call)
+    eta = rate(spec, t) if constant_rate(spec, last + 1.0, t) else -1.0
+    m = S[r, o]
+    v = 0.0 if rule == MOMENTUM else S[r, o + 1]
+    vmax = S[r, o + 2] if rule == AMSGRAD else 0.0
+    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark)
+    if not ok:
+        w_t, m, v = _replay(rule, hp, spec, w, m, v, vmax, last, t, log_decay_t, mark)
+    S[r, o] = m
+    if rule != MOMENTUM:
+        S[r, o + 1] = v
+    return w_t
+
+
+@numba.njit(**JIT)
+def _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark):
+    """:func:`drift_catch_up` where the closed form holds from ``last`` on (``eta > 0``: the
+    constant rate) or nothing drifts; returns (ok, w, m, v), ok False if the caller must
+    replay."""
+    tail = 0.0
+    if m != 0.0 and hp[HP_BETA_1] > 0.0:
+        if not (eta > 0.0 and _closed_form_fits(rule, hp, last)):
+            return False, w, m, v
+        ok, tail = _closed_drift(rule, hp, eta, m, vmax if rule == AMSGRAD else v, last, t)
+        if not ok:
+            return False, w, m, v
+    w, m, v = _finish(hp, w, m, v, t - last, log_decay_t, mark)
+    return True, w - tail, m, v
+
+
+@numba.njit(inline="always", **JIT)
+def _finish(hp, w, m, v, rest, log_decay_t, log_sim):
+    """The moments' decay over the last ``rest`` steps and the weight decay still due."""
+    if rest > 0.0:
+        m = _decayed(m, hp[HP_LOG_BETA_1], rest)
+        v = _decayed(v, hp[HP_LOG_BETA_2], rest)
+    return w * _decay_factor(hp[HP_WEIGHT_DECAY], log_decay_t, log_sim), m, v
+
+
+@numba.njit(**JIT)
+def _replay(rule, hp, spec, w, m, v, vmax, step, t, log_decay_t, log_sim):
+    """:func:`drift_catch_up` step by step from ``step``, until the drift still to come is
+    negligible or the closed form takes over; returns (w, m, v) at step t."""
     wd = hp[HP_WEIGHT_DECAY]
-    b1 = hp[HP_BETA_1]
-    b2 = hp[HP_BETA_2]
-    eps = hp[HP_EPSILON]
+    b1, b2, eps = hp[HP_BETA_1], hp[HP_BETA_2], hp[HP_EPSILON]
     momentum = rule == MOMENTUM
     amsgrad = rule == AMSGRAD
     c = b1 if momentum and hp[HP_MODE] != 0.0 else 1.0  # Nesterov moves by gamma * v
-    lb1 = math.log(b1) if b1 > 0.0 else -math.inf
-    lb2 = math.log(b2) if b2 > 0.0 else -math.inf
-    m = S[r, o]
-    v = 0.0 if momentum else S[r, o + 1]
-    sqrt_vmax = math.sqrt(S[r, o + 2]) if amsgrad else 0.0
-    eta_max = rate_bound(spec, last + 1.0)
+    sqrt_vmax = math.sqrt(vmax)
+    eta_max = rate_bound(spec, step + 1.0)
     sigma_min = 1.0 - eta_max * wd
     # the ratio by which each later step's drift (relative to the shrink still to come) falls
     ratio = b1 / sigma_min
     ratio_q = ratio if momentum or amsgrad else ratio / math.sqrt(b2)
-    p1 = _power(b1, last)  # beta_1^step, beta_2^step
-    p2 = _power(b2, last)
-    step = last
-    log_sim = mark
+    p1 = _power(hp[HP_LOG_BETA_1], step)  # beta_1^step, beta_2^step
+    p2 = _power(hp[HP_LOG_BETA_2], step)
     drift = 0.0  # the replayed drift, shrunk to step `step`
-    tried = b1 == 0.0  # no drift to sum
+    tail = 0.0  # the closed form's drift of the steps after `step`, at step t
+    tried = False
     n_sim = 0
-    while step < t and m != 0.0 and n_sim < MAX_DRIFT_STEPS:
-        if not tried and (momentum or ((step + 1.0) * lb1 <= _LOG_TOL_8 and
-                                       step * lb2 <= _LOG_BIAS_SERIES_MAX)):  # fmt: skip
-            if constant_rate(spec, step + 1.0, t):
-                tried = True
-                rest = t - step
-                eta = rate(spec, t)
-                log_sigma = math.log1p(-eta * wd) if wd > 0.0 else 0.0
-                if momentum:
-                    ok, tail = True, c * m * _geometric(lb1, log_sigma, rest)
-                else:
-                    V = S[r, o + 2] if amsgrad else v
-                    ok, tail = _adam_drift(amsgrad, lb1, lb2, eps, m, V, step, rest, log_sigma)
-                    tail *= eta
-                if ok:
-                    w = w * _decay_factor(wd, log_decay_t, log_sim) - tail
-                    log_sim = log_decay_t
-                    break
+    while step < t and n_sim < MAX_DRIFT_STEPS and m != 0.0:
+        if not tried and _closed_form_fits(rule, hp, step) and constant_rate(spec, step + 1.0, t):
+            tried = True
+            ok, tail = _closed_drift(rule, hp, rate(spec, t), m, vmax if amsgrad else v, step, t)
+            if ok:
+                break
+            tail = 0.0
         step += 1.0
         n_sim += 1
         eta = rate(spec, step)
@@ -400,15 +496,8 @@ def drift_catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
         drift += d
         if left <= DRIFT_TOL * abs(drift):
             break
-    rest = t - step
-    if rest > 0.0:
-        m *= _power(b1, rest)
-        v *= _power(b2, rest)
-        w *= _decay_factor(wd, log_decay_t, log_sim)
-    S[r, o] = m
-    if not momentum:
-        S[r, o + 1] = v
-    return w
+    w, m, v = _finish(hp, w, m, v, t - step, log_decay_t, log_sim)
+    return w - tail, m, v
 
 
 @numba.njit(inline="always", **JIT)
@@ -446,8 +535,8 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
         if rule == AMSGRAD:
             v = max(S[r, o + 2], v)
             S[r, o + 2] = v
-        m_hat = m / (1.0 - b1**t)
-        v_hat = v / (1.0 - b2**t)
+        m_hat = m / (1.0 - _power(hp[HP_LOG_BETA_1], t))
+        v_hat = v / (1.0 - _power(hp[HP_LOG_BETA_2], t))
         return w - eta * m_hat / (math.sqrt(v_hat) + eps)
     # FTRL-Proximal
     n = S[r, o + 1]

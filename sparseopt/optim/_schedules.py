@@ -71,7 +71,7 @@ def rate_bound(spec, t):
     return _inner_rate(spec, s)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def constant_rate(spec, first, last):
     """Whether ``rate(spec, s)`` is one value for every step ``first <= s <= last``."""
     warmup = spec[1]
