@@ -209,10 +209,11 @@ def optimizer_cases():
     )
 
 
-def click_log(n_rows, random_state=0):
+def click_log(n_rows, random_state=0, field_aware=False):
     """A click log with Zipf-distributed values: 45 fields, vocabularies 10 to 400,000."""
     n_values = np.geomspace(10, 400_000, 45).astype(np.int64)
-    return make_ctr(n_rows, n_fields=45, n_values=n_values, n_bits=22, random_state=random_state)
+    return make_ctr(n_rows, n_fields=45, n_values=n_values, n_bits=22, field_aware=field_aware,
+                    random_state=random_state)  # fmt: skip
 
 
 def optimizer_table(make_model, datasets):
