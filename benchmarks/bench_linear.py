@@ -232,6 +232,9 @@ def optimizer_table(make_model, datasets):
             except DivergenceError:  # at the optimizer's own default rate (a speed table)
                 print(f"{name:28s} diverged at learning_rate={model.optimizer.learning_rate}")
                 continue
+            except ValueError as exc:  # a model that refuses the optimizer (FM and FTRL)
+                print(f"{name:28s} refused: {str(exc).split(':')[0]}")
+                continue
             base = base or seconds
             print(f"{name:28s} {seconds:8.3f} {X.shape[0] / seconds / 1e3:9.0f} "
                   f"{base / seconds:10.2f}x", flush=True)  # fmt: skip
