@@ -26,6 +26,10 @@ spec : float64 array
 clock : float64 array (a tuple in the per-coordinate functions)
     The global step: ``[t, eta_t, eta_{t-1}, shrink_t, log_decay_t, log_decay_{t-1}]`` where
     ``shrink_t = 1 - eta_t * weight_decay`` and ``log_decay_t = sum_{s<=t} log(shrink_s)``.
+    The tuple adds Adam's bias corrections ``1 - beta_1^t`` and ``1 - beta_2^t``
+    (``CLOCK_BIAS_1``, ``CLOCK_BIAS_2``), computed once per step by :func:`next_clock` rather
+    than twice per coordinate (two exponentials, a third of a lazy Adam update); 0 where the
+    tuple was unpacked from the array, and then computed per coordinate.
     A coordinate last updated at step ``t0`` with ``mark = log_decay_{t0}`` catches up on the
     decoupled weight decay of the steps it skipped by the factor ``exp(log_decay_t - mark)``,
     exact for any schedule.
@@ -61,6 +65,7 @@ HP_LOG_BETA_1, HP_LOG_BETA_2 = 9, 10
 # clock layout
 CLOCK_T, CLOCK_ETA, CLOCK_ETA_PREV, CLOCK_SHRINK, CLOCK_LOG_DECAY, CLOCK_LOG_DECAY_PREV = range(6)
 CLOCK_SIZE = 6
+CLOCK_BIAS_1, CLOCK_BIAS_2 = 6, 7  # in the tuple only
 
 # The exact catch-up of a drifting rule (Momentum with weight decay, Adam and AMSGrad) brings
 # the weight to within DRIFT_TOL of the drift it sums (relative; float32 rounds at 6e-8), see
@@ -103,7 +108,8 @@ def next_clock(hp, spec, clock):
 
     Kernels carry the clock as a tuple through their batch loop: in registers, a step costs
     a few nanoseconds, where ticking an array in memory cost 40 ns (15% of a linear epoch).
-    The tuple has :func:`unpack`'s eleven entries, the last five zero.
+    The tuple has :func:`unpack`'s eleven entries: the six of the array, Adam's two bias
+    corrections (0 for other rules), three zeros.
     """
     t = clock[CLOCK_T] + 1.0
     eta = rate(spec, t)
@@ -112,8 +118,12 @@ def next_clock(hp, spec, clock):
     if shrink > 0.0 and shrink != 1.0:  # log(1) = 0: no decay without weight decay
         log_decay += math.log(shrink)
     usable = math.isfinite(eta) and eta > 0.0 and shrink > 0.0
+    bias_1 = bias_2 = 0.0
+    if hp[HP_RULE] == ADAM or hp[HP_RULE] == AMSGRAD:
+        bias_1 = 1.0 - _power(hp[HP_LOG_BETA_1], t)
+        bias_2 = 1.0 - _power(hp[HP_LOG_BETA_2], t)
     return usable, (t, eta, clock[CLOCK_ETA], shrink, log_decay, clock[CLOCK_LOG_DECAY],
-                    0.0, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
+                    bias_1, bias_2, 0.0, 0.0, 0.0)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -126,7 +136,7 @@ def store_clock(ticked, clock):
 @numba.njit(**JIT)
 def tick(hp, spec, clock):
     """Advance the clock array by one step; returns False if the new rate or shrink is unusable."""
-    usable, ticked = next_clock(hp, spec, unpack(clock))
+    usable, ticked = next_clock(unpack(hp), spec, unpack(clock))
     store_clock(ticked, clock)
     return usable
 
@@ -156,7 +166,7 @@ def advance_clock(hp, spec, clock, n_steps):
     if hp[HP_WEIGHT_DECAY] == 0.0 and n_steps > 2:
         clock[CLOCK_T] += n_steps - 2
         n_steps = 2
-    step, ticked = tick_through(hp, spec, unpack(clock), 0, n_steps - 1)
+    step, ticked = tick_through(unpack(hp), spec, unpack(clock), 0, n_steps - 1)
     store_clock(ticked, clock)
     return step >= 0
 
@@ -231,7 +241,9 @@ def _decayed(value, log_base, k):
     so that no table holds a subnormal (an operation on one, or a float32 store that makes
     one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2)."""
     x = k * log_base
-    if x < -160.0:  # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow)
+    # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow); a zero moment
+    # (a coordinate never touched: most of the table when a fit ends) needs no exponential
+    if x < -160.0 or value == 0.0:
         return 0.0
     decayed = value * math.exp(x)
     return decayed if abs(decayed) >= _TINY else 0.0
@@ -495,14 +507,15 @@ def _replay(rule, hp, spec, w, m, v, vmax, step, t, log_decay_t, log_sim):
 
 
 @numba.njit(inline="always", **JIT)
-def gradient_step(rule, hp, w, g, S, r, o, t, eta):
-    """One step of the rule with gradient ``g`` at step ``t`` and rate ``eta``; returns w.
+def gradient_step(rule, hp, clock, w, g, S, r, o):
+    """One step of the rule with gradient ``g`` at the clock's step and rate; returns w.
 
     The math is written here, not in a function per rule: a call, even one LLVM inlines,
     made the per-row AdaGrad FM loop 40% slower (the kernels pass ``rule`` as a constant, so
     only its own branch is compiled).
     """
     eps = hp[HP_EPSILON]
+    eta = clock[CLOCK_ETA]
     if rule == SGD:
         return w - eta * g
     if rule == MOMENTUM:
@@ -529,8 +542,13 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
         if rule == AMSGRAD:
             v = max(S[r, o + 2], v)
             S[r, o + 2] = v
-        m_hat = m / (1.0 - _power(hp[HP_LOG_BETA_1], t))
-        v_hat = v / (1.0 - _power(hp[HP_LOG_BETA_2], t))
+        bias_1 = clock[CLOCK_BIAS_1]
+        bias_2 = clock[CLOCK_BIAS_2]
+        if bias_1 == 0.0:  # a clock unpacked from its array (see the module docstring)
+            bias_1 = 1.0 - _power(hp[HP_LOG_BETA_1], clock[CLOCK_T])
+            bias_2 = 1.0 - _power(hp[HP_LOG_BETA_2], clock[CLOCK_T])
+        m_hat = m / bias_1
+        v_hat = v / bias_2
         return w - eta * m_hat / (math.sqrt(v_hat) + eps)
     # FTRL-Proximal
     n = S[r, o + 1]
@@ -554,7 +572,7 @@ def step_caught_up(rule, hp, clock, S, r, g):
     w = S[r, 0]
     if hp[HP_WEIGHT_DECAY] > 0.0:
         w *= clock[CLOCK_SHRINK]
-    return gradient_step(rule, hp, w, g, S, r, 1, clock[CLOCK_T], clock[CLOCK_ETA])
+    return gradient_step(rule, hp, clock, w, g, S, r, 1)
 
 
 @numba.njit(inline="always", **JIT)
@@ -590,7 +608,7 @@ def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, last, mark):
             S[r, o] *= clock[CLOCK_SHRINK]
         else:
             w *= clock[CLOCK_SHRINK]
-    return gradient_step(rule, hp, w, g, S, r, o, t, clock[CLOCK_ETA])
+    return gradient_step(rule, hp, clock, w, g, S, r, o)
 
 
 @functools.cache
