@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier, is_regressor
 
+from ._epochs import Stopper
 from ._jit import JIT, PARALLEL_JIT
 from .optim import FTRL
 from .optim import _rules as R
@@ -573,8 +574,9 @@ def fit(
         merge_every = _auto_merge_every(run, alone)
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
     merge = functools.partial(_merge, training)
-    curve, best, stale = [], np.inf, 0
-    tol = getattr(estimator, "tol", None)
+    curve = []
+    tol = getattr(estimator, "tol", None)  # the linear models and FMs have one, MF not
+    stopper = Stopper(tol, estimator.n_iter_no_change if tol is not None else None)
     try:
         for epoch in range(training.max_epochs()):
             began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
@@ -591,11 +593,8 @@ def fit(
             if verbose:
                 print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
                       f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-            if tol is not None:
-                stale = stale + 1 if curve[-1] > best - tol else 0
-                best = min(best, curve[-1])
-                if stale >= estimator.n_iter_no_change:
-                    break
+            if stopper.update(curve[-1]):
+                break
     finally:
         client.run(_forget, run.fit_id, on_error="ignore")
     return training.finish(curve)
