@@ -1,4 +1,4 @@
-"""The early-stopping rule that every epoch loop shares: the estimators' ``fit`` and
+"""The epoch loop and its early-stopping rule, shared by the estimators' ``fit`` and
 :func:`sparseopt.dask.fit`.
 
 An epoch counts as stale when its monitored loss (the training loss, or the held-out rows'
@@ -9,6 +9,7 @@ stops after ``patience`` stale epochs in a row (the estimators' ``n_iter_no_chan
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 
 class Stopper:
@@ -51,3 +52,27 @@ class Stopper:
         self.stale = self.stale + 1 if loss > self.best - self.tol else 0
         self.best = min(self.best, loss)
         return self.stale >= self.patience
+
+
+def run_epochs(
+    train_epoch: Callable[[int], float], n_epochs: int, stopper: Stopper | None = None
+) -> list[float]:
+    """Train up to ``n_epochs`` epochs; ``train_epoch(epoch)`` runs epoch ``epoch`` (from 0)
+    and returns its monitored loss. Stops early when ``stopper`` says so.
+
+    Returns
+    -------
+    curve : list of float
+        The monitored loss of each epoch run.
+
+    Examples
+    --------
+    >>> run_epochs(lambda epoch: 1.0 / (epoch + 1), 10, Stopper(tol=0.2, patience=1))
+    [1.0, 0.5, 0.3333333333333333]
+    """
+    curve = []
+    for epoch in range(n_epochs):
+        curve.append(train_epoch(epoch))
+        if stopper is not None and stopper.update(curve[-1]):
+            break
+    return curve
