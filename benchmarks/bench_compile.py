@@ -1,7 +1,8 @@
 """First use as a new user meets it: each case in a fresh process with an empty Numba cache.
 
-    python benchmarks/bench_compile.py [--cases lr,fm]
+    python benchmarks/bench_compile.py [--cases lr,fm] [--repeat 1]
     python benchmarks/bench_compile.py --cases readme   # the figures README.md quotes
+    python benchmarks/bench_compile.py --against /tmp/base --only optimizer=adam [--repeat 2]
 
 Each case fits one estimator with its defaults (or the one option named) on 2,000 rows, in
 a new interpreter whose ``NUMBA_CACHE_DIR`` is a new empty folder, and reports the seconds of
@@ -11,6 +12,10 @@ its first ``fit`` (kernels compiled) and of the whole process. The ``main job`` 
 extra cost over the second. Targets (issue 18): logistic regression at most 10 s with any
 optimizer and input dtype, 20 s with ``n_jobs=2``; FM, FFM and each MF loss at most 20 s;
 the main job at most 15 s; a warm first fit at most 1 s slower than the second.
+
+``--against DIR`` times the cold first fits of the cases whose option is ``--only`` (all if
+not given) with this tree's sparseopt and with the one in DIR (a worktree of another commit),
+alternating, ``--repeat`` times each, and prints each side's best.
 """
 
 from __future__ import annotations
@@ -57,15 +62,20 @@ for _ in range({fits}):
 CASES = [
     ("lr", "SparseLogisticRegression", ""),
     ("lr", "SparseLogisticRegression", "float32"),
-    *[("lr", "SparseLogisticRegression", f"optimizer={name}")
-      for name in ("sgd", "momentum", "rmsprop", "adam", "amsgrad", "ftrl")],  # fmt: skip
+    *[
+        ("lr", "SparseLogisticRegression", f"optimizer={name}")
+        for name in ("sgd", "momentum", "rmsprop", "adam", "amsgrad", "ftrl")
+    ],  # fmt: skip
     ("lr", "SparseLogisticRegression", "n_jobs=2"),
     ("lr", "SparseLinearRegression", ""),
     ("fm", "FMClassifier", ""),
+    ("fm", "FMClassifier", "optimizer=adam"),
     ("fm", "FMRegressor", ""),
     ("fm", "FFMClassifier", ""),
-    *[("mf", "MatrixFactorization", f"loss={loss}")
-      for loss in ("squared", "logistic", "bpr", "warp")],  # fmt: skip
+    *[
+        ("mf", "MatrixFactorization", f"loss={loss}")
+        for loss in ("squared", "logistic", "bpr", "warp")
+    ],  # fmt: skip
 ]
 
 
@@ -105,11 +115,35 @@ def main_job():
         return seconds, cpu, next((line for line in reversed(lines) if line.strip()), "")
 
 
+def against(other, only, repeat):
+    """Cold first fits of this tree and of ``other``, alternating; each side's best."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = [("this tree", here), (other, other)]
+    best = {}
+    for rep in range(repeat):
+        for label, tree in trees if rep % 2 == 0 else trees[::-1]:
+            os.environ["PYTHONPATH"] = tree
+            for _, kind, option in CASES:
+                if only is None or option == only:
+                    fit, *_ = cold_fit(kind, option)
+                    key = (kind + (f" ({option})" if option else ""), label)
+                    best[key] = min(best.get(key, fit), fit)
+                    print(f"{key[0]:<48} {label:<24} first fit {fit:6.1f} s", flush=True)
+    print()
+    for (case, label), fit in best.items():
+        print(f"{case:<48} {label:<24} best {fit:6.1f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="lr,fm,mf,main,warm",
                         help="comma-separated: lr, fm, mf, main, warm, readme")  # fmt: skip
+    parser.add_argument("--against", help="another tree's root, to compare cold first fits")
+    parser.add_argument("--only", help="with --against: the cases with this option only")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    if args.against:
+        return against(args.against, args.only, args.repeat)
     wanted = set(args.cases.split(","))
     if "readme" in wanted:  # each model's default first fit, and the main job
         wanted |= {"main"}

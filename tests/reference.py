@@ -79,6 +79,36 @@ class DenseOptimizer:
                 raise TypeError(opt)
         self.w, self.a, self.b, self.c = w, a, b, c
 
+    def idle(self, n_steps):
+        """``n_steps`` steps in which no coordinate has a gradient.
+
+        For exact Adam and AMSGrad the steps are summed directly, all at once: step s moves
+        the weight by ``eta_s m_hat_s / (sqrt(v_hat_s) + eps)`` with the moments decayed
+        since the last gradient, and the later steps shrink that move by their weight decay.
+        Other optimizers take the steps one by one.
+        """
+        opt = self.opt
+        if n_steps == 0:
+            return
+        if not (isinstance(opt, Adam) and opt.lazy == "exact"):
+            for _ in range(n_steps):
+                self.step(np.zeros(0, dtype=np.int64), np.zeros(0))
+            return
+        i = np.arange(1, n_steps + 1)
+        s = self.t + i
+        eta = self.schedule(s)
+        log_shrink = np.log1p(-eta * opt.weight_decay)
+        shrink_after = np.exp(np.cumsum(log_shrink[::-1])[::-1] - log_shrink)  # steps > s
+        m = self.a * opt.beta_1 ** i[:, None]
+        v = self.b * opt.beta_2 ** i[:, None]
+        big_v = np.broadcast_to(self.c, v.shape) if isinstance(opt, AMSGrad) else v
+        m_hat = m / (1 - opt.beta_1**s)[:, None]
+        v_hat = big_v / (1 - opt.beta_2**s)[:, None]
+        moves = eta[:, None] * m_hat / (np.sqrt(v_hat) + opt.epsilon)
+        self.w = self.w * np.exp(log_shrink.sum()) - (shrink_after[:, None] * moves).sum(axis=0)
+        self.a, self.b = m[-1], v[-1]
+        self.t += n_steps
+
 
 def dense_run(opt, params, steps):
     """Run ``opt`` densely on ``steps`` (a list of (indices, grads)) from ``params``."""

@@ -241,3 +241,47 @@ def test_advance_clock_equals_ticking(opt, n_steps):
             assert R.tick(hp, spec, ticked)
         assert advance_clock(hp, spec, jumped, n_steps)
         np.testing.assert_allclose(jumped, ticked, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        Adam(0.01),
+        Adam(0.01, weight_decay=1e-3),
+        AMSGrad(0.01, weight_decay=1e-3),
+        Adam(0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+        Adam(PiecewiseConstant([200_000], [0.01, 0.002]), weight_decay=1e-3),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exact_catch_up_over_long_gaps(opt, dtype):
+    """Gaps of 10^5 steps and more, weights from 1e-6 to 1e3 and gradients from 1e-9 (where
+    epsilon dominates the second moment) to 1e2: the lazy weights equal dense Adam's."""
+    from reference import DenseOptimizer
+
+    from sparseopt.optim._rules import advance_clock
+
+    n = 10
+    start = (np.logspace(-6, 3, n) * np.resize([1.0, -1.0], n)).astype(dtype)
+    # each gradient pushes its weight away from zero: no cancellation hides an error
+    scale = -np.sign(start) * np.logspace(-9, 2, n)[::-1]
+    rng = np.random.default_rng(0)
+    # (steps without gradient before the event, coordinates touched)
+    events = [(0, np.arange(n)), (0, np.arange(n)), (0, np.arange(0, n, 2)),
+              (1_500, np.arange(n)), (120_000, np.arange(1, n, 2)), (130_000, np.arange(n)),
+              (150_000, None)]  # fmt: skip
+    params = start.copy()
+    state = opt.init(params)
+    dense = DenseOptimizer(opt, start)
+    hp, spec = opt.hyperparameters(), opt.schedule_spec()
+    for gap, touched in events:
+        assert advance_clock(hp, spec, state.clock, gap)
+        dense.idle(gap)
+        if touched is not None:
+            grads = scale[touched] * rng.uniform(0.5, 1.5, touched.size)
+            opt.update(params, state, touched, grads)
+            dense.step(touched, grads)
+    opt.catch_up(params, state)
+    assert state.step == dense.t
+    np.testing.assert_allclose(params, dense.w, rtol=1e-8 if dtype == np.float64 else 1e-6)

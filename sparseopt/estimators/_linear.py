@@ -803,6 +803,9 @@ _COMMON_DOC = """
         ``"sgd"``, ``"momentum"``, ``"adagrad"``, ``"rmsprop"``, ``"adam"``, ``"amsgrad"``,
         ``"ftrl"``, or an optimizer object from :mod:`sparseopt.optim` carrying its own
         hyperparameters (``optimizer__beta_1`` etc. are then tunable in a grid search).
+        ``"adam"`` and ``"amsgrad"`` are ``Adam(lazy="decay")`` and ``AMSGrad(lazy="decay")``
+        (the best lazy mode in cross-validation on the real sets); pass ``Adam(lazy="exact")``
+        for dense Adam's path.
     learning_rate : "auto", float or Schedule, default="auto"
         ``"auto"``: a per-optimizer default (AdaGrad 0.05), or the optimizer object's own.
     alpha : float, default=0.0

@@ -104,23 +104,13 @@ def _get(factors, u, f, k, row_mode):
 
 
 @numba.njit(inline="always", **JIT)
-def _catch_up_feature(rule, hp, spec, factors, table, stamp, mark, j, t, log_decay, k, F, rm):
-    """Apply feature j's zero-gradient steps up to step ``t`` (weight and all its vectors)."""
-    last = stamp[j]
-    m = mark[j]
-    table[j, 0] = R.catch_up(rule, hp, spec, table[j, 0], table, j, 1, last, t, log_decay, m)
-    if rm:  # per-row AdaGrad: the catch-up is the weight decay alone
-        factor = math.exp(log_decay - m) if hp[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+def _decay_vectors(hp, factors, j, k, F, log_decay, mark):
+    """Per-row AdaGrad's catch-up of feature j's vectors: the weight decay alone."""
+    if hp[R.HP_WEIGHT_DECAY] > 0.0:
+        factor = math.exp(log_decay - mark)
         for u in range(j * F, j * F + F):
             for f in range(k):
                 factors[u, f] *= factor
-    else:
-        for r in range(j * F * k, (j + 1) * F * k):
-            factors[r, 0] = R.catch_up(
-                rule, hp, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m
-            )
-    stamp[j] = t
-    mark[j] = log_decay
 
 
 @numba.njit(inline="always", **JIT)
@@ -319,9 +309,22 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                     for p in range(indptr[row], indptr[row + 1]):
                         j = indices[p]
                         if stamp[j] < t - 1.0:
-                            _catch_up_feature(RULE, hp, spec, factors, table, stamp, mark, j,
-                                              t - 1.0, clock[R.CLOCK_LOG_DECAY_PREV], k, F,
-                                              RM)  # fmt: skip
+                            # the feature's weight and vectors (written out here: an inlined
+                            # helper taking the tables cost reference counts on every feature)
+                            last, marked = stamp[j], mark[j]
+                            log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
+                            table[j, 0] = R.catch_up(RULE, hp, spec, table[j, 0], table, j, 1,
+                                                     last, t - 1.0, log_decay, marked)  # fmt: skip
+                            if RM:
+                                _decay_vectors(hp, factors, j, k, F, log_decay, marked)
+                            else:
+                                for r in range(j * F * k, (j + 1) * F * k):
+                                    factors[r, 0] = R.catch_up(
+                                        RULE, hp, spec, factors[r, 0], factors, r, 1, last,
+                                        t - 1.0, log_decay, marked,
+                                    )  # fmt: skip
+                            stamp[j] = t - 1.0
+                            mark[j] = log_decay
                 s = sums[i - lo]
                 margin[0] = _margin(MODEL, indptr, indices, data, row, table, bias, factors,
                                     fields, k, F, RM, s)  # fmt: skip
@@ -391,8 +394,17 @@ def fm_catch_up(rule, per_row):
         log_decay = clock[R.CLOCK_LOG_DECAY]
         for j in range(stamp.size):
             if stamp[j] < t:
-                _catch_up_feature(RULE, hp, spec, factors, table, stamp, mark, j, t, log_decay,
-                                  k, F, RM)  # fmt: skip
+                last, marked = stamp[j], mark[j]
+                table[j, 0] = R.catch_up(RULE, hp, spec, table[j, 0], table, j, 1, last, t,
+                                         log_decay, marked)  # fmt: skip
+                if RM:
+                    _decay_vectors(hp, factors, j, k, F, log_decay, marked)
+                else:
+                    for r in range(j * F * k, (j + 1) * F * k):
+                        factors[r, 0] = R.catch_up(RULE, hp, spec, factors[r, 0], factors, r, 1,
+                                                   last, t, log_decay, marked)  # fmt: skip
+                stamp[j] = t
+                mark[j] = log_decay
 
     return catch_up
 

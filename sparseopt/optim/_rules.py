@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from .._jit import JIT
-from ._schedules import rate
+from ._schedules import CONSTANT, constant_rate, rate, rate_bound
 
 SGD, MOMENTUM, ADAGRAD, RMSPROP, ADAM, AMSGRAD, FTRL = range(7)
 SKIP, DECAY, EXACT = range(3)  # Adam / AMSGrad lazy modes
@@ -54,26 +54,47 @@ SKIP, DECAY, EXACT = range(3)  # Adam / AMSGrad lazy modes
 )
 HP_SIZE = 9
 # HP_BETA_1 doubles as `momentum` (Momentum) and `rho` (RMSProp); HP_MODE as `nesterov`.
+# The tuple that unpack makes of hp adds log(beta_1) and log(beta_2): computed once per kernel
+# call, they turn every power beta^k of a catch-up into one exponential.
+HP_LOG_BETA_1, HP_LOG_BETA_2 = 9, 10
 
 # clock layout
 CLOCK_T, CLOCK_ETA, CLOCK_ETA_PREV, CLOCK_SHRINK, CLOCK_LOG_DECAY, CLOCK_LOG_DECAY_PREV = range(6)
 CLOCK_SIZE = 6
 
-# A skipped step's drift is negligible once it is below this fraction of the weight: the
-# remaining terms shrink geometrically, so the truncated sum is exact to float64 precision.
-DRIFT_TOL = 1e-17
+# The exact catch-up of a drifting rule (Momentum with weight decay, Adam and AMSGrad) brings
+# the weight to within DRIFT_TOL of the drift it sums (relative; float32 rounds at 6e-8), see
+# _adam_drift. Rules whose drift does not shrink (beta_1 >= sqrt(beta_2)) replay at most
+# MAX_DRIFT_STEPS steps.
+DRIFT_TOL = 2.0**-30
 MAX_DRIFT_STEPS = 100_000
+EPSILON_TERMS = 12  # most terms of the epsilon series (then replay)
+BIAS_TERMS = 64  # most terms of the bias-correction series
+BIAS_SERIES_MAX = 0.5  # the series is used once beta_2^s is below this (else replay)
+_LOG_TOL_8 = math.log(DRIFT_TOL / 8.0)
+_LOG_TOL_1024 = math.log(DRIFT_TOL / 1024.0)
+_TINY = 1.1754943508222875e-38  # float32's smallest normal number
+_LOG_BIAS_SERIES_MAX = math.log(BIAS_SERIES_MAX)
 
 
 @numba.njit(inline="always", **JIT)
 def unpack(values):
-    """The hyperparameter or clock array as a tuple (see the module docstring)."""
+    """The hyperparameter or clock array as a tuple of 11 (see the module docstring): the
+    hyperparameters with ``log(beta_1)``, ``log(beta_2)`` after them, the clock padded with
+    zeros."""
     if values.size == CLOCK_SIZE:
-        return (values[0], values[1], values[2], values[3], values[4], values[5], 0.0, 0.0, 0.0)
+        return (values[0], values[1], values[2], values[3], values[4], values[5], 0.0, 0.0, 0.0,
+                0.0, 0.0)  # fmt: skip
     return (
         values[0], values[1], values[2], values[3], values[4], values[5], values[6], values[7],
-        values[8],
+        values[8], _log(values[HP_BETA_1]), _log(values[HP_BETA_2]),
     )  # fmt: skip
+
+
+@numba.njit(inline="always", **JIT)
+def _log(x):
+    """``log(x)``, -inf at 0."""
+    return math.log(x) if x > 0.0 else -math.inf
 
 
 @numba.njit(inline="always", **JIT)
@@ -82,7 +103,7 @@ def next_clock(hp, spec, clock):
 
     Kernels carry the clock as a tuple through their batch loop: in registers, a step costs
     a few nanoseconds, where ticking an array in memory cost 40 ns (15% of a linear epoch).
-    The tuple has :func:`unpack`'s nine entries, the last three zero.
+    The tuple has :func:`unpack`'s eleven entries, the last five zero.
     """
     t = clock[CLOCK_T] + 1.0
     eta = rate(spec, t)
@@ -92,7 +113,7 @@ def next_clock(hp, spec, clock):
         log_decay += math.log(shrink)
     usable = math.isfinite(eta) and eta > 0.0 and shrink > 0.0
     return usable, (t, eta, clock[CLOCK_ETA], shrink, log_decay, clock[CLOCK_LOG_DECAY],
-                    0.0, 0.0, 0.0)  # fmt: skip
+                    0.0, 0.0, 0.0, 0.0, 0.0)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -164,25 +185,56 @@ def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     wd = hp[HP_WEIGHT_DECAY]
     if rule == SGD or rule == ADAGRAD:
         return w * _decay_factor(wd, log_decay_t, mark)
-    if rule == MOMENTUM:
-        if wd > 0.0:
-            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
+    if rule == MOMENTUM and wd == 0.0:
         w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
         return w
     if rule == RMSPROP:
-        S[r, o] *= hp[HP_BETA_1] ** k
+        S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == ADAM or rule == AMSGRAD:
         mode = int(hp[HP_MODE])
-        if mode == EXACT:
-            return _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark)
-        if mode == DECAY:
-            S[r, o] *= hp[HP_BETA_1] ** k
-            S[r, o + 1] *= hp[HP_BETA_2] ** k
-        return w * _decay_factor(wd, log_decay_t, mark)
-    # FTRL: the decay shrinks z, and the weight follows from the state in closed form
-    S[r, o] *= _decay_factor(wd, log_decay_t, mark)
-    return ftrl_weight(S[r, o], S[r, o + 1], rate(spec, t), hp)
+        if mode != EXACT:
+            if mode == DECAY:
+                S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
+                S[r, o + 1] = _decayed(S[r, o + 1], hp[HP_LOG_BETA_2], k)
+            return w * _decay_factor(wd, log_decay_t, mark)
+    if rule == FTRL:  # the decay shrinks z, and the weight follows from the state
+        S[r, o] *= _decay_factor(wd, log_decay_t, mark)
+        return ftrl_weight(S[r, o], S[r, o + 1], rate(spec, t), hp)
+    # drifting rules: Momentum with weight decay, exact Adam and AMSGrad. Written out here,
+    # with scalar-only helpers: an inlined helper that takes arrays costs reference count
+    # updates on every call (atomic, 80 ns a catch-up in the linear kernel)
+    m = S[r, o]
+    v = S[r, o + 1] if rule != MOMENTUM else 0.0
+    vmax = S[r, o + 2] if rule == AMSGRAD else 0.0
+    eta = spec[2] if spec[0] == CONSTANT and last + 1.0 > spec[1] else -1.0  # constant rate
+    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark)
+    if not ok:
+        w_t, m, v = _replay(rule, hp, spec, w, m, v, vmax, last, t, log_decay_t, mark)
+    S[r, o] = m
+    if rule != MOMENTUM:
+        S[r, o + 1] = v
+    return w_t
+
+
+@numba.njit(**JIT)
+def _power(log_base, k):
+    """``base ** k`` from ``log(base)``: one exponential (a float power cost 50 ns), and an
+    exact 0 below float64's range (an exponential that ends in subnormals is slow)."""
+    x = k * log_base
+    return math.exp(x) if x > -745.0 else 0.0
+
+
+@numba.njit(**JIT)
+def _decayed(value, log_base, k):
+    """A moment ``value * base ** k`` as it is stored: 0 below float32's smallest normal number,
+    so that no table holds a subnormal (an operation on one, or a float32 store that makes
+    one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2)."""
+    x = k * log_base
+    if x < -160.0:  # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow)
+        return 0.0
+    decayed = value * math.exp(x)
+    return decayed if abs(decayed) >= _TINY else 0.0
 
 
 @numba.njit(**JIT)
@@ -201,52 +253,245 @@ def _momentum_catch_up(hp, w, v, k):
 
 
 @numba.njit(**JIT)
-def _simulate_drift(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
-    """Zero-gradient steps of a drifting rule, one by one while the drift still counts.
+def _geometric(r, log_r, sigma, log_sigma, sigma_k, k):
+    """``H = sum_{i=1..k} r^i sigma^(k-i)`` for ``0 < r < 1``, ``0 < sigma <= 1``, ``k >= 1``,
+    given the logs and ``sigma_k = sigma^k``.
 
-    Momentum's velocity shrinks by ``gamma`` each step and Adam's step ``m_hat / sqrt(v_hat)``
-    by about ``beta_1 / sqrt(beta_2)``: after a few hundred steps the drift is below float
-    precision and the remaining steps reduce to closed-form decays of the moments and the
-    weight-decay factor.
+    :math:`H = r (r^k - \\sigma^k) / (r - \\sigma)`; the difference is taken through
+    ``expm1`` (nothing cancels when r is close to sigma) and needs no exponential at all once
+    :math:`(r / \\sigma)^k` is below float64 precision (a long gap).
     """
+    d = log_r - log_sigma
+    if d == 0.0:
+        return k * sigma_k
+    x = k * d
+    if d < 0.0:  # sigma^k ((r / sigma)^k - 1)
+        difference = sigma_k * (math.expm1(x) if x > -40.0 else -1.0)
+    else:  # r^k (1 - (sigma / r)^k)
+        difference = -_power(log_r, k) * math.expm1(-x)
+    gap = r - sigma
+    if abs(gap) < 1e-3 * sigma:
+        gap = sigma * math.expm1(d)
+    return r * difference / gap
+
+
+@numba.njit(**JIT)
+def _adam_drift(amsgrad, hp, m, V, step, rest, sigma, log_sigma):
+    """The drift of Adam's (or AMSGrad's) zero-gradient steps ``step + 1 .. step + rest`` at a
+    constant rate, divided by the rate, in closed form; returns (ok, drift).
+
+    Let :math:`m, V` be the moments at ``step`` (V: ``v``, or AMSGrad's ``v_max``),
+    :math:`B = \\sqrt V`, :math:`E = \\epsilon / B`, :math:`\\sigma` the weight-decay shrink
+    of a step and :math:`s = \\text{step} + i`. Step i moves the weight by
+
+    .. math::
+        d_i = \\eta \\frac{\\beta_1^i m / c_1(s)}{\\sqrt{V_i / c_2(s)} + \\epsilon}
+            = \\eta \\frac{m}{B} \\frac{\\beta_1^i}{c_1(s)}
+              \\sum_{n \\ge 0} (-E)^n \\, u^{-(n+1) i} \\, c_2(s)^{(n+1)/2},
+
+    with :math:`c_1(s) = 1 - \\beta_1^s`, :math:`c_2(s) = 1 - \\beta_2^s`,
+    :math:`V_i = \\beta_2^i V` and :math:`u = \\sqrt{\\beta_2}` for Adam,
+    :math:`V_i = V` and :math:`u = 1` for AMSGrad (the series is the expansion of
+    :math:`1 / (1 + x)` in :math:`x = E \\sqrt{c_2(s)} u^{-i}`). The caller ensures
+    :math:`\\beta_1^{s} \\le \\tau / 8` (``tau = DRIFT_TOL``), so :math:`1/c_1 = 1` to
+    :math:`\\tau / 4`. With :math:`y = \\beta_2^{\\text{step}}` the binomial series
+    :math:`c_2(s)^a = \\sum_j \\binom{a}{j} (-y)^j \\beta_2^{j i}` turns every term into a
+    geometric sum, and the weight at the end is
+    :math:`\\sigma^{rest} w - \\eta \\frac{m}{B} \\sum_{n, j} (-E)^n \\binom{(n+1)/2}{j}
+    (-y)^j H(r_{nj})` with :math:`r_{nj} = \\beta_1 u^{-(n+1)} \\beta_2^j` and
+    :math:`H(r) = \\sum_{i=1}^{rest} r^i \\sigma^{rest - i}` (:func:`_geometric`). Once
+    :math:`y < \\tau / 1024` the bias series is left out: it changes the result by less than
+    :math:`(n + 1) y / (2 (1 - y)) < \\tau / 100` for the ``EPSILON_TERMS`` terms kept.
+
+    Error bound. Truncating :math:`1/(1+x)` after N terms leaves at most :math:`x^N` per step,
+    so the omitted epsilon terms sum to at most :math:`E^N H(r_{N0})` (as
+    :math:`c_2 \\le 1`); truncating the binomial series after J terms (:math:`J \\ge a`,
+    from where its coefficients shrink) leaves at most
+    :math:`|\\binom{a}{J}| y^J / (1 - y) \\, H(r_{n0})`, since
+    :math:`H(r_{nj}) \\le H(r_{n0})`. Terms are added until these bounds, summed, are below
+    :math:`\\tau / 2` of the result; if that cannot happen within ``EPSILON_TERMS`` and
+    ``BIAS_TERMS`` terms (epsilon dominates a tiny second moment, :math:`y` near 1, or a
+    ratio :math:`r_{n0} \\ge 1`) ok is False and the caller replays the steps instead.
+    """
+    b1, b2, eps = hp[HP_BETA_1], hp[HP_BETA_2], hp[HP_EPSILON]
+    lb2 = hp[HP_LOG_BETA_2]
+    B = math.sqrt(V)
+    if not B > 0.0:
+        return False, 0.0
+    E = eps / B
+    y = math.exp(step * lb2) if step * lb2 > _LOG_TOL_1024 else 0.0
+    sigma_k = _power(log_sigma, rest)
+    shrink_r = 1.0 if amsgrad else 1.0 / math.sqrt(b2)  # r_{n+1,0} / r_{n,0}
+    r = b1 * shrink_r
+    log_r = hp[HP_LOG_BETA_1] - (0.0 if amsgrad else 0.5 * lb2)
+    if log_r >= 0.0:
+        return False, 0.0
+    h0 = _geometric(r, log_r, sigma, log_sigma, sigma_k, rest)
+    total = 0.0
+    err = 0.0
+    e_n = 1.0  # (-E)^n
+    for n in range(EPSILON_TERMS):
+        a = 0.5 * (n + 1)
+        part = h0
+        c = 1.0  # binom(a, j) (-y)^j
+        r_j = r
+        j = 0
+        while y > 0.0:
+            c *= (a - j) / (j + 1) * -y
+            j += 1
+            if c == 0.0:  # a is an integer: the binomial series ends
+                break
+            remainder = abs(e_n * c) / (1.0 - y) * h0
+            if j >= a and remainder <= DRIFT_TOL / 8.0 * abs(total + e_n * part):
+                err += remainder
+                break
+            if j >= BIAS_TERMS:
+                return False, 0.0
+            r_j *= b2
+            part += c * _geometric(r_j, log_r + j * lb2, sigma, log_sigma, sigma_k, rest)
+        total += e_n * part
+        e_n *= -E
+        if not amsgrad:  # the next epsilon term's ratio
+            r *= shrink_r
+            log_r -= 0.5 * lb2
+            if log_r >= 0.0:
+                return False, 0.0
+            h0 = _geometric(r, log_r, sigma, log_sigma, sigma_k, rest)
+        tail = abs(e_n) * h0
+        if tail <= DRIFT_TOL / 8.0 * abs(total):
+            return err + tail <= DRIFT_TOL / 2.0 * abs(total), m / B * total
+    return False, 0.0
+
+
+@numba.njit(**JIT)
+def _closed_drift(rule, hp, eta, m, V, step, t):
+    """The drift of the zero-gradient steps ``step + 1 .. t`` at the constant rate ``eta``,
+    shrunk by their weight decay, in closed form (see :func:`_closed_catch_up`); returns
+    (ok, drift)."""
     wd = hp[HP_WEIGHT_DECAY]
-    b1 = hp[HP_BETA_1]
-    b2 = hp[HP_BETA_2]
-    eps = hp[HP_EPSILON]
-    nesterov = hp[HP_MODE] != 0.0
-    log_sim = mark
-    step = last
+    sigma = 1.0 - eta * wd
+    log_sigma = math.log1p(-eta * wd) if wd > 0.0 else 0.0
+    rest = t - step
+    if rule == MOMENTUM:  # d_i = c gamma^i v
+        c = hp[HP_BETA_1] if hp[HP_MODE] != 0.0 else 1.0
+        sigma_k = _power(log_sigma, rest)
+        return True, c * m * _geometric(hp[HP_BETA_1], hp[HP_LOG_BETA_1], sigma, log_sigma,
+                                        sigma_k, rest)  # fmt: skip
+    ok, drift = _adam_drift(rule == AMSGRAD, hp, m, V, step, rest, sigma, log_sigma)
+    return ok, eta * drift
+
+
+@numba.njit(inline="always", **JIT)
+def _closed_form_fits(rule, hp, step):
+    """Whether :func:`_closed_drift` may sum the steps after ``step`` (at a constant rate):
+    for Adam, small bias corrections (``beta_1^(step+1) <= DRIFT_TOL / 8``) and a bias series
+    that converges fast (``beta_2^step <= BIAS_SERIES_MAX``)."""
+    return rule == MOMENTUM or (
+        (step + 1.0) * hp[HP_LOG_BETA_1] <= _LOG_TOL_8
+        and step * hp[HP_LOG_BETA_2] <= _LOG_BIAS_SERIES_MAX
+    )
+
+
+@numba.njit(**JIT)
+def _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark):
+    """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
+    Adam, AMSGrad) in constant time, where the closed form holds: returns (ok, w, m, v), ok
+    False if the caller must replay them (:func:`_replay`). ``eta > 0`` is the rate if it is
+    constant over the steps; ``v`` is Adam's second moment, ``vmax`` AMSGrad's maximum.
+
+    Dense steps shrink the weight by :math:`\\sigma_s = 1 - \\eta_s \\lambda`, decay the
+    moments and move the weight by a drift :math:`d_s` that shrinks geometrically (Momentum:
+    :math:`\\gamma^i v`; Adam: about :math:`(\\beta_1 / \\sqrt{\\beta_2})^i \\eta m / \\sqrt v`).
+    Where the rate is constant to the end (and, for Adam, :math:`\\beta_1^s` and
+    :math:`\\beta_2^s` are small enough for the series of :func:`_adam_drift`), the steps are
+    summed in closed form, in constant time whatever the gap, to ``DRIFT_TOL`` of the drift.
+    Elsewhere (the first steps of a run, where the bias corrections change fast; a schedule
+    that is not constant) :func:`_replay` takes the steps one by one until the drift still to
+    come is provably below ``DRIFT_TOL`` of the drift so far: with :math:`\\eta_{max}` the
+    schedule's bound and :math:`\\sigma_{min} = 1 - \\eta_{max} \\lambda`, what is left is at
+    most :math:`\\eta_{max} |m| / c_1(s + 1) \\cdot \\min(\\frac{\\rho_q}{(1 - \\rho_q) \\sqrt V},
+    \\frac{\\rho_1}{(1 - \\rho_1) \\epsilon})` with :math:`\\rho_q = \\beta_1 / (u \\sigma_{min})`,
+    :math:`\\rho_1 = \\beta_1 / \\sigma_{min}` (Momentum: :math:`|c v| \\rho / (1 - \\rho)`,
+    :math:`\\rho = \\gamma / \\sigma_{min}`), relative to the shrink of the steps to come,
+    and the closed form takes over where it holds. Then the moments decay by
+    :math:`\\beta^k` and the weight by the rest of the decay.
+    """
+    tail = 0.0
+    if m != 0.0 and hp[HP_BETA_1] > 0.0:
+        if not (eta > 0.0 and _closed_form_fits(rule, hp, last)):
+            return False, w, m, v
+        ok, tail = _closed_drift(rule, hp, eta, m, vmax if rule == AMSGRAD else v, last, t)
+        if not ok:
+            return False, w, m, v
+    w, m, v = _finish(hp, w, m, v, t - last, log_decay_t, mark)
+    return True, w - tail, m, v
+
+
+@numba.njit(inline="always", **JIT)
+def _finish(hp, w, m, v, rest, log_decay_t, log_sim):
+    """The moments' decay over the last ``rest`` steps and the weight decay still due."""
+    if rest > 0.0:
+        m = _decayed(m, hp[HP_LOG_BETA_1], rest)
+        v = _decayed(v, hp[HP_LOG_BETA_2], rest)
+    return w * _decay_factor(hp[HP_WEIGHT_DECAY], log_decay_t, log_sim), m, v
+
+
+@numba.njit(**JIT)
+def _replay(rule, hp, spec, w, m, v, vmax, step, t, log_decay_t, log_sim):
+    """:func:`_closed_catch_up` step by step from ``step``, until the drift still to come is
+    negligible or the closed form takes over; returns (w, m, v) at step t."""
+    wd = hp[HP_WEIGHT_DECAY]
+    b1, b2, eps = hp[HP_BETA_1], hp[HP_BETA_2], hp[HP_EPSILON]
+    momentum = rule == MOMENTUM
+    amsgrad = rule == AMSGRAD
+    c = b1 if momentum and hp[HP_MODE] != 0.0 else 1.0  # Nesterov moves by gamma * v
+    sqrt_vmax = math.sqrt(vmax)
+    eta_max = rate_bound(spec, step + 1.0)
+    sigma_min = 1.0 - eta_max * wd
+    # the ratio by which each later step's drift (relative to the shrink still to come) falls
+    ratio = b1 / sigma_min
+    ratio_q = ratio if momentum or amsgrad else ratio / math.sqrt(b2)
+    p1 = _power(hp[HP_LOG_BETA_1], step)  # beta_1^step, beta_2^step
+    p2 = _power(hp[HP_LOG_BETA_2], step)
+    drift = 0.0  # the replayed drift, shrunk to step `step`
+    tail = 0.0  # the closed form's drift of the steps after `step`, at step t
+    tried = False
     n_sim = 0
-    while step < t and n_sim < MAX_DRIFT_STEPS:
+    while step < t and n_sim < MAX_DRIFT_STEPS and m != 0.0:
+        if not tried and _closed_form_fits(rule, hp, step) and constant_rate(spec, step + 1.0, t):
+            tried = True
+            ok, tail = _closed_drift(rule, hp, rate(spec, t), m, vmax if amsgrad else v, step, t)
+            if ok:
+                break
+            tail = 0.0
         step += 1.0
         n_sim += 1
         eta = rate(spec, step)
         if wd > 0.0:
             shrink = 1.0 - eta * wd
             w *= shrink
+            drift *= shrink
             log_sim += math.log(shrink)
-        if rule == MOMENTUM:
-            S[r, o] *= b1
-            d = S[r, o] * b1 if nesterov else S[r, o]
-            ratio = b1
+        m *= b1
+        p1 *= b1
+        if momentum:
+            d = c * m
+            left = abs(d) * ratio / (1.0 - ratio) if ratio < 1.0 else math.inf
         else:
-            S[r, o] *= b1
-            S[r, o + 1] *= b2
-            v = S[r, o + 2] if rule == AMSGRAD else S[r, o + 1]
-            m_hat = S[r, o] / (1.0 - b1**step)
-            d = eta * m_hat / (math.sqrt(v / (1.0 - b2**step)) + eps)
-            ratio = b1 / math.sqrt(b2)
+            v *= b2
+            p2 *= b2
+            sqrt_v = sqrt_vmax if amsgrad else math.sqrt(v)
+            d = eta * (m / (1.0 - p1)) / (sqrt_v / math.sqrt(1.0 - p2) + eps)
+            scale = eta_max * abs(m) / (1.0 - p1 * b1)
+            by_v = ratio_q / ((1.0 - ratio_q) * sqrt_v) if ratio_q < 1.0 else math.inf
+            by_eps = ratio / ((1.0 - ratio) * eps) if ratio < 1.0 else math.inf
+            left = scale * min(by_v, by_eps)
         w -= d
-        if d == 0.0 or (ratio < 1.0 and abs(d) <= DRIFT_TOL * (1.0 - ratio) * abs(w)):
+        drift += d
+        if left <= DRIFT_TOL * abs(drift):
             break
-    rest = t - step
-    if rest > 0.0:
-        S[r, o] *= b1**rest
-        if rule != MOMENTUM:
-            S[r, o + 1] *= b2**rest
-        if wd > 0.0:
-            w *= math.exp(log_decay_t - log_sim)
-    return w
+    w, m, v = _finish(hp, w, m, v, t - step, log_decay_t, log_sim)
+    return w - tail, m, v
 
 
 @numba.njit(inline="always", **JIT)
@@ -284,8 +529,8 @@ def gradient_step(rule, hp, w, g, S, r, o, t, eta):
         if rule == AMSGRAD:
             v = max(S[r, o + 2], v)
             S[r, o + 2] = v
-        m_hat = m / (1.0 - b1**t)
-        v_hat = v / (1.0 - b2**t)
+        m_hat = m / (1.0 - _power(hp[HP_LOG_BETA_1], t))
+        v_hat = v / (1.0 - _power(hp[HP_LOG_BETA_2], t))
         return w - eta * m_hat / (math.sqrt(v_hat) + eps)
     # FTRL-Proximal
     n = S[r, o + 1]

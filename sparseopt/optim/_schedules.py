@@ -47,6 +47,48 @@ def _inner_rate(spec, t):
     return eta0
 
 
+@numba.njit(**JIT)
+def rate_bound(spec, t):
+    """An upper bound of ``rate(spec, s)`` over every step ``s >= t``.
+
+    Every inner schedule is non-increasing in its step except the piecewise constant one (its
+    largest remaining value), and a warm-up ramp stays below the inner schedule's first rate.
+    """
+    warmup = spec[1]
+    s = t - warmup if t > warmup else 1.0
+    kind = int(spec[0])
+    if kind == PIECEWISE:
+        n_bounds = int(spec[2])
+        first = n_bounds
+        for i in range(n_bounds):
+            if s <= spec[3 + i]:
+                first = i
+                break
+        top = 0.0
+        for i in range(first, n_bounds + 1):
+            top = max(top, spec[3 + n_bounds + i])
+        return top
+    return _inner_rate(spec, s)
+
+
+@numba.njit(inline="always", **JIT)
+def constant_rate(spec, first, last):
+    """Whether ``rate(spec, s)`` is one value for every step ``first <= s <= last``."""
+    warmup = spec[1]
+    if first <= warmup:
+        return False
+    kind = int(spec[0])
+    if kind == CONSTANT:
+        return True
+    if kind == PIECEWISE:  # both ends in one piece
+        n_bounds = int(spec[2])
+        for i in range(n_bounds):
+            if (first - warmup <= spec[3 + i]) != (last - warmup <= spec[3 + i]):
+                return False
+        return True
+    return spec[3] == 0.0  # inverse scaling with power 0, exponential with decay 0
+
+
 class Schedule:
     """Base class of the learning-rate schedules; ``schedule(t)`` gives the rate of step t."""
 
