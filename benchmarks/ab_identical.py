@@ -14,7 +14,8 @@ then compared array by array with ``np.array_equal`` (NaN unequal), names includ
 exits with status 1 if any array differs or is missing on one side.
 
 The first run in a fresh worktree of REV compiles its kernels (minutes); later runs load them
-from the cache next to its sources.
+from the cache next to its sources. Run it with an empty ``NUMBA_CACHE_DIR`` after a change to
+``optim/_rules.py``: a cached kernel does not notice a change in another file.
 """
 
 from __future__ import annotations
