@@ -39,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier, is_regressor
 
+from ._epochs import Stopper, run_epochs
 from ._jit import JIT, PARALLEL_JIT
 from .optim import FTRL
 from .optim import _rules as R
@@ -573,29 +574,28 @@ def fit(
         merge_every = _auto_merge_every(run, alone)
     merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
     merge = functools.partial(_merge, training)
-    curve, best, stale = [], np.inf, 0
-    tol = getattr(estimator, "tol", None)
+    tol = getattr(estimator, "tol", None)  # the linear models and FMs have one, MF not
+    stopper = Stopper(tol, estimator.n_iter_no_change if tol is not None else None)
+
+    def train_epoch(epoch):
+        began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
+        while (cursors < sizes).any():
+            replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
+            results, plan = run.round(training, replan(), replan)
+            run.delta = merge(results)
+            for segments in plan.values():
+                for b, _, _, stop, _, _ in segments:
+                    cursors[b] = stop
+            loss += sum(r["loss"] for r in results)
+            rounds += 1
+        loss /= max(int(sizes.sum()), 1)
+        if verbose:
+            print(f"epoch {epoch + 1}: loss {loss:.5f}, {rounds} rounds, "
+                  f"{time.perf_counter() - began:.2f} s")  # fmt: skip
+        return loss
+
     try:
-        for epoch in range(training.max_epochs()):
-            began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
-            while (cursors < sizes).any():
-                replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
-                results, plan = run.round(training, replan(), replan)
-                run.delta = merge(results)
-                for segments in plan.values():
-                    for b, _, _, stop, _, _ in segments:
-                        cursors[b] = stop
-                loss += sum(r["loss"] for r in results)
-                rounds += 1
-            curve.append(loss / max(int(sizes.sum()), 1))
-            if verbose:
-                print(f"epoch {epoch + 1}: loss {curve[-1]:.5f}, {rounds} rounds, "
-                      f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-            if tol is not None:
-                stale = stale + 1 if curve[-1] > best - tol else 0
-                best = min(best, curve[-1])
-                if stale >= estimator.n_iter_no_change:
-                    break
+        curve = run_epochs(train_epoch, training.max_epochs(), stopper)
     finally:
         client.run(_forget, run.fit_id, on_error="ignore")
     return training.finish(curve)

@@ -115,6 +115,26 @@ class FMState:
             init=np.array(init, np.float64),
         )
 
+    # the layout decoded, for the kernels' arguments (checked by _check_tables when loaded)
+    @property
+    def n_components(self) -> int:
+        return int(self.layout[0])
+
+    @property
+    def n_fields(self) -> int:
+        """F: 1 for a plain FM."""
+        return int(self.layout[1])
+
+    @property
+    def per_row(self) -> bool:
+        """Whether each factor vector keeps one AdaGrad accumulator (else one per element)."""
+        return bool(self.layout[2])
+
+    @property
+    def seed(self) -> int:
+        """Seed of the factor vectors' draws (each drawn from it and its feature alone)."""
+        return int(self.layout[3])
+
     def arrays(self) -> dict:
         names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout", "init")
         return {name: getattr(self, name) for name in names}
@@ -249,8 +269,8 @@ class _FactorizationMachine(_SparseLinearModel):
 
     def _check_params_match_state(self, state, opt):
         """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
-        k, _, per_row = (int(v) for v in state.layout[:3])
-        if (k, bool(per_row)) != (self.n_components, self._per_row(opt)):
+        k, per_row = state.n_components, state.per_row
+        if (k, per_row) != (self.n_components, self._per_row(opt)):
             raise ValueError(
                 f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
                 f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
@@ -305,7 +325,7 @@ class _FactorizationMachine(_SparseLinearModel):
         self._check_params_match_state(state, opt)
 
     def _weight_arrays(self, state):
-        k, _, per_row = (int(v) for v in state.layout[:3])
+        k, per_row = state.n_components, state.per_row
         factors = state.factors[:, :k] if per_row else state.factors[:, 0]
         return (*super()._weight_arrays(state), factors)
 
@@ -313,38 +333,38 @@ class _FactorizationMachine(_SparseLinearModel):
         return np.full(state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)
 
     def _catch_up(self, opt, state):
-        k, F, per_row = (int(v) for v in state.layout[:3])
         if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
             return
-        catch_up = kernels.fm_catch_up(opt._rule, bool(per_row))
+        catch_up = kernels.fm_catch_up(opt._rule, state.per_row)
         catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock, state.table,
-                 state.factors, state.stamp, state.mark, k, F)  # fmt: skip
+                 state.factors, state.stamp, state.mark, state.n_components,
+                 state.n_fields)  # fmt: skip
 
     def _is_finite(self, state):
         return _safety.all_finite(state.table, state.bias, state.factors)
 
     def _decision(self, state, X):
-        k, F, per_row = (int(v) for v in state.layout[:3])
         dtype = X.dtype
         margins = kernels.fm_decision(
             kernels.FFM if state.fields.size else kernels.FM, X.indptr, X.indices, X.data,
             state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
-            state.factors.astype(dtype, copy=False), state.fields, k, F, bool(per_row),
+            state.factors.astype(dtype, copy=False), state.fields, state.n_components,
+            state.n_fields, state.per_row,
         )  # fmt: skip
         return margins[:, None]
 
     def _consts(self, state):
         """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
         seed, initial value of the factors' first slot)."""
-        k, F, per_row = (int(v) for v in state.layout[:3])
         init_std, acc0 = (float(v) for v in state.init)
-        return (float(k), float(self.alpha_linear), float(self.alpha_factors), float(F),
-                float(per_row), init_std, float(state.layout[3]), acc0)  # fmt: skip
+        return (float(state.n_components), float(self.alpha_linear), float(self.alpha_factors),
+                float(state.n_fields), float(state.per_row), init_std, float(state.seed),
+                acc0)  # fmt: skip
 
     def _run_epoch(self, training, X, targets, weights, order):
         opt, state, scratch = training.optimizer, training.state, training.scratch
         n_threads, hp, spec = training.n_threads, opt.hyperparameters(), opt.schedule_spec()
-        per_row = bool(state.layout[2])
+        per_row = state.per_row
         model = kernels.FFM if state.fields.size else kernels.FM
         loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
         train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
@@ -373,7 +393,7 @@ class _FactorizationMachine(_SparseLinearModel):
         """The linear tables, and the factors: F vectors per feature, each one row of
         ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
         ``[v_f, slots]``."""
-        k, F, per_row = (int(v) for v in state.layout[:3])
+        k, F, per_row = state.n_components, state.n_fields, state.per_row
         accumulator = ACCUMULATOR_SLOT.get(opt._rule)
         factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
         return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
@@ -411,11 +431,11 @@ class _FactorizationMachine(_SparseLinearModel):
         """Factor vectors: (n_features, n_components), or (n_features, n_fields, n_components)
         for a field-aware model (``factors_[j, G]`` is column j's vector for field G)."""
         check_is_fitted(self, "state_")
-        k, F, per_row = (int(v) for v in self.state_.layout[:3])
-        n = self.state_.table.shape[0]
-        f = self.state_.factors[:, :k] if per_row else self.state_.factors[:, 0]
-        f = f.reshape(n, F, k).copy()
-        return f if self.state_.fields.size else f[:, 0]
+        state = self.state_
+        k, F = state.n_components, state.n_fields
+        f = state.factors[:, :k] if state.per_row else state.factors[:, 0]
+        f = f.reshape(state.table.shape[0], F, k).copy()
+        return f if state.fields.size else f[:, 0]
 
 
 _FM_DOC = """

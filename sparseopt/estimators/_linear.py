@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import _io
 from .. import cuda as gpu
+from .._epochs import Stopper
 from .._jit import compile_notice
 from ..models import _linear as kernels
 from ..models import _losses as losses
@@ -83,10 +84,9 @@ class _Run:
     """One training in a fit's epoch loop: its held-out rows' record (``held``, see
     ``_hold_out``), curves and stopping state."""
 
-    def __init__(self, training, held):
-        self.training, self.held = training, held
+    def __init__(self, training, held, stopper):
+        self.training, self.held, self.stopper = training, held, stopper
         self.curve, self.scores = [], []
-        self.best, self.stale = np.inf, 0
         self.stopped = self.diverged = False
 
 
@@ -319,7 +319,10 @@ class _SparseLinearModel(SparseEstimator):
         candidates = [training]
         if held is not None and auto:
             candidates = self._candidates(training, rows.X)
-        runs = tried = [_Run(t, None if held is None else dict(held)) for t in candidates]
+        runs = tried = [
+            _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
+            for t in candidates
+        ]
         choosing = len(runs) > 1
         epochs = range(n_epochs)
         if self.verbose:
@@ -367,10 +370,7 @@ class _SparseLinearModel(SparseEstimator):
                 raise
             run.diverged = run.stopped = True
             return
-        if self.tol is not None:
-            run.stale = run.stale + 1 if monitored > run.best - self.tol else 0
-            run.best = min(run.best, monitored)
-            run.stopped = run.stale >= self.n_iter_no_change
+        run.stopped = run.stopper.update(monitored)
 
     @staticmethod
     def _halve(runs):

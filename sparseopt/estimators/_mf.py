@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from .. import _io, optim
+from .._epochs import run_epochs
 from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import AdaGrad
@@ -380,19 +381,21 @@ class MatrixFactorization(SparseEstimator):
         X = self._check_X(X)
         training = self._start(X, reset)
         rows = training._rows(X)
-        curve = []
         what = f"MatrixFactorization ({self.loss}, {type(training.optimizer).__name__})"
-        for epoch in range(n_epochs):
+
+        def train_epoch(epoch):
             start, compiling = time.perf_counter(), compile_seconds()
             with compile_notice(what, self.verbose):
-                loss = training.epoch(rows, training.order(rows, training.rng))
-            curve.append(loss / max(X.nnz, 1))
+                loss = training.epoch(rows, training.order(rows, training.rng)) / max(X.nnz, 1)
             seconds = time.perf_counter() - start - (compile_seconds() - compiling)
             if self.verbose:
                 print(
-                    f"epoch {epoch + 1}/{n_epochs}: mean loss {curve[-1]:.5f} "
+                    f"epoch {epoch + 1}/{n_epochs}: mean loss {loss:.5f} "
                     f"({seconds:.3f} s, compiling not counted)"
                 )
+            return loss
+
+        curve = run_epochs(train_epoch, n_epochs)
         with compile_notice(what, self.verbose):
             training.catch_up()
         return training.finish(curve, rows=rows)
