@@ -476,7 +476,8 @@ class _SparseLinearModel(SparseEstimator):
         bound = _safety.MAX_WEIGHT
         if is_regressor(self):
             scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
-            bound *= max(1.0, scale)
+            with np.errstate(over="ignore"):  # targets near the float range: no bound (inf)
+                bound *= max(1.0, scale)
         largest = _safety.largest_magnitude(*self._weight_arrays(state))
         if not largest <= bound:
             self._diverged(opt, f"a weight reached {largest:.3g} (the limit is {bound:.3g})")

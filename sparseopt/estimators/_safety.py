@@ -235,10 +235,11 @@ def _regression_loss(kind, targets, weights, delta, center) -> float:
     if not total > 0:
         return 0.0
     r = t - center
-    if kind == "squared":
-        return 0.5 * float(w @ r**2) / total
-    a = np.abs(r)
-    return float(w @ np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / total
+    with np.errstate(over="ignore"):  # targets near the float range: an infinite loss
+        if kind == "squared":
+            return 0.5 * float(w @ r**2) / total
+        a = np.abs(r)
+        return float(w @ np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))) / total
 
 
 def useless_fit(
