@@ -10,13 +10,10 @@ kind of column a CSV holds; and Hypothesis draws random tables (column types, nu
 numbers, random bytes in strings, repeated names) against the same reference.
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
+import child
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -57,28 +54,8 @@ def columns_of(X):
 '''
 
 
-def run_cases(body: str, timeout: int = 600) -> dict:
-    """Run ``PRELUDE + body`` in a fresh interpreter; returns {case: [outcome, payload]}."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, PYTHONHASHSEED="0"),
-    )
-    results, running = {}, None
-    for line in proc.stdout.splitlines():
-        name, out = json.loads(line)
-        if name == "start":
-            running = out
-        else:
-            results[name] = out
-            running = None
-    assert proc.returncode == 0, (
-        f"the child process ended with status {proc.returncode} (a negative status is a "
-        f"signal: a crash) in case {running!r}\n{proc.stderr[-3000:]}"
-    )
-    return results
+def run_cases(body: str) -> dict:
+    return child.run_cases(PRELUDE + textwrap.dedent(body), timeout=600)
 
 
 # case name -> what it must end in: True (its right answer, computed in the child) or a

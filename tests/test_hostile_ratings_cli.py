@@ -8,12 +8,10 @@ the one right outcome: the right answer, or exit status 1 with a message naming 
 line or option at fault, with nothing trained or saved before the refusal.
 """
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
+import child
 import pytest
 
 # the child runs in a temporary folder: it imports the package of this checkout
@@ -56,26 +54,7 @@ GOOD = "1,1,5\n1,2,3\n2,1,4\n2,2,2\n3,1,1\n"
 
 
 def run_cases(tmp_path, body: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])),
-    )
-    results, running = {}, None
-    for line in proc.stdout.splitlines():
-        name, out = json.loads(line)
-        if name == "start":
-            running = out
-        else:
-            results[name], running = out, None
-    assert proc.returncode == 0, (
-        f"the child process ended with status {proc.returncode} (negative: a signal, a "
-        f"crash) in case {running!r}\n{proc.stderr[-3000:]}"
-    )
-    return results
+    return child.run_cases(PRELUDE + textwrap.dedent(body), cwd=tmp_path)
 
 
 def refused(result, *words):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 
+import child
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -71,28 +72,8 @@ def rewrite(src, dst, edit_meta=None, edit_arrays=None):
 '''
 
 
-def run_cases(body: str, timeout: int = 900) -> dict:
-    """Run ``PRELUDE + body`` in a fresh interpreter; returns {case: [outcome, payload]}."""
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(body)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ, PYTHONHASHSEED="0"),
-    )
-    results, running = {}, None
-    for line in proc.stdout.splitlines():
-        name, out = json.loads(line)
-        if name == "start":
-            running = out
-        else:
-            results[name] = out
-            running = None
-    assert proc.returncode == 0, (
-        f"the child process ended with status {proc.returncode} (a negative status is a "
-        f"signal: a crash) in case {running!r}\n{proc.stderr[-3000:]}"
-    )
-    return results
+def run_cases(body: str) -> dict:
+    return child.run_cases(PRELUDE + textwrap.dedent(body))
 
 
 # the cases that must return True wherever they appear
