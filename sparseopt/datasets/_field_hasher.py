@@ -574,7 +574,7 @@ def _token_columns(field, values, n_bits, size, crosses=(), n_fields=0) -> np.nd
             continue
         cross = crosses[f - n_inputs]
         pieces = pc.split_pattern(part, CROSS_VALUE_SEP)
-        whole = (pc.list_value_length(pieces).to_numpy(zero_copy_only=False) == len(cross))
+        whole = pc.list_value_length(pieces).to_numpy(zero_copy_only=False) == len(cross)
         hashes = np.zeros((len(cross), len(part)), dtype=np.uint32)
         unused = np.empty(len(part), dtype=np.int64)
         for j, g in enumerate(cross):
@@ -1003,8 +1003,9 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             field=field,
             value=values.to_numpy(zero_copy_only=False),
             count=table["count"].to_numpy().astype(np.int64),
-            column=_token_columns(field.astype(np.int64), values, self.n_bits, size,
-                                  crosses, len(field_names)),  # fmt: skip
+            column=_token_columns(
+                field.astype(np.int64), values, self.n_bits, size, crosses, len(field_names)
+            ),  # fmt: skip
             n_bits=int(self.n_bits),
             max_tokens=int(self.max_tokens),
             field_aware=bool(self.field_aware),

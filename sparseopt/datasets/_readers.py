@@ -636,9 +636,7 @@ class CSVReader(_DelimitedReader):
         if label not in names:
             raise ValueError(f"{path}: no label column {label!r} in the header {names}")
         if weight_column is not None and weight_column not in names:
-            raise ValueError(
-                f"{path}: no weight column {weight_column!r} in the header {names}"
-            )
+            raise ValueError(f"{path}: no weight column {weight_column!r} in the header {names}")
         if weight_column == label:
             raise ValueError(f"the label {label!r} cannot also be the weight column")
         if features is None:
