@@ -118,45 +118,38 @@ def cross_table(crosses):
 
 
 @numba.njit(**JIT)
-def cross_hash(hashes, r, table, k):
-    """Hash of cross ``k`` in row ``r``: MurmurHash3 of its fields' hashes (4 bytes each)."""
-    n_fields = hashes.shape[1]
-    h = np.uint32(n_fields + k)
-    n = 0
-    for j in range(table.shape[1]):
-        f = table[k, j]
-        if f < 0:
-            break
-        h = mix_block(h, hashes[r, f])
-        n += 4
-    return finish_hash(h, np.uint32(0), n)
-
-
-@numba.njit(**JIT)
 def add_crosses(hashes, cols, vals, table, n_rows, n_bits, slice_size, with_values):
     """Write each cross's column into ``cols[r, n_fields + k]`` (``n_fields``: the columns of
     ``hashes``, the input fields' 32-bit hashes) for the first ``n_rows`` rows; absent
     (``2**n_bits``) where a field of the cross is. With ``with_values`` the cross's value, the
-    product of its fields' values, goes into ``vals``."""
+    product of its fields' values, goes into ``vals``.
+
+    The hash is computed here, not in a helper taking the arrays: a compiled call that
+    receives an array costs atomic reference counts, several times the hash's own cost.
+    """
     n_fields = hashes.shape[1]
     absent = cols.dtype.type(np.int64(1) << n_bits)
     for r in range(n_rows):
         for k in range(table.shape[0]):
             slot = n_fields + k
+            h = np.uint32(slot)
+            n = 0
             value = 1.0
-            present = True
             for j in range(table.shape[1]):
                 f = table[k, j]
                 if f < 0:
                     break
                 if cols[r, f] == absent:
-                    present = False
+                    n = -1
                     break
+                h = mix_block(h, hashes[r, f])
+                n += 4
                 if with_values:
                     value *= vals[r, f]
-            if not present:
+            if n < 0:
                 cols[r, slot] = absent
                 continue
-            cols[r, slot] = to_column(cross_hash(hashes, r, table, k), slot, n_bits, slice_size)
+            h = finish_hash(h, np.uint32(0), n)
+            cols[r, slot] = to_column(h, slot, n_bits, slice_size)
             if with_values:
                 vals[r, slot] = value
