@@ -118,6 +118,15 @@ class DataSpec:
         CSV columns (see :class:`~sparseopt.datasets.CSVReader`).
     n_features, zero_based
         LIBSVM indexing, fixed from the training file.
+    interactions : list of str or None
+        Hashed formats: feature crosses (``["site_id*app_id", "all", "C1*"]``; see
+        :class:`~sparseopt.datasets.CSVReader`), applied by every reader of the model.
+    weight_column : str or None
+        CSV: the column of sample weights read in training (scoring readers leave it out).
+    negative_rate : float
+        Training kept this fraction of the negative lines (1: all). Only the training file is
+        downsampled; validation and scoring read every line, and the saved model's intercept
+        is corrected by ``log(negative_rate)`` (:func:`correct_for_downsampling`).
     """
 
     format: str = "criteo"
@@ -130,6 +139,9 @@ class DataSpec:
     sep: str | None = None
     n_features: int | None = None
     zero_based: bool | str = "auto"
+    interactions: list | None = None
+    weight_column: str | None = None
+    negative_rate: float = 1.0
 
     def __post_init__(self):
         def names(v):
@@ -146,6 +158,12 @@ class DataSpec:
             "sep": (lambda v: v is None or isinstance(v, str) and len(v) == 1, "one character"),
             "n_features": (lambda v: v is None or type(v) is int and v >= 0, "a count"),
             "zero_based": (lambda v: v in (True, False, "auto"), "true, false or 'auto'"),
+            "interactions": (lambda v: v is None or names(v), "a list of crosses"),
+            "weight_column": (lambda v: v is None or isinstance(v, str), "a column name"),
+            "negative_rate": (
+                lambda v: type(v) in (int, float) and 0 < v <= 1,
+                "a number in (0, 1], the fraction of negatives kept",
+            ),
         }
         for name, (test, what) in checks.items():
             value = getattr(self, name)
@@ -158,23 +176,38 @@ class DataSpec:
             raise PipelineError(f"unknown format {self.format!r}; choose one of {FORMATS}")
         if self.format == "csv" and not self.label:
             raise PipelineError("--format csv needs --label, the name of the label column")
+        if self.weight_column is not None and self.format != "csv":
+            raise PipelineError("--weight-column needs --format csv (a named column)")
+        if self.format == "libsvm" and (self.interactions or self.negative_rate != 1):
+            flag = "--interactions" if self.interactions else "--negative-rate"
+            raise PipelineError(f"{flag} needs a hashed format (criteo, avazu, csv)")
+        self.negative_rate = float(self.negative_rate)
 
-    def reader(self, path, chunk_size=100_000, skip_bad_lines=False):
-        """A chunk reader of ``path`` under this spec."""
+    def reader(self, path, chunk_size=100_000, skip_bad_lines=False, training=False, seed=0):
+        """A chunk reader of ``path`` under this spec: with ``training``, the weights and the
+        downsampling (drawn from ``seed``) of the training file (chunks ``(X, y, w)`` with a
+        weight column); else every line, the weight column left out (chunks ``(X, y)``)."""
         common = dict(chunk_size=chunk_size, skip_bad_lines=skip_bad_lines)
         hashed = dict(n_bits=self.n_bits, field_aware=self.field_aware, **common)
+        if self.interactions:
+            hashed["interactions"] = self.interactions
+        if training and self.negative_rate != 1:
+            hashed.update(negative_rate=self.negative_rate, random_state=seed)
         if self.format == "criteo":
             return CriteoReader(path, sep=self.sep or "\t", **hashed)
         if self.format == "avazu":
             return CSVReader(path, "click", exclude=["id"], sep=self.sep or ",", **hashed)
         if self.format == "csv":
+            weights = {"weight_column": self.weight_column} if training else {}
+            excluded = self.exclude + ([self.weight_column] if self.weight_column else [])
             return CSVReader(
                 path,
                 self.label,
                 self.features,
                 numeric=self.numeric,
-                exclude=self.exclude,
+                exclude=self.exclude if training else excluded,
                 sep=self.sep or ",",
+                **weights,
                 **hashed,
             )
         return LibSVMReader(path, self.n_features, self.zero_based, **common)
@@ -244,11 +277,43 @@ def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
         raise PipelineError(f"bad model parameter for {cls.__name__}: {exc}") from None
 
 
-def save_model(model, path, kind: str, spec: DataSpec) -> None:
-    """``model.save(path)`` with the model kind and the data spec in the file's metadata."""
-    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec)}
+def save_model(model, path, kind: str, spec: DataSpec, extra=None) -> None:
+    """``model.save(path)`` with the model kind and the data spec in the file's metadata
+    (and ``extra``, more keys)."""
+    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec), **(extra or {})}
     with _io.model_metadata(metadata):
         model.save(path)
+
+
+def correct_for_downsampling(model, negative_rate: float) -> dict:
+    """Shift the fitted ``model``'s intercept by ``log(negative_rate)``; returns the note its
+    file records.
+
+    Trained on every positive and a fraction ``r`` of the negatives, a model estimates odds
+    ``1 / r`` times the true ones: its margin is the true logit minus ``log r``. Adding
+    ``log r`` to the intercept makes ``predict_proba`` the true scale (He et al., "Practical
+    lessons from predicting clicks on ads at Facebook", 2014: ``q = p / (p + (1 - p) / r)``).
+    The shift goes through the model's public fitted state, ``state_.bias`` (the intercept
+    of every model the command line trains is column 0 of its bias row), and the fitted
+    ``intercept_`` reads it back.
+    """
+    shift = math.log(negative_rate)
+    model.state_.bias[:, 0] += shift
+    return {
+        "negative_rate": negative_rate,
+        "intercept_correction": shift,
+        "note": f"trained on all positives and {negative_rate:g} of the negatives; the "
+        f"intercept was shifted by log({negative_rate:g}) = {shift:.6g} so that predictions "
+        "are on the true scale (checkpoints hold the uncorrected training state)",
+    }
+
+
+def true_scale(p, negative_rate: float):
+    """Probabilities of a model trained on downsampled negatives, on the true scale:
+    ``r p / (r p + 1 - p)``, which is the sigmoid of the margin plus ``log r``."""
+    if negative_rate == 1:
+        return p
+    return negative_rate * p / (negative_rate * p + (1.0 - p))
 
 
 def load_model(path):
@@ -300,11 +365,12 @@ def open_data(model, spec, path, options, chunk_size, skip_bad_lines):
 
 
 # --- scoring -------------------------------------------------------------------------------
-def score(model, chunks) -> ClickMetrics:
-    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks."""
+def score(model, chunks, negative_rate=1.0) -> ClickMetrics:
+    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks; ``negative_rate``: the
+    model is a training state on downsampled negatives, scored on the true scale."""
     metrics = ClickMetrics()
     for X, y in chunks:
-        metrics.update(y, model.predict_proba(X)[:, 1])
+        metrics.update(y, true_scale(model.predict_proba(X)[:, 1], negative_rate))
     return metrics
 
 
@@ -430,7 +496,9 @@ class Trainer:
         self.log = log
         self.after_chunk = after_chunk
         self.spec = DataSpec(**config.spec)
-        self.reader = self.spec.reader(config.data, config.chunk_size, config.skip_bad_lines)
+        self.reader = self.spec.reader(
+            config.data, config.chunk_size, config.skip_bad_lines, training=True, seed=config.seed
+        )
         self.spec = self.spec.fixed_by(self.reader)
         self.valid_reader = None
         if config.validation is not None:
@@ -644,11 +712,11 @@ class Trainer:
         self.training.finish([h["train_logloss"] for h in history] + list(this_epoch))
         self._unsettled = False
 
-    def _train_chunk(self, X, y, seed) -> float:
+    def _train_chunk(self, X, y, seed, sample_weight=None) -> float:
         """Train the chunk ``X, y`` (shuffled with ``seed`` if the model shuffles); returns
         its mean loss."""
         training = self.training
-        rows = training.rows(X, y)
+        rows = training.rows(X, y, sample_weight)
         loss = training.epoch(rows, training.order(rows, np.random.default_rng(seed)))
         loss /= max(X.shape[0], 1)
         self._unsettled = True
@@ -684,14 +752,15 @@ class Trainer:
             )
             with bar:
                 due = False
-                for k, (X, y) in enumerate(self._chunks()):
+                for k, (X, y, *weights) in enumerate(self._chunks()):
                     if k < skip:
                         continue
                     if due:  # deferred until another chunk follows: the epoch's end saves
                         self.checkpoint()
                     self._in_chunk = True
                     with self._bar_moving(bar, X.shape[0]):
-                        loss = self._train_chunk(X, y, _chunk_seed(self.config.seed, epoch, k))
+                        seed = _chunk_seed(self.config.seed, epoch, k)
+                        loss = self._train_chunk(X, y, seed, *weights)
                     state["epoch_loss"] += loss * X.shape[0]
                     if state["epoch_positives"] is not None:
                         state["epoch_positives"] += float(np.sum(y))
@@ -796,7 +865,9 @@ class Trainer:
         )
         best = None
         if self.valid_reader is not None:
-            metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
+            metrics = score(
+                self.model, self.valid_reader.chunks(self.parse_threads), self.spec.negative_rate
+            )
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_click_metrics(entry["validation"])
@@ -852,7 +923,15 @@ class Trainer:
         kept = self._kept()
         # the kept epoch's checkpoint holds this very model: link it into place
         saved = best["file"] if best and kept["epoch"] == best["epoch"] else None
-        _runs.link_or_copy(self.out / (saved or self.state["checkpoint"]), model_path)
+        kept_file = self.out / (saved or self.state["checkpoint"])
+        if self.spec.negative_rate == 1:
+            _runs.link_or_copy(kept_file, model_path)
+        else:  # the checkpoint stays the training state; the model file is corrected
+            model, _ = load_model(kept_file)
+            correction = correct_for_downsampling(model, self.spec.negative_rate)
+            save_model(
+                model, model_path, self.config.model, self.spec, {"downsampling": correction}
+            )
         validation = history[kept["epoch"] - 1].get("validation") if history else None
         calibration = best["calibration"] if saved else self.calibration
         summary = {
@@ -1035,6 +1114,7 @@ def file_hasher(spec: DataSpec, max_tokens=10_000):
         field_aware=spec.field_aware,
         keep_tokens=True,
         max_tokens=max_tokens,
+        interactions=spec.interactions,
     )
 
 

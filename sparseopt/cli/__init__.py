@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", help="write learning curves and calibration to this PNG (default: none)"
     )
     add_data_options(t, defaults=True)
+    t.add_argument(
+        "--negative-rate",
+        type=float,
+        default=None,
+        metavar="R",
+        help="keep every positive line of DATA and this fraction of the negatives, drawn by "
+        "--seed (0 < R <= 1; default: 1, all); the saved model's intercept is shifted by "
+        "log(R), so predictions and validation metrics are on the true scale",
+    )
     m = t.add_argument_group("model")
     m.add_argument(
         "--optimizer",
@@ -148,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=0,
-        help="seed of FM factor draws, and of shuffling with --set shuffle=true (default 0)",
+        help="seed of FM factor draws, of shuffling with --set shuffle=true, and of the lines "
+        "--negative-rate keeps (default 0)",
     )
     r = t.add_argument_group("run")
     r.add_argument(

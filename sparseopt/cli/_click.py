@@ -45,6 +45,13 @@ def train(args) -> int:
         data, sample_valid = P.default_data()
         validation = validation or sample_valid
     options = {k: v for k, v in data_options(args).items() if v is not None}
+    if args.negative_rate is not None:
+        if not 0 < args.negative_rate <= 1:  # NaN too
+            raise PipelineError(
+                f"--negative-rate must be in (0, 1], the fraction of negatives kept, got "
+                f"{args.negative_rate!r}"
+            )
+        options["negative_rate"] = args.negative_rate
     config = P.TrainConfig(
         data=str(Path(data).resolve()),
         validation=None if validation is None else str(Path(validation).resolve()),

@@ -95,6 +95,18 @@ def add_data_options(parser, defaults: bool):
         help="libsvm: number of columns (default: one more than the largest index in the file)",
     )
     g.add_argument(
+        "--interactions",
+        type=csv_list,
+        help="hashed formats: feature crosses, each a field of its own: 'site_id*app_id,"
+        "device_model*hour', a triple 'a*b*c', 'all' (every pair), 'a*' (a with every other "
+        "field) (default: none; predict and evaluate apply the model's)",
+    )
+    g.add_argument(
+        "--weight-column",
+        help="csv: a column of sample weights (finite, >= 0) for training; scoring leaves it "
+        "out (default: none)",
+    )
+    g.add_argument(
         "--chunk-size",
         type=positive_int,
         default=None if defaults else CHUNK_SIZE,
@@ -132,6 +144,8 @@ def data_options(args) -> dict:
             "exclude",
             "sep",
             "n_features",
+            "interactions",
+            "weight_column",
         )
     }
 
