@@ -57,8 +57,16 @@ def planted_ctr(n_rows, n_test, seed=0):
     with planted pairwise effects. Values are text ids per field."""
     n_fields = 12
     n_values = np.geomspace(8, 300, n_fields).round().astype(int)
-    data = make_ctr(n_rows, n_fields=n_fields, n_values=n_values, n_bits=12, n_test=n_test,
-                    base_rate=0.2, as_frame=True, random_state=seed)  # fmt: skip
+    data = make_ctr(
+        n_rows,
+        n_fields=n_fields,
+        n_values=n_values,
+        n_bits=12,
+        n_test=n_test,
+        base_rate=0.2,
+        as_frame=True,
+        random_state=seed,
+    )
     rng = np.random.default_rng(seed + 1)
     tables = [rng.normal(0, 0.6, (n_values[a], n_values[b])) for a, b in CTR_PAIRS]
     parts = []
@@ -155,8 +163,10 @@ def bench(title, task, bits, workdir):
         rows.append((f"sparseopt, {label}", s, p))
         s, p = run_vw(paths["train"][1], paths["test"][1], names, crossed, bits, workdir)
         rows.append((f"Vowpal Wabbit, {label}" + (" (-q)" if crossed else ""), s, p))
-    print(f"\n{title}: {n:,} training rows, {len(y_test):,} test rows, "
-          f"{y.mean():.3f} positives, 2^{bits} columns, one pass")  # fmt: skip
+    print(
+        f"\n{title}: {n:,} training rows, {len(y_test):,} test rows, "
+        f"{y.mean():.3f} positives, 2^{bits} columns, one pass"
+    )
     print("| system | end-to-end s | rows/s | test logloss | AUC | speed vs VW, same crosses |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for i, (name, seconds, p) in enumerate(rows):
@@ -167,8 +177,10 @@ def bench(title, task, bits, workdir):
         )
     with_x = parse_only(paths["train"][0], names, pairs, bits)
     without = parse_only(paths["train"][0], names, [], bits)
-    print(f"read_csv parse and hash only: {n / with_x:,.0f} rows/s with the 10 crosses, "
-          f"{n / without:,.0f} without")  # fmt: skip
+    print(
+        f"read_csv parse and hash only: {n / with_x:,.0f} rows/s with the 10 crosses, "
+        f"{n / without:,.0f} without"
+    )
 
 
 def main():
@@ -183,8 +195,9 @@ def main():
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        bench("make_ctr, 10 planted pairs", planted_ctr(args.rows, args.test_rows), args.bits,
-              workdir)  # fmt: skip
+        bench(
+            "make_ctr, 10 planted pairs", planted_ctr(args.rows, args.test_rows), args.bits, workdir
+        )
     root = args.movielens or os.path.join(os.path.dirname(__file__), "../../shared/data/ml-100k")
     if args.movielens != "skip" and os.path.isdir(root):
         with tempfile.TemporaryDirectory() as workdir:

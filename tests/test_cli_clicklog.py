@@ -90,13 +90,18 @@ def _mean_prediction(model_path, path):
 
 
 def test_negative_rate_keeps_predictions_calibrated(logs, tmp_path, capsys):
-    train, test, y_train = logs
+    """The mean predicted probability on held-out rows within 2% of their click rate.
+
+    The shift by log r is exact for a model near its optimum; one pass of a shrunk online
+    model under-predicts by a few percent (benchmarks/README.md), so the run trains 10 epochs.
+    """
+    train, test, _ = logs
     out = tmp_path / "run"
-    argv = ["train", str(train), *UNWEIGHTED, "--negative-rate", "0.2", "--out", str(out)]
-    assert main([*argv, "--validation", str(test)]) == 0
-    rate = y_train.mean()
-    mean = _mean_prediction(out / "model.npz", train)
-    assert abs(mean / rate - 1) < 0.02, (mean, rate)
+    argv = ["train", str(train), *UNWEIGHTED, "--negative-rate", "0.2", "--epochs", "10"]
+    assert main([*argv, "--out", str(out), "--validation", str(test)]) == 0
+    X, y = read_csv(test, "click", exclude=["w"]).read()
+    mean = sparseopt.load(out / "model.npz").predict_proba(X)[:, 1].mean()
+    assert abs(mean / y.mean() - 1) < 0.02, (mean, y.mean())
     meta = _io.read_metadata(out / "model.npz")
     assert meta["data"]["negative_rate"] == 0.2
     assert meta["downsampling"]["intercept_correction"] == pytest.approx(math.log(0.2))
@@ -109,8 +114,7 @@ def test_negative_rate_keeps_predictions_calibrated(logs, tmp_path, capsys):
     # without the correction, the training state predicts far above the click rate
     (checkpoint,) = out.glob("checkpoint-*.npz")
     state, _ = P.load_model(checkpoint)
-    X, _ = read_csv(train, "click", exclude=["w"]).read()
-    assert state.predict_proba(X)[:, 1].mean() > 1.5 * rate
+    assert state.predict_proba(X)[:, 1].mean() > 1.5 * y.mean()
 
 
 @pytest.mark.parametrize(
