@@ -927,11 +927,7 @@ class Trainer:
         if self.spec.negative_rate == 1:
             _runs.link_or_copy(kept_file, model_path)
         else:  # the checkpoint stays the training state; the model file is corrected
-            model, _ = load_model(kept_file)
-            correction = correct_for_downsampling(model, self.spec.negative_rate)
-            save_model(
-                model, model_path, self.config.model, self.spec, {"downsampling": correction}
-            )
+            self._save_corrected(kept_file if kept["epoch"] != len(history) else None)
         validation = history[kept["epoch"] - 1].get("validation") if history else None
         calibration = best["calibration"] if saved else self.calibration
         summary = {
@@ -954,6 +950,24 @@ class Trainer:
         }
         _runs.write_json(self.out / _runs.METRICS, summary)
         return summary
+
+    def _save_corrected(self, kept_file) -> None:
+        """Save the kept model (``kept_file``, or None: the model in memory, the last
+        checkpoint's) to the run's model file with its intercept corrected for the
+        downsampling; the training state in memory is left as it was."""
+        model = self.model if kept_file is None else load_model(kept_file)[0]
+        bias = model.state_.bias.copy()
+        try:
+            correction = correct_for_downsampling(model, self.spec.negative_rate)
+            save_model(
+                model,
+                self.out / _runs.MODEL,
+                self.config.model,
+                self.spec,
+                {"downsampling": correction},
+            )
+        finally:
+            model.state_.bias[...] = bias
 
     def _kept(self) -> dict:
         """Which epoch ``model.npz`` is, and why (for the summary line and metrics.json)."""
