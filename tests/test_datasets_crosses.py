@@ -185,3 +185,36 @@ def test_bad_weights_name_the_line(tmp_path, weight):
         read_csv(path, "click", weight_column="w").read()
     X, y, w = read_csv(path, "click", weight_column="w", skip_bad_lines=True).read()
     assert list(w) == [1.0]
+
+
+def test_too_many_crosses_are_refused_before_any_memory_is_taken():
+    frame = pd.DataFrame({f"c{i}": ["a"] for i in range(200)})  # "all": 19,900 pairs
+    with pytest.raises(ValueError, match="19,900 crosses, more than the 10,000"):
+        FieldHasher(interactions="all").fit(frame)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda meta, a: meta.update(crosses=[[0, 7]]), "a cross must be 2 or 3"),
+        (lambda meta, a: meta.update(crosses="0*1"), "'crosses' must be a list"),
+        (lambda meta, a: meta.update(crosses=[[1, 0]]), "not the hash of their"),
+        (lambda meta, a: a.update(column=a["column"][::-1].copy()), "not the hash of their"),
+    ],
+)
+def test_edited_cross_tokens_are_refused(clicks, tmp_path, edit, message):
+    import json
+
+    _, frame = clicks
+    hasher = FieldHasher(numeric="categorical", keep_tokens=True, interactions="site*app")
+    hasher.fit(frame[["site", "app"]])
+    path = tmp_path / "tokens.npz"
+    hasher.tokens_.save(path)
+    with np.load(path) as z:
+        arrays = dict(z)
+    meta = json.loads(arrays["meta"].tobytes())
+    edit(meta, arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message):
+        load_tokens(path)

@@ -21,6 +21,9 @@ from .._jit import JIT
 from ._hashing import finish_hash, mix_block, to_column
 
 MAX_ORDER = 3  # pairs and triples; more fields per cross would be mostly unseen combinations
+# every cross is a column of the readers' per-row tables: "all" over 1,000 fields would be
+# half a million per row
+MAX_CROSSES = 10_000
 CROSS_NAME_SEP = " x "
 # a cross token's value keeps its fields' texts apart with this byte (see FieldHasher tokens)
 CROSS_VALUE_SEP = "\x1f"
@@ -47,8 +50,8 @@ def parse_interactions(interactions, field_names):
     Raises
     ------
     ValueError
-        On an unknown field, a field crossed with itself, a cross named twice, or a cross of
-        more than three fields.
+        On an unknown field, a field crossed with itself, a cross named twice, a cross of
+        more than three fields, or more than ``MAX_CROSSES`` crosses.
     """
     names = [str(n) for n in field_names]
     if interactions is None:
@@ -84,13 +87,16 @@ def parse_interactions(interactions, field_names):
                 else f"interactions: {item!r} names a field twice"
             )
         crosses.append(fields)
+    if len(crosses) > MAX_CROSSES:
+        raise ValueError(
+            f"interactions: {len(crosses):,} crosses, more than the {MAX_CROSSES:,} a row can "
+            f"hold: name the pairs (or use 'name*' for a few fields) instead of 'all'"
+        )
     seen = set()
     for cross in crosses:
         key = tuple(sorted(cross))
         if key in seen:
-            raise ValueError(
-                f"interactions: the cross {cross_name(cross, names)!r} is named twice"
-            )
+            raise ValueError(f"interactions: the cross {cross_name(cross, names)!r} is named twice")
         seen.add(key)
     return tuple(tuple(int(f) for f in c) for c in crosses)
 
