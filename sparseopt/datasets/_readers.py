@@ -57,7 +57,8 @@ class ChunkReader:
 
     A reader is an iterable of ``(X, y)`` chunks: ``X`` a canonical
     ``scipy.sparse.csr_matrix`` of float32 values (int32 indices when they fit), ``y`` a
-    float32 array. Iterate it again for another epoch, or use :meth:`cached` to skip parsing.
+    float32 array; ``(X, y, w)`` with a weight column (:class:`CSVReader`), ``w`` the float32
+    sample weights. Iterate it again for another epoch, or use :meth:`cached` to skip parsing.
 
     Attributes
     ----------
@@ -67,8 +68,8 @@ class ChunkReader:
         Number of columns of every chunk.
     stats : dict
         After (or during) a pass: ``n_rows`` (rows yielded), ``n_bad_lines`` (malformed
-        lines skipped, with ``skip_bad_lines=True``) and ``bad_lines`` (their 1-based line
-        numbers, the first 1000).
+        lines skipped, with ``skip_bad_lines=True``), ``bad_lines`` (their 1-based line
+        numbers, the first 1000) and ``n_dropped`` (negatives dropped by ``negative_rate``).
     """
 
     # how an error names the option that skips bad lines (the command line: its flag)
