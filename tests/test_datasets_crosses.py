@@ -218,3 +218,15 @@ def test_edited_cross_tokens_are_refused(clicks, tmp_path, edit, message):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=message):
         load_tokens(path)
+
+
+def test_avazu_crosses_by_header_names(tmp_path):
+    from sparseopt.datasets import read_avazu
+
+    path = tmp_path / "avazu.csv"
+    path.write_text("id,click,hour,site_id,app_id\n1,0,14102100,s1,a1\n2,1,14102100,s2,a1\n")
+    reader = read_avazu(path, interactions="site_id*app_id")
+    X, y = reader.read()
+    assert reader.field_names[-1] == "site_id x app_id" and X.nnz == 2 * 4
+    expected = _cross([_h("s1", 1), _h("a1", 2)], 3) & MASK
+    assert expected in X[0].indices
