@@ -32,7 +32,9 @@ Epochs
 ------
 ``epochs="auto"`` (the command's default) follows the estimators' ``max_iter="auto"`` in
 spirit. With a validation file, epochs run until its logloss has not improved for
-``PATIENCE`` epochs (the estimators' ``n_iter_no_change``), at most ``AUTO_MAX_EPOCHS``, and
+``PATIENCE`` epochs (the estimators' ``n_iter_no_change``; a logloss equal to the best is
+no improvement: :class:`sparseopt._epochs.Stopper` with ``tie_is_stale``, restored from the
+checkpoint on resume), at most ``AUTO_MAX_EPOCHS``, and
 the saved model is the best epoch's: each new best epoch's checkpoint is linked (or copied) to
 ``best-<epoch>.npz`` and named in the record, so the best so far survives a resume. Without
 one, ``"auto"`` is one epoch: a file read out of core cannot hold rows out cheaply, and one
@@ -42,7 +44,8 @@ and saves the last; with a validation file the summary still names the best.
 Every epoch's history records the progressive training loss within it: the running mean
 after each chunk, for the report's learning curve.
 
-The run folder is one run's: :meth:`Trainer.start` takes an exclusive lock on its ``run.lock``
+The run folder is one run's (:mod:`sparseopt._runs`): :meth:`Trainer.start` takes an
+exclusive lock on its ``run.lock``
 (which records the process id) for the whole run, so a second run into the same folder is
 refused, naming the first's process; a process killed with ``kill -9`` drops its lock with it.
 Under the lock, temporary files and checkpoints left by a killed run are removed.
@@ -69,6 +72,7 @@ import scipy.sparse as sp
 from pyarrow import csv
 
 from . import _io, _runs
+from ._epochs import Stopper
 from ._jit import announce_compile, compile_seconds
 from ._report import fit_terminal, format_click_metrics
 from ._runs import PipelineError
@@ -455,6 +459,8 @@ class Trainer:
             "best": None,
             "stopped": None,
         }
+        # a validation logloss equal to the best is no improvement
+        self.stopper = Stopper(0.0, PATIENCE, tie_is_stale=True)
         self.calibration = None
         self.training = None  # the model's training (sparseopt.estimators._base), from run
         self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
@@ -532,6 +538,9 @@ class Trainer:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
         self.training = None
+        best = self.state["best"]
+        if best is not None:  # the stopper's record: the best loss, the epochs since
+            self.stopper.restore(best["logloss"], self.state["epoch"] - best["epoch"])
 
     def checkpoint(self, best=None) -> None:
         """Save the model, then the record pointing at it; drop the previous model file.
@@ -794,17 +803,17 @@ class Trainer:
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
         )
-        best = None
+        best, stop = None, False
         if self.valid_reader is not None:
             metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_click_metrics(entry["validation"])
-            logloss = entry["validation"]["logloss"]
-            if state["best"] is None or logloss < state["best"]["logloss"]:
+            stop = self.stopper.update(entry["validation"]["logloss"])
+            if self.stopper.improved:
                 best = {
                     "epoch": entry["epoch"],
-                    "logloss": logloss,
+                    "logloss": entry["validation"]["logloss"],
                     "file": f"best-{entry['epoch']:06d}.npz",
                     "calibration": self.calibration,
                 }
@@ -819,8 +828,7 @@ class Trainer:
             epoch_positives=0.0,
             epoch_curve=[],
         )
-        best_epoch = (best or state["best"] or {}).get("epoch")
-        if self.keep_best and best_epoch is not None and state["epoch"] - best_epoch >= PATIENCE:
+        if self.keep_best and stop:
             state["stopped"] = f"stopped after {PATIENCE} epochs without improvement"
         state["finished"] = state["epoch"] >= self.epochs or bool(
             self.keep_best and state["stopped"]

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _runs
+from .._epochs import Stopper, run_epochs
 from .._report import fit_terminal, format_ratings_metrics
 from .._runs import PipelineError
 from ..datasets._cache import atomic_write
@@ -197,42 +198,43 @@ def _epochs(model, X, epochs, users, items, min_rating, valid):
 
     training = model.start_training(X)
     rows = training.rows(X)
-    auto = epochs == "auto"
-    stopping = auto and valid is not None
+    stopping = epochs == "auto" and valid is not None
+    stopper = Stopper(0.0, PATIENCE, tie_is_stale=True) if stopping else None
     n_epochs = AUTO_MAX_EPOCHS if stopping else training.max_epochs()
-    higher_is_better = model.loss != "squared"
     unit = "ratings" if model.loss == "squared" else "interactions"
-    history, best, kept, curve = [], None, None, []
+    history, curve = [], []
+
+    def train_epoch(epoch):
+        start, compiling = time.perf_counter(), compile_seconds()
+        loss = training.epoch(rows, training.order(rows, training.rng))
+        curve.append(loss / max(X.nnz, 1))
+        training.catch_up()
+        training.finish(curve, rows=rows)  # checks the state, as fit does
+        seconds = time.perf_counter() - start - (compile_seconds() - compiling)
+        entry = {"epoch": epoch + 1, "train_loss": curve[-1]}
+        line = (
+            f"epoch {epoch + 1}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
+            f"train loss {curve[-1]:.4f}"
+        )
+        score = None
+        if valid is not None:
+            rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
+            entry["validation"] = metrics = evaluate_ratings(rm, valid)
+            line += "  |  validation " + format_ratings_metrics(metrics)
+            # the stopper wants a loss: RMSE, or minus NDCG for the implicit losses
+            score = metrics["rmse"] if model.loss == "squared" else -metrics["ndcg@10"]
+        print(fit_terminal(line))
+        history.append(entry)
+        return score
+
     what = f"MatrixFactorization ({model.loss}, {type(training.optimizer).__name__})"
     with announce_compile(what, print):
-        for epoch in range(1, n_epochs + 1):
-            start, compiling = time.perf_counter(), compile_seconds()
-            loss = training.epoch(rows, training.order(rows, training.rng))
-            curve.append(loss / max(X.nnz, 1))
-            training.catch_up()
-            training.finish(curve, rows=rows)  # checks the state, as fit does
-            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
-            entry = {"epoch": epoch, "train_loss": curve[-1]}
-            line = (
-                f"epoch {epoch}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
-                f"train loss {curve[-1]:.4f}"
-            )
-            if valid is not None:
-                rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
-                entry["validation"] = metrics = evaluate_ratings(rm, valid)
-                line += "  |  validation " + format_ratings_metrics(metrics)
-                score = metrics["rmse"] if not higher_is_better else -metrics["ndcg@10"]
-                if stopping and (best is None or score < best[0]):
-                    best = (score, epoch, copy.deepcopy(model))
-            print(fit_terminal(line))
-            history.append(entry)
-            if stopping and epoch - best[1] >= PATIENCE:
-                break
-    if stopping:
-        _, kept, model = best
-        model.loss_curve_ = curve[:kept]
-        return model, history, kept
-    return model, history, len(history)
+        run_epochs(train_epoch, n_epochs, stopper, snapshot=lambda: copy.deepcopy(model))
+    if stopper is None:
+        return model, history, len(history)
+    model = stopper.best_state
+    model.loss_curve_ = curve[: stopper.best_epoch]
+    return model, history, stopper.best_epoch
 
 
 def predict(args) -> int:
