@@ -221,6 +221,9 @@ def test_bad_lines_are_reported_or_skipped(tmp_path, capsys):
         (["--alpha", "0.1"], "--set alpha_factors"),
         (["--resume"], "--resume does not apply to --model mf"),
         (["--chunk-size", "10"], "--chunk-size does not apply"),
+        (["--parse-threads", "2"], "--parse-threads does not apply"),
+        # every option mf does not take, a click-only one added later too
+        (["--max-tokens", "5"], "--max-tokens does not apply to --model mf"),
         (["--set", "max_iter=3"], "--set max_iter is set by --epochs"),
         (["--set", "bogus=1"], "bad model parameter for MatrixFactorization"),
         (["--min-rating", "4"], "--min-rating applies to the implicit losses"),

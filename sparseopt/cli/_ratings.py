@@ -53,43 +53,39 @@ from ._ratings_files import (
 )
 
 LOSSES = ("squared", "logistic", "bpr", "warp")
-# options of the click models, refused for mf: attribute -> flag
-_CLICK_DATA_OPTIONS = {
-    "format": "--format",
-    "n_bits": "--n-bits",
-    "field_aware": "--field-aware",
-    "label": "--label",
-    "features": "--features",
-    "numeric": "--numeric",
-    "exclude": "--exclude",
-    "n_features": "--n-features",
-}
-_CLICK_TRAIN_OPTIONS = {
-    "chunk_size": ("--chunk-size", "ratings are read whole"),
-    "explicit_parse_threads": ("--parse-threads", "pyarrow parses ratings with its own threads"),
-    "alpha": ("--alpha", "use --set alpha_factors=... and --set alpha_biases=..."),
-    "l1": ("--l1", "matrix factorization has no L1 penalty"),
-    "batch_size": ("--batch-size", "every rating is one optimizer step"),
-    "checkpoint_every": ("--checkpoint-every", "mf trains without checkpoints"),
-    "resume": ("--resume", "mf trains without checkpoints: train again"),
-    "no_cache": ("--no-cache", "there is no chunk cache for ratings"),
-    "cache_dir": ("--cache-dir", "there is no chunk cache for ratings"),
-    "keep_tokens": ("--keep-tokens", "ratings are not hashed"),
-    "report": ("--report", "the report draws click-model curves"),
+# the options each mf command takes; any other one given is refused, the click models'
+# options (and any added to them later) included
+_TAKES = {
+    "train": {"model", "out", "validation", "epochs", "sep", "skip_bad_lines", "optimizer",
+              "learning_rate", "loss", "min_rating", "n_jobs", "set", "seed", "progress"},
+    "predict": {"out", "sep", "skip_bad_lines"},
+    "evaluate": {"json", "sep", "skip_bad_lines"},
+}  # fmt: skip
+_READS = "it reads user,item[,rating] lines without hashing (--sep and --skip-bad-lines apply)"
+_WHY = {  # why an option does not apply, where more can be said than _READS
+    "chunk_size": "ratings are read whole",
+    "parse_threads": "pyarrow parses ratings with its own threads",
+    "alpha": "use --set alpha_factors=... and --set alpha_biases=...",
+    "l1": "matrix factorization has no L1 penalty",
+    "batch_size": "every rating is one optimizer step",
+    "checkpoint_every": "mf trains without checkpoints",
+    "resume": "mf trains without checkpoints: train again",
+    "no_cache": "there is no chunk cache for ratings",
+    "cache_dir": "there is no chunk cache for ratings",
+    "keep_tokens": "ratings are not hashed",
+    "report": "the report draws click-model curves",
 }
 # estimator parameters the command sets itself
 _OWN_PARAMS = {"max_iter": "--epochs", "random_state": "--seed", "loss": "--loss"}
 
 
 # --- commands ------------------------------------------------------------------------------
-def _refuse(args, options: dict, command: str) -> None:
-    for name, flag in options.items():
-        value = getattr(args, name, None)
-        if value not in (None, False):
-            raise PipelineError(
-                f"{flag} does not apply to {command}: it reads user,item[,rating] lines "
-                "without hashing (--sep and --skip-bad-lines apply)"
-            )
+def _refuse(args, command: str) -> None:
+    """Refuse the options given (``args.given``) that this mf command does not take;
+    ``command``: what the message says they do not apply to."""
+    for name, flag in args.given.items():
+        if name not in _TAKES[args.command]:
+            raise PipelineError(f"{flag} does not apply to {command}: {_WHY.get(name, _READS)}")
 
 
 def _params(args, loss: str) -> dict:
@@ -109,10 +105,7 @@ def train(args) -> int:
     """``sparseopt train RATINGS --model mf``: one fit, the model saved with its id maps."""
     import sparseopt
 
-    _refuse(args, _CLICK_DATA_OPTIONS, "--model mf")
-    for name, (flag, why) in _CLICK_TRAIN_OPTIONS.items():
-        if getattr(args, name, None) not in (None, False):
-            raise PipelineError(f"{flag} does not apply to --model mf: {why}")
+    _refuse(args, "--model mf")
     if args.data is None:
         raise PipelineError("--model mf needs a ratings file: sparseopt train RATINGS --model mf")
     loss = args.loss or "squared"
@@ -239,7 +232,7 @@ def _epochs(model, X, epochs, users, items, min_rating, valid):
 
 def predict(args) -> int:
     """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    _refuse(args, "an mf model")
     rm = load(args.model)
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
@@ -258,7 +251,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """``sparseopt evaluate MODEL RATINGS`` for an mf model."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    _refuse(args, "an mf model")
     rm = load(args.model)
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
