@@ -163,3 +163,13 @@ def test_inspect_names_crosses(logs, tmp_path, capsys):
     assert main(["inspect", str(out / "model.npz"), "--field", "site x app", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["field"] == "site x app" and " x " in r["value"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "option", [["--negative-rate", "0.5"], ["--interactions", "a*b"], ["--weight-column", "w"]]
+)
+def test_mf_refuses_the_click_log_options(tmp_path, capsys, option):
+    path = tmp_path / "ratings.csv"
+    path.write_text("1,2,5\n2,3,4\n")
+    assert main(["train", str(path), "--model", "mf", *option, "--out", str(tmp_path / "r")]) == 1
+    assert f"{option[0]} does not apply to --model mf" in capsys.readouterr().err
