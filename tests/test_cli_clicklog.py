@@ -99,6 +99,7 @@ def test_negative_rate_keeps_predictions_calibrated(logs, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", str(train), *UNWEIGHTED, "--negative-rate", "0.2", "--epochs", "10"]
     assert main([*argv, "--out", str(out), "--validation", str(test)]) == 0
+    assert "intercept is shifted by log(0.2) = -1.6094" in capsys.readouterr().out
     X, y = read_csv(test, "click", exclude=["w"]).read()
     mean = sparseopt.load(out / "model.npz").predict_proba(X)[:, 1].mean()
     assert abs(mean / y.mean() - 1) < 0.02, (mean, y.mean())

@@ -7,6 +7,7 @@ read chunk by chunk (:class:`sparseopt.pipeline.DataSpec`), trained by the chunk
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def train(args) -> int:
             + (f"; best validation logloss at epoch {best}" if best not in (None, kept) else "")
         )
     )
+    negative_rate = trainer.spec.negative_rate
+    if negative_rate != 1:
+        dropped = trainer.reader.stats.get("n_dropped", 0)
+        print(
+            f"negative downsampling: {dropped:,} negative lines dropped per epoch (kept "
+            f"{negative_rate:g} of them); the saved model's intercept is shifted by "
+            f"log({negative_rate:g}) = {math.log(negative_rate):.4f}, so its predictions are "
+            f"on the true scale (metadata 'downsampling')"
+        )
     if summary["validation"]:
         print("validation: " + format_click_metrics(summary["validation"]))
     if tokens is not None:
