@@ -899,7 +899,10 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         for f, (array, kind) in enumerate(zip(arrays, self.kinds_, strict=True)):
             self._hash_column(array, kind, f, n_bits, size, cols, vals, out, hashes[f])
         if crosses:
-            add_crosses(hashes.T, cols, vals, cross_table(crosses), n_rows, n_bits, size,
+            # row-major, as the reader's: a row's hashes side by side, and one compiled
+            # add_crosses for both (a transposed view would be a second signature)
+            by_row = np.ascontiguousarray(hashes.T)
+            add_crosses(by_row, cols, vals, cross_table(crosses), n_rows, n_bits, size,
                         with_values)  # fmt: skip
         indptr = np.empty(n_rows + 1, dtype=np.int64)
         absent = cols.dtype.type(n_features)
