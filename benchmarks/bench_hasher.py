@@ -21,6 +21,10 @@ Token counts (``keep_tokens=True``): the peak resident memory of a fresh process
 ``FieldHasher(keep_tokens=True)`` on one column of 100,000 distinct URLs (about 60 bytes
 each), with and without one value of 4 KB among them (``--tokens-rows`` changes the count,
 0 leaves the case out). Target (issue 30): with the long value at most 1.5x the peak without it.
+
+Crosses (issue 25): the same transform with 10 crossed pairs (``interactions=CROSSES``, each
+hashed from its two fields' hashes into a field of its own): target at least 0.5x the rows/s
+without them.
 """
 
 import argparse
@@ -37,6 +41,7 @@ from sklearn.feature_extraction import FeatureHasher
 from sparseopt.datasets import FieldHasher, hash_features
 
 N_COUNTS, N_CATEGORICALS, N_BITS = 13, 26, 20
+CROSSES = "C1*C2,C3*C4,C5*C6,C7*C8,C9*C10,C11*C12,C13*C14,I1*C15,I2*C16,I3*C17"
 
 
 def criteo_like(n_rows, seed=0):
@@ -147,6 +152,10 @@ def main():
     t_arrow, X = best_time(lambda: hasher.transform(table), r)
     rows.append(("FieldHasher.transform, Arrow table", t_arrow))
     rows.append(("FieldHasher.transform, pandas", best_time(lambda: hasher.transform(frame), r)[0]))
+    crossed = FieldHasher(N_BITS, numeric="bucket", interactions=CROSSES).fit(table)
+    crossed.transform(table.slice(0, 100))  # compile
+    t_crossed = best_time(lambda: crossed.transform(table), r)[0]
+    rows.append(("FieldHasher.transform, Arrow table, 10 crosses", t_crossed))
     t_hash, X_ref = best_time(lambda: hash_features(text, n_bits=N_BITS), r)
     assert (X != X_ref).nnz == 0, "FieldHasher and hash_features disagree"
     rows.append(("hash_features, Arrow text (counts bucketed)", t_hash))
@@ -169,6 +178,7 @@ def main():
     for name, t in rows:
         print(f"{name:46s} {t:8.3f} {n / t / 1e6:9.3f} {slowest / t:16.1f}x")
     print(f"FieldHasher (Arrow) / hash_features time: {t_arrow / t_hash:.2f}")
+    print(f"FieldHasher with 10 crosses / without, rows/s: {t_arrow / t_crossed:.2f} (target 0.5)")
     print(
         f"peak traced during transform {peak / 2**20:.1f} MiB; CSR output {output / 2**20:.1f} "
         f"MiB + one column's buffers {column / 2**20:.1f} MiB = "

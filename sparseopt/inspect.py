@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .datasets._crosses import CROSS_NAME_SEP, CROSS_VALUE_SEP
 from .datasets._field_hasher import FieldHasher, Tokens, load_tokens
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ def top_features(
     features : pandas.DataFrame
         One row per (field, value) pair, sorted by effect (the largest absolute weight,
         over the classes for a multinomial model): ``field``, ``value`` (the text hashed;
-        ``""`` for a missing value, or a number's column), ``weight`` (``weight[c]`` per
+        ``""`` for a missing value, or a number's column; a cross's field and value read
+        ``"site x app"`` and ``"a x b"``), ``weight`` (``weight[c]`` per
         class ``c`` for a multinomial model), ``factor_norm`` (factorization machines: the
         norm of the column's factors), ``count`` (rows with the pair when the hasher was
         fitted), ``column`` and ``collisions``.
@@ -119,7 +121,10 @@ def top_features(
         keep = names[tokens.field] == field
     column = tokens.column[keep]
     _, inverse, per_column = np.unique(tokens.column, return_inverse=True, return_counts=True)
-    frame = {"field": names[tokens.field[keep]], "value": tokens.value[keep]}
+    values = tokens.value[keep]
+    if len(tokens.crosses):  # a cross's value "a x b", as its field is named "site x app"
+        values = np.array([v.replace(CROSS_VALUE_SEP, CROSS_NAME_SEP) for v in values], object)
+    frame = {"field": names[tokens.field[keep]], "value": values}
     weights = coef[:, column]
     classes = getattr(model, "classes_", None)
     if coef.shape[0] == 1:

@@ -32,7 +32,9 @@ Epochs
 ------
 ``epochs="auto"`` (the command's default) follows the estimators' ``max_iter="auto"`` in
 spirit. With a validation file, epochs run until its logloss has not improved for
-``PATIENCE`` epochs (the estimators' ``n_iter_no_change``), at most ``AUTO_MAX_EPOCHS``, and
+``PATIENCE`` epochs (the estimators' ``n_iter_no_change``; a logloss equal to the best is
+no improvement: :class:`sparseopt._epochs.Stopper` with ``tie_is_stale``, restored from the
+checkpoint on resume), at most ``AUTO_MAX_EPOCHS``, and
 the saved model is the best epoch's: each new best epoch's checkpoint is linked (or copied) to
 ``best-<epoch>.npz`` and named in the record, so the best so far survives a resume. Without
 one, ``"auto"`` is one epoch: a file read out of core cannot hold rows out cheaply, and one
@@ -42,7 +44,8 @@ and saves the last; with a validation file the summary still names the best.
 Every epoch's history records the progressive training loss within it: the running mean
 after each chunk, for the report's learning curve.
 
-The run folder is one run's: :meth:`Trainer.start` takes an exclusive lock on its ``run.lock``
+The run folder is one run's (:mod:`sparseopt._runs`): :meth:`Trainer.start` takes an
+exclusive lock on its ``run.lock``
 (which records the process id) for the whole run, so a second run into the same folder is
 refused, naming the first's process; a process killed with ``kill -9`` drops its lock with it.
 Under the lock, temporary files and checkpoints left by a killed run are removed.
@@ -51,15 +54,10 @@ Under the lock, temporary files and checkpoints left by a killed run are removed
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import queue
-import re
-import shutil
 import signal
-import sys
-import textwrap
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -72,8 +70,11 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pyarrow import csv
 
-from . import _io
+from . import _io, _runs
+from ._epochs import Stopper
 from ._jit import announce_compile, compile_seconds
+from ._report import EpochBar, fit_terminal, format_click_metrics
+from ._runs import PipelineError
 from .datasets import (
     CriteoReader,
     CSVReader,
@@ -83,26 +84,12 @@ from .datasets import (
     sample_path,
 )
 from .datasets._cache import atomic_write
-from .datasets._parsers import count_lines
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: runs are not locked
-    fcntl = None
+from .metrics import ClickMetrics
 
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
-# --model kinds; "mf" trains on ratings files through sparseopt._ratings_cli, not the Trainer
-MODELS = {
-    "lr": "SparseLogisticRegression",
-    "fm": "FMClassifier",
-    "ffm": "FFMClassifier",
-    "mf": "MatrixFactorization",
-}
+# --model kinds of the click models (mf trains on ratings files: sparseopt.cli._ratings)
+MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
 METADATA_VERSION = 1
-_CHECKPOINT = "checkpoint.json"
-_LOCK = "run.lock"
-_CHECKPOINT_MODEL = re.compile(r"checkpoint-\d{6}\.npz")
-_BEST_MODEL = re.compile(r"best-\d{6}\.npz")
 AUTO_MAX_EPOCHS = 20  # epochs="auto" with a validation file: the most epochs run
 PATIENCE = 2  # ... stopping when the validation logloss has not improved for this many
 # estimator options that steer epochs or hold rows out: each chunk is one partial_fit call,
@@ -115,10 +102,6 @@ _UNSUPPORTED = {
     "validation_fraction": "--validation FILE",
     "warm_start": "--resume",
 }
-
-
-class PipelineError(ValueError):
-    """A problem with the user's files or options, reported as one line by the command."""
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -137,6 +120,15 @@ class DataSpec:
         CSV columns (see :class:`~sparseopt.datasets.CSVReader`).
     n_features, zero_based
         LIBSVM indexing, fixed from the training file.
+    interactions : list of str or None
+        Hashed formats: feature crosses (``["site_id*app_id", "all", "C1*"]``; see
+        :class:`~sparseopt.datasets.CSVReader`), applied by every reader of the model.
+    weight_column : str or None
+        CSV: the column of sample weights read in training (scoring readers leave it out).
+    negative_rate : float
+        Training kept this fraction of the negative lines (1: all). Only the training file is
+        downsampled; validation and scoring read every line, and the saved model's intercept
+        is corrected by ``log(negative_rate)`` (:func:`correct_for_downsampling`).
     """
 
     format: str = "criteo"
@@ -149,6 +141,9 @@ class DataSpec:
     sep: str | None = None
     n_features: int | None = None
     zero_based: bool | str = "auto"
+    interactions: list | None = None
+    weight_column: str | None = None
+    negative_rate: float = 1.0
 
     def __post_init__(self):
         def names(v):
@@ -165,6 +160,12 @@ class DataSpec:
             "sep": (lambda v: v is None or isinstance(v, str) and len(v) == 1, "one character"),
             "n_features": (lambda v: v is None or type(v) is int and v >= 0, "a count"),
             "zero_based": (lambda v: v in (True, False, "auto"), "true, false or 'auto'"),
+            "interactions": (lambda v: v is None or names(v), "a list of crosses"),
+            "weight_column": (lambda v: v is None or isinstance(v, str), "a column name"),
+            "negative_rate": (
+                lambda v: type(v) in (int, float) and 0 < v <= 1,
+                "a number in (0, 1], the fraction of negatives kept",
+            ),
         }
         for name, (test, what) in checks.items():
             value = getattr(self, name)
@@ -177,23 +178,38 @@ class DataSpec:
             raise PipelineError(f"unknown format {self.format!r}; choose one of {FORMATS}")
         if self.format == "csv" and not self.label:
             raise PipelineError("--format csv needs --label, the name of the label column")
+        if self.weight_column is not None and self.format != "csv":
+            raise PipelineError("--weight-column needs --format csv (a named column)")
+        if self.format == "libsvm" and (self.interactions or self.negative_rate != 1):
+            flag = "--interactions" if self.interactions else "--negative-rate"
+            raise PipelineError(f"{flag} needs a hashed format (criteo, avazu, csv)")
+        self.negative_rate = float(self.negative_rate)
 
-    def reader(self, path, chunk_size=100_000, skip_bad_lines=False):
-        """A chunk reader of ``path`` under this spec."""
+    def reader(self, path, chunk_size=100_000, skip_bad_lines=False, training=False, seed=0):
+        """A chunk reader of ``path`` under this spec: with ``training``, the weights and the
+        downsampling (drawn from ``seed``) of the training file (chunks ``(X, y, w)`` with a
+        weight column); else every line, the weight column left out (chunks ``(X, y)``)."""
         common = dict(chunk_size=chunk_size, skip_bad_lines=skip_bad_lines)
         hashed = dict(n_bits=self.n_bits, field_aware=self.field_aware, **common)
+        if self.interactions:
+            hashed["interactions"] = self.interactions
+        if training and self.negative_rate != 1:
+            hashed.update(negative_rate=self.negative_rate, random_state=seed)
         if self.format == "criteo":
             return CriteoReader(path, sep=self.sep or "\t", **hashed)
         if self.format == "avazu":
             return CSVReader(path, "click", exclude=["id"], sep=self.sep or ",", **hashed)
         if self.format == "csv":
+            weights = {"weight_column": self.weight_column} if training else {}
+            excluded = self.exclude + ([self.weight_column] if self.weight_column else [])
             return CSVReader(
                 path,
                 self.label,
                 self.features,
                 numeric=self.numeric,
-                exclude=self.exclude,
+                exclude=self.exclude if training else excluded,
                 sep=self.sep or ",",
+                **weights,
                 **hashed,
             )
         return LibSVMReader(path, self.n_features, self.zero_based, **common)
@@ -263,11 +279,43 @@ def make_model(kind: str, spec: DataSpec, n_fields: int, params: dict):
         raise PipelineError(f"bad model parameter for {cls.__name__}: {exc}") from None
 
 
-def save_model(model, path, kind: str, spec: DataSpec) -> None:
-    """``model.save(path)`` with the model kind and the data spec in the file's metadata."""
-    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec)}
+def save_model(model, path, kind: str, spec: DataSpec, extra=None) -> None:
+    """``model.save(path)`` with the model kind and the data spec in the file's metadata
+    (and ``extra``, more keys)."""
+    metadata = {"version": METADATA_VERSION, "model": kind, "data": asdict(spec), **(extra or {})}
     with _io.model_metadata(metadata):
         model.save(path)
+
+
+def correct_for_downsampling(model, negative_rate: float) -> dict:
+    """Shift the fitted ``model``'s intercept by ``log(negative_rate)``; returns the note its
+    file records.
+
+    Trained on every positive and a fraction ``r`` of the negatives, a model estimates odds
+    ``1 / r`` times the true ones: its margin is the true logit minus ``log r``. Adding
+    ``log r`` to the intercept makes ``predict_proba`` the true scale (He et al., "Practical
+    lessons from predicting clicks on ads at Facebook", 2014: ``q = p / (p + (1 - p) / r)``).
+    The shift goes through the model's public fitted state, ``state_.bias`` (the intercept
+    of every model the command line trains is column 0 of its bias row), and the fitted
+    ``intercept_`` reads it back.
+    """
+    shift = math.log(negative_rate)
+    model.state_.bias[:, 0] += shift
+    return {
+        "negative_rate": negative_rate,
+        "intercept_correction": shift,
+        "note": f"trained on all positives and {negative_rate:g} of the negatives; the "
+        f"intercept was shifted by log({negative_rate:g}) = {shift:.6g} so that predictions "
+        "are on the true scale (checkpoints hold the uncorrected training state)",
+    }
+
+
+def true_scale(p, negative_rate: float):
+    """Probabilities of a model trained on downsampled negatives, on the true scale:
+    ``r p / (r p + 1 - p)``, which is the sigmoid of the margin plus ``log r``."""
+    if negative_rate == 1:
+        return p
+    return negative_rate * p / (negative_rate * p + (1.0 - p))
 
 
 def load_model(path):
@@ -318,91 +366,14 @@ def open_data(model, spec, path, options, chunk_size, skip_bad_lines):
     return reader
 
 
-# --- metrics -------------------------------------------------------------------------------
-class ClickMetrics:
-    """Streaming metrics of predicted click probabilities, in bounded memory.
-
-    Logloss and the mean prediction are exact sums. AUC and the calibration table come from a
-    histogram of the logit ``log(p / (1 - p))`` over ``[-16, 16]`` in ``2**16`` bins (width
-    0.0005): pairs within one bin count as ties, so AUC is exact up to that resolution.
-    """
-
-    N_BINS = 1 << 16
-    LIMIT = 16.0
-
-    def __init__(self):
-        self.n = 0
-        self.loss = 0.0
-        self.sum_p = 0.0
-        self.positives = np.zeros(self.N_BINS)
-        self.counts = np.zeros(self.N_BINS)
-        self.p_sums = np.zeros(self.N_BINS)
-
-    def update(self, y, p) -> None:
-        y = np.asarray(y, dtype=np.float64)
-        p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
-        self.n += y.size
-        self.loss -= float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
-        self.sum_p += float(p.sum())
-        z = np.clip(np.log(p) - np.log1p(-p), -self.LIMIT, self.LIMIT)
-        b = np.minimum(
-            ((z + self.LIMIT) / (2 * self.LIMIT) * self.N_BINS).astype(np.int64), self.N_BINS - 1
-        )
-        self.counts += np.bincount(b, minlength=self.N_BINS)
-        self.positives += np.bincount(b, weights=y, minlength=self.N_BINS)
-        self.p_sums += np.bincount(b, weights=p, minlength=self.N_BINS)
-
-    def auc(self) -> float | None:
-        pos, neg = self.positives, self.counts - self.positives
-        n_pos, n_neg = pos.sum(), neg.sum()
-        if n_pos == 0 or n_neg == 0:
-            return None
-        below = np.cumsum(neg) - neg
-        return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
-
-    def calibration(self, n_bins=10) -> list[dict]:
-        """Equal-count bins of predictions: mean prediction against observed click rate."""
-        cum = np.cumsum(self.counts)
-        edges = np.searchsorted(cum, np.linspace(0, self.n, n_bins + 1)[1:-1], side="right")
-        table = []
-        for lo, hi in zip(np.r_[0, edges], np.r_[edges, self.N_BINS], strict=True):
-            n = self.counts[lo:hi].sum()
-            if n:
-                table.append(
-                    {
-                        "n": int(n),
-                        "mean_prediction": self.p_sums[lo:hi].sum() / n,
-                        "observed_rate": self.positives[lo:hi].sum() / n,
-                    }
-                )
-        return table
-
-    def result(self) -> dict:
-        if self.n == 0:
-            raise PipelineError("no rows to evaluate")
-        return {
-            "n_rows": self.n,
-            "logloss": self.loss / self.n,
-            "auc": self.auc(),
-            "mean_prediction": self.sum_p / self.n,
-            "base_rate": float(self.positives.sum() / self.n),
-        }
-
-
-def score(model, chunks) -> ClickMetrics:
-    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks."""
+# --- scoring -------------------------------------------------------------------------------
+def score(model, chunks, negative_rate=1.0) -> ClickMetrics:
+    """Metrics of ``model`` on an iterable of ``(X, y)`` chunks; ``negative_rate``: the
+    model is a training state on downsampled negatives, scored on the true scale."""
     metrics = ClickMetrics()
     for X, y in chunks:
-        metrics.update(y, model.predict_proba(X)[:, 1])
+        metrics.update(y, true_scale(model.predict_proba(X)[:, 1], negative_rate))
     return metrics
-
-
-def format_metrics(m: dict) -> str:
-    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
-    return (
-        f"logloss {m['logloss']:.4f}  AUC {auc}  mean prediction "
-        f"{m['mean_prediction']:.4f} (base rate {m['base_rate']:.4f})"
-    )
 
 
 # --- training ------------------------------------------------------------------------------
@@ -466,21 +437,6 @@ def prefetch(chunks):
                 thread.join(0.01)
 
 
-TICK_SECONDS = 0.25  # how often the bar moves while a chunk trains
-
-
-def fit_terminal(line: str) -> str:
-    """``line`` broken between words to the width of the terminal, when stdout is one
-    (``$COLUMNS`` overrides), so that a terminal never wraps it mid-word; unchanged in a
-    file or a pipe, where a line of a log stays one line."""
-    if not sys.stdout.isatty():
-        return line
-    width = shutil.get_terminal_size().columns - 1
-    return textwrap.fill(
-        line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
-    )
-
-
 def default_parse_threads() -> int:
     """Parsing threads when none are asked for: the cores left by the training thread, 1 or 2.
 
@@ -493,67 +449,6 @@ def default_parse_threads() -> int:
 
 def _chunk_seed(seed, epoch, chunk):
     return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
-
-
-def lock_run_folder(out: Path):
-    """Check that ``out`` is a run folder this process can write into (made if needed), and
-    hold its ``run.lock`` (which records the process id); returns the open lock file, to
-    close when the run ends (None where files cannot be locked). Raises PipelineError, before
-    any training, for a file, a folder that cannot be made or written, or a folder that
-    another run holds (naming its process)."""
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out} is a file, not a run folder: choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / _LOCK, "a+")  # held open for the whole run
-    except OSError as exc:
-        raise PipelineError(
-            f"--out {out} cannot be written ({exc.strerror or exc}): choose another --out"
-        ) from None
-    if fcntl is None:
-        lock.close()
-        return None
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
-        raise PipelineError(
-            f"{out} is in use by another sparseopt train (process {holder}); wait "
-            "for it to end, or choose another --out"
-        ) from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
-
-
-def check_model_kind(out: Path, kind: str) -> None:
-    """Refuse to train a model of ``kind`` into a run folder holding the other family's
-    (a click model, lr fm or ffm, against mf): a run folder holds one model, and a run of the
-    same family replaces it (a finished one; an unfinished click run needs --resume)."""
-    family = "mf" if kind == "mf" else "click"
-    path = out / "model.npz"
-    if family == "mf" and (out / _CHECKPOINT).is_file():
-        held = "a click-model run (checkpoint.json)"
-    elif not path.is_file():
-        return
-    else:
-        try:
-            held_kind = (_io.read_metadata(path) or {}).get("model")
-        except (ValueError, OSError):
-            held_kind = None
-        if held_kind in MODELS and (held_kind == "mf") == (family == "mf"):
-            return
-        held = (
-            f"an {held_kind} model" if held_kind in MODELS else "a model.npz sparseopt cannot read"
-        )
-    raise PipelineError(
-        f"{out} holds {held}; a run folder holds one model, so training {kind} there would "
-        f"replace it: choose another --out (or delete {out})"
-    )
 
 
 class Trainer:
@@ -596,11 +491,12 @@ class Trainer:
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.parse_threads = parse_threads
-        self.progress = progress
         self.log = log
         self.after_chunk = after_chunk
         self.spec = DataSpec(**config.spec)
-        self.reader = self.spec.reader(config.data, config.chunk_size, config.skip_bad_lines)
+        self.reader = self.spec.reader(
+            config.data, config.chunk_size, config.skip_bad_lines, training=True, seed=config.seed
+        )
         self.spec = self.spec.fixed_by(self.reader)
         self.valid_reader = None
         if config.validation is not None:
@@ -625,21 +521,23 @@ class Trainer:
             "best": None,
             "stopped": None,
         }
+        # a validation logloss equal to the best is no improvement
+        self.stopper = Stopper(0.0, PATIENCE, tie_is_stale=True)
         self.calibration = None
         self.training = None  # the model's training (sparseopt.estimators._base), from run
-        self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
+        self.bar = EpochBar(progress, log)
         self._in_chunk = False  # a chunk is being trained: the model is not fit to save
         self._lock = None
 
     # -- the run folder --
     def _record(self):
-        return self.out / _CHECKPOINT
+        return self.out / _runs.CHECKPOINT
 
     def _take_lock(self) -> None:
         """Hold ``run.lock`` in the run folder until :meth:`release` (or this process ends),
         or raise PipelineError naming the process that holds it."""
         if self._lock is None:
-            self._lock = lock_run_folder(self.out)
+            self._lock = _runs.lock_run_folder(self.out)
 
     def release(self) -> None:
         """Drop the run folder's lock (idempotent; :meth:`run` does it when it returns)."""
@@ -647,44 +545,10 @@ class Trainer:
             self._lock.close()
             self._lock = None
 
-    def _remove_leftovers(self, keep) -> None:
-        """Remove what a killed run left in the folder: temporary files (``.*.tmp``) and
-        checkpoint and best-epoch models not in ``keep``. Only under the lock: no writer is
-        running."""
-        for path in self.out.iterdir():
-            stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
-            model = _CHECKPOINT_MODEL.fullmatch(path.name) or _BEST_MODEL.fullmatch(path.name)
-            stale_model = model and path.name not in keep
-            if (stale_tmp or stale_model) and path.is_file():
-                path.unlink(missing_ok=True)
-
     def _read_record(self) -> dict:
         """``checkpoint.json``, checked; PipelineError naming the file if it is damaged."""
-        record = self._record()
-        try:
-            saved = json.loads(record.read_text())
-            state, config = saved["state"], saved["config"]
-            if not (isinstance(state, dict) and isinstance(config, dict)):
-                raise TypeError("state and config must be objects")
-            optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
-            missing = sorted(set(self.state) - set(state) - optional)
-            if missing:
-                raise KeyError(f"state has no {missing}")
-            name = state["checkpoint"]
-            if name is not None and not _CHECKPOINT_MODEL.fullmatch(str(name)):
-                raise ValueError(f"checkpoint {name!r} is not a checkpoint file name")
-            best = state.get("best")
-            if best is not None and not (
-                isinstance(best, dict)
-                and {"epoch", "logloss", "file"} <= best.keys()
-                and _BEST_MODEL.fullmatch(str(best["file"]))
-            ):
-                raise ValueError(f"best {best!r:.60} does not name a best-epoch file")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PipelineError(
-                f"{record} is damaged ({exc}); delete the run folder {self.out} to start over"
-            ) from None
-        return saved
+        optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
+        return _runs.read_checkpoint(self.out, self.state, optional)
 
     def start(self, resume: bool) -> None:
         """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``.
@@ -703,7 +567,7 @@ class Trainer:
 
     def _start(self, resume: bool) -> None:
         record = self._record()
-        check_model_kind(self.out, self.config.model)
+        _runs.check_model_kind(self.out, self.config.model)
         if not resume:
             if record.is_file():
                 old = self._read_record()["state"]
@@ -713,11 +577,12 @@ class Trainer:
                         "choose another --out (or delete that folder) to start over"
                     )
                 record.unlink()  # a finished run is replaced by this one
-            self._remove_leftovers(keep=())
+            _runs.remove_leftovers(self.out, _runs.CLICK_RUNS)
             return
         saved = self._read_record()
         best = saved["state"].get("best")
-        self._remove_leftovers(keep=(saved["state"]["checkpoint"], best and best["file"]))
+        keep = (saved["state"]["checkpoint"], best and best["file"])
+        _runs.remove_leftovers(self.out, _runs.CLICK_RUNS, keep)
         if saved["config"] != asdict(self.config):
             changed = sorted(
                 k for k, v in saved["config"].items() if asdict(self.config).get(k) != v
@@ -735,6 +600,9 @@ class Trainer:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
         self.training = None
+        best = self.state["best"]
+        if best is not None:  # the stopper's record: the best loss, the epochs since
+            self.stopper.restore(best["logloss"], self.state["epoch"] - best["epoch"])
 
     def checkpoint(self, best=None) -> None:
         """Save the model, then the record pointing at it; drop the previous model file.
@@ -745,22 +613,9 @@ class Trainer:
         in place, unchecked: a diverged run stays at its last checkpoint).
         """
         self._settle()
-        previous = self.state["checkpoint"]
-        n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
-        name = f"checkpoint-{n:06d}.npz"
+        name = _runs.next_checkpoint(self.state["checkpoint"])
         self._save(self.out / name)
-        previous_best = None
-        if best is not None:
-            _link_or_copy(self.out / name, self.out / best["file"])
-            previous_best = self.state["best"] and self.state["best"]["file"]
-            self.state["best"] = best
-        self.state["checkpoint"] = name
-        record = {"config": asdict(self.config), "state": self.state}
-        atomic_write(self._record(), lambda f: _write_synced(f, json.dumps(record, indent=1)))
-        if previous:
-            (self.out / previous).unlink(missing_ok=True)
-        if previous_best and previous_best != best["file"]:
-            (self.out / previous_best).unlink(missing_ok=True)
+        _runs.commit_checkpoint(self.out, asdict(self.config), self.state, name, best)
 
     def _save(self, path):
         self.model.set_params(random_state=self.config.seed)
@@ -786,8 +641,9 @@ class Trainer:
         # the run holds its chunk set between epochs too (each pass holds it within)
         hold = self.reader.hold_cache(self.cache_dir) if self.use_cache else nullcontext()
         try:
+            noticed = announce_compile(what, self.bar.notice)
             try:
-                with hold, self._interrupts_between_chunks(), announce_compile(what, self._notice):
+                with hold, self._interrupts_between_chunks(), noticed:
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model
@@ -800,14 +656,6 @@ class Trainer:
             return self._finish(seconds, state["rows_seen"] - rows_at_start)
         finally:
             self.release()
-
-    def _notice(self, line: str) -> None:
-        """``log(line)`` from within an epoch: the progress bar (on the same terminal) is
-        cleared first and drawn again below the line, so the line is not written into it."""
-        from tqdm.auto import tqdm
-
-        with tqdm.external_write_mode():
-            self.log(line)
 
     @contextmanager
     def _interrupts_between_chunks(self):
@@ -860,11 +708,11 @@ class Trainer:
         self.training.finish([h["train_logloss"] for h in history] + list(this_epoch))
         self._unsettled = False
 
-    def _train_chunk(self, X, y, seed) -> float:
+    def _train_chunk(self, X, y, seed, sample_weight=None) -> float:
         """Train the chunk ``X, y`` (shuffled with ``seed`` if the model shuffles); returns
         its mean loss."""
         training = self.training
-        rows = training.rows(X, y)
+        rows = training.rows(X, y, sample_weight)
         loss = training.epoch(rows, training.order(rows, np.random.default_rng(seed)))
         loss /= max(X.shape[0], 1)
         self._unsettled = True
@@ -874,8 +722,6 @@ class Trainer:
         return loss
 
     def _epochs(self, classes):
-        from tqdm.auto import tqdm
-
         state = self.state
         if self.training is None:
             self._start_training(classes)
@@ -883,31 +729,18 @@ class Trainer:
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
             compiling = compile_seconds()
-            self._counted = {}
-            if state["n_rows_epoch"] is None and self.progress:
-                self._count_rows()
-            bar = tqdm(
-                total=state["n_rows_epoch"] or self._counted.get("n"),
-                initial=state["epoch_rows"],
-                unit="rows",
-                unit_scale=True,
-                disable=not self.progress,
-                file=sys.stderr,
-                desc=f"epoch {epoch + 1}/{self.epochs}",
-                leave=False,
-                dynamic_ncols=True,  # fit the terminal as it is now: the line never wraps
-                postfix={"loss": self._mean_loss()},
-            )
-            with bar:
+            desc, total = f"epoch {epoch + 1}/{self.epochs}", state["n_rows_epoch"]
+            with self.bar.start(self.reader, desc, total, epoch_rows, self._mean_loss()):
                 due = False
-                for k, (X, y) in enumerate(self._chunks()):
+                for k, (X, y, *weights) in enumerate(self._chunks()):
                     if k < skip:
                         continue
                     if due:  # deferred until another chunk follows: the epoch's end saves
                         self.checkpoint()
                     self._in_chunk = True
-                    with self._bar_moving(bar, X.shape[0]):
-                        loss = self._train_chunk(X, y, _chunk_seed(self.config.seed, epoch, k))
+                    with self.bar.moving(X.shape[0]):
+                        seed = _chunk_seed(self.config.seed, epoch, k)
+                        loss = self._train_chunk(X, y, seed, *weights)
                     state["epoch_loss"] += loss * X.shape[0]
                     if state["epoch_positives"] is not None:
                         state["epoch_positives"] += float(np.sum(y))
@@ -920,10 +753,7 @@ class Trainer:
                     self._in_chunk = False
                     if self._interrupted:
                         raise KeyboardInterrupt
-                    bar.set_postfix(loss=self._mean_loss(), refresh=False)
-                    if bar.total is None:
-                        bar.total = self._counted.get("n")
-                    bar.update(state["epoch_rows"] - bar.n)  # where the chunk truly ends
+                    self.bar.advance(state["epoch_rows"], self._mean_loss())
                     if self.after_chunk is not None:
                         self.after_chunk(epoch, k)
                     due = state["chunk"] % self.checkpoint_every == 0
@@ -931,66 +761,10 @@ class Trainer:
             rate = (state["epoch_rows"] - epoch_rows) / max(seconds, 1e-9)
             self._end_epoch(rate)
 
-    @contextmanager
-    def _bar_moving(self, bar, rows):
-        """While a chunk of ``rows`` trains, move ``bar`` every ``TICK_SECONDS`` at the rate
-        the previous chunk trained at, short of the chunk's end; the caller then sets the
-        true position. The kernels say nothing until they return, so within a chunk the
-        position is an estimate, put right at its end; before any rate is known (the run's
-        first chunk) only the elapsed time moves. Training calls are not split for the bar:
-        each call ends with a pass over the whole weight table (weight decay's pending
-        steps), which made 10,000-row calls up to 8 times slower.
-        """
-        started, compiling = time.perf_counter(), compile_seconds()
-        start_n, rate = bar.n, self._rate
-        stop = threading.Event()
-
-        def tick():
-            while not stop.wait(TICK_SECONDS):
-                if rate is None:
-                    bar.refresh()
-                    continue
-                ahead = min(int(rate * (time.perf_counter() - started)), rows - 1)
-                bar.update(max(start_n + ahead - bar.n, 0))
-
-        ticker = threading.Thread(target=tick, name="sparseopt-bar", daemon=True)
-        if not bar.disable:
-            ticker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            if ticker.is_alive():
-                ticker.join()
-        seconds = time.perf_counter() - started - (compile_seconds() - compiling)
-        self._rate = rows / seconds if seconds > 0 else None
-
     def _mean_loss(self) -> str:
         """The epoch's mean training loss so far, for the bar ("-" before any row)."""
         rows = self.state["epoch_rows"]
         return f"{self.state['epoch_loss'] / rows:.4f}" if rows else "-"
-
-    def _count_rows(self) -> None:
-        """Count the training file's rows into ``self._counted["n"]``, for the bar's total
-        and ETA: a pass over the bytes, far faster than parsing them, in the background
-        (waited for a second at most, so that a small file's bar has it from the start)."""
-        reader, counted = self.reader, self._counted
-
-        def count():
-            n, last = 0, None
-            try:
-                for block, _ in reader._blocks():
-                    n += int(count_lines(block))
-                    last = block
-            except Exception:  # the bar goes without a total; the parser reports the file
-                return
-            if last is not None and last.size and last[-1] != ord("\n"):
-                n += 1  # a last line without its newline
-            counted["n"] = n
-
-        thread = threading.Thread(target=count, name="sparseopt-count", daemon=True)
-        thread.start()
-        thread.join(timeout=1.0)
 
     def _end_epoch(self, rows_per_second):
         state = self.state
@@ -1010,17 +784,19 @@ class Trainer:
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
         )
-        best = None
+        best, stop = None, False
         if self.valid_reader is not None:
-            metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
+            metrics = score(
+                self.model, self.valid_reader.chunks(self.parse_threads), self.spec.negative_rate
+            )
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
-            line += "  |  validation " + format_metrics(entry["validation"])
-            logloss = entry["validation"]["logloss"]
-            if state["best"] is None or logloss < state["best"]["logloss"]:
+            line += "  |  validation " + format_click_metrics(entry["validation"])
+            stop = self.stopper.update(entry["validation"]["logloss"])
+            if self.stopper.improved:
                 best = {
                     "epoch": entry["epoch"],
-                    "logloss": logloss,
+                    "logloss": entry["validation"]["logloss"],
                     "file": f"best-{entry['epoch']:06d}.npz",
                     "calibration": self.calibration,
                 }
@@ -1035,8 +811,7 @@ class Trainer:
             epoch_positives=0.0,
             epoch_curve=[],
         )
-        best_epoch = (best or state["best"] or {}).get("epoch")
-        if self.keep_best and best_epoch is not None and state["epoch"] - best_epoch >= PATIENCE:
+        if self.keep_best and stop:
             state["stopped"] = f"stopped after {PATIENCE} epochs without improvement"
         state["finished"] = state["epoch"] >= self.epochs or bool(
             self.keep_best and state["stopped"]
@@ -1063,12 +838,16 @@ class Trainer:
             )
 
     def _finish(self, seconds, rows):
-        model_path = self.out / "model.npz"
+        model_path = self.out / _runs.MODEL
         history, best = self.state["history"], self.state["best"]
         kept = self._kept()
         # the kept epoch's checkpoint holds this very model: link it into place
         saved = best["file"] if best and kept["epoch"] == best["epoch"] else None
-        _link_or_copy(self.out / (saved or self.state["checkpoint"]), model_path)
+        kept_file = self.out / (saved or self.state["checkpoint"])
+        if self.spec.negative_rate == 1:
+            _runs.link_or_copy(kept_file, model_path)
+        else:  # the checkpoint stays the training state; the model file is corrected
+            self._save_corrected(kept_file if kept["epoch"] != len(history) else None)
         validation = history[kept["epoch"] - 1].get("validation") if history else None
         calibration = best["calibration"] if saved else self.calibration
         summary = {
@@ -1089,10 +868,26 @@ class Trainer:
             "validation": validation,
             "calibration": calibration,
         }
-        atomic_write(
-            self.out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode())
-        )
+        _runs.write_json(self.out / _runs.METRICS, summary)
         return summary
+
+    def _save_corrected(self, kept_file) -> None:
+        """Save the kept model (``kept_file``, or None: the model in memory, the last
+        checkpoint's) to the run's model file with its intercept corrected for the
+        downsampling; the training state in memory is left as it was."""
+        model = self.model if kept_file is None else load_model(kept_file)[0]
+        bias = model.state_.bias.copy()
+        try:
+            correction = correct_for_downsampling(model, self.spec.negative_rate)
+            save_model(
+                model,
+                self.out / _runs.MODEL,
+                self.config.model,
+                self.spec,
+                {"downsampling": correction},
+            )
+        finally:
+            model.state_.bias[...] = bias
 
     def _kept(self) -> dict:
         """Which epoch ``model.npz`` is, and why (for the summary line and metrics.json)."""
@@ -1105,25 +900,6 @@ class Trainer:
             return {"epoch": last, "because": f"the last of --epochs {self.epochs}"}
         why = "without --validation" if self.config.validation is None else "--epochs 1"
         return {"epoch": last, "because": f"one epoch ({why})"}
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Put ``source``'s content at ``target`` atomically: a hard link, a copy where the file
-    system has none."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
-def _write_synced(f, text: str) -> None:
-    """Write ``text`` and flush it to disk before the file is renamed into place."""
-    f.write(text.encode())
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def default_data() -> tuple[Path, Path]:
@@ -1272,6 +1048,7 @@ def file_hasher(spec: DataSpec, max_tokens=10_000):
         field_aware=spec.field_aware,
         keep_tokens=True,
         max_tokens=max_tokens,
+        interactions=spec.interactions,
     )
 
 
@@ -1330,84 +1107,6 @@ def predict_file(model, chunks, out) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, write)
     return n
-
-
-# --- report --------------------------------------------------------------------------------
-def check_plotting() -> None:
-    """Fail early, before training, when ``--report`` cannot be drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise PipelineError("--report needs matplotlib: pip install 'sparseopt[plot]'") from None
-
-
-def write_report(summary: dict, path) -> None:
-    """A PNG of the run: learning curves and the validation calibration of the saved model.
-
-    The training curve is progressive: within each epoch, the mean loss of the rows trained
-    so far, after each chunk (so one epoch draws a curve, not a lone point); validation
-    logloss is marked at the end of each epoch, the saved epoch circled. The title names the
-    data file, the model and the saved model's validation metrics.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    history = summary["history"]
-    fig, (curves, calib) = plt.subplots(1, 2, figsize=(10, 4.4))
-    xs, train = [], []
-    for h in history:
-        # records from before per-chunk curves were kept: the epoch's mean alone
-        points = h.get("train_curve") or [[h["rows"], h["train_logloss"]]]
-        # each epoch its own segment: the progressive mean starts over with every epoch
-        xs += [h["epoch"] - 1 + rows / h["rows"] for rows, _ in points] + [np.nan]
-        train += [loss for _, loss in points] + [np.nan]
-    curves.plot(xs, train, ".-", label="train (progressive, per chunk)")
-    valid = [(h["epoch"], h["validation"]["logloss"]) for h in history if "validation" in h]
-    if valid:
-        curves.plot(*zip(*valid, strict=True), "s-", label="validation")
-        kept = summary.get("kept_epoch")
-        if kept is not None and any(e == kept for e, _ in valid):
-            loss = dict(valid)[kept]
-            curves.plot([kept], [loss], "o", ms=14, mfc="none", color="C3", label="saved")
-    curves.set(
-        xlabel="epoch (fraction of the rows trained)",
-        ylabel="logloss",
-        title="Learning curves",
-        xlim=(0, max(len(history), 1) * 1.02),
-    )
-    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    curves.legend()
-    title = f"{Path(summary.get('data_file') or 'data').name}: {summary['model_type']}"
-    title += f", epoch {summary['kept_epoch']} saved" if summary.get("kept_epoch") else ""
-    valid = summary.get("validation")
-    if valid:
-        auc = "n/a" if valid["auc"] is None else f"{valid['auc']:.4f}"
-        title += f"; validation logloss {valid['logloss']:.4f}, AUC {auc}"
-    fig.suptitle(textwrap.fill(title, 110), fontsize=10)
-    table = summary.get("calibration")
-    if table:
-        pred = [b["mean_prediction"] for b in table]
-        obs = [b["observed_rate"] for b in table]
-        top = max(max(pred), max(obs)) * 1.05
-        calib.plot([0, top], [0, top], ":", color="gray", label="perfect")
-        calib.plot(pred, obs, "o-", label="model")
-        calib.set(
-            xlabel="mean predicted click rate",
-            ylabel="observed click rate",
-            title="Calibration (validation, equal-count bins)",
-        )
-        calib.legend()
-    else:
-        calib.text(0.5, 0.5, "no validation file", ha="center", va="center")
-        calib.set_axis_off()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
 
 
 @contextmanager

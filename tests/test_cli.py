@@ -16,6 +16,7 @@ from sparseopt import pipeline as P
 from sparseopt.cli import main
 from sparseopt.datasets import read_criteo, sample_path
 from sparseopt.estimators import Training
+from sparseopt.metrics import ClickMetrics
 
 BITS = ["--n-bits", "16"]
 
@@ -104,7 +105,7 @@ def test_click_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     p = rng.uniform(0.01, 0.99, 3000)
     y = (rng.random(3000) < p).astype(float)
-    m = P.ClickMetrics()
+    m = ClickMetrics()
     m.update(y[:1000], p[:1000])
     m.update(y[1000:], p[1000:])
     r = m.result()
@@ -367,6 +368,16 @@ def test_epochs_auto_stops_on_validation_and_saves_the_best_epoch(files, tmp_pat
     five = json.loads((tmp_path / "five" / "metrics.json").read_text())
     assert five["kept_epoch"] == 5 and five["best_epoch"] == 3
     assert five["validation"] == five["history"][4]["validation"]
+
+
+def test_a_validation_logloss_equal_to_the_best_is_no_improvement(files, tmp_path):
+    """Steps of 1e-30 leave every prediction at 0.5: each epoch scores epoch 1's logloss, and
+    --epochs auto stops PATIENCE epochs after epoch 1, which it keeps."""
+    assert train(files, tmp_path / "run", "--learning-rate", "1e-30") == 0
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    losses = [h["validation"]["logloss"] for h in summary["history"]]
+    assert len(set(losses)) == 1 and len(losses) == 1 + P.PATIENCE
+    assert summary["kept_epoch"] == summary["best_epoch"] == 1
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,11 @@ import pytest
 import tqdm.auto
 
 import sparseopt
+from sparseopt import _report
 from sparseopt import pipeline as P
-from sparseopt.cli import _size, build_parser, main
+from sparseopt._report import fit_terminal
+from sparseopt.cli import build_parser, main
+from sparseopt.cli._commands import _size
 from sparseopt.datasets import make_ctr, sample_path
 from sparseopt.estimators import Training
 from sparseopt.inspect import load_tokens
@@ -96,7 +99,7 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
 ):
     draw_every_step = functools.partial(tqdm.auto.tqdm, mininterval=0, miniters=1)
     monkeypatch.setattr(tqdm.auto, "tqdm", draw_every_step)
-    monkeypatch.setattr(P, "TICK_SECONDS", 0.02)
+    monkeypatch.setattr(_report, "TICK_SECONDS", 0.02)
     train_rows = Training.epoch
 
     def slow(training, rows, order):  # 0.2 s a chunk: time for the bar to move within it
@@ -119,10 +122,10 @@ def test_epoch_lines_break_between_words_on_a_terminal(monkeypatch):
     line = "epoch 1/1: 43,000 rows/s, train logloss 0.5155  |  validation logloss 0.4873  AUC"
     monkeypatch.setenv("COLUMNS", "40")
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    wrapped = P.fit_terminal(line).splitlines()
+    wrapped = fit_terminal(line).splitlines()
     assert max(map(len, wrapped)) < 40 and " ".join(wrapped).split() == line.split()
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert P.fit_terminal(line) == line
+    assert fit_terminal(line) == line
 
 
 @pytest.mark.parametrize(

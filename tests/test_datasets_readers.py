@@ -166,7 +166,7 @@ def test_malformed_lines_name_file_and_line(tmp_path, bad_line, message):
     reader = read_criteo(path, n_bits=10, skip_bad_lines=True)
     X, y = reader.read()
     assert X.shape[0] == 6 and reader.n_bad_lines == 1
-    assert reader.stats == {"n_rows": 6, "n_bad_lines": 1, "bad_lines": [4]}
+    assert reader.stats == {"n_rows": 6, "n_bad_lines": 1, "bad_lines": [4], "n_dropped": 0}
 
 
 def test_bad_encoding(tmp_path):

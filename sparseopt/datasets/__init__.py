@@ -9,7 +9,9 @@
   contiguous slice of columns.
 - :func:`read_criteo`, :func:`read_avazu`, :func:`read_libsvm`, :func:`read_csv`: readers
   (:class:`CriteoReader`...) that iterate as ``(X, y)`` CSR chunks, ``.read()`` everything,
-  or ``.cached(dir)`` to skip parsing in later epochs.
+  or ``.cached(dir)`` to skip parsing in later epochs; feature crosses hashed in the parsing
+  pass (``interactions=``), a weight column (``read_csv(..., weight_column=)``) and negative
+  downsampling (``negative_rate=``).
 - :func:`fetch_a9a`, :func:`fetch_criteo_sample`, :func:`fetch_avazu_sample`: checksummed
   downloads into :func:`data_home`.
 - :func:`load_movielens`, :func:`load_movielens_split`, :func:`fetch_movielens`: MovieLens

@@ -82,11 +82,19 @@ def atomic_write(path, write):
             tmp.unlink()
 
 
-def _save_chunk(path, X, y):
+def _save_chunk(path, X, y, *weights):
+    """Save a chunk ``(X, y)`` or ``(X, y, w)`` (sample weights of ``read_csv``)."""
+    extra = {"w": weights[0]} if weights else {}
     atomic_write(
         path,
         lambda f: np.savez(
-            f, indptr=X.indptr, indices=X.indices, data=X.data, y=y, shape=np.array(X.shape)
+            f,
+            indptr=X.indptr,
+            indices=X.indices,
+            data=X.data,
+            y=y,
+            shape=np.array(X.shape),
+            **extra,
         ),
     )
 
@@ -100,6 +108,7 @@ def _load_chunk(path, n_columns):
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         # not an npz, truncated, object arrays...
         raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+    weights = arrays.pop("w", None)
     if sorted(arrays) != ["data", "indices", "indptr", "shape", "y"]:
         raise ValueError(f"arrays {sorted(arrays)}")
     shape, y = arrays["shape"], arrays["y"]
@@ -130,7 +139,13 @@ def _load_chunk(path, n_columns):
     if steps.size and steps.min() <= 0:
         raise ValueError("columns not sorted and distinct within a row")
     X.has_canonical_format = True
-    return X, y
+    if weights is None:
+        return X, y
+    if weights.dtype != np.float32 or weights.shape != (n_rows,) or not np.all(weights >= 0):
+        raise ValueError("sample weights of the wrong type or length, or negative")
+    if not all_finite(weights):
+        raise ValueError("non-finite sample weights")
+    return X, y, weights
 
 
 def _open_lock(path):
@@ -349,7 +364,7 @@ class ChunkCache:
         chunk is the same whether parsed or loaded; the parse counts them all again)."""
         for i, name in enumerate(manifest["chunks"]):
             try:
-                X, y = _load_chunk(self.dir / name, n_columns)
+                chunk = _load_chunk(self.dir / name, n_columns)
             except ValueError as exc:
                 warnings.warn(
                     f"the chunk cache {self.dir} is damaged ({name}: {exc}): the file is parsed "
@@ -361,8 +376,8 @@ class ChunkCache:
                     if j >= i:
                         yield chunk
                 return
-            reader.stats["n_rows"] += X.shape[0]
-            yield X, y
+            reader.stats["n_rows"] += chunk[0].shape[0]
+            yield chunk
 
     def write(self, chunks, get_stats):
         """Yield ``chunks`` while saving them; the manifest (with ``get_stats()``, the
@@ -373,11 +388,11 @@ class ChunkCache:
             if _CHUNK.fullmatch(old.name) and old.is_file():
                 old.unlink()
         names, saving = [], True
-        for i, (X, y) in enumerate(chunks):
+        for i, chunk in enumerate(chunks):
             name = f"chunk_{i:05d}.npz"
             try:
                 if saving:
-                    _save_chunk(self.dir / name, X, y)
+                    _save_chunk(self.dir / name, *chunk)
             except OSError as exc:  # a full disk, a folder in the way: the run goes on
                 saving = False
                 warnings.warn(
@@ -386,7 +401,7 @@ class ChunkCache:
                     stacklevel=2,
                 )
             names.append(name)
-            yield X, y
+            yield chunk
         if not saving or self._source_stamp() != stamp:
             return  # the file changed while it was read: keep no cache of it
         manifest = {"source": stamp, "chunks": names, "stats": get_stats()}
@@ -409,8 +424,9 @@ def _valid_manifest(m) -> bool:
         and isinstance(chunks, list)
         and chunks == [f"chunk_{i:05d}.npz" for i in range(len(chunks))]
         and isinstance(stats, dict)
-        and set(stats) == {"n_rows", "n_bad_lines", "bad_lines"}
+        and set(stats) == {"n_rows", "n_bad_lines", "bad_lines", "n_dropped"}
         and _count(stats["n_rows"])
+        and _count(stats["n_dropped"])
         and _count(stats["n_bad_lines"])
         and isinstance(stats["bad_lines"], list)
         and all(_count(v) and v > 0 for v in stats["bad_lines"])

@@ -32,7 +32,15 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._io import _ERRORS, _read_npz
 from .._jit import JIT
+from ._crosses import (
+    CROSS_VALUE_SEP,
+    add_crosses,
+    cross_name,
+    cross_table,
+    parse_interactions,
+)
 from ._hashing import (
+    NO_HASHES,
     _hash_string_column,
     _pack_sorted_rows,
     _string_buffers,
@@ -43,6 +51,7 @@ from ._hashing import (
     hash_int,
     index_dtype,
     make_csr,
+    mix_block,
     slice_size,
     to_column,
 )
@@ -59,32 +68,55 @@ MAX_FIELD_AWARE_BITS = 28
 
 
 @numba.njit(**JIT)
-def _hash_bucket_column(values, valid, field, n_bits, size, out_cols):
+def _hash_bucket_column(values, valid, field, n_bits, size, out_cols, out_hashes):
     """Columns of a numeric column under Criteo's count transform: the decimal text of
-    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does).
+    ``count_bucket(x)`` is hashed, a null as the empty text (as ``parse_delimited`` does);
+    the 32-bit hashes too when ``out_hashes`` is not empty (for crosses).
     Returns -1, or the row of the first count beyond ``MAX_COUNT``, where it stopped (its
     integer part could not be written: the caller refuses the column)."""
     scratch = np.empty(24, dtype=np.uint8)
+    keep_hashes = out_hashes.shape[0] > 0
     known = np.full(_N_BUCKETS, -1, dtype=np.int64)  # most buckets are small: hash each once
+    known_hash = np.zeros(_N_BUCKETS, dtype=np.uint32)
     small = np.empty(_N_BUCKETS, dtype=np.int64)  # and most counts too: no logarithm
     for x in range(_N_BUCKETS):
         small[x] = count_bucket(float(x))
-    empty = to_column(finish_hash(np.uint32(field), np.uint32(0), 0), field, n_bits, size)
+    empty_hash = finish_hash(np.uint32(field), np.uint32(0), 0)
+    empty = to_column(empty_hash, field, n_bits, size)
     for i in range(values.shape[0]):
         if not valid[i]:
             out_cols[i] = empty
+            if keep_hashes:
+                out_hashes[i] = empty_hash
             continue
         x = values[i]
         if not abs(x) <= MAX_COUNT:
             return i
         b = small[np.int64(x)] if 0 <= x < _N_BUCKETS and x == np.floor(x) else count_bucket(x)
         col = known[b] if 0 <= b < _N_BUCKETS else -1
-        if col < 0:
-            col = to_column(hash_int(b, np.uint32(field), scratch), field, n_bits, size)
+        if col >= 0:
+            h = known_hash[b]
+        else:
+            h = hash_int(b, np.uint32(field), scratch)
+            col = to_column(h, field, n_bits, size)
             if 0 <= b < _N_BUCKETS:
                 known[b] = col
+                known_hash[b] = h
         out_cols[i] = col
+        if keep_hashes:
+            out_hashes[i] = h
     return -1
+
+
+@numba.njit(**JIT)
+def _combine_hashes(parts, seed, out):
+    """Cross hashes of token values from their fields' hashes (``parts``: one row per field
+    of the cross), as :func:`._crosses.cross_hash` computes them."""
+    for i in range(parts.shape[1]):
+        h = np.uint32(seed)
+        for j in range(parts.shape[0]):
+            h = mix_block(h, parts[j, i])
+        out[i] = finish_hash(h, np.uint32(0), 4 * parts.shape[0])
 
 
 @numba.njit(**JIT)
@@ -294,6 +326,10 @@ class Tokens:
         SHA-256 of the model file the tokens were saved with (``sparseopt train
         --keep-tokens`` records it, so that ``sparseopt inspect`` never names another model's
         weights with them); None: not tied to a file.
+    crosses : list of lists of int, default=()
+        The hasher's crosses (field indices). They are the last ``len(crosses)`` fields of
+        ``field_names`` (named ``"a x b"``); a cross's value is its fields' texts joined by
+        the byte 0x1F.
     """
 
     field_names: list
@@ -305,6 +341,7 @@ class Tokens:
     max_tokens: int
     field_aware: bool = False
     model_sha256: str | None = None
+    crosses: list = ()
 
     def save(self, path: str | PathLike) -> None:
         """Write the tokens to ``path`` atomically (a temporary file renamed into place).
@@ -323,6 +360,7 @@ class Tokens:
             "max_tokens": int(self.max_tokens),
             "field_aware": bool(self.field_aware),
             "model_sha256": self.model_sha256,
+            "crosses": [[int(f) for f in c] for c in self.crosses],
         }
         values = pa.array(self.value, type=pa.large_string())
         offsets, data, _ = _string_buffers(values)
@@ -374,6 +412,17 @@ class Tokens:
             raise ValueError(f"{where}: a count is negative")
         if not all(isinstance(v, str) for v in self.value.tolist()):
             raise ValueError(f"{where}: every value must be a str")
+        n_inputs = len(names) - len(self.crosses)
+        for cross in self.crosses:
+            if not (
+                isinstance(cross, list | tuple)
+                and 2 <= len(cross) <= 3
+                and all(isinstance(f, Integral) and 0 <= f < n_inputs for f in cross)
+                and len(set(cross)) == len(cross)
+            ):
+                raise ValueError(
+                    f"{where}: a cross must be 2 or 3 distinct input fields, got {cross!r}"
+                )
 
 
 def load_tokens(path: str | PathLike) -> Tokens:
@@ -451,10 +500,14 @@ def load_tokens(path: str | PathLike) -> Tokens:
         max_tokens=meta["max_tokens"],
         field_aware=meta["field_aware"],
         model_sha256=meta["model_sha256"],
+        crosses=meta.get("crosses", []),
     )
     tokens.check(str(path))
     size = slice_size(tokens.n_bits, len(tokens.field_names), tokens.field_aware)
-    expected = _token_columns(tokens.field.astype(np.int64), values, tokens.n_bits, size)
+    expected = _token_columns(
+        tokens.field.astype(np.int64), values, tokens.n_bits, size, tokens.crosses,
+        len(tokens.field_names),
+    )  # fmt: skip
     wrong = np.flatnonzero(expected != tokens.column)
     if wrong.size:
         i = wrong[0]
@@ -493,6 +546,8 @@ def _token_meta(path, raw) -> dict:
         raise ValueError(f"{path}: the token file's max_tokens or n_bits is out of range")
     if not 1 <= meta["n_bits"] <= 32:
         raise ValueError(f"{path}: the token file's n_bits {meta['n_bits']} is not in [1, 32]")
+    if not isinstance(meta.get("crosses", []), list):
+        raise ValueError(f"{path}: the token file's 'crosses' must be a list")
     names = meta["field_names"]
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
         raise ValueError(f"{path}: the token file's field_names must be distinct names")
@@ -501,16 +556,45 @@ def _token_meta(path, raw) -> dict:
     return meta
 
 
-def _token_columns(field, values, n_bits, size) -> np.ndarray:
+def _token_columns(field, values, n_bits, size, crosses=(), n_fields=0) -> np.ndarray:
     """The hashed column of each (field, value) pair (``field`` sorted, ``values`` an Arrow
-    large_string array), by the transform's own kernel."""
+    large_string array), by the transform's own kernels; a cross's value (its fields' texts
+    joined by 0x1F) is hashed as the transform hashes the cross, -1 if it has not as many
+    parts as the cross has fields."""
     column = np.empty(len(values), dtype=np.int64)
     bounds = np.flatnonzero(np.r_[True, field[1:] != field[:-1], True]) if field.size else []
+    n_inputs = n_fields - len(crosses)
     for start, stop in itertools.pairwise(bounds):
-        offsets, data, valid = _string_buffers(values.slice(start, stop - start))
-        _hash_string_column(offsets, data, valid, int(field[start]), n_bits, size,
-                            column[start:stop])  # fmt: skip
+        f = int(field[start])
+        part = values.slice(start, stop - start)
+        if f < n_inputs or not crosses:
+            offsets, data, valid = _string_buffers(part)
+            _hash_string_column(offsets, data, valid, f, n_bits, size, column[start:stop],
+                                NO_HASHES)  # fmt: skip
+            continue
+        cross = crosses[f - n_inputs]
+        pieces = pc.split_pattern(part, CROSS_VALUE_SEP)
+        whole = pc.list_value_length(pieces).to_numpy(zero_copy_only=False) == len(cross)
+        hashes = np.zeros((len(cross), len(part)), dtype=np.uint32)
+        unused = np.empty(len(part), dtype=np.int64)
+        for j, g in enumerate(cross):
+            text = pc.list_element(pc.if_else(whole, pieces, pa.scalar([""] * len(cross),
+                                   pieces.type)), j)  # fmt: skip
+            offsets, data, valid = _string_buffers(text.cast(pa.large_string()))
+            _hash_string_column(offsets, data, valid, g, n_bits, size, unused, hashes[j])
+        h = np.empty(len(part), dtype=np.uint32)
+        _combine_hashes(hashes, f, h)
+        cols = _columns_of_hashes(h, f, n_bits, size)
+        column[start:stop] = np.where(whole, cols, -1)
     return column
+
+
+def _columns_of_hashes(h, field, n_bits, size) -> np.ndarray:
+    """``to_column`` of 32-bit hashes, vectorized."""
+    h = h.astype(np.int64)
+    if size > 0:
+        return field * size + h % size
+    return h & ((1 << n_bits) - 1)
 
 
 class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -579,6 +663,13 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         ``value_counts``, so its memory holds one column's distinct values at once).
     dtype : {np.float32, np.float64}, default=np.float32
         Dtype of the output's values.
+    interactions : str or list, default=None
+        Feature crosses by column name, as the file readers take them (``"site*app"``,
+        ``"a*b*c"``, ``"all"``, ``"site*"``; see
+        :func:`~sparseopt.datasets._crosses.parse_interactions`): each cross is a field of
+        its own, numbered after the columns, hashed from its values' hashes in the compiled
+        pass (no string is built per row); ``keep_tokens`` counts its values too (``"a x b"``
+        in :func:`~sparseopt.inspect.top_features`).
 
     Attributes
     ----------
@@ -593,6 +684,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         (``column_fields(n_bits, n_features_in_)``); None otherwise.
     tokens_ : Tokens or None
         With ``keep_tokens=True``, the pairs seen by :meth:`fit`; None otherwise.
+    crosses_ : tuple of tuples of int
+        The crosses, as column indices (field ``n_features_in_ + k`` is cross ``k``).
 
     See Also
     --------
@@ -621,6 +714,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         "keep_tokens": ["boolean"],
         "max_tokens": [Interval(Integral, 1, None, closed="left")],
         "dtype": "no_validation",
+        "interactions": [str, list, tuple, None],
     }
 
     def __init__(
@@ -633,6 +727,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         keep_tokens: bool = False,
         max_tokens: int = 10_000,
         dtype=np.float32,
+        interactions: str | list | None = None,
     ):
         self.n_bits = n_bits
         self.numeric = numeric
@@ -641,6 +736,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self.keep_tokens = keep_tokens
         self.max_tokens = max_tokens
         self.dtype = dtype
+        self.interactions = interactions
 
     def fit(self, X: TableLike, y: None = None) -> FieldHasher:
         """Learn the columns (names, order, kinds), and with ``keep_tokens`` their values.
@@ -687,7 +783,9 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             arrays.append(array)
             kinds.append(wanted)
         self._check_lengths(names, arrays, len(arrays[0]))
-        slice_size(self.n_bits, len(names), self.field_aware)  # every field must fit
+        crosses = parse_interactions(self.interactions, [str(n) for n in names])
+        n_fields = len(names) + len(crosses)
+        slice_size(self.n_bits, n_fields, self.field_aware)  # every field must fit
         if self.field_aware and self.n_bits > MAX_FIELD_AWARE_BITS:
             raise ValueError(
                 f"field_aware=True needs n_bits <= {MAX_FIELD_AWARE_BITS}, got {self.n_bits}: "
@@ -697,7 +795,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             )
         # everything that can fail comes before the first attribute is set: a refused fit
         # leaves a fitted hasher as it was
-        tokens = self._count_tokens(arrays, names, kinds) if self.keep_tokens else None
+        tokens = self._count_tokens(arrays, names, kinds, crosses) if self.keep_tokens else None
         self.n_features_in_ = len(names)
         if all(isinstance(n, str) for n in names):
             self.feature_names_in_ = np.asarray(names, dtype=object)
@@ -706,7 +804,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         self._names = names
         self.kinds_ = np.asarray(kinds)
         self._n_features_out = 1 << self.n_bits
-        self.fields_ = column_fields(self.n_bits, len(names)) if self.field_aware else None
+        self.crosses_ = crosses
+        self.fields_ = column_fields(self.n_bits, n_fields) if self.field_aware else None
         self.tokens_ = tokens
         return self
 
@@ -752,7 +851,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
             return self.fit(X)
         arrays = self._arrays(X)
         if self.tokens_ is not None:
-            new = _count_table(arrays, self._names, self.kinds_, self.max_tokens)
+            new = _count_table(arrays, self._names, self.kinds_, self.max_tokens, self.crosses_)
             old = self.tokens_
             seen = pa.table(
                 {
@@ -762,7 +861,7 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
                 }
             )
             merged = _sum_and_cap(pa.concat_tables([seen, new]), self.max_tokens)
-            self.tokens_ = self._tokens(merged, self._names)
+            self.tokens_ = self._tokens(merged, self._names, self.crosses_)
         return self
 
     def transform(self, X: TableLike) -> sp.csr_matrix:
@@ -783,7 +882,8 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         arrays = self._arrays(X)
         n_rows = len(arrays[0])
         n_bits = check_n_bits(self.n_bits)
-        n_fields = len(arrays)
+        crosses = getattr(self, "crosses_", ())
+        n_fields = len(arrays) + len(crosses)
         size = slice_size(n_bits, n_fields, self.field_aware)
         n_features = 1 << n_bits
         # row r's columns land in row r of this buffer, which then becomes the CSR indices;
@@ -792,9 +892,18 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         with_values = "value" in self.kinds_
         data = (np.ones if with_values else np.empty)(n_rows * n_fields, dtype=self.dtype)
         cols, vals = indices.reshape(n_rows, n_fields), data.reshape(n_rows, n_fields)
-        out = np.empty(max((len(c) for a in arrays for c in self._chunks(a)), default=0), np.int64)
+        longest = max((len(c) for a in arrays for c in self._chunks(a)), default=0)
+        out = np.empty(longest, np.int64)
+        # the fields' 32-bit hashes, which crosses are hashed from (field-major: contiguous)
+        hashes = np.empty((len(arrays), n_rows if crosses else 0), dtype=np.uint32)
         for f, (array, kind) in enumerate(zip(arrays, self.kinds_, strict=True)):
-            self._hash_column(array, kind, f, n_bits, size, cols, vals, out)
+            self._hash_column(array, kind, f, n_bits, size, cols, vals, out, hashes[f])
+        if crosses:
+            # row-major, as the reader's: a row's hashes side by side, and one compiled
+            # add_crosses for both (a transposed view would be a second signature)
+            by_row = np.ascontiguousarray(hashes.T)
+            add_crosses(by_row, cols, vals, cross_table(crosses), n_rows, n_bits, size,
+                        with_values)  # fmt: skip
         indptr = np.empty(n_rows + 1, dtype=np.int64)
         absent = cols.dtype.type(n_features)
         if with_values:
@@ -850,49 +959,60 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
     def _chunks(array):
         return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
-    def _hash_column(self, array, kind, f, n_bits, size, cols, vals, out):
+    def _hash_column(self, array, kind, f, n_bits, size, cols, vals, out, hashes):
         """Write field ``f``'s columns into ``cols[:, f]`` (values into ``vals[:, f]``),
-        through ``out``: the kernels write contiguous memory, twice as fast as a column."""
+        through ``out``: the kernels write contiguous memory, twice as fast as a column.
+        ``hashes`` (empty: not kept) receives the 32-bit hashes, for crosses."""
         name = self._names[f]
         start = 0
         for chunk in self._chunks(array):
             rows = slice(start, start + len(chunk))
             start += len(chunk)
             hashed = out[: len(chunk)]
+            kept = hashes[rows] if hashes.size else NO_HASHES
             if kind == "categorical":
                 offsets, data, valid = _string_buffers(_text(chunk, name))
-                _hash_string_column(offsets, data, valid, f, n_bits, size, hashed)
+                _hash_string_column(offsets, data, valid, f, n_bits, size, hashed, kept)
                 cols[rows, f] = hashed
             elif kind == "bucket":
                 values, valid = _numbers(chunk)
-                if _hash_bucket_column(values, valid, f, n_bits, size, hashed) >= 0:
+                if _hash_bucket_column(values, valid, f, n_bits, size, hashed, kept) >= 0:
                     _check_numbers(values, valid, name, kind, self.dtype)  # names the count
                 cols[rows, f] = hashed
             else:  # one column, the pair (field, empty text), holds the value
                 values, valid = _numbers(chunk)
                 _check_numbers(values, valid, name, kind, self.dtype)
-                col = to_column(finish_hash(np.uint32(f), np.uint32(0), 0), f, n_bits, size)
+                empty_hash = finish_hash(np.uint32(f), np.uint32(0), 0)
+                col = to_column(empty_hash, f, n_bits, size)
                 cols[rows, f] = np.where(valid, col, 1 << n_bits)
                 vals[rows, f] = values
+                if hashes.size:
+                    kept[:] = empty_hash
 
-    def _count_tokens(self, arrays, names, kinds) -> Tokens:
-        """The ``max_tokens`` most frequent values of each column, counted exactly."""
-        return self._tokens(_count_table(arrays, names, kinds, self.max_tokens), names)
+    def _count_tokens(self, arrays, names, kinds, crosses) -> Tokens:
+        """The ``max_tokens`` most frequent values of each column and cross, counted
+        exactly."""
+        table = _count_table(arrays, names, kinds, self.max_tokens, crosses)
+        return self._tokens(table, names, crosses)
 
-    def _tokens(self, table, names) -> Tokens:
+    def _tokens(self, table, names, crosses) -> Tokens:
         """Tokens of a (field, value, count) table sorted by field."""
         field = table["field"].to_numpy().astype(np.int32)
         values = table["value"].combine_chunks()
-        size = slice_size(self.n_bits, len(names), self.field_aware)
+        field_names = [str(n) for n in names] + [cross_name(c, names) for c in crosses]
+        size = slice_size(self.n_bits, len(field_names), self.field_aware)
         return Tokens(
-            field_names=[str(n) for n in names],
+            field_names=field_names,
             field=field,
             value=values.to_numpy(zero_copy_only=False),
             count=table["count"].to_numpy().astype(np.int64),
-            column=_token_columns(field, values, self.n_bits, size),
+            column=_token_columns(
+                field.astype(np.int64), values, self.n_bits, size, crosses, len(field_names)
+            ),  # fmt: skip
             n_bits=int(self.n_bits),
             max_tokens=int(self.max_tokens),
             field_aware=bool(self.field_aware),
+            crosses=[list(c) for c in crosses],
         )
 
     def __sklearn_tags__(self):
@@ -905,9 +1025,11 @@ class FieldHasher(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimat
         return tags
 
 
-def _count_table(arrays, names, kinds, cap) -> pa.Table:
-    """(field, value, count) of each column's ``cap`` most frequent values, in Arrow: the
-    values stay variable-length text, so memory follows their total size."""
+def _count_table(arrays, names, kinds, cap, crosses=()) -> pa.Table:
+    """(field, value, count) of each column's and each cross's ``cap`` most frequent values,
+    in Arrow: the values stay variable-length text, so memory follows their total size. A
+    cross's value is its fields' texts joined by 0x1F (rows where a field is absent, a null
+    numeric value, have none)."""
     parts = []
     for f, (array, kind, name) in enumerate(zip(arrays, kinds, names, strict=True)):
         if kind == "value":
@@ -918,11 +1040,37 @@ def _count_table(arrays, names, kinds, cap) -> pa.Table:
             values, counts = vc.field("values"), vc.field("counts").cast(pa.int64())
             if kind == "bucket":  # the few distinct buckets become text, a null the empty one
                 values = pc.fill_null(values.cast(pa.large_string()), "")
-        table = pa.table({"field": pa.array(np.full(len(values), f, np.int32)),
-                          "value": values, "count": counts})  # fmt: skip
-        order = pc.sort_indices(table, [("count", "descending"), ("value", "ascending")])
-        parts.append(table.take(order[:cap]))
+        parts.append(_most_frequent(f, values, counts, cap))
+    for k, cross in enumerate(crosses):
+        keys = [_cross_keys(arrays[g], kinds[g], names[g]) for g in cross]
+        separator = pa.scalar(CROSS_VALUE_SEP, pa.large_string())
+        joined = pc.binary_join_element_wise(*keys, separator).drop_null()
+        vc = pc.value_counts(joined)
+        values, counts = vc.field("values"), vc.field("counts").cast(pa.int64())
+        parts.append(_most_frequent(len(arrays) + k, values, counts, cap))
     return pa.concat_tables(parts)
+
+
+def _most_frequent(field, values, counts, cap) -> pa.Table:
+    table = pa.table({"field": pa.array(np.full(len(values), field, np.int32)),
+                      "value": values.cast(pa.large_string()), "count": counts})  # fmt: skip
+    order = pc.sort_indices(table, [("count", "descending"), ("value", "ascending")])
+    return table.take(order[:cap])
+
+
+def _cross_keys(array, kind, name) -> pa.ChunkedArray:
+    """A field's values as a cross's token counts join them: the text each is hashed as,
+    null where the field is absent (a null numeric value)."""
+    if kind == "value":
+        valid = np.concatenate(
+            [_numbers(chunk)[1] for chunk in FieldHasher._chunks(array)] or [np.zeros(0, bool)]
+        )
+        return pa.chunked_array([pa.array(np.full(valid.size, ""), pa.large_string(),
+                                          mask=~valid)])  # fmt: skip
+    keys = _token_keys(array, kind, name)
+    if kind == "bucket":
+        keys = pc.fill_null(keys.cast(pa.large_string()), "")
+    return keys
 
 
 def _token_keys(array, kind, name) -> pa.ChunkedArray:

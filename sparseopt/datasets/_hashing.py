@@ -163,13 +163,17 @@ def finish_row(indices, data, start, end):
 
 
 @numba.njit(**JIT)
-def _hash_string_column(offsets, data, valid, field, n_bits, slice_size, out_cols):
-    """Columns of one Arrow string column (a null is hashed as the empty text)."""
+def _hash_string_column(offsets, data, valid, field, n_bits, slice_size, out_cols, out_hashes):
+    """Columns of one Arrow string column (a null is hashed as the empty text), and when
+    ``out_hashes`` is not empty the 32-bit hashes too (for crosses)."""
+    keep_hashes = out_hashes.shape[0] > 0
     for i in range(out_cols.shape[0]):
         s = offsets[i]
         e = offsets[i + 1] if valid[i] else s
         h = murmurhash3_32(data, s, e, np.uint32(field))
         out_cols[i] = to_column(h, field, n_bits, slice_size)
+        if keep_hashes:
+            out_hashes[i] = h
 
 
 @numba.njit(**JIT)
@@ -209,6 +213,10 @@ def _pack_sorted_rows(cols, absent, indptr, indices, data):
                 prev = c
         indptr[r + 1] = nnz
     return nnz
+
+
+# the kernels' ``out_hashes`` when no hash is kept
+NO_HASHES = np.empty(0, dtype=np.uint32)
 
 
 def check_n_bits(n_bits):
@@ -359,7 +367,7 @@ def hash_features(columns, n_bits=20, field_aware=False, dtype=np.float32):
     out = np.empty(n_rows, dtype=np.int64)
     for f, arr in enumerate(arrays):
         offsets, data, valid = _string_buffers(arr)
-        _hash_string_column(offsets, data, valid, f, n_bits, size, out)
+        _hash_string_column(offsets, data, valid, f, n_bits, size, out, NO_HASHES)
         cols[:, f] = out
     return csr_from_columns(cols, n_features, dtype=dtype)
 

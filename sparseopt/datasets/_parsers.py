@@ -20,6 +20,7 @@ BAD_NUMBER = 4
 BAD_ENCODING = 5
 BAD_TOKEN = 6
 BAD_INDEX = 7
+BAD_WEIGHT = 8
 
 # column kinds of the delimited parser
 SKIP = 0
@@ -27,6 +28,7 @@ LABEL = 1
 CATEGORICAL = 2
 COUNT = 3
 NUMERIC = 4
+WEIGHT = 5
 
 _NL = 10
 _CR = 13
@@ -193,19 +195,43 @@ def _has_newline(buf, p):
 
 @numba.njit(**JIT)
 def parse_delimited(
-    buf, sep, kinds, slots, binary_label, n_bits, slice_size, skip_bad, cols, vals, y, bad, err
+    buf,
+    sep,
+    kinds,
+    slots,
+    binary_label,
+    n_bits,
+    slice_size,
+    skip_bad,
+    cols,
+    vals,
+    y,
+    bad,
+    err,
+    hashes,
+    w,
+    sampling,
 ):
     """Parse delimited lines into a table of hashed columns.
 
-    Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT or
-    NUMERIC) and, for features, stored in slot ``slots[c]`` of the row, the slot being the
-    field index and the hash seed. ``cols[r, slot]`` receives the hashed column (or
+    Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT,
+    NUMERIC or WEIGHT) and, for features, stored in slot ``slots[c]`` of the row, the slot
+    being the field index and the hash seed. ``cols[r, slot]`` receives the hashed column (or
     ``2**n_bits`` for an empty numeric value: an empty categorical or count is hashed as the
-    empty text) and ``vals[r, slot]`` the value. A value in double quotes is read
+    empty text) and ``vals[r, slot]`` the value. When ``hashes`` has rows, ``hashes[r, slot]``
+    receives the field's 32-bit hash too (for crosses, :mod:`._crosses`). A WEIGHT column's
+    number goes to ``w[r]``; it must be finite and >= 0. A value in double quotes is read
     without them (``"a""b"`` is ``a"b``, as pandas and Arrow read it; the separator may not
-    occur inside it). Blank lines are ignored. Returns ``(n_rows, n_bad)``; the first
-    malformed line when not ``skip_bad`` is described in ``err`` = (line index in block,
-    code, 1-based column, detail, start, end).
+    occur inside it). Blank lines are ignored.
+
+    Negative downsampling: ``sampling`` = (rate, seed, label column, number of the block's
+    first line in the file), floats. With rate < 1 a line whose label is 0 is kept with
+    probability rate, by a hash of (seed, line number), so the same lines are kept whatever
+    the block size; a dropped line is skipped right after its label is read, before any
+    field is hashed or checked.
+
+    Returns ``(n_rows, n_bad, n_dropped)``; the first malformed line when not ``skip_bad`` is
+    described in ``err`` = (line index in block, code, 1-based column, detail, start, end).
 
     Speed (this loop is most of the time from text to model): line ends are found eight
     bytes at a time; a categorical's bytes are read once, four at a time, to find its end and
@@ -216,7 +242,14 @@ def parse_delimited(
     n_cols = kinds.shape[0]
     absent = cols.dtype.type(np.int64(1) << n_bits)
     scratch = np.empty(24, dtype=np.uint8)
-    count_cols = np.full((cols.shape[1], _N_BUCKETS), -1, dtype=np.int64)
+    keep_hashes = hashes.shape[0] > 0
+    n_slots = hashes.shape[1] if keep_hashes else cols.shape[1]
+    count_cols = np.full((n_slots, _N_BUCKETS), -1, dtype=np.int64)
+    count_hashes = np.zeros((n_slots, _N_BUCKETS), dtype=np.uint32)
+    rate = sampling[0]
+    seed = np.uint64(sampling[1])
+    label_col = np.int64(sampling[2])
+    first_line = np.int64(sampling[3])
     small_buckets = np.empty(_N_BUCKETS, dtype=np.int64)  # most counts are small: no log
     for x in range(_N_BUCKETS):
         small_buckets[x] = count_bucket(float(x))
@@ -230,6 +263,7 @@ def parse_delimited(
     line = 0
     row = 0
     n_bad = 0
+    n_dropped = 0
     while pos < n:
         end = pos
         while end + 8 <= n and not _has_newline(buf, np.uint64(end)):
@@ -239,6 +273,10 @@ def parse_delimited(
         stop = end
         if stop > pos and buf[stop - 1] == _CR:
             stop -= 1
+        if stop > pos and rate < 1.0 and _is_negative(buf, pos, stop, sep, label_col):
+            if _uniform(seed, first_line + line) >= rate:
+                n_dropped += 1
+                stop = pos  # skipped: nothing of the line is hashed
         if stop > pos:
             code = 0
             for k in range(cols.shape[1]):
@@ -276,6 +314,8 @@ def parse_delimited(
                         else:
                             h = finish_hash(h, tail, e - s)
                         cols[row, f] = to_column(h, f, n_bits, slice_size)
+                        if keep_hashes:
+                            hashes[row, f] = h
                 elif kind == COUNT:
                     # plain digits (nearly every count) need no float parsing
                     e = s
@@ -301,16 +341,23 @@ def parse_delimited(
                         if code == 0:
                             f = slots[c]
                             col = count_cols[f, b] if 0 <= b < _N_BUCKETS else -1
-                            if col < 0:
+                            if col >= 0:
+                                h = count_hashes[f, b]
+                            else:
                                 h = hash_int(b, np.uint32(f), scratch)
                                 col = to_column(h, f, n_bits, slice_size)
                                 if 0 <= b < _N_BUCKETS:
                                     count_cols[f, b] = col
+                                    count_hashes[f, b] = h
                             cols[row, f] = col
+                            if keep_hashes:
+                                hashes[row, f] = h
                     else:  # an empty count is hashed as the empty text
                         f = slots[c]
                         h = finish_hash(np.uint32(f), np.uint32(0), 0)
                         cols[row, f] = to_column(h, f, n_bits, slice_size)
+                        if keep_hashes:
+                            hashes[row, f] = h
                 else:
                     e = s
                     while e < stop and buf[e] != sep:
@@ -335,6 +382,15 @@ def parse_delimited(
                             h = finish_hash(np.uint32(f), np.uint32(0), 0)  # the empty text
                             cols[row, f] = to_column(h, f, n_bits, slice_size)
                             vals[row, f] = v
+                            if keep_hashes:
+                                hashes[row, f] = h
+                    elif kind == WEIGHT:
+                        qs, qe = unquote(buf, s, e)
+                        ok, v = parse_number(buf, qs, qe)
+                        if not ok or not (0.0 <= v < np.inf):
+                            code = BAD_WEIGHT
+                        else:
+                            w[row] = v
                 if checked and code != 0:
                     err[2] = c + 1
                     err[4] = s
@@ -354,10 +410,42 @@ def parse_delimited(
                 if not skip_bad:
                     err[0] = line
                     err[1] = code
-                    return row, n_bad
+                    return row, n_bad, n_dropped
         line += 1
         pos = end + 1
-    return row, n_bad
+    return row, n_bad, n_dropped
+
+
+@numba.njit(**JIT)
+def _is_negative(buf, pos, stop, sep, label_col):
+    """Whether the label (column ``label_col``) of the line ``buf[pos:stop]`` reads 0."""
+    c = 0
+    s = pos
+    while c < label_col:
+        while s < stop and buf[s] != sep:
+            s += 1
+        if s >= stop:
+            return False  # too few fields: the parser reports the line
+        s += 1
+        c += 1
+    e = s
+    while e < stop and buf[e] != sep:
+        e += 1
+    if e == s + 1:
+        return buf[s] == 48
+    qs, qe = unquote(buf, s, e)
+    ok, v = parse_number(buf, qs, qe)
+    return ok and v == 0.0
+
+
+@numba.njit(**JIT)
+def _uniform(seed, line):
+    """A uniform number in [0, 1) from (seed, line number): SplitMix64's output function."""
+    z = np.uint64(seed + np.uint64(line) * np.uint64(0x9E3779B97F4A7C15))
+    z = np.uint64((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9))
+    z = np.uint64((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB))
+    z = np.uint64(z ^ (z >> np.uint64(31)))
+    return float(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @numba.njit(**JIT)

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from . import _parsers as P
 from ._cache import _MAX_BAD_LINES_KEPT, ChunkCache, data_home
+from ._crosses import add_crosses, cross_name, cross_table, parse_interactions
 from ._hashing import (
     check_n_bits,
     csr_from_columns,
@@ -32,6 +33,7 @@ _MESSAGES = {
     P.BAD_ENCODING: "column {col}: the value is not valid UTF-8 ({text!r})",
     P.BAD_TOKEN: "{text!r} is not an index:value pair",
     P.BAD_INDEX: "feature index {detail} is out of range for {index_range}",
+    P.BAD_WEIGHT: "column {col}: the weight {text!r} is not a finite number >= 0",
 }
 
 
@@ -55,7 +57,8 @@ class ChunkReader:
 
     A reader is an iterable of ``(X, y)`` chunks: ``X`` a canonical
     ``scipy.sparse.csr_matrix`` of float32 values (int32 indices when they fit), ``y`` a
-    float32 array. Iterate it again for another epoch, or use :meth:`cached` to skip parsing.
+    float32 array; ``(X, y, w)`` with a weight column (:class:`CSVReader`), ``w`` the float32
+    sample weights. Iterate it again for another epoch, or use :meth:`cached` to skip parsing.
 
     Attributes
     ----------
@@ -65,8 +68,8 @@ class ChunkReader:
         Number of columns of every chunk.
     stats : dict
         After (or during) a pass: ``n_rows`` (rows yielded), ``n_bad_lines`` (malformed
-        lines skipped, with ``skip_bad_lines=True``) and ``bad_lines`` (their 1-based line
-        numbers, the first 1000).
+        lines skipped, with ``skip_bad_lines=True``), ``bad_lines`` (their 1-based line
+        numbers, the first 1000) and ``n_dropped`` (negatives dropped by ``negative_rate``).
     """
 
     # how an error names the option that skips bad lines (the command line: its flag)
@@ -120,18 +123,19 @@ class ChunkReader:
         """
         self.stats = self._new_stats()
         pending, n_pending = [], 0
-        for X, y in self._parsed_blocks(n_threads):
+        for block in self._parsed_blocks(n_threads):
+            n_rows = block[0].shape[0]
             start = 0
-            while X.shape[0] - start + n_pending >= self.chunk_size:
+            while n_rows - start + n_pending >= self.chunk_size:
                 stop = start + self.chunk_size - n_pending
-                pending.append((_row_slice(X, start, stop), y[start:stop]))
-                yield self._count(*_stack(pending))
+                pending.append(_rows(block, start, stop))
+                yield self._count(_stack(pending))
                 pending, n_pending, start = [], 0, stop
-            if start < X.shape[0]:
-                pending.append((_row_slice(X, start, X.shape[0]), y[start:]))
-                n_pending += X.shape[0] - start
+            if start < n_rows:
+                pending.append(_rows(block, start, n_rows))
+                n_pending += n_rows - start
         if n_pending:
-            yield self._count(*_stack(pending))
+            yield self._count(_stack(pending))
 
     __iter__ = chunks
 
@@ -145,7 +149,9 @@ class ChunkReader:
         """
         parts = list(self.chunks())
         if not parts:
-            return sp.csr_matrix((0, self.n_features), dtype=np.float32), np.zeros(0, np.float32)
+            empty = np.zeros(0, np.float32)
+            X = sp.csr_matrix((0, self.n_features), dtype=np.float32)
+            return (X, empty, empty) if self._weighted else (X, empty)
         return _stack(parts)
 
     def cached(self, cache_dir=None, n_threads=1):
@@ -195,13 +201,16 @@ class ChunkReader:
         return f"{type(self).__name__}({str(self.path)!r}, chunk_size={self.chunk_size})"
 
     # --- helpers ------------------------------------------------------------------------
+    # chunks are (X, y, w) with a weight column (read_csv), else (X, y)
+    _weighted = False
+
     @staticmethod
     def _new_stats():
-        return {"n_rows": 0, "n_bad_lines": 0, "bad_lines": []}
+        return {"n_rows": 0, "n_bad_lines": 0, "bad_lines": [], "n_dropped": 0}
 
-    def _count(self, X, y):
-        self.stats["n_rows"] += X.shape[0]
-        return X, y
+    def _count(self, chunk):
+        self.stats["n_rows"] += chunk[0].shape[0]
+        return chunk
 
     def _blocks(self):
         """Yield ``(bytes as a uint8 array, 1-based number of its first line)``."""
@@ -230,13 +239,14 @@ class ChunkReader:
                 line_no += P.count_lines(block)
 
     def _parsed_blocks(self, n_threads=1):
-        for (X, y, bad), first_line in self._parse_in_order(n_threads):
+        for (*block, bad, n_dropped), first_line in self._parse_in_order(n_threads):
+            self.stats["n_dropped"] += n_dropped
             if len(bad):
                 self.stats["n_bad_lines"] += len(bad)
                 room = _MAX_BAD_LINES_KEPT - len(self.stats["bad_lines"])
                 self.stats["bad_lines"].extend(int(i) + first_line for i in bad[:room])
-            if X.shape[0]:
-                yield X, y
+            if block[0].shape[0]:
+                yield tuple(block)
 
     def _parse_in_order(self, n_threads):
         """``(parsed block, first line)`` in file order, up to ``n_threads`` blocks at once."""
@@ -278,8 +288,15 @@ def _row_slice(X, start, stop):
     return make_csr(indptr, X.indices[lo:hi], X.data[lo:hi], (stop - start, X.shape[1]))
 
 
+def _rows(chunk, start, stop):
+    """Rows ``start:stop`` of a chunk ``(X, y[, w])``."""
+    X, *arrays = chunk
+    return (_row_slice(X, start, stop), *(a[start:stop] for a in arrays))
+
+
 def _stack(parts):
-    """Stack canonical CSR chunks by rows (and their labels) without re-checking them."""
+    """Stack canonical CSR chunks by rows (and their labels and weights) without re-checking
+    them."""
     if len(parts) == 1:
         return parts[0]
     Xs = [p[0] for p in parts]
@@ -289,9 +306,8 @@ def _stack(parts):
     indices = np.concatenate([X.indices for X in Xs]).astype(dtype, copy=False)
     data = np.concatenate([X.data for X in Xs])
     shape = (len(indptr) - 1, Xs[0].shape[1])
-    return make_csr(indptr.astype(np.int64), indices, data, shape), np.concatenate(
-        [p[1] for p in parts]
-    )
+    X = make_csr(indptr.astype(np.int64), indices, data, shape)
+    return (X, *(np.concatenate(arrays) for arrays in list(zip(*parts, strict=True))[1:]))
 
 
 class _DelimitedReader(ChunkReader):
@@ -311,8 +327,12 @@ class _DelimitedReader(ChunkReader):
         skip_bad_lines,
         block_size,
         header_lines,
+        field_names,
         binary_label=True,
         slots=None,
+        interactions=None,
+        negative_rate=1.0,
+        random_state=0,
     ):
         super().__init__(
             path, chunk_size=chunk_size, skip_bad_lines=skip_bad_lines, block_size=block_size
@@ -325,14 +345,29 @@ class _DelimitedReader(ChunkReader):
         self.header_lines = header_lines
         self.binary_label = bool(binary_label)
         self._kinds = np.asarray(kinds, dtype=np.int8)
-        is_feature = (self._kinds != P.SKIP) & (self._kinds != P.LABEL)
+        is_feature = np.isin(self._kinds, [P.CATEGORICAL, P.COUNT, P.NUMERIC])
         if slots is None:
             slots = np.where(is_feature, np.cumsum(is_feature) - 1, -1)
         self._slots = np.asarray(slots, dtype=np.int64)
-        self.n_fields = int(is_feature.sum())
+        n_inputs = int(is_feature.sum())
+        self.crosses = parse_interactions(interactions, field_names)
+        self.field_names = [str(n) for n in field_names] + [
+            cross_name(c, field_names) for c in self.crosses
+        ]
+        self.n_fields = n_inputs + len(self.crosses)  # a cross is a field of its own
+        self._cross_table = cross_table(self.crosses)
         self.n_features = 1 << self.n_bits
         self._slice = slice_size(self.n_bits, self.n_fields, self.field_aware)
         self._numeric = bool(np.any(self._kinds == P.NUMERIC))
+        self._weighted = bool(np.any(self._kinds == P.WEIGHT))
+        self.negative_rate = _check_rate(negative_rate)
+        if self.negative_rate < 1 and not self.binary_label:
+            raise ValueError("negative_rate needs 0/1 labels (binary_label=True)")
+        if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+            raise ValueError(f"random_state must be an integer seed, got {random_state!r}")
+        if not 0 <= random_state < 2**53:  # a float64 carries it to the parser exactly
+            raise ValueError(f"random_state must be in [0, 2**53), got {random_state}")
+        self.random_state = int(random_state)
 
     def _params(self):
         return dict(
@@ -345,6 +380,9 @@ class _DelimitedReader(ChunkReader):
             quotes="removed",  # since issue 30: chunks cached before hashed the quotes
             kinds=self._kinds.tolist(),
             slots=self._slots.tolist(),
+            crosses=[list(c) for c in self.crosses],
+            negative_rate=self.negative_rate,
+            random_state=self.random_state,
         )
 
     def _parse_block(self, buf, first_line):
@@ -354,7 +392,14 @@ class _DelimitedReader(ChunkReader):
         y = np.empty(max_rows, dtype=np.float32)
         bad = np.empty(max_rows, dtype=np.int64)
         err = np.zeros(6, dtype=np.int64)
-        n_rows, n_bad = P.parse_delimited(
+        n_inputs = self.n_fields - len(self.crosses)
+        hashes = np.empty((max_rows if self.crosses else 0, n_inputs), dtype=np.uint32)
+        w = np.empty(max_rows if self._weighted else 0, dtype=np.float32)
+        label_col = int(np.flatnonzero(self._kinds == P.LABEL)[0])
+        sampling = np.array(
+            [self.negative_rate, self.random_state, label_col, first_line], dtype=np.float64
+        )
+        n_rows, n_bad, n_dropped = P.parse_delimited(
             buf,
             ord(self.sep),
             self._kinds,
@@ -368,6 +413,9 @@ class _DelimitedReader(ChunkReader):
             y,
             bad,
             err,
+            hashes,
+            w,
+            sampling,
         )
         if err[1]:
             self._raise(
@@ -378,12 +426,31 @@ class _DelimitedReader(ChunkReader):
                 sep=self.sep,
                 labels="0 or 1" if self.binary_label else "a number",
             )
+        if self.crosses:
+            add_crosses(
+                hashes, cols, vals, self._cross_table, n_rows, self.n_bits, self._slice,
+                self._numeric,
+            )  # fmt: skip
         cols = cols[:n_rows]
         if self._numeric:
             X = _pack_with_values(cols, vals[:n_rows], self.n_features)
         else:
             X = csr_from_columns(cols, self.n_features)
-        return X, y[:n_rows].copy(), bad[:n_bad]
+        labels = y[:n_rows].copy()
+        if self._weighted:
+            return X, labels, w[:n_rows].copy(), bad[:n_bad], n_dropped
+        return X, labels, bad[:n_bad], n_dropped
+
+
+def _check_rate(rate):
+    """``negative_rate`` as a float in (0, 1]."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float | np.integer | np.floating):
+        raise ValueError(f"negative_rate must be a number in (0, 1], got {rate!r}")
+    if not 0 < rate <= 1:
+        raise ValueError(
+            f"negative_rate must be in (0, 1] (the fraction of negatives kept), got {rate}"
+        )
+    return float(rate)
 
 
 def _pack_with_values(cols, vals, n_features):
@@ -427,6 +494,19 @@ class CriteoReader(_DelimitedReader):
         and the line.
     block_size : int, default=8 MiB
         Bytes read and parsed at once.
+    interactions : str or list, default=None
+        Feature crosses, each hashed in the parsing pass into a field of its own (numbered
+        after the input fields) from its fields' hashes: ``"a*b,c*d"``, ``"a*b*c"`` (a triple),
+        ``"all"`` (every pair), ``"a*"`` (``a`` with every other field); see
+        :func:`~sparseopt.datasets._crosses.parse_interactions`.
+    negative_rate : float, default=1.0
+        Keep every positive line and this fraction of the negatives (label 0), chosen by a
+        hash of (``random_state``, line number): the same lines for any block or chunk size.
+        A dropped line is skipped as soon as its label is read. A model trained on the kept
+        lines predicts odds ``1 / negative_rate`` times too high: add ``log(negative_rate)``
+        to its intercept (``sparseopt train --negative-rate`` does).
+    random_state : int, default=0
+        Seed of the downsampling.
 
     Examples
     --------
@@ -440,6 +520,7 @@ class CriteoReader(_DelimitedReader):
 
     N_COUNTS = 13
     N_CATEGORICALS = 26
+    FIELD_NAMES = tuple(f"I{i}" for i in range(1, 14)) + tuple(f"C{i}" for i in range(1, 27))
 
     def __init__(
         self,
@@ -452,10 +533,17 @@ class CriteoReader(_DelimitedReader):
         chunk_size=100_000,
         skip_bad_lines=False,
         block_size=1 << 23,
+        interactions=None,
+        negative_rate=1.0,
+        random_state=0,
     ):
         kinds = [P.LABEL] + [P.COUNT] * self.N_COUNTS + [P.CATEGORICAL] * self.N_CATEGORICALS
         super().__init__(
             path,
+            field_names=self.FIELD_NAMES,
+            interactions=interactions,
+            negative_rate=negative_rate,
+            random_state=random_state,
             kinds=kinds,
             n_bits=n_bits,
             field_aware=field_aware,
@@ -516,8 +604,11 @@ class CSVReader(_DelimitedReader):
         Column separator.
     binary_label : bool, default=True
         Require labels 0 or 1; False accepts any number (regression).
-    chunk_size, skip_bad_lines, block_size
-        As in :class:`CriteoReader`.
+    weight_column : str, default=None
+        A column of sample weights (finite numbers >= 0; a line with another is refused,
+        named): chunks are then ``(X, y, w)``, for ``partial_fit(X, y, sample_weight=w)``.
+    chunk_size, skip_bad_lines, block_size, interactions, negative_rate, random_state
+        As in :class:`CriteoReader`; the fields of ``interactions`` are named by ``features``.
     """
 
     def __init__(
@@ -532,23 +623,33 @@ class CSVReader(_DelimitedReader):
         field_aware=False,
         sep=",",
         binary_label=True,
+        weight_column=None,
         chunk_size=100_000,
         skip_bad_lines=False,
         block_size=1 << 23,
+        interactions=None,
+        negative_rate=1.0,
+        random_state=0,
     ):
         path = _check_file(path)
         names = _read_header(path, sep)
         self.columns = names
         if label not in names:
             raise ValueError(f"{path}: no label column {label!r} in the header {names}")
+        if weight_column is not None and weight_column not in names:
+            raise ValueError(f"{path}: no weight column {weight_column!r} in the header {names}")
+        if weight_column == label:
+            raise ValueError(f"the label {label!r} cannot also be the weight column")
         if features is None:
-            features = [n for n in names if n != label and n not in exclude]
+            features = [n for n in names if n not in (label, weight_column) and n not in exclude]
         features = list(features)
         missing = [n for n in [*features, *numeric] if n not in names]
         if missing:
             raise ValueError(f"{path}: columns {missing} are not in the header {names}")
         if label in features:
             raise ValueError(f"the label {label!r} cannot also be a feature")
+        if weight_column in features:
+            raise ValueError(f"the weight column {weight_column!r} cannot also be a feature")
         if len(set(features)) != len(features):
             raise ValueError("features must not repeat a column")
         if not features:
@@ -557,6 +658,8 @@ class CSVReader(_DelimitedReader):
         kinds = [
             P.LABEL
             if n == label
+            else P.WEIGHT
+            if n == weight_column
             else (P.NUMERIC if n in numeric else P.CATEGORICAL)
             if n in features
             else P.SKIP
@@ -564,8 +667,13 @@ class CSVReader(_DelimitedReader):
         ]
         self.label = label
         self.features = features
+        self.weight_column = weight_column
         super().__init__(
             path,
+            field_names=features,
+            interactions=interactions,
+            negative_rate=negative_rate,
+            random_state=random_state,
             kinds=kinds,
             n_bits=n_bits,
             field_aware=field_aware,
@@ -592,7 +700,9 @@ class AvazuReader(CSVReader):
     n_bits : int, default=20
         Number of columns is ``2**n_bits``.
     field_aware, chunk_size, skip_bad_lines, block_size
-        As in :class:`CriteoReader`.
+    interactions, negative_rate, random_state
+        As in :class:`CriteoReader` (``interactions`` names fields by the header:
+        ``"site_id*app_id"``).
     """
 
     def __init__(
@@ -604,6 +714,9 @@ class AvazuReader(CSVReader):
         chunk_size=100_000,
         skip_bad_lines=False,
         block_size=1 << 23,
+        interactions=None,
+        negative_rate=1.0,
+        random_state=0,
     ):
         super().__init__(
             path,
@@ -614,6 +727,9 @@ class AvazuReader(CSVReader):
             chunk_size=chunk_size,
             skip_bad_lines=skip_bad_lines,
             block_size=block_size,
+            interactions=interactions,
+            negative_rate=negative_rate,
+            random_state=random_state,
         )
 
 
@@ -722,7 +838,7 @@ class LibSVMReader(ChunkReader):
             buf, first_line, offset, self.n_features
         )
         X = make_csr(indptr, indices.copy(), data.copy(), (len(y), self.n_features))
-        return X, y.copy(), bad
+        return X, y.copy(), bad, 0
 
 
 def read_criteo(path, chunk_size=100_000, n_bits=20, skip_bad_lines=False, **kwargs):
