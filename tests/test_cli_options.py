@@ -192,3 +192,16 @@ def test_compile_notice_is_not_written_into_the_progress_bar(monkeypatch):
     out = terminal.getvalue()
     assert re.search(r"\r +\rcompiling the kernels\n", out), repr(out)
     assert "20/100" in out.split("compiling the kernels\n")[1]
+
+
+def test_the_registry_names_each_model_once_and_a_family_refuses_what_it_lacks():
+    from sparseopt.cli import _registry
+
+    kinds = [kind for family in _registry.FAMILIES for kind in family.layout.models]
+    assert sorted(kinds) == _registry.model_kinds() == ["ffm", "fm", "lr", "mf"]
+    assert {_registry.family_of_kind(kind).name for kind in ("lr", "mf")} == {
+        _registry.CLICK.name, _registry.RATINGS.name
+    }
+    toys = _registry.ModelFamily("toy models", _registry.CLICK.layout, lambda path: True, {})
+    with pytest.raises(ValueError, match="sparseopt export does not apply to toy models"):
+        toys.run("export", None)

@@ -14,30 +14,30 @@ from ._registry import family_of_file, family_of_kind
 
 def train(args) -> int:
     """Train a model on a file (default: the packaged sample) and save it."""
-    return family_of_kind(args.model).train(args)
+    return family_of_kind(args.model).run("train", args)
 
 
 def predict(args) -> int:
     """Write the click probability of every row of DATA (mf: the score of every user,item
     pair) to a file, one per line."""
-    return family_of_file(args.model).predict(args)
+    return family_of_file(args.model).run("predict", args)
 
 
 def evaluate(args) -> int:
     """Print the model's logloss, AUC and calibration on DATA (mf: RMSE and MAE, or
     precision, recall and NDCG at 10 for the implicit losses)."""
-    return family_of_file(args.model).evaluate(args)
+    return family_of_file(args.model).run("evaluate", args)
 
 
 def inspect(args) -> int:
     """Print the strongest features of a model, by name with the token counts of --keep-tokens
     (mf: a summary and the items of largest bias)."""
-    return family_of_file(args.model).inspect(args)
+    return family_of_file(args.model).run("inspect", args)
 
 
 def recommend(args) -> int:
     """Write the top-n items of each user (mf models), as CSV lines user,rank,item,score."""
-    return family_of_file(args.model).recommend(args)
+    return family_of_file(args.model).run("recommend", args)
 
 
 def cache(args) -> int:

@@ -3,7 +3,10 @@
 A family names its ``--model`` kinds and its run-folder layout, tells whether a model file
 is one of its own, and gives its commands. The commands of :mod:`sparseopt.cli._commands`
 look a family up here, by ``--model`` or by model file, and hand it the parsed arguments:
-adding a family is one entry in :data:`FAMILIES` and one module of commands.
+adding a family is one entry in :data:`FAMILIES` and one module of commands; adding a
+command is its parser (:func:`sparseopt.cli.build_parser`), one function in
+:mod:`~sparseopt.cli._commands` and an entry in the ``commands`` of each family that runs it
+(the others refuse it).
 """
 
 from __future__ import annotations
@@ -31,39 +34,46 @@ class ModelFamily:
         Its run folders; ``layout.models`` are the ``--model`` kinds it trains.
     holds : callable
         ``holds(path)``: whether the model file ``path`` is one of the family's.
-    train, predict, evaluate, inspect, recommend : callable
-        The family's commands: each takes the parsed arguments and returns the exit status.
+    commands : dict
+        Command name -> the family's function for it, which takes the parsed arguments and
+        returns the exit status. A command the family lacks is refused by :meth:`run`.
     """
 
     name: str
     layout: _runs.RunLayout
     holds: Callable[[str], bool]
-    train: Command
-    predict: Command
-    evaluate: Command
-    inspect: Command
-    recommend: Command
+    commands: dict[str, Command]
+
+    def run(self, command: str, args: Namespace) -> int:
+        """Run the family's ``command`` on ``args``."""
+        if command not in self.commands:
+            raise _runs.PipelineError(f"sparseopt {command} does not apply to {self.name}")
+        return self.commands[command](args)
 
 
 RATINGS = ModelFamily(
-    name="ratings models",
+    name="ratings models (mf)",
     layout=_runs.RATINGS_RUNS,
     holds=is_ratings_model,
-    train=_ratings.train,
-    predict=_ratings.predict,
-    evaluate=_ratings.evaluate,
-    inspect=_ratings.inspect,
-    recommend=_ratings.recommend,
+    commands={
+        "train": _ratings.train,
+        "predict": _ratings.predict,
+        "evaluate": _ratings.evaluate,
+        "inspect": _ratings.inspect,
+        "recommend": _ratings.recommend,
+    },
 )
 CLICK = ModelFamily(
-    name="click models",
+    name="click models (lr, fm, ffm)",
     layout=_runs.CLICK_RUNS,
     holds=lambda path: True,  # any other model file: the click commands check it
-    train=_click.train,
-    predict=_click.predict,
-    evaluate=_click.evaluate,
-    inspect=_click.inspect,
-    recommend=_click.recommend,
+    commands={
+        "train": _click.train,
+        "predict": _click.predict,
+        "evaluate": _click.evaluate,
+        "inspect": _click.inspect,
+        "recommend": _click.recommend,  # refused, naming the model the file holds
+    },
 )
 # asked in this order which family holds a model file: the click models, last, take the rest
 FAMILIES = (RATINGS, CLICK)
