@@ -21,6 +21,7 @@ from .datasets._cache import atomic_write
 from .datasets._parsers import count_lines
 
 TICK_SECONDS = 0.25  # how often the bar moves while a chunk trains
+COUNT_WAIT_SECONDS = 1.0  # how long an epoch waits for the line count before its bar starts
 
 
 def fit_terminal(line: str) -> str:
@@ -146,7 +147,7 @@ class EpochBar:
 def _count_lines_of(reader, counted: dict) -> None:
     """Count the lines of ``reader``'s file into ``counted["n"]``, for the bar's total and
     ETA: a pass over the bytes, far faster than parsing them, in the background (waited for
-    a second at most, so that a small file's bar has it from the start)."""
+    ``COUNT_WAIT_SECONDS`` at most, so that a small file's bar has it from the start)."""
 
     def count():
         n, last = 0, None
@@ -162,7 +163,7 @@ def _count_lines_of(reader, counted: dict) -> None:
 
     thread = threading.Thread(target=count, name="sparseopt-count", daemon=True)
     thread.start()
-    thread.join(timeout=1.0)
+    thread.join(timeout=COUNT_WAIT_SECONDS)
 
 
 def check_plotting() -> None:

@@ -100,6 +100,8 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
     draw_every_step = functools.partial(tqdm.auto.tqdm, mininterval=0, miniters=1)
     monkeypatch.setattr(tqdm.auto, "tqdm", draw_every_step)
     monkeypatch.setattr(_report, "TICK_SECONDS", 0.02)
+    # the count compiles on an empty Numba cache: a loaded machine needs more than a second
+    monkeypatch.setattr(_report, "COUNT_WAIT_SECONDS", 120)
     train_rows = Training.epoch
 
     def slow(training, rows, order):  # 0.2 s a chunk: time for the bar to move within it
