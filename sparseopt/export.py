@@ -1,0 +1,468 @@
+"""Export fitted models for serving without sparseopt: ONNX graphs, JSON weights, hashing spec.
+
+- :func:`export` writes a fitted estimator as an ONNX graph (standard operators only, for
+  ONNX Runtime and any other ONNX runtime) or as JSON weights with their formula (large tables
+  in an ``.npz`` beside it), from the estimator's public fitted attributes (``coef_``,
+  ``intercept_``, ``factors_``, the user and item factors and biases...).
+- :func:`hashing_spec` writes the readers' rules that turn a raw text row into columns, with
+  test vectors, so that a server in another language hashes rows as training did.
+- :mod:`sparseopt.serving` scores JSON exports and raw rows in plain NumPy.
+
+Tables are exported as float32; every score is accumulated in float64, as the estimators do,
+so an export scores as ``predict_proba`` / ``predict`` to about 1e-7.
+
+The ONNX graphs take a **padded batch** by default: ``indices`` (int64, shape
+``(n_rows, width)``) and ``values`` (float32, same shape), each row's entries first, then
+padding entries of index 0 and value 0 (any valid index with value 0 adds nothing, as long as
+the row's real entries have distinct columns). ONNX Runtime serves it faster than the CSR form
+(``input_form="offsets"``: ``indices`` and ``values`` of shape ``(nnz,)`` and ``offsets`` of
+shape ``(n_rows + 1,)``), see ``benchmarks/bench_serving.py``. Outputs, float64:
+``probabilities`` of shape ``(n_rows, n_classes)`` for classifiers (as ``predict_proba``),
+``predictions`` of shape ``(n_rows,)`` for regressors; matrix factorization takes
+``user_ids`` and ``item_ids`` (int64, ``(n_pairs,)``) and gives ``scores`` (as ``predict``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from .serving import FORMAT, VERSION
+
+FORMATS = ("onnx", "json")
+INPUT_FORMS = ("padded", "offsets")
+# tables holding more values than this go to the .npz beside a JSON export
+INLINE_VALUES = 1 << 16
+# ONNX files keep their tensors inside up to this size (protobuf's limit is 2 GiB)
+ONNX_INLINE_BYTES = 1 << 30
+OPSET = 17
+
+FORMULAS = {
+    "logistic": "p = 1 / (1 + exp(-m)), m = intercept[0] + sum_j x_j coef[j, 0]; "
+    "probabilities = [1 - p, p] for classes [classes[0], classes[1]]",
+    "multinomial": "m_c = intercept[c] + sum_j x_j coef[j, c]; "
+    "probabilities_c = exp(m_c) / sum_d exp(m_d) for class classes[c]",
+    "linear": "prediction = intercept[0] + sum_j x_j coef[j, 0]",
+    "fm": "m = intercept[0] + sum_j x_j coef[j, 0] + sum_{j<l} <factors[j], factors[l]> x_j x_l "
+    "= ... + 0.5 * sum_f ((sum_j x_j factors[j, f])^2 - sum_j (x_j factors[j, f])^2); "
+    "p = 1 / (1 + exp(-m)); probabilities = [1 - p, p]",
+    "fm_regressor": "prediction = intercept[0] + sum_j x_j coef[j, 0] "
+    "+ sum_{j<l} <factors[j], factors[l]> x_j x_l",
+    "ffm": "m = intercept[0] + sum_j x_j coef[j, 0] + sum_{j<l, fields[j] >= 0, fields[l] >= 0} "
+    "<factors[j, fields[l]], factors[l, fields[j]]> x_j x_l; p = 1 / (1 + exp(-m)); "
+    "probabilities = [1 - p, p]",
+    "mf": "score(u, i) = global_mean + user_biases[u] + item_biases[i] "
+    "+ <user_factors[u], item_factors[i]>, clipped to clip = [low, high] unless null; "
+    "recommend(u) = items by decreasing item_biases[i] + <user_factors[u], item_factors[i]> "
+    "(ties: smaller id first), without seen_indices[seen_indptr[u]:seen_indptr[u + 1]]",
+}
+ROWS = (
+    "x: one row of hashed features, columns sorted and distinct (the values of repeated "
+    "columns summed), as the hashing spec's rules give them; absent columns are 0"
+)
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported as asked (the message says why and what to do)."""
+
+
+# -- what a model is, from its public attributes -----------------------------------------------
+def model_tables(model) -> tuple[str, dict, dict]:
+    """``(kind, tables, scalars)`` of a fitted estimator: float32 tables by name, and the
+    scalars of its formula (:data:`FORMULAS`).
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        ``model`` is not fitted.
+    ExportError
+        ``model`` is not a sparseopt estimator this module knows.
+    """
+    from . import estimators as E
+
+    if not isinstance(model, E._base.SparseEstimator):
+        raise ExportError(
+            f"cannot export a {type(model).__name__}: export takes a fitted sparseopt "
+            "estimator (SparseLogisticRegression, SparseLinearRegression, FMClassifier, "
+            "FMRegressor, FFMClassifier or MatrixFactorization)"
+        )
+    check_is_fitted(model)
+    scalars = {}
+    if isinstance(model, E.MatrixFactorization):
+        return "mf", _mf_tables(model), _mf_scalars(model)
+    coef = np.ascontiguousarray(model.coef_.T, dtype=np.float32)  # (n_features, n_outputs)
+    tables = {"coef": coef, "intercept": model.intercept_.astype(np.float32)}
+    if hasattr(model, "classes_"):
+        scalars["classes"] = model.classes_.tolist()
+    if isinstance(model, E.FFMClassifier):
+        kind = "ffm"
+        tables["factors"] = model.factors_.astype(np.float32)
+        tables["fields"] = model.state_.fields.astype(np.int32)  # the fitted column fields
+    elif isinstance(model, E.FMClassifier | E.FMRegressor):
+        kind = "fm" if isinstance(model, E.FMClassifier) else "fm_regressor"
+        tables["factors"] = model.factors_.astype(np.float32)
+    elif isinstance(model, E.SparseLogisticRegression):
+        kind = "logistic" if coef.shape[1] == 1 else "multinomial"
+    else:
+        kind = "linear"
+    return kind, tables, scalars
+
+
+def _mf_tables(model) -> dict:
+    users, items = model.user_factors_.copy(), model.item_factors_.copy()
+    # cold users and items (no interaction) are scored by their biases alone
+    users[model.tables_["user"].counts == 0] = 0.0
+    items[model.tables_["item"].counts == 0] = 0.0
+    seen = model.tables_["seen"]
+    return {
+        "user_factors": users.astype(np.float32),
+        "item_factors": items.astype(np.float32),
+        "user_biases": model.user_biases_.astype(np.float32),
+        "item_biases": model.item_biases_.astype(np.float32),
+        "seen_indptr": np.asarray(seen.indptr, np.int64),
+        "seen_indices": np.asarray(seen.indices, np.int32),
+    }
+
+
+def _mf_scalars(model) -> dict:
+    clip = [float(v) for v in model.rating_range_] if model.loss == "squared" else None
+    return {"global_mean": float(model.global_mean_), "clip": clip}
+
+
+# -- writing files atomically ----------------------------------------------------------------
+def _write_atomically(path: Path, write) -> list[Path]:
+    """Run ``write(folder)``, which writes files into a temporary folder beside ``path`` and
+    returns their names, ``path.name`` among them; then move each into place (``path`` last),
+    so that a reader never meets a partly written file and a failure leaves none."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=parent, prefix=f".{path.name}.") as tmp:
+            names = write(Path(tmp))
+            for name in sorted(names, key=lambda n: n == path.name):
+                os.replace(Path(tmp) / name, parent / name)
+    except OSError as exc:
+        raise OSError(
+            f"cannot write the export to {path}: {exc.strerror or exc}; choose a writable folder"
+        ) from exc
+    return [parent / name for name in names]
+
+
+def _check_path(path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise OSError(f"cannot write the export to {path}: it is a folder; give a file name")
+    return path
+
+
+# -- JSON ------------------------------------------------------------------------------------
+def _json_table(name, table, arrays, sparse) -> dict:
+    """A table's JSON entry: its listed rows (sparse: the rows with a nonzero, others 0) or
+    all its values, inline or in the npz (``arrays``)."""
+    entry = {"shape": list(table.shape), "dtype": str(table.dtype), "sparse": bool(sparse)}
+    rows = None
+    if sparse:
+        rows = np.flatnonzero(table.reshape(table.shape[0], -1).any(axis=1))
+        values = table[rows]
+    else:
+        values = table
+    if values.size > INLINE_VALUES:
+        entry["npz"] = name
+        arrays[f"{name}_values"] = values
+        if rows is not None:
+            arrays[f"{name}_rows"] = rows
+    else:
+        entry["values"] = values.tolist()  # float32 to float64 and back: exact
+        if rows is not None:
+            entry["rows"] = rows.tolist()
+    return entry
+
+
+def _export_json(path, kind, tables, scalars, data) -> list[Path]:
+    arrays: dict = {}
+    # the per-feature tables are mostly zero rows (features never seen): listed rows only
+    per_feature = {"coef", "factors"}
+    entries = {name: _json_table(name, table, arrays, name in per_feature)
+               for name, table in tables.items()}  # fmt: skip
+    npz = f"{path.stem}.npz" if arrays else None
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "formula": FORMULAS[kind],
+        "rows": ROWS if kind != "mf" else None,
+        "n_features": int(tables["coef"].shape[0]) if "coef" in tables else None,
+        **scalars,
+        "data": data,
+        "npz": npz,
+        "tables": entries,
+    }
+
+    def write(folder):
+        if npz:
+            with open(folder / npz, "wb") as f:
+                np.savez(f, **arrays)
+        (folder / path.name).write_text(json.dumps(meta))
+        return [path.name] + ([npz] if npz else [])
+
+    return _write_atomically(path, write)
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "export(format='onnx') needs the onnx package: pip install 'sparseopt[onnx]' "
+            "(or format='json', which needs nothing)"
+        ) from None
+    return onnx
+
+
+class _Graph:
+    """A small builder of ONNX nodes with generated names."""
+
+    def __init__(self, onnx):
+        self.onnx = onnx
+        self.h = onnx.helper
+        self.nodes, self.inits = [], []
+        self.count = 0
+
+    def const(self, value, name=None, dtype=None):
+        self.count += 1
+        name = name or f"c{self.count}"
+        array = np.asarray(value, dtype=dtype)
+        self.inits.append(self.onnx.numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type, *inputs, **attrs):
+        self.count += 1
+        out = f"{op_type.lower()}{self.count}"
+        self.nodes.append(self.h.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def ints(self, value):
+        """An int64 constant (axes, shapes, indices)."""
+        return self.const(value, dtype=np.int64)
+
+    def filled(self, shape, value):
+        """A tensor of shape ``shape`` (a tensor name) filled with the scalar ``value``."""
+        fill = self.onnx.numpy_helper.from_array(np.asarray([value]))
+        return self.op("ConstantOfShape", shape, value=fill)
+
+    def double(self, x):
+        return self.op("Cast", x, to=self.onnx.TensorProto.DOUBLE)
+
+    def sum(self, x, axes, keepdims=0):
+        return self.op("ReduceSum", x, self.const(axes, dtype=np.int64), keepdims=keepdims)
+
+
+def _linear_margin(g, form, n_outputs):
+    """(margins of shape (n_rows, n_outputs), gathered helpers) of the linear part."""
+    coef, bias = "coef", "intercept"
+    if form == "padded":
+        x = g.op("Unsqueeze", g.double("values"), g.ints([2]))  # (N, L, 1)
+        m = g.sum(g.op("Mul", g.double(g.op("Gather", coef, "indices")), x), [1])
+        return g.op("Add", m, bias), x
+    # offsets: the row of each entry from a cumulative sum of marks at the row starts
+    nnz = g.op("Shape", "indices")
+    inner = g.op("Slice", "offsets", g.ints([1]), g.ints([-1]))
+    one = g.ints([1])
+    zeros = g.filled(g.op("Add", nnz, one), np.int64(0))  # a row may start at nnz: one more
+    marks = g.op("ScatterElements", zeros, inner, g.op("Expand", one, g.op("Shape", inner)),
+                 axis=0, reduction="add")  # fmt: skip
+    row = g.op("Slice", g.op("CumSum", marks, g.ints(0)), g.ints([0]), nnz)
+    g.row = g.op("Unsqueeze", row, g.ints([1]))  # (nnz, 1)
+    g.n_rows = g.op("Sub", g.op("Shape", "offsets"), one)
+    x = g.op("Unsqueeze", g.double("values"), g.ints([1]))  # (nnz, 1)
+    contrib = g.op("Mul", g.double(g.op("Gather", coef, "indices")), x)
+    m = _segment_sum(g, contrib, [n_outputs])
+    return g.op("Add", m, bias), x
+
+
+def _segment_sum(g, values, tail):
+    """Sum of ``values`` (nnz, *tail) over each row's entries: (n_rows, *tail)."""
+    shape = g.op("Concat", g.n_rows, g.ints(tail), axis=0) if tail else g.n_rows
+    return g.op("ScatterND", g.filled(shape, 0.0), g.row, values, reduction="add")
+
+
+def _fm_pairs(g, form, x):
+    """The FM pairwise term, (n_rows,)."""
+    xv = g.op("Mul", g.double(g.op("Gather", "factors", "indices")), x)  # (N, L, k) | (nnz, k)
+    if form == "padded":
+        s = g.sum(xv, [1])
+        sq = g.sum(g.op("Mul", xv, xv), [1, 2])
+    else:
+        s = _segment_sum(g, xv, [g.k])
+        sq = _segment_sum(g, g.sum(g.op("Mul", xv, xv), [1]), [])
+    pairs = g.sum(g.op("Mul", s, s), [1])
+    return g.op("Mul", g.op("Sub", pairs, sq), g.const(0.5))
+
+
+def _ffm_pairs(g, x):
+    """The FFM pairwise term of a padded batch, (n_rows,)."""
+    F = g.n_fields
+    field = g.op("Gather", "fields", "indices")  # (N, L), -1: no interactions
+    valid = g.double(g.op("GreaterOrEqual", field, g.ints(0)))
+    field = g.op("Max", field, g.ints(0))
+    # vector of entry a for the field of entry b: factors[indices[a] * F + field[b]]
+    rows = g.op("Mul", "indices", g.ints(F))
+    pair_rows = g.op("Add", g.op("Unsqueeze", rows, g.ints([2])),
+                     g.op("Unsqueeze", field, g.ints([1])))  # fmt: skip
+    v = g.double(g.op("Gather", "factors", pair_rows))  # (N, L, L, k)
+    dots = g.sum(g.op("Mul", v, g.op("Transpose", v, perm=[0, 2, 1, 3])), [3])  # (N, L, L)
+    w = g.op("Mul", g.op("Squeeze", x, g.ints([2])), valid)  # (N, L)
+    ww = g.op("Mul", g.op("Unsqueeze", w, g.ints([2])),
+              g.op("Unsqueeze", w, g.ints([1])))  # fmt: skip
+    width = g.op("Slice", g.op("Shape", "indices"), g.ints([1]),
+                 g.ints([2]))  # fmt: skip
+    square = g.op("Concat", width, width, axis=0)
+    upper = g.op("Trilu", g.filled(square, 1.0), g.ints(1), upper=1)  # pairs a < b
+    return g.sum(g.op("Mul", g.op("Mul", dots, ww), upper), [1, 2])
+
+
+def _build_onnx(kind, tables, scalars, form, data):
+    onnx = _onnx()
+    g = _Graph(onnx)
+    T = onnx.TensorProto
+    h = onnx.helper
+    if kind == "mf":
+        inputs = [h.make_tensor_value_info(n, T.INT64, ["n"]) for n in ("user_ids", "item_ids")]
+        for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
+            g.const(tables[name], name)
+        dot = g.sum(g.op("Mul", g.double(g.op("Gather", "user_factors", "user_ids")),
+                         g.double(g.op("Gather", "item_factors", "item_ids"))), [1])  # fmt: skip
+        biases = g.op("Add", g.double(g.op("Gather", "user_biases", "user_ids")),
+                      g.double(g.op("Gather", "item_biases", "item_ids")))  # fmt: skip
+        out = g.op("Add", g.op("Add", dot, biases), g.const(scalars["global_mean"]))
+        if scalars["clip"] is not None:
+            out = g.op("Clip", out, g.const(scalars["clip"][0]), g.const(scalars["clip"][1]))
+        outputs = [("scores", ["n"])]
+    else:
+        n_outputs = tables["coef"].shape[1]
+        g.const(tables["coef"], "coef")
+        g.const(tables["intercept"].astype(np.float64), "intercept")
+        if form == "padded":
+            inputs = [h.make_tensor_value_info("indices", T.INT64, ["n", "width"]),
+                      h.make_tensor_value_info("values", T.FLOAT, ["n", "width"])]  # fmt: skip
+        else:
+            inputs = [h.make_tensor_value_info("indices", T.INT64, ["nnz"]),
+                      h.make_tensor_value_info("values", T.FLOAT, ["nnz"]),
+                      h.make_tensor_value_info("offsets", T.INT64, ["n_plus_1"])]  # fmt: skip
+        m, x = _linear_margin(g, form, n_outputs)
+        if kind in ("fm", "fm_regressor", "ffm"):
+            factors = tables["factors"]
+            g.k = factors.shape[-1]
+            if kind == "ffm":
+                g.n_fields = factors.shape[1]
+                g.const(factors.reshape(-1, g.k), "factors")
+                g.const(tables["fields"].astype(np.int64), "fields")
+                pairs = _ffm_pairs(g, x)
+            else:
+                g.const(factors, "factors")
+                pairs = _fm_pairs(g, form, x)
+            m = g.op("Add", m, g.op("Unsqueeze", pairs, g.ints([1])))
+        if kind == "multinomial":
+            out, outputs = g.op("Softmax", m, axis=1), [("probabilities", ["n", n_outputs])]
+        elif kind in ("linear", "fm_regressor"):
+            out = g.op("Squeeze", m, g.ints([1]))
+            outputs = [("predictions", ["n"])]
+        else:
+            p = g.op("Sigmoid", m)
+            out = g.op("Concat", g.op("Sub", g.const([[1.0]]), p), p, axis=1)
+            outputs = [("probabilities", ["n", 2])]
+    name, shape = outputs[0]
+    g.nodes.append(h.make_node("Identity", [out], [name]))
+    graph = h.make_graph(
+        g.nodes,
+        f"sparseopt_{kind}",
+        inputs,
+        [h.make_tensor_value_info(name, T.DOUBLE, shape)],
+        initializer=g.inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
+                         producer_name="sparseopt")  # fmt: skip
+    model.ir_version = 8  # what ONNX Runtime 1.16 and later read
+    about = {"format": FORMAT, "version": VERSION, "kind": kind, "formula": FORMULAS[kind],
+             "input_form": form if kind != "mf" else None, **scalars, "data": data}  # fmt: skip
+    h.set_model_props(model, {"sparseopt": json.dumps(about)})
+    return model
+
+
+def _export_onnx(path, kind, tables, scalars, form, data) -> list[Path]:
+    onnx = _onnx()
+    if kind == "ffm" and form != "padded":
+        raise ExportError(
+            "a field-aware factorization machine exports to ONNX with input_form='padded' only "
+            "(its pairs need each row's entries side by side)"
+        )
+    model = _build_onnx(kind, tables, scalars, form, data)
+    n_bytes = sum(t.nbytes for t in tables.values())
+
+    def write(folder):
+        if n_bytes <= ONNX_INLINE_BYTES:
+            onnx.save_model(model, str(folder / path.name))
+            return [path.name]
+        location = f"{path.name}.data"  # read by the runtime from beside the model
+        onnx.save_model(model, str(folder / path.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=location)  # fmt: skip
+        return [path.name, location]
+
+    return _write_atomically(path, write)
+
+
+def export(model, path, format="onnx", *, data=None, input_form="padded") -> list[Path]:
+    """Write a fitted estimator for serving without sparseopt.
+
+    Parameters
+    ----------
+    model : sparseopt estimator, fitted
+        SparseLogisticRegression (binary or multinomial), SparseLinearRegression,
+        FMClassifier, FMRegressor, FFMClassifier or MatrixFactorization.
+    path : str or path-like
+        The file to write (its folder is created). JSON exports with large tables write
+        ``<stem>.npz`` beside it; ONNX models over 1 GiB keep their tensors in
+        ``<name>.data`` beside it. Every file is written to a temporary name and renamed.
+    format : {"onnx", "json"}, default="onnx"
+        ``"onnx"``: a graph of standard operators (opset 17), needs the ``onnx`` package
+        (``pip install 'sparseopt[onnx]'``). ``"json"``: the tables and the formula that
+        scores them (:data:`FORMULAS`), read by :mod:`sparseopt.serving` or any language.
+    data : dict, default=None
+        How rows were hashed for training (a hashing spec's ``data`` section, as
+        ``sparseopt train`` stores it in its model files), stored with the export.
+    input_form : {"padded", "offsets"}, default="padded"
+        ONNX input of the click models (see the module notes); FFM: "padded" only.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, ``path`` first.
+
+    Examples
+    --------
+    >>> from sparseopt import SparseLogisticRegression
+    >>> from sparseopt.datasets import make_ctr
+    >>> data = make_ctr(2_000, n_fields=5, n_bits=12, random_state=0)
+    >>> model = SparseLogisticRegression(max_iter=1).fit(data.X, data.y)
+    >>> export(model, "model.json", format="json")  # doctest: +SKIP
+    [PosixPath('model.json')]
+    """
+    if format not in FORMATS:
+        raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
+    if input_form not in INPUT_FORMS:
+        raise ExportError(f"input_form must be one of {INPUT_FORMS}, got {input_form!r}")
+    if format == "onnx":
+        _onnx()  # says what to install before any work
+    path = _check_path(path)
+    kind, tables, scalars = model_tables(model)
+    if format == "json":
+        written = _export_json(path, kind, tables, scalars, data)
+    else:
+        written = _export_onnx(path, kind, tables, scalars, input_form, data)
+    return sorted(written, key=lambda p: p != path)
