@@ -466,3 +466,218 @@ def export(model, path, format="onnx", *, data=None, input_form="padded") -> lis
     else:
         written = _export_onnx(path, kind, tables, scalars, input_form, data)
     return sorted(written, key=lambda p: p != path)
+
+
+# -- the hashing spec ------------------------------------------------------------------------
+SPEC_FORMAT = "sparseopt-hashing-spec"
+HASHED_FORMATS = ("criteo", "avazu", "csv")
+# how the readers (sparseopt.datasets) turn a line into columns, in words a person can
+# implement; test_export.py implements them from this text and the "data" section alone
+SPEC_RULES = {
+    "hash": "MurmurHash3 x86_32 (Austin Appleby's, 32-bit, x86 variant) of the value's bytes, "
+    "seed = the field index f (0-based), read as an unsigned 32-bit integer h; blocks of 4 "
+    "bytes little-endian, the 1-3 tail bytes likewise. Equal to "
+    "sklearn.utils.murmurhash3_32(value_bytes, seed=f, positive=True).",
+    "column": "field_aware false: column = h mod 2**n_bits. field_aware true: s = "
+    "floor(2**n_bits / n_fields), column = f * s + (h mod s) (field f owns columns "
+    "f*s .. f*s + s - 1; the last 2**n_bits - n_fields*s columns are never used).",
+    "value_bytes": "the field's text exactly as in the line, UTF-8 (a line whose categorical "
+    "field is not valid UTF-8 is malformed); a value enclosed in double quotes is read "
+    'without them, a doubled quote inside as one ("a""b" is a"b); the separator and line '
+    "breaks never occur inside a value.",
+    "lines": "lines end with \\n (a \\r before it is dropped); blank lines are skipped; a line "
+    "splits at every separator into exactly as many fields as the layout has columns, "
+    "else it is malformed. CSV and Avazu files start with a header line naming the columns.",
+    "label": "0 or 1 (binary models); any number for regression.",
+    "categorical": "one feature of value 1.0 in the column of (f, value_bytes); an empty field "
+    "is the empty text, so a missing value is a feature of its own.",
+    "count": "Criteo's integer counts: x parsed as a number that must be integral with "
+    "|x| <= 9e15 (260 and 260.0 alike); bucket b = floor(ln(x)**2) if x > 2 else x (as an "
+    "integer, so -1 stays -1); one feature of value 1.0 in the column of (f, decimal text of "
+    "b, e.g. '30' or '-1'). An empty count is the empty text, as a categorical.",
+    "numeric": "CSV columns named in data.numeric: the column of (f, empty text) with the "
+    "number as its value (float32); an empty numeric value gives no feature.",
+    "numbers": "[+-]digits[.digits][(e|E)[+-]digits] (digits on one side of the point "
+    "suffice); nothing else (no spaces, inf or nan).",
+    "row": "the features of a line, columns sorted, repeated columns merged by adding their "
+    "values (two fields hashed to one column give 2.0): the x of the model's formula.",
+    "fields": "criteo: columns 0..39 are label, I1..I13 (counts, fields 0..12), C1..C26 "
+    "(categoricals, fields 13..38), tab-separated. avazu: CSV with label 'click', column "
+    "'id' skipped, every other column categorical, fields numbered in header order. csv: the "
+    "label column; features = data.features in that order, or when null every header column "
+    "but the label and data.exclude in header order; feature k is field k. libsvm: no "
+    "hashing, 'label index:value ...' with index - (0 if zero_based else 1) as the column.",
+}
+
+
+def _reader(data: dict, path):
+    """The reader ``sparseopt train`` uses for files under the ``data`` section."""
+    from .datasets import CriteoReader, CSVReader, LibSVMReader
+
+    hashed = dict(n_bits=data["n_bits"], field_aware=data["field_aware"])
+    if data["format"] == "criteo":
+        return CriteoReader(path, sep=data.get("sep") or "\t", **hashed)
+    if data["format"] == "avazu":
+        return CSVReader(path, "click", exclude=["id"], sep=data.get("sep") or ",", **hashed)
+    if data["format"] == "csv":
+        return CSVReader(path, data["label"], data.get("features"),
+                         numeric=data.get("numeric") or (), exclude=data.get("exclude") or (),
+                         sep=data.get("sep") or ",", **hashed)  # fmt: skip
+    return LibSVMReader(path, data.get("n_features"), data.get("zero_based", "auto"))
+
+
+def _data_section(data: dict | None) -> dict:
+    """The data section with every default filled in (criteo, 2**20 columns by default)."""
+    section = {"format": "criteo", "n_bits": 20, "field_aware": False, "label": None,
+               "features": None, "numeric": [], "exclude": [], "sep": None,
+               "n_features": None, "zero_based": "auto"}  # fmt: skip
+    unknown = sorted(set(data or {}) - set(section))
+    if unknown:
+        raise ExportError(f"unknown data options {unknown}; known: {sorted(section)}")
+    section.update({k: v for k, v in (data or {}).items() if v is not None})
+    if section["format"] not in (*HASHED_FORMATS, "libsvm"):
+        raise ExportError(f"unknown data format {section['format']!r}")
+    if section["format"] == "csv" and not section["label"]:
+        raise ExportError("a csv data section needs its label column")
+    return section
+
+
+def _pair_texts(n_pairs, rng) -> list[bytes]:
+    """Values of every kind a reader meets: empty, short, long, digits, hex, non-ASCII."""
+    fixed = ["", "0", "-1", "1", "30", "a", "ab", "abc", "abcd", "abcde", "68fd1e64",
+             "é", "日本語", "🙂", 'a"b', " ", "x" * 40]  # fmt: skip
+    texts = [t.encode() for t in fixed]
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789-_é"))
+    while len(texts) < n_pairs:
+        texts.append("".join(rng.choice(alphabet, rng.integers(0, 24))).encode())
+    return texts[:n_pairs]
+
+
+def _pairs(texts, n_fields, n_bits, field_aware, rng) -> list:
+    """[field, text, h, column] of each text, hashed by the readers' compiled kernels (column
+    null when the number of fields, which a field-aware column needs, is not known)."""
+    from .datasets._hashing import murmurhash3_32, slice_size, to_column
+
+    known = n_fields is not None or not field_aware
+    size = slice_size(n_bits, n_fields, field_aware) if known else 0
+    out = []
+    for text in texts:
+        f = int(rng.integers(n_fields or 10))
+        buf = np.frombuffer(text, np.uint8) if text else np.zeros(0, np.uint8)
+        h = int(murmurhash3_32(buf, 0, len(text), np.uint32(f)))
+        column = int(to_column(np.uint32(h), f, n_bits, size)) if known else None
+        out.append([f, text.decode(), h, column])
+    return out
+
+
+def _criteo_edge_lines() -> list[str]:
+    """Criteo lines that reach every rule: empty fields, count buckets, quotes."""
+    counts = ["", "0", "2", "3", "260", "260.0", "1e3", "-1", "+7", "999999999999999",
+              '"42"', "8", "15"]  # fmt: skip
+    cats = ["", "68fd1e64", '"quoted"', '"a""b"', "é", "日本", "x" * 30] + [""] * 19
+    lines = ["\t".join(["1", *counts, *cats])]
+    lines.append("\t".join(["0", *([""] * 13), *([""] * 26)]))
+    lines.append("\t".join(["0", *counts[::-1], *cats[::-1]]))
+    return lines
+
+
+def _row_vectors(data, lines, header) -> tuple[list, int | None]:
+    """([{"line", "label", "columns", "values"}] of ``lines`` as the spec's reader reads them,
+    the number of fields)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.txt"
+        text = [header] if header is not None else []
+        path.write_text("\n".join(text + lines) + "\n", encoding="utf-8")
+        reader = _reader(data, path)
+        X, y = reader.read()
+    n_fields = getattr(reader, "n_fields", None)
+    return [{"line": line, "label": float(y[r]),
+             "columns": X.indices[X.indptr[r]:X.indptr[r + 1]].tolist(),
+             "values": X.data[X.indptr[r]:X.indptr[r + 1]].tolist()}
+            for r, line in enumerate(lines)], n_fields  # fmt: skip
+
+
+def _sample_lines(path, n_lines) -> list[str]:
+    """The first ``n_lines`` lines of a text file (``.gz`` accepted)."""
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        return [line.rstrip("\r\n") for _, line in zip(range(n_lines), f, strict=False)]
+
+
+def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=2000,
+                 n_rows=200) -> dict:  # fmt: skip
+    """The readers' rules from raw text lines to columns, as JSON with test vectors.
+
+    Another implementation (a Java or Go ad server) hashes rows by ``rules`` and the
+    ``data`` section, then checks itself on ``test_vectors``: ``pairs`` of
+    ``[field, text, hash, column]`` and whole ``rows`` (a line, its label, its sorted
+    columns and values), all computed by the readers of :mod:`sparseopt.datasets`.
+
+    Parameters
+    ----------
+    path : str or path-like, default=None
+        Write the spec there (atomically) as JSON.
+    data : dict, default=None
+        The data section: ``format`` ("criteo", "avazu", "csv", "libsvm"), ``n_bits``,
+        ``field_aware``, ``sep``, and for CSV ``label``, ``features``, ``numeric``,
+        ``exclude`` (``sparseopt train``'s options; its model files store them). None: Criteo
+        hashed into 2**20 columns.
+    sample : str or path-like, default=None
+        A file of that format whose first ``n_rows`` lines become row vectors (CSV and Avazu:
+        after its header). None: for Criteo, the packaged sample and lines that reach every
+        rule; for CSV, lines of random values when ``data["features"]`` names the columns.
+    n_pairs : int, default=2000
+        Number of (field, value) test vectors.
+    n_rows : int, default=200
+
+    Returns
+    -------
+    dict
+        The spec, as written.
+    """
+    data = _data_section(data)
+    rng = np.random.default_rng(26)
+    spec = {"format": SPEC_FORMAT, "version": VERSION, "data": data, "rules": SPEC_RULES}
+    header, lines = None, []
+    if sample is not None:
+        lines = _sample_lines(sample, n_rows + 1)
+        if data["format"] in ("avazu", "csv"):
+            header, lines = lines[0], lines[1:]
+        else:
+            lines = lines[:n_rows]
+    elif data["format"] == "criteo":
+        from .datasets import sample_path
+
+        lines = _sample_lines(sample_path("valid"), n_rows) + _criteo_edge_lines()
+    elif data["format"] == "csv" and data["features"]:
+        names = [data["label"], *data["features"]]
+        header = (data["sep"] or ",").join(names)
+        texts = ["", "a", "b", "7", "3.5", "-2", "é", '"q"', '"a""b"']
+        numbers = ["", "7", "3.5", "-2", "1e2", '"4"']
+        for _ in range(n_rows):
+            row = [str(rng.integers(2))] + [
+                rng.choice(numbers) if n in data["numeric"] else rng.choice(texts)
+                for n in data["features"]
+            ]  # fmt: skip
+            lines.append((data["sep"] or ",").join(row))
+    rows, n_fields = _row_vectors(data, lines, header) if lines else ([], None)
+    if data["format"] == "criteo":
+        n_fields = 39
+    spec["header"] = header
+    spec["n_fields"] = n_fields  # CSV: depends on the header, when it is not known: null
+    pairs = []
+    if data["format"] != "libsvm":
+        pairs = _pairs(_pair_texts(n_pairs, rng), n_fields, data["n_bits"], data["field_aware"],
+                       rng)  # fmt: skip
+    spec["test_vectors"] = {"pairs": pairs, "rows": rows}
+    if path is not None:
+        path = _check_path(path)
+
+        def write(folder):
+            (folder / path.name).write_text(json.dumps(spec, ensure_ascii=False), "utf-8")
+            return [path.name]
+
+        _write_atomically(path, write)
+    return spec
