@@ -232,13 +232,22 @@ class _Graph:
         self.onnx = onnx
         self.h = onnx.helper
         self.nodes, self.inits = [], []
+        self.large = {}  # name -> array of the tables filled in after building
         self.count = 0
 
     def const(self, value, name=None, dtype=None):
         self.count += 1
         name = name or f"c{self.count}"
         array = np.asarray(value, dtype=dtype)
-        self.inits.append(self.onnx.numpy_helper.from_array(array, name))
+        if array.nbytes < 1 << 20:
+            self.inits.append(self.onnx.numpy_helper.from_array(array, name))
+            return name
+        # a large table's bytes go in once the model is built (_fill_tables): protobuf copies
+        # a tensor each time it is added to a graph or a model (seconds per GiB)
+        tensor = self.onnx.TensorProto(name=name, dims=array.shape)
+        tensor.data_type = self.h.np_dtype_to_tensor_dtype(array.dtype)
+        self.inits.append(tensor)
+        self.large[name] = np.ascontiguousarray(array)
         return name
 
     def op(self, op_type, *inputs, **attrs):
@@ -392,7 +401,25 @@ def _build_onnx(kind, tables, scalars, form, data):
     about = {"format": FORMAT, "version": VERSION, "kind": kind, "formula": FORMULAS[kind],
              "input_form": form if kind != "mf" else None, **scalars, "data": data}  # fmt: skip
     h.set_model_props(model, {"sparseopt": json.dumps(about)})
-    return model
+    return model, g.large
+
+
+def _fill_tables(model, large, data_file=None):
+    """Put the large tables' bytes into ``model``, or write them to ``data_file`` (an open
+    binary file named as the model's external data, beside the model) and point to it."""
+    for tensor in model.graph.initializer:
+        array = large.get(tensor.name)
+        if array is None:
+            continue
+        if data_file is None:
+            tensor.raw_data = array.tobytes()
+            continue
+        offset = data_file.tell()
+        array.tofile(data_file)
+        where = {"location": Path(data_file.name).name, "offset": offset, "length": array.nbytes}
+        for key, value in where.items():
+            tensor.external_data.add(key=key, value=str(value))
+        tensor.data_location = tensor.EXTERNAL
 
 
 def _export_onnx(path, kind, tables, scalars, form, data) -> list[Path]:
@@ -402,16 +429,18 @@ def _export_onnx(path, kind, tables, scalars, form, data) -> list[Path]:
             "a field-aware factorization machine exports to ONNX with input_form='padded' only "
             "(its pairs need each row's entries side by side)"
         )
-    model = _build_onnx(kind, tables, scalars, form, data)
-    n_bytes = sum(t.nbytes for t in tables.values())
+    model, large = _build_onnx(kind, tables, scalars, form, data)
+    n_bytes = sum(t.nbytes for t in large.values())
 
     def write(folder):
         if n_bytes <= ONNX_INLINE_BYTES:
+            _fill_tables(model, large)
             onnx.save_model(model, str(folder / path.name))
             return [path.name]
         location = f"{path.name}.data"  # read by the runtime from beside the model
-        onnx.save_model(model, str(folder / path.name), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=location)  # fmt: skip
+        with open(folder / location, "wb") as data_file:
+            _fill_tables(model, large, data_file)
+        onnx.save_model(model, str(folder / path.name))
         return [path.name, location]
 
     return _write_atomically(path, write)

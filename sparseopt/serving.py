@@ -321,12 +321,12 @@ class Model:
         indptr, indices, values, row = self._check(indptr, indices, values)
         n_rows = indptr.size - 1
         t = self.tables
-        w = t["coef"].astype(np.float64)
-        m = np.zeros((n_rows, w.shape[1]))
-        np.add.at(m, row, values[:, None] * w[indices])
+        # gathered, then widened: the tables stay float32, the sums are float64
+        m = np.zeros((n_rows, t["coef"].shape[1]))
+        np.add.at(m, row, values[:, None] * t["coef"][indices].astype(np.float64))
         m += t["intercept"].astype(np.float64)
         if self.kind in ("fm", "fm_regressor"):
-            xv = values[:, None] * t["factors"].astype(np.float64)[indices]
+            xv = values[:, None] * t["factors"][indices].astype(np.float64)
             s = np.zeros((n_rows, xv.shape[1]))
             np.add.at(s, row, xv)
             sq = np.bincount(row, (xv * xv).sum(axis=1), minlength=n_rows)

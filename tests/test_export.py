@@ -110,7 +110,7 @@ def test_onnx_and_serving_score_as_the_estimator(kind, data, tmp_path):
     )
 
 
-def test_large_tables_go_to_the_npz_beside_the_json(data, tmp_path, monkeypatch):
+def test_large_tables_go_beside_the_json_and_the_onnx_model(data, tmp_path, monkeypatch):
     train, X = data
     model = fitted("fm", train)
     monkeypatch.setattr(E, "INLINE_VALUES", 100)
@@ -122,6 +122,12 @@ def test_large_tables_go_to_the_npz_beside_the_json(data, tmp_path, monkeypatch)
         assert {"coef_rows", "coef_values", "factors_rows", "factors_values"} <= set(npz.files)
     got = serving.load(written[0]).score(X.indptr, X.indices, X.data)
     assert np.abs(got - model.predict_proba(X)).max() <= TOLERANCE
+    # ONNX: tables beyond ONNX_INLINE_BYTES go to <name>.data, which the runtime reads
+    monkeypatch.setattr(E, "ONNX_INLINE_BYTES", 100)
+    written = E.export(model, tmp_path / "fm.onnx")
+    assert written == [tmp_path / "fm.onnx", tmp_path / "fm.onnx.data"]
+    assert written[0].stat().st_size < 10_000
+    assert np.abs(run_onnx(written[0], X, "padded") - model.predict_proba(X)).max() <= TOLERANCE
 
 
 def test_matrix_factorization_scores_and_recommends(tmp_path):
