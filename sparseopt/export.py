@@ -232,18 +232,19 @@ class _Graph:
         self.onnx = onnx
         self.h = onnx.helper
         self.nodes, self.inits = [], []
-        self.large = {}  # name -> array of the tables filled in after building
+        self.large = {}  # name -> array of the model's tables, filled in after building
         self.count = 0
 
-    def const(self, value, name=None, dtype=None):
+    def const(self, value, name=None, dtype=None, table=False):
+        """A constant; ``table``: one of the model's tables, named ``name``."""
         self.count += 1
         name = name or f"c{self.count}"
         array = np.asarray(value, dtype=dtype)
-        if array.nbytes < 1 << 20:
+        if not table:
             self.inits.append(self.onnx.numpy_helper.from_array(array, name))
             return name
-        # a large table's bytes go in once the model is built (_fill_tables): protobuf copies
-        # a tensor each time it is added to a graph or a model (seconds per GiB)
+        # a table's bytes go in once the model is built (_fill_tables): protobuf copies a
+        # tensor each time it is added to a graph or a model (seconds per GiB)
         tensor = self.onnx.TensorProto(name=name, dims=array.shape)
         tensor.data_type = self.h.np_dtype_to_tensor_dtype(array.dtype)
         self.inits.append(tensor)
@@ -344,7 +345,7 @@ def _build_onnx(kind, tables, scalars, form, data):
     if kind == "mf":
         inputs = [h.make_tensor_value_info(n, T.INT64, ["n"]) for n in ("user_ids", "item_ids")]
         for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
-            g.const(tables[name], name)
+            g.const(tables[name], name, table=True)
         dot = g.sum(g.op("Mul", g.double(g.op("Gather", "user_factors", "user_ids")),
                          g.double(g.op("Gather", "item_factors", "item_ids"))), [1])  # fmt: skip
         biases = g.op("Add", g.double(g.op("Gather", "user_biases", "user_ids")),
@@ -355,8 +356,8 @@ def _build_onnx(kind, tables, scalars, form, data):
         outputs = [("scores", ["n"])]
     else:
         n_outputs = tables["coef"].shape[1]
-        g.const(tables["coef"], "coef")
-        g.const(tables["intercept"].astype(np.float64), "intercept")
+        g.const(tables["coef"], "coef", table=True)
+        g.const(tables["intercept"].astype(np.float64), "intercept", table=True)
         if form == "padded":
             inputs = [h.make_tensor_value_info("indices", T.INT64, ["n", "width"]),
                       h.make_tensor_value_info("values", T.FLOAT, ["n", "width"])]  # fmt: skip
@@ -370,11 +371,11 @@ def _build_onnx(kind, tables, scalars, form, data):
             g.k = factors.shape[-1]
             if kind == "ffm":
                 g.n_fields = factors.shape[1]
-                g.const(factors.reshape(-1, g.k), "factors")
-                g.const(tables["fields"].astype(np.int64), "fields")
+                g.const(factors.reshape(-1, g.k), "factors", table=True)
+                g.const(tables["fields"].astype(np.int64), "fields", table=True)
                 pairs = _ffm_pairs(g, x)
             else:
-                g.const(factors, "factors")
+                g.const(factors, "factors", table=True)
                 pairs = _fm_pairs(g, form, x)
             m = g.op("Add", m, g.op("Unsqueeze", pairs, g.ints([1])))
         if kind == "multinomial":
