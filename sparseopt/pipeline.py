@@ -51,15 +51,11 @@ Under the lock, temporary files and checkpoints left by a killed run are removed
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import queue
-import re
-import shutil
 import signal
 import sys
-import textwrap
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -72,8 +68,10 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pyarrow import csv
 
-from . import _io
+from . import _io, _runs
 from ._jit import announce_compile, compile_seconds
+from ._report import fit_terminal, format_click_metrics
+from ._runs import PipelineError
 from .datasets import (
     CriteoReader,
     CSVReader,
@@ -84,25 +82,12 @@ from .datasets import (
 )
 from .datasets._cache import atomic_write
 from .datasets._parsers import count_lines
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: runs are not locked
-    fcntl = None
+from .metrics import ClickMetrics
 
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
-# --model kinds; "mf" trains on ratings files through sparseopt._ratings_cli, not the Trainer
-MODELS = {
-    "lr": "SparseLogisticRegression",
-    "fm": "FMClassifier",
-    "ffm": "FFMClassifier",
-    "mf": "MatrixFactorization",
-}
+# --model kinds of the click models (mf trains on ratings files: sparseopt.cli._ratings)
+MODELS = {"lr": "SparseLogisticRegression", "fm": "FMClassifier", "ffm": "FFMClassifier"}
 METADATA_VERSION = 1
-_CHECKPOINT = "checkpoint.json"
-_LOCK = "run.lock"
-_CHECKPOINT_MODEL = re.compile(r"checkpoint-\d{6}\.npz")
-_BEST_MODEL = re.compile(r"best-\d{6}\.npz")
 AUTO_MAX_EPOCHS = 20  # epochs="auto" with a validation file: the most epochs run
 PATIENCE = 2  # ... stopping when the validation logloss has not improved for this many
 # estimator options that steer epochs or hold rows out: each chunk is one partial_fit call,
@@ -115,10 +100,6 @@ _UNSUPPORTED = {
     "validation_fraction": "--validation FILE",
     "warm_start": "--resume",
 }
-
-
-class PipelineError(ValueError):
-    """A problem with the user's files or options, reported as one line by the command."""
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -318,91 +299,13 @@ def open_data(model, spec, path, options, chunk_size, skip_bad_lines):
     return reader
 
 
-# --- metrics -------------------------------------------------------------------------------
-class ClickMetrics:
-    """Streaming metrics of predicted click probabilities, in bounded memory.
-
-    Logloss and the mean prediction are exact sums. AUC and the calibration table come from a
-    histogram of the logit ``log(p / (1 - p))`` over ``[-16, 16]`` in ``2**16`` bins (width
-    0.0005): pairs within one bin count as ties, so AUC is exact up to that resolution.
-    """
-
-    N_BINS = 1 << 16
-    LIMIT = 16.0
-
-    def __init__(self):
-        self.n = 0
-        self.loss = 0.0
-        self.sum_p = 0.0
-        self.positives = np.zeros(self.N_BINS)
-        self.counts = np.zeros(self.N_BINS)
-        self.p_sums = np.zeros(self.N_BINS)
-
-    def update(self, y, p) -> None:
-        y = np.asarray(y, dtype=np.float64)
-        p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1 - 1e-15)
-        self.n += y.size
-        self.loss -= float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
-        self.sum_p += float(p.sum())
-        z = np.clip(np.log(p) - np.log1p(-p), -self.LIMIT, self.LIMIT)
-        b = np.minimum(
-            ((z + self.LIMIT) / (2 * self.LIMIT) * self.N_BINS).astype(np.int64), self.N_BINS - 1
-        )
-        self.counts += np.bincount(b, minlength=self.N_BINS)
-        self.positives += np.bincount(b, weights=y, minlength=self.N_BINS)
-        self.p_sums += np.bincount(b, weights=p, minlength=self.N_BINS)
-
-    def auc(self) -> float | None:
-        pos, neg = self.positives, self.counts - self.positives
-        n_pos, n_neg = pos.sum(), neg.sum()
-        if n_pos == 0 or n_neg == 0:
-            return None
-        below = np.cumsum(neg) - neg
-        return float(np.sum(pos * (below + 0.5 * neg)) / (n_pos * n_neg))
-
-    def calibration(self, n_bins=10) -> list[dict]:
-        """Equal-count bins of predictions: mean prediction against observed click rate."""
-        cum = np.cumsum(self.counts)
-        edges = np.searchsorted(cum, np.linspace(0, self.n, n_bins + 1)[1:-1], side="right")
-        table = []
-        for lo, hi in zip(np.r_[0, edges], np.r_[edges, self.N_BINS], strict=True):
-            n = self.counts[lo:hi].sum()
-            if n:
-                table.append(
-                    {
-                        "n": int(n),
-                        "mean_prediction": self.p_sums[lo:hi].sum() / n,
-                        "observed_rate": self.positives[lo:hi].sum() / n,
-                    }
-                )
-        return table
-
-    def result(self) -> dict:
-        if self.n == 0:
-            raise PipelineError("no rows to evaluate")
-        return {
-            "n_rows": self.n,
-            "logloss": self.loss / self.n,
-            "auc": self.auc(),
-            "mean_prediction": self.sum_p / self.n,
-            "base_rate": float(self.positives.sum() / self.n),
-        }
-
-
+# --- scoring -------------------------------------------------------------------------------
 def score(model, chunks) -> ClickMetrics:
     """Metrics of ``model`` on an iterable of ``(X, y)`` chunks."""
     metrics = ClickMetrics()
     for X, y in chunks:
         metrics.update(y, model.predict_proba(X)[:, 1])
     return metrics
-
-
-def format_metrics(m: dict) -> str:
-    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
-    return (
-        f"logloss {m['logloss']:.4f}  AUC {auc}  mean prediction "
-        f"{m['mean_prediction']:.4f} (base rate {m['base_rate']:.4f})"
-    )
 
 
 # --- training ------------------------------------------------------------------------------
@@ -469,18 +372,6 @@ def prefetch(chunks):
 TICK_SECONDS = 0.25  # how often the bar moves while a chunk trains
 
 
-def fit_terminal(line: str) -> str:
-    """``line`` broken between words to the width of the terminal, when stdout is one
-    (``$COLUMNS`` overrides), so that a terminal never wraps it mid-word; unchanged in a
-    file or a pipe, where a line of a log stays one line."""
-    if not sys.stdout.isatty():
-        return line
-    width = shutil.get_terminal_size().columns - 1
-    return textwrap.fill(
-        line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
-    )
-
-
 def default_parse_threads() -> int:
     """Parsing threads when none are asked for: the cores left by the training thread, 1 or 2.
 
@@ -493,67 +384,6 @@ def default_parse_threads() -> int:
 
 def _chunk_seed(seed, epoch, chunk):
     return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
-
-
-def lock_run_folder(out: Path):
-    """Check that ``out`` is a run folder this process can write into (made if needed), and
-    hold its ``run.lock`` (which records the process id); returns the open lock file, to
-    close when the run ends (None where files cannot be locked). Raises PipelineError, before
-    any training, for a file, a folder that cannot be made or written, or a folder that
-    another run holds (naming its process)."""
-    if out.exists() and not out.is_dir():
-        raise PipelineError(f"--out {out} is a file, not a run folder: choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / _LOCK, "a+")  # held open for the whole run
-    except OSError as exc:
-        raise PipelineError(
-            f"--out {out} cannot be written ({exc.strerror or exc}): choose another --out"
-        ) from None
-    if fcntl is None:
-        lock.close()
-        return None
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
-        raise PipelineError(
-            f"{out} is in use by another sparseopt train (process {holder}); wait "
-            "for it to end, or choose another --out"
-        ) from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    return lock
-
-
-def check_model_kind(out: Path, kind: str) -> None:
-    """Refuse to train a model of ``kind`` into a run folder holding the other family's
-    (a click model, lr fm or ffm, against mf): a run folder holds one model, and a run of the
-    same family replaces it (a finished one; an unfinished click run needs --resume)."""
-    family = "mf" if kind == "mf" else "click"
-    path = out / "model.npz"
-    if family == "mf" and (out / _CHECKPOINT).is_file():
-        held = "a click-model run (checkpoint.json)"
-    elif not path.is_file():
-        return
-    else:
-        try:
-            held_kind = (_io.read_metadata(path) or {}).get("model")
-        except (ValueError, OSError):
-            held_kind = None
-        if held_kind in MODELS and (held_kind == "mf") == (family == "mf"):
-            return
-        held = (
-            f"an {held_kind} model" if held_kind in MODELS else "a model.npz sparseopt cannot read"
-        )
-    raise PipelineError(
-        f"{out} holds {held}; a run folder holds one model, so training {kind} there would "
-        f"replace it: choose another --out (or delete {out})"
-    )
 
 
 class Trainer:
@@ -633,13 +463,13 @@ class Trainer:
 
     # -- the run folder --
     def _record(self):
-        return self.out / _CHECKPOINT
+        return self.out / _runs.CHECKPOINT
 
     def _take_lock(self) -> None:
         """Hold ``run.lock`` in the run folder until :meth:`release` (or this process ends),
         or raise PipelineError naming the process that holds it."""
         if self._lock is None:
-            self._lock = lock_run_folder(self.out)
+            self._lock = _runs.lock_run_folder(self.out)
 
     def release(self) -> None:
         """Drop the run folder's lock (idempotent; :meth:`run` does it when it returns)."""
@@ -647,44 +477,10 @@ class Trainer:
             self._lock.close()
             self._lock = None
 
-    def _remove_leftovers(self, keep) -> None:
-        """Remove what a killed run left in the folder: temporary files (``.*.tmp``) and
-        checkpoint and best-epoch models not in ``keep``. Only under the lock: no writer is
-        running."""
-        for path in self.out.iterdir():
-            stale_tmp = path.name.startswith(".") and path.name.endswith(".tmp")
-            model = _CHECKPOINT_MODEL.fullmatch(path.name) or _BEST_MODEL.fullmatch(path.name)
-            stale_model = model and path.name not in keep
-            if (stale_tmp or stale_model) and path.is_file():
-                path.unlink(missing_ok=True)
-
     def _read_record(self) -> dict:
         """``checkpoint.json``, checked; PipelineError naming the file if it is damaged."""
-        record = self._record()
-        try:
-            saved = json.loads(record.read_text())
-            state, config = saved["state"], saved["config"]
-            if not (isinstance(state, dict) and isinstance(config, dict)):
-                raise TypeError("state and config must be objects")
-            optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
-            missing = sorted(set(self.state) - set(state) - optional)
-            if missing:
-                raise KeyError(f"state has no {missing}")
-            name = state["checkpoint"]
-            if name is not None and not _CHECKPOINT_MODEL.fullmatch(str(name)):
-                raise ValueError(f"checkpoint {name!r} is not a checkpoint file name")
-            best = state.get("best")
-            if best is not None and not (
-                isinstance(best, dict)
-                and {"epoch", "logloss", "file"} <= best.keys()
-                and _BEST_MODEL.fullmatch(str(best["file"]))
-            ):
-                raise ValueError(f"best {best!r:.60} does not name a best-epoch file")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PipelineError(
-                f"{record} is damaged ({exc}); delete the run folder {self.out} to start over"
-            ) from None
-        return saved
+        optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
+        return _runs.read_checkpoint(self.out, self.state, optional)
 
     def start(self, resume: bool) -> None:
         """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``.
@@ -703,7 +499,7 @@ class Trainer:
 
     def _start(self, resume: bool) -> None:
         record = self._record()
-        check_model_kind(self.out, self.config.model)
+        _runs.check_model_kind(self.out, self.config.model)
         if not resume:
             if record.is_file():
                 old = self._read_record()["state"]
@@ -713,11 +509,12 @@ class Trainer:
                         "choose another --out (or delete that folder) to start over"
                     )
                 record.unlink()  # a finished run is replaced by this one
-            self._remove_leftovers(keep=())
+            _runs.remove_leftovers(self.out, _runs.CLICK_RUNS)
             return
         saved = self._read_record()
         best = saved["state"].get("best")
-        self._remove_leftovers(keep=(saved["state"]["checkpoint"], best and best["file"]))
+        keep = (saved["state"]["checkpoint"], best and best["file"])
+        _runs.remove_leftovers(self.out, _runs.CLICK_RUNS, keep)
         if saved["config"] != asdict(self.config):
             changed = sorted(
                 k for k, v in saved["config"].items() if asdict(self.config).get(k) != v
@@ -745,22 +542,9 @@ class Trainer:
         in place, unchecked: a diverged run stays at its last checkpoint).
         """
         self._settle()
-        previous = self.state["checkpoint"]
-        n = int(previous.split("-")[1].split(".")[0]) + 1 if previous else 0
-        name = f"checkpoint-{n:06d}.npz"
+        name = _runs.next_checkpoint(self.state["checkpoint"])
         self._save(self.out / name)
-        previous_best = None
-        if best is not None:
-            _link_or_copy(self.out / name, self.out / best["file"])
-            previous_best = self.state["best"] and self.state["best"]["file"]
-            self.state["best"] = best
-        self.state["checkpoint"] = name
-        record = {"config": asdict(self.config), "state": self.state}
-        atomic_write(self._record(), lambda f: _write_synced(f, json.dumps(record, indent=1)))
-        if previous:
-            (self.out / previous).unlink(missing_ok=True)
-        if previous_best and previous_best != best["file"]:
-            (self.out / previous_best).unlink(missing_ok=True)
+        _runs.commit_checkpoint(self.out, asdict(self.config), self.state, name, best)
 
     def _save(self, path):
         self.model.set_params(random_state=self.config.seed)
@@ -1015,7 +799,7 @@ class Trainer:
             metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
-            line += "  |  validation " + format_metrics(entry["validation"])
+            line += "  |  validation " + format_click_metrics(entry["validation"])
             logloss = entry["validation"]["logloss"]
             if state["best"] is None or logloss < state["best"]["logloss"]:
                 best = {
@@ -1063,12 +847,12 @@ class Trainer:
             )
 
     def _finish(self, seconds, rows):
-        model_path = self.out / "model.npz"
+        model_path = self.out / _runs.MODEL
         history, best = self.state["history"], self.state["best"]
         kept = self._kept()
         # the kept epoch's checkpoint holds this very model: link it into place
         saved = best["file"] if best and kept["epoch"] == best["epoch"] else None
-        _link_or_copy(self.out / (saved or self.state["checkpoint"]), model_path)
+        _runs.link_or_copy(self.out / (saved or self.state["checkpoint"]), model_path)
         validation = history[kept["epoch"] - 1].get("validation") if history else None
         calibration = best["calibration"] if saved else self.calibration
         summary = {
@@ -1089,9 +873,7 @@ class Trainer:
             "validation": validation,
             "calibration": calibration,
         }
-        atomic_write(
-            self.out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode())
-        )
+        _runs.write_json(self.out / _runs.METRICS, summary)
         return summary
 
     def _kept(self) -> dict:
@@ -1105,25 +887,6 @@ class Trainer:
             return {"epoch": last, "because": f"the last of --epochs {self.epochs}"}
         why = "without --validation" if self.config.validation is None else "--epochs 1"
         return {"epoch": last, "because": f"one epoch ({why})"}
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Put ``source``'s content at ``target`` atomically: a hard link, a copy where the file
-    system has none."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-
-
-def _write_synced(f, text: str) -> None:
-    """Write ``text`` and flush it to disk before the file is renamed into place."""
-    f.write(text.encode())
-    f.flush()
-    os.fsync(f.fileno())
 
 
 def default_data() -> tuple[Path, Path]:
@@ -1330,84 +1093,6 @@ def predict_file(model, chunks, out) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, write)
     return n
-
-
-# --- report --------------------------------------------------------------------------------
-def check_plotting() -> None:
-    """Fail early, before training, when ``--report`` cannot be drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise PipelineError("--report needs matplotlib: pip install 'sparseopt[plot]'") from None
-
-
-def write_report(summary: dict, path) -> None:
-    """A PNG of the run: learning curves and the validation calibration of the saved model.
-
-    The training curve is progressive: within each epoch, the mean loss of the rows trained
-    so far, after each chunk (so one epoch draws a curve, not a lone point); validation
-    logloss is marked at the end of each epoch, the saved epoch circled. The title names the
-    data file, the model and the saved model's validation metrics.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    history = summary["history"]
-    fig, (curves, calib) = plt.subplots(1, 2, figsize=(10, 4.4))
-    xs, train = [], []
-    for h in history:
-        # records from before per-chunk curves were kept: the epoch's mean alone
-        points = h.get("train_curve") or [[h["rows"], h["train_logloss"]]]
-        # each epoch its own segment: the progressive mean starts over with every epoch
-        xs += [h["epoch"] - 1 + rows / h["rows"] for rows, _ in points] + [np.nan]
-        train += [loss for _, loss in points] + [np.nan]
-    curves.plot(xs, train, ".-", label="train (progressive, per chunk)")
-    valid = [(h["epoch"], h["validation"]["logloss"]) for h in history if "validation" in h]
-    if valid:
-        curves.plot(*zip(*valid, strict=True), "s-", label="validation")
-        kept = summary.get("kept_epoch")
-        if kept is not None and any(e == kept for e, _ in valid):
-            loss = dict(valid)[kept]
-            curves.plot([kept], [loss], "o", ms=14, mfc="none", color="C3", label="saved")
-    curves.set(
-        xlabel="epoch (fraction of the rows trained)",
-        ylabel="logloss",
-        title="Learning curves",
-        xlim=(0, max(len(history), 1) * 1.02),
-    )
-    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
-    curves.legend()
-    title = f"{Path(summary.get('data_file') or 'data').name}: {summary['model_type']}"
-    title += f", epoch {summary['kept_epoch']} saved" if summary.get("kept_epoch") else ""
-    valid = summary.get("validation")
-    if valid:
-        auc = "n/a" if valid["auc"] is None else f"{valid['auc']:.4f}"
-        title += f"; validation logloss {valid['logloss']:.4f}, AUC {auc}"
-    fig.suptitle(textwrap.fill(title, 110), fontsize=10)
-    table = summary.get("calibration")
-    if table:
-        pred = [b["mean_prediction"] for b in table]
-        obs = [b["observed_rate"] for b in table]
-        top = max(max(pred), max(obs)) * 1.05
-        calib.plot([0, top], [0, top], ":", color="gray", label="perfect")
-        calib.plot(pred, obs, "o-", label="model")
-        calib.set(
-            xlabel="mean predicted click rate",
-            ylabel="observed click rate",
-            title="Calibration (validation, equal-count bins)",
-        )
-        calib.legend()
-    else:
-        calib.text(0.5, 0.5, "no validation file", ha="center", va="center")
-        calib.set_axis_off()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from sparseopt import pipeline as P
 from sparseopt.cli import main
 from sparseopt.datasets import read_criteo, sample_path
 from sparseopt.estimators import Training
+from sparseopt.metrics import ClickMetrics
 
 BITS = ["--n-bits", "16"]
 
@@ -104,7 +105,7 @@ def test_click_metrics_match_sklearn():
     rng = np.random.default_rng(0)
     p = rng.uniform(0.01, 0.99, 3000)
     y = (rng.random(3000) < p).astype(float)
-    m = P.ClickMetrics()
+    m = ClickMetrics()
     m.update(y[:1000], p[:1000])
     m.update(y[1000:], p[1000:])
     r = m.result()

@@ -13,7 +13,9 @@ import tqdm.auto
 
 import sparseopt
 from sparseopt import pipeline as P
-from sparseopt.cli import _size, build_parser, main
+from sparseopt._report import fit_terminal
+from sparseopt.cli import build_parser, main
+from sparseopt.cli._commands import _size
 from sparseopt.datasets import make_ctr, sample_path
 from sparseopt.estimators import Training
 from sparseopt.inspect import load_tokens
@@ -119,10 +121,10 @@ def test_epoch_lines_break_between_words_on_a_terminal(monkeypatch):
     line = "epoch 1/1: 43,000 rows/s, train logloss 0.5155  |  validation logloss 0.4873  AUC"
     monkeypatch.setenv("COLUMNS", "40")
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    wrapped = P.fit_terminal(line).splitlines()
+    wrapped = fit_terminal(line).splitlines()
     assert max(map(len, wrapped)) < 40 and " ".join(wrapped).split() == line.split()
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert P.fit_terminal(line) == line
+    assert fit_terminal(line) == line
 
 
 @pytest.mark.parametrize(

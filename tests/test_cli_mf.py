@@ -9,8 +9,8 @@ import scipy.sparse as sp
 
 import sparseopt
 from sparseopt import MatrixFactorization
-from sparseopt import _ratings_cli as R
 from sparseopt import pipeline as P
+from sparseopt.cli import _ratings_files as R
 from sparseopt.cli import main
 from sparseopt.metrics import mae, rmse
 

@@ -72,7 +72,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         def trained(path, out, *extra):
             result = run("train", path, "--model", "mf", "--out", out, *EPOCH, *extra)
             if result["status"] == 0:
-                from sparseopt import _ratings_cli as R
+                from sparseopt.cli import _ratings_files as R
                 rm = R.load(Path(out) / "model.npz")
                 result.update(users=rm.users.ids.tolist(), items=rm.items.ids.tolist(),
                               n=rm.n_interactions)
@@ -151,8 +151,8 @@ def test_ratings_files_hostile_and_careless(tmp_path):
         case("out_read_only", out_read_only)
 
         def out_in_use():
-            from sparseopt import pipeline as P
-            lock = P.lock_run_folder(Path("busy"))
+            from sparseopt import _runs
+            lock = _runs.lock_run_folder(Path("busy"))
             try:
                 return trained(write("g.csv", GOOD), "busy")
             finally:
@@ -281,7 +281,7 @@ def test_ratings_files_hostile_and_careless(tmp_path):
 @pytest.mark.parametrize("ids", ["1,1,5\n", "user,item\n", "a,b\n"])
 def test_header_rule_reads_text_ids_as_data(tmp_path, ids):
     """A first line with a number, or words under words, is data (no silent header)."""
-    from sparseopt import _ratings_cli as R
+    from sparseopt.cli import _ratings_files as R
 
     path = tmp_path / "r.csv"
     path.write_text(ids + "alice,matrix" + (",4" if ids[0] == "1" else "") + "\n")

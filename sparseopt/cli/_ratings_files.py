@@ -1,10 +1,4 @@
-"""The ``sparseopt`` command for matrix factorization: ratings files in, raw ids out.
-
-    sparseopt train RATINGS --model mf [--loss squared|logistic|bpr|warp] [--validation FILE]
-    sparseopt predict MODEL PAIRS --out FILE
-    sparseopt recommend MODEL --users ID[,ID...] | --users-file FILE [--n 10] [--out FILE]
-    sparseopt evaluate MODEL RATINGS [--json]
-    sparseopt inspect MODEL
+"""Ratings files and the model files of ``sparseopt train --model mf``: raw ids in and out.
 
 Files
 -----
@@ -38,32 +32,12 @@ scored by the biases alone. A pair with an unknown user scores ``global_mean_ + 
 unknown item ``global_mean_ + b_u``, with both unknown ``global_mean_`` (clipped to the
 training ratings for the squared loss); an unknown user's recommendations are the items with
 the largest ``b_i``. The commands count such pairs and users in their report line.
-
-Training
---------
-Epochs through the estimators' training protocol (:mod:`sparseopt.estimators._base`), the
-calls that ``MatrixFactorization.fit`` makes: ``random_state`` set by ``--seed``, the same
-computation as the estimator, so the same model for the same settings. ``--epochs N`` runs N
-epochs; ``auto`` runs the estimator's default for the loss, or, with ``--validation``, epochs
-until the validation metric (RMSE for the squared loss; NDCG at 10 of the recommendations,
-training items excluded, for the implicit losses) has not improved for ``PATIENCE`` epochs, at
-most ``AUTO_MAX_EPOCHS``, and keeps the best epoch's model, as for the click models. Each epoch
-prints one line (mean loss, rate without compiling, validation). The run folder receives
-``model.npz`` and ``metrics.json``; there are no checkpoints (a ratings file is read whole and
-trains in seconds to minutes), and ``--resume`` is refused. ``--out`` is checked and locked
-(as click runs lock theirs) before the file is read, and a folder holding a click model is
-refused: a run folder holds one model. Divergence covers the optimizer's state (an
-accumulator that a rating of 1e30 overflows), and the model file is loaded back, as any
-command would load it, before it takes the place of ``model.npz``.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,41 +46,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import scipy.sparse as sp
 
-from . import _io
-from . import pipeline as P
-from .datasets._cache import atomic_write
+from .. import _io
+from .._runs import PipelineError
+from ..pipeline import METADATA_VERSION
 
 KIND = "mf"
-LOSSES = ("squared", "logistic", "bpr", "warp")
 _SEPARATORS = ("::", "\t", ",", ";")
 _USER_COLUMNS = {"user", "userid", "users", "uid"}
 _MOVIELENS_CSV_HEADER = ["userid", "movieid", "rating", "timestamp"]
-# options of the click models, refused for mf: attribute -> flag
-_CLICK_DATA_OPTIONS = {
-    "format": "--format",
-    "n_bits": "--n-bits",
-    "field_aware": "--field-aware",
-    "label": "--label",
-    "features": "--features",
-    "numeric": "--numeric",
-    "exclude": "--exclude",
-    "n_features": "--n-features",
-}
-_CLICK_TRAIN_OPTIONS = {
-    "chunk_size": ("--chunk-size", "ratings are read whole"),
-    "explicit_parse_threads": ("--parse-threads", "pyarrow parses ratings with its own threads"),
-    "alpha": ("--alpha", "use --set alpha_factors=... and --set alpha_biases=..."),
-    "l1": ("--l1", "matrix factorization has no L1 penalty"),
-    "batch_size": ("--batch-size", "every rating is one optimizer step"),
-    "checkpoint_every": ("--checkpoint-every", "mf trains without checkpoints"),
-    "resume": ("--resume", "mf trains without checkpoints: train again"),
-    "no_cache": ("--no-cache", "there is no chunk cache for ratings"),
-    "cache_dir": ("--cache-dir", "there is no chunk cache for ratings"),
-    "keep_tokens": ("--keep-tokens", "ratings are not hashed"),
-    "report": ("--report", "the report draws click-model curves"),
-}
-# estimator parameters the command sets itself
-_OWN_PARAMS = {"max_iter": "--epochs", "random_state": "--seed", "loss": "--loss"}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -144,24 +91,24 @@ def _layout(path, sep=None) -> _Layout:
     """How ``path`` is laid out, from its first line."""
     path = Path(path)
     if not path.is_file():
-        raise P.PipelineError(f"{path}: no such file")
+        raise PipelineError(f"{path}: no such file")
     with open(path, "rb") as f:
         first, second = (f.readline().decode("utf-8", "replace").rstrip("\r\n") for _ in "12")
     first = first.removeprefix("\ufeff")  # a UTF-8 byte-order mark (pyarrow skips it too)
     if not first.strip():
-        raise P.PipelineError(f"{path}: empty first line; expected user,item[,rating] lines")
+        raise PipelineError(f"{path}: empty first line; expected user,item[,rating] lines")
     if sep == "":
-        raise P.PipelineError("--sep must be one character (or ::), got ''")
+        raise PipelineError("--sep must be one character (or ::), got ''")
     if sep is None:
         sep = next((s for s in _SEPARATORS if s in first), None)
         if sep is None:
-            raise P.PipelineError(
+            raise PipelineError(
                 f"{path}: no separator (tab, comma, semicolon or ::) in the first line "
                 f"{first[:80]!r}; give --sep"
             )
     fields, below = first.split(sep), second.split(sep)
     if len(fields) < 2:
-        raise P.PipelineError(
+        raise PipelineError(
             f"{path}: the first line {first[:80]!r} has no {sep!r} between a user and an item"
         )
     # a header: no number at all, and words above numbers or a first field named like a user
@@ -187,7 +134,7 @@ def read_ratings(path, *, sep=None, id_type=None, skip_bad_lines=False) -> Ratin
     """
     layout = _layout(path, sep)
     if layout.movielens and not skip_bad_lines and id_type != "str":
-        from .datasets._movielens import read_movielens_ratings
+        from ..datasets._movielens import read_movielens_ratings
 
         try:
             cols = read_movielens_ratings(path)
@@ -211,7 +158,7 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
         delimiter, n = layout.sep, layout.n_columns
         wanted = [0, 1, 2][: min(layout.n_columns, 3)]
     if len(delimiter) != 1:
-        raise P.PipelineError(f"--sep must be one character (or ::), got {layout.sep!r}")
+        raise PipelineError(f"--sep must be one character (or ::), got {layout.sep!r}")
     names = [f"f{k}" for k in range(n)]
     roles = dict(zip(("user", "item", "rating"), (names[k] for k in wanted), strict=False))
     ids = {"int": pa.int64(), "str": pa.string()}.get(id_type)
@@ -233,7 +180,7 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
         if bad and not skip_bad_lines:
             row = bad[0]
             where = "a line" if row.number is None else f"line {row.number}"
-            raise P.PipelineError(
+            raise PipelineError(
                 f"{path}: {where} has {row.actual_columns} fields, expected "
                 f"{row.expected_columns} (user, item[, rating]...; the first line decides): "
                 f"{row.text[:80]!r} (--skip-bad-lines skips such lines)"
@@ -253,7 +200,7 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
             missing |= np.array([not v for v in values], dtype=bool)  # None or ""
             out[role] = values.astype(object)
         else:  # all empty (null type), or numbers that are not integers
-            raise P.PipelineError(
+            raise PipelineError(
                 f"{path}: the {role} ids (column {wanted[0 if role == 'user' else 1] + 1}) are "
                 f"not integers nor text (pyarrow read them as {column.type})"
             )
@@ -287,10 +234,10 @@ def _bad_line_error(path: Path, layout: _Layout, id_type, exc, skip_bad_lines=Fa
     found = _first_bad_line(path, layout, id_type, skip_bad_lines)
     if found is None:
         what = exc or "an empty id or a rating that is not a finite number"
-        return P.PipelineError(f"{path}: malformed ratings: {what}")
+        return PipelineError(f"{path}: malformed ratings: {what}")
     number, text, fault, skippable = found
     skip = " (--skip-bad-lines skips such lines)" if skippable else ""
-    return P.PipelineError(f"{path}, line {number}: {fault}: {text[:80]!r}{skip}")
+    return PipelineError(f"{path}, line {number}: {fault}: {text[:80]!r}{skip}")
 
 
 def _first_bad_line(path: Path, layout: _Layout, id_type, skip_bad_lines):
@@ -387,7 +334,7 @@ class IdMap:
 def _uses_offset(path) -> bool:
     """Whether ``path`` lies in a MovieLens 100K folder (a ``u.info`` with the counts of
     users and items beside it), whose ids load_movielens offsets."""
-    from .datasets._movielens import _read_info
+    from ..datasets._movielens import _read_info
 
     return _read_info(Path(path).parent) is not None
 
@@ -399,15 +346,15 @@ def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse")
     ``duplicates``: ``"refuse"`` a repeated (user, item) pair (ratings), or ``"sum"`` them
     (implicit weights, as the estimator sums them).
     """
-    from .datasets import load_movielens
-    from .datasets._movielens import _read_info
+    from ..datasets import load_movielens
+    from ..datasets._movielens import _read_info
 
     layout = _layout(path, sep)
     offset = _uses_offset(path)
     if offset:
         shape = _read_info(Path(path).parent)
         if max(shape) > _MAX_INFO_COUNT:  # u.info is read as untrusted as the file
-            raise P.PipelineError(
+            raise PipelineError(
                 f"{Path(path).parent / 'u.info'} counts {shape[0]:,} users and {shape[1]:,} "
                 f"items, more than a MovieLens 100K folder holds (at most {_MAX_INFO_COUNT:,})"
             )
@@ -417,19 +364,19 @@ def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse")
             X, users, items = load_movielens(path, ids=ids, return_ids=True)
         except ValueError as exc:
             if _first_bad_line(Path(path), layout, "int", False) is None:
-                raise P.PipelineError(str(exc)) from None  # not a line: repeated pairs...
+                raise PipelineError(str(exc)) from None  # not a line: repeated pairs...
             raise _bad_line_error(Path(path), layout, "int", exc) from None
         return X.astype(np.float32), IdMap(users), IdMap(items), 0
     cols = read_ratings(path, sep=sep, skip_bad_lines=skip_bad_lines)
     if len(cols) == 0:
-        raise P.PipelineError(f"{path} has no ratings to train on")
+        raise PipelineError(f"{path} has no ratings to train on")
     if offset and cols.users.dtype != object and cols.items.dtype != object:
         shape = _read_info(Path(path).parent)
         if min(cols.users.min(), cols.items.min()) < 1:
-            raise P.PipelineError(f"{path}: ids below 1 in a MovieLens 100K folder")
+            raise PipelineError(f"{path}: ids below 1 in a MovieLens 100K folder")
         largest = (int(cols.users.max()), int(cols.items.max()))
         if largest[0] > shape[0] or largest[1] > shape[1]:  # as load_movielens refuses them
-            raise P.PipelineError(
+            raise PipelineError(
                 f"{path}: ids up to {largest} (users, items) do not fit the {shape[0]} users "
                 f"and {shape[1]} items of u.info beside it; a file of another dataset does "
                 "not belong in a MovieLens 100K folder"
@@ -442,7 +389,7 @@ def ratings_matrix(path, *, sep=None, skip_bad_lines=False, duplicates="refuse")
         users, items = IdMap(user_ids), IdMap(item_ids)
     X = sp.coo_matrix((cols.values, (rows, columns)), shape=(len(users), len(items))).tocsr()
     if duplicates == "refuse" and X.nnz != len(cols):
-        raise P.PipelineError(
+        raise PipelineError(
             f"{path}: {len(cols) - X.nnz} repeated (user, item) pairs; with --loss squared "
             "each pair holds one rating (keep the latest, or their mean)"
         )
@@ -501,7 +448,7 @@ class RatingsModel:
 def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) -> None:
     """``model.save(path)`` with the id maps (and what inspect shows) in its metadata."""
     metadata = {
-        "version": P.METADATA_VERSION,
+        "version": METADATA_VERSION,
         "model": KIND,
         "ratings": {
             "users": users.to_json(),
@@ -525,7 +472,7 @@ def save_checked(model, path, users: IdMap, items: IdMap, min_rating, n_interact
         try:
             load(tmp)
         except ValueError as exc:
-            raise P.PipelineError(
+            raise PipelineError(
                 f"the trained model does not load back ({exc}); nothing was saved"
             ) from None
         os.replace(tmp, path)
@@ -541,7 +488,7 @@ def _header_note(path, sep) -> str:
 
 def _metadata(path) -> dict:
     if not Path(path).is_file():
-        raise P.PipelineError(f"{path}: no such model file")
+        raise PipelineError(f"{path}: no such model file")
     return _io.read_metadata(path) or {}
 
 
@@ -564,13 +511,13 @@ def load(path) -> RatingsModel:
     model = sparseopt.load(path)
     if not isinstance(model, sparseopt.MatrixFactorization):
         kind = meta.get("model", type(model).__name__)
-        raise P.PipelineError(
+        raise PipelineError(
             f"{path} holds a {type(model).__name__} (model {kind}); recommend works on a model "
             "of sparseopt train --model mf"
         )
-    version = meta.get("version", P.METADATA_VERSION)
-    if type(version) is int and version > P.METADATA_VERSION:
-        raise P.PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
+    version = meta.get("version", METADATA_VERSION)
+    if type(version) is int and version > METADATA_VERSION:
+        raise PipelineError(f"{path} was written by a newer sparseopt; upgrade sparseopt")
     if "ratings" not in meta:  # saved by MatrixFactorization.save: ids are indices
         ids = IdMap(np.arange(model.n_users_)), IdMap(np.arange(model.n_items_))
         return RatingsModel(model, *ids)
@@ -590,17 +537,17 @@ def load(path) -> RatingsModel:
         if type(n_interactions) is not int or n_interactions < 0:
             raise ValueError("n_interactions must be a count")
     except (ValueError, TypeError, OverflowError) as exc:
-        raise P.PipelineError(f"{path}: the id maps in the file are damaged: {exc}") from None
+        raise PipelineError(f"{path}: the id maps in the file are damaged: {exc}") from None
     return RatingsModel(model, users, items, min_rating, n_interactions)
 
 
 # --- metrics -------------------------------------------------------------------------------
 def evaluate_ratings(rm: RatingsModel, cols: Ratings) -> dict:
     """RMSE and MAE (squared loss) or ranking metrics at 10 (implicit losses) on ``cols``."""
-    from .metrics import mae, rmse
+    from ..metrics import mae, rmse
 
     if len(cols) == 0:
-        raise P.PipelineError("no ratings to evaluate")
+        raise PipelineError("no ratings to evaluate")
     if rm.loss == "squared":
         scores, unknown = rm.score(cols.users, cols.items)
         y = cols.values.astype(np.float64)
@@ -617,7 +564,7 @@ def _ranking(rm: RatingsModel, cols: Ratings, k=10) -> dict:
     """Precision, recall and NDCG at ``k`` of the recommendations (training items excluded)
     against the positives of ``cols`` (ratings >= the model's --min-rating, if any), over
     the known users that have one; pairs with an unknown id are left out and counted."""
-    from .metrics import ndcg_at_k, precision_at_k, recall_at_k
+    from ..metrics import ndcg_at_k, precision_at_k, recall_at_k
 
     model = rm.model
     u, known_u = rm.users.lookup(cols.users)
@@ -633,330 +580,9 @@ def _ranking(rm: RatingsModel, cols: Ratings, k=10) -> dict:
     result = {"n_ratings": len(cols), "n_unknown": int((~(known_u & known_i)).sum())}
     result["n_users"] = int(users.size)
     if users.size == 0:
-        raise P.PipelineError("no known user has a positive to rank in the evaluation file")
+        raise PipelineError("no known user has a positive to rank in the evaluation file")
     rec = model.recommend(users, n=k)
     for name, metric in (("precision", precision_at_k), ("recall", recall_at_k),
                          ("ndcg", ndcg_at_k)):  # fmt: skip
         result[f"{name}@{k}"] = metric(test, rec, k=k, user_ids=users)
     return result
-
-
-def format_metrics(m: dict) -> str:
-    unknown = f", {m['n_unknown']:,} with an unknown id" if m["n_unknown"] else ""
-    if "rmse" in m:
-        return f"RMSE {m['rmse']:.6f}  MAE {m['mae']:.6f} ({m['n_ratings']:,} ratings{unknown})"
-    return (
-        f"precision@10 {m['precision@10']:.4f}  recall@10 {m['recall@10']:.4f}  ndcg@10 "
-        f"{m['ndcg@10']:.4f} ({m['n_users']:,} users, {m['n_ratings']:,} lines{unknown})"
-    )
-
-
-# --- commands ------------------------------------------------------------------------------
-def _refuse(args, options: dict, command: str) -> None:
-    for name, flag in options.items():
-        value = getattr(args, name, None)
-        if value not in (None, False):
-            raise P.PipelineError(
-                f"{flag} does not apply to {command}: it reads user,item[,rating] lines "
-                "without hashing (--sep and --skip-bad-lines apply)"
-            )
-
-
-def _params(args, loss: str) -> dict:
-    params = dict(args.set or [])
-    for name, flag in _OWN_PARAMS.items():
-        if name in params:
-            raise P.PipelineError(f"--set {name} is set by {flag} on the command line")
-    params.update(loss=loss, random_state=args.seed)
-    params["max_iter"] = args.epochs
-    for name in ("optimizer", "learning_rate", "n_jobs"):
-        if getattr(args, name) is not None:
-            params[name] = getattr(args, name)
-    return params
-
-
-def train(args) -> int:
-    """``sparseopt train RATINGS --model mf``: one fit, the model saved with its id maps."""
-    import sparseopt
-
-    _refuse(args, _CLICK_DATA_OPTIONS, "--model mf")
-    for name, (flag, why) in _CLICK_TRAIN_OPTIONS.items():
-        if getattr(args, name, None) not in (None, False):
-            raise P.PipelineError(f"{flag} does not apply to --model mf: {why}")
-    if args.data is None:
-        raise P.PipelineError("--model mf needs a ratings file: sparseopt train RATINGS --model mf")
-    loss = args.loss or "squared"
-    if args.min_rating is not None and loss == "squared":
-        raise P.PipelineError("--min-rating applies to the implicit losses (logistic, bpr, warp)")
-    params = _params(args, loss)
-    try:
-        model = sparseopt.MatrixFactorization(**params)
-    except TypeError as exc:
-        raise P.PipelineError(f"bad model parameter for MatrixFactorization: {exc}") from None
-    out = Path(args.out)
-    lock = P.lock_run_folder(out)  # before reading: a bad --out fails before any training
-    try:
-        P.check_model_kind(out, KIND)
-        for leftover in out.glob(".*.tmp"):  # of a killed run: under the lock, no writer runs
-            if leftover.is_file():
-                leftover.unlink()
-        return _train(args, model, params, loss, out)
-    finally:
-        if lock is not None:
-            lock.close()
-
-
-def _train(args, model, params, loss, out) -> int:
-    duplicates = "refuse" if loss == "squared" else "sum"
-    X, users, items, n_bad = ratings_matrix(
-        args.data, sep=args.sep, skip_bad_lines=args.skip_bad_lines, duplicates=duplicates
-    )
-    if args.min_rating is not None:
-        from .datasets import implicit_positives
-
-        X = implicit_positives(X, threshold=args.min_rating)
-    valid = None
-    if args.validation is not None:  # read before training: a bad file fails early
-        valid = read_ratings(
-            args.validation, sep=args.sep, id_type=users.kind, skip_bad_lines=args.skip_bad_lines
-        )
-    what = "ratings" if loss == "squared" else "interactions"
-    print(
-        f"training mf ({loss}) on {args.data}: {len(users):,} users x {len(items):,} items, "
-        f"{X.nnz:,} {what}{_header_note(args.data, args.sep)}"
-    )
-    started = time.perf_counter()
-    model, history, kept = _epochs(model, X, args.epochs, users, items, args.min_rating, valid)
-    seconds = time.perf_counter() - started
-    path = out / "model.npz"
-    save_checked(model, path, users, items, args.min_rating, int(X.nnz))
-    summary = {
-        "model": str(path),
-        "model_type": KIND,
-        "loss": loss,
-        "params": {k: v for k, v in params.items() if k != "verbose"},
-        "data_file": str(Path(args.data).resolve()),
-        "validation_file": None if valid is None else str(Path(args.validation).resolve()),
-        "n_users": len(users),
-        "n_items": len(items),
-        "n_ratings": int(X.nnz),
-        "n_bad_lines": n_bad,
-        "epochs": len(history),
-        "kept_epoch": kept,
-        "history": history,
-        "seconds": seconds,
-        "validation": history[kept - 1].get("validation"),
-    }
-    if valid is not None:
-        summary["validation"]["n_bad_lines"] = valid.n_bad_lines
-    atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
-    print(
-        P.fit_terminal(
-            f"done: {X.nnz:,} {what} over {len(history)} epoch"
-            f"{'' if len(history) == 1 else 's'} in {seconds:.1f} s (compiling included), "
-            f"epoch {kept} kept, {n_bad} bad lines skipped; model saved to {path}"
-        )
-    )
-    if valid is not None:
-        print("validation: " + format_metrics(summary["validation"]))
-    return 0
-
-
-def _epochs(model, X, epochs, users, items, min_rating, valid):
-    """Train ``model`` on ``X`` epoch by epoch (the calls of its ``fit``), each epoch
-    scored on ``valid`` if given; returns (the model kept, the epochs' records, the kept
-    epoch)."""
-    from ._jit import announce_compile, compile_seconds
-
-    training = model.start_training(X)
-    rows = training.rows(X)
-    auto = epochs == "auto"
-    stopping = auto and valid is not None
-    n_epochs = P.AUTO_MAX_EPOCHS if stopping else training.max_epochs()
-    higher_is_better = model.loss != "squared"
-    unit = "ratings" if model.loss == "squared" else "interactions"
-    history, best, kept, curve = [], None, None, []
-    what = f"MatrixFactorization ({model.loss}, {type(training.optimizer).__name__})"
-    with announce_compile(what, print):
-        for epoch in range(1, n_epochs + 1):
-            start, compiling = time.perf_counter(), compile_seconds()
-            loss = training.epoch(rows, training.order(rows, training.rng))
-            curve.append(loss / max(X.nnz, 1))
-            training.catch_up()
-            training.finish(curve, rows=rows)  # checks the state, as fit does
-            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
-            entry = {"epoch": epoch, "train_loss": curve[-1]}
-            line = (
-                f"epoch {epoch}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
-                f"train loss {curve[-1]:.4f}"
-            )
-            if valid is not None:
-                rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
-                entry["validation"] = metrics = evaluate_ratings(rm, valid)
-                line += "  |  validation " + format_metrics(metrics)
-                score = metrics["rmse"] if not higher_is_better else -metrics["ndcg@10"]
-                if stopping and (best is None or score < best[0]):
-                    best = (score, epoch, copy.deepcopy(model))
-            print(P.fit_terminal(line))
-            history.append(entry)
-            if stopping and epoch - best[1] >= P.PATIENCE:
-                break
-    if stopping:
-        _, kept, model = best
-        model.loss_curve_ = curve[:kept]
-        return model, history, kept
-    return model, history, len(history)
-
-
-def predict(args) -> int:
-    """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
-    rm = load(args.model)
-    cols = read_ratings(
-        args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
-    )
-    if len(cols) == 0:
-        raise P.PipelineError(f"{args.data} has no user,item pairs")
-    scores, unknown = rm.score(cols.users, cols.items)
-    _write(args.out, "".join(f"{v:.6g}\n" for v in scores))
-    print(
-        f"wrote {len(cols):,} predictions to {args.out} ({unknown:,} pairs with an unknown id "
-        f"scored by the biases alone, {cols.n_bad_lines} bad lines skipped)"
-        + _header_note(args.data, args.sep)
-    )
-    return 0
-
-
-def evaluate(args) -> int:
-    """``sparseopt evaluate MODEL RATINGS`` for an mf model."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
-    rm = load(args.model)
-    cols = read_ratings(
-        args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
-    )
-    result = dict(evaluate_ratings(rm, cols), n_bad_lines=cols.n_bad_lines)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{args.data}: {format_metrics(result)}, {cols.n_bad_lines} bad lines skipped"
-            + _header_note(args.data, args.sep)
-        )
-    return 0
-
-
-def _user_list(args, kind: str) -> np.ndarray:
-    if (args.users is None) == (args.users_file is None):
-        raise P.PipelineError("give the users with --users ID[,ID...] or --users-file FILE")
-    if args.users is not None:
-        raw = [t.strip() for t in args.users.split(",") if t.strip()]
-        where = "--users"
-    else:
-        path = Path(args.users_file)
-        if not path.is_file():
-            raise P.PipelineError(f"{path}: no such file")
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise P.PipelineError(f"{path} is not UTF-8 text ({exc.reason})") from None
-        raw = [line.strip() for line in text.splitlines() if line.strip()]
-        where = str(path)
-    if not raw:
-        raise P.PipelineError(f"{where} names no user")
-    if kind == "str":
-        return np.array(raw, dtype=object)
-    for t in raw:  # int() would also take "1_0" and other digits than 0-9
-        if not (_INTEGER.fullmatch(t) and -(2**63) <= int(t) < 2**63):
-            raise P.PipelineError(
-                f"{where}: user id {t[:40]!r} is not a 64-bit integer, as the model's ids are"
-            )
-    return np.array([int(t) for t in raw], dtype=np.int64)
-
-
-def recommend(args) -> int:
-    """Write the top-n items of each user (mf models), as CSV lines user,rank,item,score."""
-    if not is_ratings_model(args.model):
-        meta = _metadata(args.model)
-        raise P.PipelineError(
-            f"{args.model} holds a click model ({meta.get('model', 'no --model recorded')}); "
-            "recommend needs a model of sparseopt train --model mf"
-        )
-    rm = load(args.model)
-    users = _user_list(args, rm.users.kind)
-    n = min(args.n, len(rm.items))  # no more items to rank than the model has
-    top, unknown = rm.recommend(users, n, exclude_seen=not args.include_seen)
-    rows = np.repeat(np.arange(users.size), n).reshape(top.shape)
-    ranks = np.tile(np.arange(1, n + 1), (users.size, 1))
-    valid = top >= 0
-    items = rm.items.ids[top[valid]]
-    scores, _ = rm.score(users[rows[valid]], items)
-    lines = ["user,rank,item,score"] + [
-        f"{u},{r},{i},{s:.6g}"
-        for u, r, i, s in zip(users[rows[valid]], ranks[valid], items, scores, strict=True)
-    ]
-    text = "\n".join(lines) + "\n"
-    note = f"{unknown} unknown users given the items of largest bias" if unknown else ""
-    if args.out is None:
-        print(text, end="")
-        if note:
-            import sys
-
-            print(f"sparseopt: {note}", file=sys.stderr)
-    else:
-        _write(args.out, text)
-        print(f"wrote {int(valid.sum()):,} recommendations for {users.size:,} users to "
-              f"{args.out}" + (f" ({note})" if note else ""))  # fmt: skip
-    return 0
-
-
-def inspect(args) -> int:
-    """A summary of an mf model: sizes, settings and the items of largest bias."""
-    if args.field is not None or args.tokens is not None:
-        raise P.PipelineError("--field and --tokens name hashed features; an mf model has none")
-    rm = load(args.model)
-    m = rm.model
-    summary = {
-        "model": "MatrixFactorization",
-        "loss": rm.loss,
-        "n_components": m.get_params()["n_components"],
-        "optimizer": type(m.optimizer_).__name__,
-        "n_users": int(m.n_users_),
-        "n_items": int(m.n_items_),
-        "n_interactions": rm.n_interactions,
-        "global_mean": float(m.global_mean_),
-        "rating_range": [float(v) for v in m.rating_range_],
-        "epochs": int(m.n_iter_),
-    }
-    bias = m.item_biases_.astype(np.float64)
-    top = np.lexsort((np.arange(bias.size), -bias))[: args.top]
-    raw = rm.items.ids[top].tolist()
-    table = [{"item": r, "bias": float(bias[c])} for r, c in zip(raw, top, strict=True)]
-    if args.json:
-        print(json.dumps(dict(summary, top_items=table)))
-        return 0
-    n = rm.n_interactions
-    print(
-        f"MatrixFactorization ({summary['loss']} loss, {summary['n_components']} components, "
-        f"{summary['optimizer']}, {summary['epochs']} epochs): {summary['n_users']:,} users x "
-        f"{summary['n_items']:,} items" + ("" if n is None else f", {n:,} interactions")
-    )
-    if rm.loss == "squared":
-        lo, hi = summary["rating_range"]
-        print(f"global mean rating {summary['global_mean']:.4f}, ratings from {lo:g} to {hi:g}")
-    print(f"items of largest bias (top {len(table)}):")
-    print(f"{'item':>12}  {'bias':>8}")
-    for row in table:
-        print(f"{row['item']!s:>12}  {row['bias']:>8.4f}")
-    return 0
-
-
-def _write(path, text: str) -> None:
-    path = Path(path)
-    if path.is_dir():
-        raise P.PipelineError(f"--out {path} is a folder: give the file to write")
-    try:
-        if path.parent != Path(""):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: f.write(text.encode()))
-    except OSError as exc:
-        raise P.PipelineError(f"--out {path} cannot be written ({exc.strerror or exc})") from None
