@@ -480,8 +480,15 @@ def export(model, path, format="onnx", *, data=None, input_form="padded") -> lis
     >>> from sparseopt.datasets import make_ctr
     >>> data = make_ctr(2_000, n_fields=5, n_bits=12, random_state=0)
     >>> model = SparseLogisticRegression(max_iter=1).fit(data.X, data.y)
-    >>> export(model, "model.json", format="json")  # doctest: +SKIP
-    [PosixPath('model.json')]
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> [p.name for p in export(model, folder / "model.json", format="json")]
+    ['model.json']
+    >>> from sparseopt import serving
+    >>> exported = serving.load(folder / "model.json")
+    >>> X = data.X[:5]
+    >>> bool(abs(exported.score(X.indptr, X.indices, X.data) - model.predict_proba(X)).max() < 1e-6)
+    True
     """
     if format not in FORMATS:
         raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
