@@ -44,50 +44,63 @@ def session(path):
 
 
 def scorers(model, folder):
-    """name -> function of a CSR batch, for each way of serving ``model``."""
+    """name -> (prepare, run): ``prepare`` turns a CSR batch into the input of ``run``
+    (outside the timing: a server builds its input form directly), ``run`` scores it."""
     model.export(folder / "padded.onnx")
     model.export(folder / "offsets.onnx", input_form="offsets")
     model.export(folder / "model.json", format="json")
     pad, off = session(folder / "padded.onnx"), session(folder / "offsets.onnx")
     numpy_model = serving.load(folder / "model.json")
 
-    def onnx_padded(X):
+    def padded_feed(X):
         indices, values = padded(X)
-        return pad.run(None, {"indices": indices, "values": values})[0][:, 1]
+        return {"indices": indices, "values": values}
 
-    def onnx_offsets(X):
-        feed = {"indices": X.indices.astype(np.int64), "values": X.data,
+    def offsets_feed(X):
+        return {"indices": X.indices.astype(np.int64), "values": X.data,
                 "offsets": X.indptr.astype(np.int64)}  # fmt: skip
-        return off.run(None, feed)[0][:, 1]
 
     return {
-        "onnxruntime, padded": onnx_padded,
-        "onnxruntime, offsets": onnx_offsets,
-        "sparseopt.serving (NumPy)": lambda X: numpy_model.score(X.indptr, X.indices, X.data)[:, 1],
-        "predict_proba (Numba)": lambda X: model.predict_proba(X)[:, 1],
+        "onnxruntime, padded": (padded_feed, lambda feed: pad.run(None, feed)[0][:, 1]),
+        "onnxruntime, offsets": (offsets_feed, lambda feed: off.run(None, feed)[0][:, 1]),
+        "sparseopt.serving (NumPy)": (
+            lambda X: X, lambda X: numpy_model.score(X.indptr, X.indices, X.data)[:, 1]
+        ),
+        "predict_proba (Numba)": (lambda X: X, lambda X: model.predict_proba(X)[:, 1]),
     }
 
 
-def latency(fn, rows, calls):
-    """p50 and p99 of one-row calls, microseconds."""
-    times = np.empty(calls)
+def latencies(contenders, rows, calls):
+    """Per contender, p50 and p99 of one-row calls in microseconds; the contenders take
+    turns on each row (their order rotating), so that they share the machine's moods."""
+    names = list(contenders)
+    feeds = {name: [prepare(rows[i : i + 1]) for i in range(min(calls, rows.shape[0]))]
+             for name, (prepare, _) in contenders.items()}  # fmt: skip
+    times = {name: np.empty(calls) for name in names}
     for i in range(calls):
-        X = rows[i % rows.shape[0] : i % rows.shape[0] + 1]
-        start = time.perf_counter()
-        fn(X)
-        times[i] = time.perf_counter() - start
-    return np.percentile(times, [50, 99]) * 1e6
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            feed = feeds[name][i % len(feeds[name])]
+            start = time.perf_counter()
+            contenders[name][1](feed)
+            times[name][i] = time.perf_counter() - start
+    return {name: np.percentile(t, [50, 99]) * 1e6 for name, t in times.items()}
 
 
-def throughput(fn, rows, batch=1000, repeats=5):
-    """Rows per second in batches of ``batch``, best of ``repeats`` passes."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for s in range(0, rows.shape[0], batch):
-            fn(rows[s : s + batch])
-        best = min(best, time.perf_counter() - start)
-    return rows.shape[0] / best
+def throughputs(contenders, rows, batch=1000, repeats=6):
+    """Per contender, rows per second in batches of ``batch``: the best of ``repeats`` passes,
+    the contenders taking turns pass by pass (order alternating)."""
+    names = list(contenders)
+    feeds = {name: [prepare(rows[s : s + batch]) for s in range(0, rows.shape[0], batch)]
+             for name, (prepare, _) in contenders.items()}  # fmt: skip
+    best = dict.fromkeys(names, np.inf)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for feed in feeds[name]:
+                contenders[name][1](feed)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: rows.shape[0] / t for name, t in best.items()}
 
 
 def size(path):
@@ -117,17 +130,19 @@ def main():
         model.fit(train, y[: args.train])
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            fns = scorers(model, folder)
+            contenders = scorers(model, folder)
             reference = model.predict_proba(test)[:, 1]
             print(f"\n{name}: onnx {size(folder / 'padded.onnx') / 2**20:.1f} MiB, "
                   f"json+npz {size(folder / 'model.json') / 2**20:.1f} MiB")  # fmt: skip
+            for prepare, run in contenders.values():
+                run(prepare(test[:1000]))  # warm up
+            lat = latencies(contenders, test, args.calls)
+            rate = throughputs(contenders, test)
             print(f"{'':28} {'p50 us':>8} {'p99 us':>8} {'rows/s (1,000)':>15} {'max |diff|':>11}")
-            for label, fn in fns.items():
-                fn(test[:1000])  # warm up
-                p50, p99 = latency(fn, test, args.calls)
-                rate = throughput(fn, test)
-                diff = np.abs(fn(test) - reference).max()
-                print(f"{label:28} {p50:8.0f} {p99:8.0f} {rate:15,.0f} {diff:11.1e}")
+            for label, (prepare, run) in contenders.items():
+                diff = np.abs(run(prepare(test)) - reference).max()
+                p50, p99 = lat[label]
+                print(f"{label:28} {p50:8.0f} {p99:8.0f} {rate[label]:15,.0f} {diff:11.1e}")
     print("\nexport of a model of 2^24 columns (fitted on 20,000 rows):")
     big = make_ctr(20_000, n_fields=39, n_bits=24, random_state=0)
     for name, model in [("logistic regression", SparseLogisticRegression(max_iter=1)),
