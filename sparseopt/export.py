@@ -96,16 +96,17 @@ def model_tables(model) -> tuple[str, dict, dict]:
     if isinstance(model, E.MatrixFactorization):
         return "mf", _mf_tables(model), _mf_scalars(model)
     coef = np.ascontiguousarray(model.coef_.T, dtype=np.float32)  # (n_features, n_outputs)
-    tables = {"coef": coef, "intercept": model.intercept_.astype(np.float32)}
+    tables = {"coef": coef, "intercept": model.intercept_.astype(np.float32, copy=False)}
     if hasattr(model, "classes_"):
         scalars["classes"] = model.classes_.tolist()
     if isinstance(model, E.FFMClassifier):
         kind = "ffm"
-        tables["factors"] = model.factors_.astype(np.float32)
-        tables["fields"] = model.state_.fields.astype(np.int32)  # the fitted column fields
+        tables["factors"] = model.factors_.astype(np.float32, copy=False)
+        # each column's field, as fitted (the estimator's fields parameter may be "auto")
+        tables["fields"] = model.state_.fields.astype(np.int32, copy=False)
     elif isinstance(model, E.FMClassifier | E.FMRegressor):
         kind = "fm" if isinstance(model, E.FMClassifier) else "fm_regressor"
-        tables["factors"] = model.factors_.astype(np.float32)
+        tables["factors"] = model.factors_.astype(np.float32, copy=False)
     elif isinstance(model, E.SparseLogisticRegression):
         kind = "logistic" if coef.shape[1] == 1 else "multinomial"
     else:

@@ -25,6 +25,7 @@ from sparseopt import export as E
 from sparseopt.cli import main
 from sparseopt.datasets import column_fields, make_ctr, read_criteo, read_csv, sample_path
 
+onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 N_BITS, N_FIELDS = 12, 6
@@ -95,6 +96,7 @@ def test_onnx_and_serving_score_as_the_estimator(kind, data, tmp_path):
     for form in forms:
         path = tmp_path / f"{form}.onnx"
         assert model.export(path, input_form=form) == [path]
+        onnx.checker.check_model(str(path), full_check=True)  # standard operators, typed
         got = run_onnx(path, X, form)
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= TOLERANCE, form
@@ -227,6 +229,16 @@ def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(tmp_path, monk
     assert main(["export", str(model), "--out", str(tmp_path / "model.onnx")]) == 0
     got = run_onnx(tmp_path / "model.onnx", X, "padded")[:, 1]
     assert np.abs(got - scores).max() <= TOLERANCE
+
+
+def test_hashing_spec_command_without_a_model(tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    assert main(["export", "--hashing-spec", str(path), "--n-bits", "12", "--field-aware"]) == 0
+    assert "2000 pairs, 203 rows" in capsys.readouterr().out
+    spec = json.loads(path.read_text())
+    assert spec["data"]["n_bits"] == 12 and spec["data"]["field_aware"] is True
+    assert main(["export"]) == 1
+    assert "give a MODEL file to export, --hashing-spec PATH, or both" in capsys.readouterr().err
 
 
 # -- bad input -------------------------------------------------------------------------------
