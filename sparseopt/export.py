@@ -19,7 +19,8 @@ the row's real entries have distinct columns). ONNX Runtime serves it faster tha
 shape ``(n_rows + 1,)``), see ``benchmarks/bench_serving.py``. Outputs, float64:
 ``probabilities`` of shape ``(n_rows, n_classes)`` for classifiers (as ``predict_proba``),
 ``predictions`` of shape ``(n_rows,)`` for regressors; matrix factorization takes
-``user_ids`` and ``item_ids`` (int64, ``(n_pairs,)``) and gives ``scores`` (as ``predict``).
+``user_ids`` and ``item_ids`` (int64, ``(n_pairs,)``) and gives ``scores`` (as ``predict``),
+or with ``graph="recommend"`` each user's top ``k`` items (as ``recommend``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .serving import FORMAT, VERSION
 
 FORMATS = ("onnx", "json")
 INPUT_FORMS = ("padded", "offsets")
+GRAPHS = ("score", "recommend")  # matrix factorization's ONNX graphs
 # tables holding more values than this go to the .npz beside a JSON export
 INLINE_VALUES = 1 << 16
 # ONNX files keep their tensors inside up to this size (protobuf's limit is 2 GiB)
@@ -347,7 +349,23 @@ def _build_onnx(kind, tables, scalars, form, data):
     g = _Graph(onnx)
     T = onnx.TensorProto
     h = onnx.helper
-    if kind == "mf":
+    if kind == "mf" and form == "recommend":
+        inputs = [h.make_tensor_value_info("user_ids", T.INT64, ["n"]),
+                  h.make_tensor_value_info("k", T.INT64, [1]),
+                  h.make_tensor_value_info("exclude", T.BOOL, ["n", tables["item_biases"].size])]
+        g.const(tables["user_factors"], "user_factors", table=True)
+        # float64 item tables: the ranking is that of float64 scores, ties by item id
+        g.const(tables["item_factors"].astype(np.float64), "item_factors", table=True)
+        g.const(tables["item_biases"].astype(np.float64)[None, :], "item_biases", table=True)
+        users = g.double(g.op("Gather", "user_factors", "user_ids"))
+        scores = g.op("Gemm", users, "item_factors", "item_biases", transB=1)  # (n, n_items)
+        scores = g.op("Where", "exclude", g.const(-np.inf), scores)
+        top, items = (f"top{g.count}", f"items{g.count}")
+        g.nodes.append(h.make_node("TopK", [scores, "k"], [top, items], axis=1, largest=1,
+                                   sorted=1))  # fmt: skip
+        out = g.op("Where", g.op("Equal", top, g.const(-np.inf)), g.ints(-1), items)
+        outputs = [("items", ["n", "k"])]
+    elif kind == "mf":
         inputs = [h.make_tensor_value_info(n, T.INT64, ["n"]) for n in ("user_ids", "item_ids")]
         for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
             g.const(tables[name], name, table=True)
@@ -394,18 +412,20 @@ def _build_onnx(kind, tables, scalars, form, data):
             outputs = [("probabilities", ["n", 2])]
     name, shape = outputs[0]
     g.nodes.append(h.make_node("Identity", [out], [name]))
+    out_type = T.INT64 if name == "items" else T.DOUBLE
     graph = h.make_graph(
         g.nodes,
         f"sparseopt_{kind}",
         inputs,
-        [h.make_tensor_value_info(name, T.DOUBLE, shape)],
+        [h.make_tensor_value_info(name, out_type, shape)],
         initializer=g.inits,
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)],
                          producer_name="sparseopt")  # fmt: skip
     model.ir_version = 8  # what ONNX Runtime 1.16 and later read
     about = {"format": FORMAT, "version": VERSION, "kind": kind, "formula": FORMULAS[kind],
-             "input_form": form if kind != "mf" else None, **scalars, "data": data}  # fmt: skip
+             "input_form": form if kind != "mf" else None,
+             "graph": form if kind == "mf" else "score", **scalars, "data": data}  # fmt: skip
     h.set_model_props(model, {"sparseopt": json.dumps(about)})
     return model, g.large
 
@@ -452,7 +472,8 @@ def _export_onnx(path, kind, tables, scalars, form, data) -> list[Path]:
     return _write_atomically(path, write)
 
 
-def export(model, path, format="onnx", *, data=None, input_form="padded") -> list[Path]:
+def export(model, path, format="onnx", *, data=None, input_form="padded",
+           graph="score") -> list[Path]:  # fmt: skip
     """Write a fitted estimator for serving without sparseopt.
 
     Parameters
@@ -473,6 +494,14 @@ def export(model, path, format="onnx", *, data=None, input_form="padded") -> lis
         ``sparseopt train`` stores it in its model files), stored with the export.
     input_form : {"padded", "offsets"}, default="padded"
         ONNX input of the click models (see the module notes); FFM: "padded" only.
+    graph : {"score", "recommend"}, default="score"
+        Matrix factorization's ONNX graph. "score": ``user_ids`` and ``item_ids`` (int64,
+        ``(n,)``) to ``scores`` (float64, as ``predict``). "recommend": ``user_ids``, ``k``
+        (int64, shape ``(1,)``, at most the number of items) and ``exclude`` (bool,
+        ``(n, n_items)``: True for the items not to recommend, such as those the user has
+        seen) to ``items`` (int64, ``(n, k)``): the ``k`` best-ranked by :math:`b_i + p_u^T
+        q_i`, ties to the smaller id, -1 where fewer remain; as ``recommend`` with
+        ``exclude`` built from the JSON export's ``seen_indptr`` and ``seen_indices``.
 
     Returns
     -------
@@ -499,14 +528,22 @@ def export(model, path, format="onnx", *, data=None, input_form="padded") -> lis
         raise ExportError(f"format must be one of {FORMATS}, got {format!r}")
     if input_form not in INPUT_FORMS:
         raise ExportError(f"input_form must be one of {INPUT_FORMS}, got {input_form!r}")
+    if graph not in GRAPHS:
+        raise ExportError(f"graph must be one of {GRAPHS}, got {graph!r}")
     if format == "onnx":
         _onnx()  # says what to install before any work
     path = _check_path(path)
     kind, tables, scalars = model_tables(model)
+    if graph != "score" and (kind != "mf" or format != "onnx"):
+        raise ExportError(
+            f"graph={graph!r} is an ONNX graph of matrix factorization; a {kind} model exports "
+            "its score (graph='score')"
+        )
     if format == "json":
         written = _export_json(path, kind, tables, scalars, data)
     else:
-        written = _export_onnx(path, kind, tables, scalars, input_form, data)
+        written = _export_onnx(path, kind, tables, scalars, graph if kind == "mf" else input_form,
+                               data)  # fmt: skip
     return sorted(written, key=lambda p: p != path)
 
 
@@ -733,6 +770,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="the export's file (model.onnx, model.json)")
     parser.add_argument("--input-form", choices=INPUT_FORMS, default="padded",
                         help="onnx input of click models: padded (default) or offsets (CSR)")
+    parser.add_argument("--graph", choices=GRAPHS, default="score",
+                        help="onnx of matrix factorization: score (default) or recommend (top k)")
     parser.add_argument("--hashing-spec", metavar="PATH",
                         help="also write the hashing spec (with test vectors) of the model's "
                         "data; without MODEL: of --data-format, --n-bits, --field-aware")
@@ -761,7 +800,8 @@ def export_command(args) -> int:
         meta = _io.read_metadata(args.model) or {}
         # a click model's data section (sparseopt train), or a ratings model's id maps
         data = meta.get("data") or meta.get("ratings")
-        written = export(model, args.out, args.format, data=data, input_form=args.input_form)
+        written = export(model, args.out, args.format, data=data, input_form=args.input_form,
+                         graph=args.graph)  # fmt: skip
         print(f"exported {type(model).__name__} to " + ", ".join(map(str, written)))
     if args.hashing_spec is not None:
         if args.model is not None and (data is None or "format" not in data):

@@ -165,6 +165,15 @@ def test_matrix_factorization_scores_and_recommends(tmp_path):
         assert np.array_equal(exported.recommend(everyone, 5), model.recommend(everyone, 5))
         assert np.array_equal(exported.recommend(everyone, 45, exclude_seen=False),
                               model.recommend(everyone, 45, exclude_seen=False))  # fmt: skip
+        # the top-k graph, seen items excluded by the mask the JSON's seen lists give
+        model.export(tmp_path / "top.onnx", graph="recommend")
+        top = ort.InferenceSession(str(tmp_path / "top.onnx"))
+        seen = sp.csr_matrix((np.ones(exported.tables["seen_indices"].size, bool),
+                              exported.tables["seen_indices"], exported.tables["seen_indptr"]),
+                             shape=(62, 40)).toarray()  # fmt: skip
+        for k, exclude in [(40, seen), (10, np.zeros_like(seen))]:
+            got = top.run(None, {"user_ids": everyone, "k": np.array([k]), "exclude": exclude})[0]
+            assert np.array_equal(got, model.recommend(everyone, k, exclude_seen=exclude.any()))
 
 
 # -- the hashing spec ------------------------------------------------------------------------
@@ -272,6 +281,8 @@ def test_unfitted_unknown_kind_and_format_are_refused(small_model, tmp_path):
         small_model.export(tmp_path / "m.pmml", format="pmml")
     ffm = FFMClassifier(fields=column_fields(4, 2), max_iter=1)
     ffm.fit(make_ctr(50, n_fields=2, n_bits=4, field_aware=True, random_state=0).X, [0, 1] * 25)
+    with pytest.raises(E.ExportError, match="graph='recommend' is an ONNX graph of matrix"):
+        small_model.export(tmp_path / "m.onnx", graph="recommend")
     with pytest.raises(E.ExportError, match="input_form='padded' only"):
         ffm.export(tmp_path / "m.onnx", input_form="offsets")
     assert not list(tmp_path.iterdir())  # nothing written by a refused call
