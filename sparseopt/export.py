@@ -20,7 +20,20 @@ shape ``(n_rows + 1,)``), see ``benchmarks/bench_serving.py``. Outputs, float64:
 ``probabilities`` of shape ``(n_rows, n_classes)`` for classifiers (as ``predict_proba``),
 ``predictions`` of shape ``(n_rows,)`` for regressors; matrix factorization takes
 ``user_ids`` and ``item_ids`` (int64, ``(n_pairs,)``) and gives ``scores`` (as ``predict``),
-or with ``graph="recommend"`` each user's top ``k`` items (as ``recommend``).
+or with ``graph="recommend"`` each user's top ``k`` items (as ``recommend``). The graphs check
+no more than ONNX Runtime does: an index beyond a table is an error, but a negative one counts
+from its end (ONNX's ``Gather``), and offsets are taken as given (0 first, never decreasing,
+``nnz`` last): check rows before scoring them, as :mod:`sparseopt.serving` does. The model's
+``metadata_props`` hold ``sparseopt``: the kind, formula, classes and data section as JSON.
+
+A JSON export holds ``format``, ``version``, ``kind``, ``formula`` (:data:`FORMULAS`), ``rows``
+(what x is), ``n_features``, ``classes`` (classifiers), ``global_mean`` and ``clip`` (matrix
+factorization), ``data`` (the hashing spec's data section, when known) and ``tables``: per
+table ``shape``, ``dtype`` and ``sparse``; a sparse table lists only its rows with a nonzero
+(``rows``, others are 0), a dense one all of them; the values are inline (``values``, nested
+lists in row order) or in the ``.npz`` named by ``npz`` as arrays ``<table>_values`` and
+``<table>_rows``. FFM's ``factors`` has shape ``(n_features, n_fields, k)`` and ``fields`` the
+field of each column (-1: no pairs).
 """
 
 from __future__ import annotations
@@ -567,7 +580,8 @@ SPEC_RULES = {
     "lines": "lines end with \\n (a \\r before it is dropped); blank lines are skipped; a line "
     "splits at every separator into exactly as many fields as the layout has columns, "
     "else it is malformed. CSV and Avazu files start with a header line naming the columns.",
-    "label": "0 or 1 (binary models); any number for regression.",
+    "label": "0 or 1 (binary models); any number for regression; libsvm: -1, 0 or 1, read as "
+    "0, 0 and 1.",
     "categorical": "one feature of value 1.0 in the column of (f, value_bytes); an empty field "
     "is the empty text, so a missing value is a feature of its own.",
     "count": "Criteo's integer counts: x parsed as a number that must be integral with "
@@ -662,7 +676,11 @@ def _criteo_edge_lines() -> list[str]:
 
 def _row_vectors(data, lines, header) -> tuple[list, int | None]:
     """([{"line", "label", "columns", "values"}] of ``lines`` as the spec's reader reads them,
-    the number of fields)."""
+    the number of fields); the lines that hold no row (blank, a LIBSVM comment) are left out."""
+    if data["format"] == "libsvm":
+        lines = [line for line in lines if line.split("#")[0].strip(" \t\r")]
+    else:
+        lines = [line for line in lines if line.rstrip("\r")]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.txt"
         text = [header] if header is not None else []

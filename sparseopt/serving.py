@@ -111,7 +111,9 @@ class RowHasher:
         self._cache: dict = {}
         if self.format == "libsvm":
             self.n_features = data.get("n_features")
-            self.offset = 0 if data.get("zero_based", True) in (True, "auto") else 1
+            if data.get("zero_based") not in (True, False):
+                raise ValueError("a libsvm data section needs zero_based true or false")
+            self.offset = 0 if data["zero_based"] else 1
             return
         self.n_features = 1 << self.n_bits
         if self.format == "criteo":
@@ -210,8 +212,9 @@ class RowHasher:
         if not line:
             return None
         label = _number(line[0])
-        if label is None:
-            raise FormatError(f"label {line[0]!r} is not a number")
+        if label not in (-1.0, 0.0, 1.0):
+            raise FormatError(f"label {line[0]!r} is not -1, 0 or 1")
+        label = float(label > 0)
         cols, vals = [], []
         for token in line[1:]:
             index, _, value = token.partition(b":")

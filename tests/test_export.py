@@ -220,6 +220,19 @@ def test_hashing_spec_of_csv_with_numeric_columns(tmp_path):
     assert np.array_equal(indices, X.indices) and np.array_equal(values, X.data)
 
 
+def test_hashing_spec_of_libsvm_rows(tmp_path):
+    path = tmp_path / "rows.svm"
+    path.write_text("1 3:0.5 1:2 # a comment\n-1 qid:4 2:1e-3 2:1\n\n0 5:-7\n")
+    data = {"format": "libsvm", "n_features": 6, "zero_based": False}
+    spec = E.hashing_spec(None, data, sample=path)
+    assert spec["test_vectors"]["pairs"] == [] and len(spec["test_vectors"]["rows"]) == 3
+    hasher = serving.RowHasher(spec["data"])
+    for row in spec["test_vectors"]["rows"]:
+        assert hasher.row(row["line"]) == (row["label"], row["columns"], row["values"])
+    with pytest.raises(serving.FormatError, match="outside the model's columns"):
+        hasher.row("1 7:1")
+
+
 # -- raw rows through the spec and the export, against `sparseopt predict` -------------------
 @pytest.mark.parametrize(("kind", "layout"), [("lr", []), ("fm", []), ("ffm", ["--field-aware"])])
 def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(kind, layout, tmp_path,
