@@ -8,11 +8,13 @@
   test vectors, so that a server in another language hashes rows as training did.
 - :mod:`sparseopt.serving` scores JSON exports and raw rows in plain NumPy.
 
-Tables are exported as float32; every score is accumulated in float64, as the estimators do,
-so an export scores as ``predict_proba`` / ``predict`` to about 1e-7.
+Tables are exported in the model's own precision (float32, from float32 features, or
+float64); every score is accumulated in float64, as the estimators do, so an export scores as
+``predict_proba`` / ``predict`` to about 1e-7 or better.
 
 The ONNX graphs take a **padded batch** by default: ``indices`` (int64, shape
-``(n_rows, width)``) and ``values`` (float32, same shape), each row's entries first, then
+``(n_rows, width)``) and ``values`` (same shape; float32, float64 for a model fitted on float64
+features), each row's entries first, then
 padding entries of index 0 and value 0 (any valid index with value 0 adds nothing, as long as
 the row's real entries have distinct columns). ONNX Runtime serves it faster than the CSR form
 (``input_form="offsets"``: ``indices`` and ``values`` of shape ``(nnz,)`` and ``offsets`` of
@@ -88,7 +90,8 @@ class ExportError(ValueError):
 
 # -- what a model is, from its public attributes -----------------------------------------------
 def model_tables(model) -> tuple[str, dict, dict]:
-    """``(kind, tables, scalars)`` of a fitted estimator: float32 tables by name, and the
+    """``(kind, tables, scalars)`` of a fitted estimator: its tables by name (float32 or
+    float64, as fitted: see :func:`_real`), and the
     scalars of its formula (:data:`FORMULAS`).
 
     Raises
@@ -110,23 +113,28 @@ def model_tables(model) -> tuple[str, dict, dict]:
     scalars = {}
     if isinstance(model, E.MatrixFactorization):
         return "mf", _mf_tables(model), _mf_scalars(model)
-    coef = np.ascontiguousarray(model.coef_.T, dtype=np.float32)  # (n_features, n_outputs)
-    tables = {"coef": coef, "intercept": model.intercept_.astype(np.float32, copy=False)}
+    coef = np.ascontiguousarray(_real(model.coef_.T))  # (n_features, n_outputs)
+    tables = {"coef": coef, "intercept": _real(model.intercept_)}
     if hasattr(model, "classes_"):
         scalars["classes"] = model.classes_.tolist()
     if isinstance(model, E.FFMClassifier):
         kind = "ffm"
-        tables["factors"] = model.factors_.astype(np.float32, copy=False)
+        tables["factors"] = _real(model.factors_)
         # each column's field, as fitted (the estimator's fields parameter may be "auto")
         tables["fields"] = model.state_.fields.astype(np.int32, copy=False)
     elif isinstance(model, E.FMClassifier | E.FMRegressor):
         kind = "fm" if isinstance(model, E.FMClassifier) else "fm_regressor"
-        tables["factors"] = model.factors_.astype(np.float32, copy=False)
+        tables["factors"] = _real(model.factors_)
     elif isinstance(model, E.SparseLogisticRegression):
         kind = "logistic" if coef.shape[1] == 1 else "multinomial"
     else:
         kind = "linear"
     return kind, tables, scalars
+
+
+def _real(table: np.ndarray) -> np.ndarray:
+    """A table as float32 if it is, else float64 (no copy when it is either already)."""
+    return table.astype(np.float32 if table.dtype == np.float32 else np.float64, copy=False)
 
 
 def _mf_tables(model) -> dict:
@@ -136,10 +144,10 @@ def _mf_tables(model) -> dict:
     items[model.tables_["item"].counts == 0] = 0.0
     seen = model.tables_["seen"]
     return {
-        "user_factors": users.astype(np.float32),
-        "item_factors": items.astype(np.float32),
-        "user_biases": model.user_biases_.astype(np.float32),
-        "item_biases": model.item_biases_.astype(np.float32),
+        "user_factors": _real(users),
+        "item_factors": _real(items),
+        "user_biases": _real(model.user_biases_),
+        "item_biases": _real(model.item_biases_),
         "seen_indptr": np.asarray(seen.indptr, np.int64),
         "seen_indices": np.asarray(seen.indices, np.int32),
     }
@@ -193,7 +201,7 @@ def _json_table(name, table, arrays, sparse) -> dict:
         if rows is not None:
             arrays[f"{name}_rows"] = rows
     else:
-        entry["values"] = values.tolist()  # float32 to float64 and back: exact
+        entry["values"] = values.tolist()  # float32 to Python's float and back: exact
         if rows is not None:
             entry["rows"] = rows.tolist()
     return entry
@@ -394,12 +402,14 @@ def _build_onnx(kind, tables, scalars, form, data):
         n_outputs = tables["coef"].shape[1]
         g.const(tables["coef"], "coef", table=True)
         g.const(tables["intercept"].astype(np.float64), "intercept", table=True)
+        # values as precise as the tables: float32, or float64 for a model fitted on float64
+        values = T.DOUBLE if tables["coef"].dtype == np.float64 else T.FLOAT
         if form == "padded":
             inputs = [h.make_tensor_value_info("indices", T.INT64, ["n", "width"]),
-                      h.make_tensor_value_info("values", T.FLOAT, ["n", "width"])]  # fmt: skip
+                      h.make_tensor_value_info("values", values, ["n", "width"])]  # fmt: skip
         else:
             inputs = [h.make_tensor_value_info("indices", T.INT64, ["nnz"]),
-                      h.make_tensor_value_info("values", T.FLOAT, ["nnz"]),
+                      h.make_tensor_value_info("values", values, ["nnz"]),
                       h.make_tensor_value_info("offsets", T.INT64, ["n_plus_1"])]  # fmt: skip
         m, x = _linear_margin(g, form, n_outputs)
         if kind in ("fm", "fm_regressor", "ffm"):

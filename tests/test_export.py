@@ -37,7 +37,7 @@ def padded(X):
     counts = np.diff(X.indptr)
     width = max(1, counts.max())
     indices = np.zeros((X.shape[0], width), np.int64)
-    values = np.zeros((X.shape[0], width), np.float32)
+    values = np.zeros((X.shape[0], width), X.dtype)
     filled = np.arange(width) < counts[:, None]
     indices[filled], values[filled] = X.indices, X.data
     return indices, values
@@ -122,6 +122,21 @@ def test_onnx_and_serving_score_as_the_estimator(kind, data, tmp_path):
     assert meta.get("classes") == getattr(model, "classes_", np.array([])).tolist() or not hasattr(
         model, "classes_"
     )
+
+
+def test_a_model_fitted_on_float64_exports_float64_tables(data, tmp_path):
+    """Large targets (scores near 1,000): the float64 tables score as predict to 1e-9."""
+    train, X = data
+    X64 = X[:5_000].astype(np.float64)
+    model = SparseLinearRegression(max_iter=2).fit(train.X.astype(np.float64), 1e3 * train.y)
+    for form in ("padded", "offsets"):
+        model.export(tmp_path / "m.onnx", input_form=form)
+        assert np.abs(run_onnx(tmp_path / "m.onnx", X64, form) - model.predict(X64)).max() <= 1e-9
+    model.export(tmp_path / "m.json", format="json")
+    exported = serving.load(tmp_path / "m.json")
+    assert exported.tables["coef"].dtype == np.float64
+    got = exported.score(X64.indptr, X64.indices, X64.data)
+    assert np.abs(got - model.predict(X64)).max() <= 1e-9
 
 
 def test_large_tables_go_beside_the_json_and_the_onnx_model(data, tmp_path, monkeypatch):
