@@ -104,9 +104,9 @@ def throughputs(contenders, rows, batch=1000, repeats=6):
 
 
 def size(path):
-    """Bytes of an export with the files beside it (JSON: its .npz; ONNX: its .data)."""
+    """Bytes of an export with the file beside it (JSON: .npz, ONNX: .data)."""
     path = Path(path)
-    beside = [path.with_suffix(".npz"), path.with_name(path.name + ".data")]
+    beside = [path.with_name(path.name + ".npz"), path.with_name(path.name + ".data")]
     return path.stat().st_size + sum(p.stat().st_size for p in beside if p.exists())
 
 

@@ -213,7 +213,7 @@ def _export_json(path, kind, tables, scalars, data) -> list[Path]:
     per_feature = {"coef", "factors"}
     entries = {name: _json_table(name, table, arrays, name in per_feature)
                for name, table in tables.items()}  # fmt: skip
-    npz = f"{path.stem}.npz" if arrays else None
+    npz = f"{path.name}.npz" if arrays else None  # never model.npz, a model file's name
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -506,7 +506,7 @@ def export(model, path, format="onnx", *, data=None, input_form="padded",
         FMClassifier, FMRegressor, FFMClassifier or MatrixFactorization.
     path : str or path-like
         The file to write (its folder is created). JSON exports with large tables write
-        ``<stem>.npz`` beside it; ONNX models over 1 GiB keep their tensors in
+        ``<name>.npz`` beside it; ONNX models over 1 GiB keep their tensors in
         ``<name>.data`` beside it. Every file is written to a temporary name and renamed.
     format : {"onnx", "json"}, default="onnx"
         ``"onnx"``: a graph of standard operators (opset 17), needs the ``onnx`` package
@@ -819,6 +819,8 @@ def export_command(args) -> int:
     if args.model is not None:
         if args.out is None:
             raise ExportError("give --out PATH, the file to write the export to")
+        if Path(args.out).resolve() == Path(args.model).resolve():
+            raise ExportError("--out names the model file itself: give another file")
         from . import _io, load
 
         try:

@@ -144,9 +144,9 @@ def test_large_tables_go_beside_the_json_and_the_onnx_model(data, tmp_path, monk
     model = fitted("fm", train)
     monkeypatch.setattr(E, "INLINE_VALUES", 100)
     written = E.export(model, tmp_path / "fm.json", format="json")
-    assert written == [tmp_path / "fm.json", tmp_path / "fm.npz"]
+    assert written == [tmp_path / "fm.json", tmp_path / "fm.json.npz"]
     meta = json.loads(written[0].read_text())
-    assert meta["npz"] == "fm.npz" and meta["tables"]["factors"]["npz"] == "factors"
+    assert meta["npz"] == "fm.json.npz" and meta["tables"]["factors"]["npz"] == "factors"
     with np.load(written[1], allow_pickle=False) as npz:
         assert {"coef_rows", "coef_values", "factors_rows", "factors_values"} <= set(npz.files)
     X = X[:5_000]
@@ -292,6 +292,10 @@ def test_hashing_spec_command_without_a_model(tmp_path, capsys):
     assert spec["data"]["n_bits"] == 12 and spec["data"]["field_aware"] is True
     assert main(["export"]) == 1
     assert "give a MODEL file to export, --hashing-spec PATH, or both" in capsys.readouterr().err
+    assert main(["export", str(path), "--out", str(path)]) == 1
+    assert "--out names the model file itself" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "none.npz"), "--out", str(path)]) == 1
+    assert "none.npz: no such model file" in capsys.readouterr().err
 
 
 # -- bad input -------------------------------------------------------------------------------
