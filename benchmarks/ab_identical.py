@@ -9,8 +9,10 @@ and once in a worktree of commit REV (kept under the temporary folder, as
 pointing at its tree and writes every fitted array (each attribute ending in ``_``, and the
 arrays inside a fitted state, walked recursively) to an ``.npz`` file; the two files are
 then compared array by array with ``np.array_equal`` (NaN unequal), names included.
-``--dask`` adds a fit through ``sparseopt.dask.fit`` on an in-process cluster, ``--cli`` a
-``sparseopt train`` run for the click model (lr) and for mf. Prints one line per case and
+``--dask`` adds a fit through ``sparseopt.dask.fit`` on an in-process cluster, ``--cli`` the
+``sparseopt train`` runs of ``CLI_CASES`` (lr and mf: a number of epochs, ``--epochs auto``
+stopping on a validation file, validation losses that tie, and for lr a run interrupted and
+resumed). Prints one line per case and
 exits with status 1 if any array differs or is missing on one side.
 
 The first run in a fresh worktree of REV compiles its kernels (minutes); later runs load them
@@ -128,21 +130,48 @@ def fit_dask(click):
     return model
 
 
+# name -> the options of `sparseopt train` (lr: on the packaged sample and its validation
+# file; mf: on the ratings of fit_cases, the last 1,000 of them held out with "valid")
+CLI_CASES = {
+    "cli-lr": ["--model", "lr", "--epochs", "2", "--no-cache"],
+    "cli-lr-auto": ["--model", "lr", "--no-cache"],  # stops 2 epochs after the best
+    "cli-lr-tie": ["--model", "lr", "--no-cache", "--learning-rate", "1e-30"],  # equal losses
+    "cli-lr-resume": ["--model", "lr", "--no-cache"],  # cut in epoch 3, then --resume
+    "cli-mf": ["--model", "mf", "--epochs", "2"],
+    "cli-mf-auto": ["--model", "mf", "valid"],
+    "cli-mf-tie": ["--model", "mf", "valid", "--learning-rate", "1e-30"],
+}
+
+
 def train_cli(name: str, ratings, out: Path):
-    """The model that ``sparseopt train`` saves: lr on the packaged sample (2 epochs), or mf
-    on ``ratings`` written as a user,item,rating file (2 epochs)."""
+    """The model that ``sparseopt train`` saves for case ``name`` of :data:`CLI_CASES`; the
+    runs go through ``python -m sparseopt``, but for the interrupted one (in this process)."""
     import sparseopt
+    from sparseopt.cli import main
 
     folder = out / f"{name}-run"
-    args = ["--model", "lr", "--epochs", "2", "--no-cache"]
-    if name == "cli-mf":
+    args = list(CLI_CASES[name])
+    if "mf" in args:
         coo = ratings.tocoo()
-        (out / "ratings.csv").write_text(
-            "".join(f"{u},{i},{r:g}\n" for u, i, r in zip(coo.row, coo.col, coo.data, strict=True))
-        )
-        args = ["--model", "mf", "--epochs", "2", str(out / "ratings.csv")]
-    command = [sys.executable, "-m", "sparseopt", "train", "--seed", "0", "--no-progress"]
-    subprocess.run([*command, "--out", str(folder), *args], check=True, stdout=subprocess.DEVNULL)
+        lines = [f"{u},{i},{r:g}\n" for u, i, r in zip(coo.row, coo.col, coo.data, strict=True)]
+        (out / "ratings.csv").write_text("".join(lines if "valid" not in args else lines[:-1000]))
+        (out / "valid.csv").write_text("".join(lines[-1000:]))
+        args = [str(out / "ratings.csv"), *args]
+        if "valid" in args:
+            args[args.index("valid")] = "--validation"
+            args.insert(args.index("--validation") + 1, str(out / "valid.csv"))
+    command = ["train", "--seed", "0", "--no-progress", "--out", str(folder), *args]
+    if name == "cli-lr-resume":
+
+        def cut(epoch, chunk):
+            if (epoch, chunk) == (2, 4):
+                raise KeyboardInterrupt
+
+        assert main(command, after_chunk=cut) == 130
+        assert main([*command, "--resume"]) == 0
+    else:
+        subprocess.run([sys.executable, "-m", "sparseopt", *command], check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
     return sparseopt.load(folder / "model.npz")
 
 
@@ -179,7 +208,7 @@ def main() -> int:
     if not tree.exists():
         subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", "-q", tree, rev],
                        check=True)  # fmt: skip
-    names = [*(args.case or CASES), *["dask-lr"] * args.dask, *["cli-lr", "cli-mf"] * args.cli]
+    names = [*(args.case or CASES), *["dask-lr"] * args.dask, *list(CLI_CASES) * args.cli]
     with tempfile.TemporaryDirectory() as folder:
         ours, theirs = Path(folder, "ours"), Path(folder, "theirs")
         ours.mkdir(), theirs.mkdir()

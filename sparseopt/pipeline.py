@@ -32,7 +32,9 @@ Epochs
 ------
 ``epochs="auto"`` (the command's default) follows the estimators' ``max_iter="auto"`` in
 spirit. With a validation file, epochs run until its logloss has not improved for
-``PATIENCE`` epochs (the estimators' ``n_iter_no_change``), at most ``AUTO_MAX_EPOCHS``, and
+``PATIENCE`` epochs (the estimators' ``n_iter_no_change``; a logloss equal to the best is
+no improvement: :class:`sparseopt._epochs.Stopper` with ``tie_is_stale``, restored from the
+checkpoint on resume), at most ``AUTO_MAX_EPOCHS``, and
 the saved model is the best epoch's: each new best epoch's checkpoint is linked (or copied) to
 ``best-<epoch>.npz`` and named in the record, so the best so far survives a resume. Without
 one, ``"auto"`` is one epoch: a file read out of core cannot hold rows out cheaply, and one
@@ -42,7 +44,8 @@ and saves the last; with a validation file the summary still names the best.
 Every epoch's history records the progressive training loss within it: the running mean
 after each chunk, for the report's learning curve.
 
-The run folder is one run's: :meth:`Trainer.start` takes an exclusive lock on its ``run.lock``
+The run folder is one run's (:mod:`sparseopt._runs`): :meth:`Trainer.start` takes an
+exclusive lock on its ``run.lock``
 (which records the process id) for the whole run, so a second run into the same folder is
 refused, naming the first's process; a process killed with ``kill -9`` drops its lock with it.
 Under the lock, temporary files and checkpoints left by a killed run are removed.
@@ -55,7 +58,6 @@ import math
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -69,8 +71,9 @@ import scipy.sparse as sp
 from pyarrow import csv
 
 from . import _io, _runs
+from ._epochs import Stopper
 from ._jit import announce_compile, compile_seconds
-from ._report import fit_terminal, format_click_metrics
+from ._report import EpochBar, fit_terminal, format_click_metrics
 from ._runs import PipelineError
 from .datasets import (
     CriteoReader,
@@ -81,7 +84,6 @@ from .datasets import (
     sample_path,
 )
 from .datasets._cache import atomic_write
-from .datasets._parsers import count_lines
 from .metrics import ClickMetrics
 
 FORMATS = ("criteo", "avazu", "libsvm", "csv")
@@ -369,9 +371,6 @@ def prefetch(chunks):
                 thread.join(0.01)
 
 
-TICK_SECONDS = 0.25  # how often the bar moves while a chunk trains
-
-
 def default_parse_threads() -> int:
     """Parsing threads when none are asked for: the cores left by the training thread, 1 or 2.
 
@@ -426,7 +425,6 @@ class Trainer:
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self.parse_threads = parse_threads
-        self.progress = progress
         self.log = log
         self.after_chunk = after_chunk
         self.spec = DataSpec(**config.spec)
@@ -455,9 +453,11 @@ class Trainer:
             "best": None,
             "stopped": None,
         }
+        # a validation logloss equal to the best is no improvement
+        self.stopper = Stopper(0.0, PATIENCE, tie_is_stale=True)
         self.calibration = None
         self.training = None  # the model's training (sparseopt.estimators._base), from run
-        self._rate = None  # rows/s of the last chunk trained, to move the bar within the next
+        self.bar = EpochBar(progress, log)
         self._in_chunk = False  # a chunk is being trained: the model is not fit to save
         self._lock = None
 
@@ -532,6 +532,9 @@ class Trainer:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         self.model, _ = load_model(self.out / self.state["checkpoint"])
         self.training = None
+        best = self.state["best"]
+        if best is not None:  # the stopper's record: the best loss, the epochs since
+            self.stopper.restore(best["logloss"], self.state["epoch"] - best["epoch"])
 
     def checkpoint(self, best=None) -> None:
         """Save the model, then the record pointing at it; drop the previous model file.
@@ -570,8 +573,9 @@ class Trainer:
         # the run holds its chunk set between epochs too (each pass holds it within)
         hold = self.reader.hold_cache(self.cache_dir) if self.use_cache else nullcontext()
         try:
+            noticed = announce_compile(what, self.bar.notice)
             try:
-                with hold, self._interrupts_between_chunks(), announce_compile(what, self._notice):
+                with hold, self._interrupts_between_chunks(), noticed:
                     self._epochs(classes)
             except KeyboardInterrupt:
                 # a chunk cut short (by an interrupt that could not be held) left the model
@@ -584,14 +588,6 @@ class Trainer:
             return self._finish(seconds, state["rows_seen"] - rows_at_start)
         finally:
             self.release()
-
-    def _notice(self, line: str) -> None:
-        """``log(line)`` from within an epoch: the progress bar (on the same terminal) is
-        cleared first and drawn again below the line, so the line is not written into it."""
-        from tqdm.auto import tqdm
-
-        with tqdm.external_write_mode():
-            self.log(line)
 
     @contextmanager
     def _interrupts_between_chunks(self):
@@ -658,8 +654,6 @@ class Trainer:
         return loss
 
     def _epochs(self, classes):
-        from tqdm.auto import tqdm
-
         state = self.state
         if self.training is None:
             self._start_training(classes)
@@ -667,22 +661,8 @@ class Trainer:
             epoch, skip = state["epoch"], state["chunk"]
             epoch_started, epoch_rows = time.perf_counter(), state["epoch_rows"]
             compiling = compile_seconds()
-            self._counted = {}
-            if state["n_rows_epoch"] is None and self.progress:
-                self._count_rows()
-            bar = tqdm(
-                total=state["n_rows_epoch"] or self._counted.get("n"),
-                initial=state["epoch_rows"],
-                unit="rows",
-                unit_scale=True,
-                disable=not self.progress,
-                file=sys.stderr,
-                desc=f"epoch {epoch + 1}/{self.epochs}",
-                leave=False,
-                dynamic_ncols=True,  # fit the terminal as it is now: the line never wraps
-                postfix={"loss": self._mean_loss()},
-            )
-            with bar:
+            desc, total = f"epoch {epoch + 1}/{self.epochs}", state["n_rows_epoch"]
+            with self.bar.start(self.reader, desc, total, epoch_rows, self._mean_loss()):
                 due = False
                 for k, (X, y) in enumerate(self._chunks()):
                     if k < skip:
@@ -690,7 +670,7 @@ class Trainer:
                     if due:  # deferred until another chunk follows: the epoch's end saves
                         self.checkpoint()
                     self._in_chunk = True
-                    with self._bar_moving(bar, X.shape[0]):
+                    with self.bar.moving(X.shape[0]):
                         loss = self._train_chunk(X, y, _chunk_seed(self.config.seed, epoch, k))
                     state["epoch_loss"] += loss * X.shape[0]
                     if state["epoch_positives"] is not None:
@@ -704,10 +684,7 @@ class Trainer:
                     self._in_chunk = False
                     if self._interrupted:
                         raise KeyboardInterrupt
-                    bar.set_postfix(loss=self._mean_loss(), refresh=False)
-                    if bar.total is None:
-                        bar.total = self._counted.get("n")
-                    bar.update(state["epoch_rows"] - bar.n)  # where the chunk truly ends
+                    self.bar.advance(state["epoch_rows"], self._mean_loss())
                     if self.after_chunk is not None:
                         self.after_chunk(epoch, k)
                     due = state["chunk"] % self.checkpoint_every == 0
@@ -715,66 +692,10 @@ class Trainer:
             rate = (state["epoch_rows"] - epoch_rows) / max(seconds, 1e-9)
             self._end_epoch(rate)
 
-    @contextmanager
-    def _bar_moving(self, bar, rows):
-        """While a chunk of ``rows`` trains, move ``bar`` every ``TICK_SECONDS`` at the rate
-        the previous chunk trained at, short of the chunk's end; the caller then sets the
-        true position. The kernels say nothing until they return, so within a chunk the
-        position is an estimate, put right at its end; before any rate is known (the run's
-        first chunk) only the elapsed time moves. Training calls are not split for the bar:
-        each call ends with a pass over the whole weight table (weight decay's pending
-        steps), which made 10,000-row calls up to 8 times slower.
-        """
-        started, compiling = time.perf_counter(), compile_seconds()
-        start_n, rate = bar.n, self._rate
-        stop = threading.Event()
-
-        def tick():
-            while not stop.wait(TICK_SECONDS):
-                if rate is None:
-                    bar.refresh()
-                    continue
-                ahead = min(int(rate * (time.perf_counter() - started)), rows - 1)
-                bar.update(max(start_n + ahead - bar.n, 0))
-
-        ticker = threading.Thread(target=tick, name="sparseopt-bar", daemon=True)
-        if not bar.disable:
-            ticker.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            if ticker.is_alive():
-                ticker.join()
-        seconds = time.perf_counter() - started - (compile_seconds() - compiling)
-        self._rate = rows / seconds if seconds > 0 else None
-
     def _mean_loss(self) -> str:
         """The epoch's mean training loss so far, for the bar ("-" before any row)."""
         rows = self.state["epoch_rows"]
         return f"{self.state['epoch_loss'] / rows:.4f}" if rows else "-"
-
-    def _count_rows(self) -> None:
-        """Count the training file's rows into ``self._counted["n"]``, for the bar's total
-        and ETA: a pass over the bytes, far faster than parsing them, in the background
-        (waited for a second at most, so that a small file's bar has it from the start)."""
-        reader, counted = self.reader, self._counted
-
-        def count():
-            n, last = 0, None
-            try:
-                for block, _ in reader._blocks():
-                    n += int(count_lines(block))
-                    last = block
-            except Exception:  # the bar goes without a total; the parser reports the file
-                return
-            if last is not None and last.size and last[-1] != ord("\n"):
-                n += 1  # a last line without its newline
-            counted["n"] = n
-
-        thread = threading.Thread(target=count, name="sparseopt-count", daemon=True)
-        thread.start()
-        thread.join(timeout=1.0)
 
     def _end_epoch(self, rows_per_second):
         state = self.state
@@ -794,17 +715,17 @@ class Trainer:
             f"epoch {entry['epoch']}/{self.epochs}: {rows_per_second:,.0f} rows/s, "
             f"train logloss {entry['train_logloss']:.4f}"
         )
-        best = None
+        best, stop = None, False
         if self.valid_reader is not None:
             metrics = score(self.model, self.valid_reader.chunks(self.parse_threads))
             entry["validation"] = metrics.result()
             self.calibration = metrics.calibration()
             line += "  |  validation " + format_click_metrics(entry["validation"])
-            logloss = entry["validation"]["logloss"]
-            if state["best"] is None or logloss < state["best"]["logloss"]:
+            stop = self.stopper.update(entry["validation"]["logloss"])
+            if self.stopper.improved:
                 best = {
                     "epoch": entry["epoch"],
-                    "logloss": logloss,
+                    "logloss": entry["validation"]["logloss"],
                     "file": f"best-{entry['epoch']:06d}.npz",
                     "calibration": self.calibration,
                 }
@@ -819,8 +740,7 @@ class Trainer:
             epoch_positives=0.0,
             epoch_curve=[],
         )
-        best_epoch = (best or state["best"] or {}).get("epoch")
-        if self.keep_best and best_epoch is not None and state["epoch"] - best_epoch >= PATIENCE:
+        if self.keep_best and stop:
             state["stopped"] = f"stopped after {PATIENCE} epochs without improvement"
         state["finished"] = state["epoch"] >= self.epochs or bool(
             self.keep_best and state["stopped"]

@@ -370,6 +370,16 @@ def test_epochs_auto_stops_on_validation_and_saves_the_best_epoch(files, tmp_pat
     assert five["validation"] == five["history"][4]["validation"]
 
 
+def test_a_validation_logloss_equal_to_the_best_is_no_improvement(files, tmp_path):
+    """Steps of 1e-30 leave every prediction at 0.5: each epoch scores epoch 1's logloss, and
+    --epochs auto stops PATIENCE epochs after epoch 1, which it keeps."""
+    assert train(files, tmp_path / "run", "--learning-rate", "1e-30") == 0
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    losses = [h["validation"]["logloss"] for h in summary["history"]]
+    assert len(set(losses)) == 1 and len(losses) == 1 + P.PATIENCE
+    assert summary["kept_epoch"] == summary["best_epoch"] == 1
+
+
 @pytest.mark.parametrize(
     "option, instead",
     [

@@ -12,6 +12,7 @@ import pytest
 import tqdm.auto
 
 import sparseopt
+from sparseopt import _report
 from sparseopt import pipeline as P
 from sparseopt._report import fit_terminal
 from sparseopt.cli import build_parser, main
@@ -98,7 +99,7 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
 ):
     draw_every_step = functools.partial(tqdm.auto.tqdm, mininterval=0, miniters=1)
     monkeypatch.setattr(tqdm.auto, "tqdm", draw_every_step)
-    monkeypatch.setattr(P, "TICK_SECONDS", 0.02)
+    monkeypatch.setattr(_report, "TICK_SECONDS", 0.02)
     train_rows = Training.epoch
 
     def slow(training, rows, order):  # 0.2 s a chunk: time for the bar to move within it

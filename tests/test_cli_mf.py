@@ -221,6 +221,9 @@ def test_bad_lines_are_reported_or_skipped(tmp_path, capsys):
         (["--alpha", "0.1"], "--set alpha_factors"),
         (["--resume"], "--resume does not apply to --model mf"),
         (["--chunk-size", "10"], "--chunk-size does not apply"),
+        (["--parse-threads", "2"], "--parse-threads does not apply"),
+        # every option mf does not take, a click-only one added later too
+        (["--max-tokens", "5"], "--max-tokens does not apply to --model mf"),
         (["--set", "max_iter=3"], "--set max_iter is set by --epochs"),
         (["--set", "bogus=1"], "bad model parameter for MatrixFactorization"),
         (["--min-rating", "4"], "--min-rating applies to the implicit losses"),
@@ -342,3 +345,15 @@ def test_epochs_auto_with_validation_keeps_the_best_epoch(run, tmp_path, capsys)
     mf, _, _ = _estimator(users[:800], items[:800], ratings[:800], n_components=4,
                           learning_rate=0.3, max_iter=kept, random_state=3)  # fmt: skip
     np.testing.assert_array_equal(R.load(out / "model.npz").model.item_factors_, mf.item_factors_)
+
+
+def test_a_validation_rmse_equal_to_the_best_is_no_improvement(run, tmp_path):
+    """As for the click models: steps of 1e-30 score every epoch alike, so --epochs auto stops
+    PATIENCE epochs after the first and keeps it."""
+    out = tmp_path / "tie"
+    argv = ["train", str(run["train"]), "--model", "mf", "--out", str(out)]
+    assert main([*argv, "--validation", str(run["valid"]), "--learning-rate", "1e-30"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    rmses = [h["validation"]["rmse"] for h in summary["history"]]
+    assert len(set(rmses)) == 1 and len(rmses) == 1 + P.PATIENCE and summary["kept_epoch"] == 1
+

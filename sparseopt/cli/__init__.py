@@ -188,21 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
-    t.set_defaults(run=C.train)
+    _set_command(t, C.train)
 
     p = commands.add_parser("predict", help=C.predict.__doc__, description=C.predict.__doc__)
     p.add_argument("model", help="model file (model.npz of a run)")
     p.add_argument("data")
     p.add_argument("--out", required=True, help="output file")
     add_data_options(p, defaults=False)
-    p.set_defaults(run=C.predict)
+    _set_command(p, C.predict)
 
     e = commands.add_parser("evaluate", help=C.evaluate.__doc__, description=C.evaluate.__doc__)
     e.add_argument("model")
     e.add_argument("data")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_data_options(e, defaults=False)
-    e.set_defaults(run=C.evaluate)
+    _set_command(e, C.evaluate)
 
     i = commands.add_parser("inspect", help=C.inspect.__doc__, description=C.inspect.__doc__)
     i.add_argument("model", help="model file (model.npz of a run)")
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokens", help=f"token file (default: {P.TOKENS_FILE} beside the model, if any)"
     )
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
-    i.set_defaults(run=C.inspect)
+    _set_command(i, C.inspect)
 
     rc = commands.add_parser(
         "recommend", help=C.recommend.__doc__, description=C.recommend.__doc__
@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also recommend the items a user interacted with in training",
     )
-    rc.set_defaults(run=C.recommend)
+    _set_command(rc, C.recommend)
 
     c = commands.add_parser("cache", help=C.cache.__doc__, description=C.cache.__doc__)
     c.add_argument(
@@ -240,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete the cached chunk sets, except those a running train holds (named)",
     )
-    c.set_defaults(run=C.cache)
+    _set_command(c, C.cache)
 
     from .. import export as X  # the command's logic lives beside export(); onnx loads on use
 
     x = commands.add_parser("export", help=X.export_command.__doc__,
                             description=X.export_command.__doc__)  # fmt: skip
     X.add_arguments(x)
-    x.set_defaults(run=X.export_command)
+    _set_command(x, X.export_command)
     return parser
 
 
@@ -258,6 +258,17 @@ def _for_the_command_line(exc) -> str:
     return str(exc).replace(f"({ChunkReader.skip_hint} skips", "(--skip-bad-lines skips")
 
 
+def _set_command(command: argparse.ArgumentParser, run) -> None:
+    """Make ``run`` the function of ``command``, and record its options (``{dest: (flag,
+    default)}``) so that :func:`main` can tell which ones were given."""
+    options = {
+        action.dest: (action.option_strings[0], action.default)
+        for action in command._actions  # argparse keeps no public list of them
+        if action.option_strings and action.default is not argparse.SUPPRESS
+    }
+    command.set_defaults(run=run, options=options)
+
+
 def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
     """Run the command; returns the exit status (``after_chunk``: a test hook, see Trainer)."""
     parser = build_parser()
@@ -266,7 +277,13 @@ def main(argv: list[str] | None = None, *, after_chunk=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     args.after_chunk = after_chunk
-    args.explicit_parse_threads = getattr(args, "parse_threads", None)
+    # the options given (a value other than their default): a family refuses those it
+    # does not take
+    args.given = {
+        name: flag
+        for name, (flag, default) in args.options.items()
+        if getattr(args, name) != default
+    }
     if getattr(args, "parse_threads", 0) is None:
         args.parse_threads = P.default_parse_threads()
     try:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _runs
+from .._epochs import Stopper, run_epochs
 from .._report import fit_terminal, format_ratings_metrics
 from .._runs import PipelineError
 from ..datasets._cache import atomic_write
@@ -52,43 +53,39 @@ from ._ratings_files import (
 )
 
 LOSSES = ("squared", "logistic", "bpr", "warp")
-# options of the click models, refused for mf: attribute -> flag
-_CLICK_DATA_OPTIONS = {
-    "format": "--format",
-    "n_bits": "--n-bits",
-    "field_aware": "--field-aware",
-    "label": "--label",
-    "features": "--features",
-    "numeric": "--numeric",
-    "exclude": "--exclude",
-    "n_features": "--n-features",
-}
-_CLICK_TRAIN_OPTIONS = {
-    "chunk_size": ("--chunk-size", "ratings are read whole"),
-    "explicit_parse_threads": ("--parse-threads", "pyarrow parses ratings with its own threads"),
-    "alpha": ("--alpha", "use --set alpha_factors=... and --set alpha_biases=..."),
-    "l1": ("--l1", "matrix factorization has no L1 penalty"),
-    "batch_size": ("--batch-size", "every rating is one optimizer step"),
-    "checkpoint_every": ("--checkpoint-every", "mf trains without checkpoints"),
-    "resume": ("--resume", "mf trains without checkpoints: train again"),
-    "no_cache": ("--no-cache", "there is no chunk cache for ratings"),
-    "cache_dir": ("--cache-dir", "there is no chunk cache for ratings"),
-    "keep_tokens": ("--keep-tokens", "ratings are not hashed"),
-    "report": ("--report", "the report draws click-model curves"),
+# the options each mf command takes; any other one given is refused, the click models'
+# options (and any added to them later) included
+_TAKES = {
+    "train": {"model", "out", "validation", "epochs", "sep", "skip_bad_lines", "optimizer",
+              "learning_rate", "loss", "min_rating", "n_jobs", "set", "seed", "progress"},
+    "predict": {"out", "sep", "skip_bad_lines"},
+    "evaluate": {"json", "sep", "skip_bad_lines"},
+}  # fmt: skip
+_READS = "it reads user,item[,rating] lines without hashing (--sep and --skip-bad-lines apply)"
+_WHY = {  # why an option does not apply, where more can be said than _READS
+    "chunk_size": "ratings are read whole",
+    "parse_threads": "pyarrow parses ratings with its own threads",
+    "alpha": "use --set alpha_factors=... and --set alpha_biases=...",
+    "l1": "matrix factorization has no L1 penalty",
+    "batch_size": "every rating is one optimizer step",
+    "checkpoint_every": "mf trains without checkpoints",
+    "resume": "mf trains without checkpoints: train again",
+    "no_cache": "there is no chunk cache for ratings",
+    "cache_dir": "there is no chunk cache for ratings",
+    "keep_tokens": "ratings are not hashed",
+    "report": "the report draws click-model curves",
 }
 # estimator parameters the command sets itself
 _OWN_PARAMS = {"max_iter": "--epochs", "random_state": "--seed", "loss": "--loss"}
 
 
 # --- commands ------------------------------------------------------------------------------
-def _refuse(args, options: dict, command: str) -> None:
-    for name, flag in options.items():
-        value = getattr(args, name, None)
-        if value not in (None, False):
-            raise PipelineError(
-                f"{flag} does not apply to {command}: it reads user,item[,rating] lines "
-                "without hashing (--sep and --skip-bad-lines apply)"
-            )
+def _refuse(args, command: str) -> None:
+    """Refuse the options given (``args.given``) that this mf command does not take;
+    ``command``: what the message says they do not apply to."""
+    for name, flag in args.given.items():
+        if name not in _TAKES[args.command]:
+            raise PipelineError(f"{flag} does not apply to {command}: {_WHY.get(name, _READS)}")
 
 
 def _params(args, loss: str) -> dict:
@@ -108,10 +105,7 @@ def train(args) -> int:
     """``sparseopt train RATINGS --model mf``: one fit, the model saved with its id maps."""
     import sparseopt
 
-    _refuse(args, _CLICK_DATA_OPTIONS, "--model mf")
-    for name, (flag, why) in _CLICK_TRAIN_OPTIONS.items():
-        if getattr(args, name, None) not in (None, False):
-            raise PipelineError(f"{flag} does not apply to --model mf: {why}")
+    _refuse(args, "--model mf")
     if args.data is None:
         raise PipelineError("--model mf needs a ratings file: sparseopt train RATINGS --model mf")
     loss = args.loss or "squared"
@@ -197,47 +191,48 @@ def _epochs(model, X, epochs, users, items, min_rating, valid):
 
     training = model.start_training(X)
     rows = training.rows(X)
-    auto = epochs == "auto"
-    stopping = auto and valid is not None
+    stopping = epochs == "auto" and valid is not None
+    stopper = Stopper(0.0, PATIENCE, tie_is_stale=True) if stopping else None
     n_epochs = AUTO_MAX_EPOCHS if stopping else training.max_epochs()
-    higher_is_better = model.loss != "squared"
     unit = "ratings" if model.loss == "squared" else "interactions"
-    history, best, kept, curve = [], None, None, []
+    history, curve = [], []
+
+    def train_epoch(epoch):
+        start, compiling = time.perf_counter(), compile_seconds()
+        loss = training.epoch(rows, training.order(rows, training.rng))
+        curve.append(loss / max(X.nnz, 1))
+        training.catch_up()
+        training.finish(curve, rows=rows)  # checks the state, as fit does
+        seconds = time.perf_counter() - start - (compile_seconds() - compiling)
+        entry = {"epoch": epoch + 1, "train_loss": curve[-1]}
+        line = (
+            f"epoch {epoch + 1}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
+            f"train loss {curve[-1]:.4f}"
+        )
+        score = None
+        if valid is not None:
+            rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
+            entry["validation"] = metrics = evaluate_ratings(rm, valid)
+            line += "  |  validation " + format_ratings_metrics(metrics)
+            # the stopper wants a loss: RMSE, or minus NDCG for the implicit losses
+            score = metrics["rmse"] if model.loss == "squared" else -metrics["ndcg@10"]
+        print(fit_terminal(line))
+        history.append(entry)
+        return score
+
     what = f"MatrixFactorization ({model.loss}, {type(training.optimizer).__name__})"
     with announce_compile(what, print):
-        for epoch in range(1, n_epochs + 1):
-            start, compiling = time.perf_counter(), compile_seconds()
-            loss = training.epoch(rows, training.order(rows, training.rng))
-            curve.append(loss / max(X.nnz, 1))
-            training.catch_up()
-            training.finish(curve, rows=rows)  # checks the state, as fit does
-            seconds = time.perf_counter() - start - (compile_seconds() - compiling)
-            entry = {"epoch": epoch, "train_loss": curve[-1]}
-            line = (
-                f"epoch {epoch}/{n_epochs}: {X.nnz / max(seconds, 1e-9):,.0f} {unit}/s, "
-                f"train loss {curve[-1]:.4f}"
-            )
-            if valid is not None:
-                rm = RatingsModel(model, users, items, min_rating, int(X.nnz))
-                entry["validation"] = metrics = evaluate_ratings(rm, valid)
-                line += "  |  validation " + format_ratings_metrics(metrics)
-                score = metrics["rmse"] if not higher_is_better else -metrics["ndcg@10"]
-                if stopping and (best is None or score < best[0]):
-                    best = (score, epoch, copy.deepcopy(model))
-            print(fit_terminal(line))
-            history.append(entry)
-            if stopping and epoch - best[1] >= PATIENCE:
-                break
-    if stopping:
-        _, kept, model = best
-        model.loss_curve_ = curve[:kept]
-        return model, history, kept
-    return model, history, len(history)
+        run_epochs(train_epoch, n_epochs, stopper, snapshot=lambda: copy.deepcopy(model))
+    if stopper is None:
+        return model, history, len(history)
+    model = stopper.best_state
+    model.loss_curve_ = curve[: stopper.best_epoch]
+    return model, history, stopper.best_epoch
 
 
 def predict(args) -> int:
     """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    _refuse(args, "an mf model")
     rm = load(args.model)
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
@@ -256,7 +251,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """``sparseopt evaluate MODEL RATINGS`` for an mf model."""
-    _refuse(args, _CLICK_DATA_OPTIONS, "an mf model")
+    _refuse(args, "an mf model")
     rm = load(args.model)
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
