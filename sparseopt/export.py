@@ -604,6 +604,11 @@ SPEC_RULES = {
     "suffice); nothing else (no spaces, inf or nan).",
     "row": "the features of a line, columns sorted, repeated columns merged by adding their "
     "values (two fields hashed to one column give 2.0): the x of the model's formula.",
+    "field_hasher": "sparseopt.datasets.FieldHasher hashes a table's columns by the same "
+    "rules: column k (in the fitted order) is field k; kind 'categorical' as a categorical "
+    "(numbers as their text as Arrow writes it: 5, 2 for 2.0, 1.5; booleans as True and "
+    "False; a null as the empty text), 'bucket' as a count (a null as the empty text), "
+    "'value' as a numeric column (a null gives no feature).",
     "fields": "criteo: columns 0..39 are label, I1..I13 (counts, fields 0..12), C1..C26 "
     "(categoricals, fields 13..38), tab-separated. avazu: CSV with label 'click', column "
     "'id' skipped, every other column categorical, fields numbered in header order. csv: the "
