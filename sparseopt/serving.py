@@ -80,9 +80,10 @@ def _unquoted(value: bytes) -> bytes:
     return value
 
 
-def _number(value: bytes) -> float | None:
-    """The number a field holds (quotes removed), or None if it is not one."""
-    value = _unquoted(value) if value[:1] == b'"' else value
+def _number(value: bytes, quoted: bool = True) -> float | None:
+    """The number a field holds (``quoted``: enclosing quotes removed first, as in delimited
+    files), or None if it is not one."""
+    value = _unquoted(value) if quoted else value
     return float(value) if _NUMBER.fullmatch(value) else None
 
 
@@ -101,7 +102,8 @@ class RowHasher:
         ``sep`` and, for CSV, ``label``, ``features``, ``numeric``, ``exclude``; for LIBSVM
         ``n_features`` and ``zero_based``.
     header : list of str, default=None
-        CSV and Avazu: the column names of the file's first line.
+        CSV and Avazu: the column names of the file's first line (split at the separator,
+        enclosing quotes removed).
     """
 
     def __init__(self, data: dict, header: list[str] | None = None):
@@ -211,7 +213,7 @@ class RowHasher:
         line = line.split(b"#", 1)[0].split()
         if not line:
             return None
-        label = _number(line[0])
+        label = _number(line[0], quoted=False)
         if label not in (-1.0, 0.0, 1.0):
             raise FormatError(f"label {line[0]!r} is not -1, 0 or 1")
         label = float(label > 0)
@@ -220,7 +222,7 @@ class RowHasher:
             index, _, value = token.partition(b":")
             if index == b"qid":
                 continue
-            x = _number(value)
+            x = _number(value, quoted=False)
             if not index.isdigit() or x is None:
                 raise FormatError(f"token {token!r} is not index:value")
             col = int(index) - self.offset
