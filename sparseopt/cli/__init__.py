@@ -7,6 +7,7 @@
     sparseopt evaluate MODEL DATA [--json]
     sparseopt inspect MODEL [--field NAME] [--top N] [--json]
     sparseopt cache [--clear]
+    sparseopt export MODEL --format onnx|json --out FILE [--hashing-spec FILE]
 
 With no DATA, ``train`` fits the synthetic Criteo-format sample shipped with the package and
 reports its validation metrics. ``--model mf`` trains MatrixFactorization on user,item[,rating]
@@ -250,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete the cached chunk sets, except those a running train holds (named)",
     )
     _set_command(c, C.cache)
+
+    from .. import export as X  # the command's logic lives beside export(); onnx loads on use
+
+    x = commands.add_parser("export", help=X.export_command.__doc__,
+                            description=X.export_command.__doc__)  # fmt: skip
+    X.add_arguments(x)
+    _set_command(x, X.export_command)
     return parser
 
 

@@ -157,6 +157,14 @@ class SparseEstimator(BaseEstimator):
         arrays, attributes = self._saved()
         save_model(path, self, arrays, attributes)
 
+    def export(self, path: FilePath, format: str = "onnx", **options) -> list:
+        """Write the fitted model for serving without sparseopt, as an ONNX graph or JSON
+        weights with their formula: see :func:`sparseopt.export.export` (``options``:
+        ``data``, ``input_form``). Returns the files written."""
+        from ..export import export  # onnx is imported only for format="onnx"
+
+        return export(self, path, format=format, **options)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
