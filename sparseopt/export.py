@@ -306,26 +306,25 @@ def _linear_margin(g, form, n_outputs):
         x = g.op("Unsqueeze", g.double("values"), g.ints([1]))  # (N, 1, L)
         m = g.op("MatMul", x, g.double(g.op("Gather", coef, "indices")))  # (N, 1, K)
         return g.op("Add", g.op("Squeeze", m, g.ints([1])), bias), x
-    # offsets: the row of each entry from a cumulative sum of marks at the row starts
-    nnz = g.op("Shape", "indices")
-    inner = g.op("Slice", "offsets", g.ints([1]), g.ints([-1]))
-    one = g.ints([1])
-    zeros = g.filled(g.op("Add", nnz, one), np.int64(0))  # a row may start at nnz: one more
-    marks = g.op("ScatterElements", zeros, inner, g.op("Expand", one, g.op("Shape", inner)),
-                 axis=0, reduction="add")  # fmt: skip
-    row = g.op("Slice", g.op("CumSum", marks, g.ints(0)), g.ints([0]), nnz)
-    g.row = g.op("Unsqueeze", row, g.ints([1]))  # (nnz, 1)
-    g.n_rows = g.op("Sub", g.op("Shape", "offsets"), one)
     x = g.op("Unsqueeze", g.double("values"), g.ints([1]))  # (nnz, 1)
     contrib = g.op("Mul", g.double(g.op("Gather", coef, "indices")), x)
-    m = _segment_sum(g, contrib, [n_outputs])
-    return g.op("Add", m, bias), x
+    return g.op("Add", _segment_sum(g, contrib, rank=2), bias), x
 
 
-def _segment_sum(g, values, tail):
-    """Sum of ``values`` (nnz, *tail) over each row's entries: (n_rows, *tail)."""
-    shape = g.op("Concat", g.n_rows, g.ints(tail), axis=0) if tail else g.n_rows
-    return g.op("ScatterND", g.filled(shape, 0.0), g.row, values, reduction="add")
+def _segment_sum(g, values, rank):
+    """Sum of ``values`` (nnz, ...), of ``rank`` dimensions, over each row's entries:
+    (n_rows, ...), as differences of the running sum at the row bounds ``offsets``.
+
+    Not a scatter-add of each entry into its row: with ONNX Runtime's default threads, a
+    ScatterND with ``reduction="add"`` over repeated rows gave sums that varied from run to run
+    (once 0.018 off, in tests/test_export.py's multinomial case).
+    """
+    running = g.op("CumSum", values, g.ints(0))
+    pads = [1] + [0] * (rank - 1) + [0] * rank  # one zero row before the first entry
+    running = g.op("Pad", running, g.ints(pads))
+    starts = g.op("Slice", "offsets", g.ints([0]), g.ints([-1]))
+    stops = g.op("Slice", "offsets", g.ints([1]), g.ints([np.iinfo(np.int64).max]))
+    return g.op("Sub", g.op("Gather", running, stops), g.op("Gather", running, starts))
 
 
 def _fm_pairs(g, form, x):
@@ -338,8 +337,8 @@ def _fm_pairs(g, form, x):
         pairs = g.op("ReduceSumSquare", s, axes=[1, 2], keepdims=0)
     else:
         xv = g.op("Mul", v, x)
-        pairs = g.op("ReduceSumSquare", _segment_sum(g, xv, [g.k]), axes=[1], keepdims=0)
-        sq = _segment_sum(g, g.op("ReduceSumSquare", xv, axes=[1], keepdims=0), [])
+        pairs = g.op("ReduceSumSquare", _segment_sum(g, xv, rank=2), axes=[1], keepdims=0)
+        sq = _segment_sum(g, g.op("ReduceSumSquare", xv, axes=[1], keepdims=0), rank=1)
     return g.op("Mul", g.op("Sub", pairs, sq), g.const(0.5))
 
 
