@@ -728,13 +728,14 @@ def _cross_vectors(crosses, n_inputs, n_bits, field_aware, n_vectors, rng) -> li
     2**32 - 1 among them): each cross's field number, its fields' hashes, its own hash and its
     column, as the readers' compiled cross kernel computes it."""
     from .datasets._crosses import add_crosses, cross_table
-    from .datasets._hashing import murmurhash3_32, slice_size
+    from .datasets._hashing import index_dtype, murmurhash3_32, slice_size
 
     n_fields = n_inputs + len(crosses)
     n_rows = -(-n_vectors // len(crosses))
     hashes = rng.integers(0, 1 << 32, (n_rows, n_inputs), dtype=np.uint64).astype(np.uint32)
     hashes[0], hashes[-1] = 0, 0xFFFFFFFF
-    cols = np.zeros((n_rows, n_fields), np.int64)  # every input field present
+    # every input field present; the readers' index type, so their compiled kernel serves
+    cols = np.zeros((n_rows, n_fields), index_dtype(1 << n_bits))
     vals = np.ones((n_rows, n_fields), np.float32)
     size = slice_size(n_bits, n_fields, field_aware)
     add_crosses(hashes, cols, vals, cross_table(crosses), n_rows, n_bits, size, False)
