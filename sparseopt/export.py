@@ -936,6 +936,7 @@ def export_command(args) -> int:
                 raise ExportError(f"{given} apply without MODEL; the model's data says them")
         spec = hashing_spec(args.hashing_spec, data if args.model is not None else options)
         vectors = spec["test_vectors"]
+        crosses = f"{len(vectors['crosses'])} crosses, " if vectors["crosses"] else ""
         print(f"hashing spec written to {args.hashing_spec} ({len(vectors['pairs'])} pairs, "
-              f"{len(vectors['rows'])} rows of test vectors)")  # fmt: skip
+              f"{crosses}{len(vectors['rows'])} rows of test vectors)")  # fmt: skip
     return 0

@@ -363,6 +363,8 @@ def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(
                            interactions=section.get("interactions")).read()[0]  # fmt: skip
 
     exported = spec_and_export_score_as_predict(files, options, section, read)
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    assert len(spec["test_vectors"]["crosses"]) == (500 if "interactions" in section else 0)
     if "negative_rate" in section:
         note = exported.meta["downsampling"]
         assert note["negative_rate"] == 0.3
