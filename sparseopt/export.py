@@ -30,7 +30,9 @@ from its end (ONNX's ``Gather``), and offsets are taken as given (0 first, never
 
 A JSON export holds ``format``, ``version``, ``kind``, ``formula`` (:data:`FORMULAS`), ``rows``
 (what x is), ``n_features``, ``classes`` (classifiers), ``global_mean`` and ``clip`` (matrix
-factorization), ``data`` (the hashing spec's data section, when known) and ``tables``: per
+factorization), ``data`` (the hashing spec's data section, when known), ``downsampling``
+(a model trained on a fraction of the negatives: its rate and the correction of the intercept,
+already applied) and ``tables``: per
 table ``shape``, ``dtype`` and ``sparse``; a sparse table lists only its rows with a nonzero
 (``rows``, others are 0), a dense one all of them; the values are inline (``values``, nested
 lists in row order) or in the ``.npz`` named by ``npz`` as arrays ``<table>_values`` and
@@ -495,7 +497,7 @@ def _export_onnx(path, kind, tables, scalars, form, data) -> list[Path]:
 
 
 def export(model, path, format="onnx", *, data=None, input_form="padded",
-           graph="score") -> list[Path]:  # fmt: skip
+           graph="score", downsampling=None) -> list[Path]:  # fmt: skip
     """Write a fitted estimator for serving without sparseopt.
 
     Parameters
@@ -514,6 +516,10 @@ def export(model, path, format="onnx", *, data=None, input_form="padded",
     data : dict, default=None
         How rows were hashed for training (a hashing spec's ``data`` section, as
         ``sparseopt train`` stores it in its model files), stored with the export.
+    downsampling : dict, default=None
+        The model file's note on negative downsampling (``sparseopt train --negative-rate``
+        writes it: the rate, the intercept's correction ``log r`` already applied, in words),
+        stored with the export as ``downsampling``: a scorer applies nothing.
     input_form : {"padded", "offsets"}, default="padded"
         ONNX input of the click models (see the module notes); FFM: "padded" only.
     graph : {"score", "recommend"}, default="score"
@@ -556,6 +562,8 @@ def export(model, path, format="onnx", *, data=None, input_form="padded",
         _onnx()  # says what to install before any work
     path = _check_path(path)
     kind, tables, scalars = model_tables(model)
+    if downsampling is not None:
+        scalars["downsampling"] = downsampling
     if graph != "score" and (kind != "mf" or format != "onnx"):
         raise ExportError(
             f"graph={graph!r} is an ONNX graph of matrix factorization; a {kind} model exports "
@@ -580,8 +588,9 @@ SPEC_RULES = {
     "bytes little-endian, the 1-3 tail bytes likewise. Equal to "
     "sklearn.utils.murmurhash3_32(value_bytes, seed=f, positive=True).",
     "column": "field_aware false: column = h mod 2**n_bits. field_aware true: s = "
-    "floor(2**n_bits / n_fields), column = f * s + (h mod s) (field f owns columns "
-    "f*s .. f*s + s - 1; the last 2**n_bits - n_fields*s columns are never used).",
+    "floor(2**n_bits / n_fields), n_fields counting the crosses, column = f * s + (h mod s) "
+    "(field f owns columns f*s .. f*s + s - 1; the last 2**n_bits - n_fields*s columns are "
+    "never used).",
     "value_bytes": "the field's text exactly as in the line, UTF-8 (a line whose categorical "
     "field is not valid UTF-8 is malformed); a value enclosed in double quotes is read "
     'without them, a doubled quote inside as one ("a""b" is a"b); the separator and line '
@@ -612,8 +621,30 @@ SPEC_RULES = {
     "(categoricals, fields 13..38), tab-separated. avazu: CSV with label 'click', column "
     "'id' skipped, every other column categorical, fields numbered in header order. csv: the "
     "label column; features = data.features in that order, or when null every header column "
-    "but the label and data.exclude in header order; feature k is field k. libsvm: no "
-    "hashing, 'label index:value ...' with index - (0 if zero_based else 1) as the column.",
+    "but the label, data.weight_column and data.exclude in header order; feature k is "
+    "field k. libsvm: no hashing, 'label index:value ...' with index - (0 if zero_based "
+    "else 1) as the column. Crosses (data.interactions) are fields n_inputs, n_inputs + 1, "
+    "... after the n_inputs input fields.",
+    "interactions": "data.interactions, a list of items naming the crosses (null: none), by "
+    "the fields' names (criteo: I1..I13, C1..C26; avazu and csv: the feature columns): "
+    "'a*b' crosses fields a and b, 'a*b*c' three fields, in the order written; 'all' is every "
+    "pair (f, g) with f < g, in order of f then g; 'a*' is a with every other field g, each "
+    "pair written with the smaller field first, in order of g. The crosses are numbered in "
+    "the order of the list: cross k is field n_inputs + k (the spec's 'crosses' lists them "
+    "resolved when the field names are known).",
+    "cross": "a cross of fields (f1, f2[, f3]), numbered field c, has hash h = MurmurHash3 "
+    "x86_32 of the 8 (12) bytes h_f1, h_f2[, h_f3], each the hash of that field's pair in the "
+    "row as a little-endian uint32, seed c (= sklearn.utils.murmurhash3_32(struct.pack("
+    "'<2I', h_f1, h_f2), seed=c, positive=True)); its column by the rule 'column' with f = c. "
+    "Its value is the product of its fields' values (each as float32, multiplied in "
+    "float64 in the order of the cross, stored as float32; 1.0 for categoricals and "
+    "counts). A cross is absent from a row where one of its fields is (an empty numeric "
+    "value); an empty categorical or count is present (its hash is the empty text's).",
+    "weight_column": "csv: data.weight_column names a column of training weights: not a "
+    "feature and not a field; a scorer skips it, whatever it holds.",
+    "negative_rate": "training kept every positive line and this fraction r of the negative "
+    "ones; the saved model's intercept was shifted by log(r) so that its scores are on the "
+    "true scale. Scoring does nothing with it: every line is read and scored.",
 }
 
 
@@ -621,14 +652,18 @@ def _reader(data: dict, path):
     """The reader ``sparseopt train`` uses for files under the ``data`` section."""
     from .datasets import CriteoReader, CSVReader, LibSVMReader
 
-    hashed = dict(n_bits=data["n_bits"], field_aware=data["field_aware"])
+    hashed = dict(n_bits=data["n_bits"], field_aware=data["field_aware"],
+                  interactions=data["interactions"])  # fmt: skip
     if data["format"] == "criteo":
         return CriteoReader(path, sep=data.get("sep") or "\t", **hashed)
     if data["format"] == "avazu":
         return CSVReader(path, "click", exclude=["id"], sep=data.get("sep") or ",", **hashed)
     if data["format"] == "csv":
+        # as the scoring readers of sparseopt train: the weight column skipped
+        weight = data.get("weight_column")
+        exclude = list(data.get("exclude") or ()) + ([weight] if weight else [])
         return CSVReader(path, data["label"], data.get("features"),
-                         numeric=data.get("numeric") or (), exclude=data.get("exclude") or (),
+                         numeric=data.get("numeric") or (), exclude=exclude,
                          sep=data.get("sep") or ",", **hashed)  # fmt: skip
     return LibSVMReader(path, data.get("n_features"), data.get("zero_based", "auto"))
 
@@ -637,7 +672,8 @@ def _data_section(data: dict | None) -> dict:
     """The data section with every default filled in (criteo, 2**20 columns by default)."""
     section = {"format": "criteo", "n_bits": 20, "field_aware": False, "label": None,
                "features": None, "numeric": [], "exclude": [], "sep": None,
-               "n_features": None, "zero_based": "auto"}  # fmt: skip
+               "n_features": None, "zero_based": "auto", "interactions": None,
+               "weight_column": None, "negative_rate": 1.0}  # fmt: skip
     unknown = sorted(set(data or {}) - set(section))
     if unknown:
         raise ExportError(f"unknown data options {unknown}; known: {sorted(section)}")
@@ -646,6 +682,15 @@ def _data_section(data: dict | None) -> dict:
         raise ExportError(f"unknown data format {section['format']!r}")
     if section["format"] == "csv" and not section["label"]:
         raise ExportError("a csv data section needs its label column")
+    if section["weight_column"] is not None and section["format"] != "csv":
+        raise ExportError("a weight_column needs the csv format (a named column)")
+    rate = section["negative_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+        raise ExportError(f"negative_rate must be a number in (0, 1], got {rate!r}")
+    if isinstance(section["interactions"], str):  # "a*b,c*d", as --interactions takes it
+        section["interactions"] = [i.strip() for i in section["interactions"].split(",")]
+    if section["interactions"] and section["format"] == "libsvm":
+        raise ExportError("interactions need a hashed format (criteo, avazu, csv)")
     return section
 
 
@@ -660,21 +705,48 @@ def _pair_texts(n_pairs, rng) -> list[bytes]:
     return texts[:n_pairs]
 
 
-def _pairs(texts, n_fields, n_bits, field_aware, rng) -> list:
-    """[field, text, h, column] of each text, hashed by the readers' compiled kernels (column
-    null when the number of fields, which a field-aware column needs, is not known)."""
+def _pairs(texts, n_inputs, n_fields, n_bits, field_aware, rng) -> list:
+    """[field, text, h, column] of each text in one of the ``n_inputs`` input fields, hashed
+    by the readers' compiled kernels (column null when the number of fields, which a
+    field-aware column needs, is not known)."""
     from .datasets._hashing import murmurhash3_32, slice_size, to_column
 
     known = n_fields is not None or not field_aware
     size = slice_size(n_bits, n_fields, field_aware) if known else 0
     out = []
     for text in texts:
-        f = int(rng.integers(n_fields or 10))
+        f = int(rng.integers(n_inputs or 10))
         buf = np.frombuffer(text, np.uint8) if text else np.zeros(0, np.uint8)
         h = int(murmurhash3_32(buf, 0, len(text), np.uint32(f)))
         column = int(to_column(np.uint32(h), f, n_bits, size)) if known else None
         out.append([f, text.decode(), h, column])
     return out
+
+
+def _cross_vectors(crosses, n_inputs, n_bits, field_aware, n_vectors, rng) -> list:
+    """[field, hashes, h, column] of ``n_vectors`` crosses of random field hashes (0 and
+    2**32 - 1 among them): each cross's field number, its fields' hashes, its own hash and its
+    column, as the readers' compiled cross kernel computes it."""
+    from .datasets._crosses import add_crosses, cross_table
+    from .datasets._hashing import index_dtype, murmurhash3_32, slice_size
+
+    n_fields = n_inputs + len(crosses)
+    n_rows = -(-n_vectors // len(crosses))
+    hashes = rng.integers(0, 1 << 32, (n_rows, n_inputs), dtype=np.uint64).astype(np.uint32)
+    hashes[0], hashes[-1] = 0, 0xFFFFFFFF
+    # every input field present; the readers' index type, so their compiled kernel serves
+    cols = np.zeros((n_rows, n_fields), index_dtype(1 << n_bits))
+    vals = np.ones((n_rows, n_fields), np.float32)
+    size = slice_size(n_bits, n_fields, field_aware)
+    add_crosses(hashes, cols, vals, cross_table(crosses), n_rows, n_bits, size, False)
+    out = []
+    for r in range(n_rows):
+        for k, cross in enumerate(crosses):
+            packed = hashes[r, list(cross)].astype("<u4").view(np.uint8)
+            h = int(murmurhash3_32(packed, 0, packed.size, np.uint32(n_inputs + k)))
+            out.append([n_inputs + k, hashes[r, list(cross)].tolist(), h,
+                        int(cols[r, n_inputs + k])])  # fmt: skip
+    return out[:n_vectors]
 
 
 def _criteo_edge_lines() -> list[str]:
@@ -688,9 +760,9 @@ def _criteo_edge_lines() -> list[str]:
     return lines
 
 
-def _row_vectors(data, lines, header) -> tuple[list, int | None]:
+def _row_vectors(data, lines, header) -> tuple[list, object]:
     """([{"line", "label", "columns", "values"}] of ``lines`` as the spec's reader reads them,
-    the number of fields); the lines that hold no row (blank, a LIBSVM comment) are left out."""
+    the reader); the lines that hold no row (blank, a LIBSVM comment) are left out."""
     if data["format"] == "libsvm":
         lines = [line for line in lines if line.split("#")[0].strip(" \t\r")]
     else:
@@ -701,11 +773,10 @@ def _row_vectors(data, lines, header) -> tuple[list, int | None]:
         path.write_text("\n".join(text + lines) + "\n", encoding="utf-8")
         reader = _reader(data, path)
         X, y = reader.read()
-    n_fields = getattr(reader, "n_fields", None)
     return [{"line": line, "label": float(y[r]),
              "columns": X.indices[X.indptr[r]:X.indptr[r + 1]].tolist(),
              "values": X.data[X.indptr[r]:X.indptr[r + 1]].tolist()}
-            for r, line in enumerate(lines)], n_fields  # fmt: skip
+            for r, line in enumerate(lines)], reader  # fmt: skip
 
 
 def _sample_lines(path, n_lines) -> list[str]:
@@ -723,8 +794,11 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
 
     Another implementation (a Java or Go ad server) hashes rows by ``rules`` and the
     ``data`` section, then checks itself on ``test_vectors``: ``pairs`` of
-    ``[field, text, hash, column]`` and whole ``rows`` (a line, its label, its sorted
-    columns and values), all computed by the readers of :mod:`sparseopt.datasets`.
+    ``[field, text, hash, column]``, ``crosses`` of ``[field, its fields' hashes, hash,
+    column]`` and whole ``rows`` (a line, its label, its sorted columns and values), all
+    computed by the readers of :mod:`sparseopt.datasets`. When the fields are known (Criteo,
+    or a header), ``n_fields``, ``field_names`` and ``crosses`` (each cross's field number,
+    the input fields it crosses, its name) say them.
 
     Parameters
     ----------
@@ -732,9 +806,10 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
         Write the spec there (atomically) as JSON.
     data : dict, default=None
         The data section: ``format`` ("criteo", "avazu", "csv", "libsvm"), ``n_bits``,
-        ``field_aware``, ``sep``, and for CSV ``label``, ``features``, ``numeric``,
-        ``exclude`` (``sparseopt train``'s options; its model files store them). None: Criteo
-        hashed into 2**20 columns.
+        ``field_aware``, ``sep``, ``interactions`` (the crosses), ``negative_rate`` (recorded,
+        nothing to apply), and for CSV ``label``, ``features``, ``numeric``, ``exclude``,
+        ``weight_column`` (``sparseopt train``'s options; its model files store them). None:
+        Criteo hashed into 2**20 columns.
     sample : str or path-like, default=None
         A file of that format whose first ``n_rows`` lines become row vectors (CSV and Avazu:
         after its header). None: for Criteo, the packaged sample and lines that reach every
@@ -763,26 +838,35 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
 
         lines = _sample_lines(sample_path("valid"), n_rows) + _criteo_edge_lines()
     elif data["format"] == "csv" and data["features"]:
-        names = [data["label"], *data["features"]]
-        header = (data["sep"] or ",").join(names)
+        weight = [data["weight_column"]] if data["weight_column"] else []
+        header = (data["sep"] or ",").join([data["label"], *data["features"], *weight])
         texts = ["", "a", "b", "7", "3.5", "-2", "é", '"q"', '"a""b"']
         numbers = ["", "7", "3.5", "-2", "1e2", '"4"']
         for _ in range(n_rows):
             row = [str(rng.integers(2))] + [
                 rng.choice(numbers) if n in data["numeric"] else rng.choice(texts)
                 for n in data["features"]
-            ]  # fmt: skip
+            ] + [rng.choice(["1", "0.5", "0", "3"]) for _ in weight]  # fmt: skip
             lines.append((data["sep"] or ",").join(row))
-    rows, n_fields = _row_vectors(data, lines, header) if lines else ([], None)
-    if data["format"] == "criteo":
-        n_fields = 39
+    rows, reader = _row_vectors(data, lines, header) if lines else ([], None)
     spec["header"] = header
-    spec["n_fields"] = n_fields  # CSV: depends on the header, when it is not known: null
-    pairs = []
+    # CSV and Avazu: the fields depend on the header; when it is not known, null
+    spec["n_fields"] = getattr(reader, "n_fields", None)
+    spec["field_names"] = getattr(reader, "field_names", None)
+    crosses = getattr(reader, "crosses", None)
+    n_inputs = spec["n_fields"] - len(crosses) if crosses is not None else None
+    spec["crosses"] = None if crosses is None else [
+        {"field": n_inputs + k, "of": list(cross), "name": spec["field_names"][n_inputs + k]}
+        for k, cross in enumerate(crosses)
+    ]  # fmt: skip
+    pairs, cross_vectors = [], []
     if data["format"] != "libsvm":
-        pairs = _pairs(_pair_texts(n_pairs, rng), n_fields, data["n_bits"], data["field_aware"],
-                       rng)  # fmt: skip
-    spec["test_vectors"] = {"pairs": pairs, "rows": rows}
+        pairs = _pairs(_pair_texts(n_pairs, rng), n_inputs, spec["n_fields"], data["n_bits"],
+                       data["field_aware"], rng)  # fmt: skip
+    if crosses:
+        cross_vectors = _cross_vectors(crosses, n_inputs, data["n_bits"], data["field_aware"],
+                                       max(n_pairs // 4, 1), rng)  # fmt: skip
+    spec["test_vectors"] = {"pairs": pairs, "crosses": cross_vectors, "rows": rows}
     if path is not None:
         path = _check_path(path)
 
@@ -835,7 +919,7 @@ def export_command(args) -> int:
         # a click model's data section (sparseopt train), or a ratings model's id maps
         data = meta.get("data") or meta.get("ratings")
         written = export(model, args.out, args.format, data=data, input_form=args.input_form,
-                         graph=args.graph)  # fmt: skip
+                         graph=args.graph, downsampling=meta.get("downsampling"))  # fmt: skip
         print(f"exported {type(model).__name__} to " + ", ".join(map(str, written)))
     if args.hashing_spec is not None:
         if args.model is not None and (data is None or "format" not in data):
@@ -852,6 +936,7 @@ def export_command(args) -> int:
                 raise ExportError(f"{given} apply without MODEL; the model's data says them")
         spec = hashing_spec(args.hashing_spec, data if args.model is not None else options)
         vectors = spec["test_vectors"]
+        crosses = f"{len(vectors['crosses'])} crosses, " if vectors["crosses"] else ""
         print(f"hashing spec written to {args.hashing_spec} ({len(vectors['pairs'])} pairs, "
-              f"{len(vectors['rows'])} rows of test vectors)")  # fmt: skip
+              f"{crosses}{len(vectors['rows'])} rows of test vectors)")  # fmt: skip
     return 0

@@ -92,6 +92,50 @@ def count_bucket(x: float) -> int:
     return int(math.floor(math.log(x) ** 2)) if x > 2 else int(x)
 
 
+CRITEO_FIELDS = [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+MAX_CROSS_ORDER = 3
+
+
+def crosses(interactions, field_names: list[str]) -> list[tuple[int, ...]]:
+    """The crosses that ``interactions`` names (the spec's rule ``interactions``), as tuples
+    of input field indices, in the order their fields are numbered.
+
+    >>> crosses(["b*a", "c*"], ["a", "b", "c"])
+    [(1, 0), (0, 2), (1, 2)]
+    """
+    if isinstance(interactions, str):
+        interactions = interactions.split(",")
+    n = len(field_names)
+    out, seen = [], set()
+    for item in interactions or []:
+        # a list item is a cross of the fields it names (names holding '*' or ',')
+        names = item.strip().split("*") if isinstance(item, str) else list(item)
+        names = [str(name).strip() for name in names]
+        if names == [""]:
+            continue
+        if names == ["all"] and isinstance(item, str):
+            named = [(f, g) for f in range(n) for g in range(f + 1, n)]
+        elif len(names) == 2 and names[0] and not names[1] and isinstance(item, str):
+            f = _field(names[0], field_names)
+            named = [(min(f, g), max(f, g)) for g in range(n) if g != f]
+        else:
+            named = [tuple(_field(name, field_names) for name in names)]
+            if not 2 <= len(names) <= MAX_CROSS_ORDER or len(set(named[0])) < len(names):
+                raise ValueError(f"interactions: {item!r} is not a cross of 2 or 3 fields")
+        for cross in named:
+            if tuple(sorted(cross)) in seen:
+                raise ValueError(f"interactions: {item!r} names a cross twice")
+            seen.add(tuple(sorted(cross)))
+            out.append(cross)
+    return out
+
+
+def _field(name: str, field_names: list[str]) -> int:
+    if name not in field_names:
+        raise ValueError(f"interactions: unknown field {name!r}; the fields are {field_names}")
+    return field_names.index(name)
+
+
 class RowHasher:
     """Raw text rows to hashed columns, by the rules of a hashing spec's ``data`` section.
 
@@ -99,8 +143,9 @@ class RowHasher:
     ----------
     data : dict
         ``format`` ("criteo", "avazu", "csv" or "libsvm"), ``n_bits``, ``field_aware``,
-        ``sep`` and, for CSV, ``label``, ``features``, ``numeric``, ``exclude``; for LIBSVM
-        ``n_features`` and ``zero_based``.
+        ``sep``, ``interactions`` (crosses) and, for CSV, ``label``, ``features``, ``numeric``,
+        ``exclude``, ``weight_column`` (skipped); for LIBSVM ``n_features`` and
+        ``zero_based``. ``negative_rate`` changes nothing here (see the spec's rules).
     header : list of str, default=None
         CSV and Avazu: the column names of the file's first line (split at the separator,
         enclosing quotes removed).
@@ -122,12 +167,15 @@ class RowHasher:
             self.sep = (data.get("sep") or "\t").encode()
             self.roles = ["label"] + ["count"] * 13 + ["categorical"] * 26
             self.slots = [-1] + list(range(39))
+            names = CRITEO_FIELDS
         else:
             if header is None:
                 raise ValueError(f"format {self.format!r} needs the file's header line")
             self.sep = (data.get("sep") or ",").encode()
             label = "click" if self.format == "avazu" else data["label"]
             exclude = ["id"] if self.format == "avazu" else list(data.get("exclude") or [])
+            if self.format == "csv" and data.get("weight_column"):
+                exclude.append(data["weight_column"])  # a weight, not a feature
             features = data.get("features") if self.format == "csv" else None
             if features is None:
                 features = [n for n in header if n != label and n not in exclude]
@@ -142,19 +190,35 @@ class RowHasher:
                 for n in header
             ]  # fmt: skip
             self.slots = [features.index(n) if n in features else -1 for n in header]
-        self.n_fields = sum(r not in ("label", "skip") for r in self.roles)
+            names = list(features)
+        self.n_inputs = sum(r not in ("label", "skip") for r in self.roles)
+        self.crosses = crosses(data.get("interactions"), names)
+        self.n_fields = self.n_inputs + len(self.crosses)  # cross k is field n_inputs + k
         self.slice = (1 << self.n_bits) // self.n_fields if self.field_aware else 0
+
+    def _to_column(self, field: int, h: int) -> int:
+        return field * self.slice + h % self.slice if self.slice else h & (self.n_features - 1)
+
+    def _hash(self, field: int, text: bytes) -> tuple[int, int]:
+        """(hash, column) of the pair (``field``, ``text``)."""
+        key = (field, text)
+        found = self._cache.get(key)
+        if found is None:
+            h = murmurhash3_32(text, field)
+            found = h, self._to_column(field, h)
+            if len(self._cache) < 1 << 20:
+                self._cache[key] = found
+        return found
 
     def column(self, field: int, text: bytes) -> int:
         """The column of the pair (``field``, ``text``)."""
-        key = (field, text)
-        col = self._cache.get(key)
-        if col is None:
-            h = murmurhash3_32(text, field)
-            col = field * self.slice + h % self.slice if self.slice else h & (self.n_features - 1)
-            if len(self._cache) < 1 << 20:
-                self._cache[key] = col
-        return col
+        return self._hash(field, text)[1]
+
+    def cross_column(self, field: int, hashes: list[int]) -> tuple[int, int]:
+        """(hash, column) of the cross numbered ``field`` whose fields' pairs hash to
+        ``hashes``: MurmurHash3 of the hashes as little-endian uint32, seeded by ``field``."""
+        h = murmurhash3_32(b"".join(x.to_bytes(4, "little") for x in hashes), field)
+        return h, self._to_column(field, h)
 
     def row(self, line: bytes | str) -> tuple[float, list[int], list[float]] | None:
         """(label, columns, values) of one line, None for a blank line; columns sorted and
@@ -180,6 +244,7 @@ class RowHasher:
         if len(parts) != len(self.roles):
             raise FormatError(f"{len(parts)} fields, expected {len(self.roles)}: {line[:80]!r}")
         label, cols, vals = math.nan, [], []
+        hashes = {}  # field -> (hash, value) of the fields present, for the crosses
         for value, role, f in zip(parts, self.roles, self.slots, strict=True):
             if role == "label":
                 label = _number(value)
@@ -190,7 +255,9 @@ class RowHasher:
                     value.decode("utf-8")
                 except UnicodeDecodeError:
                     raise FormatError(f"field {f} is not UTF-8: {value!r}") from None
-                cols.append(self.column(f, _unquoted(value)))
+                h, col = self._hash(f, _unquoted(value))
+                hashes[f] = h, 1.0
+                cols.append(col)
                 vals.append(1.0)
             elif role == "count":
                 text = b""
@@ -199,14 +266,23 @@ class RowHasher:
                     if x is None or x != math.floor(x) or abs(x) > _MAX_COUNT:
                         raise FormatError(f"count {value!r} of field {f} is not an integer")
                     text = str(count_bucket(x)).encode()
-                cols.append(self.column(f, text))
+                h, col = self._hash(f, text)
+                hashes[f] = h, 1.0
+                cols.append(col)
                 vals.append(1.0)
             elif role == "numeric" and value:
                 x = _number(value)
                 if x is None:
                     raise FormatError(f"field {f}: {value!r} is not a number")
-                cols.append(self.column(f, b""))
+                h, col = self._hash(f, b"")
+                hashes[f] = h, float(np.float32(x))
+                cols.append(col)
                 vals.append(x)
+        for k, cross in enumerate(self.crosses):
+            if all(f in hashes for f in cross):  # absent where one of its fields is
+                cols.append(self.cross_column(self.n_inputs + k, [hashes[f][0] for f in cross])[1])
+                # the product of the fields' float32 values in float64, stored as float32
+                vals.append(float(np.float32(math.prod(hashes[f][1] for f in cross))))
         return label, cols, vals
 
     def _libsvm(self, line):

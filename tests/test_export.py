@@ -3,6 +3,7 @@ hashing spec is implementable from its JSON, bad input gets one clear error."""
 
 import gzip
 import json
+import struct
 import subprocess
 import sys
 
@@ -192,19 +193,42 @@ def test_matrix_factorization_scores_and_recommends(tmp_path):
 
 
 # -- the hashing spec ------------------------------------------------------------------------
-def test_hashing_spec_reimplemented_from_its_json_matches_the_readers(tmp_path):
+# crosses of every kind: pairs of categoricals, a count with a categorical, a triple, a field
+# with every other one
+CRITEO_CROSSES = "C1*C2,I1*C3,C4*C5*C6,I2*"
+
+
+@pytest.mark.parametrize("interactions", [None, CRITEO_CROSSES])
+def test_hashing_spec_reimplemented_from_its_json_matches_the_readers(interactions, tmp_path):
     """serving.RowHasher implements the spec's rules in plain Python; given only the JSON's
     data section it reads the packaged sample as read_criteo does, and passes every test
     vector."""
     path = tmp_path / "spec.json"
-    E.hashing_spec(path, {"n_bits": 16, "field_aware": True}, n_pairs=500, n_rows=50)
+    data = {"n_bits": 16, "field_aware": True, "interactions": interactions}
+    E.hashing_spec(path, data, n_pairs=500, n_rows=50)
     spec = json.loads(path.read_text())
-    assert spec["rules"] == E.SPEC_RULES and spec["n_fields"] == 39
+    n_crosses = 3 + 38 if interactions else 0
+    assert spec["rules"] == E.SPEC_RULES and spec["n_fields"] == 39 + n_crosses
     hasher = serving.RowHasher(spec["data"])
+    assert hasher.n_fields == spec["n_fields"]
+    assert [tuple(c["of"]) for c in spec["crosses"]] == hasher.crosses
+    if interactions:  # the first crosses as named, then I2 (field 1) with each other field
+        assert spec["crosses"][:4] == [
+            {"field": 39, "of": [13, 14], "name": "C1 x C2"},
+            {"field": 40, "of": [0, 15], "name": "I1 x C3"},
+            {"field": 41, "of": [16, 17, 18], "name": "C4 x C5 x C6"},
+            {"field": 42, "of": [0, 1], "name": "I1 x I2"},
+        ]
     for field, text, h, column in spec["test_vectors"]["pairs"]:
         assert serving.murmurhash3_32(text.encode(), field) == h
         assert murmurhash3_32(text.encode(), seed=field, positive=True) == h  # the named hash
         assert hasher.column(field, text.encode()) == column
+    crosses = spec["test_vectors"]["crosses"]
+    assert len(crosses) == (125 if interactions else 0)
+    for field, hashes, h, column in crosses:
+        packed = struct.pack(f"<{len(hashes)}I", *hashes)  # the rule's words, with sklearn
+        assert murmurhash3_32(packed, seed=field, positive=True) == h
+        assert hasher.cross_column(field, hashes) == (h, column)
     rows = spec["test_vectors"]["rows"]
     assert len(rows) == 53  # 50 of the sample, 3 that reach every rule
     for row in rows:
@@ -212,26 +236,47 @@ def test_hashing_spec_reimplemented_from_its_json_matches_the_readers(tmp_path):
     # the whole validation sample, raw text through the spec, as the reader reads it
     with gzip.open(sample_path("valid"), "rb") as f:
         indptr, indices, values, labels = hasher.rows(f)
-    X, y = read_criteo(sample_path("valid"), n_bits=16, field_aware=True).read()
+    X, y = read_criteo(sample_path("valid"), n_bits=16, field_aware=True,
+                       interactions=interactions).read()  # fmt: skip
     assert np.array_equal(indptr, X.indptr) and np.array_equal(indices, X.indices)
     assert np.array_equal(values, X.data) and np.array_equal(labels, y)
 
 
-def test_hashing_spec_of_csv_with_numeric_columns(tmp_path):
-    data = {"format": "csv", "label": "y", "features": ["a", "n", "b"], "numeric": ["n"],
-            "n_bits": 10, "field_aware": True}  # fmt: skip
+def test_hashing_spec_of_csv_with_numeric_columns_weights_and_crosses(tmp_path):
+    """Crosses of numbers carry the product of the values and are absent where a number is;
+    the weight column is in the lines but is no field."""
+    crosses = ["a*n", "n*m*b", "b*a"]
+    data = {"format": "csv", "label": "y", "features": ["a", "n", "b", "m"],
+            "numeric": ["n", "m"], "n_bits": 10, "field_aware": True, "weight_column": "w",
+            "interactions": crosses}  # fmt: skip
     spec = E.hashing_spec(None, data, n_pairs=100, n_rows=100)
-    assert spec["n_fields"] == 3
+    assert spec["header"] == "y,a,n,b,m,w" and spec["n_fields"] == 4 + 3
+    assert [c["of"] for c in spec["crosses"]] == [[0, 1], [1, 3, 2], [2, 0]]
     hasher = serving.RowHasher(spec["data"], spec["header"].split(","))
     for row in spec["test_vectors"]["rows"]:
         assert hasher.row(row["line"]) == (row["label"], row["columns"], row["values"])
-    numeric = [r for r in spec["test_vectors"]["rows"] if any(v not in (1, 2) for v in r["values"])]
+    for field, hashes, h, column in spec["test_vectors"]["crosses"]:
+        assert hasher.cross_column(field, hashes) == (h, column)
+    rows = spec["test_vectors"]["rows"]
+    numeric = [r for r in rows if any(v not in (1, 2) for v in r["values"])]
     assert numeric  # the numeric column's values are in the vectors
+    # an empty n: no n, and neither cross with n (at most 7 - 3 columns, fewer if two collide)
+    without_n = [r for r in rows if r["line"].split(",")[2] == ""]
+    assert without_n and all(len(r["columns"]) <= 4 for r in without_n)
+    # n x m x b's value is n * m where both are given: '1,3.5,-2,b,3.5,1' has -7
+    line = "1,3.5,-2,b,3.5,1"
+    _, cols, vals = hasher.row(line)
+    n_m_b = hasher.cross_column(5, [murmurhash3_32(b"", seed=f, positive=True) for f in (1, 3)]
+                                + [murmurhash3_32(b"b", seed=2, positive=True)])[1]  # fmt: skip
+    assert vals[cols.index(n_m_b)] == -7.0
     # and read_csv agrees on a file of those lines
     path = tmp_path / "rows.csv"
-    path.write_text("\n".join([spec["header"]] + [r["line"] for r in spec["test_vectors"]["rows"]]))
-    X, _ = read_csv(path, "y", ["a", "n", "b"], numeric=["n"], n_bits=10, field_aware=True).read()
-    indptr, indices, values, _ = hasher.rows(r["line"] for r in spec["test_vectors"]["rows"])
+    path.write_text("\n".join([spec["header"], line] + [r["line"] for r in rows]))
+    X, _ = read_csv(path, "y", ["a", "n", "b", "m"], numeric=["n", "m"], n_bits=10,
+                    field_aware=True, interactions=crosses).read()  # fmt: skip
+    assert X[0].indices.tolist() == cols and X[0].data.tolist() == vals
+    X = X[1:]
+    indptr, indices, values, _ = hasher.rows(r["line"] for r in rows)
     assert np.array_equal(indices, X.indices) and np.array_equal(values, X.data)
 
 
@@ -249,16 +294,13 @@ def test_hashing_spec_of_libsvm_rows(tmp_path):
 
 
 # -- raw rows through the spec and the export, against `sparseopt predict` -------------------
-@pytest.mark.parametrize(("kind", "layout"), [("lr", []), ("fm", []), ("ffm", ["--field-aware"])])
-def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(kind, layout, tmp_path,
-                                                                  monkeypatch):  # fmt: skip
-    monkeypatch.setenv("SPARSEOPT_DATA", str(tmp_path / "data_home"))
-    files = {}
-    for subset, n in [("train", 2000), ("valid", 500)]:
-        with gzip.open(sample_path(subset), "rt") as f:
-            files[subset] = tmp_path / f"{subset}.tsv"
-            files[subset].write_text("".join(next(f) for _ in range(n)))
-    run, options = tmp_path / "run", ["--n-bits", "16", "--model", kind, *layout]
+def spec_and_export_score_as_predict(files, options, section, read, header=None):
+    """Train on ``files["train"]`` with ``options``, then score ``files["valid"]`` by
+    ``sparseopt predict``, by its raw lines through the exported hashing spec and JSON model
+    (sparseopt.serving), by the estimator on ``read(path)`` and by the ONNX export: all equal.
+    ``section``: what the data section holds beside its defaults. Returns the JSON export."""
+    tmp_path = files["train"].parent
+    run = tmp_path / "run"
     assert main(["train", str(files["train"]), "--out", str(run), "--epochs", "1", *options]) == 0
     model = run / "model.npz"
     assert main(["predict", str(model), str(files["valid"]), "--out", str(tmp_path / "p")]) == 0
@@ -268,13 +310,13 @@ def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(kind, layout, 
     assert main(["export", str(model), "--format", "json", "--out", str(out),
                  "--hashing-spec", str(spec)]) == 0  # fmt: skip
     exported = serving.load(out)
-    assert exported.meta["data"]["n_bits"] == 16
-    data = {**E._data_section(None), "n_bits": 16, "field_aware": bool(layout)}
+    data = {**E._data_section(None), **section}
     assert json.loads(spec.read_text())["data"] == exported.meta["data"] == data
     lines = files["valid"].read_text().splitlines()
-    scores = exported.score_lines(lines)[:, 1]
+    lines, header = (lines[1:], lines[0].split(",")) if header else (lines, None)
+    scores = exported.score_lines(lines, header)[:, 1]
     assert np.allclose(scores, predicted, rtol=5e-6, atol=0)  # predict writes 6 digits
-    X, _ = read_criteo(files["valid"], n_bits=16, field_aware=bool(layout)).read()
+    X = read(files["valid"])
     from sparseopt import load
 
     assert np.abs(scores - load(model).predict_proba(X)[:, 1]).max() <= TOLERANCE
@@ -282,6 +324,83 @@ def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(kind, layout, 
     assert main(["export", str(model), "--out", str(tmp_path / "model.onnx")]) == 0
     got = run_onnx(tmp_path / "model.onnx", X, "padded")[:, 1]
     assert np.abs(got - scores).max() <= TOLERANCE
+    about = json.loads(onnx.load(str(tmp_path / "model.onnx")).metadata_props[0].value)
+    assert about["data"] == data and about.get("downsampling") == exported.meta.get("downsampling")
+    return exported
+
+
+CROSSES = ["C1*C2", "I1*C3", "C4*C5*C6"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "section"),
+    [
+        ("lr", [], {}),
+        ("fm", [], {}),
+        ("ffm", ["--field-aware"], {"field_aware": True}),
+        # crosses in FFM: each its own field and slice of columns
+        ("ffm", ["--field-aware", "--interactions", ",".join(CROSSES)],
+         {"field_aware": True, "interactions": CROSSES}),
+        # a model of downsampled negatives: predict and the exports use the corrected intercept
+        ("lr", ["--interactions", "I2*", "--negative-rate", "0.3"],
+         {"interactions": ["I2*"], "negative_rate": 0.3}),
+    ],
+)  # fmt: skip
+def test_raw_rows_through_spec_and_export_equal_sparseopt_predict(
+    kind, options, section, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SPARSEOPT_DATA", str(tmp_path / "data_home"))
+    files = {}
+    for subset, n in [("train", 2000), ("valid", 500)]:
+        with gzip.open(sample_path(subset), "rt") as f:
+            files[subset] = tmp_path / f"{subset}.tsv"
+            files[subset].write_text("".join(next(f) for _ in range(n)))
+    section = {"n_bits": 16, **section}
+    options = ["--n-bits", "16", "--model", kind, *options]
+
+    def read(path):
+        return read_criteo(path, n_bits=16, field_aware=section.get("field_aware", False),
+                           interactions=section.get("interactions")).read()[0]  # fmt: skip
+
+    exported = spec_and_export_score_as_predict(files, options, section, read)
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    assert len(spec["test_vectors"]["crosses"]) == (500 if "interactions" in section else 0)
+    if "negative_rate" in section:
+        note = exported.meta["downsampling"]
+        assert note["negative_rate"] == 0.3
+        assert note["intercept_correction"] == pytest.approx(np.log(0.3))
+    else:
+        assert "downsampling" not in exported.meta
+
+
+def test_raw_csv_rows_with_a_weight_column_and_crosses_equal_sparseopt_predict(
+    tmp_path, monkeypatch
+):
+    """A CSV file with weights (not a feature), a numeric column crossed with a categorical,
+    empty numbers: the spec and the export score its lines as ``sparseopt predict``."""
+    monkeypatch.setenv("SPARSEOPT_DATA", str(tmp_path / "data_home"))
+    rng = np.random.default_rng(0)
+    files = {}
+    for subset, n in [("train", 1500), ("valid", 300)]:
+        a, b = rng.integers(20, size=n), rng.integers(5, size=n)
+        x = np.round(rng.normal(size=n), 2)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(a % 3 - 1) * x - (b == 2)))).astype(int)
+        lines = ["y,w,a,b,x"] + [
+            f"{y[i]},{rng.choice(['1', '0.5', '2'])},s{a[i]},{b[i]},{'' if i % 7 == 0 else x[i]}"
+            for i in range(n)
+        ]  # fmt: skip
+        files[subset] = tmp_path / f"{subset}.csv"
+        files[subset].write_text("\n".join(lines) + "\n")
+    options = ["--format", "csv", "--label", "y", "--numeric", "x", "--weight-column", "w",
+               "--interactions", "a*x,a*b", "--n-bits", "12", "--model", "fm"]  # fmt: skip
+    section = {"format": "csv", "label": "y", "numeric": ["x"], "weight_column": "w",
+               "interactions": ["a*x", "a*b"], "n_bits": 12}  # fmt: skip
+
+    def read(path):  # as a scorer reads it: the weight column left out
+        return read_csv(path, "y", numeric=["x"], exclude=["w"], n_bits=12,
+                        interactions=["a*x", "a*b"]).read()[0]  # fmt: skip
+
+    spec_and_export_score_as_predict(files, options, section, read, header=True)
 
 
 def test_hashing_spec_command_without_a_model(tmp_path, capsys):
