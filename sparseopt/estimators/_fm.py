@@ -19,7 +19,7 @@ from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, Training
+from ._base import Training
 from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
@@ -346,20 +346,22 @@ class _FactorizationMachine(_SparseLinearModel):
     def _decision(self, state, X):
         dtype = X.dtype
         margins = kernels.fm_decision(
-            kernels.FFM if state.fields.size else kernels.FM, X.indptr, X.indices, X.data,
-            state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
-            state.factors.astype(dtype, copy=False), state.fields, state.n_components,
-            state.n_fields, state.per_row,
+            (X.indptr, X.indices, X.data),
+            (state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
+             state.factors.astype(dtype, copy=False), state.fields),
+            (kernels.FFM if state.fields.size else kernels.FM, state.n_components,
+             state.n_fields, state.per_row),
         )  # fmt: skip
         return margins[:, None]
 
     def _consts(self, state):
-        """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
-        seed, initial value of the factors' first slot)."""
+        """The kernels' ``consts`` (:func:`sparseopt.models._fm.fm_consts`)."""
         init_std, acc0 = (float(v) for v in state.init)
-        return (float(state.n_components), float(self.alpha_linear), float(self.alpha_factors),
-                float(state.n_fields), float(state.per_row), init_std, float(state.seed),
-                acc0)  # fmt: skip
+        return kernels.fm_consts(
+            n_components=state.n_components, alpha_linear=self.alpha_linear,
+            alpha_factors=self.alpha_factors, n_fields=state.n_fields, per_row=state.per_row,
+            init_std=init_std, seed=state.seed, initial_slot=acc0,
+        )  # fmt: skip
 
     def _run_epoch(self, training, X, targets, weights, order):
         opt, state, scratch = training.optimizer, training.state, training.scratch
@@ -394,7 +396,7 @@ class _FactorizationMachine(_SparseLinearModel):
         ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
         ``[v_f, slots]``."""
         k, F, per_row = state.n_components, state.n_fields, state.per_row
-        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        accumulator = opt.accumulator_slot
         factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
         return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
 

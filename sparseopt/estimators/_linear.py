@@ -30,7 +30,7 @@ from ..models._hogwild import hogwild_order, run_threads
 from ..optim import FTRL, OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, DivergenceError, Rows, SparseEstimator, Training
+from ._base import DivergenceError, Rows, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -684,7 +684,7 @@ class _SparseLinearModel(SparseEstimator):
     def _merge_layout(self, state, opt):
         """:meth:`Training.tables`: feature j owns rows ``j * K .. j * K + K - 1`` of the
         table (one per output); the intercepts are shared."""
-        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
+        accumulator = opt.accumulator_slot
         return {"table": (state.bias.shape[0], 1, accumulator), "bias": (None, 1, accumulator)}
 
     def _prepare_merge(self, opt, state, touched):

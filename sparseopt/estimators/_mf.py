@@ -21,7 +21,7 @@ from ..models import _mf as K
 from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, DivergenceError, SparseEstimator, Training
+from ._base import DivergenceError, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -943,9 +943,11 @@ class _MFTraining(Training):
         self.rng = rng  # seeds each epoch's shuffle and negatives, after the tables' draws
         self._seed = None  # the seed of the last order made: its epoch goes on from it
         est = estimator
-        self._consts = (mu, float(est.alpha_biases), float(est.alpha_factors),
-                        int(est.n_components), int(est.n_negatives), int(est.max_sampled),
-                        bool(per_row))  # fmt: skip
+        self._consts = K.mf_consts(
+            mu=mu, alpha_biases=est.alpha_biases, alpha_factors=est.alpha_factors,
+            n_components=est.n_components, n_negatives=est.n_negatives,
+            max_sampled=est.max_sampled, per_row=per_row,
+        )  # fmt: skip
         self._train = K.mf_train_range(optimizer._rule, K.LOSSES[est.loss],
                                        self.lazy(), bool(per_row))  # fmt: skip
         if "history" in state:
@@ -1086,7 +1088,7 @@ class _MFTraining(Training):
         """Biases and factors of users, items and item histories. A user's rows are trained
         by the copy that holds the user's interactions alone (not shared); item and history
         rows merge, weighted by their accumulators."""
-        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
+        accumulator = self.optimizer.accumulator_slot
         k = self.estimator.n_components
         factors = (k, 0) if self.per_row else (1, accumulator)
         return {f"{name}.{part}": (*layout, name != "user")
