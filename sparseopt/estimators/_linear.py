@@ -158,7 +158,8 @@ class _SparseLinearModel(SparseEstimator):
 
     # -- configuration ---------------------------------------------------------------------
     def _default_learning_rate(self, name):
-        return DEFAULT_LEARNING_RATE[name]
+        # a rule without a rate tuned here (one of its own module) runs at its class's default
+        return DEFAULT_LEARNING_RATE.get(name, OPTIMIZERS[name]().learning_rate)
 
     def _configure(self, opt):
         if self.alpha:
