@@ -1233,14 +1233,12 @@ def _feature_maps(model, features, shape) -> dict:
             "user_history=True does not combine with side features (a user's vector is then "
             "the sum of its features'); set user_history='auto' or False"
         )
-    maps = {
-        f"{side}_map": feature_map(F, f"{side}_features", n, getattr(model, f"{side}_identity"))
-        for side, F, n in zip(("user", "item"), features, shape)
-    }
-    # the given feature columns of each side (the identity columns follow them)
-    columns = [0 if F is None else maps[f"{side}_map"].shape[1] - (n if identity else 0)
-               for side, F, n, identity in zip(("user", "item"), features, shape,
-                                               (model.user_identity, model.item_identity))]  # fmt: skip
+    maps, columns = {}, []
+    for side, F, n in zip(("user", "item"), features, shape, strict=True):
+        maps[f"{side}_map"] = feature_map(F, f"{side}_features", n,
+                                          getattr(model, f"{side}_identity"))  # fmt: skip
+        # the given feature columns (the identity columns follow them)
+        columns.append(0 if F is None else F.shape[1])
     return {**maps, "feature_columns": np.array(columns, dtype=np.int64)}
 
 
