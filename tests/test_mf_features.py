@@ -1,0 +1,147 @@
+"""MatrixFactorization with side features (issue 27): the hybrid update against NumPy, the
+identity-only model against plain matrix factorization, cold users and items, bad input."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numpy.testing import assert_allclose
+
+from sparseopt import MatrixFactorization
+from sparseopt.optim import SGD
+
+K = 3
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _reference(loss, A, C, x, n_epochs, lr, alpha_f, alpha_b, init_std, seed):
+    """Plain NumPy SGD on the hybrid model for one interaction (user 0, item 0, value x),
+    repeated ``n_epochs`` times; for BPR the negative is item 1 (the only other item).
+    ``A``, ``C``: dense feature maps (identity included). Returns the tables."""
+    rng = np.random.RandomState(seed)
+    E = rng.normal(0.0, init_std, A.shape[1] * K).reshape(-1, K)
+    D = rng.normal(0.0, init_std, C.shape[1] * K).reshape(-1, K)
+    beta, gamma = np.zeros(A.shape[1]), np.zeros(C.shape[1])
+    mu = x if loss == "squared" else 0.0
+    for _ in range(n_epochs):
+        p, qi, qj = A[0] @ E, C[0] @ D, C[1] @ D
+        si = A[0] @ beta + C[0] @ gamma + p @ qi
+        if loss == "squared":
+            di, dj, user_grad = si + mu - x, 0.0, (si + mu - x) * qi
+            beta_grad = A[0] * di + alpha_b * beta * (A[0] != 0)
+        else:  # bpr: s_ui - s_uj, the user biases cancel
+            d = x * _sigmoid(-(si - (A[0] @ beta + C[1] @ gamma + p @ qj)))
+            di, dj, user_grad = -d, d, -d * qi + d * qj
+            beta_grad = np.zeros_like(beta)
+        coef = C[0] * di + C[1] * dj  # a feature of both items: one summed gradient
+        item_rows = (C[0] != 0) | ((C[1] != 0) & (dj != 0.0))
+        user_rows = A[0] != 0
+        E_grad = np.outer(A[0], user_grad) + alpha_f * E * user_rows[:, None]
+        D_grad = (np.outer(coef, p) + alpha_f * D) * item_rows[:, None]
+        gamma_grad = (coef + alpha_b * gamma) * item_rows
+        E, D = E - lr * E_grad, D - lr * D_grad
+        beta, gamma = beta - lr * beta_grad, gamma - lr * gamma_grad
+    return beta, E, gamma, D
+
+
+@pytest.mark.parametrize("loss", ["squared", "bpr"])
+def test_hybrid_steps_match_a_dense_numpy_reference(loss):
+    # one user with two weighted features, two items sharing feature 0: the shared feature
+    # takes one step with the summed gradient (BPR), weights scale every gradient
+    U = sp.csr_matrix([[0.5, 2.0]])
+    I = sp.csr_matrix([[1.0, 0.5], [0.3, 0.0]])
+    X = sp.csr_matrix(([4.0], ([0], [0])), shape=(1, 2))
+    params = dict(lr=0.1, alpha_f=0.05, alpha_b=0.02, init_std=0.5, seed=3)
+    mf = MatrixFactorization(
+        K, loss=loss, optimizer=SGD(learning_rate=params["lr"]),
+        alpha_factors=params["alpha_f"], alpha_biases=params["alpha_b"], max_iter=4,
+        init_std=params["init_std"], random_state=params["seed"],
+    ).fit(X, user_features=U, item_features=I)  # fmt: skip
+    A = np.hstack([U.toarray(), np.eye(1)])
+    C = np.hstack([I.toarray(), np.eye(2)])
+    beta, E, gamma, D = _reference(loss, A, C, 4.0, 4, **params)
+    assert_allclose(mf.user_biases_, beta, rtol=1e-5, atol=1e-7)
+    assert_allclose(mf.user_factors_, E, rtol=1e-5, atol=1e-7)
+    assert_allclose(mf.item_biases_, gamma, rtol=1e-5, atol=1e-7)
+    assert_allclose(mf.item_factors_, D, rtol=1e-5, atol=1e-7)
+    initial = _reference(loss, A, C, 4.0, 0, **params)
+    assert np.abs(D - initial[3]).max() > 1e-3 and np.abs(E - initial[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("loss", ["squared", "warp"])
+def test_identity_features_alone_are_plain_matrix_factorization(loss):
+    X = sp.random(30, 20, density=0.25, format="csr", random_state=0)
+    X.data = 1 + 4 * X.data
+    params = dict(n_components=4, loss=loss, max_iter=3, random_state=0)
+    plain = MatrixFactorization(user_history=False, **params).fit(X)
+    hybrid = MatrixFactorization(**params).fit(
+        X, user_features=sp.csr_matrix((30, 0)), item_features=sp.csr_matrix((20, 0))
+    )
+    users, items = np.divmod(np.arange(600), 20)
+    assert_allclose(hybrid.predict(users, items), plain.predict(users, items), rtol=1e-6)
+    assert_allclose(hybrid.item_factors_, plain.item_factors_, rtol=1e-6)
+
+
+def _two_tastes(n_users=80, n_items=60, seed=0):
+    """Users of taste 0 or 1 interact with items of the same genre: the features explain
+    everything. Returns X, user features (taste one-hot), item features (genre one-hot)."""
+    rng = np.random.RandomState(seed)
+    taste, genre = rng.randint(2, size=n_users), rng.randint(2, size=n_items)
+    likes = (taste[:, None] == genre[None, :]) & (rng.rand(n_users, n_items) < 0.3)
+    onehot = lambda v: sp.csr_matrix(np.eye(2)[v])  # noqa: E731
+    return sp.csr_matrix(likes.astype(np.float32)), onehot(taste), onehot(genre), taste, genre
+
+
+def test_cold_items_and_new_users_are_scored_from_their_features():
+    X, U, I, taste, genre = _two_tastes()
+    warm = np.arange(40)  # items 40..59 never appear in training
+    mf = MatrixFactorization(8, loss="warp", max_iter=5, random_state=0)
+    mf.fit(X[:, warm], user_features=U, item_features=I[warm])
+    cold = I[40:]
+    top = mf.recommend(np.arange(80), n=5, item_features=cold)  # rows of `cold`
+    assert (genre[40:][top] == taste[:, None]).mean() > 0.95
+    scores = mf.predict(np.repeat(np.arange(80), 20), np.tile(np.arange(20), 80),
+                        item_features=cold)  # fmt: skip
+    match = (taste[:, None] == genre[None, 40:]).ravel()
+    assert scores[match].mean() > scores[~match].mean() + 0.5
+    # users never seen, from their taste alone, among the fitted items
+    new_users = sp.csr_matrix(np.eye(2))
+    top_new = mf.recommend(user_features=new_users, n=5)
+    assert (genre[top_new] == np.arange(2)[:, None]).all()
+
+
+def test_features_reach_only_models_fitted_with_them():
+    X, U, I, *_ = _two_tastes(20, 15)
+    plain = MatrixFactorization(4, max_iter=1, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="fitted without side features"):
+        plain.predict([0], [0], item_features=I[:1])
+    hybrid = MatrixFactorization(4, max_iter=1, random_state=0).fit(X, item_features=I)
+    with pytest.raises(ValueError, match="fitted with 0 user feature columns"):
+        hybrid.recommend(user_features=U[:1])  # users had their identity alone
+    with pytest.raises(ValueError, match="has 3 columns, but the model was fitted with 2"):
+        hybrid.predict([0], [0], item_features=sp.csr_matrix((1, 3)))
+    with pytest.raises(ValueError, match="partial_fit does not take side features yet"):
+        hybrid.partial_fit(X)
+    with pytest.raises(ValueError, match="not supported yet"):
+        hybrid._saved()
+
+
+@pytest.mark.parametrize(
+    ("user_features", "params", "match"),
+    [
+        (sp.csr_matrix(np.ones((19, 2))), {}, "user_features has 19 rows, but X has 20 users"),
+        (np.full((20, 2), np.nan), {}, "NaN"),
+        (sp.csr_matrix(-np.ones((20, 2))), {}, "user_features has negative weights"),
+        (sp.csr_matrix((20, 2)), {"user_identity": False}, "user 0 has no features"),
+        (sp.csr_matrix(np.ones((20, 2))), {"user_history": True}, "user_history=True"),
+    ],
+)
+def test_bad_side_features_are_refused_and_leave_the_model_as_it_was(user_features, params,
+                                                                     match):  # fmt: skip
+    X, *_ = _two_tastes(20, 15)
+    mf = MatrixFactorization(4, max_iter=1, random_state=0, **params)
+    with pytest.raises(ValueError, match=match):
+        mf.fit(X, user_features=user_features)
+    assert not hasattr(mf, "tables_")
