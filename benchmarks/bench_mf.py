@@ -12,8 +12,9 @@ installed (Surprise, LightFM, implicit) are skipped. sparseopt's kernels are war
     PYTHONPATH=. python benchmarks/bench_mf.py --cold-start [--data ...]
 
 Side features (issue 27), alone: items of genres and release decade (u.item), users of age
-bucket, gender and occupation (u.user), each row normalized to sum 1 (LightFM's
-``Dataset`` default). Cold start: positives (rating >= 4) of all 100,000 ratings, 20% of the
+bucket, gender and occupation (u.user), one-hot with weight 1 (on validation splits cut from
+the training data, this beat rows normalized to sum 1, LightFM's ``Dataset`` default: cold
+AUC 0.739 against 0.722). Cold start: positives (rating >= 4) of all 100,000 ratings, 20% of the
 items (random, seed 0) held out entirely; each user's test AUC and precision@10 rank the cold
 items alone, scored from their features. Warm: the ``ua`` split as above, with features.
 """
@@ -114,7 +115,7 @@ def implicit_model(name):
 
 
 def side_features(folder):
-    """(user features, item features): CSR, one row per id - 1, rows summing to 1."""
+    """(user features, item features): CSR of 0/1, one row per id - 1."""
     import pandas as pd
 
     items = pd.read_csv(Path(folder) / "u.item", sep="|", header=None, encoding="latin-1")
@@ -125,11 +126,7 @@ def side_features(folder):
     age = pd.get_dummies(pd.cut(users[1], [0, 18, 25, 35, 45, 50, 56, 200])).to_numpy(np.float64)
     categories = pd.get_dummies(users[[2, 3]].astype(str)).to_numpy(np.float64)
 
-    def normalized(blocks):
-        m = np.hstack(blocks)
-        return sp.csr_matrix(m / m.sum(axis=1, keepdims=True))
-
-    return normalized([age, categories]), normalized([genres, decade])
+    return sp.csr_matrix(np.hstack([age, categories])), sp.csr_matrix(np.hstack([genres, decade]))
 
 
 def cold_start_split(folder, fraction=0.2, seed=0):
