@@ -122,10 +122,30 @@ def test_features_reach_only_models_fitted_with_them():
         hybrid.recommend(user_features=U[:1])  # users had their identity alone
     with pytest.raises(ValueError, match="has 3 columns, but the model was fitted with 2"):
         hybrid.predict([0], [0], item_features=sp.csr_matrix((1, 3)))
-    with pytest.raises(ValueError, match="partial_fit does not take side features yet"):
-        hybrid.partial_fit(X)
+    with pytest.raises(ValueError, match="fitted without side features: call fit"):
+        plain.partial_fit(X, item_features=I)
+    with pytest.raises(ValueError, match="has 3 columns, but the model was fitted with 2"):
+        hybrid.partial_fit(X, item_features=sp.csr_matrix((15, 3)))
     with pytest.raises(ValueError, match="not supported yet"):
         hybrid._saved()
+
+
+def test_partial_fit_folds_in_new_users_and_items():
+    X, U, I, taste, genre = _two_tastes()
+    mf = MatrixFactorization(8, loss="warp", max_iter=5, random_state=0)
+    mf.fit(X[:60, :40], user_features=U[:60], item_features=I[:40])
+    before = mf.predict([0, 1], [2, 3])
+    # users 60..79 and items 40..59 arrive with their interactions and features
+    mf.partial_fit(X, user_features=U, item_features=I)
+    assert (mf.n_users_, mf.n_items_) == (80, 60)
+    assert mf.user_factors_.shape[0] == 2 + 80  # feature rows, then one identity per user
+    assert not np.allclose(mf.predict([0, 1], [2, 3]), before)
+    top = mf.recommend(np.arange(60, 80), n=5)
+    assert (genre[top] == taste[60:, None]).mean() > 0.9
+    # without features, new users have their identity alone
+    wider = sp.vstack([X, X[:5]], format="csr")
+    mf.partial_fit(wider)
+    assert mf.n_users_ == 85 and mf.user_factors_.shape[0] == 2 + 85
 
 
 @pytest.mark.parametrize(

@@ -376,7 +376,9 @@ class MatrixFactorization(SparseEstimator):
                          features=(user_features, item_features))  # fmt: skip
 
     @_safety.unchanged_on_failure
-    def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
+    def partial_fit(self, X: MatrixLike, y: None = None, *,
+                    user_features: MatrixLike | None = None,
+                    item_features: MatrixLike | None = None) -> Self:  # fmt: skip
         """One epoch over new interactions ``X``, keeping what was learnt.
 
         ``X`` has at least the fitted items as columns (fewer are refused, as scikit-learn
@@ -391,13 +393,18 @@ class MatrixFactorization(SparseEstimator):
         X : sparse matrix of shape (n_users, n_items)
         y : None
             Ignored.
+        user_features, item_features : sparse matrix, default=None
+            For a model fitted with side features: the features of every user (item) of the
+            grown model, old and new, with the fitted feature columns (see :meth:`fit`).
+            None keeps the fitted rows; new users (items) then have their identity alone.
 
         Returns
         -------
         self
         """
         self._validate_params()
-        return self._fit(X, 1, reset=not hasattr(self, "tables_"))
+        return self._fit(X, 1, reset=not hasattr(self, "tables_"),
+                         features=(user_features, item_features))  # fmt: skip
 
     def _fit(self, X, n_epochs, reset, features=(None, None)):
         """``n_epochs`` over ``X`` through the training protocol, from fresh tables
@@ -474,11 +481,6 @@ class MatrixFactorization(SparseEstimator):
             n_iter = 0
         else:
             check_is_fitted(self)
-            if with_features or "user_map" in self.tables_:
-                raise ValueError(
-                    "partial_fit does not take side features yet: refit the model with "
-                    "fit(X, user_features=..., item_features=...) on all interactions"
-                )
             if X.shape[1] < self.n_items_:
                 raise ValueError(
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -488,20 +490,33 @@ class MatrixFactorization(SparseEstimator):
             self._check_continued(opt)
             per_row = self.factor_state_ == "row"
             old = self.tables_
-            n_users, n_items = max(X.shape[0], old["user"].n_rows), X.shape[1]
+            n_users, n_items = max(X.shape[0], self.n_users_), X.shape[1]
+            maps = {}
+            if "user_map" in old:  # the feature tables grow by the new identity rows
+                from ._mf_features import grown_maps
+
+                maps = grown_maps(old, features, n_users, n_items)
+            elif with_features:
+                raise ValueError(
+                    "the model was fitted without side features: call fit(X, "
+                    "user_features=..., item_features=...) to start over with them"
+                )
+            n_rows = ({"user": maps["user_map"].shape[1], "item": maps["item_map"].shape[1]}
+                      if maps else {"user": n_users})  # fmt: skip
             _safety.check_table_size(
-                self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old),
+                self._tables_nbytes(opt, per_row, n_rows["user"], n_rows.get("item", n_items),
+                                    "history" in old),
                 "the model",
             )
             clock = old["clock"].copy()
             t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
             # the fitted model's structure (its history table), whatever user_history says now
             state = {
-                name: _grow(old[name].copy(), n_users if name == "user" else n_items, k, opt,
-                            rng, self.init_std, per_row, t, log_decay)
+                name: _grow(old[name].copy(), n_rows.get(name, n_items), k, opt, rng,
+                            self.init_std, per_row, t, log_decay)
                 for name in SIDES if name in old
             }  # fmt: skip
-            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)))
+            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)), **maps)
             mu, n_iter = self.global_mean_, self.n_iter_
             lo, hi = self.rating_range_
             rating_range = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
@@ -511,7 +526,7 @@ class MatrixFactorization(SparseEstimator):
         state["seen"] = seen
         user_counts = np.diff(seen.indptr)
         item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
-        if with_features:
+        if "user_map" in state:
             from ._mf_features import FeatureMFTraining, feature_counts
 
             state["user"].counts[:] = feature_counts(state["user_map"], user_counts)

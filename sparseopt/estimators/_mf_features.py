@@ -75,6 +75,29 @@ def new_rows_map(F, name: str, fitted_map: sp.csr_matrix, n_columns: int) -> sp.
                      format="csr")  # fmt: skip
 
 
+def grown_maps(tables: dict, features, n_users: int, n_items: int) -> dict:
+    """The feature maps of a fitted model's ``tables`` grown to ``n_users`` x ``n_items``
+    (``partial_fit``): ``features`` (user, item; None: the fitted rows, new rows without
+    features) in place of the fitted feature columns; the identity, if fitted, extended."""
+    out = {}
+    for side, F, n in zip(("user", "item"), features, (n_users, n_items), strict=True):
+        name = f"{side}_features"
+        fitted = tables[f"{side}_map"]
+        columns = int(tables["feature_columns"][int(side == "item")])
+        identity = fitted.shape[1] > columns
+        if F is None:
+            F = fitted[:, :columns]
+            F = sp.vstack([F, sp.csr_matrix((n - F.shape[0], columns), dtype=np.float32)])
+        elif (F := check_features(F, name, n)).shape[1] != columns:
+            raise ValueError(
+                f"{name} has {F.shape[1]} columns, but the model was fitted with {columns} "
+                f"{side} feature columns"
+            )
+        out[f"{side}_map"] = feature_map(F, name, n, identity)
+    out["feature_columns"] = tables["feature_columns"].copy()
+    return out
+
+
 def feature_counts(feature_map_: sp.csr_matrix, row_counts: np.ndarray) -> np.ndarray:
     """Interactions that reach each feature (table row): those of the users (items) that
     have it."""
