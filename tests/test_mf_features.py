@@ -6,6 +6,7 @@ import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose
 
+import sparseopt
 from sparseopt import MatrixFactorization
 from sparseopt.optim import SGD
 
@@ -126,8 +127,26 @@ def test_features_reach_only_models_fitted_with_them():
         plain.partial_fit(X, item_features=I)
     with pytest.raises(ValueError, match="has 3 columns, but the model was fitted with 2"):
         hybrid.partial_fit(X, item_features=sp.csr_matrix((15, 3)))
-    with pytest.raises(ValueError, match="not supported yet"):
-        hybrid._saved()
+
+
+def test_a_model_with_features_saves_loads_and_refuses_a_damaged_map(tmp_path):
+    X, U, I, *_ = _two_tastes(20, 15)
+    mf = MatrixFactorization(4, max_iter=2, random_state=0).fit(X, user_features=U,
+                                                                 item_features=I)  # fmt: skip
+    mf.save(tmp_path / "mf.npz")
+    loaded = sparseopt.load(tmp_path / "mf.npz")
+    users, items = np.divmod(np.arange(300), 15)
+    assert_allclose(loaded.predict(users, items), mf.predict(users, items))
+    assert_allclose(loaded.recommend(user_features=U[:3]), mf.recommend(user_features=U[:3]))
+    loaded.partial_fit(X, user_features=U)
+    arrays, attributes = mf._saved()
+    damages = {"item_map_indices": (lambda a: a + 100, "out of range"),
+               "user_map_data": (lambda a: -a, "user feature map is damaged"),
+               "feature_columns": (lambda a: a + 1, "does not fit 20 users")}  # fmt: skip
+    for key, (damage, match) in damages.items():
+        bad = dict(arrays, **{key: damage(arrays[key])})
+        with pytest.raises(ValueError, match=match):
+            MatrixFactorization._from_file(mf.get_params(), dict(attributes), bad)
 
 
 def test_partial_fit_folds_in_new_users_and_items():

@@ -882,12 +882,11 @@ class MatrixFactorization(SparseEstimator):
     # -- persistence -----------------------------------------------------------------------
     def _saved(self):
         """The arrays and scalar attributes that :meth:`save` writes."""
-        if "user_map" in self.tables_:
-            raise ValueError(
-                "saving a MatrixFactorization fitted with side features is not supported yet; "
-                "pickle it (joblib.dump) meanwhile"
-            )
         arrays = {}
+        if "user_map" in self.tables_:
+            from ._mf_features import saved_maps
+
+            arrays.update(saved_maps(self.tables_))
         for name in SIDES:
             if name not in self.tables_:
                 continue
@@ -942,13 +941,19 @@ class MatrixFactorization(SparseEstimator):
         names = [n for n in SIDES if n != "history" or "history_bias" in arrays]
         expected = {f"{n}_{f.name}" for n in names for f in fields(_Side)}
         expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
+        with_features = "feature_columns" in arrays
+        if with_features:
+            from ._mf_features import MAP_KEYS, feature_counts, loaded_maps
+
+            expected |= set(MAP_KEYS)
         if set(arrays) != expected:
             raise ValueError(
                 f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
             )
         check = _safety.check_array
         shape = check("seen_shape", arrays["seen_shape"], (2,), np.int64).tolist()
-        sides = _loaded_sides(arrays, names, shape, model.n_components, fitted, per_row)
+        maps = loaded_maps(arrays, shape) if with_features else {}
+        sides = _loaded_sides(arrays, names, shape, model.n_components, fitted, per_row, maps)
         indptr = check("seen_indptr", arrays["seen_indptr"], None, (np.int32, np.int64))
         indices = check("seen_indices", arrays["seen_indices"], None, (np.int32, np.int64))
         if indptr.ndim != 1 or indices.ndim != 1 or indptr.shape[0] != shape[0] + 1:
@@ -961,12 +966,16 @@ class MatrixFactorization(SparseEstimator):
         if not all(np.isfinite(a).all() for v in sides.values() for a in (v.bias, v.factors)):
             raise ValueError("the weights are not all finite")
         item_counts = np.bincount(indices, minlength=shape[1])
-        if not np.array_equal(sides["user"].counts, np.diff(indptr)) or any(
+        user_counts = np.diff(indptr)
+        if maps:  # counts per feature row
+            user_counts = feature_counts(maps["user_map"], user_counts)
+            item_counts = feature_counts(maps["item_map"], item_counts)
+        if not np.array_equal(sides["user"].counts, user_counts) or any(
             not np.array_equal(sides[n].counts, item_counts) for n in names[1:]
         ):
             raise ValueError("the tables' counts do not match the seen interactions")
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
-                 "seen": seen}  # fmt: skip
+                 "seen": seen, **maps}  # fmt: skip
         mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
         # a fit sets the mean of the ratings (inside their range) for the squared loss, and 0
         # for the ranking losses; later fits only widen the range
@@ -1257,11 +1266,13 @@ def _feature_maps(model, features, shape) -> dict:
     return {**maps, "feature_columns": np.array(columns, dtype=np.int64)}
 
 
-def _loaded_sides(arrays, names, shape, k, fitted, per_row) -> dict:
+def _loaded_sides(arrays, names, shape, k, fitted, per_row, maps=None) -> dict:
     """The sides ``names`` of a model file's ``arrays``, each checked against the shapes
     that ``shape`` (users, items), ``k``, the optimizer ``fitted`` and ``per_row`` imply."""
     check = _safety.check_array
     n_rows = {"user": shape[0], "item": shape[1], "history": shape[1]}
+    if maps:  # side features: one table row per column of the map
+        n_rows.update(user=maps["user_map"].shape[1], item=maps["item_map"].shape[1])
     width = 1 + fitted.initial_slots().size
     sides = {}
     for name in names:

@@ -114,6 +114,57 @@ def mapped_weights(bias, factors, counts, feature_map_):
     return feature_map_ @ bias.astype(np.float64), np.asarray(feature_map_ @ factors)
 
 
+MAP_KEYS = ("feature_columns",) + tuple(
+    f"{side}_map_{part}" for side in ("user", "item") for part in ("indptr", "indices", "data",
+                                                                      "shape")
+)  # fmt: skip
+
+
+def saved_maps(tables: dict) -> dict:
+    """The arrays of a model file that hold the feature maps (:data:`MAP_KEYS`)."""
+    out = {"feature_columns": tables["feature_columns"]}
+    for side in ("user", "item"):
+        m = tables[f"{side}_map"]
+        out.update({f"{side}_map_indptr": m.indptr, f"{side}_map_indices": m.indices,
+                    f"{side}_map_data": m.data,
+                    f"{side}_map_shape": np.array(m.shape, dtype=np.int64)})  # fmt: skip
+    return out
+
+
+def loaded_maps(arrays: dict, seen_shape) -> dict:
+    """The feature maps of a model file's ``arrays``, every array checked (shapes against
+    ``seen_shape``, the users x items) before any reaches a kernel."""
+    check = _safety.check_array
+    columns = check("feature_columns", arrays["feature_columns"], (2,), np.int64)
+    out = {"feature_columns": columns.copy()}
+    for n, side in enumerate(("user", "item")):
+        key = f"{side}_map"
+        shape = check(f"{key}_shape", arrays[f"{key}_shape"], (2,), np.int64).tolist()
+        identity = shape[1] - int(columns[n])
+        if shape[0] != seen_shape[n] or identity not in (0, shape[0]) or columns[n] < 0:
+            raise ValueError(
+                f"{key}_shape {shape} does not fit {seen_shape[n]} {side}s with "
+                f"{int(columns[n])} feature columns"
+            )
+        indptr = check(f"{key}_indptr", arrays[f"{key}_indptr"], (shape[0] + 1,),
+                       (np.int32, np.int64))  # fmt: skip
+        indices = check(f"{key}_indices", arrays[f"{key}_indices"], None, (np.int32, np.int64))
+        data = check(f"{key}_data", arrays[f"{key}_data"], indices.shape, np.float32)
+        if indices.ndim != 1:
+            raise ValueError(f"{key}_indices must be 1-D")
+        m = sp.csr_matrix((data, indices, indptr), shape=tuple(shape))
+        _safety.check_sparse_structure(m)
+        if (m.nnz != indices.size or not m.has_canonical_format
+                or not (np.isfinite(data) & (data > 0)).all()
+                or (np.diff(indptr) == 0).any()):  # fmt: skip
+            raise ValueError(
+                f"the {side} feature map is damaged (unsorted or repeated columns, weights "
+                f"that are not positive and finite, or a {side} without features)"
+            )
+        out[key] = m
+    return out
+
+
 def csr_tuple(m: sp.csr_matrix):
     """A map as the kernel reads it: ``(indptr int64, indices int32, weights float32)``."""
     return (m.indptr.astype(np.int64), m.indices.astype(np.int32),
