@@ -63,10 +63,11 @@ def test_hybrid_steps_match_a_dense_numpy_reference(loss):
     A = np.hstack([U.toarray(), np.eye(1)])
     C = np.hstack([I.toarray(), np.eye(2)])
     beta, E, gamma, D = _reference(loss, A, C, 4.0, 4, **params)
-    assert_allclose(mf.user_biases_, beta, rtol=1e-5, atol=1e-7)
-    assert_allclose(mf.user_factors_, E, rtol=1e-5, atol=1e-7)
-    assert_allclose(mf.item_biases_, gamma, rtol=1e-5, atol=1e-7)
-    assert_allclose(mf.item_factors_, D, rtol=1e-5, atol=1e-7)
+    tables = mf.tables_  # one row per feature, then the identities; per-element state
+    for side, bias, factors in (("user", beta, E), ("item", gamma, D)):
+        assert_allclose(tables[side].bias[:, 0], bias, rtol=1e-5, atol=1e-7)
+        assert_allclose(tables[side].factors[:, 0].reshape(-1, K), factors, rtol=1e-5,
+                        atol=1e-7)  # fmt: skip
     initial = _reference(loss, A, C, 4.0, 0, **params)
     assert np.abs(D - initial[3]).max() > 1e-3 and np.abs(E - initial[1]).max() > 1e-3
 
@@ -113,6 +114,14 @@ def test_cold_items_and_new_users_are_scored_from_their_features():
     assert (genre[top_new] == np.arange(2)[:, None]).all()
 
 
+def test_hogwild_threads_train_the_feature_rows_too():
+    X, U, I, taste, genre = _two_tastes()
+    mf = MatrixFactorization(8, loss="warp", max_iter=5, random_state=0, n_jobs=2)
+    mf.fit(X[:, :40], user_features=U, item_features=I[:40])
+    top = mf.recommend(np.arange(80), n=5, item_features=I[40:])
+    assert (genre[40:][top] == taste[:, None]).mean() > 0.9
+
+
 def test_features_reach_only_models_fitted_with_them():
     X, U, I, *_ = _two_tastes(20, 15)
     plain = MatrixFactorization(4, max_iter=1, random_state=0).fit(X)
@@ -157,14 +166,15 @@ def test_partial_fit_folds_in_new_users_and_items():
     # users 60..79 and items 40..59 arrive with their interactions and features
     mf.partial_fit(X, user_features=U, item_features=I)
     assert (mf.n_users_, mf.n_items_) == (80, 60)
-    assert mf.user_factors_.shape[0] == 2 + 80  # feature rows, then one identity per user
+    assert mf.tables_["user"].n_rows == 2 + 80  # feature rows, then one identity per user
     assert not np.allclose(mf.predict([0, 1], [2, 3]), before)
     top = mf.recommend(np.arange(60, 80), n=5)
     assert (genre[top] == taste[60:, None]).mean() > 0.9
     # without features, new users have their identity alone
     wider = sp.vstack([X, X[:5]], format="csr")
     mf.partial_fit(wider)
-    assert mf.n_users_ == 85 and mf.user_factors_.shape[0] == 2 + 85
+    assert mf.n_users_ == 85 and mf.tables_["user"].n_rows == 2 + 85
+    assert mf.user_factors_.shape == (85, 8) and mf.item_biases_.shape == (60,)
 
 
 @pytest.mark.parametrize(

@@ -233,13 +233,13 @@ class MatrixFactorization(SparseEstimator):
         (what :meth:`save` writes).
     user_factors_, item_factors_ : ndarray of shape (n_users_ | n_items_, n_components)
         The vectors the scores use: with user histories, ``user_factors_`` holds
-        :math:`p_u` plus the history term. With side features, one row per feature (the
-        given feature columns, then the identities): the vectors :math:`e_f, d_g` that a
-        user's and item's vectors sum.
+        :math:`p_u` plus the history term. With side features, the weighted sums of the
+        features' vectors (``tables_`` holds one row per feature: the given feature columns,
+        then the identities).
     history_factors_ : ndarray of shape (n_items_, n_components) or None
         The item history vectors :math:`y_m`; None without user histories.
     user_biases_, item_biases_ : ndarray of shape (n_users_ | n_items_,)
-        Per feature with side features, likewise.
+        With side features, the weighted sums of the features' biases.
 
     Notes
     -----
@@ -664,6 +664,8 @@ class MatrixFactorization(SparseEstimator):
     @property
     def user_factors_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "user_map" in self.tables_:
+            return self._weights("user")[1].astype(np.float32)
         return self._user_vectors().astype(np.float32)
 
     @property
@@ -674,16 +676,22 @@ class MatrixFactorization(SparseEstimator):
     @property
     def item_factors_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "item_map" in self.tables_:
+            return self._weights("item")[1].astype(np.float32)
         return self._factors("item")
 
     @property
     def user_biases_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "user_map" in self.tables_:
+            return self._weights("user")[0].astype(np.float32)
         return self.tables_["user"].bias[:, 0].copy()
 
     @property
     def item_biases_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "item_map" in self.tables_:
+            return self._weights("item")[0].astype(np.float32)
         return self.tables_["item"].bias[:, 0].copy()
 
     def predict(
