@@ -285,3 +285,15 @@ def test_exact_catch_up_over_long_gaps(opt, dtype):
     opt.catch_up(params, state)
     assert state.step == dense.t
     np.testing.assert_allclose(params, dense.w, rtol=1e-8 if dtype == np.float64 else 1e-6)
+
+
+def test_rule_and_accumulator_slot():
+    """Each optimizer has its own rule code; the accumulator slot is the squared-gradient
+    sum's (what a Dask merge weights the copies by), None where the rule keeps none."""
+    from sparseopt.optim import OPTIMIZERS
+
+    assert len({cls().rule for cls in OPTIMIZERS.values()}) == len(OPTIMIZERS)
+    slots = {name: cls().accumulator_slot for name, cls in OPTIMIZERS.items()}
+    assert slots["adagrad"] == slots["rmsprop"] == 0
+    assert slots["adam"] == slots["amsgrad"] == 1  # after the first moment
+    assert slots["sgd"] is None and slots["momentum"] is None and slots["ftrl"] is None

@@ -46,9 +46,6 @@ if TYPE_CHECKING:
     from .._typing import FilePath
 
 
-# the optimizer slot (after the weight) holding each rule's accumulator of squared gradients,
-# which weights the copies' parameters in a merge (sparseopt.dask)
-ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
 # optimizer="adam" or "amsgrad": the lazy mode, chosen by 5-fold cross-validation at the
 # default learning rate on a9a and the Criteo and Avazu heads, logistic regression and FM
 # (benchmarks/README.md, "Adam's lazy modes"): "decay" had the lowest logloss and the highest

@@ -20,7 +20,7 @@ from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, Rows
+from ._base import Rows
 from ._rowmodel import RowModel, RowTraining, _LogisticOutput, _RegressionOutput
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
@@ -165,11 +165,11 @@ class FMTraining(RowTraining):
                          n_threads)  # fmt: skip
         self.model = kernels.FFM if state.fields.size else kernels.FM
         init_std, acc0 = (float(v) for v in state.init)
-        # the kernels' consts: (k, alpha_linear, alpha_factors, F, per_row, init_std, seed,
-        # initial value of the factors' first slot)
-        self.consts = (float(state.n_components), float(estimator.alpha_linear),
-                       float(estimator.alpha_factors), float(state.n_fields),
-                       float(state.per_row), init_std, float(state.seed), acc0)  # fmt: skip
+        self.consts = kernels.fm_consts(
+            n_components=state.n_components, alpha_linear=estimator.alpha_linear,
+            alpha_factors=estimator.alpha_factors, n_fields=state.n_fields,
+            per_row=state.per_row, init_std=init_std, seed=state.seed, initial_slot=acc0,
+        )  # fmt: skip
 
     _kernel_rows = staticmethod(_int32_indices)
 
@@ -181,7 +181,7 @@ class FMTraining(RowTraining):
         X, targets, weights = rows
         opt, state = self.optimizer, self.state
         hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        train = kernels.fm_train_pass(self.model, opt._rule, self.loss, state.stamp.size > 0,
+        train = kernels.fm_train_pass(self.model, opt.rule, self.loss, state.stamp.size > 0,
                                       state.per_row)  # fmt: skip
         data = (X.indptr, X.indices, X.data, targets, weights, order)
 
@@ -205,7 +205,7 @@ class FMTraining(RowTraining):
         state = self.state
         if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
             return
-        catch_up = kernels.fm_catch_up(self.optimizer._rule, state.per_row)
+        catch_up = kernels.fm_catch_up(self.optimizer.rule, state.per_row)
         catch_up(self.optimizer.hyperparameters(), self.optimizer.schedule_spec(), state.clock,
                  state.table, state.factors, state.stamp, state.mark, state.n_components,
                  state.n_fields)  # fmt: skip
@@ -216,7 +216,7 @@ class FMTraining(RowTraining):
         ``[v_f, slots]``."""
         state = self.state
         k, F = state.n_components, state.n_fields
-        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
+        accumulator = self.optimizer.accumulator_slot
         factors = (F, k, 0) if state.per_row else (F * k, 1, accumulator)
         return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
 
@@ -401,10 +401,11 @@ class _FactorizationMachine(RowModel):
     def _decision(self, state, X):
         dtype = X.dtype
         margins = kernels.fm_decision(
-            kernels.FFM if state.fields.size else kernels.FM, X.indptr, X.indices, X.data,
-            state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
-            state.factors.astype(dtype, copy=False), state.fields, state.n_components,
-            state.n_fields, state.per_row,
+            (X.indptr, X.indices, X.data),
+            (state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
+             state.factors.astype(dtype, copy=False), state.fields),
+            (kernels.FFM if state.fields.size else kernels.FM, state.n_components,
+             state.n_fields, state.per_row),
         )  # fmt: skip
         return margins[:, None]
 

@@ -17,7 +17,7 @@ from ..models._hogwild import run_threads
 from ..optim import FTRL, OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, Rows
+from ._base import Rows
 from ._rowmodel import (
     DEFAULT_LEARNING_RATE,  # noqa: F401  (where the command line reads the defaults)
     RowModel,
@@ -81,12 +81,12 @@ class LinearTraining(RowTraining):
             from ..cuda import _linear as gpu_kernels  # imports numba.cuda: only when used
 
             status, total = gpu_kernels.train_epoch(
-                opt._rule, X, targets, weights, order, self.batch_size, self.loss, self.delta,
+                opt.rule, X, targets, weights, order, self.batch_size, self.loss, self.delta,
                 hp, spec, state, self.fit_intercept,
             )  # fmt: skip
             self.refuse_status(status)
             return total
-        train = kernels.linear_train_pass(opt._rule, self.loss, state.stamp.size > 0)
+        train = kernels.linear_train_pass(opt.rule, self.loss, state.stamp.size > 0)
         data = (X.indptr, X.indices, X.data, targets, weights, order)
 
         def arguments(bias, batch_size):
@@ -108,14 +108,14 @@ class LinearTraining(RowTraining):
         state = self.state
         if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
             return
-        catch_up = kernels.linear_catch_up(self.optimizer._rule)
+        catch_up = kernels.linear_catch_up(self.optimizer.rule)
         catch_up(self.optimizer.hyperparameters(), self.optimizer.schedule_spec(), state.clock,
                  state.table, state.stamp, state.mark)  # fmt: skip
 
     def _merge_layout(self):
         """Feature j owns rows ``j * K .. j * K + K - 1`` of the table (one per output); the
         intercepts are shared."""
-        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
+        accumulator = self.optimizer.accumulator_slot
         K = self.state.bias.shape[0]
         return {"table": (K, 1, accumulator), "bias": (None, 1, accumulator)}
 

@@ -21,7 +21,7 @@ from ..models import _mf as K
 from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, DivergenceError, SparseEstimator, Training
+from ._base import DivergenceError, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -409,7 +409,7 @@ class MatrixFactorization(SparseEstimator):
     def _fit(self, X, n_epochs, reset, features=(None, None)):
         """``n_epochs`` over ``X`` through the training protocol, from fresh tables
         (``reset``) or from the fitted ones, grown to the users and items of ``X``."""
-        X = self._check_X(X)
+        X = _check_interactions(X, self.loss, self)
         training = self._start(X, reset, features)
         rows = training._rows(X)
         what = f"MatrixFactorization ({self.loss}, {type(training.optimizer).__name__})"
@@ -447,7 +447,7 @@ class MatrixFactorization(SparseEstimator):
             Ignored: training always runs on a copy of the fitted tables.
         """
         self._validate_params()
-        return self._start(self._check_X(X), reset)
+        return self._start(_check_interactions(X, self.loss, self), reset)
 
     def _start(self, X, reset, features=(None, None)) -> MFTraining:
         """:meth:`start_training` on a checked X."""
@@ -579,9 +579,6 @@ class MatrixFactorization(SparseEstimator):
                     )
 
     # -- validation ------------------------------------------------------------------------
-    def _check_X(self, X):
-        return _check_interactions(X, self.loss, self)
-
     def _default_learning_rate(self, name):
         return _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
 
@@ -1027,9 +1024,11 @@ class MFTraining(Training):
         self._seed = None  # the seed of the last order made: its epoch goes on from it
         self.loss, self.k = estimator.loss, int(estimator.n_components)
         self.n_epochs = _max_epochs(estimator.max_iter, self.loss)
-        self._consts = (mu, float(estimator.alpha_biases), float(estimator.alpha_factors),
-                        self.k, int(estimator.n_negatives), int(estimator.max_sampled),
-                        bool(per_row))  # fmt: skip
+        self._consts = K.mf_consts(
+            mu=mu, alpha_biases=estimator.alpha_biases, alpha_factors=estimator.alpha_factors,
+            n_components=self.k, n_negatives=estimator.n_negatives,
+            max_sampled=estimator.max_sampled, per_row=per_row,
+        )  # fmt: skip
         self._train_range = self._kernel()
         if "history" in state:
             self._sides = tuple(state[n].kernel_view() for n in SIDES)
@@ -1040,7 +1039,7 @@ class MFTraining(Training):
 
     def _kernel(self):
         """The training kernel for the optimizer's rule, the loss and the per-row flag."""
-        return K.mf_train_range(self.optimizer._rule, K.LOSSES[self.loss], self.lazy(),
+        return K.mf_train_range(self.optimizer.rule, K.LOSSES[self.loss], self.lazy(),
                                 bool(self.per_row))  # fmt: skip
 
     def __getstate__(self):  # sent to Dask workers: the kernel is made anew there
@@ -1119,7 +1118,7 @@ class MFTraining(Training):
         k = self.k
         for side in self._sides:
             if side[2].size:  # stamps: the rule has pending steps
-                catch_up = K.mf_catch_up(self.optimizer._rule, bool(self.per_row))
+                catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
                 catch_up(hp, spec, self.state["clock"], side, k)
 
     def check(self, rows=None, loss=None) -> None:
@@ -1172,7 +1171,7 @@ class MFTraining(Training):
         """Biases and factors of users, items and item histories. A user's rows are trained
         by the copy that holds the user's interactions alone (not shared); item and history
         rows merge, weighted by their accumulators."""
-        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
+        accumulator = self.optimizer.accumulator_slot
         k = self.k
         factors = (k, 0) if self.per_row else (1, accumulator)
         return {f"{name}.{part}": (*layout, name != "user")

@@ -183,14 +183,14 @@ class FeatureMFTraining(MFTraining):
                                          csr_tuple(self.state["item_map"]))  # fmt: skip
 
     def _kernel(self):
-        return KF.mf_features_train_range(self.optimizer._rule, K.LOSSES[self.loss],
+        return KF.mf_features_train_range(self.optimizer.rule, K.LOSSES[self.loss],
                                           self.lazy(), bool(self.per_row))  # fmt: skip
 
     def catch_up(self) -> None:
         hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()
         for side in self._sides[:2]:
             if side[2].size:
-                catch_up = K.mf_catch_up(self.optimizer._rule, bool(self.per_row))
+                catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
                 catch_up(hp, spec, self.state["clock"], side, self.k)
 
     def tables(self) -> dict:

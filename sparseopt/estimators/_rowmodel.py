@@ -545,30 +545,36 @@ class RowModel(SparseEstimator):
         bar = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch", disable=not self.verbose)
         tried, epoch = runs, 0
 
-        def train_epoch(run, several):
-            loss = self._train_run(run, rows, rng, total_weight, several)
+        def progress(run):
             bar.update()
             if run.curve:
                 bar.set_postfix(loss=f"{run.curve[-1]:.5f}", refresh=False)
-            return loss
 
         while len(runs) > 1 and epoch < n_epochs:
             for run in runs:
                 if not run.stopped:
-                    run.stopped = run.stopper.update(train_epoch(run, several=True))
+                    loss = self._train_run(run, rows, rng, total_weight, several=True)
+                    run.stopped = run.diverged or run.stopper.update(loss)
             runs, epoch = self._halve(runs), epoch + 1
+            progress(runs[0])
             if len(runs) == 1:
                 self._report_choice(tried, runs[0])
         run = runs[0]
+
+        def train_epoch(_epoch):
+            loss = self._train_run(run, rows, rng, total_weight, several=False)
+            progress(run)
+            return loss
+
         if not run.stopped:
-            run_epochs(lambda _: train_epoch(run, several=False), n_epochs - epoch, run.stopper)
+            run_epochs(train_epoch, n_epochs - epoch, run.stopper)
         bar.close()
         return run
 
     def _train_run(self, run, rows, rng, total_weight, several):
         """One epoch of ``run``; returns its monitored loss (the held-out rows', else the
-        training loss). With ``several`` runs competing, a run that diverges stops with an
-        infinite loss instead of raising."""
+        training loss). With ``several`` runs competing, a run that diverges is marked
+        ``diverged`` (its loss infinite) instead of raising."""
         if run.held is not None and run.held["state"] is run.training.state:
             # the best state so far trains on: keep a copy (a run that stops or drops out
             # after its best epoch never pays for one)

@@ -56,6 +56,19 @@ from ._losses import BAD_STEP, NON_FINITE, OK, loss_derivative
 
 FM, FFM = 0, 1
 
+# ``consts``: a fit's constants, one float tuple (made by fm_consts), read by these indices
+(C_K, C_ALPHA_LINEAR, C_ALPHA_FACTORS, C_FIELDS, C_PER_ROW, C_INIT_STD, C_SEED, C_SLOT_0) = range(8)
+
+
+def fm_consts(*, n_components, alpha_linear, alpha_factors, n_fields, per_row, init_std, seed,
+              initial_slot):  # fmt: skip
+    """The kernels' ``consts`` tuple: the factors' length k, the L2 strengths of the linear
+    weights and of the factors, the number of fields F (1 for an FM), the per-row flag, the
+    standard deviation and seed of the factors' draw, and the initial value of a drawn
+    element's first optimizer slot; in the order of the ``C_*`` indices."""
+    return (float(n_components), float(alpha_linear), float(alpha_factors), float(n_fields),
+            float(per_row), float(init_std), float(seed), float(initial_slot))  # fmt: skip
+
 
 @numba.njit(inline="always", **JIT)
 def _splitmix64(x):
@@ -169,7 +182,7 @@ def _accumulate(
     marks the vectors the batch uses, and ``used[u, G] == tag`` those this row already
     penalized.
     """
-    alpha_w, alpha_v = consts[1], consts[2]
+    alpha_w, alpha_v = consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS]
     lo, hi = indptr[row], indptr[row + 1]
     for p in range(lo, hi):
         j = indices[p]
@@ -250,8 +263,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
       array of n_features (the accumulator's index of each feature; -1 again on return),
       empty for single rows;
     - ``config = (batch_size, delta, fit_intercept, fields, consts)``: ``fields`` the field
-      of each column (FFM) or empty (FM); ``consts`` is ``(k, alpha_linear, alpha_factors,
-      F, per_row, init_std, seed, initial value of the factors' first slot)``.
+      of each column (FFM) or empty (FM); ``consts`` from :func:`fm_consts`.
 
     A serial pass (``stride == 1``) leaves the clock ticked once per batch.
     """
@@ -262,8 +274,8 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         indptr, indices, data, y, weights, order = rows
         table, bias, factors, stamp, mark, clock_array, pos = state
         batch_size, delta, fit_intercept, fields, consts = config
-        k, F = int(consts[0]), int(consts[3])
-        init_std, seed, acc0 = consts[5], int(consts[6]), consts[7]
+        k, F = int(consts[C_K]), int(consts[C_FIELDS])
+        init_std, seed, acc0 = consts[C_INIT_STD], int(consts[C_SEED]), consts[C_SLOT_0]
         n_rows = order.size
         n_batches = (n_rows + batch_size - 1) // batch_size
         batch1 = batch_size == 1
@@ -376,9 +388,10 @@ def fm_draw(factors, features, consts):
     The draw is the one training makes when a row first holds the feature: a function of the
     seed and the feature alone, so a merge of models trained apart can start from it.
     """
-    k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
+    k, F, rm = int(consts[C_K]), int(consts[C_FIELDS]), consts[C_PER_ROW] != 0.0
+    init_std, seed, acc0 = consts[C_INIT_STD], int(consts[C_SEED]), consts[C_SLOT_0]
     for i in numba.prange(features.size):
-        _draw_if_new(factors, features[i], k, F, rm, consts[5], int(consts[6]), consts[7])
+        _draw_if_new(factors, features[i], k, F, rm, init_std, seed, acc0)
 
 
 @functools.cache
@@ -410,8 +423,15 @@ def fm_catch_up(rule, per_row):
 
 
 @numba.njit(**PARALLEL_JIT)
-def fm_decision(model, indptr, indices, data, table, bias, factors, fields, k, F, per_row):
-    """Margins of CSR rows, shape (n_rows,), in float64."""
+def fm_decision(X, tables, layout):
+    """Margins of CSR rows, shape (n_rows,), in float64.
+
+    ``X = (indptr, indices, data)``, ``tables = (table, bias, factors, fields)`` and
+    ``layout = (model, k, F, per_row)``.
+    """
+    indptr, indices, data = X
+    table, bias, factors, fields = tables
+    model, k, F, per_row = layout
     n_rows = indptr.size - 1
     out = np.empty(n_rows)
     for i in numba.prange(n_rows):

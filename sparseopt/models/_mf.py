@@ -61,6 +61,15 @@ LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 MAX_REDRAWS = 32
 
 
+def mf_consts(*, mu, alpha_biases, alpha_factors, n_components, n_negatives, max_sampled,
+              per_row):  # fmt: skip
+    """The kernels' ``consts`` tuple, in the order :func:`mf_train_range` unpacks it: the
+    global mean, the L2 strengths of the biases and of the factors, the factors' length k,
+    the negatives per interaction (logistic), WARP's most draws, and the per-row flag."""
+    return (float(mu), float(alpha_biases), float(alpha_factors), int(n_components),
+            int(n_negatives), int(max_sampled), bool(per_row))  # fmt: skip
+
+
 @numba.njit(**JIT)
 def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
     """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
@@ -305,8 +314,7 @@ def mf_train_range(rule, loss, lazy, per_row):
     ``(user, item, history)``, ``data`` is ``(users, items, values, indptr, indices,
     order)``: the interactions as coordinate arrays, the CSR pattern of every known
     interaction (for negative sampling and the user histories) and the epoch's order;
-    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, per_row)``
-    and ``optimizer`` is ``(hp, spec, clock)``.
+    ``consts`` comes from :func:`mf_consts` and ``optimizer`` is ``(hp, spec, clock)``.
     A ``seed`` of 0 or more seeds the calling thread's generator first; -1 continues it.
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
