@@ -247,6 +247,9 @@ class MatrixFactorization(SparseEstimator):
     added by a larger ``partial_fit`` matrix) is scored by the biases alone, its factors
     ignored until it has interactions: an unknown user's recommendations rank items by
     :math:`b_i`. Ids outside ``[0, n_users_)`` or ``[0, n_items_)`` raise ``ValueError``.
+    With side features (``fit(X, user_features=..., item_features=...)``) a user or item is
+    scored from its features instead, also one never seen in training (``predict`` and
+    ``recommend`` take their feature rows), as in LightFM (Kula, 2015).
 
     References
     ----------
@@ -256,6 +259,7 @@ class MatrixFactorization(SparseEstimator):
     image annotation", IJCAI 2011. Koren, "Factorization meets the neighborhood", KDD 2008.
     Kabbur, Ning and Karypis, "FISM: factored item similarity models for top-N recommender
     systems", KDD 2013.
+    Kula, "Metadata embeddings for user and item cold-start recommendations", CBRecSys 2015.
 
     Examples
     --------
