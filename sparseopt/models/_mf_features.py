@@ -30,6 +30,11 @@ on its skipped zero-gradient steps (:func:`._mf._sync`) before it is read, and s
 is stepped, exactly as the id rows of :mod:`._mf`. The epoch order, negative sampling, Hogwild
 driver and final catch-up are :mod:`._mf`'s (:func:`._mf.mf_train_epoch`,
 :func:`._mf.mf_catch_up`); user histories are not part of this model.
+
+References
+----------
+Kula, "Metadata embeddings for user and item cold-start recommendations", CBRecSys 2015
+(LightFM).
 """
 
 import functools
