@@ -194,3 +194,36 @@ def test_bad_side_features_are_refused_and_leave_the_model_as_it_was(user_featur
     with pytest.raises(ValueError, match=match):
         mf.fit(X, user_features=user_features)
     assert not hasattr(mf, "tables_")
+
+
+def test_command_line_features_files_and_unknown_users(tmp_path, capsys):
+    from sparseopt.cli import main
+
+    X, _, _, taste, genre = _two_tastes(40, 30)
+    users, items = X.nonzero()
+    (tmp_path / "r.csv").write_text("user,item,rating\n" + "".join(
+        f"{u + 100},{i + 500},1\n" for u, i in zip(users, items, strict=True)))  # fmt: skip
+    (tmp_path / "u.csv").write_text("user,taste\n" + "".join(
+        f"{u + 100},t{t}\n" for u, t in enumerate(taste)))  # fmt: skip
+    (tmp_path / "i.csv").write_text("item,genre,empty\n" + "".join(
+        f"{i + 500},g{g},\n" for i, g in enumerate(genre)))  # fmt: skip
+    (tmp_path / "new.csv").write_text("user,taste\n999,t0\n998,t1\n")
+    model = tmp_path / "run" / "model.npz"
+    train = ["train", str(tmp_path / "r.csv"), "--model", "mf", "--loss", "warp", "--epochs",
+             "5", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main([*train, "--user-features", str(tmp_path / "u.csv"),
+                 "--item-features", str(tmp_path / "i.csv")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["recommend", str(model), "--users", "999,998,12345", "--n", "3",
+                 "--user-features", str(tmp_path / "new.csv")]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    lines = [line.split(",") for line in captured.out.splitlines()[1:]]
+    for user, want in (("999", 0), ("998", 1)):
+        assert [genre[int(i) - 500] for u, _, i, _ in lines if u == user] == [want] * 3
+    assert "1 unknown users given the items of largest bias" in captured.err
+    bad_files = {"user,taste\n100,t0\n100,t1\n": "user id 100 has more than one",
+                 "user,taste\n100,t0\n7777,t1\n": "user id 7777 does not appear"}
+    for text, match in bad_files.items():
+        (tmp_path / "bad.csv").write_text(text)
+        assert main([*train, "--user-features", str(tmp_path / "bad.csv")]) == 1
+        assert match in capsys.readouterr().err

@@ -435,7 +435,8 @@ class MatrixFactorization(SparseEstimator):
             training.catch_up()
         return training.finish(curve, rows=rows)
 
-    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> MFTraining:
+    def start_training(self, X, *, classes=None, reset=True, in_place=False,
+                       user_features=None, item_features=None) -> MFTraining:  # fmt: skip
         """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
 
         Parameters
@@ -449,9 +450,12 @@ class MatrixFactorization(SparseEstimator):
             Start from new tables; False: grow the fitted ones to X's users and items.
         in_place : bool
             Ignored: training always runs on a copy of the fitted tables.
+        user_features, item_features : sparse matrix, default=None
+            Side features, as :meth:`fit` and :meth:`partial_fit` take them.
         """
         self._validate_params()
-        return self._start(_check_interactions(X, self.loss, self), reset)
+        return self._start(_check_interactions(X, self.loss, self), reset,
+                           (user_features, item_features))  # fmt: skip
 
     def _start(self, X, reset, features=(None, None)) -> MFTraining:
         """:meth:`start_training` on a checked X."""
