@@ -227,3 +227,22 @@ def test_command_line_features_files_and_unknown_users(tmp_path, capsys):
         (tmp_path / "bad.csv").write_text(text)
         assert main([*train, "--user-features", str(tmp_path / "bad.csv")]) == 1
         assert match in capsys.readouterr().err
+
+
+def test_dask_fit_takes_side_features():
+    # an in-process cluster: the workers may share the tables, so this runs the path (tables,
+    # touched rows, merges) without proving the merge's arithmetic
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    import sparseopt.dask as sd
+
+    X, U, I, taste, genre = _two_tastes()
+    Xd = da.from_array(X[:, :40], chunks=(20, -1), asarray=False)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        mf = sd.fit(MatrixFactorization(8, loss="warp", max_iter=5, random_state=0), Xd,
+                    user_features=U, item_features=I[:40], client=client)  # fmt: skip
+    assert mf.tables_["user"].n_rows == 2 + 80
+    top = mf.recommend(np.arange(80), n=5, item_features=I[40:])
+    assert (genre[40:][top] == taste[:, None]).mean() > 0.9

@@ -193,8 +193,12 @@ class FeatureMFTraining(MFTraining):
                 catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
                 catch_up(hp, spec, self.state["clock"], side, self.k)
 
+    # -- merging copies (sparseopt.dask) ---------------------------------------------------
     def tables(self) -> dict:
-        raise ValueError(
-            "MatrixFactorization with side features does not train on Dask yet: fit it "
-            "on one machine"
-        )
+        """:meth:`MFTraining.tables`, every table shared: a user feature row serves every
+        user that has it, so it merges as an item row does (weighted by its accumulators)."""
+        return {name: (*layout[:-1], True) for name, layout in super().tables().items()}
+
+    def touched(self, rows, order) -> dict:
+        """Every row of every table (a feature row is touched by any user or item)."""
+        return dict.fromkeys(self.tables())
