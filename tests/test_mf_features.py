@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 
 import sparseopt
 from sparseopt import MatrixFactorization
-from sparseopt.optim import SGD
+from sparseopt.optim import SGD, AdaGrad
 
 K = 3
 
@@ -17,14 +17,28 @@ def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _reference(loss, A, C, x, n_epochs, lr, alpha_f, alpha_b, init_std, seed):
-    """Plain NumPy SGD on the hybrid model for one interaction (user 0, item 0, value x),
+def _reference(loss, A, C, x, n_epochs, lr, alpha_f, alpha_b, init_std, seed, rule="sgd"):
+    """Plain NumPy steps of the hybrid model for one interaction (user 0, item 0, value x),
     repeated ``n_epochs`` times; for BPR the negative is item 1 (the only other item).
-    ``A``, ``C``: dense feature maps (identity included). Returns the tables."""
+    ``A``, ``C``: dense feature maps (identity included). ``rule``: "sgd", or "adagrad" with
+    per-coordinate accumulators on the biases and one per factor row (fed ``|g|^2 / K``),
+    all starting at 1. Returns the tables."""
     rng = np.random.RandomState(seed)
     E = rng.normal(0.0, init_std, A.shape[1] * K).reshape(-1, K)
     D = rng.normal(0.0, init_std, C.shape[1] * K).reshape(-1, K)
     beta, gamma = np.zeros(A.shape[1]), np.zeros(C.shape[1])
+    acc = {name: np.ones(n) for name, n in (("beta", A.shape[1]), ("gamma", C.shape[1]),
+                                             ("E", A.shape[1]), ("D", C.shape[1]))}  # fmt: skip
+
+    def step(name, w, g, rows):
+        if rule == "sgd":
+            return w - lr * g
+        if w.ndim == 2:  # one accumulator per factor row
+            acc[name] += rows * (g**2).sum(axis=1) / K
+            return w - lr * g / (np.sqrt(acc[name]) + 1e-10)[:, None]
+        acc[name] += rows * g**2
+        return w - lr * g / (np.sqrt(acc[name]) + 1e-10)
+
     mu = x if loss == "squared" else 0.0
     for _ in range(n_epochs):
         p, qi, qj = A[0] @ E, C[0] @ D, C[1] @ D
@@ -42,33 +56,44 @@ def _reference(loss, A, C, x, n_epochs, lr, alpha_f, alpha_b, init_std, seed):
         E_grad = np.outer(A[0], user_grad) + alpha_f * E * user_rows[:, None]
         D_grad = (np.outer(coef, p) + alpha_f * D) * item_rows[:, None]
         gamma_grad = (coef + alpha_b * gamma) * item_rows
-        E, D = E - lr * E_grad, D - lr * D_grad
-        beta, gamma = beta - lr * beta_grad, gamma - lr * gamma_grad
+        bias_rows = user_rows if loss == "squared" else np.zeros_like(user_rows)
+        E, D = step("E", E, E_grad, user_rows), step("D", D, D_grad, item_rows)
+        beta = step("beta", beta, beta_grad, bias_rows)
+        gamma = step("gamma", gamma, gamma_grad, item_rows)
     return beta, E, gamma, D
 
 
+def _factor_rows(side):
+    """A side's factors as (n_rows, K), per-element or per-row state."""
+    if side.factors.shape[1] == K + 1:
+        return side.factors[:, :K]
+    return side.factors[:, 0].reshape(-1, K)
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adagrad"])
 @pytest.mark.parametrize("loss", ["squared", "bpr"])
-def test_hybrid_steps_match_a_dense_numpy_reference(loss):
+def test_hybrid_steps_match_a_dense_numpy_reference(loss, rule):
     # one user with two weighted features, two items sharing feature 0: the shared feature
     # takes one step with the summed gradient (BPR), weights scale every gradient
     U = sp.csr_matrix([[0.5, 2.0]])
     I = sp.csr_matrix([[1.0, 0.5], [0.3, 0.0]])
     X = sp.csr_matrix(([4.0], ([0], [0])), shape=(1, 2))
     params = dict(lr=0.1, alpha_f=0.05, alpha_b=0.02, init_std=0.5, seed=3)
+    optimizer = (SGD(learning_rate=params["lr"]) if rule == "sgd" else
+                 AdaGrad(learning_rate=params["lr"], initial_accumulator_value=1.0))  # fmt: skip
     mf = MatrixFactorization(
-        K, loss=loss, optimizer=SGD(learning_rate=params["lr"]),
+        K, loss=loss, optimizer=optimizer,
         alpha_factors=params["alpha_f"], alpha_biases=params["alpha_b"], max_iter=4,
         init_std=params["init_std"], random_state=params["seed"],
     ).fit(X, user_features=U, item_features=I)  # fmt: skip
     A = np.hstack([U.toarray(), np.eye(1)])
     C = np.hstack([I.toarray(), np.eye(2)])
-    beta, E, gamma, D = _reference(loss, A, C, 4.0, 4, **params)
-    tables = mf.tables_  # one row per feature, then the identities; per-element state
+    beta, E, gamma, D = _reference(loss, A, C, 4.0, 4, rule=rule, **params)
+    tables = mf.tables_  # one row per feature, then the identities
     for side, bias, factors in (("user", beta, E), ("item", gamma, D)):
         assert_allclose(tables[side].bias[:, 0], bias, rtol=1e-5, atol=1e-7)
-        assert_allclose(tables[side].factors[:, 0].reshape(-1, K), factors, rtol=1e-5,
-                        atol=1e-7)  # fmt: skip
-    initial = _reference(loss, A, C, 4.0, 0, **params)
+        assert_allclose(_factor_rows(tables[side]), factors, rtol=1e-5, atol=1e-7)
+    initial = _reference(loss, A, C, 4.0, 0, rule=rule, **params)
     assert np.abs(D - initial[3]).max() > 1e-3 and np.abs(E - initial[1]).max() > 1e-3
 
 
