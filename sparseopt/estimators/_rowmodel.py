@@ -37,7 +37,7 @@ from .._epochs import Stopper, run_epochs
 from .._jit import JIT, compile_notice
 from ..models import _losses as losses
 from ..models._hogwild import hogwild_order
-from ..optim import Optimizer, Schedule
+from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
 from ._base import DivergenceError, Rows, SparseEstimator, Training, diverged
@@ -390,7 +390,8 @@ class RowModel(SparseEstimator):
     }
 
     def _default_learning_rate(self, name):
-        return DEFAULT_LEARNING_RATE[name]
+        # a rule without a rate tuned here (one of its own module) runs at its class's default
+        return DEFAULT_LEARNING_RATE.get(name, OPTIMIZERS[name]().learning_rate)
 
     def _n_threads(self) -> int:
         if self.device == "cuda" and self._has_gpu_path:

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from . import _rules as R
+from ._registry import FIRST_CODE, RULES, Rule
 from ._schedules import Constant, as_schedule
 
 
@@ -505,3 +506,21 @@ ACCUMULATOR_SLOT = {
     if cls._accumulator_slot is not None
 }
 
+
+def register_rule(name: str, code: int, step, catch_up):
+    """Class decorator of a rule's :class:`Optimizer` subclass in its own module (see
+    :mod:`sparseopt.optim._registry`): gives it rule ``code`` (``FIRST_CODE`` or more, fixed
+    and unique: kernels cached on disk are keyed by it) and the name ``name`` in
+    ``OPTIMIZERS``, and hands ``step`` and ``catch_up`` to the kernels."""
+
+    def register(cls):
+        if code < FIRST_CODE or code in RULES or name in OPTIMIZERS:
+            raise ValueError(f"rule {name!r}: code {code} or its name is already taken")
+        RULES[code] = Rule(name, step, catch_up)
+        cls._rule = code
+        OPTIMIZERS[name] = cls
+        if cls._accumulator_slot is not None:
+            ACCUMULATOR_SLOT[code] = cls._accumulator_slot
+        return cls
+
+    return register
