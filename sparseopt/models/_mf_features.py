@@ -50,7 +50,7 @@ from ._mf import _add_row, _sample_negative, _stamp, _sync
 
 
 @numba.njit(inline="always", **JIT)
-def _gather(rule, h, spec, c, bias, factors, stamp, mark, rows, x, k, rm, vec):
+def _gather(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, vec):
     """Catch up the feature rows of user or item ``x``; return its bias and set ``vec`` to its
     vector (both weighted sums of its features', in float64)."""
     indptr, indices, weights = rows
@@ -59,7 +59,8 @@ def _gather(rule, h, spec, c, bias, factors, stamp, mark, rows, x, k, rm, vec):
     for n in range(indptr[x], indptr[x + 1]):
         f = indices[n]
         w = np.float64(weights[n])
-        _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
+        if lazy:  # a constant: the catch-up code is compiled only for the rules that need it
+            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
         b += w * bias[f, 0]
         _add_row(vec, factors, f, w, k, rm)
     return b
@@ -169,9 +170,9 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                 if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
-                bu = _gather(RULE, h, spec, c, ub, uf, u_stamp, u_mark, user_rows, u, k,
+                bu = _gather(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, user_rows, u, k,
                              RM, p)  # fmt: skip
-                bi = _gather(RULE, h, spec, c, ib, itf, i_stamp, i_mark, item_rows,
+                bi = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
                              j if POINTWISE else i, k, RM, qi)  # fmt: skip
                 s = bu + bi + _dot(p, qi, k)
                 if not math.isfinite(s):
@@ -198,7 +199,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                                 0.0, p, k, RM, alpha_b, alpha_f)  # fmt: skip
                 else:
                     if LOSS == BPR:
-                        bj = _gather(RULE, h, spec, c, ib, itf, i_stamp, i_mark, item_rows,
+                        bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
                                      j, k, RM, qj)  # fmt: skip
                         diff = s - (bu + bj + _dot(p, qj, k))
                         d = x * sigmoid(-diff)
@@ -209,7 +210,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            bj = _gather(RULE, h, spec, c, ib, itf, i_stamp, i_mark,
+                            bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark,
                                          item_rows, neg, k, RM, qj)  # fmt: skip
                             sj = bu + bj + _dot(p, qj, k)
                             if sj > s - 1.0:
