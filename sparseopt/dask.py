@@ -481,7 +481,8 @@ def _gather_round(client, futures, workers):
 
 
 def fit(
-    estimator, X, y=None, *, classes=None, merge_every="auto", retries=2, client=None, verbose=0
+    estimator, X, y=None, *, classes=None, merge_every="auto", retries=2, client=None, verbose=0,
+    user_features=None, item_features=None,
 ):  # fmt: skip
     """Train ``estimator`` data-parallel on the Dask cluster holding ``X``'s blocks.
 
@@ -520,6 +521,9 @@ def fit(
         The active client when None.
     verbose : int, default=0
         Print each epoch's loss, rounds and time.
+    user_features, item_features : sparse matrix, default=None
+        MatrixFactorization's side features (as its ``fit`` takes them): every feature row
+        is shared by the users or items that have it, so each merges like an item row.
 
     Returns
     -------
@@ -538,7 +542,10 @@ def fit(
             f"{type(estimator).__name__} trains on "
             + ("X alone: leave y out" if alone else "X and y: pass y")
         )
-    training, (xs, ys, sizes, first_rows) = _start(client, estimator, X, y, classes, alone)
+    features = {} if user_features is None and item_features is None else dict(
+        user_features=user_features, item_features=item_features)  # fmt: skip
+    training, (xs, ys, sizes, first_rows) = _start(client, estimator, X, y, classes, alone,
+                                                   features)  # fmt: skip
     seed = _shuffle_seed(estimator)
     batch_size = getattr(estimator, "batch_size", 1)
     run = _Run(client, xs, ys, sizes, first_rows, batch_size, retries)
@@ -577,9 +584,9 @@ def _train_epoch(run, training, merge_every, seed, verbose, epoch):
     return loss
 
 
-def _start(client, estimator, X, y, classes, alone):
-    """The estimator's training for the blocks of ``X`` and ``y``, and the blocks
-    ``(xs, ys, sizes, first_rows)`` (see :func:`_blocks`)."""
+def _start(client, estimator, X, y, classes, alone, features):
+    """The estimator's training for the blocks of ``X`` and ``y`` (and MF's side
+    ``features``), and the blocks ``(xs, ys, sizes, first_rows)`` (see :func:`_blocks`)."""
     import dask.array as da
 
     X, y, xs, ys, sizes, first_rows = _blocks(client, X, y)
@@ -599,7 +606,7 @@ def _start(client, estimator, X, y, classes, alone):
         template = sp.vstack(client.gather(xs), format="csr")
     else:
         template = sp.csr_matrix((0, X.shape[1]), dtype=X.dtype)
-    training = estimator.start_training(template, classes=classes, reset=reset)
+    training = estimator.start_training(template, classes=classes, reset=reset, **features)
     _check_mergeable(training)
     return training, (xs, ys, sizes, first_rows)
 

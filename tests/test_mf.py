@@ -203,9 +203,9 @@ def test_unfitted_partial_fit_leaves_max_iter(monkeypatch):
     seen = []
     fit_epochs = MatrixFactorization._fit
 
-    def spy(self, X, n_epochs, reset):
+    def spy(self, X, n_epochs, reset, **features):
         seen.append((self.max_iter, n_epochs))
-        return fit_epochs(self, X, n_epochs, reset)
+        return fit_epochs(self, X, n_epochs, reset, **features)
 
     monkeypatch.setattr(MatrixFactorization, "_fit", spy)
     X = ratings()

@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="mf, implicit losses: ratings from this one up are the positives, weight 1 "
         "(default: every line a positive weighted by its rating)",
     )
+    for side in ("user", "item"):
+        m.add_argument(
+            f"--{side}-features",
+            metavar="FILE",
+            help=f"mf: CSV of {side} side features (header; {side} id, then one categorical "
+            f"column each) to score {side}s unseen in training (default: none)",
+        )
     m.add_argument("--batch-size", type=int, help="rows per update step (default: 1)")
     m.add_argument(
         "--n-jobs",
@@ -234,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=positive_int, default=10, help="items per user (10; at most the model's)"
     )
     rc.add_argument("--out", help="output file (default: standard output)")
+    rc.add_argument(
+        "--user-features",
+        metavar="FILE",
+        help="CSV of user features (as for train): users unknown to the model that it names "
+        "are recommended for from their features",
+    )
     rc.add_argument(
         "--include-seen",
         action="store_true",

@@ -29,7 +29,9 @@ from ._options import (
 
 def train(args) -> int:
     """``sparseopt train [DATA] --model lr|fm|ffm``: the chunked trainer, checkpointed."""
-    for flag, value in (("--loss", args.loss), ("--min-rating", args.min_rating)):
+    for flag, value in (("--loss", args.loss), ("--min-rating", args.min_rating),
+                        ("--user-features", args.user_features),
+                        ("--item-features", args.item_features)):  # fmt: skip
         if value is not None:
             raise PipelineError(f"{flag} applies to --model mf; click models learn logloss")
     args.format = args.format or "criteo"

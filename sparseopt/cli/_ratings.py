@@ -57,7 +57,8 @@ LOSSES = ("squared", "logistic", "bpr", "warp")
 # options (and any added to them later) included
 _TAKES = {
     "train": {"model", "out", "validation", "epochs", "sep", "skip_bad_lines", "optimizer",
-              "learning_rate", "loss", "min_rating", "n_jobs", "set", "seed", "progress"},
+              "learning_rate", "loss", "min_rating", "n_jobs", "set", "seed", "progress",
+              "user_features", "item_features"},
     "predict": {"out", "sep", "skip_bad_lines"},
     "evaluate": {"json", "sep", "skip_bad_lines"},
 }  # fmt: skip
@@ -141,16 +142,27 @@ def _train(args, model, params, loss, out) -> int:
         valid = read_ratings(
             args.validation, sep=args.sep, id_type=users.kind, skip_bad_lines=args.skip_bad_lines
         )
+    side = {"user": None, "item": None}
+    vocabularies = None
+    if args.user_features is not None or args.item_features is not None:
+        from ._side_features import training_features
+
+        vocabularies = {"user": None, "item": None}
+        for name, path, ids in (("user", args.user_features, users),
+                                ("item", args.item_features, items)):  # fmt: skip
+            if path is not None:
+                side[name], vocabularies[name] = training_features(path, ids, name)
     what = "ratings" if loss == "squared" else "interactions"
     print(
         f"training mf ({loss}) on {args.data}: {len(users):,} users x {len(items):,} items, "
         f"{X.nnz:,} {what}{_header_note(args.data, args.sep)}"
     )
     started = time.perf_counter()
-    model, history, kept = _epochs(model, X, args.epochs, users, items, args.min_rating, valid)
+    model, history, kept = _epochs(model, X, args.epochs, users, items, args.min_rating, valid,
+                                   side)  # fmt: skip
     seconds = time.perf_counter() - started
     path = out / _runs.MODEL
-    save_checked(model, path, users, items, args.min_rating, int(X.nnz))
+    save_checked(model, path, users, items, args.min_rating, int(X.nnz), vocabularies)
     summary = {
         "model": str(path),
         "model_type": KIND,
@@ -183,13 +195,15 @@ def _train(args, model, params, loss, out) -> int:
     return 0
 
 
-def _epochs(model, X, epochs, users, items, min_rating, valid):
+def _epochs(model, X, epochs, users, items, min_rating, valid, side=None):
     """Train ``model`` on ``X`` epoch by epoch (the calls of its ``fit``), each epoch
     scored on ``valid`` if given; returns (the model kept, the epochs' records, the kept
-    epoch)."""
+    epoch). ``side``: the users' and items' side features (``{"user": ..., "item": ...}``)."""
     from .._jit import announce_compile, compile_seconds
 
-    training = model.start_training(X)
+    side = side or {}
+    training = model.start_training(X, user_features=side.get("user"),
+                                     item_features=side.get("item"))  # fmt: skip
     rows = training.rows(X)
     stopping = epochs == "auto" and valid is not None
     stopper = Stopper(0.0, PATIENCE, tie_is_stale=True) if stopping else None
@@ -301,12 +315,22 @@ def recommend(args) -> int:
     rm = load(args.model)
     users = _user_list(args, rm.users.kind)
     n = min(args.n, len(rm.items))  # no more items to rank than the model has
-    top, unknown = rm.recommend(users, n, exclude_seen=not args.include_seen)
+    features = None
+    if args.user_features is not None:
+        from ._side_features import read_feature_rows
+
+        if not (rm.features or {}).get("user"):
+            raise PipelineError(
+                f"{args.model} was trained without --user-features: it scores no user features"
+            )
+        features = read_feature_rows(args.user_features, rm.users.kind, "user")
+    top, unknown = rm.recommend(users, n, exclude_seen=not args.include_seen,
+                                user_features=features)  # fmt: skip
     rows = np.repeat(np.arange(users.size), n).reshape(top.shape)
     ranks = np.tile(np.arange(1, n + 1), (users.size, 1))
     valid = top >= 0
     items = rm.items.ids[top[valid]]
-    scores, _ = rm.score(users[rows[valid]], items)
+    scores, _ = rm.score(users[rows[valid]], items, features)
     lines = ["user,rank,item,score"] + [
         f"{u},{r},{i},{s:.6g}"
         for u, r, i, s in zip(users[rows[valid]], ranks[valid], items, scores, strict=True)

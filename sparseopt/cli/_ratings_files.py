@@ -407,14 +407,19 @@ class RatingsModel:
     items: IdMap
     min_rating: float | None = None
     n_interactions: int | None = None
+    # the vocabularies of the side features ({"user": [...], "item": [...]}), if trained with
+    # them (sparseopt.cli._side_features)
+    features: dict | None = None
 
     @property
     def loss(self) -> str:
         return self.model.get_params()["loss"]
 
-    def score(self, users_raw, items_raw):
+    def score(self, users_raw, items_raw, user_features=None):
         """Scores of raw (user, item) pairs; returns (scores, number of pairs with an
-        unknown id), unknown ids scored by the biases alone (module docstring)."""
+        unknown id), unknown ids scored by the biases alone (module docstring), or unknown
+        users by their features, ``user_features`` being (raw ids, features) of a features
+        file (:func:`~sparseopt.cli._side_features.read_feature_rows`)."""
         m = self.model
         u, known_u = self.users.lookup(users_raw)
         i, known_i = self.items.lookup(items_raw)
@@ -423,6 +428,13 @@ class RatingsModel:
         if both.any():
             s[both] = m.predict(u[both], i[both])
         rest = ~both
+        if user_features is not None:
+            rows, featured = self._feature_rows(users_raw, user_features)
+            use = rest & featured & known_i
+            if use.any():
+                s[use] = m.predict(np.arange(use.sum()), i[use],
+                                   user_features=rows[np.flatnonzero(use)])  # fmt: skip
+            rest &= ~use
         if rest.any():
             bu = np.where(known_u, m.user_biases_[u], 0.0)
             bi = np.where(known_i, m.item_biases_[i], 0.0)
@@ -432,12 +444,30 @@ class RatingsModel:
             s[rest] = cold
         return s, int(rest.sum())
 
-    def recommend(self, users_raw, n, exclude_seen=True):
-        """Top-``n`` item indices per raw user (-1 fills), and the number of unknown users."""
+    def _feature_rows(self, users_raw, user_features):
+        """(a features matrix with one row per raw user, whether the file names the user)."""
+        from ._side_features import feature_matrix
+
+        raw, features = user_features
+        at, named = IdMap(np.sort(raw)).lookup(np.asarray(users_raw))
+        by_sorted = np.argsort(raw, kind="stable")
+        rows = [features[by_sorted[a]] if ok else [] for a, ok in zip(at, named, strict=True)]
+        return feature_matrix(rows, (self.features or {}).get("user") or []), named
+
+    def recommend(self, users_raw, n, exclude_seen=True, user_features=None):
+        """Top-``n`` item indices per raw user (-1 fills), and the number of unknown users
+        given the items of largest bias; unknown users named by ``user_features`` (see
+        :meth:`score`) are recommended for from their features."""
         u, known = self.users.lookup(users_raw)
         out = np.full((u.size, n), -1, dtype=np.int64)
         if known.any():
             out[known] = self.model.recommend(u[known], n=n, exclude_seen=exclude_seen)
+        if user_features is not None:
+            rows, featured = self._feature_rows(users_raw, user_features)
+            use = ~known & featured
+            if use.any():
+                out[use] = self.model.recommend(user_features=rows[np.flatnonzero(use)], n=n)
+            known = known | use
         if not known.all():  # a cold user: the items by bias, ties to the lower index
             bias = self.model.item_biases_.astype(np.float64)
             order = np.lexsort((np.arange(bias.size), -bias))[:n]
@@ -445,8 +475,10 @@ class RatingsModel:
         return out, int((~known).sum())
 
 
-def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) -> None:
-    """``model.save(path)`` with the id maps (and what inspect shows) in its metadata."""
+def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions,
+         features=None) -> None:  # fmt: skip
+    """``model.save(path)`` with the id maps (and what inspect shows) in its metadata, and
+    the side features' vocabularies (``features``) if any."""
     metadata = {
         "version": METADATA_VERSION,
         "model": KIND,
@@ -457,18 +489,21 @@ def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) ->
             "n_interactions": n_interactions,
         },
     }
+    if features is not None:
+        metadata["ratings"]["features"] = features
     with _io.model_metadata(metadata):
         model.save(path)
 
 
-def save_checked(model, path, users: IdMap, items: IdMap, min_rating, n_interactions) -> None:
+def save_checked(model, path, users: IdMap, items: IdMap, min_rating, n_interactions,
+                 features=None) -> None:  # fmt: skip
     """:func:`save` through a temporary file that is loaded back (:func:`load`, which checks
     the file as untrusted) before it takes ``path``'s place: a model file that could not be
     loaded is never written."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save(model, tmp, users, items, min_rating, n_interactions)
+        save(model, tmp, users, items, min_rating, n_interactions, features)
         try:
             load(tmp)
         except ValueError as exc:
@@ -524,8 +559,8 @@ def load(path) -> RatingsModel:
     try:
         ratings = meta["ratings"]
         keys = {"users", "items", "min_rating", "n_interactions"}
-        if not isinstance(ratings, dict) or set(ratings) != keys:
-            raise ValueError(f"it must hold {sorted(keys)}")
+        if not isinstance(ratings, dict) or not keys <= set(ratings) <= keys | {"features"}:
+            raise ValueError(f"it must hold {sorted(keys)} (and features, with side features)")
         users = IdMap.from_json(ratings["users"], model.n_users_, "user")
         items = IdMap.from_json(ratings["items"], model.n_items_, "item")
         min_rating = ratings["min_rating"]
@@ -536,9 +571,26 @@ def load(path) -> RatingsModel:
         n_interactions = ratings["n_interactions"]
         if type(n_interactions) is not int or n_interactions < 0:
             raise ValueError("n_interactions must be a count")
+        features = ratings.get("features")
+        if features is not None:
+            features = _checked_features(model, features)
     except (ValueError, TypeError, OverflowError) as exc:
         raise PipelineError(f"{path}: the id maps in the file are damaged: {exc}") from None
-    return RatingsModel(model, users, items, min_rating, n_interactions)
+    return RatingsModel(model, users, items, min_rating, n_interactions, features)
+
+
+def _checked_features(model, features) -> dict:
+    """The side features' vocabularies of a model file, checked against the model's feature
+    columns."""
+    from ._side_features import check_vocabulary
+
+    if not isinstance(features, dict) or set(features) != {"user", "item"}:
+        raise ValueError("features must hold the user and item vocabularies")
+    if "feature_columns" not in model.tables_:
+        raise ValueError("the model has no side features, the metadata names some")
+    columns = model.tables_["feature_columns"]
+    return {side: check_vocabulary(features[side], int(columns[n]), side)
+            for n, side in enumerate(("user", "item"))}  # fmt: skip
 
 
 # --- metrics -------------------------------------------------------------------------------

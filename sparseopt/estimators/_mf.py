@@ -187,11 +187,16 @@ class MatrixFactorization(SparseEstimator):
         accumulators (of biases and factors) start at 10 instead of AdaGrad's 0: it damps
         the first steps, which raised WARP's validation precision (pass an
         ``AdaGrad`` object to choose).
+    user_identity, item_identity : bool, default=True
+        With side features (``fit(X, user_features=..., item_features=...)``), add each
+        user's (item's) identity as one more feature of weight 1: a user seen in training
+        gets a vector of its own besides its features'. False: users (items) are their
+        features alone, every user then needs at least one.
     user_history : bool or "auto", default="auto"
         Add the user's history term above to each user vector (one more table of
         ``n_items`` vectors; an optimizer with ``weight_decay`` is refused). ``"auto"``: on
         for ``loss="warp"`` (MovieLens 100K ``ua``: validation p@10 0.124 against 0.119
-        without), off otherwise.
+        without), off otherwise and with side features.
     n_negatives : int, default=1
         Negatives drawn per positive for ``loss="logistic"``.
     max_sampled : int, default=50
@@ -228,10 +233,13 @@ class MatrixFactorization(SparseEstimator):
         (what :meth:`save` writes).
     user_factors_, item_factors_ : ndarray of shape (n_users_ | n_items_, n_components)
         The vectors the scores use: with user histories, ``user_factors_`` holds
-        :math:`p_u` plus the history term.
+        :math:`p_u` plus the history term. With side features, the weighted sums of the
+        features' vectors (``tables_`` holds one row per feature: the given feature columns,
+        then the identities).
     history_factors_ : ndarray of shape (n_items_, n_components) or None
         The item history vectors :math:`y_m`; None without user histories.
     user_biases_, item_biases_ : ndarray of shape (n_users_ | n_items_,)
+        With side features, the weighted sums of the features' biases.
 
     Notes
     -----
@@ -239,6 +247,9 @@ class MatrixFactorization(SparseEstimator):
     added by a larger ``partial_fit`` matrix) is scored by the biases alone, its factors
     ignored until it has interactions: an unknown user's recommendations rank items by
     :math:`b_i`. Ids outside ``[0, n_users_)`` or ``[0, n_items_)`` raise ``ValueError``.
+    With side features (``fit(X, user_features=..., item_features=...)``) a user or item is
+    scored from its features instead, also one never seen in training (``predict`` and
+    ``recommend`` take their feature rows), as in LightFM (Kula, 2015).
 
     References
     ----------
@@ -248,6 +259,7 @@ class MatrixFactorization(SparseEstimator):
     image annotation", IJCAI 2011. Koren, "Factorization meets the neighborhood", KDD 2008.
     Kabbur, Ning and Karypis, "FISM: factored item similarity models for top-N recommender
     systems", KDD 2013.
+    Kula, "Metadata embeddings for user and item cold-start recommendations", CBRecSys 2015.
 
     Examples
     --------
@@ -279,6 +291,8 @@ class MatrixFactorization(SparseEstimator):
         "init_std": [Interval(Real, 0, None, closed="left")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
         "user_history": [StrOptions({"auto"}), "boolean"],
+        "user_identity": ["boolean"],
+        "item_identity": ["boolean"],
         "n_negatives": [Interval(Integral, 1, None, closed="left")],
         "max_sampled": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -300,6 +314,8 @@ class MatrixFactorization(SparseEstimator):
         init_std=0.01,
         factor_state="auto",
         user_history="auto",
+        user_identity=True,
+        item_identity=True,
         n_negatives=1,
         max_sampled=50,
         random_state=None,
@@ -317,6 +333,8 @@ class MatrixFactorization(SparseEstimator):
         self.init_std = init_std
         self.factor_state = factor_state
         self.user_history = user_history
+        self.user_identity = user_identity
+        self.item_identity = item_identity
         self.n_negatives = n_negatives
         self.max_sampled = max_sampled
         self.random_state = random_state
@@ -331,7 +349,8 @@ class MatrixFactorization(SparseEstimator):
 
     # -- training --------------------------------------------------------------------------
     @_safety.unchanged_on_failure
-    def fit(self, X: MatrixLike, y: None = None) -> Self:
+    def fit(self, X: MatrixLike, y: None = None, *, user_features: MatrixLike | None = None,
+            item_features: MatrixLike | None = None) -> Self:  # fmt: skip
         """Learn the factors of ``X`` from scratch: ``max_iter`` epochs.
 
         Parameters
@@ -343,16 +362,27 @@ class MatrixFactorization(SparseEstimator):
             into 7) and summed for the implicit losses (its weights add up).
         y : None
             Ignored.
+        user_features : sparse matrix of shape (n_users, n_user_features), default=None
+            Side features of the users (row ``u`` describes user ``u``): nonnegative weights,
+            no NaN. With them (or ``item_features``) a user's bias and vector are the weighted
+            sums of its features' (the identity among them unless ``user_identity=False``),
+            and users unseen in training are scored from their features
+            (:mod:`sparseopt.models._mf_features`). User histories are then off.
+        item_features : sparse matrix of shape (n_items, n_item_features), default=None
+            Side features of the items, likewise.
 
         Returns
         -------
         self
         """
         self._validate_params()
-        return self._fit(X, self._max_iter(), reset=True)
+        return self._fit(X, self._max_iter(), reset=True,
+                         features=(user_features, item_features))  # fmt: skip
 
     @_safety.unchanged_on_failure
-    def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
+    def partial_fit(self, X: MatrixLike, y: None = None, *,
+                    user_features: MatrixLike | None = None,
+                    item_features: MatrixLike | None = None) -> Self:  # fmt: skip
         """One epoch over new interactions ``X``, keeping what was learnt.
 
         ``X`` has at least the fitted items as columns (fewer are refused, as scikit-learn
@@ -367,19 +397,24 @@ class MatrixFactorization(SparseEstimator):
         X : sparse matrix of shape (n_users, n_items)
         y : None
             Ignored.
+        user_features, item_features : sparse matrix, default=None
+            For a model fitted with side features: the features of every user (item) of the
+            grown model, old and new, with the fitted feature columns (see :meth:`fit`).
+            None keeps the fitted rows; new users (items) then have their identity alone.
 
         Returns
         -------
         self
         """
         self._validate_params()
-        return self._fit(X, 1, reset=not hasattr(self, "tables_"))
+        return self._fit(X, 1, reset=not hasattr(self, "tables_"),
+                         features=(user_features, item_features))  # fmt: skip
 
-    def _fit(self, X, n_epochs, reset):
+    def _fit(self, X, n_epochs, reset, features=(None, None)):
         """``n_epochs`` over ``X`` through the training protocol, from fresh tables
         (``reset``) or from the fitted ones, grown to the users and items of ``X``."""
         X = _check_interactions(X, self.loss, self)
-        training = self._start(X, reset)
+        training = self._start(X, reset, features)
         rows = training._rows(X)
         what = f"MatrixFactorization ({self.loss}, {type(training.optimizer).__name__})"
 
@@ -400,7 +435,8 @@ class MatrixFactorization(SparseEstimator):
             training.catch_up()
         return training.finish(curve, rows=rows)
 
-    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> MFTraining:
+    def start_training(self, X, *, classes=None, reset=True, in_place=False,
+                       user_features=None, item_features=None) -> MFTraining:  # fmt: skip
         """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
 
         Parameters
@@ -414,29 +450,39 @@ class MatrixFactorization(SparseEstimator):
             Start from new tables; False: grow the fitted ones to X's users and items.
         in_place : bool
             Ignored: training always runs on a copy of the fitted tables.
+        user_features, item_features : sparse matrix, default=None
+            Side features, as :meth:`fit` and :meth:`partial_fit` take them.
         """
         self._validate_params()
-        return self._start(_check_interactions(X, self.loss, self), reset)
+        return self._start(_check_interactions(X, self.loss, self), reset,
+                           (user_features, item_features))  # fmt: skip
 
-    def _start(self, X, reset) -> MFTraining:
+    def _start(self, X, reset, features=(None, None)) -> MFTraining:
         """:meth:`start_training` on a checked X."""
         opt = self._make_optimizer()
         n_threads = self._n_threads()  # device and n_jobs refused before any work
         rng = check_random_state(self.random_state)
         k = self.n_components
+        with_features = any(f is not None for f in features)
         if reset:
             per_row = self._per_row(opt)
             n_users, n_items = X.shape
+            # with side features the tables hold one row per feature, read through the maps
+            maps = _feature_maps(self, features, X.shape) if with_features else {}
+            n_user_rows, n_item_rows = (
+                (maps["user_map"].shape[1], maps["item_map"].shape[1]) if maps else X.shape
+            )
             _safety.check_table_size(
-                self._tables_nbytes(opt, per_row, n_users, n_items), "the model"
+                self._tables_nbytes(opt, per_row, n_user_rows, n_item_rows), "the model"
             )
             state = {
-                "user": _new_side(n_users, k, opt, rng, self.init_std, per_row),
-                "item": _new_side(n_items, k, opt, rng, self.init_std, per_row),
+                "user": _new_side(n_user_rows, k, opt, rng, self.init_std, per_row),
+                "item": _new_side(n_item_rows, k, opt, rng, self.init_std, per_row),
                 "clock": np.zeros(R.CLOCK_SIZE),
                 "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
+                **maps,
             }
-            if self._user_history():
+            if self._user_history() and not with_features:
                 state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
             mu = float(X.data.mean()) if self.loss == "squared" else 0.0
             rating_range = float(X.data.min()), float(X.data.max())
@@ -452,20 +498,33 @@ class MatrixFactorization(SparseEstimator):
             self._check_continued(opt)
             per_row = self.factor_state_ == "row"
             old = self.tables_
-            n_users, n_items = max(X.shape[0], old["user"].n_rows), X.shape[1]
+            n_users, n_items = max(X.shape[0], self.n_users_), X.shape[1]
+            maps = {}
+            if "user_map" in old:  # the feature tables grow by the new identity rows
+                from ._mf_features import grown_maps
+
+                maps = grown_maps(old, features, n_users, n_items)
+            elif with_features:
+                raise ValueError(
+                    "the model was fitted without side features: call fit(X, "
+                    "user_features=..., item_features=...) to start over with them"
+                )
+            n_rows = ({"user": maps["user_map"].shape[1], "item": maps["item_map"].shape[1]}
+                      if maps else {"user": n_users})  # fmt: skip
             _safety.check_table_size(
-                self._tables_nbytes(opt, per_row, n_users, n_items, "history" in old),
+                self._tables_nbytes(opt, per_row, n_rows["user"], n_rows.get("item", n_items),
+                                    "history" in old),
                 "the model",
             )
             clock = old["clock"].copy()
             t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
             # the fitted model's structure (its history table), whatever user_history says now
             state = {
-                name: _grow(old[name].copy(), n_users if name == "user" else n_items, k, opt,
-                            rng, self.init_std, per_row, t, log_decay)
+                name: _grow(old[name].copy(), n_rows.get(name, n_items), k, opt, rng,
+                            self.init_std, per_row, t, log_decay)
                 for name in SIDES if name in old
             }  # fmt: skip
-            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)))
+            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)), **maps)
             mu, n_iter = self.global_mean_, self.n_iter_
             lo, hi = self.rating_range_
             rating_range = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
@@ -473,8 +532,16 @@ class MatrixFactorization(SparseEstimator):
         seen.data[:] = 1.0
         seen.sort_indices()
         state["seen"] = seen
-        state["user"].counts[:] = np.diff(seen.indptr)
+        user_counts = np.diff(seen.indptr)
         item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
+        if "user_map" in state:
+            from ._mf_features import FeatureMFTraining, feature_counts
+
+            state["user"].counts[:] = feature_counts(state["user_map"], user_counts)
+            state["item"].counts[:] = feature_counts(state["item_map"], item_counts)
+            return FeatureMFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng,
+                                     n_threads)  # fmt: skip
+        state["user"].counts[:] = user_counts
         for name in ("item", "history"):
             if name in state:
                 state[name].counts[:] = item_counts
@@ -577,9 +644,24 @@ class MatrixFactorization(SparseEstimator):
             p += sp.diags(scale) @ (seen @ self._factors("history").astype(np.float64))
         return p
 
-    def _weights(self, side: str):
-        """(biases, vectors) of a side as float64, vectors of cold rows zeroed."""
+    def _weights(self, side: str, features=None):
+        """(biases, vectors) of a side as float64, vectors of cold rows zeroed; with side
+        features, of the rows the map reads, or of the rows of ``features`` (new users or
+        items, scored from their features alone)."""
         s = self.tables_[side]
+        if f"{side}_map" in self.tables_:
+            from ._mf_features import mapped_weights, new_rows_map
+
+            rows = self.tables_[f"{side}_map"]
+            if features is not None:
+                n_columns = int(self.tables_["feature_columns"][int(side == "item")])
+                rows = new_rows_map(features, f"{side}_features", rows, n_columns)
+            return mapped_weights(s.bias[:, 0], self._factors(side), s.counts, rows)
+        if features is not None:
+            raise ValueError(
+                f"the model was fitted without side features: {side}_features are unknown "
+                f"to it (fit with {side}_features=... to score new {side}s)"
+            )
         factors = self._user_vectors() if side == "user" else self._factors(side).astype(np.float64)
         factors[s.counts == 0] = 0.0
         return s.bias[:, 0].astype(np.float64), factors
@@ -587,6 +669,8 @@ class MatrixFactorization(SparseEstimator):
     @property
     def user_factors_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "user_map" in self.tables_:
+            return self._weights("user")[1].astype(np.float32)
         return self._user_vectors().astype(np.float32)
 
     @property
@@ -597,21 +681,28 @@ class MatrixFactorization(SparseEstimator):
     @property
     def item_factors_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "item_map" in self.tables_:
+            return self._weights("item")[1].astype(np.float32)
         return self._factors("item")
 
     @property
     def user_biases_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "user_map" in self.tables_:
+            return self._weights("user")[0].astype(np.float32)
         return self.tables_["user"].bias[:, 0].copy()
 
     @property
     def item_biases_(self) -> np.ndarray:
         check_is_fitted(self)
+        if "item_map" in self.tables_:
+            return self._weights("item")[0].astype(np.float32)
         return self.tables_["item"].bias[:, 0].copy()
 
     def predict(
-        self, user_ids: ArrayLike | MatrixLike, item_ids: ArrayLike | None = None
-    ) -> np.ndarray | sp.csr_matrix | sp.csr_array:
+        self, user_ids: ArrayLike | MatrixLike, item_ids: ArrayLike | None = None, *,
+        user_features: MatrixLike | None = None, item_features: MatrixLike | None = None,
+    ) -> np.ndarray | sp.csr_matrix | sp.csr_array:  # fmt: skip
         """The score :math:`s_{ui}` of (user, item) pairs (a rating for ``loss="squared"``).
 
         Two forms: ``predict(user_ids, item_ids)`` scores the pairs
@@ -629,6 +720,11 @@ class MatrixFactorization(SparseEstimator):
             its rows the first ``n_rows <= n_users_`` users. No NaN or inf.
         item_ids : array-like of int of shape (n_pairs,), default=None
             The items of the pairs.
+        user_features, item_features : sparse matrix, default=None
+            For a model fitted with side features: users (items) described by their features
+            alone, one row each, with the fitted feature columns; ``user_ids``
+            (``item_ids``) then index its rows. Users and items unseen in training are
+            scored this way.
 
         Returns
         -------
@@ -639,19 +735,24 @@ class MatrixFactorization(SparseEstimator):
         """
         check_is_fitted(self)
         if item_ids is None:
+            if user_features is not None or item_features is not None:
+                raise ValueError("user_features and item_features need user_ids and item_ids")
             return self._predict_matrix(user_ids)
-        users = self._check_ids(user_ids, self.n_users_, "user_ids")
-        items = self._check_ids(item_ids, self.n_items_, "item_ids")
+        bu, pu = self._weights("user", user_features)
+        bi, qi = self._weights("item", item_features)
+        users = self._check_ids(user_ids, bu.shape[0], "user_ids")
+        items = self._check_ids(item_ids, bi.shape[0], "item_ids")
         if users.shape != items.shape:
             raise ValueError(
                 f"user_ids and item_ids differ in length: {users.size} != {items.size}"
             )
-        return self._scores(users, items)
+        return self._scores(users, items, (bu, pu), (bi, qi))
 
-    def _scores(self, users, items) -> np.ndarray:
-        """The scores of the pairs ``(users[n], items[n])``, ids already checked."""
-        bu, pu = self._weights("user")
-        bi, qi = self._weights("item")
+    def _scores(self, users, items, user_weights=None, item_weights=None) -> np.ndarray:
+        """The scores of the pairs ``(users[n], items[n])``, ids already checked; the
+        sides' (biases, vectors) if already computed."""
+        bu, pu = user_weights or self._weights("user")
+        bi, qi = item_weights or self._weights("item")
         s = self.global_mean_ + bu[users] + bi[items] + np.einsum("ij,ij->i", pu[users], qi[items])
         if self.loss == "squared":
             s = np.clip(s, *self.rating_range_)
@@ -696,15 +797,27 @@ class MatrixFactorization(SparseEstimator):
         scores = self._scores(users, items)
         return container((scores, X.indices.copy(), X.indptr.copy()), shape=X.shape)
 
-    def recommend(self, user_ids: ArrayLike, n: int = 10, exclude_seen: bool = True) -> np.ndarray:
+    def recommend(
+        self, user_ids: ArrayLike | None = None, n: int = 10, exclude_seen: bool = True, *,
+        user_features: MatrixLike | None = None, item_features: MatrixLike | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """The ``n`` best-scored items of each user, best first.
 
         Parameters
         ----------
-        user_ids : array-like of int, shape (n_users,)
+        user_ids : array-like of int, shape (n_users,), default=None
+            Fitted users; with ``user_features``, rows of it (None: every row).
         n : int, default=10
         exclude_seen : bool, default=True
-            Leave out the items a user interacted with in training.
+            Leave out the items a user interacted with in training (fitted users and items
+            only).
+        user_features : sparse matrix of shape (n_new_users, n_user_features), default=None
+            For a model fitted with side features: users described by their features alone
+            (one row each, the fitted feature columns), such as users unseen in training:
+            ``recommend(user_features=row)``.
+        item_features : sparse matrix of shape (n_new_items, n_item_features), default=None
+            Candidate items described by their features alone, in place of the fitted items;
+            the returned ids are then rows of it.
 
         Returns
         -------
@@ -712,15 +825,21 @@ class MatrixFactorization(SparseEstimator):
             Item ids; ``-1`` fills the places beyond the user's candidate items.
         """
         check_is_fitted(self)
-        users = self._check_ids(user_ids, self.n_users_, "user_ids")
         if not isinstance(n, Integral) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        _, pu = self._weights("user")
-        bi, qi = self._weights("item")
+        _, pu = self._weights("user", user_features)
+        bi, qi = self._weights("item", item_features)
+        if user_ids is None and user_features is None:
+            raise ValueError("recommend needs user_ids, or user_features of new users")
+        users = (np.arange(pu.shape[0]) if user_ids is None
+                 else self._check_ids(user_ids, pu.shape[0], "user_ids"))  # fmt: skip
+        # what a user interacted with is known of fitted users and items only
+        exclude_seen = exclude_seen and user_features is None and item_features is None
         seen = self.tables_["seen"]
+        n_items = bi.shape[0]
         out = np.full((users.size, n), -1, dtype=np.int64)
-        m = min(n, self.n_items_)
-        chunk = max(1, (1 << 22) // max(self.n_items_, 1))
+        m = min(n, n_items)
+        chunk = max(1, (1 << 22) // max(n_items, 1))
         for start in range(0, users.size, chunk):
             rows = users[start : start + chunk]
             scores = pu[rows] @ qi.T + bi
@@ -777,6 +896,10 @@ class MatrixFactorization(SparseEstimator):
     def _saved(self):
         """The arrays and scalar attributes that :meth:`save` writes."""
         arrays = {}
+        if "user_map" in self.tables_:
+            from ._mf_features import saved_maps
+
+            arrays.update(saved_maps(self.tables_))
         for name in SIDES:
             if name not in self.tables_:
                 continue
@@ -831,13 +954,19 @@ class MatrixFactorization(SparseEstimator):
         names = [n for n in SIDES if n != "history" or "history_bias" in arrays]
         expected = {f"{n}_{f.name}" for n in names for f in fields(_Side)}
         expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
+        with_features = "feature_columns" in arrays
+        if with_features:
+            from ._mf_features import MAP_KEYS, feature_counts, loaded_maps
+
+            expected |= set(MAP_KEYS)
         if set(arrays) != expected:
             raise ValueError(
                 f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
             )
         check = _safety.check_array
         shape = check("seen_shape", arrays["seen_shape"], (2,), np.int64).tolist()
-        sides = _loaded_sides(arrays, names, shape, model.n_components, fitted, per_row)
+        maps = loaded_maps(arrays, shape) if with_features else {}
+        sides = _loaded_sides(arrays, names, shape, model.n_components, fitted, per_row, maps)
         indptr = check("seen_indptr", arrays["seen_indptr"], None, (np.int32, np.int64))
         indices = check("seen_indices", arrays["seen_indices"], None, (np.int32, np.int64))
         if indptr.ndim != 1 or indices.ndim != 1 or indptr.shape[0] != shape[0] + 1:
@@ -850,12 +979,16 @@ class MatrixFactorization(SparseEstimator):
         if not all(np.isfinite(a).all() for v in sides.values() for a in (v.bias, v.factors)):
             raise ValueError("the weights are not all finite")
         item_counts = np.bincount(indices, minlength=shape[1])
-        if not np.array_equal(sides["user"].counts, np.diff(indptr)) or any(
+        user_counts = np.diff(indptr)
+        if maps:  # counts per feature row
+            user_counts = feature_counts(maps["user_map"], user_counts)
+            item_counts = feature_counts(maps["item_map"], item_counts)
+        if not np.array_equal(sides["user"].counts, user_counts) or any(
             not np.array_equal(sides[n].counts, item_counts) for n in names[1:]
         ):
             raise ValueError("the tables' counts do not match the seen interactions")
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
-                 "seen": seen}  # fmt: skip
+                 "seen": seen, **maps}  # fmt: skip
         mu, rating_range = float(attributes["global_mean_"]), tuple(attributes["rating_range_"])
         # a fit sets the mean of the ratings (inside their range) for the squared loss, and 0
         # for the ranking losses; later fits only widen the range
@@ -1125,16 +1258,36 @@ def _set_fitted(model, state, opt, per_row, mu, rating_range, n_iter):
     model.global_mean_ = mu
     model.rating_range_ = tuple(rating_range)
     model.n_iter_ = n_iter
-    model.n_users_ = state["user"].n_rows
-    model.n_items_ = state["item"].n_rows
+    model.n_users_ = state["user_map"].shape[0] if "user_map" in state else state["user"].n_rows
+    model.n_items_ = state["item_map"].shape[0] if "item_map" in state else state["item"].n_rows
     model.n_features_in_ = model.n_items_
 
 
-def _loaded_sides(arrays, names, shape, k, fitted, per_row) -> dict:
+def _feature_maps(model, features, shape) -> dict:
+    """The feature maps of users and items (:func:`._mf_features.feature_map`)."""
+    from ._mf_features import feature_map
+
+    if model.user_history is True:
+        raise ValueError(
+            "user_history=True does not combine with side features (a user's vector is then "
+            "the sum of its features'); set user_history='auto' or False"
+        )
+    maps, columns = {}, []
+    for side, F, n in zip(("user", "item"), features, shape, strict=True):
+        maps[f"{side}_map"] = feature_map(F, f"{side}_features", n,
+                                          getattr(model, f"{side}_identity"))  # fmt: skip
+        # the given feature columns (the identity columns follow them)
+        columns.append(0 if F is None else F.shape[1])
+    return {**maps, "feature_columns": np.array(columns, dtype=np.int64)}
+
+
+def _loaded_sides(arrays, names, shape, k, fitted, per_row, maps=None) -> dict:
     """The sides ``names`` of a model file's ``arrays``, each checked against the shapes
     that ``shape`` (users, items), ``k``, the optimizer ``fitted`` and ``per_row`` imply."""
     check = _safety.check_array
     n_rows = {"user": shape[0], "item": shape[1], "history": shape[1]}
+    if maps:  # side features: one table row per column of the map
+        n_rows.update(user=maps["user_map"].shape[1], item=maps["item_map"].shape[1])
     width = 1 + fitted.initial_slots().size
     sides = {}
     for name in names:

@@ -1,0 +1,235 @@
+"""Matrix factorization with side features (a hybrid model, as LightFM's): the training kernel.
+
+A user is a sparse row of feature weights :math:`a_{uf}` (its id is usually one of them), and
+so is an item (:math:`c_{ig}`). Each feature has a bias and a vector; a user's bias and vector
+are the weighted sums of its features',
+
+.. math:: b_u = \\sum_f a_{uf} \\beta_f, \\quad p_u = \\sum_f a_{uf} e_f, \\qquad
+          b_i = \\sum_g c_{ig} \\gamma_g, \\quad q_i = \\sum_g c_{ig} d_g,
+
+and a pair scores :math:`s_{ui} = \\mu + b_u + b_i + p_u^\\top q_i` as in :mod:`._mf`. A user or
+item that training never saw is scored from its features alone.
+
+The tables are :mod:`._mf`'s sides (``(bias, factors, stamp, mark)``), one row per *feature*
+rather than per user or item. For a loss term with derivative :math:`d_i` in
+:math:`s_{ui}` (and :math:`d_j` in :math:`s_{uj}` for the pairwise losses), the chain rule
+gives each touched feature row its gradient; with the L2 penalty on each feature row, as
+LightFM and :mod:`._mf` put it on each touched row,
+
+.. math:: \\nabla_{e_f} = a_{uf} (d_i q_i + d_j q_j) + \\alpha_f e_f, \\quad
+          \\nabla_{d_g} = (c_{ig} d_i + c_{jg} d_j) p_u + \\alpha_f d_g,
+
+and likewise for the biases (:math:`\\nabla_{\\gamma_g} = c_{ig} d_i + c_{jg} d_j +
+\\alpha_b \\gamma_g`; the user biases step for the pointwise losses only, since :math:`b_u`
+cancels in :math:`s_{ui} - s_{uj}`). A feature shared by ``i`` and ``j`` gets one step with the
+summed gradient. With each user and item its identity alone (weight 1), every gradient is
+:mod:`._mf`'s: the model is plain matrix factorization.
+
+Each step touches only the feature rows of its user and items (lazy): every row is caught up
+on its skipped zero-gradient steps (:func:`._mf._sync`) before it is read, and stamped when it
+is stepped, exactly as the id rows of :mod:`._mf`. The epoch order, negative sampling, Hogwild
+driver and final catch-up are :mod:`._mf`'s (:func:`._mf.mf_train_epoch`,
+:func:`._mf.mf_catch_up`); user histories are not part of this model.
+
+References
+----------
+Kula, "Metadata embeddings for user and item cold-start recommendations", CBRecSys 2015
+(LightFM).
+"""
+
+import functools
+import math
+
+import numba
+import numpy as np
+
+from .._jit import JIT
+from ..optim import _rules as R
+from ._losses import BAD_STEP, BPR, LOGISTIC, NON_FINITE, OK, SQUARED, sigmoid, softplus
+from ._mf import _add_row, _sample_negative, _stamp, _sync
+
+
+@numba.njit(inline="always", **JIT)
+def _gather(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, vec):
+    """Catch up the feature rows of user or item ``x``; return its bias and set ``vec`` to its
+    vector (both weighted sums of its features', in float64)."""
+    indptr, indices, weights = rows
+    vec[:] = 0.0
+    b = 0.0
+    for n in range(indptr[x], indptr[x + 1]):
+        f = indices[n]
+        w = np.float64(weights[n])
+        if lazy:  # a constant: the catch-up code is compiled only for the rules that need it
+            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
+        b += w * bias[f, 0]
+        _add_row(vec, factors, f, w, k, rm)
+    return b
+
+
+@numba.njit(inline="always", **JIT)
+def _dot(a, b, k):
+    """``a . b`` as a loop (a BLAS call costs more than k = 32 products)."""
+    s = 0.0
+    for m in range(k):
+        s += a[m] * b[m]
+    return s
+
+
+@numba.njit(inline="always", **JIT)
+def _step_row(rule, h, c, lazy, bias, factors, stamp, mark, f, a, a_bias, vec, k, rm, alpha_b,
+              alpha_f, step_bias):  # fmt: skip
+    """One optimizer step on feature row ``f``: gradients ``a_bias + alpha_b beta_f`` on its
+    bias (if ``step_bias``) and ``a vec + alpha_f e_f`` on its vector (old values)."""
+    if step_bias:
+        bias[f, 0] = R.step_caught_up(rule, h, c, bias, f, a_bias + alpha_b * bias[f, 0])
+    if rm:
+        sum_sq = 0.0
+        for m in range(k):
+            g = a * vec[m] + alpha_f * factors[f, m]
+            sum_sq += g * g
+        scale = R.row_adagrad_scale(h, c, factors, f, k, sum_sq)
+        shrink = c[R.CLOCK_SHRINK] if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
+        for m in range(k):
+            e = np.float64(factors[f, m])
+            factors[f, m] = shrink * e - scale * (a * vec[m] + alpha_f * e)
+    else:
+        for r in range(f * k, f * k + k):
+            e = np.float64(factors[r, 0])
+            factors[r, 0] = R.step_caught_up(rule, h, c, factors, r, a * vec[r - f * k]
+                                             + alpha_f * e)  # fmt: skip
+    _stamp(c, lazy, stamp, mark, f)
+
+
+@numba.njit(inline="always", **JIT)
+def _step_items(rule, h, c, lazy, bias, factors, stamp, mark, rows, i, j, di, dj, p, k, rm,
+                alpha_b, alpha_f):  # fmt: skip
+    """Step the feature rows of item ``i`` (derivative ``di``) and, if ``j >= 0``, of item
+    ``j`` (``dj``): a walk over both sorted rows at once, so that a shared feature takes one
+    step with the summed gradient."""
+    indptr, indices, weights = rows
+    a, a_end = indptr[i], indptr[i + 1]
+    b, b_end = (indptr[j], indptr[j + 1]) if j >= 0 else (0, 0)
+    while a < a_end or b < b_end:
+        fa = indices[a] if a < a_end else -1
+        fb = indices[b] if b < b_end else -1
+        coef = 0.0
+        if fa >= 0 and (fb < 0 or fa <= fb):
+            f = fa
+            coef += np.float64(weights[a]) * di
+            a += 1
+            if fb == fa:
+                coef += np.float64(weights[b]) * dj
+                b += 1
+        else:
+            f = fb
+            coef += np.float64(weights[b]) * dj
+            b += 1
+        _step_row(rule, h, c, lazy, bias, factors, stamp, mark, f, coef, coef, p, k, rm,
+                  alpha_b, alpha_f, True)  # fmt: skip
+
+
+@functools.cache
+def mf_features_train_range(rule, loss, lazy, per_row):
+    """The training kernel of the hybrid model for one rule, loss, laziness and factor state,
+    with the signature and losses of :func:`._mf.mf_train_range`.
+
+    ``sides`` is ``(user, item, history, user_rows, item_rows)``: the feature tables of users
+    and items, an empty history side (unused: :func:`._mf.mf_train_epoch` reads it), and the
+    users' and items' feature rows as CSR tuples ``(indptr, indices, weights)`` with sorted,
+    distinct indices inside each row.
+    """
+    RULE, LOSS, LAZY, RM = rule, loss, lazy, per_row
+    POINTWISE = loss == SQUARED or loss == LOGISTIC
+
+    @numba.njit(**JIT)
+    def train(start, stop, seed, sides, data, consts, optimizer):
+        hp, spec, clock = optimizer
+        user, item, _, user_rows, item_rows = sides
+        users, items, values, indptr, indices, order = data
+        mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
+        ub, uf, u_stamp, u_mark = user
+        ib, itf, i_stamp, i_mark = item
+        n_items = item_rows[0].size - 1
+        h = R.unpack(hp)
+        c = R.unpack(clock)
+        if seed >= 0:
+            np.random.seed(seed)  # noqa: NPY002 (Numba's generator, one per thread)
+        n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
+        total = 0.0
+        p, qi, qj, grad = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
+        for e in range(start, stop):
+            n = order[e]
+            u, i, x = users[n], items[n], np.float64(values[n])
+            for pair in range(n_pairs):
+                j = i
+                if pair > 0 or LOSS == BPR:
+                    j = _sample_negative(indptr, indices, u, n_items)
+                    if j < 0:
+                        break
+                usable, c = R.next_clock(h, spec, c)
+                if not usable:
+                    R.store_clock(c, clock)
+                    return BAD_STEP, total
+                bu = _gather(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, user_rows, u, k,
+                             RM, p)  # fmt: skip
+                bi = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
+                             j if POINTWISE else i, k, RM, qi)  # fmt: skip
+                s = bu + bi + _dot(p, qi, k)
+                if not math.isfinite(s):
+                    R.store_clock(c, clock)
+                    return NON_FINITE, total
+                d = 0.0
+                if POINTWISE:
+                    if pair > 0:
+                        d = sigmoid(s)
+                        total += softplus(s)
+                    elif LOSS == SQUARED:
+                        d = s + mu - x
+                        total += 0.5 * d * d
+                    else:
+                        d = -x * sigmoid(-s)
+                        total += x * softplus(-s)
+                    for m in range(k):
+                        grad[m] = d * qi[m]
+                    for r in range(user_rows[0][u], user_rows[0][u + 1]):
+                        a = np.float64(user_rows[2][r])
+                        _step_row(RULE, h, c, LAZY, ub, uf, u_stamp, u_mark, user_rows[1][r],
+                                  a, a * d, grad, k, RM, alpha_b, alpha_f, True)  # fmt: skip
+                    _step_items(RULE, h, c, LAZY, ib, itf, i_stamp, i_mark, item_rows, j, -1, d,
+                                0.0, p, k, RM, alpha_b, alpha_f)  # fmt: skip
+                else:
+                    if LOSS == BPR:
+                        bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
+                                     j, k, RM, qj)  # fmt: skip
+                        diff = s - (bu + bj + _dot(p, qj, k))
+                        d = x * sigmoid(-diff)
+                        total += x * softplus(-diff)
+                    else:  # WARP
+                        j = -1
+                        for trial in range(1, max_sampled + 1):
+                            neg = _sample_negative(indptr, indices, u, n_items)
+                            if neg < 0:
+                                break
+                            bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark,
+                                         item_rows, neg, k, RM, qj)  # fmt: skip
+                            sj = bu + bj + _dot(p, qj, k)
+                            if sj > s - 1.0:
+                                j = neg
+                                d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
+                                total += d * (1.0 - s + sj)
+                                break
+                    if j >= 0:
+                        for m in range(k):
+                            grad[m] = d * (qj[m] - qi[m])
+                        # the user biases cancel in s_ui - s_uj: their rows' vectors step
+                        for r in range(user_rows[0][u], user_rows[0][u + 1]):
+                            a = np.float64(user_rows[2][r])
+                            _step_row(RULE, h, c, LAZY, ub, uf, u_stamp, u_mark,
+                                      user_rows[1][r], a, 0.0, grad, k, RM, alpha_b, alpha_f,
+                                      False)  # fmt: skip
+                        _step_items(RULE, h, c, LAZY, ib, itf, i_stamp, i_mark, item_rows, i, j,
+                                    -d, d, p, k, RM, alpha_b, alpha_f)  # fmt: skip
+        R.store_clock(c, clock)
+        return OK, total
+
+    return train
