@@ -2,7 +2,7 @@
 interactions where the data hold them, and leave them alone where they do not?
 
     python benchmarks/bench_fm_quality.py [--sets movielens planted criteo avazu a9a]
-                                          [--ml-folds 5] [--folds 5]
+                                          [--ml-folds 5] [--folds 5] [--fit-times R]
 
 Data (``../shared/data`` and ``make_ctr``):
 
@@ -26,6 +26,9 @@ way (``TorchFM``: minibatches of 256, ``SparseAdam``, L2 on the batch's rows, k 
 learning rate, L2 and epoch count picked on the same inner split. Printed: pooled logloss
 (AUC) of each, the fit seconds of FM and FFM with the new and the old defaults (summed over
 folds; a shared machine: compare within a row), and the targets of issue 29.
+
+``--fit-times R``: only the fit seconds of FM and FFM with the defaults against those with the
+factor penalty of f70d8d3 (``PREV_ALPHA_FACTORS``), alternated, median of R rounds.
 """
 
 from __future__ import annotations
@@ -254,6 +257,29 @@ def evaluate(X, y, splits, runner):
     return log_loss(y[rows], p[rows]), roc_auc_score(y[rows], p[rows]), seconds
 
 
+def fit_times(name, root, n_folds, ml_folds, repeats):
+    """Median seconds of the folds' fits (summed) of FM and FFM with the defaults and with
+    the previous factor penalty, alternated ``repeats`` times after one warm-up each: a
+    row of the fit-time table."""
+    cells = []
+    for field_aware, model in ((False, FMClassifier), (True, FFMClassifier)):
+        X, y, splits, fields = dataset(name, root, n_folds, ml_folds, field_aware)
+        kw = dict(fields=fields) if field_aware else {}
+        pair = [model(random_state=0, **kw),
+                model(random_state=0, alpha_factors=PREV_ALPHA_FACTORS, **kw)]  # fmt: skip
+        seconds = [[], []]
+        for rep in range(repeats + 1):
+            for i in (0, 1) if rep % 2 else (1, 0):
+                start = time.perf_counter()
+                for train, _ in splits:
+                    clone(pair[i]).fit(X[train], y[train])
+                if rep:  # the first round compiles
+                    seconds[i].append(time.perf_counter() - start)
+        new, prev = (float(np.median(t)) for t in seconds)
+        cells += [f"{prev:.2f}", f"{new:.2f}", f"{new / prev:.2f}"]
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
@@ -262,8 +288,21 @@ def main():
     parser.add_argument(
         "--sets", nargs="+", default=["movielens", "planted3", "planted1", "criteo", "avazu", "a9a"]
     )
+    parser.add_argument(
+        "--fit-times",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="only time the defaults' fits against the previous ones",
+    )
     args = parser.parse_args()  # fmt: skip
     root = Path(args.data)
+    if args.fit_times:
+        print("| set | FM prev s | FM s | ratio | FFM prev s | FFM s | ratio |")
+        print("|---" * 7 + "|")
+        for name in args.sets:
+            fit_times(name, root, args.folds, args.ml_folds, args.fit_times)
+        return
     old = dict(learning_rate=0.05, init_std=0.01, alpha_factors=1e-4)
     header = None
     start = time.perf_counter()
