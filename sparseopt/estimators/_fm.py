@@ -59,7 +59,8 @@ AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
 # and left the Criteo, Avazu and a9a figures within 0.0001 of 1e-4's. FFM spreads a feature's
 # data over a vector per field: at 1e-2 it lost 0.0015 on the Avazu head and took three times
 # the epochs on MovieLens, so 3e-3 (Avazu +0.0005, MovieLens u1 0.5464 from 0.5477). See
-# benchmarks/README.md, "FM quality".
+# benchmarks/README.md, "Factorization machines' defaults". FMRegressor keeps 1e-4: no
+# regression data were measured.
 FM_ALPHA_FACTORS = 1e-2
 FFM_ALPHA_FACTORS = 3e-3
 
