@@ -15,10 +15,12 @@ Data (``../shared/data`` and ``make_ctr``):
   ``--folds`` contiguous folds pooled, features as in ``bench_defaults.py``;
 - ``a9a``: train on a9a, score a9a.t.
 
-Models, on the same folds: ``SparseLogisticRegression()``; ``FMClassifier`` and
-``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with nothing set, and with
-the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM: ``init_std=0.01``;
-both at learning rate 0.05 with the factors' accumulators from 30); the same estimator
+Models, on the same folds: ``SparseLogisticRegression()``, on FM's columns and on FFM's;
+``FMClassifier`` and ``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with
+nothing set, with the defaults of f70d8d3 ("prev": ``alpha_factors=PREV_ALPHA_FACTORS``), and
+with the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM:
+``init_std=0.01``; both at learning rate 0.05 with the factors' accumulators from 30 and
+``alpha_factors=1e-4``); the same estimator
 tuned: every point of ``GRID`` (learning rate, start of the factors' AdaGrad accumulators,
 ``init_std``; epochs by ``max_iter="auto"``) fitted on the first 80% of the training rows and
 scored on the rest, the best refitted on all of them; and a PyTorch FM written the usual
