@@ -21,7 +21,7 @@ _EXPORTS = {
     "MatrixFactorization": "estimators",
     "SparseLinearRegression": "estimators",
     "SparseLogisticRegression": "estimators",
-    "load": "_io",
+    "load": "_load",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

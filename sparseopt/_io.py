@@ -28,12 +28,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from numbers import Integral, Real
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from sklearn.base import BaseEstimator
 
 FORMAT = "sparseopt-model"
 VERSION = 2  # 2: the metadata has its own checksum
@@ -308,25 +304,3 @@ def check_classes(classes) -> np.ndarray:
         )
     return classes
 
-
-def load(path: str | os.PathLike) -> BaseEstimator:
-    """Load a model saved with an estimator's ``save`` (no pickle involved).
-
-    Examples
-    --------
-    >>> import sparseopt
-    >>> model = sparseopt.load("model.npz")  # doctest: +SKIP
-    """
-    from . import estimators
-
-    name, params, attributes, arrays = read_model(path)
-    cls = getattr(estimators, name, None)
-    if not (isinstance(cls, type) and hasattr(cls, "_from_file")):
-        raise ValueError(f"{path} holds a {name!r}, which this sparseopt cannot load")
-    unknown = sorted(set(params) - set(cls._get_param_names()))
-    if unknown:
-        raise ValueError(f"{path}: model file field 'params' has unknown parameters {unknown}")
-    try:
-        return cls._from_file(params, attributes, arrays)
-    except (TypeError, KeyError, IndexError, AttributeError, ValueError) as exc:
-        raise ValueError(f"{path}: the model file does not hold a valid {name}: {exc}") from exc

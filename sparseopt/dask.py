@@ -526,8 +526,6 @@ def fit(
     estimator
         Fitted, an ordinary local estimator (predict, save... as after ``fit``).
     """
-    import dask.array as da
-
     client = _client(client)
     _check_supported(estimator)
     if merge_every not in (None, "auto") and (
@@ -540,8 +538,51 @@ def fit(
             f"{type(estimator).__name__} trains on "
             + ("X alone: leave y out" if alone else "X and y: pass y")
         )
+    training, (xs, ys, sizes, first_rows) = _start(client, estimator, X, y, classes, alone)
+    seed = _shuffle_seed(estimator)
+    batch_size = getattr(estimator, "batch_size", 1)
+    run = _Run(client, xs, ys, sizes, first_rows, batch_size, retries)
+    if merge_every == "auto":
+        merge_every = _auto_merge_every(run, alone)
+    merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
+    tol = getattr(estimator, "tol", None)  # the linear models and FMs have one, MF not
+    stopper = Stopper(tol, estimator.n_iter_no_change if tol is not None else None)
+
+    train_epoch = functools.partial(_train_epoch, run, training, merge_every, seed, verbose)
+    try:
+        curve = run_epochs(train_epoch, training.max_epochs(), stopper)
+    finally:
+        client.run(_forget, run.fit_id, on_error="ignore")
+    return training.finish(curve)
+
+
+def _train_epoch(run, training, merge_every, seed, verbose, epoch):
+    """Epoch ``epoch`` of ``training`` in rounds of ``merge_every`` minibatches per worker,
+    each round's copies merged; returns the mean loss."""
+    sizes = run.sizes
+    began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
+    while (cursors < sizes).any():
+        replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
+        results, plan = run.round(training, replan(), replan)
+        run.delta = _merge(training, results)
+        for segments in plan.values():
+            for b, _, _, stop, _, _ in segments:
+                cursors[b] = stop
+        loss += sum(r["loss"] for r in results)
+        rounds += 1
+    loss /= max(int(sizes.sum()), 1)
+    if verbose:
+        print(f"epoch {epoch + 1}: loss {loss:.5f}, {rounds} rounds, "
+              f"{time.perf_counter() - began:.2f} s")  # fmt: skip
+    return loss
+
+
+def _start(client, estimator, X, y, classes, alone):
+    """The estimator's training for the blocks of ``X`` and ``y``, and the blocks
+    ``(xs, ys, sizes, first_rows)`` (see :func:`_blocks`)."""
+    import dask.array as da
+
     X, y, xs, ys, sizes, first_rows = _blocks(client, X, y)
-    n_features = X.shape[1]
     if X.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
     reset = not (getattr(estimator, "warm_start", False) and hasattr(estimator, "n_iter_"))
@@ -557,48 +598,23 @@ def fit(
     if alone:  # the model keeps every interaction (negatives, histories): gather them
         template = sp.vstack(client.gather(xs), format="csr")
     else:
-        template = sp.csr_matrix((0, n_features), dtype=X.dtype)
+        template = sp.csr_matrix((0, X.shape[1]), dtype=X.dtype)
     training = estimator.start_training(template, classes=classes, reset=reset)
     _check_mergeable(training)
+    return training, (xs, ys, sizes, first_rows)
+
+
+def _shuffle_seed(estimator):
+    """The seed of every epoch's shuffle (``random_state``; None: the estimator does not
+    shuffle)."""
+    if not getattr(estimator, "shuffle", True):
+        return None
     rs = estimator.random_state
-    seed = None
-    if getattr(estimator, "shuffle", True):
-        seed = (
-            rs if isinstance(rs, int)
-            else rs.randint(2**31) if isinstance(rs, np.random.RandomState)
-            else int(np.random.SeedSequence().entropy % 2**63)
-        )  # fmt: skip
-    batch_size = getattr(estimator, "batch_size", 1)
-    run = _Run(client, xs, ys, sizes, first_rows, batch_size, retries)
-    if merge_every == "auto":
-        merge_every = _auto_merge_every(run, alone)
-    merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
-    merge = functools.partial(_merge, training)
-    tol = getattr(estimator, "tol", None)  # the linear models and FMs have one, MF not
-    stopper = Stopper(tol, estimator.n_iter_no_change if tol is not None else None)
-
-    def train_epoch(epoch):
-        began, cursors, loss, rounds = time.perf_counter(), np.zeros_like(sizes), 0.0, 0
-        while (cursors < sizes).any():
-            replan = functools.partial(run.plan, cursors, merge_every, seed, epoch)
-            results, plan = run.round(training, replan(), replan)
-            run.delta = merge(results)
-            for segments in plan.values():
-                for b, _, _, stop, _, _ in segments:
-                    cursors[b] = stop
-            loss += sum(r["loss"] for r in results)
-            rounds += 1
-        loss /= max(int(sizes.sum()), 1)
-        if verbose:
-            print(f"epoch {epoch + 1}: loss {loss:.5f}, {rounds} rounds, "
-                  f"{time.perf_counter() - began:.2f} s")  # fmt: skip
-        return loss
-
-    try:
-        curve = run_epochs(train_epoch, training.max_epochs(), stopper)
-    finally:
-        client.run(_forget, run.fit_id, on_error="ignore")
-    return training.finish(curve)
+    return (
+        rs if isinstance(rs, int)
+        else rs.randint(2**31) if isinstance(rs, np.random.RandomState)
+        else int(np.random.SeedSequence().entropy % 2**63)
+    )  # fmt: skip
 
 
 def _auto_merge_every(run, alone):

@@ -9,6 +9,11 @@ import numpy as np
 
 from sparseopt.optim import FTRL, SGD, AdaGrad, Adam, AMSGrad, Momentum, RMSProp, as_schedule
 
+# optimizer class -> its dense step ``(opt, w, a, g, eta) -> (w, a)`` after the weight decay
+# (``a`` its one state vector): the references of rules in modules of their own, given by
+# their tests (tests/test_optim.py)
+DENSE_STEPS = {}
+
 
 def _ftrl_weight(z, n, alpha, opt):
     w = -(z - np.sign(z) * opt.l1) / ((opt.beta + np.sqrt(n)) / alpha + opt.l2)
@@ -26,7 +31,7 @@ class DenseOptimizer:
         self.a = np.zeros(n)
         self.b = np.zeros(n)
         self.c = np.zeros(n)
-        if isinstance(opt, AdaGrad):
+        if hasattr(opt, "initial_accumulator_value"):  # AdaGrad's kind
             self.a[:] = opt.initial_accumulator_value
         self.t = 0
 
@@ -52,7 +57,9 @@ class DenseOptimizer:
             w = _ftrl_weight(a, b, eta, opt)
         else:
             w *= shrink
-            if type(opt) is SGD:
+            if type(opt) in DENSE_STEPS:
+                w, a = DENSE_STEPS[type(opt)](opt, w, a, g, eta)
+            elif type(opt) is SGD:
                 w -= eta * g
             elif isinstance(opt, Momentum):
                 a = opt.momentum * a + eta * g

@@ -248,19 +248,24 @@ def test_kernels_compile_for_the_device(monkeypatch):
     X, y, w = _data(2, np.float32)
     table, vec, idx = np.zeros((20, 2), np.float32), np.zeros(6), np.zeros(3, np.int64)
     clocks, pos = np.zeros((2, 6)), idx.astype(np.int32)
-    # fmt: off
-    args = {
-        "_catch_up_kernel": (0, vec, vec, clocks, 0, 0, 1, idx, table, vec, vec, 1),
-        "_forward_kernel": (0, 1, idx, X.indptr, X.indices, X.data, vec, vec, table, table,
-                            0, 0.0, vec, vec, vec),
-        "_backward_kernel": (0, vec, vec, clocks, 0, 0, 1, idx, idx, idx, pos, X.data, vec,
-                             table, vec, vec, True, table, 1, True),
-    }
-    # fmt: on
-    for name, values in args.items():
+    from sparseopt.models import _losses as L
+    from sparseopt.optim import _rules as R
+
+    optimizer, rows = (vec, vec, clocks), (idx, X.indptr, X.indices, X.data, vec, vec)
+    # every rule and loss: each is a kernel of its own (a compile-time constant)
+    kernels = [(G.forward_kernel(loss), (rows, (0, 1), (table, table), 0.0, (vec, vec, vec)))
+               for loss in (L.LOGISTIC, L.SOFTMAX, L.SQUARED, L.HUBER)]  # fmt: skip
+    for rule in range(R.FTRL + 1):
+        kernels.append(
+            (G.catch_up_kernel(rule), (optimizer, (0, 0, 1), idx, table, vec, vec, 1))
+        )  # fmt: skip
+        kernels.append((G.backward_kernel(rule), (optimizer, (0, 0, 1, 1), (idx, idx, idx, pos),
+                                                  X.data, vec, (table, table, vec, vec), True,
+                                                  True)))  # fmt: skip
+    for kernel, values in kernels:
         signature = tuple(numba.typeof(v) for v in values)
-        ptx, _ = cuda.compile_ptx(getattr(G, name).py_func, signature, cc=(9, 0))
-        assert ".entry" in ptx, name
+        ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=(9, 0))
+        assert ".entry" in ptx, kernel.py_func.__qualname__
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
-from reference import dense_run
+from reference import DENSE_STEPS, dense_run
 
 from sparseopt.optim import (
     FTRL,
+    OPTIMIZERS,
     SGD,
     AdaGrad,
     Adam,
     AMSGrad,
+    DecayedAdaGrad,
     Exponential,
     InverseScaling,
     Momentum,
@@ -15,6 +17,16 @@ from sparseopt.optim import (
     RMSProp,
     Warmup,
 )
+
+
+def dense_decayed_adagrad(opt, w, a, g, eta):
+    """DecayedAdaGrad's textbook step on every coordinate: ``G <- decay G + g^2``,
+    ``w <- w - eta g / (sqrt(G) + eps)`` (absent coordinates have g = 0: their G decays)."""
+    a = opt.decay * a + g * g
+    return w - eta * g / (np.sqrt(a) + opt.epsilon), a
+
+
+DENSE_STEPS[DecayedAdaGrad] = dense_decayed_adagrad
 
 # (optimizer, exact): exact rules must equal the dense reference; the others equal the
 # reference of their documented lazy semantics, which dense_run spells out too.
@@ -45,6 +57,10 @@ CASES = [
     AMSGrad(Exponential(0.02, 0.01), weight_decay=0.05),
     FTRL(0.1, beta=1.0, l1=0.01, l2=0.1),
     FTRL(InverseScaling(0.2, power=0.5), l1=0.0, l2=0.0, weight_decay=0.05),
+    DecayedAdaGrad(0.1, decay=0.9),
+    DecayedAdaGrad(
+        InverseScaling(0.2, power=0.5), decay=0.8, initial_accumulator_value=0.1, weight_decay=0.05
+    ),
 ]
 
 
@@ -285,3 +301,34 @@ def test_exact_catch_up_over_long_gaps(opt, dtype):
     opt.catch_up(params, state)
     assert state.step == dense.t
     np.testing.assert_allclose(params, dense.w, rtol=1e-8 if dtype == np.float64 else 1e-6)
+
+
+def test_rule_and_accumulator_slot():
+    """Each optimizer has its own rule code; the accumulator slot is the squared-gradient
+    sum's (what a Dask merge weights the copies by), None where the rule keeps none."""
+    assert len({cls().rule for cls in OPTIMIZERS.values()}) == len(OPTIMIZERS)
+    slots = {name: cls().accumulator_slot for name, cls in OPTIMIZERS.items()}
+    assert slots["adagrad"] == slots["rmsprop"] == 0
+    assert slots["adam"] == slots["amsgrad"] == 1  # after the first moment
+    assert slots["sgd"] is None and slots["momentum"] is None and slots["ftrl"] is None
+
+
+def test_decayed_adagrad_trains_an_estimator():
+    """A rule of its own module reaches the model kernels by its name: with ``decay=1`` it is
+    AdaGrad, and the fit says so (to rounding: its accumulator is a product, then a sum)."""
+    import scipy.sparse as sp
+
+    from sparseopt import SparseLogisticRegression
+
+    X = sp.random(200, 30, density=0.2, format="csr", random_state=0)
+    y = np.arange(200) % 2
+    coefs = []
+    for opt in (AdaGrad(0.1), DecayedAdaGrad(0.1, decay=1.0)):
+        model = SparseLogisticRegression(optimizer=opt, max_iter=2, tol=None, random_state=0)
+        coefs.append(model.fit(X, y).coef_)
+    np.testing.assert_allclose(coefs[1], coefs[0], rtol=1e-6, atol=1e-9)
+    assert np.abs(coefs[0]).max() > 1e-3  # it learnt something
+    named = SparseLogisticRegression(optimizer="decayed_adagrad", max_iter=2, random_state=0)
+    assert np.isfinite(named.fit(X, y).coef_).all()
+    with pytest.raises(ValueError, match="decay"):
+        DecayedAdaGrad(decay=0.0).init(np.zeros(3))

@@ -24,6 +24,7 @@ per epoch and uploaded, or reused while the row order does not change (``shuffle
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 
@@ -53,9 +54,14 @@ def epoch_clocks(hp, spec, clock, n_steps):
 
 
 @numba.njit(inline="always", **JIT)
-def _group_batch(indptr, indices, order, lo, hi, slot, seg_ptr, seg_col, ent_k, ent_i, s, e):
-    """Group the entries of rows ``order[lo:hi]`` by column from segment ``s`` and entry
-    ``e`` on; returns the next free segment. ``slot`` is -1 everywhere, on entry and return."""
+def _group_batch(indptr, indices, order, rows, slot, plan, start):
+    """Group the entries of rows ``order[lo:hi]`` (``rows = (lo, hi)``) by column into
+    ``plan = (seg_ptr, seg_col, ent_k, ent_i)`` from segment ``s`` and entry ``e`` on
+    (``start = (s, e)``); returns the next free segment. ``slot`` is -1 everywhere, on entry
+    and return."""
+    lo, hi = rows
+    seg_ptr, seg_col, ent_k, ent_i = plan
+    s, e = start
     first = s
     for i in range(lo, hi):  # count each column's entries; segments in first-seen order
         row = order[i]
@@ -125,33 +131,47 @@ def batch_columns(indptr, indices, order, batch_size, n_columns, n_chunks):
     seg_col = np.empty(batch_seg[-1], np.int64)
     ent_k = np.empty(nnz, np.int64)
     ent_i = np.empty(nnz, np.int32)
+    plan = (seg_ptr, seg_col, ent_k, ent_i)
     for c in numba.prange(n_chunks):
         slot = np.full(n_columns, -1, np.int64)
         for b in range(c * per_chunk, min((c + 1) * per_chunk, n_batches)):
             lo = b * batch_size
             hi = min(lo + batch_size, n_rows)
-            _group_batch(indptr, indices, order, lo, hi, slot, seg_ptr, seg_col, ent_k, ent_i,
-                         batch_seg[b], ent_base[b])  # fmt: skip
+            _group_batch(indptr, indices, order, (lo, hi), slot, plan,
+                         (batch_seg[b], ent_base[b]))  # fmt: skip
     seg_ptr[-1] = nnz
     return batch_seg, seg_ptr, seg_col, ent_k, ent_i
 
 
-@cuda.jit
-def _catch_up_kernel(rule, hp_array, spec, clocks, b, s0, s1, seg_col, table, stamp, mark, K):
-    u = s0 + cuda.grid(1)
-    if u >= s1:
-        return
-    hp = R.unpack(hp_array)
-    clock_row = clocks[b]
-    t_prev = clock_row[R.CLOCK_T] - 1.0
-    j = seg_col[u]
-    if stamp[j] < t_prev:
-        for c in range(K):
-            r = j * K + c
-            table[r, 0] = R.catch_up(rule, hp, spec, table[r, 0], table, r, 1, stamp[j], t_prev,
-                                     clock_row[R.CLOCK_LOG_DECAY_PREV], mark[j])  # fmt: skip
-        stamp[j] = t_prev
-        mark[j] = clock_row[R.CLOCK_LOG_DECAY_PREV]
+@functools.cache
+def catch_up_kernel(rule):
+    """The kernel ``catch_up(optimizer, batch, seg_col, table, stamp, mark, K)`` for one rule
+    (a compile-time constant, as in the CPU kernels): one thread per column of segments
+    ``s0 .. s1 - 1`` brings its K weights to the step before batch ``b``, where
+    ``optimizer = (hp, spec, clocks)`` and ``batch = (b, s0, s1)``."""
+    RULE = rule
+
+    @cuda.jit
+    def catch_up(optimizer, batch, seg_col, table, stamp, mark, K):
+        hp_array, spec, clocks = optimizer
+        b, s0, s1 = batch
+        u = s0 + cuda.grid(1)
+        if u >= s1:
+            return
+        hp = R.unpack(hp_array)
+        clock_row = clocks[b]
+        t_prev = clock_row[R.CLOCK_T] - 1.0
+        j = seg_col[u]
+        if stamp[j] < t_prev:
+            for c in range(K):
+                r = j * K + c
+                table[r, 0] = R.catch_up(RULE, hp, spec, table[r, 0], table, r, 1, stamp[j],
+                                         t_prev, clock_row[R.CLOCK_LOG_DECAY_PREV],
+                                         mark[j])  # fmt: skip
+            stamp[j] = t_prev
+            mark[j] = clock_row[R.CLOCK_LOG_DECAY_PREV]
+
+    return catch_up
 
 
 @cuda.jit(device=True)
@@ -175,68 +195,97 @@ def _group_sum(value, buf):
     return buf[tid - lane]
 
 
-@cuda.jit
-def _forward_kernel(lo, hi, order, indptr, indices, data, y, weights, table, bias, loss, delta,
-                    margins, dloss, row_loss):  # fmt: skip
-    buf = cuda.shared.array(THREADS, numba.float64)
-    i = lo + cuda.grid(1) // GROUP
-    lane = cuda.threadIdx.x % GROUP
-    active = i < hi
-    row = order[i] if active else 0
-    start = indptr[row] if active else 0
-    stop = indptr[row + 1] if active else 0
-    K = bias.shape[0]
-    p = (i - lo) * K
-    for c in range(K):
-        partial = 0.0
-        for k in range(start + lane, stop, GROUP):
-            partial += data[k] * table[indices[k] * K + c, 0]
-        total = _group_sum(partial, buf)
-        if active and lane == 0:
-            margins[p + c] = bias[c, 0] + total
-    if active and lane == 0:
-        d = dloss[p : p + K]
-        row_loss[i] = weights[row] * L.loss_derivative(loss, margins[p : p + K], y[row], delta, d)
+@functools.cache
+def forward_kernel(loss):
+    """The kernel ``forward(rows, batch, model, delta, out)`` for one loss (a compile-time
+    constant): a group of lanes per row of ``order[lo:hi]`` computes its margins and weighted
+    loss derivatives, where ``rows = (order, indptr, indices, data, y, weights)``,
+    ``batch = (lo, hi)``, ``model = (table, bias)`` and ``out = (margins, dloss, row_loss)``;
+    ``delta`` is Huber's threshold."""
+    LOSS = loss
+
+    @cuda.jit
+    def forward(rows, batch, model, delta, out):
+        order, indptr, indices, data, y, weights = rows
+        lo, hi = batch
+        table, bias = model
+        margins, dloss, row_loss = out
+        buf = cuda.shared.array(THREADS, numba.float64)
+        i = lo + cuda.grid(1) // GROUP
+        lane = cuda.threadIdx.x % GROUP
+        active = i < hi
+        row = order[i] if active else 0
+        start = indptr[row] if active else 0
+        stop = indptr[row + 1] if active else 0
+        K = bias.shape[0]
+        p = (i - lo) * K
         for c in range(K):
-            d[c] *= weights[row]
+            partial = 0.0
+            for k in range(start + lane, stop, GROUP):
+                partial += data[k] * table[indices[k] * K + c, 0]
+            total = _group_sum(partial, buf)
+            if active and lane == 0:
+                margins[p + c] = bias[c, 0] + total
+        if active and lane == 0:
+            d = dloss[p : p + K]
+            row_loss[i] = weights[row] * L.loss_derivative(LOSS, margins[p : p + K], y[row],
+                                                           delta, d)  # fmt: skip
+            for c in range(K):
+                d[c] *= weights[row]
+
+    return forward
 
 
-@cuda.jit
-def _backward_kernel(rule, hp_array, spec, clocks, b, s0, s1, seg_ptr, seg_col, ent_k, ent_i,
-                     data, dloss, table, stamp, mark, lazy, bias, n_batch_rows,
-                     fit_intercept):  # fmt: skip
-    buf = cuda.shared.array(THREADS, numba.float64)
-    u = s0 + cuda.grid(1) // GROUP
-    lane = cuda.threadIdx.x % GROUP
-    active = u < s1  # a column segment; group s1 does the intercepts
-    intercept = u == s1 and fit_intercept
-    e0 = seg_ptr[u] if active else 0
-    e1 = seg_ptr[u + 1] if active else (n_batch_rows if intercept else 0)
-    j = seg_col[u] if active else 0
-    hp = R.unpack(hp_array)
-    clock = R.unpack(clocks[b])
-    t = clock[R.CLOCK_T]
-    last = stamp[j] if active and lazy else t - 1.0
-    marked = mark[j] if active and lazy else clock[R.CLOCK_LOG_DECAY_PREV]
-    K = bias.shape[0]
-    for c in range(K):
-        partial = 0.0
-        for e in range(e0 + lane, e1, GROUP):
-            if active:
-                partial += data[ent_k[e]] * dloss[ent_i[e] * K + c]
-            else:
-                partial += dloss[e * K + c]
-        g = _group_sum(partial, buf)
-        if lane == 0 and active:
-            r = j * K + c
-            table[r, 0] = R.update_coordinate(rule, hp, spec, clock, table[r, 0], g, table, r, 1,
-                                              last, marked)  # fmt: skip
-        elif lane == 0 and intercept:
-            bias[c, 0] = R.update_coordinate(rule, hp, spec, clock, bias[c, 0], g, bias, c, 1,
-                                             last, marked)  # fmt: skip
-    if lane == 0 and active and lazy:
-        stamp[j] = t
-        mark[j] = clock[R.CLOCK_LOG_DECAY]
+@functools.cache
+def backward_kernel(rule):
+    """The kernel ``backward(optimizer, batch, plan, data, dloss, model, lazy, fit_intercept)``
+    for one rule (a compile-time constant): a group of lanes per column segment ``s0 .. s1 -
+    1`` sums the column's gradient and one lane applies the rule; group ``s1`` does the
+    intercepts. ``optimizer = (hp, spec, clocks)``, ``batch = (b, s0, s1, n_batch_rows)``,
+    ``plan = (seg_ptr, seg_col, ent_k, ent_i)`` (:func:`batch_columns`) and ``model =
+    (table, bias, stamp, mark)``."""
+    RULE = rule
+
+    @cuda.jit
+    def backward(optimizer, batch, plan, data, dloss, model, lazy, fit_intercept):
+        hp_array, spec, clocks = optimizer
+        b, s0, s1, n_batch_rows = batch
+        seg_ptr, seg_col, ent_k, ent_i = plan
+        table, bias, stamp, mark = model
+        buf = cuda.shared.array(THREADS, numba.float64)
+        u = s0 + cuda.grid(1) // GROUP
+        lane = cuda.threadIdx.x % GROUP
+        active = u < s1  # a column segment; group s1 does the intercepts
+        intercept = u == s1 and fit_intercept
+        e0 = seg_ptr[u] if active else 0
+        e1 = seg_ptr[u + 1] if active else (n_batch_rows if intercept else 0)
+        j = seg_col[u] if active else 0
+        hp = R.unpack(hp_array)
+        clock = R.unpack(clocks[b])
+        t = clock[R.CLOCK_T]
+        last = stamp[j] if active and lazy else t - 1.0
+        marked = mark[j] if active and lazy else clock[R.CLOCK_LOG_DECAY_PREV]
+        K = bias.shape[0]
+        for c in range(K):
+            partial = 0.0
+            for e in range(e0 + lane, e1, GROUP):
+                if active:
+                    partial += data[ent_k[e]] * dloss[ent_i[e] * K + c]
+                else:
+                    partial += dloss[e * K + c]
+            g = _group_sum(partial, buf)
+            if lane == 0 and active:
+                r = j * K + c
+                table[r, 0] = R.update_coordinate(RULE, hp, spec, clock, table[r, 0], g, table,
+                                                  r, 1, last, marked)  # fmt: skip
+            elif lane == 0 and intercept:
+                bias[c, 0] = R.update_coordinate(RULE, hp, spec, clock, bias[c, 0], g, bias, c,
+                                                 1, last, marked)  # fmt: skip
+        if lane == 0 and active and lazy:
+            stamp[j] = t
+            mark[j] = clock[R.CLOCK_LOG_DECAY]
+
+    return backward
 
 
 def _blocks(n_items, lanes=GROUP):
@@ -314,21 +363,21 @@ def train_epoch(rule, X, targets, weights, order, batch_size, loss, delta, hp, s
     margins = cuda.device_array(batch_size * K)
     dloss = cuda.device_array(batch_size * K)
     row_loss = cuda.device_array(n_rows)
+    catch_up, forward, backward = catch_up_kernel(rule), forward_kernel(loss), backward_kernel(rule)
+    optimizer = (d_hp, d_spec, d_clocks)
+    rows = (d_order, indptr, indices, data, y, w)
+    plan = (seg_ptr, seg_col, ent_k, ent_i)
+    out = (margins, dloss, row_loss)
     for b in range(n_batches):
         lo, hi = b * batch_size, min((b + 1) * batch_size, n_rows)
         s0, s1 = int(batch_seg[b]), int(batch_seg[b + 1])
         if lazy and s1 > s0:
-            _catch_up_kernel[_blocks(s1 - s0, 1), THREADS](
-                rule, d_hp, d_spec, d_clocks, b, s0, s1, seg_col, table, stamp, mark, K
-            )
-        _forward_kernel[_blocks(hi - lo), THREADS](
-            lo, hi, d_order, indptr, indices, data, y, w, table, bias, loss, delta,
-            margins, dloss, row_loss,
-        )  # fmt: skip
-        _backward_kernel[_blocks(s1 - s0 + 1), THREADS](
-            rule, d_hp, d_spec, d_clocks, b, s0, s1, seg_ptr, seg_col, ent_k, ent_i, data, dloss,
-            table, stamp, mark, lazy, bias, hi - lo, fit_intercept,
-        )  # fmt: skip
+            catch_up[_blocks(s1 - s0, 1), THREADS](optimizer, (b, s0, s1), seg_col, table, stamp,
+                                                   mark, K)  # fmt: skip
+        forward[_blocks(hi - lo), THREADS](rows, (lo, hi), (table, bias), delta, out)
+        backward[_blocks(s1 - s0 + 1), THREADS](optimizer, (b, s0, s1, hi - lo), plan, data,
+                                                dloss, (table, bias, stamp, mark), lazy,
+                                                fit_intercept)  # fmt: skip
     table.copy_to_host(state.table)
     bias.copy_to_host(state.bias)
     if lazy:

@@ -1,15 +1,18 @@
-"""scikit-learn estimators built on the model kernels."""
+"""scikit-learn estimators built on the model kernels, and each model family's training."""
 
 from ._base import DivergenceError, Training
-from ._fm import FFMClassifier, FMClassifier, FMRegressor
-from ._linear import SparseLinearRegression, SparseLogisticRegression
-from ._mf import MatrixFactorization
+from ._fm import FFMClassifier, FMClassifier, FMRegressor, FMTraining
+from ._linear import LinearTraining, SparseLinearRegression, SparseLogisticRegression
+from ._mf import MatrixFactorization, MFTraining
 
 __all__ = [
     "DivergenceError",
     "FFMClassifier",
     "FMClassifier",
     "FMRegressor",
+    "FMTraining",
+    "LinearTraining",
+    "MFTraining",
     "MatrixFactorization",
     "SparseLinearRegression",
     "SparseLogisticRegression",

@@ -20,14 +20,17 @@ trains its share ``order[start:stop]`` of a block. A data-parallel trainer merge
 the model as well: :meth:`Training.tables` names the tables and how each merges,
 :meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
 :meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
-the copies consistent. :class:`Training` implements it for the linear models and factorization
-machines through their estimator's hooks, ``_MFTraining`` (:mod:`._mf`) for matrix
-factorization; a model whose ``start_training`` returns such an object runs everywhere.
+the copies consistent. :class:`Training` states the protocol; each model family implements it
+in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear`) and
+``FMTraining`` (:mod:`._fm`) on the rows' base ``RowTraining`` (:mod:`._rowmodel`), and
+``MFTraining`` (:mod:`._mf`). A model whose ``start_training`` returns such an object runs
+everywhere.
 """
 
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, NamedTuple
 
 import numba
@@ -36,8 +39,6 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._io import save_model
-from .._jit import JIT
-from ..models._hogwild import hogwild_order
 from ..optim import FTRL, OPTIMIZERS, AdaGrad, Adam, Optimizer
 from ..optim import _rules as R
 
@@ -45,9 +46,6 @@ if TYPE_CHECKING:
     from .._typing import FilePath
 
 
-# the optimizer slot (after the weight) holding each rule's accumulator of squared gradients,
-# which weights the copies' parameters in a merge (sparseopt.dask)
-ACCUMULATOR_SLOT = {R.ADAGRAD: 0, R.RMSPROP: 0, R.ADAM: 1, R.AMSGRAD: 1}
 # optimizer="adam" or "amsgrad": the lazy mode, chosen by 5-fold cross-validation at the
 # default learning rate on a9a and the Criteo and Avazu heads, logistic regression and FM
 # (benchmarks/README.md, "Adam's lazy modes"): "decay" had the lowest logloss and the highest
@@ -58,6 +56,15 @@ DEFAULT_LAZY = "decay"
 class DivergenceError(ValueError):
     """Training produced non-finite or absurd values (weights beyond any sane range, a loss
     far worse than a constant prediction): the learning rate is too large for the data."""
+
+
+def diverged(opt: Optimizer, what: str = "non-finite loss or weights"):
+    """Raise DivergenceError: training with ``opt`` diverged because of ``what``."""
+    raise DivergenceError(
+        f"training diverged ({what}) with optimizer {type(opt).__name__} and "
+        f"learning_rate={opt.learning_rate!r}: try a smaller learning_rate, or scale the "
+        f"features"
+    )
 
 
 class Rows(NamedTuple):
@@ -74,7 +81,7 @@ class SparseEstimator(BaseEstimator):
 
     A subclass gives ``_default_learning_rate(name)``, ``_configure(opt)`` (its own penalties
     and refusals), ``_has_gpu_path``, ``_saved()`` and ``_from_file``, and
-    ``start_training``, which returns its :class:`Training`.
+    ``start_training``, which makes its family's :class:`Training`.
     """
 
     _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
@@ -137,15 +144,6 @@ class SparseEstimator(BaseEstimator):
             raise ValueError("n_jobs=0: give a positive number of threads, -1 (all) or None")
         return max(1, min(most + 1 + n if n < 0 else n, most))
 
-    # -- divergence --------------------------------------------------------------------------
-    def _diverged(self, opt: Optimizer, what: str = "non-finite loss or weights"):
-        """Raise DivergenceError: training diverged because of ``what``."""
-        raise DivergenceError(
-            f"training diverged ({what}) with optimizer {type(opt).__name__} and "
-            f"learning_rate={opt.learning_rate!r}: try a smaller learning_rate, or scale the "
-            f"features"
-        )
-
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: FilePath) -> None:
         """Save to ``path`` (.npz of arrays and JSON metadata, no pickle), atomically.
@@ -171,161 +169,103 @@ class SparseEstimator(BaseEstimator):
         return tags
 
 
-class Training:
-    """One training of a linear model or factorization machine, in progress (the protocol
-    of the module docstring).
+class Training(ABC):
+    """One training in progress: the protocol of the module docstring, implemented by each
+    model family (``RowTraining`` for the linear models and factorization machines,
+    ``MFTraining`` for matrix factorization).
 
-    It holds the optimizer, the model's ``state`` (its tables) and the kernels' scratch;
-    :meth:`finish` hands the state to the estimator, whose fitted attributes change nowhere
-    else. Started with ``in_place`` it trains the fitted state itself (no copy: a failure
-    leaves it partly trained, for callers that keep checkpoints).
+    A training holds what its kernels need, read once from the estimator's parameters when
+    the estimator makes it; ``optimizer`` is its optimizer and ``n_iter_start`` the epochs
+    the model had run before it. Only :meth:`finish` changes the estimator's fitted
+    attributes.
     """
 
-    def __init__(self, estimator, optimizer, state, n_features, classes, reset):
-        self.estimator = estimator
-        self.optimizer = optimizer
-        self.state = state
-        self.n_features = n_features
-        self.classes = classes
-        self.n_iter_start = 0 if reset else getattr(estimator, "n_iter_", 0)
-        self.n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
-        self.n_threads = estimator._n_threads()
-        self.loss = estimator._loss_code(self.n_outputs)
-        self.scratch = estimator._new_scratch(state)
+    optimizer: Optimizer
+    n_iter_start: int
 
-    def __getstate__(self):  # sent to Dask workers: the scratch is made anew there
-        return {**vars(self), "scratch": None}
+    @abstractmethod
+    def rows(self, X, y=None, sample_weight=None, *, first_row=0):
+        """Check ``X`` (and ``y``, ``sample_weight``) and encode them for :meth:`epoch`;
+        ``first_row``: where X starts in the whole data (a block's offset)."""
 
-    def __setstate__(self, values):
-        vars(self).update(values)
-        self.scratch = self.estimator._new_scratch(self.state)
-
-    # -- rows --------------------------------------------------------------------------------
-    def rows(self, X, y, sample_weight=None, *, first_row=0) -> Rows:
-        """Check ``X`` and ``y`` and encode them for :meth:`epoch`.
-
-        ``X``: SciPy sparse rows of the training's columns (float32 or float64: the state's
-        type is used); ``y``: labels or values; ``sample_weight``: non-negative, or None;
-        ``first_row``: where X starts in the whole data (a block's offset), which matters to
-        models whose rows are entities (matrix factorization's users), not here.
-        """
-        est = self.estimator
-        X = est._canonical(X, self.n_features, self.state.table.dtype)
-        y = np.asarray(y).reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
-        return self._rows(X, y, sample_weight)
-
-    def _rows(self, X, y, sample_weight) -> Rows:
-        """:meth:`rows` of an X already validated and canonical."""
-        est = self.estimator
-        targets = est._encode_targets(y, self.classes)
-        weights = est._sample_weight(X, targets, sample_weight, self.classes)
-        return Rows(X, targets, weights)
-
+    @abstractmethod
     def max_epochs(self) -> int:
-        """Epochs a fit without held-out rows runs (a Dask fit): ``max_iter``, one for
-        "auto" (on click logs one pass is what held-out rows pick)."""
-        max_iter = self.estimator.max_iter
-        return 1 if max_iter == "auto" else max_iter
+        """Epochs a fit without held-out rows runs (a Dask fit, the command line)."""
 
-    def count(self, rows: Rows) -> int:
-        """How many updates ``rows`` hold (what an order indexes): here, rows of X."""
-        return rows.X.shape[0]
+    @abstractmethod
+    def count(self, rows) -> int:
+        """How many updates ``rows`` hold: what an order indexes."""
 
-    def order(self, rows: Rows, rng) -> np.ndarray:
-        """An epoch's order of ``rows``: shuffled with ``rng`` (a Generator or RandomState)
-        if the estimator shuffles, laid out for its threads."""
-        n_rows = self.count(rows)
-        order = rng.permutation(n_rows) if self.estimator.shuffle else np.arange(n_rows)
-        return hogwild_order(order, self.n_threads) if self.n_threads > 1 else order
+    @abstractmethod
+    def order(self, rows, rng) -> np.ndarray:
+        """An epoch's order of ``rows`` (``rng``: a Generator or RandomState)."""
 
-    # -- training ----------------------------------------------------------------------------
-    def epoch(self, rows: Rows, order: np.ndarray) -> float:
-        """Train the state in place on ``rows`` in ``order`` (indices of rows, each one
-        update, ``batch_size`` at a time); returns the sum of the rows' weighted losses,
-        each taken before its update. Raises DivergenceError on a non-finite loss."""
-        X, targets, weights = rows
-        if order.size and (order.min() < 0 or order.max() >= X.shape[0]):
-            raise ValueError(f"order holds a row index outside 0 .. {X.shape[0] - 1}")
-        return self.estimator._run_epoch(self, X, targets, weights, order)
+    def epoch(self, rows, order: np.ndarray) -> float:
+        """Train the state in place on ``rows`` in ``order``; returns the sum of the
+        updates' weighted losses, each taken before its update. Raises DivergenceError on a
+        non-finite loss."""
+        n = self.count(rows)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order holds an index outside 0 .. {n - 1}")
+        return self._train(rows, order)
 
+    @abstractmethod
+    def _train(self, rows, order: np.ndarray) -> float:
+        """:meth:`epoch` on a checked ``order``: one pass of the kernels."""
+
+    @abstractmethod
     def catch_up(self) -> None:
         """Apply every coordinate's pending lazy steps (weight decay, momentum): the state is
         then the same as after dense updates."""
-        self.estimator._catch_up(self.optimizer, self.state)
 
-    def check(self, rows: Rows | None = None, loss: float | None = None) -> None:
-        """Raise DivergenceError if a weight is not finite or beyond any sane range, or if
-        ``loss`` (a mean training loss over ``rows``) is far worse than a constant
-        prediction's."""
-        est = self.estimator
-        if not est._is_finite(self.state):
-            est._diverged(self.optimizer)
-        targets, weights = (None, None) if rows is None else rows[1:]
-        est._refuse_useless(self.optimizer, self.state, loss, targets, weights, self.classes)
+    @abstractmethod
+    def check(self, rows=None, loss: float | None = None) -> None:
+        """Raise DivergenceError if the state is not finite or beyond any sane range, or if
+        ``loss`` (a mean training loss over ``rows``) is far worse than a constant one's."""
 
     def refuse(self, what: str):
         """Raise DivergenceError, naming ``what`` went wrong and the learning rate."""
-        self.estimator._diverged(self.optimizer, what)
+        diverged(self.optimizer, what)
 
-    def finish(self, curve, *, scores=(), rows: Rows | None = None):
-        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
-        them), then make it the estimator's fitted model; ``curve``: the mean training loss
-        of each epoch of this training, ``scores`` their held-out losses. Returns the
-        estimator."""
-        self.check(rows, curve[-1] if rows is not None and len(curve) else None)
-        est = self.estimator
-        est.state_ = self.state
-        est.optimizer_ = self.optimizer
-        if self.classes is not None:
-            est.classes_ = self.classes
-        est.n_features_in_ = self.n_features
-        est.n_iter_ = self.n_iter_start + len(curve)
-        est.t_ = int(self.state.clock[R.CLOCK_T])
-        est.loss_curve_ = list(curve)
-        est.validation_scores_ = list(scores)
-        return est
+    @abstractmethod
+    def finish(self, curve, *, scores=(), rows=None):
+        """Check the state (with the last loss of ``curve`` on ``rows``), then make it the
+        estimator's fitted model (``curve``: each epoch's mean training loss, ``scores``
+        their held-out losses); returns the estimator."""
 
     # -- merging copies (sparseopt.dask) ---------------------------------------------------
+    @abstractmethod
     def tables(self) -> dict:
         """``{name: (parameter columns, accumulator slot, shared)}``: the state's tables, each
         row ``[parameters..., slots...]``. Rows of a shared table merge across copies by
         :func:`sparseopt.dask.merge_table`, weighted by the accumulator slot (None:
         averaged); a table that is not shared has each row trained by one copy only."""
-        return {name: (n_params, accumulator, True) for name, (_, n_params, accumulator)
-                in self.estimator._merge_layout(self.state, self.optimizer).items()}  # fmt: skip
 
+    @abstractmethod
     def table(self, name: str) -> np.ndarray:
         """The table ``name`` of :meth:`tables`, to read or write in place."""
-        if name not in self.tables():
-            raise KeyError(name)
-        return getattr(self.state, name)
 
-    def touched(self, rows: Rows, order: np.ndarray) -> dict:
+    @abstractmethod
+    def touched(self, rows, order: np.ndarray) -> dict:
         """``{name: rows of the table, or None for all}`` that training on ``rows`` in
-        ``order`` may change (before a catch-up, which moves every row of a lazy model):
-        those of the features the rows hold."""
-        X = rows.X
-        seen = np.zeros(X.shape[1], bool)
-        _mark_columns(X.indptr, X.indices, order, seen)
-        features = np.flatnonzero(seen)
-        layout = self.estimator._merge_layout(self.state, self.optimizer)
-        return {name: None if r is None else (features[:, None] * r + np.arange(r)).ravel()
-                for name, (r, _, _) in layout.items()}  # fmt: skip
+        ``order`` may change (before a catch-up, which moves every row of a lazy model)."""
 
+    @abstractmethod
     def prepare_merge(self, touched) -> None:
         """Make the state what every copy started from on the rows each copy touched
         (``touched``: one :meth:`touched` result per copy), before merging them."""
-        self.estimator._prepare_merge(self.optimizer, self.state, touched)
 
+    @abstractmethod
     def lazy(self) -> bool:
         """Whether coordinates keep pending steps (then :meth:`catch_up` moves every row)."""
-        return self.state.stamp.size > 0
 
+    @abstractmethod
     def clock(self) -> np.ndarray:
         """The optimizer's clock (its step count is ``clock()[CLOCK_T]``)."""
-        return self.state.clock
+
+    @abstractmethod
+    def set_clock(self, clock) -> None:
+        """Set the clock to ``clock``, every coordinate up to date with it."""
 
     def advance(self, steps: int) -> None:
         """Move the clock ``steps`` optimizer steps on, every coordinate up to date with it
@@ -335,27 +275,5 @@ class Training:
                         clock, steps)  # fmt: skip
         self.set_clock(clock)
 
-    def set_clock(self, clock) -> None:
-        """Set the clock to ``clock``, every coordinate up to date with it."""
-        self.state.clock[:] = clock
-        self.state.stamp[:] = clock[R.CLOCK_T]
-        self.state.mark[:] = clock[R.CLOCK_LOG_DECAY]
 
-
-@numba.njit(**JIT)
-def _mark_columns(indptr, indices, rows, seen):
-    """``seen[j] = True`` for every column j of the CSR ``rows``.
-
-    The rows are visited in storage order: in the shuffled order of ``rows`` every row read
-    misses the cache, which made this cost 60% of a linear model's training (on Dask).
-    """
-    take = np.zeros(indptr.size - 1, np.bool_)
-    for r in rows:
-        take[r] = True
-    for r in range(take.size):
-        if take[r]:
-            for p in range(indptr[r], indptr[r + 1]):
-                seen[indices[p]] = True
-
-
-__all__ = ["DivergenceError", "Rows", "SparseEstimator", "Training"]
+__all__ = ["DivergenceError", "Rows", "SparseEstimator", "Training", "diverged"]

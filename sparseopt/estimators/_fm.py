@@ -1,4 +1,5 @@
-"""Factorization machines on sparse features: FMClassifier, FMRegressor, FFMClassifier."""
+"""Factorization machines on sparse features: FMClassifier, FMRegressor, FFMClassifier, and
+their training (:class:`FMTraining`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, Training
-from ._linear import _LogisticOutput, _RegressionOutput, _SparseLinearModel
+from ._base import Rows
+from ._rowmodel import RowModel, RowTraining, _LogisticOutput, _RegressionOutput
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
 # max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
@@ -151,16 +152,100 @@ class FMState:
         names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout", "init")
         return {name: getattr(self, name) for name in names}
 
+    def cast(self, dtype) -> None:
+        """The weights, factors and slots as ``dtype`` (the type of the rows trained on)."""
+        for name in ("table", "bias", "factors"):
+            setattr(self, name, getattr(self, name).astype(dtype, copy=False))
 
-class _FactorizationMachine(_SparseLinearModel):
-    """The linear estimators' training loop with a factorization machine's state and kernels."""
+    def weights(self) -> tuple:
+        """The linear weights and the factors, without the optimizer slots."""
+        k = self.n_components
+        factors = self.factors[:, :k] if self.per_row else self.factors[:, 0]
+        return self.table[:, 0], self.bias[:, 0], factors
+
+    def is_finite(self) -> bool:
+        return _safety.all_finite(self.table, self.bias, self.factors)
+
+
+class FMTraining(RowTraining):
+    """A training of a factorization machine: the kernels of :mod:`sparseopt.models._fm`
+    on an :class:`FMState`, with the constants they take (``consts``) read once."""
+
+    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
+                 n_threads):  # fmt: skip
+        super().__init__(estimator, optimizer, state, n_features, classes, n_iter_start,
+                         n_threads)  # fmt: skip
+        self.model = kernels.FFM if state.fields.size else kernels.FM
+        init_std, acc0 = (float(v) for v in state.init)
+        self.consts = kernels.fm_consts(
+            n_components=state.n_components, alpha_linear=estimator.alpha_linear,
+            alpha_factors=estimator.alpha_factors, n_fields=state.n_fields,
+            per_row=state.per_row, init_std=init_std, seed=state.seed, initial_slot=acc0,
+        )  # fmt: skip
+
+    _kernel_rows = staticmethod(_int32_indices)
+
+    def _new_scratch(self):
+        return np.full(self.state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)
+
+    def _train(self, rows: Rows, order: np.ndarray) -> float:
+        """One pass of the kernels over the rows in ``order``."""
+        X, targets, weights = rows
+        opt, state = self.optimizer, self.state
+        hp, spec = opt.hyperparameters(), opt.schedule_spec()
+        train = kernels.fm_train_pass(self.model, opt.rule, self.loss, state.stamp.size > 0,
+                                      state.per_row)  # fmt: skip
+        data = (X.indptr, X.indices, X.data, targets, weights, order)
+
+        def arguments(bias, batch_size):
+            tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
+                      self.scratch)  # fmt: skip
+            config = (batch_size, self.delta, self.fit_intercept, state.fields, self.consts)
+            return data, tables, hp, spec, config
+
+        if self.n_threads > 1:
+            status, total = run_threads(train, self.n_threads, lambda bias: arguments(bias, 1),
+                                        state.bias)  # fmt: skip
+            if not R.advance_clock(hp, spec, state.clock, order.size):
+                status = max(status, losses.BAD_STEP)
+        else:  # the serial kernel leaves the clock ticked
+            status, total = train(0, 1, *arguments(state.bias, self.batch_size))
+        self.refuse_status(status)
+        return total
+
+    def catch_up(self) -> None:
+        state = self.state
+        if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
+            return
+        catch_up = kernels.fm_catch_up(self.optimizer.rule, state.per_row)
+        catch_up(self.optimizer.hyperparameters(), self.optimizer.schedule_spec(), state.clock,
+                 state.table, state.factors, state.stamp, state.mark, state.n_components,
+                 state.n_fields)  # fmt: skip
+
+    def _merge_layout(self):
+        """The linear tables, and the factors: F vectors per feature, each one row of
+        ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
+        ``[v_f, slots]``."""
+        state = self.state
+        k, F = state.n_components, state.n_fields
+        accumulator = self.optimizer.accumulator_slot
+        factors = (F, k, 0) if state.per_row else (F * k, 1, accumulator)
+        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
+
+    def prepare_merge(self, touched) -> None:
+        """Draw every vector a copy drew: factor vectors are drawn when a row first holds
+        their feature, from the seed and the feature alone, so a copy that never met the
+        feature counts with the vector it would have drawn, not with zeros."""
+        for rows in touched:  # a vector met by several copies is drawn once
+            kernels.fm_draw(self.state.factors, np.asarray(rows["table"], np.int64), self.consts)
+
+
+class _FactorizationMachine(RowModel):
+    """The factorization machines: a row model with an :class:`FMState` and
+    :class:`FMTraining`."""
 
     _parameter_constraints: dict = {
-        **{
-            k: v
-            for k, v in _SparseLinearModel._parameter_constraints.items()
-            if k not in ("alpha", "l1")
-        },  # fmt: skip
+        **RowModel._parameter_constraints,
         "optimizer": [StrOptions(set(OPTIMIZERS) - {"ftrl"}), Optimizer],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
@@ -169,7 +254,6 @@ class _FactorizationMachine(_SparseLinearModel):
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
-    _has_gpu_path = False
 
     # -- configuration ---------------------------------------------------------------------
     def _configure(self, opt):
@@ -193,74 +277,20 @@ class _FactorizationMachine(_SparseLinearModel):
         X, y = super()._validate_X_y(X, y, reset)
         return _int32_indices(X), y
 
-    def _canonical(self, X, n_features, dtype):
-        return _int32_indices(super()._canonical(X, n_features, dtype))
-
-    # -- the settings max_iter="auto" chooses ------------------------------------------------
-    def _chooses(self) -> bool:
-        """Whether ``max_iter="auto"`` picks the learning rate and the factors' start among
-        ``AUTO_CANDIDATES`` (every one of them left to "auto", AdaGrad by name)."""
-        return (
-            self.optimizer == "adagrad"
-            and self.learning_rate == "auto"
-            and isinstance(self.init_std, str)
-        )
-
-    def _candidates(self, training, X):
-        """``training`` with the first of ``AUTO_CANDIDATES``, and new trainings with the
-        others (when :meth:`_chooses` and the model is new): their states are copies of its
-        state, which has not trained yet."""
-        if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
-            return [training]  # continued training (warm_start) keeps its settings
-        base = float(training.state.init[0])
-        out = []
-        for learning_rate, acc0, scale in AUTO_CANDIDATES:
-            if out:
-                state = _fresh_copy(training.state)
-                opt = copy.deepcopy(training.optimizer)
-                training = Training(self, opt, state, training.n_features, training.classes,
-                                    reset=True)  # fmt: skip
-            training.optimizer.learning_rate = learning_rate
-            training.state.init[:] = (scale * base, acc0)
-            out.append(training)
-        return out
-
-    def _setting(self, training) -> str:
-        init_std, acc0 = training.state.init
-        return (f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
-                f"factor accumulators from {acc0:g}")  # fmt: skip
-
-    def _start(self, X, classes, reset, in_place=False):
-        training = super()._start(X, classes, reset, in_place)
-        fitted = getattr(self, "optimizer_", None)
-        if not reset and self._chooses() and fitted is not None:
+    # -- the training ----------------------------------------------------------------------
+    def _new_training(self, opt, X, state, classes, n_iter_start, n_threads) -> FMTraining:
+        if state is None:
+            seed = self.random_state
+            if isinstance(seed, np.random.RandomState):
+                seed = seed.randint(2**31)
+            rng = np.random.default_rng(seed)
+            state = FMState.new(opt, X.shape[1], self.n_components, self._fields_of(X),
+                                self._per_row(opt), rng, X.dtype,
+                                self._factor_init(opt, X))  # fmt: skip
+        elif self._chooses() and getattr(self, "optimizer_", None) is not None:
             # continued training goes on at the rate the fit chose
-            training.optimizer.learning_rate = fitted.learning_rate
-        return training
-
-    @classmethod
-    def _from_file(cls, params, attributes, arrays):
-        if "init" not in arrays:  # saved before the state kept its factors' initialization
-            model = cls(**params)
-            model._validate_params()
-            if model.init_std == "auto":  # a file as new as "auto" has its init array
-                raise ValueError(
-                    "the model file has no array 'init' (the factors' initialization), which "
-                    "every file with init_std='auto' holds: it was edited or damaged"
-                )
-            acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
-            arrays = {**arrays, "init": np.array([model.init_std, acc0])}
-        return super()._from_file(params, attributes, arrays)
-
-    # -- hooks of the training loop --------------------------------------------------------
-    def _new_state(self, opt, X, n_outputs):
-        fields = self._fields_of(X)
-        seed = self.random_state
-        if isinstance(seed, np.random.RandomState):
-            seed = seed.randint(2**31)
-        rng = np.random.default_rng(seed)
-        return FMState.new(opt, X.shape[1], self.n_components, fields, self._per_row(opt), rng,
-                           X.dtype, self._factor_init(opt, X))  # fmt: skip
+            opt.learning_rate = self.optimizer_.learning_rate
+        return FMTraining(self, opt, state, X.shape[1], classes, n_iter_start, n_threads)
 
     def _factor_init(self, opt, X):
         """``[init_std, first value of the factors' first slot]`` for a new model of X."""
@@ -275,9 +305,51 @@ class _FactorizationMachine(_SparseLinearModel):
         )
         return [float(init_std), float(acc0)]
 
-    def _cast_state(self, state, dtype):
-        for name in ("table", "bias", "factors"):
-            setattr(state, name, getattr(state, name).astype(dtype, copy=False))
+    # -- the settings max_iter="auto" chooses ------------------------------------------------
+    def _chooses(self) -> bool:
+        """Whether ``max_iter="auto"`` picks the learning rate and the factors' start among
+        ``AUTO_CANDIDATES`` (every one of them left to "auto", AdaGrad by name)."""
+        return (
+            self.optimizer == "adagrad"
+            and self.learning_rate == "auto"
+            and isinstance(self.init_std, str)
+        )
+
+    def _candidates(self, training, X):
+        """A training for each of ``AUTO_CANDIDATES`` (when :meth:`_chooses` and the model
+        is new), the first on ``training``'s state, the others on copies of it (it has not
+        trained yet)."""
+        if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
+            return [training]  # continued training (warm_start) keeps its settings
+        base = float(training.state.init[0])
+        out = []
+        for learning_rate, acc0, scale in AUTO_CANDIDATES:
+            state = _fresh_copy(training.state) if out else training.state
+            opt = copy.deepcopy(training.optimizer)
+            opt.learning_rate = learning_rate
+            state.init[:] = (scale * base, acc0)
+            out.append(FMTraining(self, opt, state, training.n_features, training.classes,
+                                  training.n_iter_start, training.n_threads))  # fmt: skip
+        return out
+
+    def _setting(self, training) -> str:
+        init_std, acc0 = training.state.init
+        return (f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
+                f"factor accumulators from {acc0:g}")  # fmt: skip
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        if "init" not in arrays:  # saved before the state kept its factors' initialization
+            model = cls(**params)
+            model._validate_params()
+            if model.init_std == "auto":  # a file as new as "auto" has its init array
+                raise ValueError(
+                    "the model file has no array 'init' (the factors' initialization), which "
+                    "every file with init_std='auto' holds: it was edited or damaged"
+                )
+            acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
+            arrays = {**arrays, "init": np.array([model.init_std, acc0])}
+        return super()._from_file(params, attributes, arrays)
 
     def _check_params_match_state(self, state, opt):
         """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
@@ -301,7 +373,9 @@ class _FactorizationMachine(_SparseLinearModel):
         fields = self._fields_of(X)
         F = int(fields.max()) + 1 if fields.size else 1
         per_vector = k + 1 if self._per_row(opt) else k * (1 + opt.initial_slots().size)
-        return super()._state_nbytes(opt, X, n_outputs) + n * F * per_vector * X.dtype.itemsize
+        width = 1 + opt.initial_slots().size
+        linear = (n + 1) * n_outputs * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
+        return linear + n * F * per_vector * X.dtype.itemsize
 
     def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
         super()._check_tables(state, n_features, n_outputs, n_slots, scan)
@@ -336,87 +410,16 @@ class _FactorizationMachine(_SparseLinearModel):
         super()._check_state(state, n_features, n_outputs, opt)
         self._check_params_match_state(state, opt)
 
-    def _weight_arrays(self, state):
-        k, per_row = state.n_components, state.per_row
-        factors = state.factors[:, :k] if per_row else state.factors[:, 0]
-        return (*super()._weight_arrays(state), factors)
-
-    def _new_scratch(self, state):
-        return np.full(state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)
-
-    def _catch_up(self, opt, state):
-        if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
-            return
-        catch_up = kernels.fm_catch_up(opt._rule, state.per_row)
-        catch_up(opt.hyperparameters(), opt.schedule_spec(), state.clock, state.table,
-                 state.factors, state.stamp, state.mark, state.n_components,
-                 state.n_fields)  # fmt: skip
-
-    def _is_finite(self, state):
-        return _safety.all_finite(state.table, state.bias, state.factors)
-
     def _decision(self, state, X):
         dtype = X.dtype
         margins = kernels.fm_decision(
-            kernels.FFM if state.fields.size else kernels.FM, X.indptr, X.indices, X.data,
-            state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
-            state.factors.astype(dtype, copy=False), state.fields, state.n_components,
-            state.n_fields, state.per_row,
+            (X.indptr, X.indices, X.data),
+            (state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
+             state.factors.astype(dtype, copy=False), state.fields),
+            (kernels.FFM if state.fields.size else kernels.FM, state.n_components,
+             state.n_fields, state.per_row),
         )  # fmt: skip
         return margins[:, None]
-
-    def _consts(self, state):
-        """The kernels' ``consts``: (k, alpha_linear, alpha_factors, F, per_row, init_std,
-        seed, initial value of the factors' first slot)."""
-        init_std, acc0 = (float(v) for v in state.init)
-        return (float(state.n_components), float(self.alpha_linear), float(self.alpha_factors),
-                float(state.n_fields), float(state.per_row), init_std, float(state.seed),
-                acc0)  # fmt: skip
-
-    def _run_epoch(self, training, X, targets, weights, order):
-        opt, state, scratch = training.optimizer, training.state, training.scratch
-        n_threads, hp, spec = training.n_threads, opt.hyperparameters(), opt.schedule_spec()
-        per_row = state.per_row
-        model = kernels.FFM if state.fields.size else kernels.FM
-        loss, delta = training.loss, float(getattr(self, "epsilon", 0.0))
-        train = kernels.fm_train_pass(model, opt._rule, loss, state.stamp.size > 0, per_row)
-        rows = (X.indptr, X.indices, X.data, targets, weights, order)
-        consts = self._consts(state)
-
-        def arguments(bias, batch_size):
-            tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
-                      scratch)  # fmt: skip
-            config = (batch_size, delta, bool(self.fit_intercept), state.fields, consts)
-            return rows, tables, hp, spec, config
-
-        if n_threads > 1:
-            status, total = run_threads(train, n_threads, lambda bias: arguments(bias, 1),
-                                        state.bias)  # fmt: skip
-            if not R.advance_clock(hp, spec, state.clock, order.size):
-                status = max(status, losses.BAD_STEP)
-        else:  # the serial kernel leaves the clock ticked
-            status, total = train(0, 1, *arguments(state.bias, int(self.batch_size)))
-        if status != losses.OK:
-            self._diverged(opt)
-        return total
-
-    # -- merging copies of the model (sparseopt.dask) ----------------------------------------
-    def _merge_layout(self, state, opt):
-        """The linear tables, and the factors: F vectors per feature, each one row of
-        ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
-        ``[v_f, slots]``."""
-        k, F, per_row = state.n_components, state.n_fields, state.per_row
-        accumulator = ACCUMULATOR_SLOT.get(opt._rule)
-        factors = (F, k, 0) if per_row else (F * k, 1, accumulator)
-        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
-
-    def _prepare_merge(self, opt, state, touched):
-        """Draw every vector a copy drew: factor vectors are drawn when a row first holds
-        their feature, from the seed and the feature alone, so a copy that never met the
-        feature counts with the vector it would have drawn, not with zeros."""
-        consts = self._consts(state)
-        for rows in touched:  # a vector met by several copies is drawn once
-            kernels.fm_draw(state.factors, np.asarray(rows["table"], np.int64), consts)
 
     # -- the learnt model ------------------------------------------------------------------
     @property
@@ -899,4 +902,4 @@ class FFMClassifier(FMClassifier):
         return fields.astype(np.int32)
 
 
-__all__ = ["FFMClassifier", "FMClassifier", "FMRegressor", "FMState"]
+__all__ = ["FFMClassifier", "FMClassifier", "FMRegressor", "FMState", "FMTraining"]

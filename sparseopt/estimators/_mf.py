@@ -21,7 +21,7 @@ from ..models import _mf as K
 from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
-from ._base import ACCUMULATOR_SLOT, DivergenceError, SparseEstimator, Training
+from ._base import DivergenceError, SparseEstimator, Training
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -378,7 +378,7 @@ class MatrixFactorization(SparseEstimator):
     def _fit(self, X, n_epochs, reset):
         """``n_epochs`` over ``X`` through the training protocol, from fresh tables
         (``reset``) or from the fitted ones, grown to the users and items of ``X``."""
-        X = self._check_X(X)
+        X = _check_interactions(X, self.loss, self)
         training = self._start(X, reset)
         rows = training._rows(X)
         what = f"MatrixFactorization ({self.loss}, {type(training.optimizer).__name__})"
@@ -400,7 +400,7 @@ class MatrixFactorization(SparseEstimator):
             training.catch_up()
         return training.finish(curve, rows=rows)
 
-    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> _MFTraining:
+    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> MFTraining:
         """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
 
         Parameters
@@ -416,12 +416,12 @@ class MatrixFactorization(SparseEstimator):
             Ignored: training always runs on a copy of the fitted tables.
         """
         self._validate_params()
-        return self._start(self._check_X(X), reset)
+        return self._start(_check_interactions(X, self.loss, self), reset)
 
-    def _start(self, X, reset) -> _MFTraining:
+    def _start(self, X, reset) -> MFTraining:
         """:meth:`start_training` on a checked X."""
         opt = self._make_optimizer()
-        self._n_threads()  # device and n_jobs refused before any work
+        n_threads = self._n_threads()  # device and n_jobs refused before any work
         rng = check_random_state(self.random_state)
         k = self.n_components
         if reset:
@@ -478,19 +478,7 @@ class MatrixFactorization(SparseEstimator):
         for name in ("item", "history"):
             if name in state:
                 state[name].counts[:] = item_counts
-        return _MFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng)
-
-    def _set_state(self, state, opt, per_row, mu, rating_range, n_iter):
-        """Make ``state`` the fitted model (the training's end, or a loaded file)."""
-        self.tables_ = state
-        self.optimizer_ = opt
-        self.factor_state_ = "row" if per_row else "element"
-        self.global_mean_ = mu
-        self.rating_range_ = tuple(rating_range)
-        self.n_iter_ = n_iter
-        self.n_users_ = state["user"].n_rows
-        self.n_items_ = state["item"].n_rows
-        self.n_features_in_ = self.n_items_
+        return MFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng, n_threads)
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
     def _tables_nbytes(self, opt, per_row, n_users, n_items, history=None) -> int:
@@ -532,26 +520,6 @@ class MatrixFactorization(SparseEstimator):
                     )
 
     # -- validation ------------------------------------------------------------------------
-    def _check_X(self, X):
-        _safety.check_sparse_structure(X)
-        if self.loss == "squared":
-            _refuse_duplicates(X)
-        X = check_array(X, estimator=self, **_ACCEPT)
-        X = sp.csr_matrix(X, dtype=np.float32)
-        X.sum_duplicates()
-        if self.loss != "squared":
-            if (X.data < 0).any():
-                raise ValueError(
-                    f"loss={self.loss!r} reads X as positive interaction weights; X has "
-                    f"negative values"
-                )
-            X.eliminate_zeros()
-        if X.nnz == 0:
-            raise ValueError(
-                f"X of shape {X.shape} has no interactions (no stored entries to learn from)"
-            )
-        return X
-
     def _default_learning_rate(self, name):
         return _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
 
@@ -573,9 +541,7 @@ class MatrixFactorization(SparseEstimator):
         return bool(self.user_history)
 
     def _max_iter(self) -> int:
-        if self.max_iter == "auto":
-            return _DEFAULT_MAX_ITER.get(self.loss, _IMPLICIT_MAX_ITER)
-        return self.max_iter
+        return _max_epochs(self.max_iter, self.loss)
 
     def _check_ids(self, ids, n, name):
         ids = np.asarray(ids)
@@ -871,22 +837,7 @@ class MatrixFactorization(SparseEstimator):
             )
         check = _safety.check_array
         shape = check("seen_shape", arrays["seen_shape"], (2,), np.int64).tolist()
-        n_rows = {"user": shape[0], "item": shape[1], "history": shape[1]}
-        k, width = model.n_components, 1 + fitted.initial_slots().size
-        sides = {}
-        for name in names:
-            n = n_rows[name]
-            if n < 1:
-                raise ValueError(f"seen_shape {shape} has no {name}s")
-            stamped = n if fitted.needs_stamp else 0
-            sides[name] = _Side(
-                check(f"{name}_bias", arrays[f"{name}_bias"], (n, width), np.float32),
-                check(f"{name}_factors", arrays[f"{name}_factors"],
-                      (n, k + 1) if per_row else (n * k, width), np.float32),
-                check(f"{name}_stamp", arrays[f"{name}_stamp"], (stamped,), np.float64),
-                check(f"{name}_mark", arrays[f"{name}_mark"], (stamped,), np.float64),
-                check(f"{name}_counts", arrays[f"{name}_counts"], (n,), np.int64),
-            )  # fmt: skip
+        sides = _loaded_sides(arrays, names, shape, model.n_components, fitted, per_row)
         indptr = check("seen_indptr", arrays["seen_indptr"], None, (np.int32, np.int64))
         indices = check("seen_indices", arrays["seen_indices"], None, (np.int32, np.int64))
         if indptr.ndim != 1 or indices.ndim != 1 or indptr.shape[0] != shape[0] + 1:
@@ -916,7 +867,7 @@ class MatrixFactorization(SparseEstimator):
             raise ValueError(
                 f"attribute global_mean_ must be 0 for loss={model.loss!r}, got {mu!r}"
             )
-        model._set_state(state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
+        _set_fitted(model, state, fitted, per_row, mu, rating_range, int(attributes["n_iter_"]))
         return model
 
 
@@ -929,25 +880,31 @@ class _MFRows(NamedTuple):
     data: tuple
 
 
-class _MFTraining(Training):
+class MFTraining(Training):
     """A training of :class:`MatrixFactorization` (the protocol of
     :mod:`sparseopt.estimators._base`). Its rows are interactions: an order indexes the
-    stored entries of the rows' X."""
+    stored entries of the rows' X. It holds the tables (``state``), the interactions'
+    pattern (for negatives and user histories), the kernel made once for the optimizer's
+    rule, the loss and the per-row flag, and the estimator's parameters that training reads,
+    read once here."""
 
-    def __init__(self, estimator, optimizer, state, per_row, mu, rating_range, n_iter, rng):
-        self.estimator, self.optimizer, self.state = estimator, optimizer, state
+    def __init__(self, estimator, optimizer, state, per_row, mu, rating_range, n_iter, rng,
+                 n_threads):  # fmt: skip
+        self.estimator = estimator  # whose fitted model finish sets
+        self.optimizer, self.state = optimizer, state
         self.per_row, self.mu, self.rating_range = per_row, mu, rating_range
         self.n_features = state["item"].n_rows
-        self.classes, self.n_iter_start = None, n_iter
-        self.n_threads = estimator._n_threads()
+        self.classes, self.n_iter_start, self.n_threads = None, n_iter, n_threads
         self.rng = rng  # seeds each epoch's shuffle and negatives, after the tables' draws
         self._seed = None  # the seed of the last order made: its epoch goes on from it
-        est = estimator
-        self._consts = (mu, float(est.alpha_biases), float(est.alpha_factors),
-                        int(est.n_components), int(est.n_negatives), int(est.max_sampled),
-                        bool(per_row))  # fmt: skip
-        self._train = K.mf_train_range(optimizer._rule, K.LOSSES[est.loss],
-                                       self.lazy(), bool(per_row))  # fmt: skip
+        self.loss, self.k = estimator.loss, int(estimator.n_components)
+        self.n_epochs = _max_epochs(estimator.max_iter, self.loss)
+        self._consts = K.mf_consts(
+            mu=mu, alpha_biases=estimator.alpha_biases, alpha_factors=estimator.alpha_factors,
+            n_components=self.k, n_negatives=estimator.n_negatives,
+            max_sampled=estimator.max_sampled, per_row=per_row,
+        )  # fmt: skip
+        self._train_range = self._kernel()
         if "history" in state:
             self._sides = tuple(state[n].kernel_view() for n in SIDES)
         else:  # no rows: the kernels skip the history term
@@ -955,13 +912,17 @@ class _MFTraining(Training):
             self._sides = (state["user"].kernel_view(), state["item"].kernel_view(),
                            empty.kernel_view())  # fmt: skip
 
-    def __getstate__(self):
-        return dict(vars(self), _train=None)
+    def _kernel(self):
+        """The training kernel for the optimizer's rule, the loss and the per-row flag."""
+        return K.mf_train_range(self.optimizer.rule, K.LOSSES[self.loss], self.lazy(),
+                                bool(self.per_row))  # fmt: skip
+
+    def __getstate__(self):  # sent to Dask workers: the kernel is made anew there
+        return dict(vars(self), _train_range=None)
 
     def __setstate__(self, values):
         vars(self).update(values)
-        self._train = K.mf_train_range(self.optimizer._rule, K.LOSSES[self.estimator.loss],
-                                       self.lazy(), bool(self.per_row))  # fmt: skip
+        self._train_range = self._kernel()
 
     # -- rows --------------------------------------------------------------------------------
     def rows(self, X, y=None, sample_weight=None, *, first_row=0) -> _MFRows:
@@ -970,7 +931,7 @@ class _MFTraining(Training):
         None (the stored values are the ratings or weights)."""
         if y is not None or sample_weight is not None:
             raise ValueError("MatrixFactorization trains on X alone: y and sample_weight are None")
-        X = self.estimator._check_X(X)
+        X = _check_interactions(X, self.loss, self.estimator)
         seen = self.state["seen"]
         if first_row < 0 or first_row + X.shape[0] > seen.shape[0] or X.shape[1] > seen.shape[1]:
             raise ValueError(
@@ -992,7 +953,7 @@ class _MFTraining(Training):
         return _MFRows(X, data)
 
     def max_epochs(self) -> int:
-        return self.estimator._max_iter()
+        return self.n_epochs
 
     def count(self, rows) -> int:
         return rows.data[0].size
@@ -1008,20 +969,19 @@ class _MFTraining(Training):
         return order
 
     # -- training ----------------------------------------------------------------------------
-    def epoch(self, rows, order) -> float:
+    def _train(self, rows, order) -> float:
         """Train on the interactions in ``order``, each one step (and its negatives' steps);
         returns the summed loss. Right after :meth:`order` the epoch goes on from its seed
         (as ``fit`` does); else it draws one."""
-        if order.size and (order.min() < 0 or order.max() >= self.count(rows)):
-            raise ValueError(f"order holds an entry outside 0 .. {self.count(rows) - 1}")
         seed, self._seed = self._seed, None
         continued = seed is not None
         if not continued:
             seed = int(self.rng.randint(np.iinfo(np.int32).max))
         opt = self.optimizer
         status, total = K.mf_train_epoch(
-            self._train, self.n_threads, seed, self._sides, rows.data + (order,), self._consts,
-            opt.hyperparameters(), opt.schedule_spec(), self.state["clock"], continued,
+            self._train_range, self.n_threads, seed, self._sides, rows.data + (order,),
+            self._consts, opt.hyperparameters(), opt.schedule_spec(), self.state["clock"],
+            continued,
         )  # fmt: skip
         if status != K.OK or not math.isfinite(total):
             what = "learning rate" if status == K.BAD_STEP else "loss"
@@ -1030,10 +990,10 @@ class _MFTraining(Training):
 
     def catch_up(self) -> None:
         hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()
-        k = self.estimator.n_components
+        k = self.k
         for side in self._sides:
             if side[2].size:  # stamps: the rule has pending steps
-                catch_up = K.mf_catch_up(self.optimizer._rule, bool(self.per_row))
+                catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
                 catch_up(hp, spec, self.state["clock"], side, k)
 
     def check(self, rows=None, loss=None) -> None:
@@ -1041,7 +1001,7 @@ class _MFTraining(Training):
         largest |rating|, if an optimizer slot (an accumulator) is not finite, or (squared
         loss) if ``loss``, a mean over ``rows``, is far worse than predicting the mean
         rating."""
-        k = self.estimator.n_components
+        k = self.k
         lo, hi = self.rating_range
         bound = _safety.MAX_WEIGHT * max(1.0, abs(lo), abs(hi))
         for name in SIDES:
@@ -1056,7 +1016,7 @@ class _MFTraining(Training):
                 # finite but stops their learning, and the model file would not load
                 if not _safety.all_finite(side.bias, side.factors):
                     self.refuse(f"the optimizer state of the {name}s overflowed")
-        if loss is not None and rows is not None and self.estimator.loss == "squared":
+        if loss is not None and rows is not None and self.loss == "squared":
             ratings = rows.data[2].astype(np.float64)
             constant = _safety.constant_loss("squared", ratings, 1.0)
             start = _safety.zero_model_loss("squared", ratings - self.mu, 1.0)
@@ -1076,8 +1036,8 @@ class _MFTraining(Training):
     def finish(self, curve, *, scores=(), rows=None):
         self.check(rows, curve[-1] if rows is not None and len(curve) else None)
         est = self.estimator
-        est._set_state(self.state, self.optimizer, self.per_row, self.mu, self.rating_range,
-                       self.n_iter_start + len(curve))  # fmt: skip
+        _set_fitted(est, self.state, self.optimizer, self.per_row, self.mu, self.rating_range,
+                    self.n_iter_start + len(curve))  # fmt: skip
         est.loss_curve_ = list(curve)
         return est
 
@@ -1086,8 +1046,8 @@ class _MFTraining(Training):
         """Biases and factors of users, items and item histories. A user's rows are trained
         by the copy that holds the user's interactions alone (not shared); item and history
         rows merge, weighted by their accumulators."""
-        accumulator = ACCUMULATOR_SLOT.get(self.optimizer._rule)
-        k = self.estimator.n_components
+        accumulator = self.optimizer.accumulator_slot
+        k = self.k
         factors = (k, 0) if self.per_row else (1, accumulator)
         return {f"{name}.{part}": (*layout, name != "user")
                 for name in SIDES if name in self.state
@@ -1103,7 +1063,7 @@ class _MFTraining(Training):
         seen = np.zeros(self.state["user"].n_rows, bool)
         seen[rows.data[0][order]] = True  # np.unique sorts: 10x slower
         users = np.flatnonzero(seen)
-        k = self.estimator.n_components
+        k = self.k
         factor_rows = users if self.per_row else (users[:, None] * k + np.arange(k)).ravel()
         return {name: None if not name.startswith("user.") else
                 users if name == "user.bias" else factor_rows
@@ -1124,6 +1084,73 @@ class _MFTraining(Training):
             if name in self.state and self.state[name].stamp.size:
                 self.state[name].stamp[:] = clock[R.CLOCK_T]
                 self.state[name].mark[:] = clock[R.CLOCK_LOG_DECAY]
+
+
+def _check_interactions(X, loss, estimator):
+    """The interactions ``X`` checked (``estimator``: the model, named in errors) as CSR of
+    float32 values, duplicates summed (refused for ratings), explicit zeros of implicit
+    weights dropped."""
+    _safety.check_sparse_structure(X)
+    if loss == "squared":
+        _refuse_duplicates(X)
+    X = check_array(X, estimator=estimator, **_ACCEPT)
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sum_duplicates()
+    if loss != "squared":
+        if (X.data < 0).any():
+            raise ValueError(
+                f"loss={loss!r} reads X as positive interaction weights; X has "
+                f"negative values"
+            )
+        X.eliminate_zeros()
+    if X.nnz == 0:
+        raise ValueError(
+            f"X of shape {X.shape} has no interactions (no stored entries to learn from)"
+        )
+    return X
+
+
+def _max_epochs(max_iter, loss) -> int:
+    """The epochs of ``max_iter`` ("auto": the default of ``loss``)."""
+    if max_iter == "auto":
+        return _DEFAULT_MAX_ITER.get(loss, _IMPLICIT_MAX_ITER)
+    return max_iter
+
+
+def _set_fitted(model, state, opt, per_row, mu, rating_range, n_iter):
+    """Make ``state`` the fitted tables of ``model`` (a training's end, or a loaded file)."""
+    model.tables_ = state
+    model.optimizer_ = opt
+    model.factor_state_ = "row" if per_row else "element"
+    model.global_mean_ = mu
+    model.rating_range_ = tuple(rating_range)
+    model.n_iter_ = n_iter
+    model.n_users_ = state["user"].n_rows
+    model.n_items_ = state["item"].n_rows
+    model.n_features_in_ = model.n_items_
+
+
+def _loaded_sides(arrays, names, shape, k, fitted, per_row) -> dict:
+    """The sides ``names`` of a model file's ``arrays``, each checked against the shapes
+    that ``shape`` (users, items), ``k``, the optimizer ``fitted`` and ``per_row`` imply."""
+    check = _safety.check_array
+    n_rows = {"user": shape[0], "item": shape[1], "history": shape[1]}
+    width = 1 + fitted.initial_slots().size
+    sides = {}
+    for name in names:
+        n = n_rows[name]
+        if n < 1:
+            raise ValueError(f"seen_shape {shape} has no {name}s")
+        stamped = n if fitted.needs_stamp else 0
+        sides[name] = _Side(
+            check(f"{name}_bias", arrays[f"{name}_bias"], (n, width), np.float32),
+            check(f"{name}_factors", arrays[f"{name}_factors"],
+                  (n, k + 1) if per_row else (n * k, width), np.float32),
+            check(f"{name}_stamp", arrays[f"{name}_stamp"], (stamped,), np.float64),
+            check(f"{name}_mark", arrays[f"{name}_mark"], (stamped,), np.float64),
+            check(f"{name}_counts", arrays[f"{name}_counts"], (n,), np.int64),
+        )  # fmt: skip
+    return sides
 
 
 def _refuse_duplicates(X):
@@ -1152,4 +1179,4 @@ def _resize(m, shape):
     return sp.csr_matrix((m.data, m.indices, indptr), shape=shape)
 
 
-__all__ = ["MatrixFactorization"]
+__all__ = ["MFTraining", "MatrixFactorization"]

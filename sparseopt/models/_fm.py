@@ -56,6 +56,19 @@ from ._losses import BAD_STEP, NON_FINITE, OK, loss_derivative
 
 FM, FFM = 0, 1
 
+# ``consts``: a fit's constants, one float tuple (made by fm_consts), read by these indices
+(C_K, C_ALPHA_LINEAR, C_ALPHA_FACTORS, C_FIELDS, C_PER_ROW, C_INIT_STD, C_SEED, C_SLOT_0) = range(8)
+
+
+def fm_consts(*, n_components, alpha_linear, alpha_factors, n_fields, per_row, init_std, seed,
+              initial_slot):  # fmt: skip
+    """The kernels' ``consts`` tuple: the factors' length k, the L2 strengths of the linear
+    weights and of the factors, the number of fields F (1 for an FM), the per-row flag, the
+    standard deviation and seed of the factors' draw, and the initial value of a drawn
+    element's first optimizer slot; in the order of the ``C_*`` indices."""
+    return (float(n_components), float(alpha_linear), float(alpha_factors), float(n_fields),
+            float(per_row), float(init_std), float(seed), float(initial_slot))  # fmt: skip
+
 
 @numba.njit(inline="always", **JIT)
 def _splitmix64(x):
@@ -114,8 +127,15 @@ def _decay_vectors(hp, factors, j, k, F, log_decay, mark):
 
 
 @numba.njit(inline="always", **JIT)
-def _margin(model, indptr, indices, data, row, table, bias, factors, fields, k, F, rm, s):
-    """Margin of one row, in float64; for an FM, ``s`` receives the sums ``s_f``."""
+def _margin(model, X, row, tables, dims, rm, s):
+    """Margin of one row, in float64; for an FM, ``s`` receives the sums ``s_f``.
+
+    ``X = (indptr, indices, data)``, ``tables = (table, bias, factors, fields)`` and
+    ``dims = (k, F)``.
+    """
+    indptr, indices, data = X
+    table, bias, factors, fields = tables
+    k, F = dims
     m = np.float64(bias[0, 0])
     lo, hi = indptr[row], indptr[row + 1]
     for p in range(lo, hi):
@@ -158,18 +178,22 @@ def _slot(pos, j, p, start, batch1):
 
 
 @numba.njit(inline="always", **JIT)
-def _accumulate(
-    model, indptr, indices, data, row, tag, d, sw, table, factors, fields, k, F, rm, consts,
-    s, pos, batch1, grad, used,
-):  # fmt: skip
-    """Add row ``row``'s gradient (loss derivative ``d``, sample weight ``sw``) to ``grad``.
+def _accumulate(model, X, term, tables, dims, rm, alphas, s, accumulator, batch1):
+    """Add a row's gradient to the batch's accumulator ``(pos, grad, used)``, where ``term =
+    (row, tag, d, sw)``: the row, its tag, its loss derivative and sample weight; ``alphas =
+    (alpha_w, alpha_v)``; the rest as for :func:`_margin`.
 
     ``grad[u, 0]`` is the linear weight's and ``grad[u, 1 + G * k + f]`` element f of vector
     G's gradient of the batch's u-th feature; ``used[u, G] >= first row tag of the batch``
     marks the vectors the batch uses, and ``used[u, G] == tag`` those this row already
     penalized.
     """
-    alpha_w, alpha_v = consts[1], consts[2]
+    indptr, indices, data = X
+    row, tag, d, sw = term
+    table, _, factors, fields = tables
+    k, F = dims
+    alpha_w, alpha_v = alphas
+    pos, grad, used = accumulator
     lo, hi = indptr[row], indptr[row + 1]
     for p in range(lo, hi):
         j = indices[p]
@@ -208,8 +232,17 @@ def _accumulate(
 
 
 @numba.njit(inline="always", **JIT)
-def _apply(rule, hp, clock, j, u, first_tag, table, factors, stamp, mark, k, F, rm, grad, used):
-    """One optimizer step on feature j's weight and the vectors the batch used; zero grad."""
+def _apply(rule, hp, clock, feature, tables, steps, dims, rm, accumulator):
+    """One optimizer step on feature j's weight and the vectors the batch used; zero grad.
+
+    ``feature = (j, u, first_tag)``: the feature, its row in the accumulator and the batch's
+    first row tag; ``steps = (stamp, mark)``; the rest as for :func:`_accumulate`.
+    """
+    j, u, first_tag = feature
+    table, _, factors, _ = tables
+    stamp, mark = steps
+    k, F = dims
+    _, grad, used = accumulator
     table[j, 0] = R.step_caught_up(rule, hp, clock, table, j, grad[u, 0])
     grad[u, 0] = 0.0
     for G in range(F):
@@ -250,8 +283,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
       array of n_features (the accumulator's index of each feature; -1 again on return),
       empty for single rows;
     - ``config = (batch_size, delta, fit_intercept, fields, consts)``: ``fields`` the field
-      of each column (FFM) or empty (FM); ``consts`` is ``(k, alpha_linear, alpha_factors,
-      F, per_row, init_std, seed, initial value of the factors' first slot)``.
+      of each column (FFM) or empty (FM); ``consts`` from :func:`fm_consts`.
 
     A serial pass (``stride == 1``) leaves the clock ticked once per batch.
     """
@@ -262,8 +294,8 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         indptr, indices, data, y, weights, order = rows
         table, bias, factors, stamp, mark, clock_array, pos = state
         batch_size, delta, fit_intercept, fields, consts = config
-        k, F = int(consts[0]), int(consts[3])
-        init_std, seed, acc0 = consts[5], int(consts[6]), consts[7]
+        k, F = int(consts[C_K]), int(consts[C_FIELDS])
+        init_std, seed, acc0 = consts[C_INIT_STD], int(consts[C_SEED]), consts[C_SLOT_0]
         n_rows = order.size
         n_batches = (n_rows + batch_size - 1) // batch_size
         batch1 = batch_size == 1
@@ -279,6 +311,10 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         dloss = np.empty(batch_size)
         out = np.empty(1)
         margin = np.empty(1)
+        # the bundles the helpers take (built once: a bundle costs nothing once inlined)
+        X, tables, dims = (indptr, indices, data), (table, bias, factors, fields), (k, F)
+        steps, accumulator = (stamp, mark), (pos, grad, used)
+        alphas = (consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS])
         loss_sum = 0.0
         clock = R.unpack(clock_array)
         step = 0
@@ -326,8 +362,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                             stamp[j] = t - 1.0
                             mark[j] = log_decay
                 s = sums[i - lo]
-                margin[0] = _margin(MODEL, indptr, indices, data, row, table, bias, factors,
-                                    fields, k, F, RM, s)  # fmt: skip
+                margin[0] = _margin(MODEL, X, row, tables, dims, RM, s)
                 row_loss = loss_derivative(LOSS, margin, y[row], delta, out)
                 if not math.isfinite(row_loss):
                     return NON_FINITE, loss_sum
@@ -345,19 +380,17 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                             pos[j] = n_touched
                             touched[n_touched] = j
                             n_touched += 1
-                _accumulate(MODEL, indptr, indices, data, row, i, dloss[i - lo], weights[row],
-                            table, factors, fields, k, F, RM, consts, sums[i - lo], pos, batch1,
-                            grad, used)  # fmt: skip
+                _accumulate(MODEL, X, (row, i, dloss[i - lo], weights[row]), tables, dims, RM,
+                            alphas, sums[i - lo], accumulator, batch1)  # fmt: skip
             if batch1:
                 row = order[lo]
                 for p in range(indptr[row], indptr[row + 1]):
-                    _apply(RULE, hp, clock, indices[p], p - indptr[row], lo, table, factors,
-                           stamp, mark, k, F, RM, grad, used)  # fmt: skip
+                    _apply(RULE, hp, clock, (indices[p], p - indptr[row], lo), tables, steps,
+                           dims, RM, accumulator)  # fmt: skip
             else:
                 for u in range(n_touched):
                     j = touched[u]
-                    _apply(RULE, hp, clock, j, u, lo, table, factors, stamp, mark, k, F, RM,
-                           grad, used)  # fmt: skip
+                    _apply(RULE, hp, clock, (j, u, lo), tables, steps, dims, RM, accumulator)
                     pos[j] = -1
             if fit_intercept:
                 bias[0, 0] = R.step_caught_up(RULE, hp, clock, bias, 0, bias_grad)
@@ -376,9 +409,10 @@ def fm_draw(factors, features, consts):
     The draw is the one training makes when a row first holds the feature: a function of the
     seed and the feature alone, so a merge of models trained apart can start from it.
     """
-    k, F, rm = int(consts[0]), int(consts[3]), consts[4] != 0.0
+    k, F, rm = int(consts[C_K]), int(consts[C_FIELDS]), consts[C_PER_ROW] != 0.0
+    init_std, seed, acc0 = consts[C_INIT_STD], int(consts[C_SEED]), consts[C_SLOT_0]
     for i in numba.prange(features.size):
-        _draw_if_new(factors, features[i], k, F, rm, consts[5], int(consts[6]), consts[7])
+        _draw_if_new(factors, features[i], k, F, rm, init_std, seed, acc0)
 
 
 @functools.cache
@@ -410,12 +444,16 @@ def fm_catch_up(rule, per_row):
 
 
 @numba.njit(**PARALLEL_JIT)
-def fm_decision(model, indptr, indices, data, table, bias, factors, fields, k, F, per_row):
-    """Margins of CSR rows, shape (n_rows,), in float64."""
-    n_rows = indptr.size - 1
+def fm_decision(X, tables, layout):
+    """Margins of CSR rows, shape (n_rows,), in float64.
+
+    ``X = (indptr, indices, data)``, ``tables = (table, bias, factors, fields)`` and
+    ``layout = (model, k, F, per_row)``.
+    """
+    model, k, F, per_row = layout
+    n_rows = X[0].size - 1
     out = np.empty(n_rows)
     for i in numba.prange(n_rows):
         s = np.empty(k)
-        out[i] = _margin(model, indptr, indices, data, i, table, bias, factors, fields, k, F,
-                         per_row, s)  # fmt: skip
+        out[i] = _margin(model, X, i, tables, (k, F), per_row, s)
     return out

@@ -7,8 +7,11 @@ Pointwise losses take a row's margin(s) ``m`` and target ``y``:
 - ``SQUARED``: :math:`(m - y)^2 / 2`;
 - ``HUBER``: :math:`r^2/2` for :math:`|r| \\le \\delta`, else :math:`\\delta (|r| - \\delta/2)`.
 
-The ranking losses of matrix factorization (``BPR``, ``WARP``) compare two scores and are
-written out in :mod:`._mf`, with :func:`softplus` and :func:`sigmoid`.
+:func:`pointwise` gives one margin's loss and derivative, :func:`loss_derivative` a row's
+(softmax included). Matrix factorization's pointwise terms go through them too: a rating's
+squared loss, a sampled negative's logistic loss, and a positive's (weighted by its value)
+through :func:`logistic_positive`, as is ``BPR``, the logistic loss of a positive's score
+minus a negative's. ``WARP`` (a rank-weighted hinge) is written out in :mod:`._mf`.
 
 Every training kernel returns ``(status, summed loss)`` with a status below: ``OK``, or why
 it stopped (the worst of several threads is the largest).
@@ -40,15 +43,30 @@ def sigmoid(x):
 
 
 @numba.njit(inline="always", **JIT)
+def pointwise(loss, m, target, delta):
+    """``(loss, d loss / d m)`` of one margin ``m`` for ``LOGISTIC`` (target 0 or 1),
+    ``SQUARED`` and ``HUBER`` (threshold ``delta``)."""
+    if loss == LOGISTIC:
+        return softplus(-m if target > 0.5 else m), sigmoid(m) - target
+    r = m - target
+    if loss == HUBER and abs(r) > delta:
+        return delta * (abs(r) - 0.5 * delta), math.copysign(delta, r)
+    return 0.5 * r * r, r
+
+
+@numba.njit(inline="always", **JIT)
+def logistic_positive(m):
+    """``(log(1 + e^{-m}), -sigmoid(-m))``: the logistic loss of a positive and its
+    derivative, in the form that keeps its precision where ``sigmoid(m)`` is close to 1."""
+    return softplus(-m), -sigmoid(-m)
+
+
+@numba.njit(inline="always", **JIT)
 def loss_derivative(loss, margins, target, delta, dloss):
     """Fill ``dloss`` with d loss / d margin for one row; returns the row's loss.
 
     ``loss`` is a compile-time constant in every kernel, so only its own branch is compiled.
     """
-    if loss == LOGISTIC:
-        m = margins[0]
-        dloss[0] = sigmoid(m) - target
-        return softplus(-m if target > 0.5 else m)
     if loss == SOFTMAX:
         top = margins[0]
         for c in range(1, margins.size):
@@ -61,9 +79,5 @@ def loss_derivative(loss, margins, target, delta, dloss):
         for c in range(margins.size):
             dloss[c] = dloss[c] / total - (1.0 if c == label else 0.0)
         return math.log(total) + top - margins[label]
-    r = margins[0] - target
-    if loss == HUBER and abs(r) > delta:
-        dloss[0] = math.copysign(delta, r)
-        return delta * (abs(r) - 0.5 * delta)
-    dloss[0] = r
-    return 0.5 * r * r
+    row_loss, dloss[0] = pointwise(loss, margins[0], target, delta)
+    return row_loss

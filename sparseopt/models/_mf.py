@@ -52,7 +52,17 @@ import numpy as np
 from .._jit import JIT
 from ..optim import _rules as R
 from ._hogwild import map_threads
-from ._losses import BAD_STEP, BPR, LOGISTIC, NON_FINITE, OK, SQUARED, WARP, sigmoid, softplus
+from ._losses import (
+    BAD_STEP,
+    BPR,
+    LOGISTIC,
+    NON_FINITE,
+    OK,
+    SQUARED,
+    WARP,
+    logistic_positive,
+    pointwise,
+)
 
 LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 
@@ -61,9 +71,21 @@ LOSSES = {"squared": SQUARED, "logistic": LOGISTIC, "bpr": BPR, "warp": WARP}
 MAX_REDRAWS = 32
 
 
+def mf_consts(*, mu, alpha_biases, alpha_factors, n_components, n_negatives, max_sampled,
+              per_row):  # fmt: skip
+    """The kernels' ``consts`` tuple, in the order :func:`mf_train_range` unpacks it: the
+    global mean, the L2 strengths of the biases and of the factors, the factors' length k,
+    the negatives per interaction (logistic), WARP's most draws, and the per-row flag."""
+    return (float(mu), float(alpha_biases), float(alpha_factors), int(n_components),
+            int(n_negatives), int(max_sampled), bool(per_row))  # fmt: skip
+
+
 @numba.njit(**JIT)
-def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay):
-    """Apply row ``x``'s zero-gradient steps up to step ``t`` (bias and factors)."""
+def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, dims, until):
+    """Apply row ``x``'s zero-gradient steps up to ``until = (t, log_decay)`` (bias and
+    factors); ``dims = (k, rm)``."""
+    k, rm = dims
+    t, log_decay = until
     last = stamp[x]
     m = mark[x]
     bias[x, 0] = R.catch_up(rule, h, spec, bias[x, 0], bias, x, 1, last, t, log_decay, m)
@@ -81,11 +103,12 @@ def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_de
 
 
 @numba.njit(inline="always", **JIT)
-def _sync(rule, h, spec, c, lazy, bias, factors, stamp, mark, x, k, rm):
-    """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it."""
-    if lazy and stamp[x] < c[R.CLOCK_T] - 1.0:
-        t, log_decay = c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV]
-        _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, k, rm, t, log_decay)
+def _sync(rule, h, spec, c, bias, factors, stamp, mark, x, dims):
+    """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it (a lazy rule's tables
+    have steps: ``stamp`` is empty otherwise)."""
+    if stamp.size > 0 and stamp[x] < c[R.CLOCK_T] - 1.0:
+        until = (c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV])
+        _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, dims, until)
 
 
 @numba.njit(inline="always", **JIT)
@@ -111,8 +134,9 @@ def _score(ub, uf, ib, itf, u, i, k, rm):
 
 
 @numba.njit(inline="always", **JIT)
-def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f):
-    """One optimizer step on the rows a loss term touches.
+def _apply(rule, h, c, ub, uf, ib, itf, term, dims, alphas):
+    """One optimizer step on the rows a loss term ``term = (u, i, j, di, dj)`` touches;
+    ``dims = (k, rm)``, ``alphas = (alpha_b, alpha_f)``.
 
     Pointwise (``j < 0``): derivative ``di`` of the loss in ``s_ui``; steps on ``b_u, b_i,
     p_u, q_i`` with gradients ``di + alpha_b b``, ``di q_i + alpha_f p_u`` and
@@ -120,13 +144,16 @@ def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f
     ``b_i, b_j, p_u, q_i, q_j`` (the user bias cancels in ``s_ui - s_uj``), with
     ``di q_i + dj q_j + alpha_f p_u`` for ``p_u``. All gradients use the old values.
     """
+    u, i, j, di, dj = term
+    k, rm = dims
+    alpha_b, alpha_f = alphas
     if j < 0:
         ub[u, 0] = R.step_caught_up(rule, h, c, ub, u, di + alpha_b * ub[u, 0])
     else:
         ib[j, 0] = R.step_caught_up(rule, h, c, ib, j, dj + alpha_b * ib[j, 0])
     ib[i, 0] = R.step_caught_up(rule, h, c, ib, i, di + alpha_b * ib[i, 0])
     if rm:
-        _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f)
+        _apply_rows(h, c, uf, itf, term, k, alpha_f)
         return
     ru, ri = u * k, i * k
     if j < 0:
@@ -148,13 +175,14 @@ def _apply(rule, h, c, ub, uf, ib, itf, u, i, j, di, dj, k, rm, alpha_b, alpha_f
 
 
 @numba.njit(inline="always", **JIT)
-def _apply_rows(h, c, uf, itf, u, i, j, di, dj, k, alpha_f):
+def _apply_rows(h, c, uf, itf, term, k, alpha_f):
     """The factor steps of :func:`_apply` with per-row AdaGrad (``rm``).
 
     A first pass sums each vector's squared gradient for its accumulator, a second applies
     ``w <- shrink_t w - scale g`` (:func:`~sparseopt.optim._rules.row_adagrad_scale`),
     recomputing ``g`` from the old values.
     """
+    u, i, j, di, dj = term
     shrink = c[R.CLOCK_SHRINK] if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
     if j < 0:
         su = 0.0
@@ -245,40 +273,54 @@ def _shift_row_by_row(table, x, a, source, y, k, rm):
 
 
 @numba.njit(**JIT)
-def _begin_user(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, hb, hf, h_stamp, h_mark, indptr,
-                indices, u, k, rm, h_u, g_u):  # fmt: skip
+def _begin_user(rule, h, spec, c, user, history, known, u, dims, work):
     """Add user ``u``'s history term to its factors for the steps of its block; the scale.
+
+    ``user`` and ``history`` are sides, ``known = (indptr, indices)`` the known items of
+    every user, ``dims = (k, rm)`` and ``work = (h_u, g_u)`` the block's history term and
+    gradient sum.
 
     With ``N(u)`` the user's known items and ``n = |N(u)|``, row ``p_u`` becomes
     ``p_u + c S`` with ``S = sum_{m in N(u)} y_m`` and ``c = (n - 1)^{-1/2}`` (0 if n = 1):
     each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row_by_row`), so
     the positive never scores itself. ``g_u`` starts collecting the block's user gradients.
     """
-    _sync(rule, h, spec, c, lazy, ub, uf, u_stamp, u_mark, u, k, rm)
+    ub, uf, u_stamp, u_mark = user
+    hb, hf, h_stamp, h_mark = history
+    indptr, indices = known
+    k, rm = dims
+    h_u, g_u = work
+    _sync(rule, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
     lo, hi = indptr[u], indptr[u + 1]
     scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
     h_u[:] = 0.0
     g_u[:] = 0.0
     for t in range(lo, hi):
         m = indices[t]
-        _sync(rule, h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
         _add_row(h_u, hf, m, scale, k, rm)
     _shift_row(uf, u, 1.0, h_u, k, rm)
     return scale
 
 
 @numba.njit(**JIT)
-def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indices, u, k, rm,
-              alpha_f, scale, h_u, g_u):  # fmt: skip
+def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
     """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.
 
     Each gets the gradient ``c g_u + alpha_f y_m``, ``g_u`` the sum over the block's steps of
     the loss gradients in the user vector (the history vectors move once per block).
+    ``vectors = (uf, h_u, g_u)``: the users' factors and the block's history term and
+    gradient sum; ``block = (u, scale)``; the rest as for :func:`_begin_user`.
     """
+    uf, h_u, g_u = vectors
+    hb, hf, h_stamp, h_mark = history
+    indptr, indices = known
+    u, scale = block
+    k, rm = dims
     _shift_row(uf, u, -1.0, h_u, k, rm)
     for t in range(indptr[u], indptr[u + 1]):
         m = indices[t]
-        _sync(rule, h, spec, c, lazy, hb, hf, h_stamp, h_mark, m, k, rm)
+        _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
         if rm:
             sum_sq = 0.0
             for f in range(k):
@@ -292,7 +334,7 @@ def _end_user(rule, h, spec, c, lazy, uf, hb, hf, h_stamp, h_mark, indptr, indic
                 y = np.float64(hf[r, 0])
                 g = scale * g_u[r - m * k] + alpha_f * y
                 hf[r, 0] = R.step_caught_up(rule, h, c, hf, r, g)
-        _stamp(c, lazy, h_stamp, h_mark, m)
+        _stamp(c, h_stamp.size > 0, h_stamp, h_mark, m)
 
 
 @functools.cache
@@ -305,8 +347,7 @@ def mf_train_range(rule, loss, lazy, per_row):
     ``(user, item, history)``, ``data`` is ``(users, items, values, indptr, indices,
     order)``: the interactions as coordinate arrays, the CSR pattern of every known
     interaction (for negative sampling and the user histories) and the epoch's order;
-    ``consts`` is ``(mu, alpha_biases, alpha_factors, k, n_negatives, max_sampled, per_row)``
-    and ``optimizer`` is ``(hp, spec, clock)``.
+    ``consts`` comes from :func:`mf_consts` and ``optimizer`` is ``(hp, spec, clock)``.
     A ``seed`` of 0 or more seeds the calling thread's generator first; -1 continues it.
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
@@ -338,6 +379,7 @@ def mf_train_range(rule, loss, lazy, per_row):
         if seed >= 0:
             np.random.seed(seed)  # noqa: NPY002 (Numba's generator, one per thread)
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
+        dims, alphas, known = (k, RM), (alpha_b, alpha_f), (indptr, indices)
         total = 0.0
         # user history (``order`` then runs user by user): the block's user, its history term,
         # its summed gradient and the history scale (see _begin_user)
@@ -351,11 +393,10 @@ def mf_train_range(rule, loss, lazy, per_row):
             if with_history:
                 if u != block_user:
                     if block_user >= 0:
-                        _end_user(RULE, h, spec, c, LAZY, uf, hb, hf, h_stamp, h_mark, indptr,
-                                  indices, block_user, k, RM, alpha_f, scale, h_u, g_u)  # fmt: skip
-                    scale = _begin_user(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, hb, hf,
-                                        h_stamp, h_mark, indptr, indices, u, k, RM, h_u,
-                                        g_u)  # fmt: skip
+                        _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known,
+                                  (block_user, scale), dims, alpha_f)  # fmt: skip
+                    scale = _begin_user(RULE, h, spec, c, user, history, known, u, dims,
+                                        (h_u, g_u))  # fmt: skip
                     block_user = u
                 _shift_row_by_row(uf, u, -scale, hf, i, k, RM)  # the positive leaves the history
             for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
@@ -368,40 +409,39 @@ def mf_train_range(rule, loss, lazy, per_row):
                 if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
-                _sync(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, u, k, RM)
-                _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, i, k, RM)
+                _sync(RULE, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
+                _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, i, dims)
                 if j != i:
-                    _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, j, k, RM)
+                    _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, j, dims)
                 s = _score(ub, uf, ib, itf, u, j if POINTWISE else i, k, RM)
                 if not math.isfinite(s):
                     R.store_clock(c, clock)
                     return NON_FINITE, total
                 d = 0.0
                 if POINTWISE:
-                    if pair > 0:
-                        d = sigmoid(s)
-                        total += softplus(s)
+                    if pair > 0:  # a sampled negative
+                        term, d = pointwise(LOGISTIC, s, 0.0, 0.0)
                     elif LOSS == SQUARED:
-                        d = s + mu - x
-                        total += 0.5 * d * d
-                    else:
-                        d = -x * sigmoid(-s)
-                        total += x * softplus(-s)
+                        term, d = pointwise(SQUARED, s + mu, x, 0.0)
+                    else:  # the positive, weighted by its value
+                        term, d = logistic_positive(s)
+                        term, d = x * term, x * d
+                    total += term
                     if with_history:
                         _add_row(g_u, itf, j, d, k, RM)
-                    _apply(RULE, h, c, ub, uf, ib, itf, u, j, -1, d, 0.0, k, RM, alpha_b, alpha_f)
+                    _apply(RULE, h, c, ub, uf, ib, itf, (u, j, -1, d, 0.0), dims, alphas)
                 else:
-                    if LOSS == BPR:
-                        diff = s - _score(ub, uf, ib, itf, u, j, k, RM)
-                        d = x * sigmoid(-diff)
-                        total += x * softplus(-diff)
+                    if LOSS == BPR:  # the logistic loss of the difference, for the positive
+                        term, d = logistic_positive(s - _score(ub, uf, ib, itf, u, j, k, RM))
+                        d = -x * d
+                        total += x * term
                     else:  # WARP
                         j = -1
                         for trial in range(1, max_sampled + 1):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            _sync(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, neg, k, RM)
+                            _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, neg, dims)
                             sj = _score(ub, uf, ib, itf, u, neg, k, RM)
                             if sj > s - 1.0:
                                 j = neg
@@ -412,8 +452,7 @@ def mf_train_range(rule, loss, lazy, per_row):
                         if with_history:
                             _add_row(g_u, itf, i, -d, k, RM)
                             _add_row(g_u, itf, j, d, k, RM)
-                        _apply(RULE, h, c, ub, uf, ib, itf, u, i, j, -d, d, k, RM, alpha_b,
-                               alpha_f)  # fmt: skip
+                        _apply(RULE, h, c, ub, uf, ib, itf, (u, i, j, -d, d), dims, alphas)
                         _stamp(c, LAZY, i_stamp, i_mark, i)
                 _stamp(c, LAZY, u_stamp, u_mark, u)
                 if j >= 0:
@@ -421,8 +460,8 @@ def mf_train_range(rule, loss, lazy, per_row):
             if with_history:
                 _shift_row_by_row(uf, u, scale, hf, i, k, RM)
         if block_user >= 0:
-            _end_user(RULE, h, spec, c, LAZY, uf, hb, hf, h_stamp, h_mark, indptr, indices,
-                      block_user, k, RM, alpha_f, scale, h_u, g_u)  # fmt: skip
+            _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known, (block_user, scale),
+                      dims, alpha_f)  # fmt: skip
         R.store_clock(c, clock)
         return OK, total
 
@@ -511,7 +550,7 @@ def mf_catch_up(rule, per_row):
         t = clock[R.CLOCK_T]
         for x in range(bias.shape[0]):
             if stamp[x] < t:
-                _catch_up_row(RULE, h, spec, bias, factors, stamp, mark, x, k, RM, t,
-                              clock[R.CLOCK_LOG_DECAY])  # fmt: skip
+                _catch_up_row(RULE, h, spec, bias, factors, stamp, mark, x, (k, RM),
+                              (t, clock[R.CLOCK_LOG_DECAY]))  # fmt: skip
 
     return catch_up

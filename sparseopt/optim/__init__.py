@@ -9,6 +9,10 @@
 >>> opt.catch_up(params, state)   # params now equal dense Adam's after 1 step
 """
 
+import importlib
+import pkgutil
+
+from . import rules
 from ._optimizers import (
     FTRL,
     OPTIMIZERS,
@@ -50,3 +54,12 @@ __all__ = [
     "Warmup",
     "as_schedule",
 ]
+
+# the rules of their own modules: each registers itself in OPTIMIZERS on import, and its
+# optimizer class is exported here under its own name
+for _module in pkgutil.iter_modules(rules.__path__):
+    importlib.import_module(f"{rules.__name__}.{_module.name}")
+for _cls in OPTIMIZERS.values():
+    if _cls.__name__ not in globals():
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)

@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from . import _rules as R
+from ._registry import FIRST_CODE, RULES, Rule
 from ._schedules import Constant, as_schedule
 
 
@@ -64,10 +65,25 @@ class Optimizer(BaseEstimator):
 
     _rule: int
     n_slots: int
+    # the slot holding the rule's accumulator of squared gradients (None: it has none)
+    _accumulator_slot: int | None = None
 
     def __init__(self, learning_rate=0.01, weight_decay=0.0):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+
+    @property
+    def rule(self) -> int:
+        """The rule's integer code (``sparseopt.optim._rules.SGD`` ...), a compile-time
+        constant of every kernel made for this optimizer."""
+        return self._rule
+
+    @property
+    def accumulator_slot(self) -> int | None:
+        """The state slot (counted after the weight) that holds the rule's accumulator of
+        squared gradients, or None; it weights the copies' parameters in a merge
+        (:mod:`sparseopt.dask`)."""
+        return self._accumulator_slot
 
     # -- hyperparameters -------------------------------------------------------------------
     def _fill(self, hp: np.ndarray) -> None:
@@ -296,6 +312,7 @@ class AdaGrad(Optimizer):
 
     _rule = R.ADAGRAD
     n_slots = 1
+    _accumulator_slot = 0
 
     def __init__(
         self, learning_rate=0.01, epsilon=1e-10, initial_accumulator_value=0.0, weight_decay=0.0
@@ -328,6 +345,7 @@ class RMSProp(Optimizer):
 
     _rule = R.RMSPROP
     n_slots = 1
+    _accumulator_slot = 0
 
     def __init__(self, learning_rate=0.001, rho=0.9, epsilon=1e-8, weight_decay=0.0):
         super().__init__(learning_rate, weight_decay)
@@ -387,6 +405,7 @@ class Adam(Optimizer):
 
     _rule = R.ADAM
     n_slots = 2
+    _accumulator_slot = 1
 
     def __init__(
         self,
@@ -479,3 +498,29 @@ OPTIMIZERS = {
     "amsgrad": AMSGrad,
     "ftrl": FTRL,
 }
+
+# each rule's accumulator slot (see Optimizer.accumulator_slot), for code that has the rule alone
+ACCUMULATOR_SLOT = {
+    cls._rule: cls._accumulator_slot
+    for cls in OPTIMIZERS.values()
+    if cls._accumulator_slot is not None
+}
+
+
+def register_rule(name: str, code: int, step, catch_up):
+    """Class decorator of a rule's :class:`Optimizer` subclass in its own module (see
+    :mod:`sparseopt.optim._registry`): gives it rule ``code`` (``FIRST_CODE`` or more, fixed
+    and unique: kernels cached on disk are keyed by it) and the name ``name`` in
+    ``OPTIMIZERS``, and hands ``step`` and ``catch_up`` to the kernels."""
+
+    def register(cls):
+        if code < FIRST_CODE or code in RULES or name in OPTIMIZERS:
+            raise ValueError(f"rule {name!r}: code {code} or its name is already taken")
+        RULES[code] = Rule(name, step, catch_up)
+        cls._rule = code
+        OPTIMIZERS[name] = cls
+        if cls._accumulator_slot is not None:
+            ACCUMULATOR_SLOT[code] = cls._accumulator_slot
+        return cls
+
+    return register

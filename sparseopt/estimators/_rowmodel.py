@@ -1,0 +1,878 @@
+"""What the linear models and the factorization machines share: models of rows of sparse
+features, trained one row (or minibatch of rows) per update.
+
+:class:`RowTraining` is their half of the training protocol (:mod:`._base`): rows checked
+and encoded, their order, the divergence checks, the fitted attributes and the merge calls;
+a family's training (``LinearTraining``, ``FMTraining``) adds its kernels. :class:`RowModel`
+is their estimators' base: the row checks, ``fit`` / ``partial_fit`` through the protocol,
+the held-out rows of ``max_iter="auto"`` and ``early_stopping`` and, when a family offers
+several settings, their race by successive halving. ``_LogisticOutput`` and
+``_RegressionOutput`` give the classifiers' and regressors' targets and predictions.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from abc import abstractmethod
+from contextlib import contextmanager
+from numbers import Integral, Real
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import is_classifier, is_regressor
+from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.model_selection import train_test_split
+from sklearn.utils import compute_class_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from tqdm.auto import tqdm
+
+from .. import _io
+from .. import cuda as gpu
+from .._epochs import Stopper, run_epochs
+from .._jit import JIT, compile_notice
+from ..models import _losses as losses
+from ..models._hogwild import hogwild_order
+from ..optim import OPTIMIZERS, Optimizer, Schedule
+from ..optim import _rules as R
+from . import _safety
+from ._base import DivergenceError, Rows, SparseEstimator, Training, diverged
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+    from .._typing import MatrixLike
+
+# learning rates that worked across the test problems when the user gives none
+DEFAULT_LEARNING_RATE = {
+    "sgd": 0.01,
+    "momentum": 0.005,
+    "adagrad": 0.05,
+    "rmsprop": 0.005,
+    "adam": 0.005,
+    "amsgrad": 0.005,
+    "ftrl": 0.1,
+}
+
+# max_iter="auto": the most epochs tried before the held-out rows have stopped improving
+AUTO_MAX_ITER = 100
+
+# the kernels' loss code of each loss a row model names
+LOSS_CODES = {"logistic": losses.LOGISTIC, "softmax": losses.SOFTMAX,
+              "squared": losses.SQUARED, "huber": losses.HUBER}  # fmt: skip
+
+
+def _to_csr(X) -> sp.csr_matrix:
+    """Canonical CSR (sorted, no repeated column in a row) without copying when it is one."""
+    if not sp.issparse(X):
+        X = sp.csr_matrix(X)
+    X = X.tocsr() if X.format != "csr" else X
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return X
+
+
+def canonical_rows(X, n_features, dtype, owner: str):
+    """Sparse rows from outside ``fit`` (the command line, a Dask block) checked as ``fit``
+    checks them, as canonical CSR of values ``dtype`` (``owner`` names the model)."""
+    if not sp.issparse(X):
+        raise TypeError(f"X must be a SciPy sparse matrix, got {type(X).__name__}")
+    _safety.check_sparse_structure(X)
+    _safety.check_input_width(X, n_features, owner)
+    if X.dtype not in (np.float32, np.float64):
+        raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
+    X = _to_csr(X)
+    if not np.isfinite(X.data).all():
+        raise ValueError("X contains NaN or infinite values")
+    return X if X.dtype == dtype else X.astype(dtype)
+
+
+def _holds_text(X) -> bool:
+    """Whether X is a table or array of strings or categories, which must be hashed first."""
+    if isinstance(X, np.ndarray):
+        return X.dtype.kind in "OSU"
+    dtypes = getattr(X, "dtypes", None)  # pandas and polars, without importing them
+    if dtypes is None and hasattr(X, "schema"):  # pyarrow
+        dtypes = X.schema.types
+    text = ("object", "str", "category", "categorical", "enum", "utf8", "large_str", "dict")
+    return dtypes is not None and any(str(d).lower().startswith(text) for d in list(dtypes))
+
+
+@contextmanager
+def _suggest_field_hasher(estimator, X):
+    """Re-raise a failed conversion of raw text columns with the way out: FieldHasher."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if not _holds_text(X):
+            raise
+        name = type(estimator).__name__
+        raise type(exc)(
+            f"{name} needs numeric features, and X holds text or categories ({exc}): hash "
+            f"the columns with sparseopt.FieldHasher, e.g. make_pipeline(FieldHasher(), {name}())"
+        ) from exc
+
+
+def encode_targets(y, classes) -> np.ndarray:
+    """``y`` as the kernels' float64 targets: indices into the sorted ``classes`` of a
+    classifier, or the values themselves (``classes`` None: a regressor)."""
+    if classes is None:
+        y = np.asarray(y, dtype=np.float64)
+        if not np.isfinite(y).all():
+            raise ValueError("y contains NaN or infinite values")
+        return y
+    index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
+    if not np.array_equal(classes[index], y):
+        unknown = np.setdiff1d(y, classes)
+        raise ValueError(f"y has labels {unknown!r} not in classes {classes!r}")
+    return index.astype(np.float64)
+
+
+def row_weights(X, targets, sample_weight, classes, class_weight) -> np.ndarray:
+    """Each row's weight in the loss: ``sample_weight`` (None: 1) times its class's weight
+    (``class_weight`` of a classifier: a dict, "balanced" or None)."""
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if not np.isfinite(weights).all():
+        raise ValueError("sample_weight contains NaN or infinite values")
+    if class_weight is None:
+        return weights
+    labels = targets.astype(np.int64)
+    present = np.unique(labels)
+    per_class = np.ones(classes.size)
+    per_class[present] = compute_class_weight(
+        class_weight, classes=classes[present], y=classes[labels]
+    )
+    return weights * per_class[labels]
+
+
+class RowTraining(Training):
+    """A training of a row model (the protocol of :mod:`._base`): what the linear models'
+    and the factorization machines' trainings share.
+
+    It holds the optimizer, the model's ``state`` (its tables), the kernels' scratch and the
+    estimator's parameters that training reads, read once here. A family's training gives
+    its kernels: ``_train``, ``catch_up``, ``_new_scratch``, ``_merge_layout`` and
+    ``prepare_merge``; its state gives ``weights()`` and ``is_finite()``.
+    """
+
+    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
+                 n_threads):  # fmt: skip
+        self.estimator = estimator  # whose fitted model finish sets
+        self.optimizer = optimizer
+        self.state = state
+        self.n_features = n_features
+        self.classes = classes
+        self.n_iter_start = n_iter_start
+        self.n_threads = n_threads
+        self.n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
+        # the parameters training reads, once
+        self.batch_size = int(estimator.batch_size)
+        self.fit_intercept = bool(estimator.fit_intercept)
+        self.shuffle = estimator.shuffle
+        self.max_iter = estimator.max_iter
+        self.device = estimator.device
+        self.class_weight = getattr(estimator, "class_weight", None)
+        self.delta = float(getattr(estimator, "epsilon", 0.0))  # Huber's threshold
+        self.regressor = is_regressor(estimator)
+        if self.regressor:
+            self.loss_name = estimator.loss
+        else:
+            self.loss_name = "logistic" if self.n_outputs == 1 else "softmax"
+        self.loss = LOSS_CODES[self.loss_name]
+        self.scratch = self._new_scratch()
+
+    def __getstate__(self):  # sent to Dask workers: the scratch is made anew there
+        return {**vars(self), "scratch": None}
+
+    def __setstate__(self, values):
+        vars(self).update(values)
+        self.scratch = self._new_scratch()
+
+    @abstractmethod
+    def _new_scratch(self) -> np.ndarray:
+        """The kernels' scratch for the state (empty for single-row steps)."""
+
+    # -- rows --------------------------------------------------------------------------------
+    def rows(self, X, y, sample_weight=None, *, first_row=0) -> Rows:
+        """SciPy sparse rows ``X`` of the training's columns (float32 or float64: the state's
+        type is used), labels or values ``y``, non-negative ``sample_weight`` or None;
+        ``first_row`` does not matter here (rows are not entities)."""
+        owner = type(self.estimator).__name__
+        X = canonical_rows(X, self.n_features, self.state.table.dtype, owner)
+        y = np.asarray(y).reshape(-1)
+        if y.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
+        return self._rows(self._kernel_rows(X), y, sample_weight)
+
+    @staticmethod
+    def _kernel_rows(X):
+        """Canonical CSR ``X`` as the family's kernels take it."""
+        return X
+
+    def _rows(self, X, y, sample_weight) -> Rows:
+        """:meth:`rows` of an X already validated and canonical."""
+        targets = encode_targets(y, self.classes)
+        weights = row_weights(X, targets, sample_weight, self.classes, self.class_weight)
+        return Rows(X, targets, weights)
+
+    def max_epochs(self) -> int:
+        """``max_iter``, one for "auto" (on click logs one pass is what held-out rows pick)."""
+        return 1 if self.max_iter == "auto" else self.max_iter
+
+    def count(self, rows: Rows) -> int:
+        """Rows of X: each is one update (``batch_size`` of them one optimizer step)."""
+        return rows.X.shape[0]
+
+    def order(self, rows: Rows, rng) -> np.ndarray:
+        """An epoch's order of ``rows``: shuffled with ``rng`` (a Generator or RandomState)
+        with ``shuffle``, laid out for the threads."""
+        n_rows = self.count(rows)
+        order = rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
+        return hogwild_order(order, self.n_threads) if self.n_threads > 1 else order
+
+    # -- checks ------------------------------------------------------------------------------
+    def check(self, rows: Rows | None = None, loss: float | None = None) -> None:
+        """Raise DivergenceError if a weight is not finite or beyond any sane range
+        (``_safety.MAX_WEIGHT``, times the largest |y| for a regressor), or if ``loss`` (a
+        mean training loss over ``rows``) is far worse than a constant prediction's."""
+        if not self.state.is_finite():
+            self.refuse("non-finite loss or weights")
+        targets, weights = (None, None) if rows is None else rows[1:]
+        bound = _safety.MAX_WEIGHT
+        if self.regressor:
+            scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
+            with np.errstate(over="ignore"):  # targets near the float range: no bound (inf)
+                bound *= max(1.0, scale)
+        largest = _safety.largest_magnitude(*self.state.weights())
+        if not largest <= bound:
+            self.refuse(f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
+        if loss is not None:
+            self._refuse_useless(loss, targets, weights)
+
+    def _refuse_useless(self, loss, targets, weights):
+        """Raise DivergenceError if ``loss`` on ``targets`` is far worse than a constant
+        prediction's."""
+        n_classes = 0 if self.classes is None else len(self.classes)
+        kind, delta = self.loss_name, self.delta
+        zero = _safety.zero_model_loss(kind, targets, weights, delta, n_classes)
+
+        def constant():
+            return _safety.constant_loss(kind, targets, weights, delta)
+
+        if _safety.useless_fit(loss, len(targets), zero, constant):
+            self.refuse(
+                f"the training loss ended at {loss:.4g}, far worse than a constant "
+                f"prediction's {constant():.4g}"
+            )
+
+    def refuse_status(self, status: int) -> None:
+        """Raise DivergenceError unless the kernels' ``status`` is OK."""
+        if status != losses.OK:
+            diverged(self.optimizer)
+
+    def finish(self, curve, *, scores=(), rows: Rows | None = None):
+        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
+        them), then make it the estimator's fitted model; ``curve``: the mean training loss
+        of each epoch of this training, ``scores`` their held-out losses. Returns the
+        estimator."""
+        self.check(rows, curve[-1] if rows is not None and len(curve) else None)
+        est = self.estimator
+        est.state_ = self.state
+        est.optimizer_ = self.optimizer
+        if self.classes is not None:
+            est.classes_ = self.classes
+        est.n_features_in_ = self.n_features
+        est.n_iter_ = self.n_iter_start + len(curve)
+        est.t_ = int(self.state.clock[R.CLOCK_T])
+        est.loss_curve_ = list(curve)
+        est.validation_scores_ = list(scores)
+        return est
+
+    # -- merging copies (sparseopt.dask) ---------------------------------------------------
+    @abstractmethod
+    def _merge_layout(self) -> dict:
+        """``{name: (rows per feature or None for all, parameter columns, accumulator
+        slot)}`` of the state's tables."""
+
+    def tables(self) -> dict:
+        """Every table of the state is shared (see :meth:`Training.tables`)."""
+        return {name: (n_params, accumulator, True)
+                for name, (_, n_params, accumulator) in self._merge_layout().items()}  # fmt: skip
+
+    def table(self, name: str) -> np.ndarray:
+        if name not in self.tables():
+            raise KeyError(name)
+        return getattr(self.state, name)
+
+    def touched(self, rows: Rows, order: np.ndarray) -> dict:
+        """The table rows of the features that the rows in ``order`` hold."""
+        X = rows.X
+        seen = np.zeros(X.shape[1], bool)
+        _mark_columns(X.indptr, X.indices, order, seen)
+        features = np.flatnonzero(seen)
+        return {name: None if r is None else (features[:, None] * r + np.arange(r)).ravel()
+                for name, (r, _, _) in self._merge_layout().items()}  # fmt: skip
+
+    def lazy(self) -> bool:
+        return self.state.stamp.size > 0
+
+    def clock(self) -> np.ndarray:
+        return self.state.clock
+
+    def set_clock(self, clock) -> None:
+        self.state.clock[:] = clock
+        self.state.stamp[:] = clock[R.CLOCK_T]
+        self.state.mark[:] = clock[R.CLOCK_LOG_DECAY]
+
+
+@numba.njit(**JIT)
+def _mark_columns(indptr, indices, rows, seen):
+    """``seen[j] = True`` for every column j of the CSR ``rows``.
+
+    The rows are visited in storage order: in the shuffled order of ``rows`` every row read
+    misses the cache, which made this cost 60% of a linear model's training (on Dask).
+    """
+    take = np.zeros(indptr.size - 1, np.bool_)
+    for r in rows:
+        take[r] = True
+    for r in range(take.size):
+        if take[r]:
+            for p in range(indptr[r], indptr[r + 1]):
+                seen[indices[p]] = True
+
+
+class _Run:
+    """One training in a fit's epoch loop: its held-out rows' record (``held``, see
+    ``_hold_out``), curves and stopping state."""
+
+    def __init__(self, training, held, stopper):
+        self.training, self.held, self.stopper = training, held, stopper
+        self.curve, self.scores = [], []
+        self.stopped = self.diverged = False
+
+
+class RowModel(SparseEstimator):
+    """Base of the estimators of row models: epochs of lazy minibatch updates over CSR rows,
+    through the training protocol (:mod:`sparseopt.estimators._base`).
+
+    A family gives its parameters' constraints, ``_state_type`` (a state with ``new``-like
+    construction, ``cast``, ``weights``, ``is_finite`` and ``arrays``), ``_new_training``
+    (its state and :class:`RowTraining`), ``_state_nbytes``, ``_decision`` (margins of
+    rows) and, if it offers several settings to ``max_iter="auto"``, ``_candidates``.
+    """
+
+    # the parameters every row model has; a family adds "optimizer" and its own
+    _parameter_constraints: dict = {
+        "learning_rate": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+            Schedule,
+        ],
+        "fit_intercept": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
+        "shuffle": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "n_jobs": [Integral, None],
+        "verbose": ["verbose"],
+        "device": [StrOptions({"cpu", "auto", "cuda"})],
+        "random_state": ["random_state"],
+    }
+
+    def _default_learning_rate(self, name):
+        # a rule without a rate tuned here (one of its own module) runs at its class's default
+        return DEFAULT_LEARNING_RATE.get(name, OPTIMIZERS[name]().learning_rate)
+
+    def _n_threads(self) -> int:
+        if self.device == "cuda" and self._has_gpu_path:
+            gpu.require()
+            return 1
+        n = super()._n_threads()
+        if n > 1 and self.batch_size != 1:
+            raise ValueError(
+                f"n_jobs={self.n_jobs} trains lock-free threads on single rows; "
+                f"set batch_size=1 (got {self.batch_size}) or n_jobs=1"
+            )
+        return n
+
+    # -- input -----------------------------------------------------------------------------
+    _ACCEPT = dict(accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32])
+
+    def _validate_X(self, X, reset: bool):
+        """Checked X as canonical CSR."""
+        _safety.check_sparse_structure(X)  # before SciPy converts it (BSR to CSR...)
+        with _suggest_field_hasher(self, X):
+            return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
+
+    def _validate_X_y(self, X, y, reset: bool):
+        """Checked X as canonical CSR and y as a 1-D array."""
+        _safety.check_sparse_structure(X)
+        with _suggest_field_hasher(self, X):
+            X, y = validate_data(
+                self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT
+            )
+        return _to_csr(X), y
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, X: MatrixLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
+        """Fit the model with epochs of lazy minibatch updates (``max_iter``).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            CSR, CSC or COO (int32 or int64 indices), or dense; float32 stays float32.
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        reset = not (self.warm_start and hasattr(self, "state_"))
+        return self._fit(X, y, sample_weight, self.max_iter, reset, classes=None)
+
+    def partial_fit(
+        self,
+        X: MatrixLike,
+        y: ArrayLike,
+        classes: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
+    ) -> Self:
+        """One epoch over ``X``, continuing from the fitted state (starting one if none).
+
+        A call that fails (bad input, divergence) leaves the fitted state as it was.
+        """
+        if not hasattr(self, "state_"):
+            self._validate_params()
+        reset = not hasattr(self, "state_")
+        return self._fit(X, y, sample_weight, 1, reset, classes, check_loss=reset)
+
+    def start_training(self, X, *, classes=None, reset=True, in_place=False) -> RowTraining:
+        """Begin training (the protocol of :mod:`sparseopt.estimators._base`).
+
+        Parameters
+        ----------
+        X : sparse matrix
+            The training data, or any matrix of its columns and value type (zero rows will
+            do; a FieldHasher's output brings its fields).
+        classes : array-like or None
+            A classifier's sorted labels, all of them (None for a regressor).
+        reset : bool
+            Start from a new model; False: from the fitted one (checked against the
+            parameters), trained on a copy unless ``in_place``.
+        in_place : bool
+            Train the fitted state itself: no copy, and a failure leaves it partly trained.
+        """
+        self._validate_params()
+        return self._start(X, classes, reset, in_place)
+
+    def _start(self, X, classes, reset, in_place=False) -> RowTraining:
+        """:meth:`start_training` with the parameters already validated."""
+        opt = self._make_optimizer()
+        n_threads = self._n_threads()  # device and n_jobs refused before any work
+        if X.dtype not in (np.float32, np.float64):
+            raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
+        if classes is not None:
+            classes = self._check_classes(np.asarray(classes), reset)
+        n_features = X.shape[1]
+        n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
+        state = None
+        if reset:
+            _safety.check_table_size(self._state_nbytes(opt, X, n_outputs), "the model")
+        else:
+            check_is_fitted(self, "state_")
+            if self.n_features_in_ != n_features:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} was fitted with "
+                    f"{self.n_features_in_}"
+                )
+            self._check_state(self.state_, n_features, n_outputs, opt)
+            state = self.state_ if in_place else copy.deepcopy(self.state_)
+            state.cast(X.dtype)
+        n_iter_start = 0 if reset else getattr(self, "n_iter_", 0)
+        return self._new_training(opt, X, state, classes, n_iter_start, n_threads)
+
+    @abstractmethod
+    def _new_training(self, opt, X, state, classes, n_iter_start, n_threads) -> RowTraining:
+        """The family's training of ``X``'s columns on ``state`` (None: a new one)."""
+
+    @_safety.unchanged_on_failure
+    def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
+        X, y = self._validate_X_y(X, y, reset)
+        training = self._start(X, self._classes_of(y, classes, reset), reset)
+        rows = training._rows(X, y, sample_weight)
+        auto = n_epochs == "auto"
+        n_epochs, rows, held = self._hold_out(n_epochs, rows)
+        # max_iter="auto" may try several settings on the held-out rows (_candidates)
+        candidates = [training]
+        if held is not None and auto:
+            candidates = self._candidates(training, rows.X)
+        runs = [
+            _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
+            for t in candidates
+        ]
+        what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
+        with compile_notice(what, self.verbose):
+            run = self._run_epochs(runs, rows, n_epochs)
+            training, held = run.training, run.held
+            if run.diverged:  # every candidate did
+                training.refuse("non-finite loss or weights with every setting tried")
+            curve = run.curve
+            if held is not None:
+                curve = self._best_epoch(training, held, curve, auto)
+            training.catch_up()
+        return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
+
+    def _run_epochs(self, runs, rows, n_epochs) -> _Run:
+        """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
+        halving (each epoch trains every run still in it once, then the better half goes
+        on), then the one left runs on with :func:`run_epochs` and its own stopper."""
+        rng = np.random.default_rng(
+            self.random_state if not isinstance(self.random_state, np.random.RandomState)
+            else self.random_state.randint(2**31)
+        )  # fmt: skip
+        total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
+        bar = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch", disable=not self.verbose)
+        tried, epoch = runs, 0
+
+        def progress(run):
+            bar.update()
+            if run.curve:
+                bar.set_postfix(loss=f"{run.curve[-1]:.5f}", refresh=False)
+
+        while len(runs) > 1 and epoch < n_epochs:
+            for run in runs:
+                if not run.stopped:
+                    loss = self._train_run(run, rows, rng, total_weight, several=True)
+                    run.stopped = run.diverged or run.stopper.update(loss)
+            runs, epoch = self._halve(runs), epoch + 1
+            progress(runs[0])
+            if len(runs) == 1:
+                self._report_choice(tried, runs[0])
+        run = runs[0]
+
+        def train_epoch(_epoch):
+            loss = self._train_run(run, rows, rng, total_weight, several=False)
+            progress(run)
+            return loss
+
+        if not run.stopped:
+            run_epochs(train_epoch, n_epochs - epoch, run.stopper)
+        bar.close()
+        return run
+
+    def _train_run(self, run, rows, rng, total_weight, several):
+        """One epoch of ``run``; returns its monitored loss (the held-out rows', else the
+        training loss). With ``several`` runs competing, a run that diverges is marked
+        ``diverged`` (its loss infinite) instead of raising."""
+        if run.held is not None and run.held["state"] is run.training.state:
+            # the best state so far trains on: keep a copy (a run that stops or drops out
+            # after its best epoch never pays for one)
+            run.held["state"] = copy.deepcopy(run.training.state)
+        try:
+            loss = run.training.epoch(rows, run.training.order(rows, rng))
+            run.curve.append(loss / total_weight)
+            monitored = run.curve[-1]
+            if run.held is not None:
+                monitored = self._score_held_out(run.held, run.training, len(run.curve))
+                run.scores.append(monitored)
+        except DivergenceError:
+            if not several:
+                raise
+            run.diverged = True
+            return np.inf
+        return monitored
+
+    @staticmethod
+    def _halve(runs):
+        """Successive halving: the better half of ``runs`` (rounded up) by their best held-out
+        loss so far; a diverged run is the worst."""
+        ranked = sorted(runs, key=lambda run: np.inf if run.diverged else run.held["best"])
+        return ranked[: (len(ranked) + 1) // 2]
+
+    def _candidates(self, training, X) -> list:
+        """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
+        trained on), the first of them ``training``: here, that one alone."""
+        return [training]
+
+    def _report_choice(self, tried, kept):
+        """With ``verbose``, say on stderr what the held-out rows chose among ``tried`` (runs)."""
+        if not self.verbose:
+            return
+        for run in tried:
+            loss = "diverged" if run.diverged else f"best held-out loss {run.held['best']:.5f}"
+            mark = "kept" if run is kept else "dropped"
+            tqdm.write(f"{type(self).__name__}: {self._setting(run.training)}: "
+                       f"{len(run.curve)} epoch(s), {loss}: {mark}", file=sys.stderr)  # fmt: skip
+
+    def _setting(self, training) -> str:
+        """What distinguishes ``training`` among the candidates (for ``verbose``)."""
+        return f"learning_rate={training.optimizer.learning_rate!r}"
+
+    # -- how many epochs: held-out rows decide (max_iter="auto", early_stopping=True) ------
+    def _hold_out(self, n_epochs, rows):
+        """Split off the rows that decide when to stop: ``(n_epochs, rows, held)``, ``held``
+        None when no rows are held out (``n_epochs`` then an integer).
+
+        ``early_stopping=True``: a random ``validation_fraction`` of the rows (stratified for
+        a classifier), never trained on. ``max_iter="auto"``: the last ``validation_fraction``
+        of the rows in the order given, learned once after the epochs (see ``_best_epoch``).
+        """
+        auto = n_epochs == "auto"
+        n_epochs = AUTO_MAX_ITER if auto else n_epochs
+        X, targets, weights = rows
+        n_val = int(np.ceil(self.validation_fraction * X.shape[0]))
+        if not (self.early_stopping or auto) or not 0 < n_val < X.shape[0]:
+            return n_epochs, rows, None
+        if self.early_stopping:
+            split = train_test_split(
+                X, targets, weights,
+                test_size=self.validation_fraction,
+                random_state=self.random_state,
+                stratify=targets if is_classifier(self) else None,
+            )  # fmt: skip
+            X, X_val, targets, y_val, weights, w_val = split
+        else:
+            n = X.shape[0] - n_val
+            X, X_val = X[:n], X[n:]
+            targets, y_val, weights, w_val = targets[:n], targets[n:], weights[:n], weights[n:]
+        held = {"rows": Rows(X_val, y_val, w_val), "best": np.inf, "state": None, "epochs": 0}
+        return n_epochs, Rows(X, targets, weights), held
+
+    def _score_held_out(self, held, training, epoch):
+        """Loss of the held-out rows after ``epoch`` epochs of ``training``; keeps the best
+        state (the training's itself: copied only if it trains on, see ``_train_run``)."""
+        X, y, w = held["rows"]
+        margins = self._decision(training.state, X)
+        if not np.isfinite(margins).all():  # diverged: no loss to compare
+            training.refuse("non-finite loss or weights")
+        loss = self._loss_from_margins(margins, y, w)
+        if loss < held["best"] or held["state"] is None:
+            held.update(best=loss, state=training.state, epochs=epoch)
+        return loss
+
+    def _best_epoch(self, training, held, curve, learn_held_out):
+        """Go back to the state of the epoch whose held-out loss was lowest; returns the
+        training curve up to it. With ``learn_held_out`` (``max_iter="auto"``) that state
+        then learns the held-out rows once, in order, as the last rows of a first epoch: one
+        epoch over the held-out rows at the end is exactly one epoch over all the rows."""
+        training.state = held["state"]
+        if learn_held_out:
+            order = np.arange(held["rows"].X.shape[0])
+            if training.n_threads > 1:
+                order = hogwild_order(order, training.n_threads)
+            training.epoch(held["rows"], order)
+        return curve[: held["epochs"]]
+
+    # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
+    def _n_outputs(self) -> int:
+        """Outputs of the fitted model: 1, or the number of classes beyond two."""
+        classes = getattr(self, "classes_", None)
+        return 1 if classes is None or len(classes) == 2 else len(classes)
+
+    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
+        """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
+        ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
+        coordinate, or as many as the table has). ``scan``: also check the values that
+        index (a pass over per-feature arrays: done on load and training, not per predict)."""
+        if not isinstance(state, self._state_type):
+            raise ValueError(f"state_ must be a {self._state_type.__name__}")
+        table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
+        if table.ndim != 2 or table.shape[1] < 1:
+            raise ValueError(f"state_.table has shape {table.shape}, expected 2-D")
+        width = table.shape[1] if n_slots is None else 1 + n_slots
+        _safety.check_array("state_.table", table, (n_features * n_outputs, width), table.dtype)
+        _safety.check_array("state_.bias", state.bias, (n_outputs, width), table.dtype)
+        _safety.check_array("state_.clock", state.clock, (R.CLOCK_SIZE,), np.float64)
+        stamped = state.stamp.shape if isinstance(state.stamp, np.ndarray) else None
+        if stamped not in ((0,), (n_features,)):
+            raise ValueError(f"state_.stamp has shape {stamped}, expected (0,) or ({n_features},)")
+        _safety.check_array("state_.stamp", state.stamp, stamped, np.float64)
+        _safety.check_array("state_.mark", state.mark, stamped, np.float64)
+
+    def _check_state(self, state, n_features, n_outputs, opt):
+        """The fitted ``state`` against the current parameters (``opt``) before training."""
+        fitted = getattr(self, "optimizer_", None)
+        n_slots = opt.initial_slots().size
+        if (fitted is not None and type(fitted) is not type(opt)) or (
+            getattr(state.table, "ndim", 0) == 2 and state.table.shape[1] != 1 + n_slots
+        ):
+            was = type(fitted).__name__ if fitted is not None else "another optimizer"
+            raise ValueError(
+                f"optimizer {type(opt).__name__} differs from {was}, which the model was "
+                f"fitted with: its state does not carry over; set the optimizer back to "
+                f"continue training, or call fit (warm_start=False) to start over"
+            )
+        self._check_tables(state, n_features, n_outputs, n_slots)
+        if state.stamp.size != (n_features if opt.needs_stamp else 0):
+            raise ValueError(
+                f"the model was fitted {'without' if opt.needs_stamp else 'with'} weight decay "
+                f"(alpha or the optimizer's weight_decay): its state does not carry over; set "
+                f"it back to continue training, or call fit (warm_start=False) to start over"
+            )
+
+    def _check_fitted_state(self, state, n_features, n_outputs, fitted):
+        """A loaded ``state`` against itself and ``fitted``, the optimizer it was fitted
+        with (not against the current parameters, which :meth:`_check_state` compares before
+        training)."""
+        self._check_tables(state, n_features, n_outputs, fitted.initial_slots().size)
+        if state.stamp.size != (n_features if fitted.needs_stamp else 0):
+            raise ValueError(
+                f"the stamps ({state.stamp.size}) do not fit optimizer_ "
+                f"{type(fitted).__name__} (with{'' if fitted.needs_stamp else 'out'} weight decay)"
+            )
+
+    # -- prediction ------------------------------------------------------------------------
+    def _margins(self, X):
+        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self, "state_")
+        X = self._validate_X(X, reset=False)
+        self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
+        margins = self._decision(self.state_, X)
+        return margins[:, 0] if margins.shape[1] == 1 else margins
+
+    @property
+    def coef_(self) -> np.ndarray:
+        """Linear weights, shape (n_outputs, n_features) (``(1, n_features)`` for binary)."""
+        check_is_fitted(self, "state_")
+        K = self.state_.bias.shape[0]
+        return self.state_.table[:, 0].reshape(-1, K).T.copy()
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        """Intercepts, shape (n_outputs,)."""
+        check_is_fitted(self, "state_")
+        return self.state_.bias[:, 0].copy()
+
+    # -- persistence -----------------------------------------------------------------------
+    def _saved(self):
+        """The arrays and scalar attributes that :meth:`save` writes."""
+        attributes = {"n_features_in_": self.n_features_in_, "n_iter_": self.n_iter_,
+                      "t_": self.t_, "loss_curve_": self.loss_curve_}  # fmt: skip
+        if hasattr(self, "optimizer_"):
+            attributes["optimizer_"] = self.optimizer_
+        arrays = self.state_.arrays()
+        if hasattr(self, "classes_"):
+            arrays["classes_"] = self.classes_
+        return arrays, attributes
+
+    @classmethod
+    def _from_file(cls, params, attributes, arrays):
+        """The model a file describes, every part of it checked against the others."""
+        model = cls(**params)
+        model._validate_params()
+        opt = model._make_optimizer()
+        attributes = _io.check_attributes(attributes, {
+            "n_features_in_": _io.COUNT, "n_iter_": _io.COUNT, "t_": _io.COUNT,
+            "loss_curve_": _io.NUMBERS,
+        }, optional={"optimizer_": _io.instance_of(Optimizer)})  # fmt: skip
+        # the state is checked against the optimizer it was fitted with: parameters set after
+        # fitting (set_params, then save) load as they were saved, as they stood in memory,
+        # and partial_fit refuses them there as it did before saving
+        fitted = attributes.get("optimizer_", opt)
+        fitted.hyperparameters()
+        expected = set(cls._state_type.__dataclass_fields__)
+        if is_classifier(model):
+            expected.add("classes_")
+        if set(arrays) != expected:
+            raise ValueError(
+                f"arrays {sorted(arrays)} do not fit a {cls.__name__} (expected {sorted(expected)})"
+            )
+        if "classes_" in arrays:
+            model.classes_ = _io.check_classes(arrays.pop("classes_"))
+        model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        for name, value in attributes.items():
+            setattr(model, name, value)
+        model._check_fitted_state(model.state_, model.n_features_in_, model._n_outputs(), fitted)
+        if not model.state_.is_finite():
+            raise ValueError("the weights are not all finite")
+        return model
+
+
+class _LogisticOutput:
+    """What a logistic model adds to a row model: labels as classes, the logistic (two
+    classes) or softmax loss, probabilities."""
+
+    def _classes_of(self, y, classes, reset):
+        """The sorted labels a fit trains on: the fitted ones, or those of ``classes`` or
+        ``y``."""
+        check_classification_targets(y)
+        if classes is not None:
+            return unique_labels(classes)
+        return self.classes_ if not reset else unique_labels(y)
+
+    def _check_classes(self, classes, reset):
+        """``classes`` (sorted, distinct) if this model can learn them, else ValueError."""
+        if not reset:
+            if not np.array_equal(unique_labels(classes), self.classes_):
+                raise ValueError(f"classes={classes!r} differs from classes_={self.classes_!r}")
+            return self.classes_
+        if classes.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least two classes; "
+                f"got one class only ({classes[0] if classes.size else None!r})"
+            )
+        return classes
+
+    def _loss_from_margins(self, margins, y, w):
+        proba = self._proba_from_margins(margins)
+        # labels as an array: scikit-learn's array API mode accepts no range
+        labels = np.arange(proba.shape[1])
+        return log_loss(y.astype(np.int64), proba, sample_weight=w, labels=labels)
+
+    @staticmethod
+    def _proba_from_margins(margins):
+        if margins.ndim == 1 or margins.shape[1] == 1:
+            # a margin below -709 overflows exp to inf, which gives p = 0 exactly: right,
+            # and no cause for a RuntimeWarning in every evaluate of a confident model
+            with np.errstate(over="ignore"):
+                p = 1.0 / (1.0 + np.exp(-margins.reshape(-1)))
+            return np.column_stack([1.0 - p, p])
+        z = margins - margins.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def decision_function(self, X: MatrixLike) -> np.ndarray:
+        """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_classes)."""
+        return self._margins(X)
+
+    def predict_proba(self, X: MatrixLike) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes)."""
+        return self._proba_from_margins(self.decision_function(X))
+
+    def predict_log_proba(self, X: MatrixLike) -> np.ndarray:
+        """Log of :meth:`predict_proba`."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X: MatrixLike) -> np.ndarray:
+        """Most probable class of each row."""
+        margins = self.decision_function(X)
+        index = (margins > 0).astype(np.int64) if margins.ndim == 1 else margins.argmax(axis=1)
+        return self.classes_[index]
+
+
+class _RegressionOutput:
+    """What a regression model adds to a row model: float targets, the squared or Huber loss
+    (``loss``, ``epsilon``)."""
+
+    def _classes_of(self, y, classes, reset):
+        return None
+
+    def _loss_from_margins(self, margins, y, w):
+        return 0.5 * mean_squared_error(y, margins[:, 0], sample_weight=w)
+
+    def predict(self, X: MatrixLike) -> np.ndarray:
+        """Predicted values, shape (n_samples,)."""
+        return self._margins(X)
