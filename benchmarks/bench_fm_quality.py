@@ -2,7 +2,7 @@
 interactions where the data hold them, and leave them alone where they do not?
 
     python benchmarks/bench_fm_quality.py [--sets movielens planted criteo avazu a9a]
-                                          [--ml-folds 5] [--folds 5]
+                                          [--ml-folds 5] [--folds 5] [--fit-times R]
 
 Data (``../shared/data`` and ``make_ctr``):
 
@@ -15,18 +15,22 @@ Data (``../shared/data`` and ``make_ctr``):
   ``--folds`` contiguous folds pooled, features as in ``bench_defaults.py``;
 - ``a9a``: train on a9a, score a9a.t.
 
-Models, on the same folds: ``SparseLogisticRegression()``; ``FMClassifier`` and
-``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with nothing set, and with
-the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM: ``init_std=0.01``;
-both at learning rate 0.05 with the factors' accumulators from 30); the same estimator
+Models, on the same folds: ``SparseLogisticRegression()``, on FM's columns and on FFM's;
+``FMClassifier`` and ``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with
+nothing set, with the defaults of f70d8d3 ("prev": ``alpha_factors=PREV_ALPHA_FACTORS``), and
+with the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM:
+``init_std=0.01``; both at learning rate 0.05 with the factors' accumulators from 30 and
+``alpha_factors=1e-4``); the same estimator
 tuned: every point of ``GRID`` (learning rate, start of the factors' AdaGrad accumulators,
 ``init_std``; epochs by ``max_iter="auto"``) fitted on the first 80% of the training rows and
-scored on the rest, the best refitted on all of them; and a reference FM written the usual
-way in NumPy (torch is not installed here): minibatches of 256, Adam on the rows of the
-batch (PyTorch's SparseAdam), L2, k = 16, its learning rate, L2 and epoch count picked on the
-same inner split. Printed: pooled logloss (AUC) of each, the fit seconds of FM and FFM with
-the new and the old defaults (summed over folds; a shared machine: compare within a row),
-and the targets of issue 29.
+scored on the rest, the best refitted on all of them; and a PyTorch FM written the usual
+way (``TorchFM``: minibatches of 256, ``SparseAdam``, L2 on the batch's rows, k = 16), its
+learning rate, L2 and epoch count picked on the same inner split. Printed: pooled logloss
+(AUC) of each, the fit seconds of FM and FFM with the new and the old defaults (summed over
+folds; a shared machine: compare within a row), and the targets of issue 29.
+
+``--fit-times R``: only the fit seconds of FM and FFM with the defaults against those with the
+factor penalty of f70d8d3 (``PREV_ALPHA_FACTORS``), alternated, median of R rounds.
 """
 
 from __future__ import annotations
@@ -53,9 +57,12 @@ from bench_defaults import DATA, FFM_BITS, load  # noqa: E402
 
 # (learning rate, factors' accumulator start, init_std) tried by the tuned grid
 GRID = list(itertools.product([0.02, 0.05, 0.1, 0.2], [1.0, 30.0], [0.01, 0.03]))
-# the NumPy reference: (learning rate, L2) tried, epochs up to REFERENCE_EPOCHS
-REFERENCE_GRID = list(itertools.product([0.001, 0.003, 0.01], [0.0, 1e-4]))
+# the PyTorch reference: (learning rate, L2) tried, epochs up to REFERENCE_EPOCHS
+REFERENCE_GRID = list(itertools.product([0.001, 0.003, 0.01], [0.0, 1e-4, 1e-3]))
 REFERENCE_EPOCHS = 15
+# the factors' penalty of FM and FFM at f70d8d3, before it became FM_ALPHA_FACTORS and
+# FFM_ALPHA_FACTORS ("prev": those defaults, for quality and fit time)
+PREV_ALPHA_FACTORS = 1e-4
 
 
 @contextlib.contextmanager
@@ -107,57 +114,79 @@ def dataset(name, root, n_folds, ml_folds, field_aware):
     return X, y, splits or list(KFold(n_folds).split(X)), fields
 
 
-# -- the NumPy reference FM ------------------------------------------------------------------
-class ReferenceFM:
-    """FM with minibatch Adam on the batch's rows (SparseAdam's semantics) and L2."""
+# -- the PyTorch reference FM ----------------------------------------------------------------
+class TorchFM:
+    """FM written the usual way in PyTorch: bias, ``EmbeddingBag`` linear weights, ``Embedding``
+    factors (sparse gradients), minibatches of ``batch_size`` rows in a new random order each
+    epoch, ``SparseAdam``; L2 on the weights and factors of the batch's features (their
+    squares times ``l2 / 2``, per occurrence, summed with the batch's losses and divided by
+    its size), as sparse embeddings are penalized: only the rows a batch touches."""
 
     def __init__(self, learning_rate, l2, k=16, batch_size=256, init_std=0.01, seed=0):
         self.learning_rate, self.l2, self.k = learning_rate, l2, k
         self.batch_size, self.init_std, self.seed = batch_size, init_std, seed
 
     def start(self, n_features):
-        rng = np.random.default_rng(self.seed)
-        # one table: bias-free linear weight in column 0, factors after it
-        self.params = np.hstack([np.zeros((n_features, 1)),
-                                 rng.normal(0, self.init_std, (n_features, self.k))])  # fmt: skip
-        self.m, self.v = np.zeros_like(self.params), np.zeros_like(self.params)
-        self.bias, self.bias_m, self.bias_v, self.t = 0.0, 0.0, 0.0, 0
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.linear = torch.nn.Embedding(n_features, 1, sparse=True)
+        torch.nn.init.zeros_(self.linear.weight)
+        self.factors = torch.nn.Embedding(n_features, self.k, sparse=True)
+        torch.nn.init.normal_(self.factors.weight, std=self.init_std)
+        self.bias = torch.zeros(1, requires_grad=True)
+        self.sparse_opt = torch.optim.SparseAdam(
+            [self.linear.weight, self.factors.weight], lr=self.learning_rate
+        )
+        self.dense_opt = torch.optim.Adam([self.bias], lr=self.learning_rate)
         return self
 
-    def _forward(self, X, params):
-        w, V = params[:, 0], params[:, 1:]
-        S = X @ V
-        Q = (X.multiply(X)) @ (V * V)
-        return self.bias + X @ w + 0.5 * (S * S - Q).sum(axis=1), S
+    @staticmethod
+    def _tensors(X):
+        import torch
+
+        X = X.tocsr()
+        row = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+        return (torch.from_numpy(X.indices.astype(np.int64)),
+                torch.from_numpy(X.data.astype(np.float32)),
+                torch.from_numpy(row.astype(np.int64)), X.shape[0])  # fmt: skip
+
+    def _margins(self, columns, values, row, n_rows):
+        """Margins and the batch's L2 term: ``0.5 * ((sum x v)^2 - sum x^2 v^2)`` per row."""
+        import torch
+
+        w, V = self.linear(columns).squeeze(1), self.factors(columns)
+        xv = V * values[:, None]
+        s = torch.zeros(n_rows, self.k).index_add_(0, row, xv)
+        q = torch.zeros(n_rows, self.k).index_add_(0, row, xv * xv)
+        lin = torch.zeros(n_rows).index_add_(0, row, w * values)
+        penalty = 0.5 * self.l2 * ((w * w).sum() + (V * V).sum())
+        return self.bias + lin + 0.5 * (s * s - q).sum(1), penalty
 
     def epoch(self, X, y):
-        b1, b2, eps = 0.9, 0.999, 1e-8
+        import torch
+
+        order = self.rng.permutation(X.shape[0])
+        X, y = X[order], torch.from_numpy(y[order].astype(np.float32))
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="sum")
         for lo in range(0, X.shape[0], self.batch_size):
-            Xb, yb = X[lo : lo + self.batch_size], y[lo : lo + self.batch_size]
-            cols, local = np.unique(Xb.indices, return_inverse=True)
-            Xc = sp.csr_matrix((Xb.data, local.reshape(-1), Xb.indptr), (Xb.shape[0], cols.size))
-            p = self.params[cols]
-            margin, S = self._forward(Xc, p)
-            d = (1.0 / (1.0 + np.exp(-margin)) - yb) / Xb.shape[0]
-            grad = np.empty_like(p)
-            grad[:, 0] = Xc.T @ d
-            grad[:, 1:] = Xc.T @ (d[:, None] * S) - (Xc.multiply(Xc).T @ d)[:, None] * p[:, 1:]
-            grad += self.l2 * p
-            self.t += 1
-            correction = np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
-            m = self.m[cols] = b1 * self.m[cols] + (1 - b1) * grad
-            v = self.v[cols] = b2 * self.v[cols] + (1 - b2) * grad * grad
-            self.params[cols] = p - self.learning_rate * correction * m / (np.sqrt(v) + eps)
-            g = d.sum()
-            self.bias_m = b1 * self.bias_m + (1 - b1) * g
-            self.bias_v = b2 * self.bias_v + (1 - b2) * g * g
-            self.bias -= (
-                self.learning_rate * correction * self.bias_m / (np.sqrt(self.bias_v) + eps)
-            )
+            hi = min(lo + self.batch_size, X.shape[0])
+            margin, penalty = self._margins(*self._tensors(X[lo:hi]))
+            loss = (loss_fn(margin, y[lo:hi]) + penalty) / (hi - lo)
+            self.sparse_opt.zero_grad()
+            self.dense_opt.zero_grad()
+            loss.backward()
+            self.sparse_opt.step()
+            self.dense_opt.step()
         return self
 
     def predict(self, X):
-        return 1.0 / (1.0 + np.exp(-self._forward(X, self.params)[0]))
+        import torch
+
+        with torch.no_grad():
+            return torch.sigmoid(self._margins(*self._tensors(X))[0]).numpy().astype(np.float64)
 
 
 def inner_split(n):
@@ -170,7 +199,7 @@ def reference_runner(X, y, X_test):
     fit_rows, val_rows = inner_split(X.shape[0])
     best = (np.inf, None, None)
     for learning_rate, l2 in REFERENCE_GRID:
-        ref = ReferenceFM(learning_rate, l2).start(X.shape[1])
+        ref = TorchFM(learning_rate, l2).start(X.shape[1])
         for epoch in range(1, REFERENCE_EPOCHS + 1):
             ref.epoch(X[fit_rows], y[fit_rows])
             loss = log_loss(y[val_rows], ref.predict(X[val_rows]), labels=[0, 1])
@@ -179,7 +208,7 @@ def reference_runner(X, y, X_test):
             elif epoch > best[2] + 1 and best[1] == (learning_rate, l2):
                 break
     (learning_rate, l2), epochs = best[1], best[2]
-    ref = ReferenceFM(learning_rate, l2).start(X.shape[1])
+    ref = TorchFM(learning_rate, l2).start(X.shape[1])
     for _ in range(epochs):
         ref.epoch(X, y)
     return ref.predict(X_test)
@@ -230,6 +259,29 @@ def evaluate(X, y, splits, runner):
     return log_loss(y[rows], p[rows]), roc_auc_score(y[rows], p[rows]), seconds
 
 
+def fit_times(name, root, n_folds, ml_folds, repeats):
+    """Median seconds of the folds' fits (summed) of FM and FFM with the defaults and with
+    the previous factor penalty, alternated ``repeats`` times after one warm-up each: a
+    row of the fit-time table."""
+    cells = []
+    for field_aware, model in ((False, FMClassifier), (True, FFMClassifier)):
+        X, y, splits, fields = dataset(name, root, n_folds, ml_folds, field_aware)
+        kw = dict(fields=fields) if field_aware else {}
+        pair = [model(random_state=0, **kw),
+                model(random_state=0, alpha_factors=PREV_ALPHA_FACTORS, **kw)]  # fmt: skip
+        seconds = [[], []]
+        for rep in range(repeats + 1):
+            for i in (0, 1) if rep % 2 else (1, 0):
+                start = time.perf_counter()
+                for train, _ in splits:
+                    clone(pair[i]).fit(X[train], y[train])
+                if rep:  # the first round compiles
+                    seconds[i].append(time.perf_counter() - start)
+        new, prev = (float(np.median(t)) for t in seconds)
+        cells += [f"{prev:.2f}", f"{new:.2f}", f"{new / prev:.2f}"]
+    print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DATA))
@@ -238,22 +290,39 @@ def main():
     parser.add_argument(
         "--sets", nargs="+", default=["movielens", "planted3", "planted1", "criteo", "avazu", "a9a"]
     )
+    parser.add_argument(
+        "--fit-times",
+        type=int,
+        default=0,
+        metavar="REPEATS",
+        help="only time the defaults' fits against the previous ones",
+    )
     args = parser.parse_args()  # fmt: skip
     root = Path(args.data)
-    old = dict(learning_rate=0.05, init_std=0.01)
-    lines = []
+    if args.fit_times:
+        print("| set | FM prev s | FM s | ratio | FFM prev s | FFM s | ratio |")
+        print("|---" * 7 + "|")
+        for name in args.sets:
+            fit_times(name, root, args.folds, args.ml_folds, args.fit_times)
+        return
+    old = dict(learning_rate=0.05, init_std=0.01, alpha_factors=1e-4)
+    header = None
     start = time.perf_counter()
     for name in args.sets:
         X, y, splits, _ = dataset(name, root, args.folds, args.ml_folds, field_aware=False)
         Xf, _, _, fields = dataset(name, root, args.folds, args.ml_folds, field_aware=True)
         fm, ffm = FMClassifier(random_state=0), FFMClassifier(fields=fields, random_state=0)
+        lr = SparseLogisticRegression(random_state=0)
         runs = {
-            "LR": (X, fixed_runner(SparseLogisticRegression(random_state=0))),
+            "LR": (X, fixed_runner(lr)),
+            "LR, FFM's columns": (Xf, fixed_runner(lr)),
             "FM before": (X, fixed_runner(clone(fm).set_params(n_components=8, **old), 30.0)),
+            "FM prev": (X, fixed_runner(clone(fm).set_params(alpha_factors=PREV_ALPHA_FACTORS))),
             "FM": (X, fixed_runner(fm)),
             "FM tuned": (X, tuned_runner(fm)),
-            "NumPy FM tuned": (X, reference_runner),
+            "torch FM tuned": (X, reference_runner),
             "FFM before": (Xf, fixed_runner(clone(ffm).set_params(**old), 30.0)),
+            "FFM prev": (Xf, fixed_runner(clone(ffm).set_params(alpha_factors=PREV_ALPHA_FACTORS))),
             "FFM": (Xf, fixed_runner(ffm)),
             "FFM tuned": (Xf, tuned_runner(ffm)),
         }
@@ -261,23 +330,30 @@ def main():
         for label, (data, runner) in runs.items():
             got[label] = evaluate(data, y, splits, runner)
             loss, auc, seconds = got[label]
-            print(f"{name:10s} {label:15s} logloss {loss:.4f}  AUC {auc:.4f}  fit {seconds:.1f} s",
+            print(f"{name:10s} {label:17s} logloss {loss:.4f}  AUC {auc:.4f}  fit {seconds:.1f} s",
                   file=sys.stderr, flush=True)  # fmt: skip
-        cells = " | ".join(f"{got[k][0]:.4f}" for k in runs)
-        fm_gap = got["FM"][0] - got["FM tuned"][0]
-        ffm_gap = got["FFM"][0] - got["FFM tuned"][0]
-        times = (f"{got['FM'][2]:.1f} / {got['FM before'][2]:.1f}, "
-                 f"{got['FFM'][2]:.1f} / {got['FFM before'][2]:.1f}")  # fmt: skip
-        lines.append(f"| {name} | {cells} | {fm_gap:+.4f} | {ffm_gap:+.4f} | "
-                     f"{got['FM'][0] - got['NumPy FM tuned'][0]:+.4f} | "
-                     f"{got['FM'][0] - got['FM before'][0]:+.4f} | "
-                     f"{got['FFM'][0] - got['FFM before'][0]:+.4f} | {times} |")  # fmt: skip
-    print(
-        "| set | " + " | ".join(runs) + " | FM - tuned | FFM - tuned | FM - NumPy FM | "
-        "FM - before | FFM - before | fit s: FM / before, FFM / before |"
-    )
-    print("|---" * (len(runs) + 7) + "|")
-    print("\n".join(lines))
+        loss = {k: v[0] for k, v in got.items()}
+        gaps = {
+            "FM - tuned": loss["FM"] - loss["FM tuned"],
+            "FFM - tuned": loss["FFM"] - loss["FFM tuned"],
+            "FM - torch": loss["FM"] - loss["torch FM tuned"],
+            "FFM - torch": loss["FFM"] - loss["torch FM tuned"],
+            "FM - before": loss["FM"] - loss["FM before"],
+            "FFM - before": loss["FFM"] - loss["FFM before"],
+            "FM - LR": loss["FM"] - loss["LR"],
+            "FFM - LR": loss["FFM"] - loss["LR"],
+            "FFM - LR, FFM's columns": loss["FFM"] - loss["LR, FFM's columns"],
+        }
+        times = ", ".join(
+            " / ".join(f"{got[label][2]:.1f}" for label in (m, f"{m} prev", f"{m} before"))
+            for m in ("FM", "FFM")
+        )
+        if header is None:
+            header = [*runs, *gaps, "fit s: FM / prev / before, FFM / prev / before"]
+            print("| set | " + " | ".join(header) + " |")
+            print("|---" * (len(header) + 1) + "|")
+        cells = [f"{v:.4f}" for v in loss.values()] + [f"{v:+.4f}" for v in gaps.values()]
+        print(f"| {name} | " + " | ".join(cells) + f" | {times} |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -91,11 +91,12 @@ def test_fm_defaults_learn_the_movielens_interactions():
         model.fit(data.X_train, data.y_train)
         return log_loss(data.y_test, model.predict_proba(data.X_test))
 
-    # measured: logistic regression 0.5576; FM 0.5493, and 0.5518 with the defaults before
-    # issue 29 (8 components, init_std 0.01, no choice); factors too small to learn: 0.557
+    # measured: logistic regression 0.5576; FM 0.5440; 0.5493 with the factors' penalty of
+    # f70d8d3 (alpha_factors 1e-4, overfitting after a few epochs), 0.5518 with the defaults
+    # before issue 29 (8 components, init_std 0.01, no choice); factors too small to learn: 0.557
     lr = test_loss(SparseLogisticRegression(random_state=0))
     fm = test_loss(FMClassifier(random_state=0))
-    assert fm < lr - 0.006, (fm, lr)
+    assert fm < lr - 0.01, (fm, lr)
 
 
 @pytest.mark.shared_data("libsvm/a9a")
