@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _set_command(c, C.cache)
 
-    from .. import export as X  # the command's logic lives beside export(); onnx loads on use
+    from . import _export as X  # onnx is imported only when an ONNX export runs
 
     x = commands.add_parser("export", help=X.export_command.__doc__,
                             description=X.export_command.__doc__)  # fmt: skip

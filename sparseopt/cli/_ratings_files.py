@@ -446,8 +446,6 @@ class RatingsModel:
 
     def _feature_rows(self, users_raw, user_features):
         """(a features matrix with one row per raw user, whether the file names the user)."""
-        from ._side_features import feature_matrix
-
         raw, features = user_features
         at, named = IdMap(np.sort(raw)).lookup(np.asarray(users_raw))
         by_sorted = np.argsort(raw, kind="stable")
@@ -582,8 +580,6 @@ def load(path) -> RatingsModel:
 def _checked_features(model, features) -> dict:
     """The side features' vocabularies of a model file, checked against the model's feature
     columns."""
-    from ._side_features import check_vocabulary
-
     if not isinstance(features, dict) or set(features) != {"user", "item"}:
         raise ValueError("features must hold the user and item vocabularies")
     if "feature_columns" not in model.tables_:
@@ -638,3 +634,33 @@ def _ranking(rm: RatingsModel, cols: Ratings, k=10) -> dict:
                          ("ndcg", ndcg_at_k)):  # fmt: skip
         result[f"{name}@{k}"] = metric(test, rec, k=k, user_ids=users)
     return result
+
+
+def feature_matrix(features, vocabulary) -> sp.csr_matrix:
+    """One row per list of ``features``, one column per entry of ``vocabulary`` (sorted);
+    features outside it are left out."""
+    vocabulary = np.asarray(vocabulary, dtype=object)
+    rows, cols = [], []
+    for r, names in enumerate(features):
+        if not names or vocabulary.size == 0:
+            continue
+        names = np.array(names, dtype=object)
+        at = np.minimum(np.searchsorted(vocabulary, names), vocabulary.size - 1)
+        found = vocabulary[at] == names
+        rows.extend([r] * int(found.sum()))
+        cols.extend(at[found].tolist())
+    data = np.ones(len(rows), np.float32)
+    return sp.csr_matrix((data, (rows, cols)), shape=(len(features), vocabulary.size))
+
+
+def check_vocabulary(value, n_columns: int, what: str) -> list:
+    """A vocabulary stored in a model file, checked: ``n_columns`` sorted, distinct texts."""
+    if value is None and n_columns == 0:
+        return []
+    if not isinstance(value, list) or len(value) != n_columns or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ValueError(f"the {what} features must be a list of {n_columns} texts")
+    if any(a >= b for a, b in zip(value, value[1:], strict=False)):
+        raise ValueError(f"the {what} features are not sorted and distinct")
+    return value

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._runs import PipelineError
-from ._ratings_files import _INTEGER, IdMap
+from ._ratings_files import _INTEGER, IdMap, feature_matrix
 
 
 def read_feature_rows(path, id_kind: str, what: str):
@@ -65,23 +65,6 @@ def read_feature_rows(path, id_kind: str, what: str):
     return ids, features
 
 
-def feature_matrix(features, vocabulary) -> sp.csr_matrix:
-    """One row per list of ``features``, one column per entry of ``vocabulary`` (sorted);
-    features outside it are left out."""
-    vocabulary = np.asarray(vocabulary, dtype=object)
-    rows, cols = [], []
-    for r, names in enumerate(features):
-        if not names or vocabulary.size == 0:
-            continue
-        names = np.array(names, dtype=object)
-        at = np.minimum(np.searchsorted(vocabulary, names), vocabulary.size - 1)
-        found = vocabulary[at] == names
-        rows.extend([r] * int(found.sum()))
-        cols.extend(at[found].tolist())
-    data = np.ones(len(rows), np.float32)
-    return sp.csr_matrix((data, (rows, cols)), shape=(len(features), vocabulary.size))
-
-
 def training_features(path, ids: IdMap, what: str):
     """(features of every row of ``ids`` as CSR, the vocabulary) from a features file; a row
     the file does not name has no features (its identity alone)."""
@@ -105,16 +88,3 @@ def training_features(path, ids: IdMap, what: str):
     full = rows[order]
     full = sp.diags(named.astype(np.float32)) @ full  # rows the file does not name: empty
     return sp.csr_matrix(full, dtype=np.float32), vocabulary
-
-
-def check_vocabulary(value, n_columns: int, what: str) -> list:
-    """A vocabulary stored in a model file, checked: ``n_columns`` sorted, distinct texts."""
-    if value is None and n_columns == 0:
-        return []
-    if not isinstance(value, list) or len(value) != n_columns or not all(
-        isinstance(v, str) for v in value
-    ):
-        raise ValueError(f"the {what} features must be a list of {n_columns} texts")
-    if any(a >= b for a, b in zip(value, value[1:], strict=False)):
-        raise ValueError(f"the {what} features are not sorted and distinct")
-    return value

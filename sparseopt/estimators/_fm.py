@@ -612,6 +612,8 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
     """
     )
 
+    export_kind = "fm"  # the model sparseopt.export writes for it
+
     _parameter_constraints = {
         **_FactorizationMachine._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
@@ -709,6 +711,8 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     True
     """
     )
+
+    export_kind = "fm_regressor"  # the model sparseopt.export writes for it
 
     _parameter_constraints = {
         **_FactorizationMachine._parameter_constraints,
@@ -815,6 +819,8 @@ class FFMClassifier(FMClassifier):
     (4096, 6, 4)
     """
     )
+
+    export_kind = "ffm"  # the model sparseopt.export writes for it
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,

@@ -266,6 +266,8 @@ class SparseLogisticRegression(_LogisticOutput, ClassifierMixin, _SparseLinearMo
     """
     )
 
+    export_kind = "logistic"  # the model sparseopt.export writes for it
+
     _parameter_constraints = {
         **_SparseLinearModel._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
@@ -346,6 +348,8 @@ class SparseLinearRegression(_RegressionOutput, RegressorMixin, _SparseLinearMod
     True
     """
     )
+
+    export_kind = "linear"  # the model sparseopt.export writes for it
 
     _parameter_constraints = {
         **_SparseLinearModel._parameter_constraints,

@@ -18,10 +18,22 @@ from .. import _io, optim
 from .._epochs import run_epochs
 from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
+from ..models import _mf_features as KF
 from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
 from ._base import DivergenceError, SparseEstimator, Training
+from ._mf_features import (
+    MAP_KEYS,
+    csr_tuple,
+    feature_counts,
+    feature_map,
+    grown_maps,
+    loaded_maps,
+    mapped_weights,
+    new_rows_map,
+    saved_maps,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -276,6 +288,8 @@ class MatrixFactorization(SparseEstimator):
     (1, 5)
     """
 
+    export_kind = "mf"  # the model sparseopt.export writes for it
+
     _parameter_constraints: dict = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "loss": [StrOptions(set(K.LOSSES))],
@@ -501,7 +515,6 @@ class MatrixFactorization(SparseEstimator):
             n_users, n_items = max(X.shape[0], self.n_users_), X.shape[1]
             maps = {}
             if "user_map" in old:  # the feature tables grow by the new identity rows
-                from ._mf_features import grown_maps
 
                 maps = grown_maps(old, features, n_users, n_items)
             elif with_features:
@@ -535,7 +548,6 @@ class MatrixFactorization(SparseEstimator):
         user_counts = np.diff(seen.indptr)
         item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
         if "user_map" in state:
-            from ._mf_features import FeatureMFTraining, feature_counts
 
             state["user"].counts[:] = feature_counts(state["user_map"], user_counts)
             state["item"].counts[:] = feature_counts(state["item_map"], item_counts)
@@ -650,7 +662,6 @@ class MatrixFactorization(SparseEstimator):
         items, scored from their features alone)."""
         s = self.tables_[side]
         if f"{side}_map" in self.tables_:
-            from ._mf_features import mapped_weights, new_rows_map
 
             rows = self.tables_[f"{side}_map"]
             if features is not None:
@@ -897,7 +908,6 @@ class MatrixFactorization(SparseEstimator):
         """The arrays and scalar attributes that :meth:`save` writes."""
         arrays = {}
         if "user_map" in self.tables_:
-            from ._mf_features import saved_maps
 
             arrays.update(saved_maps(self.tables_))
         for name in SIDES:
@@ -956,7 +966,6 @@ class MatrixFactorization(SparseEstimator):
         expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
         with_features = "feature_columns" in arrays
         if with_features:
-            from ._mf_features import MAP_KEYS, feature_counts, loaded_maps
 
             expected |= set(MAP_KEYS)
         if set(arrays) != expected:
@@ -1265,7 +1274,6 @@ def _set_fitted(model, state, opt, per_row, mu, rating_range, n_iter):
 
 def _feature_maps(model, features, shape) -> dict:
     """The feature maps of users and items (:func:`._mf_features.feature_map`)."""
-    from ._mf_features import feature_map
 
     if model.user_history is True:
         raise ValueError(
@@ -1333,3 +1341,36 @@ def _resize(m, shape):
 
 
 __all__ = ["MFTraining", "MatrixFactorization"]
+
+
+class FeatureMFTraining(MFTraining):
+    """A training of :class:`~sparseopt.MatrixFactorization` with side features: the tables
+    hold one row per feature, and the kernel reads users and items through their maps
+    (``state["user_map"]``, ``state["item_map"]``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_features = self.state["item_map"].shape[0]
+        self._sides = self._sides[:3] + (csr_tuple(self.state["user_map"]),
+                                         csr_tuple(self.state["item_map"]))  # fmt: skip
+
+    def _kernel(self):
+        return KF.mf_features_train_range(self.optimizer.rule, K.LOSSES[self.loss],
+                                          self.lazy(), bool(self.per_row))  # fmt: skip
+
+    def catch_up(self) -> None:
+        hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()
+        for side in self._sides[:2]:
+            if side[2].size:
+                catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
+                catch_up(hp, spec, self.state["clock"], side, self.k)
+
+    # -- merging copies (sparseopt.dask) ---------------------------------------------------
+    def tables(self) -> dict:
+        """:meth:`MFTraining.tables`, every table shared: a user feature row serves every
+        user that has it, so it merges as an item row does (weighted by its accumulators)."""
+        return {name: (*layout[:-1], True) for name, layout in super().tables().items()}
+
+    def touched(self, rows, order) -> dict:
+        """Every row of every table (a feature row is touched by any user or item)."""
+        return dict.fromkeys(self.tables())

@@ -12,10 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_array
 
-from ..models import _mf as K
-from ..models import _mf_features as KF
 from . import _safety
-from ._mf import MFTraining
 
 
 def check_features(F, name: str, n_rows: int | None = None) -> sp.csr_matrix:
@@ -169,36 +166,3 @@ def csr_tuple(m: sp.csr_matrix):
     """A map as the kernel reads it: ``(indptr int64, indices int32, weights float32)``."""
     return (m.indptr.astype(np.int64), m.indices.astype(np.int32),
             m.data.astype(np.float32))  # fmt: skip
-
-
-class FeatureMFTraining(MFTraining):
-    """A training of :class:`~sparseopt.MatrixFactorization` with side features: the tables
-    hold one row per feature, and the kernel reads users and items through their maps
-    (``state["user_map"]``, ``state["item_map"]``)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.n_features = self.state["item_map"].shape[0]
-        self._sides = self._sides[:3] + (csr_tuple(self.state["user_map"]),
-                                         csr_tuple(self.state["item_map"]))  # fmt: skip
-
-    def _kernel(self):
-        return KF.mf_features_train_range(self.optimizer.rule, K.LOSSES[self.loss],
-                                          self.lazy(), bool(self.per_row))  # fmt: skip
-
-    def catch_up(self) -> None:
-        hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()
-        for side in self._sides[:2]:
-            if side[2].size:
-                catch_up = K.mf_catch_up(self.optimizer.rule, bool(self.per_row))
-                catch_up(hp, spec, self.state["clock"], side, self.k)
-
-    # -- merging copies (sparseopt.dask) ---------------------------------------------------
-    def tables(self) -> dict:
-        """:meth:`MFTraining.tables`, every table shared: a user feature row serves every
-        user that has it, so it merges as an item row does (weighted by its accumulators)."""
-        return {name: (*layout[:-1], True) for name, layout in super().tables().items()}
-
-    def touched(self, rows, order) -> dict:
-        """Every row of every table (a feature row is touched by any user or item)."""
-        return dict.fromkeys(self.tables())
