@@ -198,8 +198,14 @@ def test_ctrl_c_during_a_chunk_waits_for_it_then_checkpoints(files, tmp_path, mo
         return loss
 
     monkeypatch.setattr(Training, "epoch", interrupted)
+    # as in a terminal: a process started in the background of a script ignores SIGINT, and
+    # the trainer then leaves it ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     run = tmp_path / "run"
-    assert train(files, run) == 130
+    try:
+        assert train(files, run) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert trained == [500, 500]
     assert json.loads((run / "checkpoint.json").read_text())["state"]["chunk"] == 2
 
