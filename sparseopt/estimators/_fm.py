@@ -15,8 +15,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..models import _fm as kernels
-from ..models import _losses as losses
-from ..models._hogwild import run_threads
 from ..optim import OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
@@ -203,15 +201,7 @@ class FMTraining(RowTraining):
             config = (batch_size, self.delta, self.fit_intercept, state.fields, self.consts)
             return data, tables, hp, spec, config
 
-        if self.n_threads > 1:
-            status, total = run_threads(train, self.n_threads, lambda bias: arguments(bias, 1),
-                                        state.bias)  # fmt: skip
-            if not R.advance_clock(hp, spec, state.clock, order.size):
-                status = max(status, losses.BAD_STEP)
-        else:  # the serial kernel leaves the clock ticked
-            status, total = train(0, 1, *arguments(state.bias, self.batch_size))
-        self.refuse_status(status)
-        return total
+        return self.run_pass(train, arguments, hp, spec, order.size)
 
     def catch_up(self) -> None:
         state = self.state

@@ -12,8 +12,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import cuda as gpu
 from ..models import _linear as kernels
-from ..models import _losses as losses
-from ..models._hogwild import run_threads
 from ..optim import FTRL, OPTIMIZERS, Optimizer
 from ..optim import _rules as R
 from . import _safety
@@ -93,16 +91,7 @@ class LinearTraining(RowTraining):
             tables = (state.table, bias, state.stamp, state.mark, state.clock, self.scratch)
             return data, tables, hp, spec, (batch_size, self.delta, self.fit_intercept)
 
-        if self.n_threads > 1:
-            status, total = run_threads(
-                train, self.n_threads, lambda bias: arguments(bias, 1), state.bias
-            )
-            if not R.advance_clock(hp, spec, state.clock, order.size):
-                status = max(status, losses.BAD_STEP)
-        else:
-            status, total = train(0, 1, *arguments(state.bias, self.batch_size))
-        self.refuse_status(status)
-        return total
+        return self.run_pass(train, arguments, hp, spec, order.size)
 
     def catch_up(self) -> None:
         state = self.state

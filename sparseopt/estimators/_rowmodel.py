@@ -36,7 +36,7 @@ from .. import cuda as gpu
 from .._epochs import Stopper, run_epochs
 from .._jit import JIT, compile_notice
 from ..models import _losses as losses
-from ..models._hogwild import hogwild_order
+from ..models._hogwild import hogwild_order, run_threads
 from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
@@ -270,6 +270,22 @@ class RowTraining(Training):
                 f"the training loss ended at {loss:.4g}, far worse than a constant "
                 f"prediction's {constant():.4g}"
             )
+
+    def run_pass(self, train, arguments, hp, spec, n_steps: int) -> float:
+        """Run the pass ``train(first, stride, *arguments(bias, batch_size))`` and return its
+        summed loss: over ``n_threads`` Hogwild threads (one row a step, each thread with its
+        own copy of the intercepts; the shared clock is then advanced by the ``n_steps``
+        steps) or serially (the kernel ticks the clock itself); a bad status is refused."""
+        state = self.state
+        if self.n_threads > 1:
+            status, total = run_threads(train, self.n_threads, lambda bias: arguments(bias, 1),
+                                        state.bias)  # fmt: skip
+            if not R.advance_clock(hp, spec, state.clock, n_steps):
+                status = max(status, losses.BAD_STEP)
+        else:
+            status, total = train(0, 1, *arguments(state.bias, self.batch_size))
+        self.refuse_status(status)
+        return total
 
     def refuse_status(self, status: int) -> None:
         """Raise DivergenceError unless the kernels' ``status`` is OK."""
