@@ -139,42 +139,111 @@ def cold_start_split(folder, fraction=0.2, seed=0):
     return positives[:, warm], positives[:, cold], warm, cold
 
 
+SIDE_PARAMS = dict(loss="warp", n_components=32)  # and max_iter "auto": 20 epochs with WARP
+
+
+def sparseopt_hybrid(**params):
+    """Fit sparseopt's model (``SIDE_PARAMS`` and ``params``); (scores of every user x
+    ``new_items`` from their feature rows, or recommendations of the fitted items without
+    ``new_items``; fit seconds)."""
+
+    def run(train, user_features, item_features, new_items=None):
+        mf = MatrixFactorization(random_state=0, **SIDE_PARAMS, **params)
+        mf, seconds = timed(lambda: mf.fit(train, user_features=user_features,
+                                           item_features=item_features))  # fmt: skip
+        if new_items is None:
+            return mf.recommend(np.arange(train.shape[0]), n=10), seconds
+        users = np.repeat(np.arange(train.shape[0]), new_items.shape[0])
+        items = np.tile(np.arange(new_items.shape[0]), train.shape[0])
+        scores = mf.predict(users, items, item_features=new_items)
+        return scores.reshape(train.shape[0], new_items.shape[0]), seconds
+
+    return run
+
+
+def lightfm_hybrid(normalize=False, max_sampled=10):
+    """LightFM's hybrid model with sparseopt's features, factors and epochs (WARP, one
+    thread; ``max_sampled`` 10 is LightFM's default, 50 sparseopt's): each id one more feature
+    column, as sparseopt's identity; ``normalize``: feature rows scaled to sum 1 (the default
+    of LightFM's ``Dataset``)."""
+
+    def run(train, user_features, item_features, new_items=None):
+        from lightfm import LightFM
+
+        def with_identity(F, n_identity):
+            F = sp.hstack([sp.identity(F.shape[0], format="csr")[:, :n_identity], F])
+            if normalize:
+                F = sp.diags(1.0 / np.asarray(F.sum(axis=1)).ravel()) @ F
+            return sp.csr_matrix(F, dtype=np.float32)
+
+        n_users, n_items = train.shape
+        users = with_identity(sp.csr_matrix((n_users, 0)) if user_features is None
+                              else user_features, n_users)  # fmt: skip
+        items = with_identity(item_features, n_items)
+        model = LightFM(no_components=SIDE_PARAMS["n_components"], loss="warp",
+                        max_sampled=max_sampled, random_state=0)  # fmt: skip
+        interactions = sp.coo_matrix(train)
+        fit = dict(user_features=users, item_features=items, epochs=20, num_threads=1)
+        _, seconds = timed(lambda: model.fit(interactions, **fit))
+        if new_items is None:
+            new_items, exclude = items, train
+        else:
+            new_items, exclude = with_identity(new_items, 0), None
+            new_items = sp.hstack([sp.csr_matrix((new_items.shape[0], n_items)), new_items],
+                                  format="csr")  # fmt: skip
+        pairs = (np.repeat(np.arange(n_users), new_items.shape[0]).astype(np.int32),
+                 np.tile(np.arange(new_items.shape[0]), n_users).astype(np.int32))  # fmt: skip
+        scores = model.predict(*pairs, item_features=new_items, user_features=users)
+        scores = scores.reshape(n_users, new_items.shape[0]).astype(np.float64)
+        if exclude is not None:  # recommendations among the items unseen in training
+            scores[exclude.nonzero()] = -np.inf
+            return np.argsort(-scores, axis=1, kind="stable")[:, :10], seconds
+        return scores, seconds
+
+    return run
+
+
 def cold_start(folder):
     """Rows of the side-feature cases: cold items, then warm items on ua."""
     from sparseopt.metrics import auc_score
 
     U, I = side_features(folder)
     train, test, warm, cold = cold_start_split(folder)
-    params = dict(loss="warp", n_components=32)
-    MatrixFactorization(max_iter=1, **params).fit(train, user_features=U, item_features=I[warm])
-    users = np.arange(train.shape[0])
-    runs = {
-        "sparseopt MF WARP, user and item features": (U, I),
-        "sparseopt MF WARP, item features only": (None, I),
-    }
+    MatrixFactorization(max_iter=1, **SIDE_PARAMS).fit(train, user_features=U,
+                                                        item_features=I[warm])  # fmt: skip
+    systems = {
+        "sparseopt MF WARP, user and item features": (sparseopt_hybrid(), True),
+        "sparseopt MF WARP, item features only": (sparseopt_hybrid(), False),
+        "sparseopt MF WARP, user and item features, max_sampled=10 (LightFM's default)": (
+            sparseopt_hybrid(max_sampled=10), True),
+        "LightFM WARP hybrid, user and item features": (lightfm_hybrid(), True),
+        "LightFM WARP hybrid, user and item features, rows normalized": (
+            lightfm_hybrid(normalize=True), True),
+        "LightFM WARP hybrid, user and item features, max_sampled=50 (sparseopt's default)": (
+            lightfm_hybrid(max_sampled=50), True),
+    }  # fmt: skip
     rows = []
-    for name, (user_features, item_features) in runs.items():
-        mf = MatrixFactorization(random_state=0, **params)
-        mf, seconds = timed(lambda mf=mf, uf=user_features, itf=item_features: mf.fit(
-            train, user_features=uf, item_features=itf[warm]))  # fmt: skip
-        pairs = np.repeat(users, cold.size), np.tile(np.arange(cold.size), users.size)
-        scores = mf.predict(*pairs, item_features=item_features[cold])
-        scores = scores.reshape(users.size, cold.size)
-        auc = auc_score(test, scores)
+    for name, (run, with_users) in systems.items():
+        result = try_run(run, train, U if with_users else None, I[warm], I[cold])
+        if isinstance(result, str):
+            rows.append(("cold items (20%)", name, result, "", "", ""))
+            continue
+        scores, seconds = result
         per_user = precision_at_k(test, scores, 10, average=False)
         low, high = user_interval(per_user)
-        quality = f"AUC {auc:.4f}, p@10 {np.nanmean(per_user):.4f} ({low:.3f}-{high:.3f})"
+        quality = (f"AUC {auc_score(test, scores):.4f}, p@10 {np.nanmean(per_user):.4f} "
+                   f"({low:.3f}-{high:.3f})")  # fmt: skip
         rows.append(("cold items (20%)", name, quality, f"{seconds:.3f}", "", ""))
     rows.append(("cold items (20%)", "no features: every cold item scored alike",
                  "AUC 0.5000, p@10 undefined (ties)", "", "", ""))  # fmt: skip
     train, test = load_movielens_split(folder, "ua")
     train, test = implicit_positives(train), implicit_positives(test)
-    for name, features in {"sparseopt MF WARP, user and item features": (U, I),
-                           "sparseopt MF WARP, item features only": (None, I)}.items():  # fmt: skip
-        mf = MatrixFactorization(random_state=0, **params)
-        mf, seconds = timed(lambda mf=mf, f=features: mf.fit(train, user_features=f[0],
-                                                               item_features=f[1]))  # fmt: skip
-        recommended = mf.recommend(np.arange(train.shape[0]), n=10)
+    for name, (run, with_users) in systems.items():
+        result = try_run(run, train, U if with_users else None, I)
+        if isinstance(result, str):
+            rows.append(("warm ua, features", name, result, "", "", ""))
+            continue
+        recommended, seconds = result
         per_user = precision_at_k(test, recommended, 10, average=False)
         low, high = user_interval(per_user)
         quality = f"p@10 {np.nanmean(per_user):.4f} ({low:.3f}-{high:.3f})"

@@ -97,18 +97,29 @@ def test_hybrid_steps_match_a_dense_numpy_reference(loss, rule):
     assert np.abs(D - initial[3]).max() > 1e-3 and np.abs(E - initial[1]).max() > 1e-3
 
 
-@pytest.mark.parametrize("loss", ["squared", "warp"])
-def test_identity_features_alone_are_plain_matrix_factorization(loss):
+@pytest.mark.parametrize(
+    ("loss", "history", "alpha_factors"),
+    [("squared", False, 0.1), ("warp", False, 0.1), ("warp", True, 0.0), ("squared", True, 0.0)],
+)
+def test_identity_features_alone_are_plain_matrix_factorization(loss, history, alpha_factors):
+    # with user histories the two put the factor penalty on different vectors (the whole
+    # user vector, or the features' rows alone): without it, they take the same steps
     X = sp.random(30, 20, density=0.25, format="csr", random_state=0)
     X.data = 1 + 4 * X.data
-    params = dict(n_components=4, loss=loss, max_iter=3, random_state=0)
-    plain = MatrixFactorization(user_history=False, **params).fit(X)
+    params = dict(n_components=4, loss=loss, max_iter=3, random_state=0, user_history=history,
+                  alpha_factors=alpha_factors)  # fmt: skip
+    plain = MatrixFactorization(**params).fit(X)
     hybrid = MatrixFactorization(**params).fit(
         X, user_features=sp.csr_matrix((30, 0)), item_features=sp.csr_matrix((20, 0))
     )
     users, items = np.divmod(np.arange(600), 20)
-    assert_allclose(hybrid.predict(users, items), plain.predict(users, items), rtol=1e-6)
-    assert_allclose(hybrid.item_factors_, plain.item_factors_, rtol=1e-6)
+    assert_allclose(hybrid.predict(users, items), plain.predict(users, items), rtol=1e-5)
+    assert_allclose(hybrid.item_factors_, plain.item_factors_, rtol=1e-5, atol=1e-7)
+    active = np.diff(X.indptr) > 0  # (plain MF's user_factors_ keep the initial vectors)
+    assert_allclose(hybrid.user_factors_[active], plain.user_factors_[active], rtol=1e-5,
+                    atol=1e-7)  # fmt: skip
+    if history:
+        assert_allclose(hybrid.history_factors_, plain.history_factors_, rtol=1e-5, atol=1e-7)
 
 
 def _two_tastes(n_users=80, n_items=60, seed=0):
@@ -209,7 +220,6 @@ def test_partial_fit_folds_in_new_users_and_items():
         (np.full((20, 2), np.nan), {}, "NaN"),
         (sp.csr_matrix(-np.ones((20, 2))), {}, "user_features has negative weights"),
         (sp.csr_matrix((20, 2)), {"user_identity": False}, "user 0 has no features"),
-        (sp.csr_matrix(np.ones((20, 2))), {"user_history": True}, "user_history=True"),
     ],
 )
 def test_bad_side_features_are_refused_and_leave_the_model_as_it_was(user_features, params,
