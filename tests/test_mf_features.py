@@ -281,3 +281,38 @@ def test_dask_fit_takes_side_features():
     assert mf.tables_["user"].n_rows == 2 + 80
     top = mf.recommend(np.arange(80), n=5, item_features=I[40:])
     assert (genre[40:][top] == taste[:, None]).mean() > 0.9
+
+
+def test_dask_merge_of_feature_tables_is_the_accumulator_weighted_mean():
+    # two workers train copies of one training on their own users; every table (user and
+    # item features, item histories) is shared, so each row merges as the mean of the
+    # copies' vectors weighted by their AdaGrad accumulators, the accumulators averaged
+    import copy
+
+    import sparseopt.dask as sd
+
+    X, U, I, *_ = _two_tastes(30, 20)
+    training = MatrixFactorization(K, loss="warp", random_state=0).start_training(
+        X, user_features=U, item_features=I
+    )
+    before = {name: training.table(name).copy() for name in training.tables()}
+    results = []
+    for block, (lo, hi) in enumerate(((0, 15), (15, 30))):
+        worker = copy.deepcopy(training)
+        segment = (block, lo, 0, X[lo:hi].nnz, 7 + block, 0)
+        steps, _, touched, changed = sd._train_segments(worker, [X[lo:hi], None], [segment],
+                                                        "features-merge")  # fmt: skip
+        results.append({"touched": touched, "changed": changed, "clock_steps": steps})
+    sd._merge(training, results)
+    assert set(training.tables()) == {f"{side}.{part}" for side in ("user", "item", "history")
+                                      for part in ("bias", "factors")}  # fmt: skip
+    for name in training.tables():
+        n_params = 1 if name.endswith("bias") else K  # per-row AdaGrad: one accumulator a row
+        copies = np.stack([r["changed"][name][1] for r in results]).astype(np.float64)
+        weights = copies[:, :, n_params]
+        expected = (weights[:, :, None] * copies[:, :, :n_params]).sum(0) / weights.sum(0)[:, None]
+        merged = training.table(name)
+        assert_allclose(merged[:, :n_params], expected, rtol=1e-5, atol=1e-8)
+        assert_allclose(merged[:, n_params], weights.mean(0), rtol=1e-6)
+        if name not in ("user.bias", "history.bias"):  # WARP steps neither
+            assert not np.allclose(merged, before[name])

@@ -206,9 +206,11 @@ class MatrixFactorization(SparseEstimator):
         features alone, every user then needs at least one.
     user_history : bool or "auto", default="auto"
         Add the user's history term above to each user vector (one more table of
-        ``n_items`` vectors; an optimizer with ``weight_decay`` is refused). ``"auto"``: on
-        for ``loss="warp"`` (MovieLens 100K ``ua``: validation p@10 0.124 against 0.119
-        without), off otherwise and with side features.
+        ``n_items`` vectors; an optimizer with ``weight_decay`` is refused). With side
+        features the history term is added to the features' sum, and the factor penalty
+        applies to the feature rows and the :math:`y_m`. ``"auto"``: on for ``loss="warp"``
+        (MovieLens 100K ``ua``: validation p@10 0.124 against 0.119 without; with side
+        features 0.119 against 0.110, cold-item AUC 0.736 either way), off otherwise.
     n_negatives : int, default=1
         Negatives drawn per positive for ``loss="logistic"``.
     max_sampled : int, default=50
