@@ -176,8 +176,8 @@ def test_features_reach_only_models_fitted_with_them():
 
 def test_a_model_with_features_saves_loads_and_refuses_a_damaged_map(tmp_path):
     X, U, I, *_ = _two_tastes(20, 15)
-    mf = MatrixFactorization(4, max_iter=2, random_state=0).fit(X, user_features=U,
-                                                                 item_features=I)  # fmt: skip
+    mf = MatrixFactorization(4, max_iter=2, random_state=0, user_history=True).fit(
+        X, user_features=U, item_features=I)  # fmt: skip
     mf.save(tmp_path / "mf.npz")
     loaded = sparseopt.load(tmp_path / "mf.npz")
     users, items = np.divmod(np.arange(300), 15)
@@ -256,6 +256,24 @@ def test_command_line_features_files_and_unknown_users(tmp_path, capsys):
     for user, want in (("999", 0), ("998", 1)):
         assert [genre[int(i) - 500] for u, _, i, _ in lines if u == user] == [want] * 3
     assert "1 unknown users given the items of largest bias" in captured.err
+    # new items scored from their features: by predict, and as candidates of recommend
+    (tmp_path / "new_items.csv").write_text("item,genre\n900,g0\n901,g1\n")
+    (tmp_path / "pairs.csv").write_text("999,900\n999,901\n998,900\n998,901\n12345,901\n")
+    features = ["--user-features", str(tmp_path / "new.csv"),
+                "--item-features", str(tmp_path / "new_items.csv")]  # fmt: skip
+    out = tmp_path / "scores.txt"
+    assert main(["predict", str(model), str(tmp_path / "pairs.csv"), "--out", str(out),
+                 *features]) == 0  # fmt: skip
+    assert "(1 pairs with an unknown id" in capsys.readouterr().out
+    s = np.loadtxt(out)
+    assert s[0] > s[1] and s[3] > s[2]  # taste 0 likes genre 0, taste 1 genre 1
+    user = next(u for u in range(40) if taste[u] == 1)
+    assert main(["recommend", str(model), "--users", str(user + 100), "--n", "40",
+                 features[2], features[3]]) == 0  # fmt: skip
+    ranked = [line.split(",")[2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert ranked.index("901") < ranked.index("900")
+    assert main(["evaluate", str(model), str(tmp_path / "pairs.csv"), *features]) == 1
+    assert "ranking metrics of an implicit model" in capsys.readouterr().err
     bad_files = {"user,taste\n100,t0\n100,t1\n": "user id 100 has more than one",
                  "user,taste\n100,t0\n7777,t1\n": "user id 7777 does not appear"}
     for text, match in bad_files.items():

@@ -997,13 +997,11 @@ class MatrixFactorization(SparseEstimator):
         if not all(np.isfinite(a).all() for v in sides.values() for a in (v.bias, v.factors)):
             raise ValueError("the weights are not all finite")
         item_counts = np.bincount(indices, minlength=shape[1])
-        user_counts = np.diff(indptr)
-        if maps:  # counts per feature row
-            user_counts = feature_counts(maps["user_map"], user_counts)
-            item_counts = feature_counts(maps["item_map"], item_counts)
-        if not np.array_equal(sides["user"].counts, user_counts) or any(
-            not np.array_equal(sides[n].counts, item_counts) for n in names[1:]
-        ):
+        counts = {"user": np.diff(indptr), "item": item_counts, "history": item_counts}
+        if maps:  # counts per feature row (the history rows stay one per item)
+            counts["user"] = feature_counts(maps["user_map"], counts["user"])
+            counts["item"] = feature_counts(maps["item_map"], item_counts)
+        if any(not np.array_equal(sides[n].counts, counts[n]) for n in names):
             raise ValueError("the tables' counts do not match the seen interactions")
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),
                  "seen": seen, **maps}  # fmt: skip
