@@ -322,9 +322,9 @@ def recommend(args) -> int:
     user,rank,item,score."""
     rm = load(args.model)
     users = _user_list(args, rm.users.kind)
-    n = args.n  # -1 fills the places beyond the candidates
     features = scoring_features(args, rm)
-    top, unknown, candidates = rm.recommend(users, n, not args.include_seen, *features)
+    top, unknown, candidates = rm.recommend(users, args.n, not args.include_seen, *features)
+    n = top.shape[1]  # no more than the candidates
     rows = np.repeat(np.arange(users.size), n).reshape(top.shape)
     ranks = np.tile(np.arange(1, n + 1), (users.size, 1))
     valid = top >= 0

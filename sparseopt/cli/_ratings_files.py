@@ -471,11 +471,16 @@ class RatingsModel:
 
     def recommend(self, users_raw, n, exclude_seen=True, user_features=None,
                   item_features=None):  # fmt: skip
-        """Top-``n`` candidates per raw user (-1 fills), the number of unknown users given
-        the items of largest bias, and the candidates' raw ids. Unknown users named by
-        ``user_features`` (see :meth:`score`) are recommended for from their features; the
-        items of ``item_features`` that the model does not know join the candidates, scored
-        from their features."""
+        """Top-``n`` candidates per raw user (at most as many as the candidates; -1 fills),
+        the number of unknown users given the items of largest bias, and the candidates' raw
+        ids. Unknown users named by ``user_features`` (see :meth:`score`) are recommended for
+        from their features; the items of ``item_features`` that the model does not know join
+        the candidates, scored from their features."""
+        candidates = self.items.ids
+        if item_features is not None:
+            raw = item_features[0]
+            candidates = np.concatenate([candidates, np.unique(raw[~self.items.lookup(raw)[1]])])
+        n = min(n, candidates.size)
         u, known = self.users.lookup(users_raw)
         out = np.full((u.size, n), -1, dtype=np.int64)
         if known.any():
@@ -490,14 +495,9 @@ class RatingsModel:
             bias = self.model.item_biases_.astype(np.float64)
             order = np.lexsort((np.arange(bias.size), -bias))[:n]
             out[~known, : order.size] = order
-        candidates = self.items.ids
-        if item_features is not None:
-            raw = item_features[0]
-            new = np.unique(raw[~self.items.lookup(raw)[1]])
-            if new.size:
-                candidates = np.concatenate([candidates, new])
-                out = self._merge_new_items(users_raw, out, candidates, n,
-                                            (user_features, item_features))  # fmt: skip
+        if candidates.size > len(self.items):
+            out = self._merge_new_items(users_raw, out, candidates, n,
+                                        (user_features, item_features))  # fmt: skip
         return out, int((~known).sum()), candidates
 
     def _merge_new_items(self, users_raw, top, candidates, n, features):
