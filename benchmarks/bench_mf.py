@@ -10,6 +10,7 @@ installed (Surprise, LightFM, implicit) are skipped. sparseopt's kernels are war
 (loaded from Numba's cache), so fit times exclude compilation.
 
     PYTHONPATH=. python benchmarks/bench_mf.py --cold-start [--data ...]
+    PYTHONPATH=. python benchmarks/bench_mf.py --history-validation [--data ...]
 
 Side features (issue 27), alone: items of genres and release decade (u.item), users of age
 bucket, gender and occupation (u.user), one-hot with weight 1 (on validation splits cut from
@@ -17,6 +18,8 @@ the training data, this beat rows normalized to sum 1, LightFM's ``Dataset`` def
 AUC 0.739 against 0.722). Cold start: positives (rating >= 4) of all 100,000 ratings, 20% of the
 items (random, seed 0) held out entirely; each user's test AUC and precision@10 rank the cold
 items alone, scored from their features. Warm: the ``ua`` split as above, with features.
+``--history-validation`` compares user histories on and off with features on validation
+splits cut from the training data (:func:`history_validation`), which chose the default.
 sparseopt's WARP defaults (32 factors, 20 epochs, user histories, ``max_sampled`` 50) face
 LightFM's hybrid model with the same feature matrices (each id one more column), factors and
 epochs, WARP, one thread (``num_threads=1``; run the script with ``NUMBA_NUM_THREADS=1``, as
@@ -275,6 +278,43 @@ def cold_start(folder):
     return rows
 
 
+def history_validation(folder, seeds=(0, 1)):
+    """Rows of ``--history-validation``: WARP with side features, user histories on or off,
+    judged on validation splits cut from the training data alone (the test sets unread):
+    warm, 10% of ``ua.base``'s positives (seed 1) held out; cold, 20% of the cold-start
+    split's training items (seed 1) held out again and scored from their features. Means
+    over the random states ``seeds``."""
+    from sparseopt.metrics import auc_score
+
+    U, I = side_features(folder)
+    train = implicit_positives(load_movielens_split(folder, "ua")[0]).tocoo()
+    held = np.random.default_rng(1).random(train.nnz) < 0.1
+    fit, valid = (sp.csr_matrix((train.data[m], (train.row[m], train.col[m])), train.shape)
+                  for m in (~held, held))  # fmt: skip
+    cold_train, _, warm, _ = cold_start_split(folder)
+    n_users, n_items = cold_train.shape
+    cold = np.sort(np.random.default_rng(1).choice(n_items, int(0.2 * n_items), False))
+    kept = np.setdiff1d(np.arange(n_items), cold)
+    rows = []
+    for history in (True, False):
+        name = f"sparseopt MF WARP, user and item features, user_history={history}"
+        warm_p, cold_auc, cold_p = [], [], []
+        for seed in seeds:
+            mf = MatrixFactorization(random_state=seed, user_history=history, **SIDE_PARAMS)
+            mf.fit(fit, user_features=U, item_features=I)
+            warm_p.append(precision_at_k(valid, mf.recommend(np.arange(n_users), n=10), 10))
+            mf.fit(cold_train[:, kept], user_features=U, item_features=I[warm][kept])
+            pairs = np.repeat(np.arange(n_users), cold.size), np.tile(np.arange(cold.size),
+                                                                     n_users)  # fmt: skip
+            scores = mf.predict(*pairs, item_features=I[warm][cold]).reshape(n_users, -1)
+            cold_auc.append(auc_score(cold_train[:, cold], scores))
+            cold_p.append(precision_at_k(cold_train[:, cold], scores, 10))
+        rows.append(("validation, warm", name, f"p@10 {np.mean(warm_p):.4f}", "", "", ""))
+        quality = f"AUC {np.mean(cold_auc):.4f}, p@10 {np.mean(cold_p):.4f}"
+        rows.append(("validation, cold items", name, quality, "", "", ""))
+    return rows
+
+
 def user_interval(per_user, resamples=2000, seed=0):
     """95% bootstrap interval of the mean over the users with test items."""
     values = per_user[~np.isnan(per_user)]
@@ -295,9 +335,12 @@ def main():
     parser.add_argument("--data", default=str(default))
     parser.add_argument("--cold-start", action="store_true",
                         help="only the side-feature cases (issue 27)")  # fmt: skip
+    parser.add_argument("--history-validation", action="store_true",
+                        help="only user histories with features, on validation splits")  # fmt: skip
     args = parser.parse_args()
-    if args.cold_start:
-        print_table(cold_start(args.data))
+    if args.cold_start or args.history_validation:
+        print_table(cold_start(args.data) if args.cold_start else
+                    history_validation(args.data))  # fmt: skip
         return
 
     folds = [load_movielens_split(args.data, f) for f in FOLDS]
