@@ -334,3 +334,13 @@ def test_dask_merge_of_feature_tables_is_the_accumulator_weighted_mean():
         assert_allclose(merged[:, n_params], weights.mean(0), rtol=1e-6)
         if name not in ("user.bias", "history.bias"):  # WARP steps neither
             assert not np.allclose(merged, before[name])
+
+
+def test_user_histories_with_fewer_user_feature_rows_than_users():
+    # users are their 2 taste features alone: the epoch's user-by-user order must count the
+    # 80 users, not the 2 rows of the user table
+    X, U, I, taste, genre = _two_tastes()
+    mf = MatrixFactorization(8, loss="warp", max_iter=5, user_identity=False, random_state=0)
+    mf.fit(X, user_features=U, item_features=I)
+    assert mf.tables_["user"].n_rows == 2 and mf.tables_["history"].n_rows == 60
+    assert (genre[mf.recommend(np.arange(80), n=5)] == taste[:, None]).mean() > 0.9
