@@ -97,18 +97,29 @@ def test_hybrid_steps_match_a_dense_numpy_reference(loss, rule):
     assert np.abs(D - initial[3]).max() > 1e-3 and np.abs(E - initial[1]).max() > 1e-3
 
 
-@pytest.mark.parametrize("loss", ["squared", "warp"])
-def test_identity_features_alone_are_plain_matrix_factorization(loss):
+@pytest.mark.parametrize(
+    ("loss", "history", "alpha_factors"),
+    [("squared", False, 0.1), ("warp", False, 0.1), ("warp", True, 0.0), ("squared", True, 0.0)],
+)
+def test_identity_features_alone_are_plain_matrix_factorization(loss, history, alpha_factors):
+    # with user histories the two put the factor penalty on different vectors (the whole
+    # user vector, or the features' rows alone): without it, they take the same steps
     X = sp.random(30, 20, density=0.25, format="csr", random_state=0)
     X.data = 1 + 4 * X.data
-    params = dict(n_components=4, loss=loss, max_iter=3, random_state=0)
-    plain = MatrixFactorization(user_history=False, **params).fit(X)
+    params = dict(n_components=4, loss=loss, max_iter=3, random_state=0, user_history=history,
+                  alpha_factors=alpha_factors)  # fmt: skip
+    plain = MatrixFactorization(**params).fit(X)
     hybrid = MatrixFactorization(**params).fit(
         X, user_features=sp.csr_matrix((30, 0)), item_features=sp.csr_matrix((20, 0))
     )
     users, items = np.divmod(np.arange(600), 20)
-    assert_allclose(hybrid.predict(users, items), plain.predict(users, items), rtol=1e-6)
-    assert_allclose(hybrid.item_factors_, plain.item_factors_, rtol=1e-6)
+    assert_allclose(hybrid.predict(users, items), plain.predict(users, items), rtol=1e-5)
+    assert_allclose(hybrid.item_factors_, plain.item_factors_, rtol=1e-5, atol=1e-7)
+    active = np.diff(X.indptr) > 0  # (plain MF's user_factors_ keep the initial vectors)
+    assert_allclose(hybrid.user_factors_[active], plain.user_factors_[active], rtol=1e-5,
+                    atol=1e-7)  # fmt: skip
+    if history:
+        assert_allclose(hybrid.history_factors_, plain.history_factors_, rtol=1e-5, atol=1e-7)
 
 
 def _two_tastes(n_users=80, n_items=60, seed=0):
@@ -165,8 +176,8 @@ def test_features_reach_only_models_fitted_with_them():
 
 def test_a_model_with_features_saves_loads_and_refuses_a_damaged_map(tmp_path):
     X, U, I, *_ = _two_tastes(20, 15)
-    mf = MatrixFactorization(4, max_iter=2, random_state=0).fit(X, user_features=U,
-                                                                 item_features=I)  # fmt: skip
+    mf = MatrixFactorization(4, max_iter=2, random_state=0, user_history=True).fit(
+        X, user_features=U, item_features=I)  # fmt: skip
     mf.save(tmp_path / "mf.npz")
     loaded = sparseopt.load(tmp_path / "mf.npz")
     users, items = np.divmod(np.arange(300), 15)
@@ -209,7 +220,6 @@ def test_partial_fit_folds_in_new_users_and_items():
         (np.full((20, 2), np.nan), {}, "NaN"),
         (sp.csr_matrix(-np.ones((20, 2))), {}, "user_features has negative weights"),
         (sp.csr_matrix((20, 2)), {"user_identity": False}, "user 0 has no features"),
-        (sp.csr_matrix(np.ones((20, 2))), {"user_history": True}, "user_history=True"),
     ],
 )
 def test_bad_side_features_are_refused_and_leave_the_model_as_it_was(user_features, params,
@@ -246,6 +256,24 @@ def test_command_line_features_files_and_unknown_users(tmp_path, capsys):
     for user, want in (("999", 0), ("998", 1)):
         assert [genre[int(i) - 500] for u, _, i, _ in lines if u == user] == [want] * 3
     assert "1 unknown users given the items of largest bias" in captured.err
+    # new items scored from their features: by predict, and as candidates of recommend
+    (tmp_path / "new_items.csv").write_text("item,genre\n900,g0\n901,g1\n")
+    (tmp_path / "pairs.csv").write_text("999,900\n999,901\n998,900\n998,901\n12345,901\n")
+    features = ["--user-features", str(tmp_path / "new.csv"),
+                "--item-features", str(tmp_path / "new_items.csv")]  # fmt: skip
+    out = tmp_path / "scores.txt"
+    assert main(["predict", str(model), str(tmp_path / "pairs.csv"), "--out", str(out),
+                 *features]) == 0  # fmt: skip
+    assert "(1 pairs with an unknown id" in capsys.readouterr().out
+    s = np.loadtxt(out)
+    assert s[0] > s[1] and s[3] > s[2]  # taste 0 likes genre 0, taste 1 genre 1
+    user = next(u for u in range(40) if taste[u] == 1)
+    assert main(["recommend", str(model), "--users", str(user + 100), "--n", "40",
+                 features[2], features[3]]) == 0  # fmt: skip
+    ranked = [line.split(",")[2] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert ranked.index("901") < ranked.index("900")
+    assert main(["evaluate", str(model), str(tmp_path / "pairs.csv"), *features]) == 1
+    assert "ranking metrics of an implicit model" in capsys.readouterr().err
     bad_files = {"user,taste\n100,t0\n100,t1\n": "user id 100 has more than one",
                  "user,taste\n100,t0\n7777,t1\n": "user id 7777 does not appear"}
     for text, match in bad_files.items():
@@ -271,3 +299,48 @@ def test_dask_fit_takes_side_features():
     assert mf.tables_["user"].n_rows == 2 + 80
     top = mf.recommend(np.arange(80), n=5, item_features=I[40:])
     assert (genre[40:][top] == taste[:, None]).mean() > 0.9
+
+
+def test_dask_merge_of_feature_tables_is_the_accumulator_weighted_mean():
+    # two workers train copies of one training on their own users; every table (user and
+    # item features, item histories) is shared, so each row merges as the mean of the
+    # copies' vectors weighted by their AdaGrad accumulators, the accumulators averaged
+    import copy
+
+    import sparseopt.dask as sd
+
+    X, U, I, *_ = _two_tastes(30, 20)
+    training = MatrixFactorization(K, loss="warp", random_state=0).start_training(
+        X, user_features=U, item_features=I
+    )
+    before = {name: training.table(name).copy() for name in training.tables()}
+    results = []
+    for block, (lo, hi) in enumerate(((0, 15), (15, 30))):
+        worker = copy.deepcopy(training)
+        segment = (block, lo, 0, X[lo:hi].nnz, 7 + block, 0)
+        steps, _, touched, changed = sd._train_segments(worker, [X[lo:hi], None], [segment],
+                                                        "features-merge")  # fmt: skip
+        results.append({"touched": touched, "changed": changed, "clock_steps": steps})
+    sd._merge(training, results)
+    assert set(training.tables()) == {f"{side}.{part}" for side in ("user", "item", "history")
+                                      for part in ("bias", "factors")}  # fmt: skip
+    for name in training.tables():
+        n_params = 1 if name.endswith("bias") else K  # per-row AdaGrad: one accumulator a row
+        copies = np.stack([r["changed"][name][1] for r in results]).astype(np.float64)
+        weights = copies[:, :, n_params]
+        expected = (weights[:, :, None] * copies[:, :, :n_params]).sum(0) / weights.sum(0)[:, None]
+        merged = training.table(name)
+        assert_allclose(merged[:, :n_params], expected, rtol=1e-5, atol=1e-8)
+        assert_allclose(merged[:, n_params], weights.mean(0), rtol=1e-6)
+        if name not in ("user.bias", "history.bias"):  # WARP steps neither
+            assert not np.allclose(merged, before[name])
+
+
+def test_user_histories_with_fewer_user_feature_rows_than_users():
+    # users are their 2 taste features alone: the epoch's user-by-user order must count the
+    # 80 users, not the 2 rows of the user table
+    X, U, I, taste, genre = _two_tastes()
+    mf = MatrixFactorization(8, loss="warp", max_iter=5, user_identity=False, random_state=0)
+    mf.fit(X, user_features=U, item_features=I)
+    assert mf.tables_["user"].n_rows == 2 and mf.tables_["history"].n_rows == 60
+    assert (genre[mf.recommend(np.arange(80), n=5)] == taste[:, None]).mean() > 0.9

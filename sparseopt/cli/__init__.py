@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--out", required=True, help="output file")
     add_data_options(p, defaults=False)
+    _add_feature_files(p, "pairs")
     _set_command(p, C.predict)
 
     e = commands.add_parser("evaluate", help=C.evaluate.__doc__, description=C.evaluate.__doc__)
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("data")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     add_data_options(e, defaults=False)
+    _add_feature_files(e, "ratings (loss squared)")
     _set_command(e, C.evaluate)
 
     i = commands.add_parser("inspect", help=C.inspect.__doc__, description=C.inspect.__doc__)
@@ -246,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="CSV of user features (as for train): users unknown to the model that it names "
         "are recommended for from their features",
+    )
+    rc.add_argument(
+        "--item-features",
+        metavar="FILE",
+        help="CSV of item features (as for train): the items unknown to the model that it "
+        "names join the candidates, scored from their features",
     )
     rc.add_argument(
         "--include-seen",
@@ -279,6 +287,18 @@ def _for_the_command_line(exc) -> str:
     from ..datasets._readers import ChunkReader
 
     return str(exc).replace(f"({ChunkReader.skip_hint} skips", "(--skip-bad-lines skips")
+
+
+def _add_feature_files(command: argparse.ArgumentParser, what: str) -> None:
+    """``--user-features`` and ``--item-features`` of the mf commands that score pairs."""
+    for side in ("user", "item"):
+        command.add_argument(
+            f"--{side}-features",
+            metavar="FILE",
+            help=f"mf models trained with side features: CSV of {side} features (as for "
+            f"train); the {what} of {side}s unknown to the model that it names are scored "
+            f"from their features",
+        )
 
 
 def _set_command(command: argparse.ArgumentParser, run) -> None:

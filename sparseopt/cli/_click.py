@@ -126,9 +126,17 @@ def train(args) -> int:
     return 0
 
 
+def _refuse_feature_files(args) -> None:
+    for flag, value in (("--user-features", args.user_features),
+                        ("--item-features", args.item_features)):  # fmt: skip
+        if value is not None:
+            raise PipelineError(f"{flag} applies to mf models; a click model reads DATA alone")
+
+
 def predict(args) -> int:
     """``sparseopt predict MODEL DATA --out FILE`` for a click model: one probability per
     row."""
+    _refuse_feature_files(args)
     model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, data_options(args), args.chunk_size, args.skip_bad_lines
@@ -142,6 +150,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """``sparseopt evaluate MODEL DATA`` for a click model: logloss, AUC, calibration."""
+    _refuse_feature_files(args)
     model, spec = P.load_model(args.model)
     reader = P.open_data(
         model, spec, args.data, data_options(args), args.chunk_size, args.skip_bad_lines

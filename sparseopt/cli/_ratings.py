@@ -51,6 +51,7 @@ from ._ratings_files import (
     read_ratings,
     save_checked,
 )
+from ._side_features import scoring_features
 
 LOSSES = ("squared", "logistic", "bpr", "warp")
 # the options each mf command takes; any other one given is refused, the click models'
@@ -59,8 +60,8 @@ _TAKES = {
     "train": {"model", "out", "validation", "epochs", "sep", "skip_bad_lines", "optimizer",
               "learning_rate", "loss", "min_rating", "n_jobs", "set", "seed", "progress",
               "user_features", "item_features"},
-    "predict": {"out", "sep", "skip_bad_lines"},
-    "evaluate": {"json", "sep", "skip_bad_lines"},
+    "predict": {"out", "sep", "skip_bad_lines", "user_features", "item_features"},
+    "evaluate": {"json", "sep", "skip_bad_lines", "user_features", "item_features"},
 }  # fmt: skip
 _READS = "it reads user,item[,rating] lines without hashing (--sep and --skip-bad-lines apply)"
 _WHY = {  # why an option does not apply, where more can be said than _READS
@@ -253,7 +254,7 @@ def predict(args) -> int:
     )
     if len(cols) == 0:
         raise PipelineError(f"{args.data} has no user,item pairs")
-    scores, unknown = rm.score(cols.users, cols.items)
+    scores, unknown = rm.score(cols.users, cols.items, *scoring_features(args, rm))
     _write(args.out, "".join(f"{v:.6g}\n" for v in scores))
     print(
         f"wrote {len(cols):,} predictions to {args.out} ({unknown:,} pairs with an unknown id "
@@ -270,7 +271,14 @@ def evaluate(args) -> int:
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
     )
-    result = dict(evaluate_ratings(rm, cols), n_bad_lines=cols.n_bad_lines)
+    features = scoring_features(args, rm)
+    if rm.loss != "squared" and features != (None, None):
+        raise PipelineError(
+            "--user-features and --item-features score the ratings of unknown ids (loss "
+            "squared); the ranking metrics of an implicit model rank its known items for its "
+            "known users: leave them out (sparseopt recommend takes them)"
+        )
+    result = dict(evaluate_ratings(rm, cols, features), n_bad_lines=cols.n_bad_lines)
     if args.json:
         print(json.dumps(result))
     else:
@@ -314,23 +322,14 @@ def recommend(args) -> int:
     user,rank,item,score."""
     rm = load(args.model)
     users = _user_list(args, rm.users.kind)
-    n = min(args.n, len(rm.items))  # no more items to rank than the model has
-    features = None
-    if args.user_features is not None:
-        from ._side_features import read_feature_rows
-
-        if not (rm.features or {}).get("user"):
-            raise PipelineError(
-                f"{args.model} was trained without --user-features: it scores no user features"
-            )
-        features = read_feature_rows(args.user_features, rm.users.kind, "user")
-    top, unknown = rm.recommend(users, n, exclude_seen=not args.include_seen,
-                                user_features=features)  # fmt: skip
+    features = scoring_features(args, rm)
+    top, unknown, candidates = rm.recommend(users, args.n, not args.include_seen, *features)
+    n = top.shape[1]  # no more than the candidates
     rows = np.repeat(np.arange(users.size), n).reshape(top.shape)
     ranks = np.tile(np.arange(1, n + 1), (users.size, 1))
     valid = top >= 0
-    items = rm.items.ids[top[valid]]
-    scores, _ = rm.score(users[rows[valid]], items, features)
+    items = candidates[top[valid]]
+    scores, _ = rm.score(users[rows[valid]], items, *features)
     lines = ["user,rank,item,score"] + [
         f"{u},{r},{i},{s:.6g}"
         for u, r, i, s in zip(users[rows[valid]], ranks[valid], items, scores, strict=True)

@@ -415,53 +415,78 @@ class RatingsModel:
     def loss(self) -> str:
         return self.model.get_params()["loss"]
 
-    def score(self, users_raw, items_raw, user_features=None):
+    def score(self, users_raw, items_raw, user_features=None, item_features=None):
         """Scores of raw (user, item) pairs; returns (scores, number of pairs with an
-        unknown id), unknown ids scored by the biases alone (module docstring), or unknown
-        users by their features, ``user_features`` being (raw ids, features) of a features
-        file (:func:`~sparseopt.cli._side_features.read_feature_rows`)."""
+        unknown id scored by the biases alone, as the module docstring says).
+
+        ``user_features`` and ``item_features``: (raw ids, features) of features files
+        (:func:`~sparseopt.cli._side_features.read_feature_rows`); a user (item) the model
+        does not know but a file names is scored from its features."""
         m = self.model
         u, known_u = self.users.lookup(users_raw)
         i, known_i = self.items.lookup(items_raw)
-        both = known_u & known_i
         s = np.empty(u.size, dtype=np.float64)
-        if both.any():
-            s[both] = m.predict(u[both], i[both])
-        rest = ~both
-        if user_features is not None:
-            rows, featured = self._feature_rows(users_raw, user_features)
-            use = rest & featured & known_i
-            if use.any():
-                s[use] = m.predict(np.arange(use.sum()), i[use],
-                                   user_features=rows[np.flatnonzero(use)])  # fmt: skip
-            rest &= ~use
-        if rest.any():
+        if self.features is None:  # read_new_features refused feature files for it
+            both = known_u & known_i
+            if both.any():
+                s[both] = m.predict(u[both], i[both])
+            rest = ~both
             bu = np.where(known_u, m.user_biases_[u], 0.0)
             bi = np.where(known_i, m.item_biases_[i], 0.0)
             cold = m.global_mean_ + bu[rest].astype(np.float64) + bi[rest].astype(np.float64)
             if self.loss == "squared":
                 cold = np.clip(cold, *m.rating_range_)
             s[rest] = cold
-        return s, int(rest.sum())
+            return s, int(rest.sum())
+        # side features: an id the model does not know is its features row (empty if no file
+        # names it: the biases alone), and each of the four kinds of pairs is one predict
+        user_rows, named_u = self._feature_rows("user", users_raw, user_features)
+        item_rows, named_i = self._feature_rows("item", items_raw, item_features)
+        for new_user in (False, True):
+            for new_item in (False, True):
+                use = (~known_u if new_user else known_u) & (~known_i if new_item else known_i)
+                if not use.any():
+                    continue
+                at = np.flatnonzero(use)
+                rows = np.arange(at.size)
+                s[use] = m.predict(
+                    rows if new_user else u[use], rows if new_item else i[use],
+                    user_features=user_rows[at] if new_user else None,
+                    item_features=item_rows[at] if new_item else None,
+                )  # fmt: skip
+        return s, int(((~known_u & ~named_u) | (~known_i & ~named_i)).sum())
 
-    def _feature_rows(self, users_raw, user_features):
-        """(a features matrix with one row per raw user, whether the file names the user)."""
-        raw, features = user_features
-        at, named = IdMap(np.sort(raw)).lookup(np.asarray(users_raw))
+    def _feature_rows(self, side, raw_ids, given):
+        """(a features matrix with one row per id of ``raw_ids``, whether ``given`` (raw
+        ids, features) of a features file names the id; None: no file)."""
+        vocabulary = (self.features or {}).get(side) or []
+        if given is None:
+            return sp.csr_matrix((len(raw_ids), len(vocabulary)), dtype=np.float32), np.zeros(
+                len(raw_ids), bool)  # fmt: skip
+        raw, features = given
+        at, named = IdMap(np.sort(raw)).lookup(np.asarray(raw_ids))
         by_sorted = np.argsort(raw, kind="stable")
         rows = [features[by_sorted[a]] if ok else [] for a, ok in zip(at, named, strict=True)]
-        return feature_matrix(rows, (self.features or {}).get("user") or []), named
+        return feature_matrix(rows, vocabulary), named
 
-    def recommend(self, users_raw, n, exclude_seen=True, user_features=None):
-        """Top-``n`` item indices per raw user (-1 fills), and the number of unknown users
-        given the items of largest bias; unknown users named by ``user_features`` (see
-        :meth:`score`) are recommended for from their features."""
+    def recommend(self, users_raw, n, exclude_seen=True, user_features=None,
+                  item_features=None):  # fmt: skip
+        """Top-``n`` candidates per raw user (at most as many as the candidates; -1 fills),
+        the number of unknown users given the items of largest bias, and the candidates' raw
+        ids. Unknown users named by ``user_features`` (see :meth:`score`) are recommended for
+        from their features; the items of ``item_features`` that the model does not know join
+        the candidates, scored from their features."""
+        candidates = self.items.ids
+        if item_features is not None:
+            raw = item_features[0]
+            candidates = np.concatenate([candidates, np.unique(raw[~self.items.lookup(raw)[1]])])
+        n = min(n, candidates.size)
         u, known = self.users.lookup(users_raw)
         out = np.full((u.size, n), -1, dtype=np.int64)
         if known.any():
             out[known] = self.model.recommend(u[known], n=n, exclude_seen=exclude_seen)
         if user_features is not None:
-            rows, featured = self._feature_rows(users_raw, user_features)
+            rows, featured = self._feature_rows("user", users_raw, user_features)
             use = ~known & featured
             if use.any():
                 out[use] = self.model.recommend(user_features=rows[np.flatnonzero(use)], n=n)
@@ -470,7 +495,25 @@ class RatingsModel:
             bias = self.model.item_biases_.astype(np.float64)
             order = np.lexsort((np.arange(bias.size), -bias))[:n]
             out[~known, : order.size] = order
-        return out, int((~known).sum())
+        if candidates.size > len(self.items):
+            out = self._merge_new_items(users_raw, out, candidates, n,
+                                        (user_features, item_features))  # fmt: skip
+        return out, int((~known).sum()), candidates
+
+    def _merge_new_items(self, users_raw, top, candidates, n, features):
+        """``top`` (fitted items) and every candidate past the fitted items, merged by score
+        into the top ``n`` per user (ties to the lower candidate index)."""
+        n_fitted, n_users = len(self.items), len(users_raw)
+        new = np.arange(n_fitted, candidates.size)
+        picks = np.hstack([top, np.tile(new, (n_users, 1))])
+        users = np.repeat(np.asarray(users_raw), picks.shape[1])
+        scores, _ = self.score(users, candidates[np.maximum(picks, 0)].ravel(), *features)
+        scores = scores.reshape(picks.shape)
+        scores[picks < 0] = -np.inf
+        order = np.lexsort((picks, -scores), axis=1)[:, :n]
+        out = np.take_along_axis(picks, order, axis=1)
+        out[np.take_along_axis(scores, order, axis=1) == -np.inf] = -1
+        return out
 
 
 def save(model, path, users: IdMap, items: IdMap, min_rating, n_interactions,
@@ -590,14 +633,15 @@ def _checked_features(model, features) -> dict:
 
 
 # --- metrics -------------------------------------------------------------------------------
-def evaluate_ratings(rm: RatingsModel, cols: Ratings) -> dict:
-    """RMSE and MAE (squared loss) or ranking metrics at 10 (implicit losses) on ``cols``."""
+def evaluate_ratings(rm: RatingsModel, cols: Ratings, features=(None, None)) -> dict:
+    """RMSE and MAE (squared loss) or ranking metrics at 10 (implicit losses) on ``cols``;
+    ``features``: the user and item features of :meth:`RatingsModel.score`."""
     from ..metrics import mae, rmse
 
     if len(cols) == 0:
         raise PipelineError("no ratings to evaluate")
     if rm.loss == "squared":
-        scores, unknown = rm.score(cols.users, cols.items)
+        scores, unknown = rm.score(cols.users, cols.items, *features)
         y = cols.values.astype(np.float64)
         return {
             "n_ratings": len(cols),

@@ -88,3 +88,22 @@ def training_features(path, ids: IdMap, what: str):
     full = rows[order]
     full = sp.diags(named.astype(np.float32)) @ full  # rows the file does not name: empty
     return sp.csr_matrix(full, dtype=np.float32), vocabulary
+
+
+def scoring_features(args, rm):
+    """(user features, item features) of the files that ``args`` names (``--user-features``,
+    ``--item-features``; None where none is named), each as :func:`read_feature_rows` reads
+    it, for scoring ids that the model ``rm`` (a RatingsModel) does not know."""
+    out = []
+    for what, ids in (("user", rm.users), ("item", rm.items)):
+        path = getattr(args, f"{what}_features", None)
+        if path is None:
+            out.append(None)
+            continue
+        if not (rm.features or {}).get(what):
+            raise PipelineError(
+                f"{args.model} was trained without --{what}-features: it scores no {what} "
+                f"features"
+            )
+        out.append(read_feature_rows(path, ids.kind, what))
+    return tuple(out)

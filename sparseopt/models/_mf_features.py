@@ -25,11 +25,22 @@ cancels in :math:`s_{ui} - s_{uj}`). A feature shared by ``i`` and ``j`` gets on
 summed gradient. With each user and item its identity alone (weight 1), every gradient is
 :mod:`._mf`'s: the model is plain matrix factorization.
 
+With user histories (:mod:`._mf`'s third side, item vectors :math:`y_m`), a user's vector
+also sums those of the items :math:`N(u)` it interacted with, as in :mod:`._mf`:
+
+.. math:: p_u = \\sum_f a_{uf} e_f + |N(u)|^{-1/2} \\sum_{m \\in N(u)} y_m .
+
+Training then runs user by user; a step on the positive ``i`` leaves :math:`y_i` out and
+scales the sum by :math:`(|N(u)| - 1)^{-1/2}` (a positive never scores itself), the user's
+feature rows step as above (their penalty :math:`\\alpha_f e_f` on themselves alone), and at
+the end of the user's block every :math:`y_m` takes one step on the scaled sum of the block's
+gradients in :math:`p_u`, plus :math:`\\alpha_f y_m` (:mod:`._mf`'s history update).
+
 Each step touches only the feature rows of its user and items (lazy): every row is caught up
 on its skipped zero-gradient steps (:func:`._mf._sync`) before it is read, and stamped when it
 is stepped, exactly as the id rows of :mod:`._mf`. The epoch order, negative sampling, Hogwild
 driver and final catch-up are :mod:`._mf`'s (:func:`._mf.mf_train_epoch`,
-:func:`._mf.mf_catch_up`); user histories are not part of this model.
+:func:`._mf.mf_catch_up`).
 
 References
 ----------
@@ -67,6 +78,24 @@ def _gather(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, 
 
 
 @numba.njit(inline="always", **JIT)
+def _score_with(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, p):
+    """Catch up the feature rows of item ``x``; return its bias plus ``p . q_x`` (the sum
+    over its features of ``w (bias + p . row)``, without building ``q_x``: a WARP draw reads
+    the vector of a negative that is most often not stepped)."""
+    indptr, indices, weights = rows
+    s = 0.0
+    for n in range(indptr[x], indptr[x + 1]):
+        f = indices[n]
+        if lazy:
+            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
+        t = np.float64(bias[f, 0])
+        for m in range(k):
+            t += p[m] * (factors[f, m] if rm else factors[f * k + m, 0])
+        s += np.float64(weights[n]) * t
+    return s
+
+
+@numba.njit(inline="always", **JIT)
 def _dot(a, b, k):
     """``a . b`` as a loop (a BLAS call costs more than k = 32 products)."""
     s = 0.0
@@ -98,6 +127,44 @@ def _step_row(rule, h, c, lazy, bias, factors, stamp, mark, f, a, a_bias, vec, k
             factors[r, 0] = R.step_caught_up(rule, h, c, factors, r, a * vec[r - f * k]
                                              + alpha_f * e)  # fmt: skip
     _stamp(c, lazy, stamp, mark, f)
+
+
+@numba.njit(**JIT)
+def _history_term(rule, h, spec, c, lazy, history, known, u, dims, h_u):
+    """Set ``h_u`` to user ``u``'s history term :math:`(n - 1)^{-1/2} \\sum_{m \\in N(u)} y_m`
+    (``n = |N(u)|``, 0 if ``n = 1``), its rows caught up first; return the scale.
+
+    ``history`` is the side of the :math:`y_m`, ``known = (indptr, indices)`` every user's
+    known items, ``dims = (k, rm)``.
+    """
+    hb, hf, h_stamp, h_mark = history
+    indptr, indices = known
+    k, rm = dims
+    lo, hi = indptr[u], indptr[u + 1]
+    scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
+    h_u[:] = 0.0
+    for t in range(lo, hi):
+        m = indices[t]
+        if lazy:
+            _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
+        _add_row(h_u, hf, m, scale, k, rm)
+    return scale
+
+
+@numba.njit(**JIT)
+def _step_history(rule, h, spec, c, lazy, history, known, u, scale, g_u, dims, alpha_f):
+    """Step every :math:`y_m`, ``m`` in user ``u``'s known items, on the gradient
+    ``scale g_u + alpha_f y_m`` (``g_u``: the sum of the user block's gradients in the user
+    vector)."""
+    hb, hf, h_stamp, h_mark = history
+    indptr, indices = known
+    k, rm = dims
+    for t in range(indptr[u], indptr[u + 1]):
+        m = indices[t]
+        if lazy:
+            _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
+        _step_row(rule, h, c, lazy, hb, hf, h_stamp, h_mark, m, scale, 0.0, g_u, k, rm, 0.0,
+                  alpha_f, False)  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -134,9 +201,9 @@ def mf_features_train_range(rule, loss, lazy, per_row):
     with the signature and losses of :func:`._mf.mf_train_range`.
 
     ``sides`` is ``(user, item, history, user_rows, item_rows)``: the feature tables of users
-    and items, an empty history side (unused: :func:`._mf.mf_train_epoch` reads it), and the
-    users' and items' feature rows as CSR tuples ``(indptr, indices, weights)`` with sorted,
-    distinct indices inside each row.
+    and items, the history side (no rows: no user histories; with rows, ``order`` runs user
+    by user, as :func:`._mf.mf_train_epoch` makes it), and the users' and items' feature rows
+    as CSR tuples ``(indptr, indices, weights)`` with sorted, distinct indices inside each row.
     """
     RULE, LOSS, LAZY, RM = rule, loss, lazy, per_row
     POINTWISE = loss == SQUARED or loss == LOGISTIC
@@ -144,7 +211,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
     @numba.njit(**JIT)
     def train(start, stop, seed, sides, data, consts, optimizer):
         hp, spec, clock = optimizer
-        user, item, _, user_rows, item_rows = sides
+        user, item, history, user_rows, item_rows = sides
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
         ub, uf, u_stamp, u_mark = user
@@ -157,9 +224,22 @@ def mf_features_train_range(rule, loss, lazy, per_row):
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
         total = 0.0
         p, qi, qj, grad = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
+        # user history: the block's user, its history term, its summed gradient, the scale
+        hf = history[1]
+        with_history = hf.shape[0] > 0
+        known, dims = (indptr, indices), (k, RM)
+        block_user, scale = -1, 0.0
+        h_u, g_u = np.zeros(k), np.zeros(k)
         for e in range(start, stop):
             n = order[e]
             u, i, x = users[n], items[n], np.float64(values[n])
+            if with_history and u != block_user:
+                if block_user >= 0:
+                    _step_history(RULE, h, spec, c, LAZY, history, known, block_user, scale,
+                                  g_u, dims, alpha_f)  # fmt: skip
+                scale = _history_term(RULE, h, spec, c, LAZY, history, known, u, dims, h_u)
+                g_u[:] = 0.0
+                block_user = u
             for pair in range(n_pairs):
                 j = i
                 if pair > 0 or LOSS == BPR:
@@ -172,6 +252,10 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                     return BAD_STEP, total
                 bu = _gather(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, user_rows, u, k,
                              RM, p)  # fmt: skip
+                if with_history:  # the history term, the positive left out
+                    for m in range(k):
+                        p[m] += h_u[m]
+                    _add_row(p, hf, i, -scale, k, RM)
                 bi = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
                              j if POINTWISE else i, k, RM, qi)  # fmt: skip
                 s = bu + bi + _dot(p, qi, k)
@@ -191,6 +275,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                         total += x * softplus(-s)
                     for m in range(k):
                         grad[m] = d * qi[m]
+                        g_u[m] += grad[m]
                     for r in range(user_rows[0][u], user_rows[0][u + 1]):
                         a = np.float64(user_rows[2][r])
                         _step_row(RULE, h, c, LAZY, ub, uf, u_stamp, u_mark, user_rows[1][r],
@@ -210,17 +295,19 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark,
-                                         item_rows, neg, k, RM, qj)  # fmt: skip
-                            sj = bu + bj + _dot(p, qj, k)
+                            sj = bu + _score_with(RULE, h, spec, c, LAZY, ib, itf, i_stamp,
+                                                  i_mark, item_rows, neg, k, RM, p)  # fmt: skip
                             if sj > s - 1.0:
                                 j = neg
+                                _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark,
+                                        item_rows, neg, k, RM, qj)  # fmt: skip
                                 d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
                                 total += d * (1.0 - s + sj)
                                 break
                     if j >= 0:
                         for m in range(k):
                             grad[m] = d * (qj[m] - qi[m])
+                            g_u[m] += grad[m]
                         # the user biases cancel in s_ui - s_uj: their rows' vectors step
                         for r in range(user_rows[0][u], user_rows[0][u + 1]):
                             a = np.float64(user_rows[2][r])
@@ -229,6 +316,9 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                                       False)  # fmt: skip
                         _step_items(RULE, h, c, LAZY, ib, itf, i_stamp, i_mark, item_rows, i, j,
                                     -d, d, p, k, RM, alpha_b, alpha_f)  # fmt: skip
+        if block_user >= 0:
+            _step_history(RULE, h, spec, c, LAZY, history, known, block_user, scale, g_u, dims,
+                          alpha_f)  # fmt: skip
         R.store_clock(c, clock)
         return OK, total
 
