@@ -1,8 +1,8 @@
 """Data-parallel training on Dask against one process, on Criteo-like data or ratings.
 
-    python benchmarks/bench_dask.py [--model lr] [--rows 1000000] [--bits 20] [--blocks 4]
-                                    [--workers 2] [--epochs 3] [--merge-every none,5000]
-                                    [--repeat 3] [--threads]
+    python benchmarks/bench_dask.py [--model lr] [--data ctr] [--rows 1000000] [--bits 20]
+                                    [--blocks 4] [--workers 2] [--epochs 3]
+                                    [--merge-every none,5000] [--repeat 3] [--threads]
     python benchmarks/bench_dask.py --model mf [--ratings 20000000] [--users 140000]
                                     [--items 27000] [--merge-every none,auto] ...
 
@@ -12,12 +12,16 @@ Generates ``sparseopt.datasets.make_ctr`` data (with planted pairwise interactio
 (``--model lr``) or ``FMClassifier`` (``--model fm``, k = 8, per-row AdaGrad) with their
 defaults (AdaGrad, batch_size 1) for the same epochs with ``sparseopt.dask.fit`` (once per
 ``--merge-every`` value; ``none`` merges once per epoch) and with plain ``fit`` in this
-process. Kernels are compiled and loaded in every process before the
-timing; data placement is not timed. Each system runs ``--repeat`` times and the fastest run
-counts (this machine is shared). Prints one table: seconds, rows per second, speed-up over the
-single process, test logloss and its gap to the single process. A last line gives this
-machine's ceiling for data parallelism: the bare gather/scatter loop (``floor.py``) over the
-same blocks and epochs, in this process and in the workers at once (each on its own blocks).
+process. ``--data zipf`` takes instead the Zipf click log of ``bench_linear.py``
+(``click_log``: 45 fields, vocabularies from 10 to 400,000 values, 2^22 columns; ``--bits``
+is ignored), whose hot values most rows share and whose rare ones few rows touch; its last
+``--test-rows`` rows are the test set (no planted interactions). Kernels are compiled and
+loaded in every process before the timing; data placement is not timed. Each system runs
+``--repeat`` times and the fastest run counts (this machine is shared). Prints one table:
+seconds, rows per second, speed-up over the single process, test logloss and its gap to the
+single process. A last line gives this machine's ceiling for data parallelism: the bare
+gather/scatter loop (``floor.py``) over the same blocks and epochs, in this process and in the
+workers at once (each on its own blocks, with its own table, as each worker has its model).
 
 ``--model mf``: ``MatrixFactorization(n_components=32, random_state=0)`` with its defaults
 (squared loss, AdaGrad with per-row factor state, ``max_iter="auto"``: 5 epochs, or
@@ -39,6 +43,7 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from bench_linear import click_log
 from floor import floor_epochs
 from sklearn.metrics import log_loss
 
@@ -158,6 +163,10 @@ def print_table(rows, total, unit, metric):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="lr")
+    parser.add_argument(
+        "--data", choices=("ctr", "zipf"), default="ctr",
+        help="make_ctr's data, or bench_linear.py's Zipf click log (2^22 columns)",
+    )  # fmt: skip
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--test-rows", type=int, default=200_000)
     parser.add_argument("--bits", type=int, default=20)
@@ -199,18 +208,26 @@ def main():
     import sparseopt.dask as sd
 
     Model = MODELS[args.model]
-    interactions = 1.0 if args.model == "fm" else 0.0
-    data = make_ctr(
-        args.rows, n_bits=args.bits, interactions=interactions, n_test=args.test_rows,
-        random_state=0,
-    )  # fmt: skip
+    interactions = 1.0 if args.model == "fm" and args.data == "ctr" else 0.0
+    if args.data == "zipf":
+        log = click_log(args.rows + args.test_rows)
+        n = args.rows
+        data = dict(X=log.X[:n], y=log.y[:n], X_test=log.X[n:], y_test=log.y[n:],
+                    proba_test=log.proba[n:])  # fmt: skip
+        data, name = argparse.Namespace(**data), "Zipf click log (bench_linear.click_log)"
+    else:
+        data = make_ctr(
+            args.rows, n_bits=args.bits, interactions=interactions, n_test=args.test_rows,
+            random_state=0,
+        )  # fmt: skip
+        name = "make_ctr"
     X, y = data.X, data.y
     floor = log_loss(data.y_test, data.proba_test)
     print(
-        f"{Model.__name__}; {args.rows:,} rows in {args.blocks} blocks, "
+        f"{Model.__name__}; {name}, {args.rows:,} rows in {args.blocks} blocks, "
         f"{X.nnz / args.rows:.0f} nonzeros per row, interactions {interactions}, "
-        f"2^{args.bits} columns, {args.epochs} epochs; {args.workers} single-thread workers; "
-        f"Bayes floor logloss {floor:.4f}"
+        f"2^{int(np.log2(X.shape[1]))} columns, {args.epochs} epochs; {args.workers} "
+        f"single-thread workers; Bayes floor logloss {floor:.4f}"
     )
     params = dict(max_iter=args.epochs, tol=None, random_state=0)
 

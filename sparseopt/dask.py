@@ -200,12 +200,26 @@ def _train_segments(training, blocks, segments, fit_id):
     everything = training.lazy()  # the catch-up moved every coordinate
     touched, changed = {}, {}
     for name, marks in marked.items():
-        rows = None if any(r is None for r in marks) else np.unique(np.concatenate(marks))
+        rows = None if any(r is None for r in marks) else _union(marks)
         touched[name] = rows
         if rows is None or everything:
             rows = np.arange(training.table(name).shape[0])
         changed[name] = (rows, training.table(name)[rows])
     return steps, total, touched, changed
+
+
+def _union(parts):
+    """The sorted distinct values of the integer arrays ``parts``.
+
+    ``np.unique`` is not used: numpy 2.4 finds the distinct values of an integer array with a
+    hash table, which took 0.38-0.65 s for a worker's 600,000 touched rows of a Zipf click
+    log (2^22 columns), against 7 ms for a sort (issue 32). The sort leaves duplicates side
+    by side; the first of each run is kept.
+    """
+    values = np.sort(np.concatenate(parts))
+    first = np.ones(values.size, np.bool_)
+    first[1:] = values[1:] != values[:-1]
+    return values[first]
 
 
 def _apply_delta(training, delta):
@@ -725,7 +739,7 @@ def _merge(training, results):
                 table[mine] = values[np.searchsorted(rows, mine)]
                 caught_up = True
         if caught_up:  # the workers' copies differ: send the merged rows
-            rows = np.unique(np.concatenate([r for r, _ in updates]))
+            rows = _union([r for r, _ in updates])
             tables[name] = (rows, table[rows])
         # else each worker holds the rows it trained, and never reads the others'
     training.advance(sum(r["clock_steps"] for r in results))

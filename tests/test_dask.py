@@ -118,6 +118,42 @@ def test_merge_table_equals_its_formula_on_many_rows(accumulator, parallel, monk
     np.testing.assert_allclose(merged, expected, rtol=1e-5)
 
 
+def test_union_is_sorted_and_distinct():
+    rng = np.random.default_rng(0)
+    parts = [np.sort(rng.choice(1000, 300, replace=False)) for _ in range(3)]
+    parts += [np.empty(0, np.int64), np.array([999, 0, 0, 5])]
+    np.testing.assert_array_equal(sd._union(parts), np.unique(np.concatenate(parts)))
+    assert sd._union([np.empty(0, np.int64)]).size == 0
+
+
+def test_touched_rows_merge_like_whole_tables(ctr):
+    # two workers' copies trained on their blocks: the rows each reports as changed hold every
+    # row it moved, so merging only those rows equals merging the whole tables
+    data, X = ctr
+    training = SparseLogisticRegression(random_state=0).start_training(X[:0], classes=[0, 1])
+    start = {name: training.table(name).copy() for name in training.tables()}
+    reports = []
+    for k, (lo, hi) in enumerate([(0, 1500), (1500, 4000)]):
+        copy_k = copy.deepcopy(training)
+        fit_id = f"test-touched-{k}"
+        try:
+            segments = [(0, lo, 0, hi - lo, 0, 0)]
+            *_, changed = sd._train_segments(copy_k, [X[lo:hi], data.y[lo:hi]], segments, fit_id)
+        finally:
+            sd._forget(fit_id)
+        reports.append((copy_k, changed))
+    for name, (n_params, accumulator, _) in training.tables().items():
+        whole = [(np.arange(start[name].shape[0]), c.table(name)) for c, _ in reports]
+        deltas = [changed[name] for _, changed in reports]
+        for (rows, _), (_, table) in zip(deltas, whole, strict=True):
+            moved = np.flatnonzero((table != start[name]).any(axis=1))
+            assert moved.size and np.isin(moved, rows).all()
+        np.testing.assert_array_equal(
+            sd.merge_table(start[name], deltas, accumulator, n_params),
+            sd.merge_table(start[name], whole, accumulator, n_params),
+        )
+
+
 def test_one_block_equals_local_training(client, ctr):
     data, X = ctr
     params = dict(max_iter=2, tol=None, shuffle=False, batch_size=4)
