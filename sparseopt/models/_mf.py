@@ -383,7 +383,7 @@ def mf_train_range(rule, loss, lazy, per_row):
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
         dims, alphas, known = (k, RM), (alpha_b, alpha_f), (indptr, indices)
         total = 0.0
-        step, upto = 0, -pace  # ticks made, and the index of the last tick of the current step
+        others = 0  # the other threads' steps before this one's next: none before its first
         # user history (``order`` then runs user by user): the block's user, its history term,
         # its summed gradient and the history scale (see _begin_user)
         hb, hf, h_stamp, h_mark = history
@@ -408,9 +408,11 @@ def mf_train_range(rule, loss, lazy, per_row):
                     j = _sample_negative(indptr, indices, u, n_items)
                     if j < 0:
                         break
-                upto += pace  # one step: pace ticks after the previous one (see _hogwild)
-                step, c = R.tick_through(h, spec, c, step, upto)
-                if step < 0:
+                for _ in range(others):  # their rates are theirs to check (see _hogwild)
+                    _, c = R.next_clock(h, spec, c)
+                others = pace - 1
+                usable, c = R.next_clock(h, spec, c)
+                if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
                 _sync(RULE, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)

@@ -156,7 +156,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
             np.random.seed(seed)  # noqa: NPY002 (Numba's generator, one per thread)
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
         total = 0.0
-        step, upto = 0, -pace  # ticks made, and the index of the last tick of the current step
+        others = 0  # the other threads' steps before this one's next: none before its first
         p, qi, qj, grad = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
         for e in range(start, stop):
             n = order[e]
@@ -167,9 +167,11 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                     j = _sample_negative(indptr, indices, u, n_items)
                     if j < 0:
                         break
-                upto += pace  # one step: pace ticks after the previous one (see _hogwild)
-                step, c = R.tick_through(h, spec, c, step, upto)
-                if step < 0:
+                for _ in range(others):  # their rates are theirs to check (see _hogwild)
+                    _, c = R.next_clock(h, spec, c)
+                others = pace - 1
+                usable, c = R.next_clock(h, spec, c)
+                if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
                 bu = _gather(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, user_rows, u, k,
