@@ -273,7 +273,7 @@ def threads_table(model_name, datasets, repeats):
     from sparseopt import FMClassifier
 
     make = {"lr": SparseLogisticRegression, "fm": FMClassifier}[model_name]
-    print(f"{model_name}, one epoch: seconds, best (range) of {repeats} alternating rounds")
+    print(f"{model_name}, one epoch: seconds, best (+ worst - best) of {repeats} rounds")
     print(f"{'data':10s} {'n_jobs=1':>18s} {'n_jobs=2':>18s} {'speed-up':>9s} "
           f"{'ceiling':>8s} {'target':>7s} {'logloss 1':>10s} {'logloss 2':>10s}")  # fmt: skip
     for name, data in datasets:
