@@ -2,6 +2,7 @@
 
     python benchmarks/bench_linear.py [--rows 1000000] [--bits 22]
     python benchmarks/bench_linear.py --optimizers [--rows 200000]
+    python benchmarks/bench_linear.py --threads [--model fm] [--repeats 5]
 
 Generates ``sparseopt.datasets.make_ctr`` data (39 Zipf-distributed one-hot fields hashed into
 2**bits columns, a known logistic model, about 27% positives), trains each system for one epoch
@@ -18,6 +19,13 @@ a fresh process.
 Adam's and AMSGrad's ``lazy`` modes, side by side with AdaGrad in the same run (best of two
 epochs after a warm-up fit), on this data and on a Zipf click log (45 fields, vocabularies
 from 10 to 400,000 values, 2^22 columns).
+
+``--threads`` times one epoch with ``n_jobs=1`` and ``n_jobs=2`` (Hogwild) on this data and
+on the Zipf click log, alternating, and in the same rounds the bare loop in one thread and in
+two threads on one table, each on a contiguous half of the rows (this machine's two-thread
+ceiling for a memory-bound loop in that minute). Prints each one's best and range, the
+``n_jobs=2`` / ``n_jobs=1`` speed-up against the ceiling's and the target min(1.5x, 0.9x the
+ceiling), and the test logloss of each. ``--model fm``: FMClassifier instead.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from floor import floor_epochs, floor_threads
@@ -240,6 +249,44 @@ def optimizer_table(make_model, datasets):
                   f"{base / seconds:10.2f}x", flush=True)  # fmt: skip
 
 
+def threads_rounds(make, data, repeats):
+    """Seconds of each round's epoch (``n_jobs=1``, ``n_jobs=2`` alternating, then the bare
+    loop in one and two threads) and the two models' test logloss."""
+    models = {"one": make(max_iter=1, random_state=0),
+              "two": make(max_iter=1, n_jobs=2, random_state=0)}  # fmt: skip
+    for model in models.values():
+        model.fit(data.X[:1000], data.y[:1000])  # compile (or load the cache) untimed
+    times = {key: [] for key in ("one", "two", "floor one", "floor two")}
+    for r in range(repeats):
+        for key in ("one", "two") if r % 2 == 0 else ("two", "one"):
+            times[key].append(timed(lambda m=models[key]: m.fit(data.X, data.y))[1])
+        times["floor one"].append(floor_epochs([data.X], 1))
+        times["floor two"].append(floor_threads(data.X, 2))
+    losses = {key: log_loss(data.y_test, m.predict_proba(data.X_test)[:, 1])
+              for key, m in models.items()}  # fmt: skip
+    return times, losses
+
+
+def threads_table(model_name, datasets, repeats):
+    """Print, for each (name, data) dataset, ``n_jobs=2`` against ``n_jobs=1`` and the bare
+    loop's two threads against its one (:func:`threads_rounds`)."""
+    from sparseopt import FMClassifier
+
+    make = {"lr": SparseLogisticRegression, "fm": FMClassifier}[model_name]
+    print(f"{model_name}, one epoch: seconds, best (+ worst - best) of {repeats} rounds")
+    print(f"{'data':10s} {'n_jobs=1':>18s} {'n_jobs=2':>18s} {'speed-up':>9s} "
+          f"{'ceiling':>8s} {'target':>7s} {'logloss 1':>10s} {'logloss 2':>10s}")  # fmt: skip
+    for name, data in datasets:
+        times, losses = threads_rounds(make, data, repeats)
+        best = {key: min(values) for key, values in times.items()}
+        speed_up, ceiling = best["one"] / best["two"], best["floor one"] / best["floor two"]
+        one, two = (f"{min(times[k]):.3f} ({max(times[k]) - min(times[k]):+.2f})"
+                    for k in ("one", "two"))  # fmt: skip
+        print(f"{name:10s} {one:>18s} {two:>18s} {speed_up:8.2f}x {ceiling:7.2f}x "
+              f"{min(1.5, 0.9 * ceiling):6.2f}x {losses['one']:10.4f} {losses['two']:10.4f}",
+              flush=True)  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -247,6 +294,9 @@ def main():
     parser.add_argument("--bits", type=int, default=22)
     parser.add_argument("--memory-child")
     parser.add_argument("--optimizers", action="store_true")
+    parser.add_argument("--threads", action="store_true")
+    parser.add_argument("--model", choices=["lr", "fm"], default="lr")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if args.memory_child:
         return memory_child(args.memory_child)
@@ -257,6 +307,13 @@ def main():
             lambda opt: SparseLogisticRegression(optimizer=opt, max_iter=1, random_state=0),
             [("make_ctr (this benchmark's data)", ctr.X, ctr.y), ("Zipf click log", log.X, log.y)],
         )
+
+    if args.threads:
+        log = click_log(args.rows + args.test_rows)
+        n = args.rows
+        log = SimpleNamespace(X=log.X[:n], y=log.y[:n], X_test=log.X[n:], y_test=log.y[n:])
+        ctr = make_ctr(args.rows, n_bits=args.bits, n_test=args.test_rows, random_state=0)
+        return threads_table(args.model, [("make_ctr", ctr), ("Zipf log", log)], args.repeats)
 
     data = make_ctr(args.rows, n_bits=args.bits, n_test=args.test_rows, random_state=0)
     nnz = data.X.nnz

@@ -103,23 +103,23 @@ if numba.config.DISABLE_JIT:  # kernels run as Python (the CUDA simulator's test
 
 
 @numba.njit(inline="always", **JIT)
-def prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, K):
-    """Prefetch, for the CSR rows a training loop visits next (``order[i + n * ahead]``):
-    row 16's extent, row 8's nonzeros, label and weight, row 2's weights (row ``j``'s at
+def prefetch_ahead(i, order, indptr, indices, data, y, weights, table, K):
+    """Prefetch, for the CSR rows a training loop visits next (``order[i + n]``): row 16's
+    extent, row 8's nonzeros, label and weight, row 2's weights (row ``j``'s at
     ``table[j * K]``); each step needs the one before in cache."""
     n = order.size
-    if i + 16 * ahead < n:
-        prefetch(indptr, order[i + 16 * ahead])
-    if i + 8 * ahead < n:
-        row = order[i + 8 * ahead]
+    if i + 16 < n:
+        prefetch(indptr, order[i + 16])
+    if i + 8 < n:
+        row = order[i + 8]
         lo, hi = indptr[row], indptr[row + 1]
         for k in range(lo, hi, 16):  # one cache line holds 16 four-byte values
             prefetch(indices, k)
             prefetch(data, k)
         prefetch(y, row)
         prefetch(weights, row)
-    if i + 2 * ahead < n:
-        row = order[i + 2 * ahead]
+    if i + 2 < n:
+        row = order[i + 2]
         for k in range(indptr[row], indptr[row + 1]):
             prefetch(table, indices[k] * K)
 

@@ -173,18 +173,6 @@ def test_hogwild_threads_learn_as_well():
         SparseLogisticRegression(n_jobs=2, batch_size=8).fit(X, y)
 
 
-@pytest.mark.parametrize("n_rows", [0, 1, 7, 10])
-@pytest.mark.parametrize("n_threads", [2, 3])
-def test_hogwild_order_gives_each_thread_a_contiguous_block(n_rows, n_threads):
-    from sparseopt.models._hogwild import hogwild_order
-
-    order = np.random.default_rng(0).permutation(n_rows)
-    laid_out = hogwild_order(order, n_threads)
-    # thread p takes positions p, p + n_threads, ...: concatenated, its rows are order itself
-    blocks = [laid_out[p::n_threads] for p in range(n_threads)]
-    np.testing.assert_array_equal(np.concatenate(blocks), order)
-
-
 def test_partial_fit_continues_and_matches_fit_epochs():
     X, y = sparse_problem()
     model = SparseLogisticRegression(shuffle=False)

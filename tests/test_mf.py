@@ -107,6 +107,7 @@ def test_optimizers(opt):
 def test_hogwild_threads():
     X = ratings(200, 100, 0.2)
     mf = MatrixFactorization(n_components=8, max_iter=10, n_jobs=2, random_state=0).fit(X)
+    assert mf.tables_["clock"][0] == 10 * X.nnz  # one step per rating, whichever thread's
     coo = X.tocoo()
     assert np.sqrt(np.mean((mf.predict(coo.row, coo.col) - coo.data) ** 2)) < np.std(coo.data)
 

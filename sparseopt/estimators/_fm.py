@@ -195,8 +195,8 @@ class FMTraining(RowTraining):
                                       state.per_row)  # fmt: skip
         data = (X.indptr, X.indices, X.data, targets, weights, order)
 
-        def arguments(bias, batch_size):
-            tables = (state.table, bias, state.factors, state.stamp, state.mark, state.clock,
+        def arguments(clock, bias, batch_size):
+            tables = (state.table, bias, state.factors, state.stamp, state.mark, clock,
                       self.scratch)  # fmt: skip
             config = (batch_size, self.delta, self.fit_intercept, state.fields, self.consts)
             return data, tables, hp, spec, config

@@ -87,8 +87,8 @@ class LinearTraining(RowTraining):
         train = kernels.linear_train_pass(opt.rule, self.loss, state.stamp.size > 0)
         data = (X.indptr, X.indices, X.data, targets, weights, order)
 
-        def arguments(bias, batch_size):
-            tables = (state.table, bias, state.stamp, state.mark, state.clock, self.scratch)
+        def arguments(clock, bias, batch_size):
+            tables = (state.table, bias, state.stamp, state.mark, clock, self.scratch)
             return data, tables, hp, spec, (batch_size, self.delta, self.fit_intercept)
 
         return self.run_pass(train, arguments, hp, spec, order.size)

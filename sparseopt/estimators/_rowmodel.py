@@ -36,7 +36,7 @@ from .. import cuda as gpu
 from .._epochs import Stopper, run_epochs
 from .._jit import JIT, compile_notice
 from ..models import _losses as losses
-from ..models._hogwild import hogwild_order, run_threads
+from ..models._hogwild import run_threads, thread_ranges
 from ..optim import OPTIMIZERS, Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
@@ -231,10 +231,9 @@ class RowTraining(Training):
 
     def order(self, rows: Rows, rng) -> np.ndarray:
         """An epoch's order of ``rows``: shuffled with ``rng`` (a Generator or RandomState)
-        with ``shuffle``, laid out for the threads."""
+        with ``shuffle``; with threads, each takes a contiguous range of it."""
         n_rows = self.count(rows)
-        order = rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
-        return hogwild_order(order, self.n_threads) if self.n_threads > 1 else order
+        return rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
 
     # -- checks ------------------------------------------------------------------------------
     def check(self, rows: Rows | None = None, loss: float | None = None) -> None:
@@ -271,19 +270,18 @@ class RowTraining(Training):
                 f"prediction's {constant():.4g}"
             )
 
-    def run_pass(self, train, arguments, hp, spec, n_steps: int) -> float:
-        """Run the pass ``train(first, stride, *arguments(bias, batch_size))`` and return its
-        summed loss: over ``n_threads`` Hogwild threads (one row a step, each thread with its
-        own copy of the intercepts; the shared clock is then advanced by the ``n_steps``
-        steps) or serially (the kernel ticks the clock itself); a bad status is refused."""
-        state = self.state
-        if self.n_threads > 1:
-            status, total = run_threads(train, self.n_threads, lambda bias: arguments(bias, 1),
-                                        state.bias)  # fmt: skip
-            if not R.advance_clock(hp, spec, state.clock, n_steps):
-                status = max(status, losses.BAD_STEP)
-        else:
-            status, total = train(0, 1, *arguments(state.bias, self.batch_size))
+    def run_pass(self, train, arguments, hp, spec, n_rows: int) -> float:
+        """Run the kernel ``train`` over an epoch's order of ``n_rows`` rows and return its
+        summed loss; a bad status is refused. Serially in batches of ``batch_size``, or over
+        ``n_threads`` Hogwild threads, one row a step, each on a contiguous range of the
+        order with its own clock and intercepts (:func:`run_threads`): thread ``p`` calls
+        ``train(start, stop, pace, *arguments(clock, bias, batch_size))``."""
+        batch_size = 1 if self.n_threads > 1 else self.batch_size
+        status, total = run_threads(
+            train, thread_ranges(n_rows, self.n_threads),
+            lambda p, clock, bias: arguments(clock, bias, batch_size),
+            self.state.clock, hp, spec, self.state.bias,
+        )  # fmt: skip
         self.refuse_status(status)
         return total
 
@@ -685,10 +683,7 @@ class RowModel(SparseEstimator):
         epoch over the held-out rows at the end is exactly one epoch over all the rows."""
         training.state = held["state"]
         if learn_held_out:
-            order = np.arange(held["rows"].X.shape[0])
-            if training.n_threads > 1:
-                order = hogwild_order(order, training.n_threads)
-            training.epoch(held["rows"], order)
+            training.epoch(held["rows"], np.arange(held["rows"].X.shape[0]))
         return curve[: held["epochs"]]
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------

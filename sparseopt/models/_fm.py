@@ -275,8 +275,9 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
     """The training kernel for one model (``FM`` or ``FFM``), rule, loss, laziness and factor
     state (per-row AdaGrad or per element), all compile-time constants.
 
-    ``train(first, stride, rows, state, hp, spec, config)`` trains on the batches ``first,
-    first + stride, ...`` and returns (status, summed loss), where
+    ``train(start, stop, pace, rows, state, hp, spec, config)`` trains on the rows
+    ``order[start:stop]``, in batches of ``batch_size`` from ``start``, and returns (status,
+    summed loss), where
 
     - ``rows = (indptr, indices, data, y, weights, order)`` as for the linear kernels;
     - ``state = (table, bias, factors, stamp, mark, clock, pos)``: ``pos`` a -1-filled int64
@@ -285,19 +286,19 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
     - ``config = (batch_size, delta, fit_intercept, fields, consts)``: ``fields`` the field
       of each column (FFM) or empty (FM); ``consts`` from :func:`fm_consts`.
 
-    A serial pass (``stride == 1``) leaves the clock ticked once per batch.
+    Each batch is one step of ``clock``, ticked ``pace`` times between steps as the linear
+    kernels tick it (:func:`sparseopt.models._linear.linear_train_pass`).
     """
     MODEL, RULE, LOSS, LAZY, RM = model, rule, loss, lazy, per_row
 
     @numba.njit(**JIT)
-    def train(first, stride, rows, state, hp_array, spec, config):
+    def train(start, stop, pace, rows, state, hp_array, spec, config):
         indptr, indices, data, y, weights, order = rows
         table, bias, factors, stamp, mark, clock_array, pos = state
         batch_size, delta, fit_intercept, fields, consts = config
         k, F = int(consts[C_K]), int(consts[C_FIELDS])
         init_std, seed, acc0 = consts[C_INIT_STD], int(consts[C_SEED]), consts[C_SLOT_0]
         n_rows = order.size
-        n_batches = (n_rows + batch_size - 1) // batch_size
         batch1 = batch_size == 1
         hp = R.unpack(hp_array)
         max_row = 0
@@ -317,21 +318,20 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         alphas = (consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS])
         loss_sum = 0.0
         clock = R.unpack(clock_array)
-        step = 0
-        ahead = stride if batch1 else 1  # positions in order between this thread's rows
-        for b in range(first, n_batches, stride):
-            step, clock = R.tick_through(hp, spec, clock, step, b)  # to the batch's global step
+        step, upto = 0, -pace  # ticks made, and the index of the last tick of the batch's step
+        for lo in range(start, stop, batch_size):
+            upto += pace  # the batch's step: pace ticks after the previous batch's
+            step, clock = R.tick_through(hp, spec, clock, step, upto)
             if step < 0:
                 return BAD_STEP, loss_sum
             t = clock[R.CLOCK_T]
-            lo = b * batch_size
-            hi = min(lo + batch_size, n_rows)
+            hi = min(lo + batch_size, stop)
             # forward with the weights of step t - 1
             bias_grad = 0.0
             for i in range(lo, hi):
-                prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, 1)
-                if i + 2 * ahead < n_rows:  # and the factor vectors of the row after next
-                    nxt = order[i + 2 * ahead]
+                prefetch_ahead(i, order, indptr, indices, data, y, weights, table, 1)
+                if i + 2 < n_rows:  # and the factor vectors of the row after next
+                    nxt = order[i + 2]
                     for p in range(indptr[nxt], indptr[nxt + 1]):
                         if RM:
                             prefetch(factors, indices[p] * F)
@@ -394,8 +394,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                     pos[j] = -1
             if fit_intercept:
                 bias[0, 0] = R.step_caught_up(RULE, hp, clock, bias, 0, bias_grad)
-        if stride == 1:
-            R.store_clock(clock, clock_array)
+        R.store_clock(clock, clock_array)
         return OK, loss_sum
 
     return train

@@ -1,39 +1,53 @@
-"""Lock-free multi-threaded epochs (Hogwild, Recht et al. 2011), for every model.
+"""Lock-free multi-threaded epochs (Hogwild, Recht et al. 2011): one driver for every model.
 
-Each model's serial training kernel takes a ``(first, stride)`` pair and trains the batches
-``first, first + stride, ...`` of the epoch's order; :func:`run_threads` runs ``n_threads``
-of those passes at once on Python threads (the kernels release the GIL). The threads write
-the shared tables unsynchronized: fast and nondeterministic. The rows that every step
-writes (the intercepts) are the exception: each thread trains its own copy, and the copies
-are averaged at the end of the epoch, since a row written by all threads on every step would
-move between cores each time.
+Every training kernel takes ``(start, stop, pace, ...)``: it trains the positions
+``start .. stop - 1`` of the epoch's order (rows, or interactions for matrix factorization),
+ticks its clock ``pace`` times per optimizer step after the first, and leaves the clock it was
+given at its last step. :func:`run_threads` runs one such call serially, or one per thread on
+contiguous ranges of the order (the kernels release the GIL). The threads write the shared
+tables unsynchronized: fast and nondeterministic. No ``parallel=True`` kernel is involved, so
+threads cost no compile time of their own: the serial kernel serves both.
 
-No ``parallel=True`` kernel is involved, so threads cost no compile time of their own: the
-serial kernel serves both.
+The schedule
+------------
+In a serial pass the ``u``-th update of the epoch is step :math:`t_0 + u + 1` of the clock
+(its learning rate, Adam's bias corrections, the weight decay's running product). With ``P``
+threads, thread ``p`` gets a copy of the clock ticked ``p`` times and ticks it ``P`` times per
+update, so its ``u``-th update is step :math:`t_0 + p + uP + 1`: the threads' updates interleave
+in the schedule as if they took turns, each step is one thread's, and at any moment the
+threads' clocks are within ``P`` steps of each other. The lazy rules need that: a coordinate
+stamped at step ``s`` by one thread and touched at step ``t`` by another catches up ``t - s``
+zero-gradient steps, a handful. (A thread that started at the step of its first position, as
+a serial pass would reach it, would stamp coordinates half an epoch ahead of the other: every
+touch by the thread behind would skip the catch-up and stamp them back, and the next touch by
+the thread ahead would apply half an epoch of decay again.) After the threads the shared clock
+has advanced by the number of updates made, as after a serial pass.
+
+Rows written on every step (the intercepts) are the exception to sharing: each thread trains
+its own copy, and the copies are averaged at the end of the epoch, since a row written by all
+threads on every step would move between cores each time.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..optim import _rules as R
+from ._losses import BAD_STEP
 
-def hogwild_order(order, n_threads):
-    """``order`` laid out for :func:`run_threads`, whose thread ``p`` takes the positions
-    ``p, p + n_threads, ...``: each thread gets one contiguous block of ``order``.
 
-    A thread then streams its own stretch of the input instead of every ``n_threads``-th row
-    (interleaved rows share cache lines of the CSR arrays, and each thread's hardware
-    prefetcher sees a strided stream), and in a time-ordered log the rows trained at the same
-    moment share fewer features. Position ``b`` still is the ``b``-th update overall, so the
-    clock (a schedule's step ``t``) advances as in a serial pass.
-    """
-    out = np.empty_like(order)
-    start = 0
-    for p in range(n_threads):
-        size = len(range(p, order.size, n_threads))
-        out[p::n_threads] = order[start : start + size]
-        start += size
-    return out
+def thread_ranges(size, n_threads, block_of=None):
+    """Edges ``e_0 = 0 <= e_1 <= ... <= e_P = size`` of ``n_threads`` contiguous ranges of
+    about ``size / n_threads`` positions; ``block_of(e)`` (optional): a key of position ``e``,
+    an edge then moves forward until it separates two keys (a block stays in one thread)."""
+    chunk = -(-size // n_threads)
+    edges = []
+    for p in range(n_threads + 1):
+        e = min(p * chunk, size)
+        while block_of is not None and 0 < e < size and block_of(e) == block_of(e - 1):
+            e += 1
+        edges.append(e)
+    return edges
 
 
 def map_threads(work, n_threads):
@@ -42,20 +56,38 @@ def map_threads(work, n_threads):
         return list(pool.map(work, range(n_threads)))
 
 
-def run_threads(train_pass, n_threads, shared, bias):
-    """``train_pass(p, n_threads, shared(local_bias))`` on ``n_threads`` threads; returns the
-    worst status and the summed loss.
+def run_threads(train, edges, arguments, clock, hp, spec, private=None):
+    """Train the ranges ``edges[p] .. edges[p + 1] - 1`` of an epoch's order, one thread each
+    (serially for one range); returns the worst status and the summed loss.
 
-    ``shared(local)`` builds a thread's arguments around its own copy ``local`` of ``bias``
-    (weights and optimizer slots, on cache lines of its own); ``bias`` ends as the mean of
-    the copies.
+    ``train(start, stop, pace, *arguments(p, clock_p, private_p))`` is thread ``p``'s call:
+    ``clock_p`` its copy of the ``clock`` array (the clock itself for one range), ticked as the
+    module docstring says; ``private_p`` its copy of ``private`` (the rows every step writes;
+    None for none), on cache lines of its own, which ends as the mean of the copies. ``hp``,
+    ``spec``: the optimizer's, to advance the shared clock by the updates made.
     """
-    padded = bias.shape[0] + 64 // bias.itemsize  # a cache line between copies
-    block = np.empty((n_threads, padded) + bias.shape[1:], bias.dtype)
-    copies = [block[p, : bias.shape[0]] for p in range(n_threads)]
-    for copy in copies:
-        copy[...] = bias
+    n_threads = len(edges) - 1
+    if n_threads == 1:
+        return train(edges[0], edges[1], 1, *arguments(0, clock, private))
+    clocks = [clock.copy() for _ in range(n_threads)]
+    usable = all([R.advance_clock(hp, spec, clocks[p], p) for p in range(n_threads)])
+    copies = [None] * n_threads
+    if private is not None:
+        padded = private.shape[0] + 64 // private.itemsize  # a cache line between copies
+        block = np.empty((n_threads, padded) + private.shape[1:], private.dtype)
+        copies = [block[p, : private.shape[0]] for p in range(n_threads)]
+        for copy in copies:
+            copy[...] = private
 
-    results = map_threads(lambda p: train_pass(p, n_threads, *shared(copies[p])), n_threads)
-    bias[...] = np.mean(copies, axis=0, dtype=np.float64)
-    return max(r[0] for r in results), sum(r[1] for r in results)
+    def work(p):
+        return train(edges[p], edges[p + 1], n_threads, *arguments(p, clocks[p], copies[p]))
+
+    results = map_threads(work, n_threads)
+    if private is not None:
+        private[...] = np.mean(copies, axis=0, dtype=np.float64)
+    t0 = clock[R.CLOCK_T]
+    # thread p's u-th update is step t0 + p + u P + 1: its clock tells how many it made
+    n_updates = sum(int(c[R.CLOCK_T] - t0 - p - 1) // n_threads + 1 for p, c in enumerate(clocks))
+    usable &= R.advance_clock(hp, spec, clock, n_updates)
+    worst = max(r[0] for r in results)
+    return (worst if usable else max(worst, BAD_STEP)), sum(r[1] for r in results)

@@ -29,8 +29,9 @@ def linear_train_pass(rule, loss, lazy):
     """The training kernel for one optimizer rule, loss and laziness (compile-time constants,
     so each fit compiles only its own; the disk cache serves later processes).
 
-    ``train(first, stride, rows, state, hp, spec, config)`` trains on the batches ``first,
-    first + stride, ...`` of ``order`` and returns (status, summed loss), where
+    ``train(start, stop, pace, rows, state, hp, spec, config)`` trains on the rows
+    ``order[start:stop]``, in batches of ``batch_size`` from ``start``, and returns (status,
+    summed loss), where
 
     - ``rows = (indptr, indices, data, y, weights, order)``: CSR rows, targets (class index
       for softmax), sample weights and the epoch's row order;
@@ -39,19 +40,18 @@ def linear_train_pass(rule, loss, lazy):
       return), empty for single rows; ``stamp``, ``mark`` empty unless ``lazy``;
     - ``config = (batch_size, delta, fit_intercept)``, ``delta`` Huber's threshold.
 
-    A serial pass (``stride == 1``) leaves the clock ticked once per batch; Hogwild callers
-    (:mod:`._hogwild`) pass single rows and tick it themselves.
+    Each batch is one step of ``clock``, which ticks ``pace`` times between steps (1 serially;
+    :mod:`._hogwild` says why threads pass their number) and is left at the last step.
     """
     RULE, LOSS, LAZY = rule, loss, lazy
 
     @numba.njit(**JIT)
-    def train(first, stride, rows, state, hp_array, spec, config):
+    def train(start, stop, pace, rows, state, hp_array, spec, config):
         indptr, indices, data, y, weights, order = rows
         table, bias, stamp, mark, clock_array, scratch = state
         batch_size, delta, fit_intercept = config
         K = bias.shape[0]
         n_rows = order.size
-        n_batches = (n_rows + batch_size - 1) // batch_size
         hp = R.unpack(hp_array)
         margins = np.empty(batch_size * K)
         dloss = np.empty(batch_size * K)
@@ -59,20 +59,19 @@ def linear_train_pass(rule, loss, lazy):
         touched = np.empty(0 if batch_size == 1 else indices.size, np.int64)
         loss_sum = 0.0
         clock = R.unpack(clock_array)
-        step = 0
-        ahead = stride if batch_size == 1 else 1  # positions in order between this thread's rows
-        for b in range(first, n_batches, stride):
-            step, clock = R.tick_through(hp, spec, clock, step, b)  # to the batch's global step
+        step, upto = 0, -pace  # ticks made, and the index of the last tick of the batch's step
+        for lo in range(start, stop, batch_size):
+            upto += pace  # the batch's step: pace ticks after the previous batch's
+            step, clock = R.tick_through(hp, spec, clock, step, upto)
             if step < 0:
                 return BAD_STEP, loss_sum
             t = clock[R.CLOCK_T]
-            lo = b * batch_size
-            hi = min(lo + batch_size, n_rows)
+            hi = min(lo + batch_size, stop)
             # forward: margins and loss derivatives with the weights of step t - 1
             for i in range(lo, hi):
-                prefetch_ahead(i, ahead, order, indptr, indices, data, y, weights, table, K)
-                if LAZY and i + 2 * ahead < n_rows:  # and their steps (two more cache misses)
-                    soon = order[i + 2 * ahead]
+                prefetch_ahead(i, order, indptr, indices, data, y, weights, table, K)
+                if LAZY and i + 2 < n_rows:  # and their steps (two more cache misses)
+                    soon = order[i + 2]
                     for k in range(indptr[soon], indptr[soon + 1]):
                         prefetch(stamp, indices[k])
                         prefetch(mark, indices[k])
@@ -158,8 +157,7 @@ def linear_train_pass(rule, loss, lazy):
                                                      bias_grad[c], bias, c, 1, t - 1.0,
                                                      clock[R.CLOCK_LOG_DECAY_PREV])  # fmt: skip
             bias_grad[:] = 0.0
-        if stride == 1:
-            R.store_clock(clock, clock_array)
+        R.store_clock(clock, clock_array)
         return OK, loss_sum
 
     return train

@@ -5,7 +5,7 @@ The model scores a (user, item) pair as
 .. math:: s_{ui} = \\mu + b_u + b_i + p_u^\\top q_i
 
 (:math:`\\mu` is 0 for the implicit-feedback losses). Every interaction of an epoch, in a
-shuffled order, is one optimizer step ``t`` (one ``R.next_clock``): its loss gradient goes to the
+shuffled order, is one optimizer step ``t`` (one tick of the clock): its loss gradient goes to the
 few coordinates it touches (two biases and ``2 k`` factor elements, or three rows for the
 pairwise losses), each through :func:`sparseopt.optim._rules.update_coordinate`.
 
@@ -38,9 +38,9 @@ score and gradients use the weights a dense optimizer would hold; :func:`mf_catc
 every row to the current step before the weights are read from Python.
 
 Randomness (shuffling, negative sampling) comes from Numba's generator, seeded per call: the
-serial kernel is deterministic for a given seed. The Hogwild kernel splits the shuffled epoch
-into one contiguous chunk per thread; the threads write the shared tables without locks and
-each keeps its own copy of the clock, so one optimizer step holds one interaction per thread.
+serial kernel is deterministic for a given seed. With threads, :func:`mf_train_epoch` splits
+the shuffled epoch into one contiguous chunk per thread (:mod:`._hogwild`, the one driver of
+every model); the threads write the shared tables without locks.
 """
 
 import functools
@@ -51,7 +51,7 @@ import numpy as np
 
 from .._jit import JIT
 from ..optim import _rules as R
-from ._hogwild import map_threads
+from ._hogwild import run_threads, thread_ranges
 from ._losses import (
     BAD_STEP,
     BPR,
@@ -342,13 +342,15 @@ def mf_train_range(rule, loss, lazy, per_row):
     """The training kernel for one rule, loss, laziness and factor state (per-row AdaGrad or
     per element), all compile-time constants.
 
-    ``train(start, stop, seed, sides, data, consts, optimizer)`` trains on the interactions
-    ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
+    ``train(start, stop, pace, seed, sides, data, consts, optimizer)`` trains on the
+    interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
     ``(user, item, history)``, ``data`` is ``(users, items, values, indptr, indices,
     order)``: the interactions as coordinate arrays, the CSR pattern of every known
     interaction (for negative sampling and the user histories) and the epoch's order;
-    ``consts`` comes from :func:`mf_consts` and ``optimizer`` is ``(hp, spec, clock)``.
-    A ``seed`` of 0 or more seeds the calling thread's generator first; -1 continues it.
+    ``consts`` comes from :func:`mf_consts` and ``optimizer`` is ``(hp, spec, clock)``:
+    each step ticks ``clock`` ``pace`` times after the previous one (1 serially, see
+    :mod:`._hogwild`). A ``seed`` of 0 or more seeds the calling thread's generator first; -1
+    continues it.
 
     Losses, with ``x`` the interaction's value and ``s`` the score:
 
@@ -364,7 +366,7 @@ def mf_train_range(rule, loss, lazy, per_row):
     POINTWISE = loss == SQUARED or loss == LOGISTIC
 
     @numba.njit(**JIT)
-    def train(start, stop, seed, sides, data, consts, optimizer):
+    def train(start, stop, pace, seed, sides, data, consts, optimizer):
         hp, spec, clock = optimizer
         user, item, history = sides
         users, items, values, indptr, indices, order = data
@@ -381,6 +383,7 @@ def mf_train_range(rule, loss, lazy, per_row):
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
         dims, alphas, known = (k, RM), (alpha_b, alpha_f), (indptr, indices)
         total = 0.0
+        others = 0  # the other threads' steps before this one's next: none before its first
         # user history (``order`` then runs user by user): the block's user, its history term,
         # its summed gradient and the history scale (see _begin_user)
         hb, hf, h_stamp, h_mark = history
@@ -405,6 +408,9 @@ def mf_train_range(rule, loss, lazy, per_row):
                     j = _sample_negative(indptr, indices, u, n_items)
                     if j < 0:
                         break
+                for _ in range(others):  # their rates are theirs to check (see _hogwild)
+                    _, c = R.next_clock(h, spec, c)
+                others = pace - 1
                 usable, c = R.next_clock(h, spec, c)
                 if not usable:
                     R.store_clock(c, clock)
@@ -509,30 +515,20 @@ def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock,
 
     One thread trains serially and deterministically for a given seed (``continued``: the
     thread's generator goes on from the order's shuffle, seeded with ``seed``). More train
-    without locks (Hogwild), each on one contiguous chunk of the order with its own copy of
-    the clock and its own seed; the clock that went furthest becomes the global one. With
-    user histories the chunks end between users, so that a user's block stays in one thread.
+    without locks (Hogwild, :func:`._hogwild.run_threads`), each on one contiguous chunk of the
+    order with its own seed. With user histories the chunks end between users, so that a
+    user's block stays in one thread.
     """
     users, order = data[0], data[5]
     by_user = sides[2][1].shape[0] > 0
-    if n_threads == 1:
-        return train(0, order.size, -1 if continued else seed, sides, data, consts,
-                     (hp, spec, clock))  # fmt: skip
-    chunk = -(-order.size // n_threads)
-    edges = []
-    for p in range(n_threads + 1):
-        e = min(p * chunk, order.size)
-        while by_user and 0 < e < order.size and users[order[e]] == users[order[e - 1]]:
-            e += 1
-        edges.append(e)
-    clocks = [clock.copy() for _ in range(n_threads)]
-    results = map_threads(
-        lambda p: train(edges[p], edges[p + 1], seed + 1 + p, sides, data, consts,
-                        (hp, spec, clocks[p])),
-        n_threads,
-    )  # fmt: skip
-    clock[:] = max(clocks, key=lambda c: c[R.CLOCK_T])
-    return max(r[0] for r in results), sum(r[1] for r in results)
+    edges = thread_ranges(order.size, n_threads,
+                          (lambda e: users[order[e]]) if by_user else None)  # fmt: skip
+
+    def arguments(p, clock_p, _):
+        seed_p = (-1 if continued else seed) if n_threads == 1 else seed + 1 + p
+        return seed_p, sides, data, consts, (hp, spec, clock_p)
+
+    return run_threads(train, edges, arguments, clock, hp, spec)
 
 
 @functools.cache

@@ -209,7 +209,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
     POINTWISE = loss == SQUARED or loss == LOGISTIC
 
     @numba.njit(**JIT)
-    def train(start, stop, seed, sides, data, consts, optimizer):
+    def train(start, stop, pace, seed, sides, data, consts, optimizer):
         hp, spec, clock = optimizer
         user, item, history, user_rows, item_rows = sides
         users, items, values, indptr, indices, order = data
@@ -223,6 +223,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
             np.random.seed(seed)  # noqa: NPY002 (Numba's generator, one per thread)
         n_pairs = 1 + n_negatives if LOSS == LOGISTIC else 1
         total = 0.0
+        others = 0  # the other threads' steps before this one's next: none before its first
         p, qi, qj, grad = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
         # user history: the block's user, its history term, its summed gradient, the scale
         hf = history[1]
@@ -246,6 +247,9 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                     j = _sample_negative(indptr, indices, u, n_items)
                     if j < 0:
                         break
+                for _ in range(others):  # their rates are theirs to check (see _hogwild)
+                    _, c = R.next_clock(h, spec, c)
+                others = pace - 1
                 usable, c = R.next_clock(h, spec, c)
                 if not usable:
                     R.store_clock(c, clock)

@@ -1,0 +1,63 @@
+"""The one Hogwild driver: contiguous ranges, and threads that take turns in the schedule."""
+
+import numpy as np
+import pytest
+
+from sparseopt.models._hogwild import run_threads, thread_ranges
+from sparseopt.models._losses import OK
+from sparseopt.optim import SGD
+from sparseopt.optim import _rules as R
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 10])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_thread_ranges_cover_the_order_in_contiguous_ranges(size, n_threads):
+    edges = thread_ranges(size, n_threads)
+    assert len(edges) == n_threads + 1 and edges[0] == 0 and edges[-1] == size
+    sizes = np.diff(edges)
+    assert (sizes >= 0).all() and sizes.max(initial=0) <= -(-size // n_threads)
+
+
+def test_thread_ranges_keep_a_block_in_one_thread():
+    keys = np.repeat([5, 1, 1, 1, 1, 1, 4, 2], [1, 6, 1, 1, 1, 1, 3, 2])  # 16 positions
+    edges = thread_ranges(keys.size, 3, lambda e: keys[e])
+    assert edges[0] == 0 and edges[-1] == keys.size
+    for e in edges[1:-1]:
+        assert e == keys.size or keys[e] != keys[e - 1]
+
+
+def recording_kernel(log):
+    """A stand-in for a training kernel: ticks its clock as the kernels do (once for the first
+    step, ``pace`` times for each later one) and records each position's step."""
+    hp, spec = SGD(0.1).hyperparameters(), SGD(0.1).schedule_spec()
+
+    def train(start, stop, pace, p, clock, bias):
+        for e in range(start, stop):
+            R.advance_clock(hp, spec, clock, 1 if e == start else pace)
+            log.append((p, e, clock[R.CLOCK_T]))
+        bias[0] += 1.0  # each thread's own copy
+        return OK, float(stop - start)
+
+    return train, hp, spec
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_threads_take_turns_in_the_schedule(n_threads):
+    """Thread p's u-th update is step t0 + p + u P + 1: the steps of the threads' first
+    updates are t0 + 1 .. t0 + P, each step is one update's, and the shared clock ends at
+    t0 + (updates made), as after a serial pass."""
+    log = []
+    train, hp, spec = recording_kernel(log)
+    clock, bias = np.zeros(R.CLOCK_SIZE), np.zeros(1)
+    clock[R.CLOCK_T] = 40.0
+    edges = thread_ranges(10, n_threads)
+    status, total = run_threads(train, edges, lambda p, c, b: (p, c, b), clock, hp, spec, bias)
+    assert status == OK and total == 10
+    steps = sorted(t for _, _, t in log)
+    for p, e, t in log:
+        assert t == 40 + p + (e - edges[p]) * n_threads + 1
+    assert len(set(steps)) == 10
+    if 10 % n_threads == 0:  # equal ranges: the steps of a serial pass, in turns
+        assert steps == list(range(41, 51))
+    assert clock[R.CLOCK_T] == 50
+    assert bias[0] == 1.0  # the mean of the copies, each written once
