@@ -425,12 +425,15 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0, 
     order = np.arange(X.nnz, dtype=np.int64)
     K.mf_epoch_order(order, data[0], X.shape[0], history, 7)
     train = K.mf_train_range(opt._rule, K.LOSSES[loss], user[2].size > 0, per_row)
+    hp, spec, clock = opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE)
     status, _ = K.mf_train_epoch(
         train, 1, 7, (user, item, hist), data + (order,),
-        (mu, alpha_b, alpha_f, k, 1, 30, per_row), opt.hyperparameters(), opt.schedule_spec(),
-        np.zeros(R.CLOCK_SIZE), True,
+        (mu, alpha_b, alpha_f, k, 1, 30, per_row), hp, spec, clock, True,
     )  # fmt: skip
     assert status == K.OK
+    for side in (user, item, hist):  # a lazy rule's pending steps: the weights become dense
+        if side[2].size:
+            K.mf_catch_up(opt._rule, per_row)(hp, spec, clock, side, k)
     return w0, flat(), order, data
 
 
@@ -479,6 +482,46 @@ def test_bpr_update_matches_dense_reference():
         g = np.concatenate([[d + ab * r[n_u + i], -d + ab * r[n_u + j]],
                             d * (r[qi] - r[qj]) + af * r[p], d * r[p] + af * r[qi],
                             -d * r[p] + af * r[qj]])  # fmt: skip
+        dense.step(np.concatenate([[n_u + i, n_u + j], p, qi, qj]), g)
+    np.testing.assert_allclose(w, dense.w, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(w, w0)
+
+
+@pytest.mark.parametrize("opt", [AdaGrad(learning_rate=0.1),
+                                 Momentum(learning_rate=0.05, momentum=0.9, weight_decay=0.1)])
+def test_warp_update_matches_dense_reference(opt):
+    """WARP: with no violating negative, a step is a zero-gradient step for every row (a
+    rule with momentum or weight decay still moves them); with one, a dense step on
+    ``L(r) (1 - s_ui + s_uj)`` plus L2, the user bias absent.
+
+    Users 1 and 3 hold every item (no negative can be drawn); the others miss exactly one of
+    three items, drawn on the first trial, where it violates the margin (scores near 0).
+    """
+    X = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 0, 1]],
+                               dtype=np.float64))  # fmt: skip
+    k, ab, af = 3, 0.05, 0.1
+    w0, w, order, (users, items, values, _, _) = _kernel_epoch(opt, "warp", X, k, ab, af)
+    n_u, n_i = X.shape
+    dense = DenseOptimizer(opt, w0)
+    dense_X = X.toarray()
+    for n in order:
+        u, i, x = users[n], items[n], values[n]
+        missing = np.flatnonzero(dense_X[u] == 0)
+        if missing.size == 0:
+            dense.step(np.zeros(0, np.int64), np.zeros(0))
+            continue
+        j = int(missing[0])
+        p = n_u + n_i + u * k + np.arange(k)
+        qi = n_u + n_i + n_u * k + i * k + np.arange(k)
+        qj = n_u + n_i + n_u * k + j * k + np.arange(k)
+        r = dense.w
+        s_ui = r[n_u + i] + r[p] @ r[qi]
+        s_uj = r[n_u + j] + r[p] @ r[qj]
+        assert s_uj > s_ui - 1.0  # the first draw violates the margin
+        d = x * np.log(n_i - 1)  # L(r) with r = floor((n_items - 1) / 1)
+        g = np.concatenate([[-d + ab * r[n_u + i], d + ab * r[n_u + j]],
+                            d * (r[qj] - r[qi]) + af * r[p], -d * r[p] + af * r[qi],
+                            d * r[p] + af * r[qj]])  # fmt: skip
         dense.step(np.concatenate([[n_u + i, n_u + j], p, qi, qj]), g)
     np.testing.assert_allclose(w, dense.w, rtol=1e-4, atol=1e-6)
     assert not np.allclose(w, w0)

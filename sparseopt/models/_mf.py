@@ -460,8 +460,8 @@ def mf_train_range(rule, loss, lazy, per_row):
                             _add_row(g_u, itf, j, d, k, RM)
                         _apply(RULE, h, c, ub, uf, ib, itf, (u, i, j, -d, d), dims, alphas)
                         _stamp(c, LAZY, i_stamp, i_mark, i)
-                _stamp(c, LAZY, u_stamp, u_mark, u)
-                if j >= 0:
+                if j >= 0:  # else (WARP found no violator) step t is still to be caught up
+                    _stamp(c, LAZY, u_stamp, u_mark, u)
                     _stamp(c, LAZY, i_stamp, i_mark, j)
             if with_history:
                 _shift_row_by_row(uf, u, scale, hf, i, k, RM)
