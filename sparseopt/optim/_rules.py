@@ -244,11 +244,11 @@ def catch_up_row(rule, hp, spec, tables, spans, steps):
     per-row AdaGrad instead (``k_row`` values, then one accumulator shared by them), whose
     catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``.
 
-    Every model kernel catches its rows up through this one helper, inlined, with its arrays
-    (``spec`` and the tables) passed :func:`~sparseopt._jit.borrowed`: taken as they are, they
-    cost an atomic increment and decrement of their reference counts per call (a fifth of a
-    ``lazy="decay"`` Adam epoch of logistic regression, perf), and a call that LLVM does not
-    inline cost more than the catch-up itself.
+    Every model kernel catches its rows up through this one helper, inlined. The linear and
+    FM kernels pass it :func:`~sparseopt._jit.borrowed` arrays (``spec`` and the tables):
+    taken as they are, they cost an atomic increment and decrement of their reference counts
+    per call. A helper that is called rather than inlined cost more than the catch-up itself
+    (benchmarks/README.md, issue 28's third pass).
     """
     weights, factors = tables
     lo, hi, f_lo, f_hi, k_row = spans
