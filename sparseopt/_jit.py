@@ -96,10 +96,34 @@ def prefetch(typingctx, array, index):
     return types.void(array, index), codegen
 
 
+@intrinsic
+def borrowed(typingctx, array):
+    """The same array without its reference count: a view whose meminfo is null.
+
+    Numba counts references to every array a variable holds, with an atomic increment and
+    decrement each time an inlined helper takes it; where a kernel's inner loop calls such
+    a helper per coordinate, that cost more than the helper's arithmetic. The counting
+    functions skip a null meminfo, so a kernel that passes ``borrowed(table)`` to its helpers
+    pays a test instead. Only for arrays that the caller keeps alive (a kernel's arguments)
+    and that nothing stores or returns.
+    """
+
+    def codegen(context, builder, signature, args):
+        view = context.make_array(signature.args[0])(context, builder, args[0])
+        view.meminfo = cgutils.get_null_value(view.meminfo.type)
+        view.parent = cgutils.get_null_value(view.parent.type)
+        return view._getvalue()
+
+    return array(array), codegen
+
+
 if numba.config.DISABLE_JIT:  # kernels run as Python (the CUDA simulator's tests): no hint
 
     def prefetch(array, index):  # noqa: F811
         pass
+
+    def borrowed(array):  # noqa: F811
+        return array
 
 
 @numba.njit(inline="always", **JIT)

@@ -165,9 +165,9 @@ def catch_up_kernel(rule):
         if stamp[j] < t_prev:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(RULE, hp, spec, table[r, 0], table, r, 1, stamp[j],
-                                         t_prev, clock_row[R.CLOCK_LOG_DECAY_PREV],
-                                         mark[j])  # fmt: skip
+                table[r, 0] = R.catch_up(RULE, hp, spec, table[r, 0], table, r, 1,
+                                         (stamp[j], t_prev, clock_row[R.CLOCK_LOG_DECAY_PREV],
+                                          mark[j]))  # fmt: skip
             stamp[j] = t_prev
             mark[j] = clock_row[R.CLOCK_LOG_DECAY_PREV]
 
@@ -277,10 +277,10 @@ def backward_kernel(rule):
             if lane == 0 and active:
                 r = j * K + c
                 table[r, 0] = R.update_coordinate(RULE, hp, spec, clock, table[r, 0], g, table,
-                                                  r, 1, last, marked)  # fmt: skip
+                                                  r, 1, (last, marked))  # fmt: skip
             elif lane == 0 and intercept:
                 bias[c, 0] = R.update_coordinate(RULE, hp, spec, clock, bias[c, 0], g, bias, c,
-                                                 1, last, marked)  # fmt: skip
+                                                 1, (last, marked))  # fmt: skip
         if lane == 0 and active and lazy:
             stamp[j] = t
             mark[j] = clock[R.CLOCK_LOG_DECAY]

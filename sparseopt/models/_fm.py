@@ -50,7 +50,7 @@ import math
 import numba
 import numpy as np
 
-from .._jit import JIT, PARALLEL_JIT, prefetch, prefetch_ahead
+from .._jit import JIT, PARALLEL_JIT, borrowed, prefetch, prefetch_ahead
 from ..optim import _rules as R
 from ._losses import BAD_STEP, NON_FINITE, OK, loss_derivative
 
@@ -117,13 +117,11 @@ def _get(factors, u, f, k, row_mode):
 
 
 @numba.njit(inline="always", **JIT)
-def _decay_vectors(hp, factors, j, k, F, log_decay, mark):
-    """Per-row AdaGrad's catch-up of feature j's vectors: the weight decay alone."""
-    if hp[R.HP_WEIGHT_DECAY] > 0.0:
-        factor = math.exp(log_decay - mark)
-        for u in range(j * F, j * F + F):
-            for f in range(k):
-                factors[u, f] *= factor
+def _feature_rows(j, k, F, rm):
+    """Feature j's rows for :func:`sparseopt.optim._rules.catch_up_row`: its linear weight's
+    and its F vectors' (per-row AdaGrad: F rows of k values; else F * k rows)."""
+    n = F if rm else F * k
+    return (j, j + 1, j * n, j * n + n, k if rm else 0)
 
 
 @numba.njit(inline="always", **JIT)
@@ -315,6 +313,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         # the bundles the helpers take (built once: a bundle costs nothing once inlined)
         X, tables, dims = (indptr, indices, data), (table, bias, factors, fields), (k, F)
         steps, accumulator = (stamp, mark), (pos, grad, used)
+        schedule, own = borrowed(spec), (borrowed(table), borrowed(factors))  # catch_up_row's
         alphas = (consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS])
         loss_sum = 0.0
         clock = R.unpack(clock_array)
@@ -341,24 +340,13 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                 row = order[i]
                 for p in range(indptr[row], indptr[row + 1]):
                     _draw_if_new(factors, indices[p], k, F, RM, init_std, seed, acc0)
-                if LAZY:
+                if LAZY:  # the row's features (weight and vectors) to step t - 1
                     for p in range(indptr[row], indptr[row + 1]):
                         j = indices[p]
                         if stamp[j] < t - 1.0:
-                            # the feature's weight and vectors (written out here: an inlined
-                            # helper taking the tables cost reference counts on every feature)
-                            last, marked = stamp[j], mark[j]
                             log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
-                            table[j, 0] = R.catch_up(RULE, hp, spec, table[j, 0], table, j, 1,
-                                                     last, t - 1.0, log_decay, marked)  # fmt: skip
-                            if RM:
-                                _decay_vectors(hp, factors, j, k, F, log_decay, marked)
-                            else:
-                                for r in range(j * F * k, (j + 1) * F * k):
-                                    factors[r, 0] = R.catch_up(
-                                        RULE, hp, spec, factors[r, 0], factors, r, 1, last,
-                                        t - 1.0, log_decay, marked,
-                                    )  # fmt: skip
+                            R.catch_up_row(RULE, hp, schedule, own, _feature_rows(j, k, F, RM),
+                                           (stamp[j], t - 1.0, log_decay, mark[j]))
                             stamp[j] = t - 1.0
                             mark[j] = log_decay
                 s = sums[i - lo]
@@ -425,17 +413,14 @@ def fm_catch_up(rule, per_row):
         hp = R.unpack(hp)
         t = clock[R.CLOCK_T]
         log_decay = clock[R.CLOCK_LOG_DECAY]
+        schedule, own = borrowed(spec), (borrowed(table), borrowed(factors))
         for j in range(stamp.size):
             if stamp[j] < t:
-                last, marked = stamp[j], mark[j]
-                table[j, 0] = R.catch_up(RULE, hp, spec, table[j, 0], table, j, 1, last, t,
-                                         log_decay, marked)  # fmt: skip
-                if RM:
-                    _decay_vectors(hp, factors, j, k, F, log_decay, marked)
-                else:
-                    for r in range(j * F * k, (j + 1) * F * k):
-                        factors[r, 0] = R.catch_up(RULE, hp, spec, factors[r, 0], factors, r, 1,
-                                                   last, t, log_decay, marked)  # fmt: skip
+                rows = _feature_rows(j, k, F, RM)
+                # a feature all zeros (never met) stays so: left alone, as in linear_catch_up
+                if R.rows_zero(own[0], j, j + 1) and R.rows_zero(own[1], rows[2], rows[3]):
+                    continue
+                R.catch_up_row(RULE, hp, schedule, own, rows, (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

@@ -19,7 +19,7 @@ import math
 import numba
 import numpy as np
 
-from .._jit import JIT, PARALLEL_JIT, prefetch, prefetch_ahead
+from .._jit import JIT, PARALLEL_JIT, borrowed, prefetch, prefetch_ahead
 from ..optim import _rules as R
 from ._losses import BAD_STEP, NON_FINITE, OK, loss_derivative
 
@@ -59,6 +59,8 @@ def linear_train_pass(rule, loss, lazy):
         touched = np.empty(0 if batch_size == 1 else indices.size, np.int64)
         loss_sum = 0.0
         clock = R.unpack(clock_array)
+        # catch_up_row's arrays; (weights, factors): a linear row has no factors
+        schedule, tables = borrowed(spec), (borrowed(table), borrowed(table))
         step, upto = 0, -pace  # ticks made, and the index of the last tick of the batch's step
         for lo in range(start, stop, batch_size):
             upto += pace  # the batch's step: pace ticks after the previous batch's
@@ -77,19 +79,14 @@ def linear_train_pass(rule, loss, lazy):
                         prefetch(mark, indices[k])
                 row = order[i]
                 if LAZY:  # bring the row's coordinates to step t - 1: margins see dense weights
-                    # (written out: an inlined helper taking the arrays cost four reference
-                    # count updates per call, 80 ns, three times the catch-up itself)
                     for k in range(indptr[row], indptr[row + 1]):
                         j = indices[k]
                         if stamp[j] < t - 1.0:
-                            for c in range(K):
-                                r = j * K + c
-                                table[r, 0] = R.catch_up(
-                                    RULE, hp, spec, table[r, 0], table, r, 1, stamp[j], t - 1.0,
-                                    clock[R.CLOCK_LOG_DECAY_PREV], mark[j],
-                                )  # fmt: skip
+                            log_decay_prev = clock[R.CLOCK_LOG_DECAY_PREV]
+                            R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
+                                           (stamp[j], t - 1.0, log_decay_prev, mark[j]))
                             stamp[j] = t - 1.0
-                            mark[j] = clock[R.CLOCK_LOG_DECAY_PREV]
+                            mark[j] = log_decay_prev
                 m = margins[(i - lo) * K : (i - lo + 1) * K]
                 if K == 1:  # one output: the sum stays in a register
                     s = np.float64(bias[0, 0])
@@ -123,7 +120,7 @@ def linear_train_pass(rule, loss, lazy):
                         r = j * K + c
                         table[r, 0] = R.update_coordinate(RULE, hp, spec, clock, table[r, 0],
                                                           data[k] * dloss[c], table, r, 1,
-                                                          t - 1.0, log_decay_prev)  # fmt: skip
+                                                          (t - 1.0, log_decay_prev))  # fmt: skip
                     if LAZY:
                         stamp[j] = t
                         mark[j] = clock[R.CLOCK_LOG_DECAY]
@@ -145,8 +142,8 @@ def linear_train_pass(rule, loss, lazy):
                     for c in range(K):
                         r = j * K + c
                         table[r, 0] = R.update_coordinate(RULE, hp, spec, clock, table[r, 0],
-                                                          scratch[r], table, r, 1, t - 1.0,
-                                                          log_decay_prev)  # fmt: skip
+                                                          scratch[r], table, r, 1,
+                                                          (t - 1.0, log_decay_prev))  # fmt: skip
                         scratch[r] = np.nan
                     if LAZY:
                         stamp[j] = t
@@ -154,8 +151,8 @@ def linear_train_pass(rule, loss, lazy):
             if fit_intercept:
                 for c in range(K):
                     bias[c, 0] = R.update_coordinate(RULE, hp, spec, clock, bias[c, 0],
-                                                     bias_grad[c], bias, c, 1, t - 1.0,
-                                                     clock[R.CLOCK_LOG_DECAY_PREV])  # fmt: skip
+                                                     bias_grad[c], bias, c, 1,
+                                                     (t - 1.0, log_decay_prev))  # fmt: skip
             bias_grad[:] = 0.0
         R.store_clock(clock, clock_array)
         return OK, loss_sum
@@ -176,12 +173,13 @@ def linear_catch_up(rule):
         t = clock[R.CLOCK_T]
         K = table.shape[0] // max(stamp.size, 1)
         log_decay = clock[R.CLOCK_LOG_DECAY]
+        schedule, tables = borrowed(spec), (borrowed(table), borrowed(table))
         for j in range(stamp.size):
-            if stamp[j] < t:
-                for c in range(K):
-                    r = j * K + c
-                    table[r, 0] = R.catch_up(RULE, hp, spec, table[r, 0], table, r, 1, stamp[j], t,
-                                             log_decay, mark[j])  # fmt: skip
+            # a row all zeros (most of a hashed table: never touched) stays so under every
+            # rule's zero-gradient steps: left alone, it costs a read instead of two writes
+            if stamp[j] < t and not R.rows_zero(tables[0], j * K, j * K + K):
+                R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
+                               (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

@@ -80,24 +80,17 @@ def mf_consts(*, mu, alpha_biases, alpha_factors, n_components, n_negatives, max
             int(n_negatives), int(max_sampled), bool(per_row))  # fmt: skip
 
 
-@numba.njit(**JIT)
-def _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, dims, until):
+@numba.njit(inline="always", **JIT)
+def _catch_up_row(rule, h, spec, side, x, dims, until):
     """Apply row ``x``'s zero-gradient steps up to ``until = (t, log_decay)`` (bias and
-    factors); ``dims = (k, rm)``."""
+    factors, through :func:`sparseopt.optim._rules.catch_up_row`); ``side = (bias, factors,
+    stamp, mark)``, ``dims = (k, rm)``."""
+    bias, factors, stamp, mark = side
     k, rm = dims
     t, log_decay = until
-    last = stamp[x]
-    m = mark[x]
-    bias[x, 0] = R.catch_up(rule, h, spec, bias[x, 0], bias, x, 1, last, t, log_decay, m)
-    if rm:  # per-row AdaGrad: the catch-up is the weight decay alone
-        factor = math.exp(log_decay - m) if h[R.HP_WEIGHT_DECAY] > 0.0 else 1.0
-        for f in range(k):
-            factors[x, f] *= factor
-    else:
-        for r in range(x * k, x * k + k):
-            factors[r, 0] = R.catch_up(
-                rule, h, spec, factors[r, 0], factors, r, 1, last, t, log_decay, m
-            )
+    n = 1 if rm else k
+    R.catch_up_row(rule, h, spec, (bias, factors), (x, x + 1, x * n, x * n + n, k if rm else 0),
+                   (stamp[x], t, log_decay, mark[x]))  # fmt: skip
     stamp[x] = t
     mark[x] = log_decay
 
@@ -108,7 +101,7 @@ def _sync(rule, h, spec, c, bias, factors, stamp, mark, x, dims):
     have steps: ``stamp`` is empty otherwise)."""
     if stamp.size > 0 and stamp[x] < c[R.CLOCK_T] - 1.0:
         until = (c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV])
-        _catch_up_row(rule, h, spec, bias, factors, stamp, mark, x, dims, until)
+        _catch_up_row(rule, h, spec, (bias, factors, stamp, mark), x, dims, until)
 
 
 @numba.njit(inline="always", **JIT)
@@ -546,7 +539,6 @@ def mf_catch_up(rule, per_row):
         t = clock[R.CLOCK_T]
         for x in range(bias.shape[0]):
             if stamp[x] < t:
-                _catch_up_row(RULE, h, spec, bias, factors, stamp, mark, x, (k, RM),
-                              (t, clock[R.CLOCK_LOG_DECAY]))  # fmt: skip
+                _catch_up_row(RULE, h, spec, side, x, (k, RM), (t, clock[R.CLOCK_LOG_DECAY]))
 
     return catch_up

@@ -183,14 +183,16 @@ def ftrl_weight(z, n, alpha, hp):
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
+def catch_up(rule, hp, spec, w, S, r, o, steps):
     """Apply the zero-gradient steps ``last + 1 .. t`` to one coordinate; returns its weight.
 
-    ``mark`` is the coordinate's ``log_decay`` at step ``last`` and ``log_decay_t`` the global
-    one at step ``t``. ``rule`` is a compile-time constant in every kernel: only its own
-    branch is compiled; the branches call small compiled functions (inlining whole rules
-    into every call site multiplied compile time).
+    ``steps = (last, t, log_decay_t, mark)``: ``mark`` is the coordinate's ``log_decay`` at
+    step ``last`` and ``log_decay_t`` the global one at step ``t``. ``rule`` is a compile-time
+    constant in every kernel: only its own branch is compiled; the branches call small
+    compiled functions (inlining whole rules into every call site multiplied compile time).
+    Kernels call it through :func:`catch_up_row`, which holds no reference counts.
     """
+    last, t, log_decay_t, mark = steps
     k = t - last
     if k <= 0.0:
         return w
@@ -222,13 +224,56 @@ def catch_up(rule, hp, spec, w, S, r, o, last, t, log_decay_t, mark):
     v = S[r, o + 1] if rule != MOMENTUM else 0.0
     vmax = S[r, o + 2] if rule == AMSGRAD else 0.0
     eta = spec[2] if spec[0] == CONSTANT and last + 1.0 > spec[1] else -1.0  # constant rate
-    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark)
+    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, (m, v, vmax), steps)
     if not ok:
-        w_t, m, v = _replay(rule, hp, spec, w, m, v, vmax, last, t, log_decay_t, mark)
+        w_t, m, v = _replay(rule, hp, spec, w, (m, v, vmax), steps)
     S[r, o] = m
     if rule != MOMENTUM:
         S[r, o + 1] = v
     return w_t
+
+
+@numba.njit(inline="always", **JIT)
+def catch_up_row(rule, hp, spec, tables, spans, steps):
+    """Bring one row of a model (a feature, a user, an item) from step ``last`` to ``t``: the
+    zero-gradient steps of :func:`catch_up` on each of its coordinates.
+
+    ``tables = (weights, factors)`` and ``spans = (lo, hi, f_lo, f_hi, k_row)``: the row owns
+    rows ``lo .. hi - 1`` of ``weights`` and ``f_lo .. f_hi - 1`` of ``factors``, each with its
+    value in column 0 and its slots after it; with ``k_row > 0`` its factor rows are vectors of
+    per-row AdaGrad instead (``k_row`` values, then one accumulator shared by them), whose
+    catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``.
+
+    Every model kernel catches its rows up through this one helper, inlined. The linear and
+    FM kernels pass it :func:`~sparseopt._jit.borrowed` arrays (``spec`` and the tables):
+    taken as they are, they cost an atomic increment and decrement of their reference counts
+    per call. A helper that is called rather than inlined cost more than the catch-up itself
+    (benchmarks/README.md, issue 28's third pass).
+    """
+    weights, factors = tables
+    lo, hi, f_lo, f_hi, k_row = spans
+    for r in range(lo, hi):
+        weights[r, 0] = catch_up(rule, hp, spec, weights[r, 0], weights, r, 1, steps)
+    if k_row > 0:
+        shrink = _decay_factor(hp[HP_WEIGHT_DECAY], steps[2], steps[3])
+        if shrink != 1.0:
+            for u in range(f_lo, f_hi):
+                for f in range(k_row):
+                    factors[u, f] *= shrink
+    else:
+        for r in range(f_lo, f_hi):
+            factors[r, 0] = catch_up(rule, hp, spec, factors[r, 0], factors, r, 1, steps)
+
+
+@numba.njit(inline="always", **JIT)
+def rows_zero(S, lo, hi):
+    """Whether rows ``lo .. hi - 1`` of ``S`` (values and slots) are all zero: their
+    zero-gradient steps change nothing under any rule, whatever their stamps say."""
+    for r in range(lo, hi):
+        for c in range(S.shape[1]):
+            if S[r, c] != 0.0:
+                return False
+    return True
 
 
 @numba.njit(**JIT)
@@ -236,7 +281,9 @@ def _power(log_base, k):
     """``base ** k`` from ``log(base)``: one exponential (a float power cost 50 ns), and an
     exact 0 below float64's range (an exponential that ends in subnormals is slow)."""
     x = k * log_base
-    return math.exp(x) if x > -745.0 else 0.0
+    # exp's argument clamped too: LLVM may compute it before the test, and an exponential
+    # that underflows takes glibc's slow path (a third of a decay epoch once, perf)
+    return math.exp(max(x, -745.0)) if x > -745.0 else 0.0
 
 
 @numba.njit(**JIT)
@@ -249,7 +296,7 @@ def _decayed(value, log_base, k):
     # (a coordinate never touched: most of the table when a fit ends) needs no exponential
     if x < -160.0 or value == 0.0:
         return 0.0
-    decayed = value * math.exp(x)
+    decayed = value * math.exp(max(x, -160.0))  # clamped as in _power
     return decayed if abs(decayed) >= _TINY else 0.0
 
 
@@ -413,11 +460,12 @@ def _closed_form_fits(rule, hp, step):
 
 
 @numba.njit(**JIT)
-def _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark):
+def _closed_catch_up(rule, hp, eta, w, moments, steps):
     """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
     Adam, AMSGrad) in constant time, where the closed form holds: returns (ok, w, m, v), ok
     False if the caller must replay them (:func:`_replay`). ``eta > 0`` is the rate if it is
-    constant over the steps; ``v`` is Adam's second moment, ``vmax`` AMSGrad's maximum.
+    constant over the steps; ``moments = (m, v, vmax)``, ``v`` Adam's second moment, ``vmax``
+    AMSGrad's maximum; ``steps = (last, t, log_decay_t, mark)`` as for :func:`catch_up`.
 
     Dense steps shrink the weight by :math:`\\sigma_s = 1 - \\eta_s \\lambda`, decay the
     moments and move the weight by a drift :math:`d_s` that shrinks geometrically (Momentum:
@@ -436,6 +484,8 @@ def _closed_catch_up(rule, hp, eta, w, m, v, vmax, last, t, log_decay_t, mark):
     and the closed form takes over where it holds. Then the moments decay by
     :math:`\\beta^k` and the weight by the rest of the decay.
     """
+    m, v, vmax = moments
+    last, t, log_decay_t, mark = steps
     tail = 0.0
     if m != 0.0 and hp[HP_BETA_1] > 0.0:
         if not (eta > 0.0 and _closed_form_fits(rule, hp, last)):
@@ -457,9 +507,11 @@ def _finish(hp, w, m, v, rest, log_decay_t, log_sim):
 
 
 @numba.njit(**JIT)
-def _replay(rule, hp, spec, w, m, v, vmax, step, t, log_decay_t, log_sim):
-    """:func:`_closed_catch_up` step by step from ``step``, until the drift still to come is
+def _replay(rule, hp, spec, w, moments, steps):
+    """:func:`_closed_catch_up` step by step from ``last``, until the drift still to come is
     negligible or the closed form takes over; returns (w, m, v) at step t."""
+    m, v, vmax = moments
+    step, t, log_decay_t, log_sim = steps
     wd = hp[HP_WEIGHT_DECAY]
     b1, b2, eps = hp[HP_BETA_1], hp[HP_BETA_2], hp[HP_EPSILON]
     momentum = rule == MOMENTUM
@@ -600,15 +652,17 @@ def row_adagrad_scale(hp, clock, factors, x, k, sum_sq):
 
 
 @numba.njit(inline="always", **JIT)
-def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, last, mark):
+def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, since):
     """Catch a coordinate up from step ``last`` to ``t - 1``, then apply gradient ``g`` at t.
 
-    The caller records ``t`` and ``clock[CLOCK_LOG_DECAY]`` as the coordinate's new ``last``
-    and ``mark``. Decoupled weight decay shrinks the weight (FTRL: its ``z``) by
-    ``shrink_t`` before the rule's step, as in AdamW.
+    ``since = (last, mark)``, the coordinate's step and ``log_decay`` at its last update; the
+    caller records ``t`` and ``clock[CLOCK_LOG_DECAY]`` as the new ones. Decoupled weight
+    decay shrinks the weight (FTRL: its ``z``) by ``shrink_t`` before the rule's step, as in
+    AdamW.
     """
     t = clock[CLOCK_T]
-    w = catch_up(rule, hp, spec, w, S, r, o, last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark)
+    last, mark = since
+    w = catch_up(rule, hp, spec, w, S, r, o, (last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark))
     ftrl = rule == FTRL
     if ftrl and t > 1.0:
         # the weight of the previous step, also when a schedule changed the rate since
@@ -655,8 +709,8 @@ def sparse_step(rule):
             scratch[j] = np.nan
             last = stamp[j] if lazy else t - 1.0
             marked = mark[j] if lazy else 0.0
-            params[j] = update_coordinate(RULE, hp, spec, clock, params[j], g, slots, j, 0, last,
-                                          marked)  # fmt: skip
+            params[j] = update_coordinate(RULE, hp, spec, clock, params[j], g, slots, j, 0,
+                                          (last, marked))  # fmt: skip
             if lazy:
                 stamp[j] = t
                 mark[j] = clock[CLOCK_LOG_DECAY]
@@ -679,8 +733,8 @@ def catch_up_all(rule):
         for j in range(params.size):
             if lazy:
                 if stamp[j] < t:
-                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, stamp[j], t,
-                                         clock[CLOCK_LOG_DECAY], mark[j])  # fmt: skip
+                    steps = (stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j])
+                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, steps)
                     stamp[j] = t
                     mark[j] = clock[CLOCK_LOG_DECAY]
             elif RULE == FTRL and t > 0.0:
