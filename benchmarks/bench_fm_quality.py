@@ -297,6 +297,12 @@ def main():
         metavar="REPEATS",
         help="only time the defaults' fits against the previous ones",
     )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="LABEL",
+        help="only these rows' models (e.g. LR FM FFM), the gaps to those not run left out",
+    )
     args = parser.parse_args()  # fmt: skip
     root = Path(args.data)
     if args.fit_times:
@@ -326,6 +332,10 @@ def main():
             "FFM": (Xf, fixed_runner(ffm)),
             "FFM tuned": (Xf, tuned_runner(ffm)),
         }
+        if args.runs:
+            if unknown := set(args.runs) - set(runs):
+                parser.error(f"--runs: no row {sorted(unknown)}; the rows are {list(runs)}")
+            runs = {label: runs[label] for label in args.runs}
         got = {}
         for label, (data, runner) in runs.items():
             got[label] = evaluate(data, y, splits, runner)
@@ -334,20 +344,21 @@ def main():
                   file=sys.stderr, flush=True)  # fmt: skip
         loss = {k: v[0] for k, v in got.items()}
         gaps = {
-            "FM - tuned": loss["FM"] - loss["FM tuned"],
-            "FFM - tuned": loss["FFM"] - loss["FFM tuned"],
-            "FM - torch": loss["FM"] - loss["torch FM tuned"],
-            "FFM - torch": loss["FFM"] - loss["torch FM tuned"],
-            "FM - before": loss["FM"] - loss["FM before"],
-            "FFM - before": loss["FFM"] - loss["FFM before"],
-            "FM - LR": loss["FM"] - loss["LR"],
-            "FFM - LR": loss["FFM"] - loss["LR"],
-            "FFM - LR, FFM's columns": loss["FFM"] - loss["LR, FFM's columns"],
-        }
+            f"{a} - {b_short}": loss[a] - loss[b]
+            for a, b, b_short in [
+                ("FM", "FM tuned", "tuned"), ("FFM", "FFM tuned", "tuned"),
+                ("FM", "torch FM tuned", "torch"), ("FFM", "torch FM tuned", "torch"),
+                ("FM", "FM before", "before"), ("FFM", "FFM before", "before"),
+                ("FM", "LR", "LR"), ("FFM", "LR", "LR"),
+                ("FFM", "LR, FFM's columns", "LR, FFM's columns"),
+            ]
+            if a in loss and b in loss  # all of them unless --runs leaves some out
+        }  # fmt: skip
         times = ", ".join(
-            " / ".join(f"{got[label][2]:.1f}" for label in (m, f"{m} prev", f"{m} before"))
+            " / ".join(f"{got[label][2]:.1f}" for label in (m, f"{m} prev", f"{m} before")
+                       if label in got)
             for m in ("FM", "FFM")
-        )
+        )  # fmt: skip
         if header is None:
             header = [*runs, *gaps, "fit s: FM / prev / before, FFM / prev / before"]
             print("| set | " + " | ".join(header) + " |")

@@ -51,6 +51,15 @@ ASSUMED_ACTIVE = 39
 # third candidate, took the Criteo head's fit time to 3-4x that of one setting.
 AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
 
+# The race of AUTO_CANDIDATES keeps a run behind the leader while it would catch up within
+# this many epochs at its last epoch's pace (RowModel._catching_up). The damped start (30)
+# begins behind and overtakes late: on planted interactions of strength 1 it was 0.022 behind
+# after one epoch and ahead after seven; plain halving dropped it after the first. FFM keeps
+# plain halving (FFM_RACE_CATCH_UP_EPOCHS): there the longer race changed no figure of
+# benchmarks/bench_fm_quality.py for the better and cost the Avazu head 0.0016.
+FM_RACE_CATCH_UP_EPOCHS = 2
+FFM_RACE_CATCH_UP_EPOCHS = 0
+
 # Default L2 penalties of the factors (alpha_factors) of FMClassifier and FFMClassifier.
 # Where interactions exist the factors' start at 1 lets them grow fast, and at 1e-4 they
 # overfit within a few epochs: at 1e-2 FM beat a tuned PyTorch FM on MovieLens u1 (0.5440
@@ -244,6 +253,7 @@ class _FactorizationMachine(RowModel):
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
+    _race_catch_up_epochs = FM_RACE_CATCH_UP_EPOCHS
 
     # -- configuration ---------------------------------------------------------------------
     def _configure(self, opt):
@@ -811,6 +821,7 @@ class FFMClassifier(FMClassifier):
     )
 
     export_kind = "ffm"  # the model sparseopt.export writes for it
+    _race_catch_up_epochs = FFM_RACE_CATCH_UP_EPOCHS
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,
