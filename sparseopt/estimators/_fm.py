@@ -53,10 +53,13 @@ AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
 
 # The race of AUTO_CANDIDATES keeps a run behind the leader while it would catch up within
 # this many epochs at its last epoch's pace (RowModel._catching_up). The damped start (30)
-# begins behind and overtakes late: on planted interactions of strength 1 it was 0.022 behind
-# after one epoch and ahead after seven; plain halving dropped it after the first. FFM keeps
-# plain halving (FFM_RACE_CATCH_UP_EPOCHS): there the longer race changed no figure of
-# benchmarks/bench_fm_quality.py for the better and cost the Avazu head 0.0016.
+# begins behind and may overtake late: on planted interactions of strength 1 it was 0.022
+# behind after one epoch and ahead after six, and plain halving, which dropped it after the
+# first, left FM 0.0036 above its tuned grid (now level with it, 0.4874); the other sets of
+# benchmarks/bench_fm_quality.py kept their figures. FFM keeps plain halving
+# (FFM_RACE_CATCH_UP_EPOCHS): a catch-up of 2 epochs changed only its Avazu head figure, 0.0016
+# worse, and the longer races that gained 0.0014 on MovieLens cost Avazu as much and
+# MovieLens 2.9 times the epochs (benchmarks/README.md, "The race's schedule").
 FM_RACE_CATCH_UP_EPOCHS = 2
 FFM_RACE_CATCH_UP_EPOCHS = 0
 
