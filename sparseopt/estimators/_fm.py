@@ -470,13 +470,16 @@ _FM_DOC = """
         feature has been seen often; an AdaGrad object's ``initial_accumulator_value`` serves
         both. With ``optimizer="adagrad"``, ``init_std="auto"`` and ``max_iter="auto"``, the
         held-out rows choose between two starts of the factors' accumulators, 30 and 1 (at
-        learning rate 0.05), by successive halving: each epoch trains every setting still in
-        the race once, from where it was, and keeps the better half by its best held-out
-        loss so far, until one is left, which then runs on as a single fit would (a setting
-        that diverges drops out). 30 protects small click logs, where the factors overfit
-        (the Criteo and Avazu heads keep it); 1 learns interactions where the data hold them
-        (MovieLens, planted interactions: ``benchmarks/bench_fm_quality.py``). The cost is
-        one more epoch, and a second model in memory meanwhile. The start of the accumulators
+        learning rate 0.05), by a race: each epoch trains every setting still in the race
+        once, from where it was, and keeps the better half by its best held-out loss so far
+        and, except in FFMClassifier, any setting behind still improving fast enough to catch up
+        within two epochs at its last epoch's pace (the start at 30 begins behind and can
+        overtake late), until one is left, which then runs on as a single fit would (a
+        setting that diverges drops out). 30 protects small click logs, where the factors
+        overfit (the Criteo and Avazu heads keep it); 1 learns interactions where the data
+        hold them (MovieLens, planted interactions: ``benchmarks/bench_fm_quality.py``). The
+        cost is the epochs of the setting that drops out (one, or as many as it kept up),
+        and a second model in memory meanwhile. The start of the accumulators
         sets the factors' first steps (AdaGrad's step is the rate over the root of the
         accumulator), so this is a choice of their early step size; ``AUTO_CANDIDATES`` in
         ``sparseopt/estimators/_fm.py`` can hold learning rates and initial scales as well.
