@@ -580,8 +580,8 @@ class RowModel(SparseEstimator):
                     run.stopped = run.diverged or run.stopper.update(loss)
             runs, epoch = self._halve(runs), epoch + 1
             progress(runs[0])
-            if len(runs) == 1:
-                self._report_choice(tried, runs[0])
+        if len(tried) > 1:  # the race is over (one run left, or n_epochs): its leader is kept
+            self._report_choice(tried, runs[0])
         run = runs[0]
 
         def train_epoch(_epoch):
