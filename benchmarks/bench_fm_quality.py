@@ -3,6 +3,7 @@ interactions where the data hold them, and leave them alone where they do not?
 
     python benchmarks/bench_fm_quality.py [--sets movielens planted criteo avazu a9a]
                                           [--ml-folds 5] [--folds 5] [--fit-times R]
+                                          [--runs LR FM FFM ...] [--schedules]
 
 Data (``../shared/data`` and ``make_ctr``):
 
@@ -29,8 +30,11 @@ learning rate, L2 and epoch count picked on the same inner split. Printed: poole
 (AUC) of each, the fit seconds of FM and FFM with the new and the old defaults (summed over
 folds; a shared machine: compare within a row), and the targets of issue 29.
 
-``--fit-times R``: only the fit seconds of FM and FFM with the defaults against those with the
-factor penalty of f70d8d3 (``PREV_ALPHA_FACTORS``), alternated, median of R rounds.
+``--fit-times R``: only the fit seconds of FM and FFM with the defaults against those before
+issue 29 (``BEFORE``) and, FM, against the race by plain halving (``PlainHalvingFM``), in
+turns, median of R rounds. ``--runs LABEL ...``: only the named rows' models.
+``--schedules``: FM's and FFM's pooled logloss under other schedules of the race of
+``max_iter="auto"`` (``SCHEDULES``), emulated from each candidate's fit alone.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from sklearn.model_selection import KFold
 import sparseopt.estimators._fm as fm_module
 from sparseopt import DivergenceError, FFMClassifier, FMClassifier, SparseLogisticRegression
 from sparseopt.datasets import column_fields, load_movielens_clicks, make_ctr
+from sparseopt.estimators._rowmodel import AUTO_MAX_ITER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_defaults import DATA, FFM_BITS, load  # noqa: E402
@@ -63,6 +68,20 @@ REFERENCE_EPOCHS = 15
 # the factors' penalty of FM and FFM at f70d8d3, before it became FM_ALPHA_FACTORS and
 # FFM_ALPHA_FACTORS ("prev": those defaults, for quality and fit time)
 PREV_ALPHA_FACTORS = 1e-4
+# the defaults before issue 29 ("before"; FM also had 8 components), the factors'
+# accumulators from 30 (FACTOR_ACCUMULATOR_START) and nothing chosen in the fit
+BEFORE = dict(learning_rate=0.05, init_std=0.01, alpha_factors=1e-4)
+
+
+@contextlib.contextmanager
+def candidates(settings):
+    """``max_iter="auto"`` races ``settings`` (``AUTO_CANDIDATES``) meanwhile."""
+    saved = fm_module.AUTO_CANDIDATES
+    fm_module.AUTO_CANDIDATES = settings
+    try:
+        yield
+    finally:
+        fm_module.AUTO_CANDIDATES = saved
 
 
 @contextlib.contextmanager
@@ -259,27 +278,128 @@ def evaluate(X, y, splits, runner):
     return log_loss(y[rows], p[rows]), roc_auc_score(y[rows], p[rows]), seconds
 
 
+class PlainHalvingFM(FMClassifier):
+    """``FMClassifier`` whose ``max_iter="auto"`` race drops the worse half after every epoch
+    (the schedule before the catch-up rule of ``FM_RACE_CATCH_UP_EPOCHS``)."""
+
+    _race_catch_up_epochs = 0
+
+
 def fit_times(name, root, n_folds, ml_folds, repeats):
-    """Median seconds of the folds' fits (summed) of FM and FFM with the defaults and with
-    the previous factor penalty, alternated ``repeats`` times after one warm-up each: a
-    row of the fit-time table."""
+    """Median seconds of the folds' fits (summed) of FM and FFM with the defaults, with the
+    defaults before issue 29 (``BEFORE``) and, FM, with the plain halving race
+    (``PlainHalvingFM``), in a new order each round, ``repeats`` rounds after one warm-up:
+    a row of the fit-time table."""
     cells = []
     for field_aware, model in ((False, FMClassifier), (True, FFMClassifier)):
         X, y, splits, fields = dataset(name, root, n_folds, ml_folds, field_aware)
         kw = dict(fields=fields) if field_aware else {}
-        pair = [model(random_state=0, **kw),
-                model(random_state=0, alpha_factors=PREV_ALPHA_FACTORS, **kw)]  # fmt: skip
-        seconds = [[], []]
+        before = dict(BEFORE, n_components=8) if not field_aware else BEFORE
+        fits = [model(random_state=0, **kw), model(random_state=0, **before, **kw)]
+        if not field_aware:
+            fits.append(PlainHalvingFM(random_state=0))
+        seconds = [[] for _ in fits]
         for rep in range(repeats + 1):
-            for i in (0, 1) if rep % 2 else (1, 0):
+            for i in np.roll(np.arange(len(fits)), rep):
                 start = time.perf_counter()
                 for train, _ in splits:
-                    clone(pair[i]).fit(X[train], y[train])
+                    clone(fits[i]).fit(X[train], y[train])
                 if rep:  # the first round compiles
                     seconds[i].append(time.perf_counter() - start)
-        new, prev = (float(np.median(t)) for t in seconds)
-        cells += [f"{prev:.2f}", f"{new:.2f}", f"{new / prev:.2f}"]
+        median = [float(np.median(t)) for t in seconds]
+        cells += [f"{t:.2f}" for t in median[1:]] + [f"{median[0]:.2f}"]
+        cells += [f"{median[0] / t:.2f}" for t in median[1:]]
     print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+
+
+# -- race schedules emulated from each candidate's fit alone (--schedules) ----------------
+def at_least(n_epochs):
+    """Every run still training stays for the first ``n_epochs``, then the leader alone."""
+    return lambda curves, stopped, epoch, leader: [
+        i for i in range(len(curves)) if i == leader or (epoch < n_epochs and not stopped[i])
+    ]
+
+
+def within(margin):
+    """A run still training stays while its best is within ``margin`` of the leader's."""
+    return lambda curves, stopped, epoch, leader: [
+        i for i in range(len(curves))
+        if i == leader or (not stopped[i] and min(curves[i]) <= min(curves[leader]) + margin)
+    ]  # fmt: skip
+
+
+def catching_up(n_epochs):
+    """``RowModel._catching_up`` with ``_race_catch_up_epochs = n_epochs`` (two candidates:
+    the better half is the leader)."""
+
+    def keep(curves, stopped, epoch, leader):
+        gap = [min(c) - min(curves[leader]) for c in curves]
+        return [
+            i for i, c in enumerate(curves)
+            if i == leader or (n_epochs and not stopped[i]
+                               and (len(c) < 2 or gap[i] <= n_epochs * (c[-2] - c[-1])))
+        ]  # fmt: skip
+
+    return keep
+
+
+SCHEDULES = {
+    "halving (before)": catching_up(0),
+    "at least 2 epochs": at_least(2),
+    "at least 3 epochs": at_least(3),
+    "within 0.001": within(1e-3),
+    "until each stops": at_least(AUTO_MAX_ITER),
+    "catch-up 1": catching_up(1),
+    "catch-up 2 (FM now)": catching_up(2),
+    "catch-up 3": catching_up(3),
+    "catch-up 5": catching_up(5),
+}
+
+
+def emulate(schedule, curves):
+    """(chosen run, epochs trained by all) of a race under ``schedule`` whose runs would score
+    ``curves`` (each run's held-out losses, ending where its own stopper stopped it)."""
+    alive, left_at, epoch = list(range(len(curves))), {}, 0
+    while len(alive) > 1:
+        epoch += 1
+        upto = [curves[i][:epoch] for i in alive]
+        stopped = [len(curves[i]) <= epoch for i in alive]
+        leader = min(range(len(alive)), key=lambda j: min(upto[j]))
+        kept = [alive[j] for j in schedule(upto, stopped, epoch, leader)]
+        left_at.update({i: epoch for i in alive if i not in kept})
+        alive = kept
+    (chosen,) = alive
+    epochs = sum(min(len(c), left_at.get(i, len(c))) for i, c in enumerate(curves))
+    return chosen, epochs
+
+
+def race_schedules(name, root, n_folds, ml_folds):
+    """Rows of the schedules' table for ``name``: FM's and FFM's pooled logloss and epochs
+    when the race follows each of ``SCHEDULES``, emulated: each of ``AUTO_CANDIDATES`` fitted
+    alone per fold gives its held-out curve and test predictions, and the candidate a
+    schedule picks from the curves is scored. (In a real race the runs draw their epochs'
+    orders from one generator in turns, so its figures may differ slightly.)"""
+    for field_aware, model in ((False, FMClassifier), (True, FFMClassifier)):
+        X, y, splits, fields = dataset(name, root, n_folds, ml_folds, field_aware)
+        model = model(random_state=0, **(dict(fields=fields) if field_aware else {}))
+        folds = []
+        for train, test in splits:
+            alone = []
+            for candidate in fm_module.AUTO_CANDIDATES:
+                with candidates((candidate,)):
+                    fitted = clone(model).fit(X[train], y[train])
+                alone.append((fitted.validation_scores_, fitted.predict_proba(X[test])[:, 1]))
+            folds.append(alone)
+        rows = np.concatenate([test for _, test in splits])
+        cells = []
+        for schedule in SCHEDULES.values():
+            p, epochs = np.full(y.size, np.nan), 0
+            for (_, test), alone in zip(splits, folds, strict=True):
+                chosen, n = emulate(schedule, [curve for curve, _ in alone])
+                p[test], epochs = alone[chosen][1], epochs + n
+            cells.append(f"{log_loss(y[rows], p[rows]):.4f} ({epochs})")
+        label = "FFM" if field_aware else "FM"
+        print(f"| {name} | {label} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main():
@@ -297,15 +417,32 @@ def main():
         metavar="REPEATS",
         help="only time the defaults' fits against the previous ones",
     )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="LABEL",
+        help="only these rows' models (e.g. LR FM FFM), the gaps to those not run left out",
+    )
+    parser.add_argument(
+        "--schedules",
+        action="store_true",
+        help="only the race schedules' figures, emulated from each candidate's fit alone",
+    )
     args = parser.parse_args()  # fmt: skip
     root = Path(args.data)
+    if args.schedules:
+        print("| set | model | " + " | ".join(SCHEDULES) + " |")
+        print("|---" * (len(SCHEDULES) + 2) + "|")
+        for name in args.sets:
+            race_schedules(name, root, args.folds, args.ml_folds)
+        return
     if args.fit_times:
-        print("| set | FM prev s | FM s | ratio | FFM prev s | FFM s | ratio |")
-        print("|---" * 7 + "|")
+        print("| set | FM before s | FM halving s | FM s | FM / before | FM / halving "
+              "| FFM before s | FFM s | FFM / before |")  # fmt: skip
+        print("|---" * 9 + "|")
         for name in args.sets:
             fit_times(name, root, args.folds, args.ml_folds, args.fit_times)
         return
-    old = dict(learning_rate=0.05, init_std=0.01, alpha_factors=1e-4)
     header = None
     start = time.perf_counter()
     for name in args.sets:
@@ -316,16 +453,20 @@ def main():
         runs = {
             "LR": (X, fixed_runner(lr)),
             "LR, FFM's columns": (Xf, fixed_runner(lr)),
-            "FM before": (X, fixed_runner(clone(fm).set_params(n_components=8, **old), 30.0)),
+            "FM before": (X, fixed_runner(clone(fm).set_params(n_components=8, **BEFORE), 30.0)),
             "FM prev": (X, fixed_runner(clone(fm).set_params(alpha_factors=PREV_ALPHA_FACTORS))),
             "FM": (X, fixed_runner(fm)),
             "FM tuned": (X, tuned_runner(fm)),
             "torch FM tuned": (X, reference_runner),
-            "FFM before": (Xf, fixed_runner(clone(ffm).set_params(**old), 30.0)),
+            "FFM before": (Xf, fixed_runner(clone(ffm).set_params(**BEFORE), 30.0)),
             "FFM prev": (Xf, fixed_runner(clone(ffm).set_params(alpha_factors=PREV_ALPHA_FACTORS))),
             "FFM": (Xf, fixed_runner(ffm)),
             "FFM tuned": (Xf, tuned_runner(ffm)),
         }
+        if args.runs:
+            if unknown := set(args.runs) - set(runs):
+                parser.error(f"--runs: no row {sorted(unknown)}; the rows are {list(runs)}")
+            runs = {label: runs[label] for label in args.runs}
         got = {}
         for label, (data, runner) in runs.items():
             got[label] = evaluate(data, y, splits, runner)
@@ -334,20 +475,21 @@ def main():
                   file=sys.stderr, flush=True)  # fmt: skip
         loss = {k: v[0] for k, v in got.items()}
         gaps = {
-            "FM - tuned": loss["FM"] - loss["FM tuned"],
-            "FFM - tuned": loss["FFM"] - loss["FFM tuned"],
-            "FM - torch": loss["FM"] - loss["torch FM tuned"],
-            "FFM - torch": loss["FFM"] - loss["torch FM tuned"],
-            "FM - before": loss["FM"] - loss["FM before"],
-            "FFM - before": loss["FFM"] - loss["FFM before"],
-            "FM - LR": loss["FM"] - loss["LR"],
-            "FFM - LR": loss["FFM"] - loss["LR"],
-            "FFM - LR, FFM's columns": loss["FFM"] - loss["LR, FFM's columns"],
-        }
+            f"{a} - {b_short}": loss[a] - loss[b]
+            for a, b, b_short in [
+                ("FM", "FM tuned", "tuned"), ("FFM", "FFM tuned", "tuned"),
+                ("FM", "torch FM tuned", "torch"), ("FFM", "torch FM tuned", "torch"),
+                ("FM", "FM before", "before"), ("FFM", "FFM before", "before"),
+                ("FM", "LR", "LR"), ("FFM", "LR", "LR"),
+                ("FFM", "LR, FFM's columns", "LR, FFM's columns"),
+            ]
+            if a in loss and b in loss  # all of them unless --runs leaves some out
+        }  # fmt: skip
         times = ", ".join(
-            " / ".join(f"{got[label][2]:.1f}" for label in (m, f"{m} prev", f"{m} before"))
+            " / ".join(f"{got[label][2]:.1f}" for label in (m, f"{m} prev", f"{m} before")
+                       if label in got)
             for m in ("FM", "FFM")
-        )
+        )  # fmt: skip
         if header is None:
             header = [*runs, *gaps, "fit s: FM / prev / before, FFM / prev / before"]
             print("| set | " + " | ".join(header) + " |")

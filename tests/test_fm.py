@@ -342,6 +342,32 @@ def test_auto_chooses_among_the_candidates_and_keeps_the_chosen_run(monkeypatch,
     assert auto.partial_fit(data.X, data.y).optimizer_.learning_rate == learning_rate
 
 
+def test_the_race_keeps_a_run_that_catches_up_with_the_leader():
+    from sparseopt.estimators._rowmodel import _Run
+
+    def run(scores, stopped=False, diverged=False):
+        r = _Run(None, {"best": min(scores)}, None)
+        r.scores, r.stopped, r.diverged = list(scores), stopped, diverged
+        return r
+
+    leader = run([0.50, 0.49])
+    fast = run([0.53, 0.51])  # 0.02 behind, 0.02 an epoch: one epoch away
+    slow = run([0.515, 0.51])  # 0.02 behind, 0.005 an epoch: four epochs away
+    first = run([0.60])  # one epoch: no pace yet
+    fm, ffm = FMClassifier(), FFMClassifier()
+    assert fm._race_catch_up_epochs == 2 and ffm._race_catch_up_epochs == 0
+    assert fm._halve([fast, leader]) == [leader, fast]
+    assert fm._halve([slow, leader]) == [leader]
+    assert fm._halve([first, leader]) == [leader, first]
+    assert fm._halve([run([0.53, 0.51], stopped=True), leader]) == [leader]
+    assert fm._halve([run([0.53, 0.51], diverged=True), leader]) == [leader]
+    second = run([0.6, 0.5])
+    assert fm._halve([second, fast, leader, slow]) == [leader, second, fast]
+    # plain halving (FFM): the better half, rounded up, whatever the pace
+    assert ffm._halve([fast, leader]) == [leader]
+    assert ffm._halve([fast, slow, leader]) == [leader, fast]
+
+
 def test_nothing_is_chosen_when_a_setting_is_given():
     data = make_ctr(2000, n_fields=6, n_values=30, n_bits=12, interactions=2.0, random_state=0)
     for params in ({"max_iter": 2}, {"learning_rate": 0.05}, {"init_std": 0.01},

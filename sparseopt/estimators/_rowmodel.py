@@ -381,6 +381,11 @@ class RowModel(SparseEstimator):
     rows) and, if it offers several settings to ``max_iter="auto"``, ``_candidates``.
     """
 
+    # max_iter="auto"'s race among several settings (_candidates): how many epochs at its
+    # last epoch's pace a run behind the leader may need to catch up and stay in the race
+    # (_catching_up); 0: plain successive halving, the worse half out after every epoch
+    _race_catch_up_epochs = 0
+
     # the parameters every row model has; a family adds "optimizer" and its own
     _parameter_constraints: dict = {
         "learning_rate": [
@@ -550,8 +555,9 @@ class RowModel(SparseEstimator):
 
     def _run_epochs(self, runs, rows, n_epochs) -> _Run:
         """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
-        halving (each epoch trains every run still in it once, then the better half goes
-        on), then the one left runs on with :func:`run_epochs` and its own stopper."""
+        halving (each epoch trains every run still in it once, then the better half and the
+        runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
+        on with :func:`run_epochs` and its own stopper."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
@@ -572,8 +578,8 @@ class RowModel(SparseEstimator):
                     run.stopped = run.diverged or run.stopper.update(loss)
             runs, epoch = self._halve(runs), epoch + 1
             progress(runs[0])
-            if len(runs) == 1:
-                self._report_choice(tried, runs[0])
+        if len(tried) > 1:  # the race is over (one run left, or n_epochs): its leader is kept
+            self._report_choice(tried, runs[0])
         run = runs[0]
 
         def train_epoch(_epoch):
@@ -608,12 +614,30 @@ class RowModel(SparseEstimator):
             return np.inf
         return monitored
 
-    @staticmethod
-    def _halve(runs):
+    def _halve(self, runs):
         """Successive halving: the better half of ``runs`` (rounded up) by their best held-out
-        loss so far; a diverged run is the worst."""
+        loss so far (a diverged run is the worst), and the runs of the other half that
+        :meth:`_catching_up` with the leader."""
         ranked = sorted(runs, key=lambda run: np.inf if run.diverged else run.held["best"])
-        return ranked[: (len(ranked) + 1) // 2]
+        kept = ranked[: (len(ranked) + 1) // 2]
+        leader = ranked[0].held["best"]
+        return kept + [run for run in ranked[len(kept) :] if self._catching_up(run, leader)]
+
+    def _catching_up(self, run, leader) -> bool:
+        """Whether ``run``, behind the race's best held-out loss ``leader``, stays in the race:
+        it is still training (neither stopped nor diverged) and, at the pace of its last
+        epoch, would close the gap within ``_race_catch_up_epochs`` epochs,
+
+        .. math:: \\text{best} - \\text{leader} \\le E \\, (s_{t-1} - s_t)
+
+        (:math:`s_t` its held-out loss after epoch :math:`t`). After its first epoch it has no
+        pace yet and stays. With :math:`E = 0`, plain halving."""
+        if not self._race_catch_up_epochs or run.stopped or run.diverged:
+            return False
+        if len(run.scores) < 2:
+            return True
+        pace = run.scores[-2] - run.scores[-1]
+        return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
     def _candidates(self, training, X) -> list:
         """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
