@@ -54,40 +54,48 @@ import math
 import numba
 import numpy as np
 
-from .._jit import JIT
+from .._jit import JIT, borrowed
 from ..optim import _rules as R
 from ._losses import BAD_STEP, BPR, LOGISTIC, NON_FINITE, OK, SQUARED, sigmoid, softplus
 from ._mf import _add_row, _sample_negative, _stamp, _sync
 
 
 @numba.njit(inline="always", **JIT)
-def _gather(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, vec):
+def _gather(rule, h, spec, c, lazy, side, rows, x, dims, vec):
     """Catch up the feature rows of user or item ``x``; return its bias and set ``vec`` to its
-    vector (both weighted sums of its features', in float64)."""
+    vector (both weighted sums of its features', in float64).
+
+    ``side = (bias, factors, stamp, mark)`` holds the feature tables, ``rows = (indptr,
+    indices, weights)`` the CSR feature rows and ``dims = (k, rm)``."""
+    bias, factors, stamp, mark = side
     indptr, indices, weights = rows
+    k, rm = dims
     vec[:] = 0.0
     b = 0.0
     for n in range(indptr[x], indptr[x + 1]):
         f = indices[n]
         w = np.float64(weights[n])
         if lazy:  # a constant: the catch-up code is compiled only for the rules that need it
-            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
+            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, dims)
         b += w * bias[f, 0]
         _add_row(vec, factors, f, w, k, rm)
     return b
 
 
 @numba.njit(inline="always", **JIT)
-def _score_with(rule, h, spec, c, lazy, bias, factors, stamp, mark, rows, x, k, rm, p):
+def _score_with(rule, h, spec, c, lazy, side, rows, x, dims, p):
     """Catch up the feature rows of item ``x``; return its bias plus ``p . q_x`` (the sum
     over its features of ``w (bias + p . row)``, without building ``q_x``: a WARP draw reads
-    the vector of a negative that is most often not stepped)."""
+    the vector of a negative that is most often not stepped). The arguments as for
+    :func:`_gather`."""
+    bias, factors, stamp, mark = side
     indptr, indices, weights = rows
+    k, rm = dims
     s = 0.0
     for n in range(indptr[x], indptr[x + 1]):
         f = indices[n]
         if lazy:
-            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, (k, rm))
+            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, dims)
         t = np.float64(bias[f, 0])
         for m in range(k):
             t += p[m] * (factors[f, m] if rm else factors[f * k + m, 0])
@@ -105,10 +113,16 @@ def _dot(a, b, k):
 
 
 @numba.njit(inline="always", **JIT)
-def _step_row(rule, h, c, lazy, bias, factors, stamp, mark, f, a, a_bias, vec, k, rm, alpha_b,
-              alpha_f, step_bias):  # fmt: skip
-    """One optimizer step on feature row ``f``: gradients ``a_bias + alpha_b beta_f`` on its
-    bias (if ``step_bias``) and ``a vec + alpha_f e_f`` on its vector (old values)."""
+def _step_row(rule, h, c, lazy, side, f, coefs, vec, dims, alphas):
+    """One optimizer step on feature row ``f`` of ``side = (bias, factors, stamp, mark)``:
+    gradients ``a_bias + alpha_b beta_f`` on its bias (if ``step_bias``) and
+    ``a vec + alpha_f e_f`` on its vector (old values).
+
+    ``coefs = (a, a_bias, step_bias)``, ``dims = (k, rm)``, ``alphas = (alpha_b, alpha_f)``."""
+    bias, factors, stamp, mark = side
+    a, a_bias, step_bias = coefs
+    k, rm = dims
+    alpha_b, alpha_f = alphas
     if step_bias:
         bias[f, 0] = R.step_caught_up(rule, h, c, bias, f, a_bias + alpha_b * bias[f, 0])
     if rm:
@@ -152,28 +166,28 @@ def _history_term(rule, h, spec, c, lazy, history, known, u, dims, h_u):
 
 
 @numba.njit(**JIT)
-def _step_history(rule, h, spec, c, lazy, history, known, u, scale, g_u, dims, alpha_f):
+def _step_history(rule, h, spec, c, lazy, history, known, block, dims, alpha_f):
     """Step every :math:`y_m`, ``m`` in user ``u``'s known items, on the gradient
-    ``scale g_u + alpha_f y_m`` (``g_u``: the sum of the user block's gradients in the user
-    vector)."""
+    ``scale g_u + alpha_f y_m``; ``block = (u, scale, g_u)``, ``g_u`` the sum of the user
+    block's gradients in the user vector, the rest as for :func:`_history_term`."""
     hb, hf, h_stamp, h_mark = history
     indptr, indices = known
-    k, rm = dims
+    u, scale, g_u = block
     for t in range(indptr[u], indptr[u + 1]):
         m = indices[t]
         if lazy:
             _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
-        _step_row(rule, h, c, lazy, hb, hf, h_stamp, h_mark, m, scale, 0.0, g_u, k, rm, 0.0,
-                  alpha_f, False)  # fmt: skip
+        _step_row(rule, h, c, lazy, history, m, (scale, 0.0, False), g_u, dims, (0.0, alpha_f))
 
 
 @numba.njit(inline="always", **JIT)
-def _step_items(rule, h, c, lazy, bias, factors, stamp, mark, rows, i, j, di, dj, p, k, rm,
-                alpha_b, alpha_f):  # fmt: skip
+def _step_items(rule, h, c, lazy, side, rows, pair, p, dims, alphas):
     """Step the feature rows of item ``i`` (derivative ``di``) and, if ``j >= 0``, of item
-    ``j`` (``dj``): a walk over both sorted rows at once, so that a shared feature takes one
-    step with the summed gradient."""
+    ``j`` (``dj``), ``pair = (i, j, di, dj)``: a walk over both sorted rows at once, so that a
+    shared feature takes one step with the summed gradient. The rest as for :func:`_gather`
+    and :func:`_step_row`."""
     indptr, indices, weights = rows
+    i, j, di, dj = pair
     a, a_end = indptr[i], indptr[i + 1]
     b, b_end = (indptr[j], indptr[j + 1]) if j >= 0 else (0, 0)
     while a < a_end or b < b_end:
@@ -191,8 +205,7 @@ def _step_items(rule, h, c, lazy, bias, factors, stamp, mark, rows, i, j, di, dj
             f = fb
             coef += np.float64(weights[b]) * dj
             b += 1
-        _step_row(rule, h, c, lazy, bias, factors, stamp, mark, f, coef, coef, p, k, rm,
-                  alpha_b, alpha_f, True)  # fmt: skip
+        _step_row(rule, h, c, lazy, side, f, (coef, coef, True), p, dims, alphas)
 
 
 @functools.cache
@@ -214,8 +227,12 @@ def mf_features_train_range(rule, loss, lazy, per_row):
         user, item, history, user_rows, item_rows = sides
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
+        # the feature tables reach the helpers in tuples of borrowed arrays: each helper
+        # extracts them again, which costs two atomic reference-count updates per array else
         ub, uf, u_stamp, u_mark = user
         ib, itf, i_stamp, i_mark = item
+        user = (borrowed(ub), borrowed(uf), borrowed(u_stamp), borrowed(u_mark))
+        item = (borrowed(ib), borrowed(itf), borrowed(i_stamp), borrowed(i_mark))
         n_items = item_rows[0].size - 1
         h = R.unpack(hp)
         c = R.unpack(clock)
@@ -228,7 +245,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
         # user history: the block's user, its history term, its summed gradient, the scale
         hf = history[1]
         with_history = hf.shape[0] > 0
-        known, dims = (indptr, indices), (k, RM)
+        known, dims, alphas = (indptr, indices), (k, RM), (alpha_b, alpha_f)
         block_user, scale = -1, 0.0
         h_u, g_u = np.zeros(k), np.zeros(k)
         for e in range(start, stop):
@@ -236,8 +253,8 @@ def mf_features_train_range(rule, loss, lazy, per_row):
             u, i, x = users[n], items[n], np.float64(values[n])
             if with_history and u != block_user:
                 if block_user >= 0:
-                    _step_history(RULE, h, spec, c, LAZY, history, known, block_user, scale,
-                                  g_u, dims, alpha_f)  # fmt: skip
+                    _step_history(RULE, h, spec, c, LAZY, history, known,
+                                  (block_user, scale, g_u), dims, alpha_f)  # fmt: skip
                 scale = _history_term(RULE, h, spec, c, LAZY, history, known, u, dims, h_u)
                 g_u[:] = 0.0
                 block_user = u
@@ -254,14 +271,13 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                 if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
-                bu = _gather(RULE, h, spec, c, LAZY, ub, uf, u_stamp, u_mark, user_rows, u, k,
-                             RM, p)  # fmt: skip
+                bu = _gather(RULE, h, spec, c, LAZY, user, user_rows, u, dims, p)
                 if with_history:  # the history term, the positive left out
                     for m in range(k):
                         p[m] += h_u[m]
                     _add_row(p, hf, i, -scale, k, RM)
-                bi = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
-                             j if POINTWISE else i, k, RM, qi)  # fmt: skip
+                bi = _gather(RULE, h, spec, c, LAZY, item, item_rows, j if POINTWISE else i,
+                             dims, qi)  # fmt: skip
                 s = bu + bi + _dot(p, qi, k)
                 if not math.isfinite(s):
                     R.store_clock(c, clock)
@@ -282,14 +298,13 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                         g_u[m] += grad[m]
                     for r in range(user_rows[0][u], user_rows[0][u + 1]):
                         a = np.float64(user_rows[2][r])
-                        _step_row(RULE, h, c, LAZY, ub, uf, u_stamp, u_mark, user_rows[1][r],
-                                  a, a * d, grad, k, RM, alpha_b, alpha_f, True)  # fmt: skip
-                    _step_items(RULE, h, c, LAZY, ib, itf, i_stamp, i_mark, item_rows, j, -1, d,
-                                0.0, p, k, RM, alpha_b, alpha_f)  # fmt: skip
+                        _step_row(RULE, h, c, LAZY, user, user_rows[1][r], (a, a * d, True),
+                                  grad, dims, alphas)  # fmt: skip
+                    _step_items(RULE, h, c, LAZY, item, item_rows, (j, -1, d, 0.0), p, dims,
+                                alphas)  # fmt: skip
                 else:
                     if LOSS == BPR:
-                        bj = _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark, item_rows,
-                                     j, k, RM, qj)  # fmt: skip
+                        bj = _gather(RULE, h, spec, c, LAZY, item, item_rows, j, dims, qj)
                         diff = s - (bu + bj + _dot(p, qj, k))
                         d = x * sigmoid(-diff)
                         total += x * softplus(-diff)
@@ -299,12 +314,11 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            sj = bu + _score_with(RULE, h, spec, c, LAZY, ib, itf, i_stamp,
-                                                  i_mark, item_rows, neg, k, RM, p)  # fmt: skip
+                            sj = bu + _score_with(RULE, h, spec, c, LAZY, item, item_rows, neg,
+                                                  dims, p)  # fmt: skip
                             if sj > s - 1.0:
                                 j = neg
-                                _gather(RULE, h, spec, c, LAZY, ib, itf, i_stamp, i_mark,
-                                        item_rows, neg, k, RM, qj)  # fmt: skip
+                                _gather(RULE, h, spec, c, LAZY, item, item_rows, neg, dims, qj)
                                 d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
                                 total += d * (1.0 - s + sj)
                                 break
@@ -315,14 +329,13 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                         # the user biases cancel in s_ui - s_uj: their rows' vectors step
                         for r in range(user_rows[0][u], user_rows[0][u + 1]):
                             a = np.float64(user_rows[2][r])
-                            _step_row(RULE, h, c, LAZY, ub, uf, u_stamp, u_mark,
-                                      user_rows[1][r], a, 0.0, grad, k, RM, alpha_b, alpha_f,
-                                      False)  # fmt: skip
-                        _step_items(RULE, h, c, LAZY, ib, itf, i_stamp, i_mark, item_rows, i, j,
-                                    -d, d, p, k, RM, alpha_b, alpha_f)  # fmt: skip
+                            _step_row(RULE, h, c, LAZY, user, user_rows[1][r], (a, 0.0, False),
+                                      grad, dims, alphas)  # fmt: skip
+                        _step_items(RULE, h, c, LAZY, item, item_rows, (i, j, -d, d), p, dims,
+                                    alphas)  # fmt: skip
         if block_user >= 0:
-            _step_history(RULE, h, spec, c, LAZY, history, known, block_user, scale, g_u, dims,
-                          alpha_f)  # fmt: skip
+            _step_history(RULE, h, spec, c, LAZY, history, known, (block_user, scale, g_u),
+                          dims, alpha_f)  # fmt: skip
         R.store_clock(c, clock)
         return OK, total
 
