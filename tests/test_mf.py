@@ -459,6 +459,14 @@ def test_squared_update_matches_dense_reference(opt):
     assert not np.allclose(w, w0)
 
 
+def _factor_positions(shape, k, u, i, j):
+    """Positions of ``p_u``, ``q_i`` and ``q_j`` in :func:`_kernel_epoch`'s flat layout."""
+    n_u, n_i = shape
+    first_q = n_u + n_i + n_u * k
+    return (n_u + n_i + u * k + np.arange(k), first_q + i * k + np.arange(k),
+            first_q + j * k + np.arange(k))  # fmt: skip
+
+
 def test_bpr_update_matches_dense_reference():
     """BPR: one dense AdaGrad step on ``log(1 + exp(-(s_ui - s_uj)))`` plus L2 per positive.
 
@@ -473,9 +481,7 @@ def test_bpr_update_matches_dense_reference():
     for n in order:
         u, i, x = users[n], items[n], values[n]
         j = int(np.flatnonzero(dense_X[u] == 0)[0])
-        p = n_u + n_i + u * k + np.arange(k)
-        qi = n_u + n_i + n_u * k + i * k + np.arange(k)
-        qj = n_u + n_i + n_u * k + j * k + np.arange(k)
+        p, qi, qj = _factor_positions(X.shape, k, u, i, j)
         r = dense.w
         diff = r[n_u + i] - r[n_u + j] + r[p] @ (r[qi] - r[qj])
         d = -x / (1.0 + np.exp(diff))  # derivative of x log(1 + e^{-diff}) in diff
@@ -511,9 +517,7 @@ def test_warp_update_matches_dense_reference(opt):
             dense.step(np.zeros(0, np.int64), np.zeros(0))
             continue
         j = int(missing[0])
-        p = n_u + n_i + u * k + np.arange(k)
-        qi = n_u + n_i + n_u * k + i * k + np.arange(k)
-        qj = n_u + n_i + n_u * k + j * k + np.arange(k)
+        p, qi, qj = _factor_positions(X.shape, k, u, i, j)
         r = dense.w
         s_ui = r[n_u + i] + r[p] @ r[qi]
         s_uj = r[n_u + j] + r[p] @ r[qj]
