@@ -107,12 +107,15 @@ def write(values, y, names, csv_path, vw_path):
         f.writelines(
             ",".join([str(t), *row]) + "\n" for t, row in zip(y, values.tolist(), strict=True)
         )
+    # VW reads "|" as the start of a namespace, so a value holding one ("2753|2767", a genre
+    # set) would reach it as its first part only; "+" keeps the value whole, as the CSV does
+    vw_values = np.char.replace(values.astype(str), "|", "+")
     with open(vw_path, "w") as f:
         f.writelines(
             ("1" if t else "-1")
             + "".join(f" |{LETTERS[j]} {v}" if v else f" |{LETTERS[j]}" for j, v in enumerate(row))
             + "\n"
-            for t, row in zip(y, values.tolist(), strict=True)
+            for t, row in zip(y, vw_values.tolist(), strict=True)
         )
 
 
