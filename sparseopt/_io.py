@@ -109,7 +109,9 @@ def _decode_field(path, field: str, value):
 
 
 def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    # hashed from the array's buffer: ``tobytes()`` first would copy it (a 2^22-column
+    # model's tables are tens of MB, saved at every checkpoint)
+    return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
 
 
 def save_model(path, estimator, arrays: dict, attributes: dict) -> None:
@@ -303,4 +305,3 @@ def check_classes(classes) -> np.ndarray:
             f"{classes!r:.80}"
         )
     return classes
-
