@@ -361,73 +361,18 @@ def _ffm_pairs(g, x):
 
 
 def _build_onnx(kind, tables, scalars, form, data):
+    """The ONNX model of ``kind``'s graph, its metadata in the ``sparseopt`` property, and
+    the tables to fill in (:func:`_fill_tables`)."""
     onnx = _onnx()
     g = _Graph(onnx)
     T = onnx.TensorProto
     h = onnx.helper
     if kind == "mf" and form == "recommend":
-        inputs = [h.make_tensor_value_info("user_ids", T.INT64, ["n"]),
-                  h.make_tensor_value_info("k", T.INT64, [1]),
-                  h.make_tensor_value_info("exclude", T.BOOL, ["n", tables["item_biases"].size])]
-        g.const(tables["user_factors"], "user_factors", table=True)
-        # float64 item tables: the ranking is that of float64 scores, ties by item id
-        g.const(tables["item_factors"].astype(np.float64), "item_factors", table=True)
-        g.const(tables["item_biases"].astype(np.float64)[None, :], "item_biases", table=True)
-        users = g.double(g.op("Gather", "user_factors", "user_ids"))
-        scores = g.op("Gemm", users, "item_factors", "item_biases", transB=1)  # (n, n_items)
-        scores = g.op("Where", "exclude", g.const(-np.inf), scores)
-        top, items = (f"top{g.count}", f"items{g.count}")
-        g.nodes.append(h.make_node("TopK", [scores, "k"], [top, items], axis=1, largest=1,
-                                   sorted=1))  # fmt: skip
-        out = g.op("Where", g.op("Equal", top, g.const(-np.inf)), g.ints(-1), items)
-        outputs = [("items", ["n", "k"])]
+        inputs, out, outputs = _mf_recommend_graph(g, tables)
     elif kind == "mf":
-        inputs = [h.make_tensor_value_info(n, T.INT64, ["n"]) for n in ("user_ids", "item_ids")]
-        for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
-            g.const(tables[name], name, table=True)
-        dot = g.sum(g.op("Mul", g.double(g.op("Gather", "user_factors", "user_ids")),
-                         g.double(g.op("Gather", "item_factors", "item_ids"))), [1])  # fmt: skip
-        biases = g.op("Add", g.double(g.op("Gather", "user_biases", "user_ids")),
-                      g.double(g.op("Gather", "item_biases", "item_ids")))  # fmt: skip
-        out = g.op("Add", g.op("Add", dot, biases), g.const(scalars["global_mean"]))
-        if scalars["clip"] is not None:
-            out = g.op("Clip", out, g.const(scalars["clip"][0]), g.const(scalars["clip"][1]))
-        outputs = [("scores", ["n"])]
+        inputs, out, outputs = _mf_score_graph(g, tables, scalars)
     else:
-        n_outputs = tables["coef"].shape[1]
-        g.const(tables["coef"], "coef", table=True)
-        g.const(tables["intercept"].astype(np.float64), "intercept", table=True)
-        # values as precise as the tables: float32, or float64 for a model fitted on float64
-        values = T.DOUBLE if tables["coef"].dtype == np.float64 else T.FLOAT
-        if form == "padded":
-            inputs = [h.make_tensor_value_info("indices", T.INT64, ["n", "width"]),
-                      h.make_tensor_value_info("values", values, ["n", "width"])]  # fmt: skip
-        else:
-            inputs = [h.make_tensor_value_info("indices", T.INT64, ["nnz"]),
-                      h.make_tensor_value_info("values", values, ["nnz"]),
-                      h.make_tensor_value_info("offsets", T.INT64, ["n_plus_1"])]  # fmt: skip
-        m, x = _linear_margin(g, form, n_outputs)
-        if kind in ("fm", "fm_regressor", "ffm"):
-            factors = tables["factors"]
-            g.k = factors.shape[-1]
-            if kind == "ffm":
-                g.n_fields = factors.shape[1]
-                g.const(factors.reshape(-1, g.k), "factors", table=True)
-                g.const(tables["fields"].astype(np.int64), "fields", table=True)
-                pairs = _ffm_pairs(g, x)
-            else:
-                g.const(factors, "factors", table=True)
-                pairs = _fm_pairs(g, form, x)
-            m = g.op("Add", m, g.op("Unsqueeze", pairs, g.ints([1])))
-        if kind == "multinomial":
-            out, outputs = g.op("Softmax", m, axis=1), [("probabilities", ["n", n_outputs])]
-        elif kind in ("linear", "fm_regressor"):
-            out = g.op("Squeeze", m, g.ints([1]))
-            outputs = [("predictions", ["n"])]
-        else:
-            p = g.op("Sigmoid", m)
-            out = g.op("Concat", g.op("Sub", g.const([[1.0]]), p), p, axis=1)
-            outputs = [("probabilities", ["n", 2])]
+        inputs, out, outputs = _row_model_graph(g, kind, tables, form)
     name, shape = outputs[0]
     g.nodes.append(h.make_node("Identity", [out], [name]))
     out_type = T.INT64 if name == "items" else T.DOUBLE
@@ -446,6 +391,89 @@ def _build_onnx(kind, tables, scalars, form, data):
              "graph": form if kind == "mf" else "score", **scalars, "data": data}  # fmt: skip
     h.set_model_props(model, {"sparseopt": json.dumps(about)})
     return model, g.large
+
+
+def _mf_recommend_graph(g, tables):
+    """MF's top-k graph: (user ids, k, an (n, n_items) mask of excluded items) to the k best
+    items per user, -1 where fewer than k items are left."""
+    T, h = g.onnx.TensorProto, g.h
+    inputs = [
+        h.make_tensor_value_info("user_ids", T.INT64, ["n"]),
+        h.make_tensor_value_info("k", T.INT64, [1]),
+        h.make_tensor_value_info("exclude", T.BOOL, ["n", tables["item_biases"].size]),
+    ]
+    g.const(tables["user_factors"], "user_factors", table=True)
+    # float64 item tables: the ranking is that of float64 scores, ties by item id
+    g.const(tables["item_factors"].astype(np.float64), "item_factors", table=True)
+    g.const(tables["item_biases"].astype(np.float64)[None, :], "item_biases", table=True)
+    users = g.double(g.op("Gather", "user_factors", "user_ids"))
+    scores = g.op("Gemm", users, "item_factors", "item_biases", transB=1)  # (n, n_items)
+    scores = g.op("Where", "exclude", g.const(-np.inf), scores)
+    top, items = (f"top{g.count}", f"items{g.count}")
+    g.nodes.append(h.make_node("TopK", [scores, "k"], [top, items], axis=1, largest=1,
+                               sorted=1))  # fmt: skip
+    out = g.op("Where", g.op("Equal", top, g.const(-np.inf)), g.ints(-1), items)
+    outputs = [("items", ["n", "k"])]
+    return inputs, out, outputs
+
+
+def _mf_score_graph(g, tables, scalars):
+    """MF's score graph: (user ids, item ids) to ``mu + b_u + b_i + <p_u, q_i>``, clipped to
+    the rating range when the model clips."""
+    T, h = g.onnx.TensorProto, g.h
+    inputs = [h.make_tensor_value_info(n, T.INT64, ["n"]) for n in ("user_ids", "item_ids")]
+    for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
+        g.const(tables[name], name, table=True)
+    dot = g.sum(g.op("Mul", g.double(g.op("Gather", "user_factors", "user_ids")),
+                     g.double(g.op("Gather", "item_factors", "item_ids"))), [1])  # fmt: skip
+    biases = g.op("Add", g.double(g.op("Gather", "user_biases", "user_ids")),
+                  g.double(g.op("Gather", "item_biases", "item_ids")))  # fmt: skip
+    out = g.op("Add", g.op("Add", dot, biases), g.const(scalars["global_mean"]))
+    if scalars["clip"] is not None:
+        out = g.op("Clip", out, g.const(scalars["clip"][0]), g.const(scalars["clip"][1]))
+    outputs = [("scores", ["n"])]
+    return inputs, out, outputs
+
+
+def _row_model_graph(g, kind, tables, form):
+    """The graph of a linear model or factorization machine: rows (padded or CSR offsets)
+    to probabilities or predictions; the pairwise term added to the margin for FM and FFM."""
+    T, h = g.onnx.TensorProto, g.h
+    n_outputs = tables["coef"].shape[1]
+    g.const(tables["coef"], "coef", table=True)
+    g.const(tables["intercept"].astype(np.float64), "intercept", table=True)
+    # values as precise as the tables: float32, or float64 for a model fitted on float64
+    values = T.DOUBLE if tables["coef"].dtype == np.float64 else T.FLOAT
+    if form == "padded":
+        inputs = [h.make_tensor_value_info("indices", T.INT64, ["n", "width"]),
+                  h.make_tensor_value_info("values", values, ["n", "width"])]  # fmt: skip
+    else:
+        inputs = [h.make_tensor_value_info("indices", T.INT64, ["nnz"]),
+                  h.make_tensor_value_info("values", values, ["nnz"]),
+                  h.make_tensor_value_info("offsets", T.INT64, ["n_plus_1"])]  # fmt: skip
+    m, x = _linear_margin(g, form, n_outputs)
+    if kind in ("fm", "fm_regressor", "ffm"):
+        factors = tables["factors"]
+        g.k = factors.shape[-1]
+        if kind == "ffm":
+            g.n_fields = factors.shape[1]
+            g.const(factors.reshape(-1, g.k), "factors", table=True)
+            g.const(tables["fields"].astype(np.int64), "fields", table=True)
+            pairs = _ffm_pairs(g, x)
+        else:
+            g.const(factors, "factors", table=True)
+            pairs = _fm_pairs(g, form, x)
+        m = g.op("Add", m, g.op("Unsqueeze", pairs, g.ints([1])))
+    if kind == "multinomial":
+        out, outputs = g.op("Softmax", m, axis=1), [("probabilities", ["n", n_outputs])]
+    elif kind in ("linear", "fm_regressor"):
+        out = g.op("Squeeze", m, g.ints([1]))
+        outputs = [("predictions", ["n"])]
+    else:
+        p = g.op("Sigmoid", m)
+        out = g.op("Concat", g.op("Sub", g.const([[1.0]]), p), p, axis=1)
+        outputs = [("probabilities", ["n", 2])]
+    return inputs, out, outputs
 
 
 def _fill_tables(model, large, data_file=None):
@@ -811,6 +839,7 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
     n_pairs : int, default=2000
         Number of (field, value) test vectors.
     n_rows : int, default=200
+        Number of row vectors (at most: a sample may be shorter).
 
     Returns
     -------
@@ -820,6 +849,35 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
     data = _data_section(data)
     rng = np.random.default_rng(26)
     spec = {"format": SPEC_FORMAT, "version": VERSION, "data": data, "rules": SPEC_RULES}
+    header, lines = _spec_lines(data, sample, n_rows, rng)
+    rows, reader = _row_vectors(data, lines, header) if lines else ([], None)
+    spec["header"] = header
+    spec.update(_spec_fields(reader))
+    crosses = getattr(reader, "crosses", None)
+    n_inputs = spec["n_fields"] - len(crosses) if crosses is not None else None
+    pairs, cross_vectors = [], []
+    if data["format"] != "libsvm":
+        pairs = _pairs(_pair_texts(n_pairs, rng), n_inputs, spec["n_fields"], data["n_bits"],
+                       data["field_aware"], rng)  # fmt: skip
+    if crosses:
+        cross_vectors = _cross_vectors(crosses, n_inputs, data["n_bits"], data["field_aware"],
+                                       max(n_pairs // 4, 1), rng)  # fmt: skip
+    spec["test_vectors"] = {"pairs": pairs, "crosses": cross_vectors, "rows": rows}
+    if path is not None:
+        path = _check_path(path)
+
+        def write(folder):
+            (folder / path.name).write_text(json.dumps(spec, ensure_ascii=False), "utf-8")
+            return [path.name]
+
+        _write_atomically(path, write)
+    return spec
+
+
+def _spec_lines(data: dict, sample, n_rows: int, rng) -> tuple[str | None, list[str]]:
+    """The header (CSV and Avazu) and the lines that :func:`hashing_spec` turns into row
+    vectors: ``sample``'s first ``n_rows``; else for Criteo the packaged sample's and lines
+    that reach every rule, for CSV with named features random values; else none."""
     header, lines = None, []
     if sample is not None:
         lines = _sample_lines(sample, n_rows + 1)
@@ -842,31 +900,18 @@ def hashing_spec(path=None, data: dict | None = None, *, sample=None, n_pairs=20
                 for n in data["features"]
             ] + [rng.choice(["1", "0.5", "0", "3"]) for _ in weight]  # fmt: skip
             lines.append((data["sep"] or ",").join(row))
-    rows, reader = _row_vectors(data, lines, header) if lines else ([], None)
-    spec["header"] = header
-    # CSV and Avazu: the fields depend on the header; when it is not known, null
-    spec["n_fields"] = getattr(reader, "n_fields", None)
-    spec["field_names"] = getattr(reader, "field_names", None)
+    return header, lines
+
+
+def _spec_fields(reader) -> dict:
+    """``n_fields``, ``field_names`` and ``crosses`` (each cross's field number, the input
+    fields it crosses, its name) of the spec; CSV and Avazu: null when no header is known."""
+    spec = {"n_fields": getattr(reader, "n_fields", None),
+            "field_names": getattr(reader, "field_names", None)}  # fmt: skip
     crosses = getattr(reader, "crosses", None)
     n_inputs = spec["n_fields"] - len(crosses) if crosses is not None else None
     spec["crosses"] = None if crosses is None else [
         {"field": n_inputs + k, "of": list(cross), "name": spec["field_names"][n_inputs + k]}
         for k, cross in enumerate(crosses)
     ]  # fmt: skip
-    pairs, cross_vectors = [], []
-    if data["format"] != "libsvm":
-        pairs = _pairs(_pair_texts(n_pairs, rng), n_inputs, spec["n_fields"], data["n_bits"],
-                       data["field_aware"], rng)  # fmt: skip
-    if crosses:
-        cross_vectors = _cross_vectors(crosses, n_inputs, data["n_bits"], data["field_aware"],
-                                       max(n_pairs // 4, 1), rng)  # fmt: skip
-    spec["test_vectors"] = {"pairs": pairs, "crosses": cross_vectors, "rows": rows}
-    if path is not None:
-        path = _check_path(path)
-
-        def write(folder):
-            (folder / path.name).write_text(json.dumps(spec, ensure_ascii=False), "utf-8")
-            return [path.name]
-
-        _write_atomically(path, write)
     return spec

@@ -102,6 +102,15 @@ def top_features(
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, Integral) or n < 0):
         raise ValueError(f"n must be a number of rows (an integer >= 0) or None, got {n!r}")
+    model, tokens = _model_and_tokens(model, hasher)
+    frame, weights = _feature_rows(model, tokens, field)
+    order = np.argsort(-np.abs(weights).max(axis=0), kind="stable")[:n]
+    return pd.DataFrame(frame).iloc[order].reset_index(drop=True)
+
+
+def _model_and_tokens(model, hasher) -> tuple[Any, Tokens]:
+    """The estimator at the end of ``model`` and the checked tokens of its hasher, whose
+    columns must be the estimator's."""
     model, hasher = _final_step_and_hasher(model, hasher)
     if hasher is None:
         raise ValueError("pass the FieldHasher (or its tokens) that made the model's features")
@@ -113,6 +122,13 @@ def top_features(
             f"the model has {coef.shape[-1]} features but the hasher hashes into 2**"
             f"{tokens.n_bits} = {1 << tokens.n_bits} columns: they were not trained together"
         )
+    return model, tokens
+
+
+def _feature_rows(model, tokens: Tokens, field: str | None) -> tuple[dict, np.ndarray]:
+    """The columns of :func:`top_features`' table for the kept pairs (of ``field`` only,
+    when given), and their weights, one row per class."""
+    coef = np.asarray(model.coef_)
     keep = np.ones(tokens.field.size, dtype=bool)
     names = np.asarray(tokens.field_names, dtype=object)
     if field is not None:
@@ -138,5 +154,4 @@ def top_features(
     frame["count"] = tokens.count[keep]
     frame["column"] = column
     frame["collisions"] = per_column[inverse[keep]] - 1
-    order = np.argsort(-np.abs(weights).max(axis=0), kind="stable")[:n]
-    return pd.DataFrame(frame).iloc[order].reset_index(drop=True)
+    return frame, weights

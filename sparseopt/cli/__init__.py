@@ -62,6 +62,7 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each one's ``run`` is the function that executes it."""
     parser = argparse.ArgumentParser(
         prog="sparseopt",
         description=_plain(__doc__.split("\n\n")[0]),
@@ -70,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # not required: a bare `sparseopt` prints the whole help (see main), not only an error
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    for add_command in (_add_train, _add_predict, _add_evaluate, _add_inspect,
+                        _add_recommend, _add_cache, _add_export):  # fmt: skip
+        add_command(commands)
+    return parser
 
+
+def _add_train(commands) -> None:
+    """``sparseopt train``: what to read and where the run goes, then the model and run
+    option groups."""
     t = commands.add_parser("train", help=C.train.__doc__, description=C.train.__doc__)
     t.add_argument("data", nargs="?", help="training file (default: the packaged sample)")
     t.add_argument(
@@ -110,7 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed (0 < R <= 1; default: 1, all); the saved model's intercept is shifted by "
         "log(R), so predictions and validation metrics are on the true scale",
     )
-    m = t.add_argument_group("model")
+    _add_model_options(t.add_argument_group("model"))
+    _add_run_options(t.add_argument_group("run"))
+    _set_command(t, C.train)
+
+
+def _add_model_options(m) -> None:
+    """``train``'s estimator parameters."""
     m.add_argument(
         "--optimizer",
         help="sgd, momentum, adagrad, rmsprop, adam, amsgrad, ftrl (default: adagrad)",
@@ -168,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of FM factor draws, of shuffling with --set shuffle=true, and of the lines "
         "--negative-rate keeps (default 0)",
     )
-    r = t.add_argument_group("run")
+
+
+def _add_run_options(r) -> None:
+    """``train``'s checkpoints, chunk cache, token counts and progress bar."""
     r.add_argument(
         "--checkpoint-every",
         type=int,
@@ -205,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
-    _set_command(t, C.train)
 
+
+def _add_predict(commands) -> None:
     p = commands.add_parser("predict", help=C.predict.__doc__, description=C.predict.__doc__)
     p.add_argument("model", help="model file (model.npz of a run)")
     p.add_argument("data")
@@ -215,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_files(p, "pairs")
     _set_command(p, C.predict)
 
+
+def _add_evaluate(commands) -> None:
     e = commands.add_parser("evaluate", help=C.evaluate.__doc__, description=C.evaluate.__doc__)
     e.add_argument("model")
     e.add_argument("data")
@@ -223,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_files(e, "ratings (loss squared)")
     _set_command(e, C.evaluate)
 
+
+def _add_inspect(commands) -> None:
     i = commands.add_parser("inspect", help=C.inspect.__doc__, description=C.inspect.__doc__)
     i.add_argument("model", help="model file (model.npz of a run)")
     i.add_argument("--field", help="only the values of this field (C1, I3, a CSV column...)")
@@ -233,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the rows as JSON")
     _set_command(i, C.inspect)
 
-    rc = commands.add_parser(
-        "recommend", help=C.recommend.__doc__, description=C.recommend.__doc__
-    )
+
+def _add_recommend(commands) -> None:
+    rc = commands.add_parser("recommend", help=C.recommend.__doc__, description=C.recommend.__doc__)
     rc.add_argument("model", help="model file of sparseopt train --model mf")
     rc.add_argument("--users", help="raw user ids, comma separated")
     rc.add_argument("--users-file", help="a file of raw user ids, one per line")
@@ -262,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _set_command(rc, C.recommend)
 
+
+def _add_cache(commands) -> None:
     c = commands.add_parser("cache", help=C.cache.__doc__, description=C.cache.__doc__)
     c.add_argument(
         "--cache-dir", help="the cache (default: $SPARSEOPT_DATA/chunks, ~/.cache/sparseopt/chunks)"
@@ -273,13 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _set_command(c, C.cache)
 
+
+def _add_export(commands) -> None:
     from . import _export as X  # onnx is imported only when an ONNX export runs
 
     x = commands.add_parser("export", help=X.export_command.__doc__,
                             description=X.export_command.__doc__)  # fmt: skip
     X.add_arguments(x)
     _set_command(x, X.export_command)
-    return parser
 
 
 def _for_the_command_line(exc) -> str:

@@ -29,6 +29,44 @@ from ._options import (
 
 def train(args) -> int:
     """``sparseopt train [DATA] --model lr|fm|ffm``: the chunked trainer, checkpointed."""
+    config, data = _train_config(args)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    trainer = P.Trainer(
+        config,
+        args.out,
+        epochs=args.epochs,
+        checkpoint_every=10 if args.checkpoint_every is None else args.checkpoint_every,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        parse_threads=args.parse_threads,
+        progress=progress,
+        after_chunk=getattr(args, "after_chunk", None),
+    )
+    # counted before training: a line the counting refuses stops the run before any model
+    tokens = (
+        P.count_tokens(trainer.spec, data, args.skip_bad_lines, args.max_tokens)
+        if args.keep_tokens
+        else None
+    )
+    trainer.start(resume=args.resume)
+    print(f"training {args.model} on {data} ({trainer.spec.describe()})")
+    try:
+        with P.sigterm_as_interrupt():
+            summary = trainer.run()
+    except KeyboardInterrupt:
+        print(
+            f"sparseopt: interrupted; continue from the last checkpoint with "
+            f"`sparseopt train ... --out {args.out} --resume`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    _print_outcome(args, trainer, summary, tokens)
+    return 0
+
+
+def _train_config(args) -> tuple[P.TrainConfig, str]:
+    """The run's configuration from the options, checked, and the training file as given
+    (the packaged sample's without DATA)."""
     for flag, value in (("--loss", args.loss), ("--min-rating", args.min_rating),
                         ("--user-features", args.user_features),
                         ("--item-features", args.item_features)):  # fmt: skip
@@ -65,36 +103,12 @@ def train(args) -> int:
         skip_bad_lines=args.skip_bad_lines,
         seed=args.seed,
     )
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    trainer = P.Trainer(
-        config,
-        args.out,
-        epochs=args.epochs,
-        checkpoint_every=10 if args.checkpoint_every is None else args.checkpoint_every,
-        cache_dir=args.cache_dir,
-        use_cache=not args.no_cache,
-        parse_threads=args.parse_threads,
-        progress=progress,
-        after_chunk=getattr(args, "after_chunk", None),
-    )
-    # counted before training: a line the counting refuses stops the run before any model
-    tokens = (
-        P.count_tokens(trainer.spec, data, args.skip_bad_lines, args.max_tokens)
-        if args.keep_tokens
-        else None
-    )
-    trainer.start(resume=args.resume)
-    print(f"training {args.model} on {data} ({trainer.spec.describe()})")
-    try:
-        with P.sigterm_as_interrupt():
-            summary = trainer.run()
-    except KeyboardInterrupt:
-        print(
-            f"sparseopt: interrupted; continue from the last checkpoint with "
-            f"`sparseopt train ... --out {args.out} --resume`",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+    return config, data
+
+
+def _print_outcome(args, trainer: P.Trainer, summary: dict, tokens) -> None:
+    """What the run did: rows, epochs and the epoch kept, the downsampling applied, the
+    validation metrics; saves the token counts and the report asked for."""
     rate = summary["rows_per_second"]
     kept, best = summary["kept_epoch"], summary["best_epoch"]
     print(
@@ -123,7 +137,6 @@ def train(args) -> int:
     if args.report:
         write_report(summary, args.report)
         print(f"report: {args.report}")
-    return 0
 
 
 def _refuse_feature_files(args) -> None:

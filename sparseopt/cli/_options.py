@@ -49,7 +49,8 @@ def key_value(text):
 
 
 def add_data_options(parser, defaults: bool):
-    """Options that define how a file becomes columns; None means "as the model says"."""
+    """Options that define how a file becomes columns, and how it is read; None means "as
+    the model says"."""
     g = parser.add_argument_group("data")
     g.add_argument(
         "--format",
@@ -69,9 +70,7 @@ def add_data_options(parser, defaults: bool):
         default=None,
         help="give each field its own slice of the columns (needed by ffm)",
     )
-    g.add_argument(
-        "--label", help="csv: the label column (default: none; --format csv needs it)"
-    )
+    g.add_argument("--label", help="csv: the label column (default: none; --format csv needs it)")
     g.add_argument(
         "--features",
         type=csv_list,
@@ -106,6 +105,12 @@ def add_data_options(parser, defaults: bool):
         help="csv: a column of sample weights (finite, >= 0) for training; scoring leaves it "
         "out (default: none)",
     )
+    _add_reading_options(g, defaults)
+
+
+def _add_reading_options(g, defaults: bool) -> None:
+    """How a file is read: chunk size, parsing threads, bad lines (``defaults``: train's,
+    where the packaged sample takes smaller chunks)."""
     g.add_argument(
         "--chunk-size",
         type=positive_int,

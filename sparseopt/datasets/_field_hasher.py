@@ -446,6 +446,30 @@ def load_tokens(path: str | PathLike) -> Tokens:
         If ``path`` is not a token file of this format, naming what is wrong.
     """
     path = Path(path)
+    arrays = _token_arrays(path)
+    meta = _token_meta(path, arrays.pop("meta"))
+    values = _token_values(path, arrays)
+    tokens = Tokens(
+        field_names=meta["field_names"],
+        field=arrays["field"],
+        value=values.to_numpy(zero_copy_only=False),
+        count=arrays["count"],
+        column=arrays["column"],
+        n_bits=meta["n_bits"],
+        max_tokens=meta["max_tokens"],
+        field_aware=meta["field_aware"],
+        model_sha256=meta["model_sha256"],
+        crosses=meta.get("crosses", []),
+    )
+    _check_token_columns(path, tokens, values)
+    tokens.field = tokens.field.astype(np.int32)
+    tokens.count = tokens.count.astype(np.int64)
+    tokens.column = tokens.column.astype(np.int64)
+    return tokens
+
+
+def _token_arrays(path: Path) -> dict:
+    """The arrays of a token file, refused unless they are exactly those of this format."""
     try:
         arrays = _read_npz(path)
     except FileNotFoundError:
@@ -462,7 +486,11 @@ def load_tokens(path: str | PathLike) -> Tokens:
         raise ValueError(
             f"{path} is not a token file: it holds {sorted(arrays)}, expected {sorted(wanted)}"
         )
-    meta = _token_meta(path, arrays.pop("meta"))
+    return arrays
+
+
+def _token_values(path: Path, arrays: dict):
+    """The values of a token file as an Arrow string array, its offsets and UTF-8 checked."""
     offsets, data = arrays["value_offsets"], arrays["value_bytes"]
     if (
         offsets.ndim != 1
@@ -490,18 +518,12 @@ def load_tokens(path: str | PathLike) -> Tokens:
         values.validate(full=True)  # UTF-8 and offsets
     except (pa.ArrowInvalid, ValueError) as exc:
         raise ValueError(f"{path}: a value is not UTF-8 text ({exc})") from None
-    tokens = Tokens(
-        field_names=meta["field_names"],
-        field=arrays["field"],
-        value=values.to_numpy(zero_copy_only=False),
-        count=arrays["count"],
-        column=arrays["column"],
-        n_bits=meta["n_bits"],
-        max_tokens=meta["max_tokens"],
-        field_aware=meta["field_aware"],
-        model_sha256=meta["model_sha256"],
-        crosses=meta.get("crosses", []),
-    )
+    return values
+
+
+def _check_token_columns(path: Path, tokens: Tokens, values) -> None:
+    """Refuse tokens whose fields, counts or columns do not hold, or whose column is not
+    the hash of its (field, value) pair."""
     tokens.check(str(path))
     size = slice_size(tokens.n_bits, len(tokens.field_names), tokens.field_aware)
     expected = _token_columns(
@@ -516,10 +538,6 @@ def load_tokens(path: str | PathLike) -> Tokens:
             f"(the first: field {tokens.field[i]}, value {tokens.value[i]!r}, column "
             f"{tokens.column[i]}, its hash {expected[i]}): the file was edited"
         )
-    tokens.field = tokens.field.astype(np.int32)
-    tokens.count = tokens.count.astype(np.int64)
-    tokens.column = tokens.column.astype(np.int64)
-    return tokens
 
 
 def _token_meta(path, raw) -> dict:

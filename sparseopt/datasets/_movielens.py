@@ -550,35 +550,41 @@ def load_movielens_clicks(
     fields = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
 
     rng = np.random.default_rng(random_state)
-
-    def rows_of(path):
-        cols = read_movielens_ratings(path)
-        order = rng.permutation(cols["user"].size)
-        user, item = cols["user"][order] - 1, cols["item"][order] - 1
-        if user.size and (user.min() < 0 or user.max() >= n_users):
-            raise ValueError(f"{path}: user ids outside 1 .. {n_users} (u.user)")
-        if item.size and (item.min() < 0 or item.max() >= n_items):
-            raise ValueError(f"{path}: item ids outside 1 .. {n_items} (u.item)")
-        one_hot = [user, item, *(c[user] for c in users)]
-        columns = [starts[f] + codes for f, codes in enumerate(one_hot)]
-        row_of = [np.arange(user.size)] * len(columns)
-        g_row, g = np.nonzero(genres[item])  # multi-hot: one column per genre flag set
-        columns.append(starts[6] + g)
-        row_of.append(g_row)
-        has_decade = decade[item] >= 0
-        columns.append(starts[7] + decade[item][has_decade])
-        row_of.append(np.flatnonzero(has_decade))
-        rows, cols_ = np.concatenate(row_of), np.concatenate(columns)
-        X = sp.csr_matrix(
-            (np.ones(rows.size, np.float32), (rows, cols_)), shape=(user.size, starts[-1])
-        )
-        X.sort_indices()
-        y = (cols["rating"][order] >= threshold).astype(np.float64)
-        return X, y
-
-    X_train, y_train = rows_of(folder / f"{split}.base")
-    X_test, y_test = rows_of(folder / f"{split}.test")
+    tables = (users, genres, decade, starts)
+    X_train, y_train = _click_rows(folder / f"{split}.base", tables, threshold, rng)
+    X_test, y_test = _click_rows(folder / f"{split}.test", tables, threshold, rng)
     return MovieLensClicks(X_train, y_train, X_test, y_test, fields, CLICK_FIELDS)
+
+
+def _click_rows(path, tables, threshold, rng):
+    """The rows of one ratings file of :func:`load_movielens_clicks`, shuffled by ``rng``:
+    ``tables`` are the users' feature codes, the items' genre flags and decades, and the
+    first column of each field."""
+    users, genres, decade, starts = tables
+    n_users, n_items = users[0].size, genres.shape[0]
+    cols = read_movielens_ratings(path)
+    order = rng.permutation(cols["user"].size)
+    user, item = cols["user"][order] - 1, cols["item"][order] - 1
+    if user.size and (user.min() < 0 or user.max() >= n_users):
+        raise ValueError(f"{path}: user ids outside 1 .. {n_users} (u.user)")
+    if item.size and (item.min() < 0 or item.max() >= n_items):
+        raise ValueError(f"{path}: item ids outside 1 .. {n_items} (u.item)")
+    one_hot = [user, item, *(c[user] for c in users)]
+    columns = [starts[f] + codes for f, codes in enumerate(one_hot)]
+    row_of = [np.arange(user.size)] * len(columns)
+    g_row, g = np.nonzero(genres[item])  # multi-hot: one column per genre flag set
+    columns.append(starts[6] + g)
+    row_of.append(g_row)
+    has_decade = decade[item] >= 0
+    columns.append(starts[7] + decade[item][has_decade])
+    row_of.append(np.flatnonzero(has_decade))
+    rows, cols_ = np.concatenate(row_of), np.concatenate(columns)
+    X = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, cols_)), shape=(user.size, starts[-1])
+    )
+    X.sort_indices()
+    y = (cols["rating"][order] >= threshold).astype(np.float64)
+    return X, y
 
 
 # --------------------------------------------------------------------------------------

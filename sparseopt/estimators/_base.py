@@ -86,6 +86,12 @@ class SparseEstimator(BaseEstimator):
 
     _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
 
+    def _keep_params(self, arguments: dict) -> None:
+        """Store each constructor parameter as given, under its own name (scikit-learn's
+        rule: no validation in ``__init__``); ``arguments``: the constructor's ``locals()``."""
+        for name in self._get_param_names():
+            setattr(self, name, arguments[name])
+
     # -- optimizer ---------------------------------------------------------------------------
     def _make_optimizer(self) -> Optimizer:
         """A fresh copy of the configured optimizer: the named one at this estimator's default

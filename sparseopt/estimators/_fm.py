@@ -649,27 +649,7 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
         device="cpu",
         random_state=None,
     ):
-        self.n_components = n_components
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.alpha_linear = alpha_linear
-        self.alpha_factors = alpha_factors
-        self.init_std = init_std
-        self.factor_state = factor_state
-        self.fit_intercept = fit_intercept
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.warm_start = warm_start
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.device = device
-        self.random_state = random_state
+        self._keep_params(locals())
 
     def _check_classes(self, classes, reset):
         classes = super()._check_classes(classes, reset)
@@ -751,28 +731,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
         device="cpu",
         random_state=None,
     ):
-        self.n_components = n_components
-        self.loss = loss
-        self.epsilon = epsilon
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.alpha_linear = alpha_linear
-        self.alpha_factors = alpha_factors
-        self.init_std = init_std
-        self.factor_state = factor_state
-        self.fit_intercept = fit_intercept
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.warm_start = warm_start
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.device = device
-        self.random_state = random_state
+        self._keep_params(locals())
 
 
 class FFMClassifier(FMClassifier):
@@ -859,30 +818,7 @@ class FFMClassifier(FMClassifier):
         device="cpu",
         random_state=None,
     ):
-        self.fields = fields
-        super().__init__(
-            n_components=n_components,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            alpha_linear=alpha_linear,
-            alpha_factors=alpha_factors,
-            init_std=init_std,
-            factor_state=factor_state,
-            fit_intercept=fit_intercept,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            shuffle=shuffle,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            class_weight=class_weight,
-            warm_start=warm_start,
-            n_jobs=n_jobs,
-            verbose=verbose,
-            device=device,
-            random_state=random_state,
-        )
+        self._keep_params(locals())
 
     def _fields(self, n_features, carried=None):
         fields = self.fields

@@ -283,24 +283,7 @@ class SparseLogisticRegression(_LogisticOutput, ClassifierMixin, _SparseLinearMo
         device="cpu",
         random_state=None,
     ):
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.alpha = alpha
-        self.l1 = l1
-        self.fit_intercept = fit_intercept
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.class_weight = class_weight
-        self.warm_start = warm_start
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.device = device
-        self.random_state = random_state
+        self._keep_params(locals())
 
 
 class SparseLinearRegression(_RegressionOutput, RegressorMixin, _SparseLinearModel):
@@ -368,22 +351,4 @@ class SparseLinearRegression(_RegressionOutput, RegressorMixin, _SparseLinearMod
         device="cpu",
         random_state=None,
     ):
-        self.loss = loss
-        self.epsilon = epsilon
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.alpha = alpha
-        self.l1 = l1
-        self.fit_intercept = fit_intercept
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.shuffle = shuffle
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.warm_start = warm_start
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        self.device = device
-        self.random_state = random_state
+        self._keep_params(locals())

@@ -478,90 +478,86 @@ class MatrixFactorization(SparseEstimator):
         opt = self._make_optimizer()
         n_threads = self._n_threads()  # device and n_jobs refused before any work
         rng = check_random_state(self.random_state)
+        begin = self._new_state if reset else self._continued_state
+        state, per_row, mu, rating_range, n_iter = begin(X, opt, rng, features)
+        _count_interactions(state, X)
+        training = FeatureMFTraining if "user_map" in state else MFTraining
+        return training(self, opt, state, per_row, mu, rating_range, n_iter, rng, n_threads)
+
+    def _new_state(self, X, opt, rng, features):
+        """Fresh tables for the users and items of X (one row per side feature with
+        ``features``), and the global mean and rating range of its ratings."""
         k = self.n_components
+        per_row = self._per_row(opt)
+        n_users, n_items = X.shape
+        # with side features the tables hold one row per feature, read through the maps
         with_features = any(f is not None for f in features)
-        if reset:
-            per_row = self._per_row(opt)
-            n_users, n_items = X.shape
-            # with side features the tables hold one row per feature, read through the maps
-            maps = _feature_maps(self, features, X.shape) if with_features else {}
-            n_user_rows, n_item_rows = (
-                (maps["user_map"].shape[1], maps["item_map"].shape[1]) if maps else X.shape
-            )
-            _safety.check_table_size(
-                self._tables_nbytes(opt, per_row, n_user_rows, n_item_rows), "the model"
-            )
-            state = {
-                "user": _new_side(n_user_rows, k, opt, rng, self.init_std, per_row),
-                "item": _new_side(n_item_rows, k, opt, rng, self.init_std, per_row),
-                "clock": np.zeros(R.CLOCK_SIZE),
-                "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
-                **maps,
-            }
-            if self._user_history():
-                state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
-            mu = float(X.data.mean()) if self.loss == "squared" else 0.0
-            rating_range = float(X.data.min()), float(X.data.max())
-            n_iter = 0
-        else:
-            check_is_fitted(self)
-            if X.shape[1] < self.n_items_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_items_} features as input: its columns are the fitted items "
-                    f"(more columns add new items); call fit to start over"
-                )
-            self._check_continued(opt)
-            per_row = self.factor_state_ == "row"
-            old = self.tables_
-            n_users, n_items = max(X.shape[0], self.n_users_), X.shape[1]
-            maps = {}
-            if "user_map" in old:  # the feature tables grow by the new identity rows
+        maps = _feature_maps(self, features, X.shape) if with_features else {}
+        n_user_rows, n_item_rows = (
+            (maps["user_map"].shape[1], maps["item_map"].shape[1]) if maps else X.shape
+        )
+        _safety.check_table_size(
+            self._tables_nbytes(opt, per_row, n_user_rows, n_item_rows), "the model"
+        )
+        state = {
+            "user": _new_side(n_user_rows, k, opt, rng, self.init_std, per_row),
+            "item": _new_side(n_item_rows, k, opt, rng, self.init_std, per_row),
+            "clock": np.zeros(R.CLOCK_SIZE),
+            "seen": sp.csr_matrix((n_users, n_items), dtype=np.float32),
+            **maps,
+        }
+        if self._user_history():
+            state["history"] = _new_side(n_items, k, opt, rng, self.init_std, per_row)
+        mu = float(X.data.mean()) if self.loss == "squared" else 0.0
+        rating_range = float(X.data.min()), float(X.data.max())
+        n_iter = 0
+        return state, per_row, mu, rating_range, n_iter
 
-                maps = grown_maps(old, features, n_users, n_items)
-            elif with_features:
-                raise ValueError(
-                    "the model was fitted without side features: call fit(X, "
-                    "user_features=..., item_features=...) to start over with them"
-                )
-            n_rows = ({"user": maps["user_map"].shape[1], "item": maps["item_map"].shape[1]}
-                      if maps else {"user": n_users})  # fmt: skip
-            _safety.check_table_size(
-                self._tables_nbytes(opt, per_row, n_rows["user"], n_rows.get("item", n_items),
-                                    "history" in old),
-                "the model",
+    def _continued_state(self, X, opt, rng, features):
+        """The fitted tables grown to the users and items of X (new rows drawn as a fresh
+        fit draws them, their accumulators caught up to the model's clock), and the mean,
+        rating range and epoch count carried on."""
+        check_is_fitted(self)
+        k = self.n_components
+        if X.shape[1] < self.n_items_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_items_} features as input: its columns are the fitted items "
+                f"(more columns add new items); call fit to start over"
             )
-            clock = old["clock"].copy()
-            t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
-            # the fitted model's structure (its history table), whatever user_history says now
-            state = {
-                name: _grow(old[name].copy(), n_rows.get(name, n_items), k, opt, rng,
-                            self.init_std, per_row, t, log_decay)
-                for name in SIDES if name in old
-            }  # fmt: skip
-            state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)), **maps)
-            mu, n_iter = self.global_mean_, self.n_iter_
-            lo, hi = self.rating_range_
-            rating_range = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
-        seen = state["seen"] + _resize(X, (n_users, n_items))
-        seen.data[:] = 1.0
-        seen.sort_indices()
-        state["seen"] = seen
-        user_counts = np.diff(seen.indptr)
-        item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
-        if "user_map" in state:
-
-            state["user"].counts[:] = feature_counts(state["user_map"], user_counts)
-            state["item"].counts[:] = feature_counts(state["item_map"], item_counts)
-            if "history" in state:
-                state["history"].counts[:] = item_counts
-            return FeatureMFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng,
-                                     n_threads)  # fmt: skip
-        state["user"].counts[:] = user_counts
-        for name in ("item", "history"):
-            if name in state:
-                state[name].counts[:] = item_counts
-        return MFTraining(self, opt, state, per_row, mu, rating_range, n_iter, rng, n_threads)
+        self._check_continued(opt)
+        per_row = self.factor_state_ == "row"
+        old = self.tables_
+        n_users, n_items = max(X.shape[0], self.n_users_), X.shape[1]
+        maps = {}
+        if "user_map" in old:  # the feature tables grow by the new identity rows
+            maps = grown_maps(old, features, n_users, n_items)
+        elif any(f is not None for f in features):
+            raise ValueError(
+                "the model was fitted without side features: call fit(X, "
+                "user_features=..., item_features=...) to start over with them"
+            )
+        n_rows = ({"user": maps["user_map"].shape[1], "item": maps["item_map"].shape[1]}
+                  if maps else {"user": n_users})  # fmt: skip
+        _safety.check_table_size(
+            self._tables_nbytes(
+                opt, per_row, n_rows["user"], n_rows.get("item", n_items), "history" in old
+            ),
+            "the model",
+        )
+        clock = old["clock"].copy()
+        t, log_decay = clock[R.CLOCK_T], clock[R.CLOCK_LOG_DECAY]
+        # the fitted model's structure (its history table), whatever user_history says now
+        state = {
+            name: _grow(old[name].copy(), n_rows.get(name, n_items), k, opt, rng,
+                        self.init_std, per_row, t, log_decay)
+            for name in SIDES if name in old
+        }  # fmt: skip
+        state.update(clock=clock, seen=_resize(old["seen"], (n_users, n_items)), **maps)
+        mu, n_iter = self.global_mean_, self.n_iter_
+        lo, hi = self.rating_range_
+        rating_range = min(lo, float(X.data.min())), max(hi, float(X.data.max()))
+        return state, per_row, mu, rating_range, n_iter
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
     def _tables_nbytes(self, opt, per_row, n_users, n_items, history=None) -> int:
@@ -668,7 +664,6 @@ class MatrixFactorization(SparseEstimator):
         items, scored from their features alone)."""
         s = self.tables_[side]
         if f"{side}_map" in self.tables_:
-
             rows = self.tables_[f"{side}_map"]
             if features is not None:  # new users or items: no history
                 n_columns = int(self.tables_["feature_columns"][int(side == "item")])
@@ -917,7 +912,6 @@ class MatrixFactorization(SparseEstimator):
         """The arrays and scalar attributes that :meth:`save` writes."""
         arrays = {}
         if "user_map" in self.tables_:
-
             arrays.update(saved_maps(self.tables_))
         for name in SIDES:
             if name not in self.tables_:
@@ -975,7 +969,6 @@ class MatrixFactorization(SparseEstimator):
         expected |= {"clock", "seen_indptr", "seen_indices", "seen_shape"}
         with_features = "feature_columns" in arrays
         if with_features:
-
             expected |= set(MAP_KEYS)
         if set(arrays) != expected:
             raise ValueError(
@@ -1248,8 +1241,7 @@ def _check_interactions(X, loss, estimator):
     if loss != "squared":
         if (X.data < 0).any():
             raise ValueError(
-                f"loss={loss!r} reads X as positive interaction weights; X has "
-                f"negative values"
+                f"loss={loss!r} reads X as positive interaction weights; X has negative values"
             )
         X.eliminate_zeros()
     if X.nnz == 0:
@@ -1375,3 +1367,25 @@ class FeatureMFTraining(MFTraining):
     def touched(self, rows, order) -> dict:
         """Every row of every table (a feature row is touched by any user or item)."""
         return dict.fromkeys(self.tables())
+
+
+def _count_interactions(state: dict, X) -> None:
+    """Add the pairs of X to the seen matrix of ``state`` and set each table row's count of
+    interactions (for a feature table, summed over the ids holding the feature)."""
+    n_users, n_items = state["seen"].shape
+    seen = state["seen"] + _resize(X, (n_users, n_items))
+    seen.data[:] = 1.0
+    seen.sort_indices()
+    state["seen"] = seen
+    user_counts = np.diff(seen.indptr)
+    item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
+    if "user_map" in state:
+        state["user"].counts[:] = feature_counts(state["user_map"], user_counts)
+        state["item"].counts[:] = feature_counts(state["item_map"], item_counts)
+        if "history" in state:
+            state["history"].counts[:] = item_counts
+        return
+    state["user"].counts[:] = user_counts
+    for name in ("item", "history"):
+        if name in state:
+            state[name].counts[:] = item_counts
