@@ -17,7 +17,8 @@ Data (``../shared/data`` and ``make_ctr``):
 - ``a9a``: train on a9a, score a9a.t.
 
 Models, on the same folds: ``SparseLogisticRegression()``, on FM's columns and on FFM's;
-``FMClassifier`` and ``FFMClassifier`` (field-aware layout, see ``bench_defaults.py``) with
+``FMClassifier`` and ``FFMClassifier`` (the readers' field-aware layout, in 2^HEAD_FFM_BITS
+columns on the heads) with
 nothing set, with the defaults of f70d8d3 ("prev": ``alpha_factors=PREV_ALPHA_FACTORS``), and
 with the defaults before issue 29 (FM: ``n_components=8, init_std=0.01``; FFM:
 ``init_std=0.01``; both at learning rate 0.05 with the factors' accumulators from 30 and
@@ -26,7 +27,8 @@ tuned: every point of ``GRID`` (learning rate, start of the factors' AdaGrad acc
 ``init_std``; epochs by ``max_iter="auto"``) fitted on the first 80% of the training rows and
 scored on the rest, the best refitted on all of them; and a PyTorch FM written the usual
 way (``TorchFM``: minibatches of 256, ``SparseAdam``, L2 on the batch's rows, k = 16), its
-learning rate, L2 and epoch count picked on the same inner split. Printed: pooled logloss
+learning rate, L2 and epoch count picked on the same inner split, and its field-aware
+counterpart on FFM's columns (``TorchFFM``, k = 4), tuned alike. Printed: pooled logloss
 (AUC) of each, the fit seconds of FM and FFM with the new and the old defaults (summed over
 folds; a shared machine: compare within a row), and the targets of issue 29.
 
@@ -126,13 +128,14 @@ def planted(strength, field_aware):
     return X, y, splits, column_fields(bits, 10) if field_aware else None
 
 
-def dataset(name, root, n_folds, ml_folds, field_aware):
-    """(X, y, splits, fields) of a set; ``fields`` with ``field_aware`` (FFM)."""
+def dataset(name, root, n_folds, ml_folds, field_aware, head_ffm_bits=HEAD_FFM_BITS):
+    """(X, y, splits, fields) of a set; ``fields`` with ``field_aware`` (FFM), the heads in
+    2^head_ffm_bits columns."""
     if name == "movielens":
         return movielens(root, ml_folds)  # one-hot in field slices already
     if name.startswith("planted"):
         return planted(float(name[len("planted") :]), field_aware)
-    X, y, splits, fields = load(name, root, field_aware=field_aware, ffm_bits=HEAD_FFM_BITS)
+    X, y, splits, fields = load(name, root, field_aware=field_aware, ffm_bits=head_ffm_bits)
     if name == "a9a":
         fields = np.arange(X.shape[1]) if field_aware else None
     return X, y, splits or list(KFold(n_folds).split(X)), fields
@@ -494,6 +497,13 @@ def main():
         action="store_true",
         help="only the race schedules' figures, emulated from each candidate's fit alone",
     )
+    parser.add_argument(
+        "--head-ffm-bits",
+        type=int,
+        default=HEAD_FFM_BITS,
+        metavar="BITS",
+        help="FFM's columns on the Criteo and Avazu heads: 2^BITS (the table's rows)",
+    )
     args = parser.parse_args()  # fmt: skip
     root = Path(args.data)
     if args.schedules:
@@ -513,7 +523,7 @@ def main():
     start = time.perf_counter()
     for name in args.sets:
         X, y, splits, _ = dataset(name, root, args.folds, args.ml_folds, field_aware=False)
-        Xf, _, _, fields = dataset(name, root, args.folds, args.ml_folds, field_aware=True)
+        Xf, _, _, fields = dataset(name, root, args.folds, args.ml_folds, True, args.head_ffm_bits)
         fm, ffm = FMClassifier(random_state=0), FFMClassifier(fields=fields, random_state=0)
         lr = SparseLogisticRegression(random_state=0)
         runs = {
