@@ -294,6 +294,8 @@ def reference_runner(make=TorchFM):
                 elif epoch > best[2] + 1 and best[1] == (learning_rate, l2):
                     break
         (learning_rate, l2), epochs = best[1], best[2]
+        print(f"  reference picked learning rate {learning_rate}, L2 {l2}, {epochs} epochs",
+              file=sys.stderr, flush=True)  # fmt: skip
         ref = make(learning_rate, l2).start(X.shape[1])
         for _ in range(epochs):
             ref.epoch(X, y)
