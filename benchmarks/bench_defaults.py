@@ -41,9 +41,9 @@ EPOCHS = (1, 2, 3, 5, 10)
 FFM_BITS = 16  # a vector per field and column: 39 x 2^16 x 4 floats for Criteo
 
 
-def load(name, root, field_aware=False):
+def load(name, root, field_aware=False, ffm_bits=FFM_BITS):
     """(X, y, splits, fields): splits lists (train rows, test rows) pairs, or None for
-    cross-validation; with ``field_aware``, the readers' field-aware layout in 2^FFM_BITS
+    cross-validation; with ``field_aware``, the readers' field-aware layout in 2^ffm_bits
     columns and the field of each column (a9a: None, a field per column)."""
     if name == "a9a":
         X, y = load_svmlight_file(root / "libsvm" / "a9a", n_features=123)
@@ -67,11 +67,11 @@ def load(name, root, field_aware=False):
                 tmp.write(header + path.read_text())
                 tmp.flush()
                 path = tmp.name
-            reader = read(path, n_bits=FFM_BITS if field_aware else 20, field_aware=field_aware)
+            reader = read(path, n_bits=ffm_bits if field_aware else 20, field_aware=field_aware)
             parts.append(reader.read())
     X = sp.vstack([p[0] for p in parts]).tocsr()
     y = np.concatenate([p[1] for p in parts])
-    return X, y, None, column_fields(FFM_BITS, reader.n_fields) if field_aware else None
+    return X, y, None, column_fields(ffm_bits, reader.n_fields) if field_aware else None
 
 
 def sparseopt_runner(model):
