@@ -135,7 +135,8 @@ def check_nonzeros(X, n_threads: int = 1) -> None:
 
     def reduce(p):
         part = slice(edges[p], edges[p + 1])
-        return unsigned[part].max(initial=0), values[part].sum()
+        with np.errstate(over="ignore"):  # an infinite sum: the values are checked below
+            return unsigned[part].max(initial=0), values[part].sum()
 
     parts = map_threads(reduce, len(edges) - 1) if len(edges) > 2 else [reduce(0)]
     if max(top for top, _ in parts) >= X.shape[1]:
