@@ -545,17 +545,7 @@ def fit(
         Fitted, an ordinary local estimator (predict, save... as after ``fit``).
     """
     client = _client(client)
-    _check_supported(estimator)
-    if merge_every not in (None, "auto") and (
-        not isinstance(merge_every, int) or merge_every < 1
-    ):  # fmt: skip
-        raise ValueError(f"merge_every must be a positive int, None or 'auto', got {merge_every!r}")
-    alone = _trains_on_X_alone(estimator)
-    if (y is None) != alone:
-        raise ValueError(
-            f"{type(estimator).__name__} trains on "
-            + ("X alone: leave y out" if alone else "X and y: pass y")
-        )
+    alone = _check_arguments(estimator, y, merge_every)
     features = {} if user_features is None and item_features is None else dict(
         user_features=user_features, item_features=item_features)  # fmt: skip
     training, (xs, ys, sizes, first_rows) = _start(client, estimator, X, y, classes, alone,
@@ -575,6 +565,23 @@ def fit(
     finally:
         client.run(_forget, run.fit_id, on_error="ignore")
     return training.finish(curve)
+
+
+def _check_arguments(estimator, y, merge_every) -> bool:
+    """Refuse what :func:`fit` cannot do before any work; returns whether ``estimator``
+    trains on X alone (then ``y`` must be None)."""
+    _check_supported(estimator)
+    if merge_every not in (None, "auto") and (
+        not isinstance(merge_every, int) or merge_every < 1
+    ):  # fmt: skip
+        raise ValueError(f"merge_every must be a positive int, None or 'auto', got {merge_every!r}")
+    alone = _trains_on_X_alone(estimator)
+    if (y is None) != alone:
+        raise ValueError(
+            f"{type(estimator).__name__} trains on "
+            + ("X alone: leave y out" if alone else "X and y: pass y")
+        )
+    return alone
 
 
 def _train_epoch(run, training, merge_every, seed, verbose, epoch):

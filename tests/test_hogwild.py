@@ -61,3 +61,35 @@ def test_threads_take_turns_in_the_schedule(n_threads):
         assert steps == list(range(41, 51))
     assert clock[R.CLOCK_T] == 50
     assert bias[0] == 1.0  # the mean of the copies, each written once
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_the_nonzero_check_on_threads_finds_what_a_dense_check_finds(n_threads):
+    """Past 2^20 nonzeros per thread the fit's check of X's columns and values splits over
+    threads: a bad entry in any thread's share is found, and a sum that overflows is no
+    error."""
+    import scipy.sparse as sp
+
+    from sparseopt.estimators._safety import check_nonzeros
+
+    n_rows, per_row, n_cols = 400_000, 8, 1000
+    rng = np.random.default_rng(0)
+    indices = np.sort(rng.integers(0, n_cols, (n_rows, per_row)), axis=1).ravel()
+    indptr = np.arange(0, indices.size + 1, per_row)
+    X = sp.csr_matrix((np.ones(indices.size, np.float32), indices.astype(np.int32), indptr),
+                      shape=(n_rows, n_cols))  # fmt: skip
+    check_nonzeros(X, n_threads)
+    for position in (0, indices.size // 2 + 1, indices.size - 1):
+        for column, pattern in ((n_cols, "column index"), (-1, "column index")):
+            bad = X.copy()
+            bad.indices[position] = column
+            with pytest.raises(ValueError, match=pattern):
+                check_nonzeros(bad, n_threads)
+        for value, pattern in ((np.nan, "NaN"), (np.inf, "infinity"), (-np.inf, "infinity")):
+            bad = X.copy()
+            bad.data[position] = value
+            with pytest.raises(ValueError, match=pattern):
+                check_nonzeros(bad, n_threads)
+    big = X.copy()
+    big.data[:] = np.finfo(np.float32).max  # finite values whose sum is not
+    check_nonzeros(big, n_threads)

@@ -276,8 +276,8 @@ class _FactorizationMachine(RowModel):
     def _validate_X(self, X, reset):
         return _int32_indices(super()._validate_X(X, reset))
 
-    def _validate_X_y(self, X, y, reset):
-        X, y = super()._validate_X_y(X, y, reset)
+    def _validate_X_y(self, X, y, reset, n_threads=1):
+        X, y = super()._validate_X_y(X, y, reset, n_threads)
         return _int32_indices(X), y
 
     # -- the training ----------------------------------------------------------------------

@@ -83,13 +83,12 @@ def canonical_rows(X, n_features, dtype, owner: str):
     checks them, as canonical CSR of values ``dtype`` (``owner`` names the model)."""
     if not sp.issparse(X):
         raise TypeError(f"X must be a SciPy sparse matrix, got {type(X).__name__}")
-    _safety.check_sparse_structure(X)
+    _safety.check_sparse_structure(X, csr_indices=False)
     _safety.check_input_width(X, n_features, owner)
     if X.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
     X = _to_csr(X)
-    if not np.isfinite(X.data).all():
-        raise ValueError("X contains NaN or infinite values")
+    _safety.check_nonzeros(X)
     return X if X.dtype == dtype else X.astype(dtype)
 
 
@@ -127,8 +126,15 @@ def encode_targets(y, classes) -> np.ndarray:
         if not np.isfinite(y).all():
             raise ValueError("y contains NaN or infinite values")
         return y
-    index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
-    if not np.array_equal(classes[index], y):
+    y = np.asarray(y)
+    if classes.size == 2 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf":
+        upper = y == classes[1]  # two numeric classes: two comparisons, no search
+        known = (upper | (y == classes[0])).all()
+        index = upper
+    else:
+        index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
+        known = np.array_equal(classes[index], y)
+    if not known:
         unknown = np.setdiff1d(y, classes)
         raise ValueError(f"y has labels {unknown!r} not in classes {classes!r}")
     return index.astype(np.float64)
@@ -433,14 +439,18 @@ class RowModel(SparseEstimator):
         with _suggest_field_hasher(self, X):
             return _to_csr(validate_data(self, X, reset=reset, **self._ACCEPT))
 
-    def _validate_X_y(self, X, y, reset: bool):
-        """Checked X as canonical CSR and y as a 1-D array."""
-        _safety.check_sparse_structure(X)
+    def _validate_X_y(self, X, y, reset: bool, n_threads: int = 1):
+        """Checked X as canonical CSR and y as a 1-D array; X's column indices and values
+        in one pass on ``n_threads`` threads (:func:`_safety.check_nonzeros`)."""
+        _safety.check_sparse_structure(X, csr_indices=False)
         with _suggest_field_hasher(self, X):
             X, y = validate_data(
-                self, X, y, reset=reset, y_numeric=is_regressor(self), **self._ACCEPT
-            )
-        return _to_csr(X), y
+                self, X, y, reset=reset, y_numeric=is_regressor(self), ensure_all_finite=False,
+                **self._ACCEPT,
+            )  # fmt: skip
+        X = _to_csr(X)
+        _safety.check_nonzeros(X, n_threads)
+        return X, y
 
     # -- training --------------------------------------------------------------------------
     def fit(self, X: MatrixLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Self:
@@ -528,7 +538,7 @@ class RowModel(SparseEstimator):
 
     @_safety.unchanged_on_failure
     def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
-        X, y = self._validate_X_y(X, y, reset)
+        X, y = self._validate_X_y(X, y, reset, self._n_threads())
         training = self._start(X, self._classes_of(y, classes, reset), reset)
         rows = training._rows(X, y, sample_weight)
         auto = n_epochs == "auto"

@@ -69,13 +69,14 @@ def _check_index_array(name, values, bound, what):
         )
 
 
-def check_sparse_structure(X) -> None:
+def check_sparse_structure(X, csr_indices: bool = True) -> None:
     """Raise ValueError unless the index arrays of sparse ``X`` are consistent with its shape.
 
     SciPy checks them when a matrix is built, not after its arrays are modified, and its own
     conversions (CSC, BSR or COO to CSR) write out of bounds on a corrupted matrix. Costs one
     pass over the indices; dense input and the other sparse formats (whose conversions are
-    NumPy code) pass through.
+    NumPy code) pass through. ``csr_indices=False`` leaves a CSR matrix's column indices to
+    :func:`check_nonzeros` (SciPy's CSR code that runs before it never indexes by column).
     """
     if not sp.issparse(X):
         return
@@ -103,13 +104,48 @@ def check_sparse_structure(X) -> None:
                 "sparse input's indptr is not a valid row pointer (it must start at 0, never "
                 "decrease, and end at most at the number of stored entries)"
             )
-        _check_index_array("indices", indices[:nnz], minor, "column" if csr else "row")
+        if csr_indices or X.format != "csr":
+            _check_index_array("indices", indices[:nnz], minor, "column" if csr else "row")
     elif X.format == "coo":
         row, col = np.asarray(X.row), np.asarray(X.col)
         if row.shape != col.shape or row.ndim != 1 or np.asarray(X.data).shape != row.shape:
             raise ValueError("sparse input's row, col and data arrays differ in length")
         _check_index_array("row", row, X.shape[0], "row")
         _check_index_array("col", col, X.shape[1], "column")
+
+
+def check_nonzeros(X, n_threads: int = 1) -> None:
+    """Raise ValueError unless every stored entry of CSR ``X`` has a column in
+    ``[0, n_columns)`` and a finite value.
+
+    Two reductions, split over ``n_threads`` threads (NumPy's release the GIL): the largest
+    column index read as unsigned (a negative one reads as huge, see
+    :func:`_check_index_array`), and the sum of the values, finite unless a value is NaN or
+    infinite or the sum overflows (then the values are checked one by one). Fewer than 2^20
+    entries per thread take one thread (starting one costs more than it saves).
+    """
+    from ..models._hogwild import map_threads, thread_ranges
+
+    nnz = int(X.indptr[-1])
+    indices, values = X.indices[:nnz], X.data[:nnz]
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"sparse input indices must be integers, got dtype {indices.dtype}")
+    unsigned = indices.view(np.dtype(f"u{indices.dtype.itemsize}"))
+    edges = thread_ranges(nnz, max(1, min(n_threads, nnz // (1 << 20))))
+
+    def reduce(p):
+        part = slice(edges[p], edges[p + 1])
+        with np.errstate(over="ignore"):  # an infinite sum: the values are checked below
+            return unsigned[part].max(initial=0), values[part].sum()
+
+    parts = map_threads(reduce, len(edges) - 1) if len(edges) > 2 else [reduce(0)]
+    if max(top for top, _ in parts) >= X.shape[1]:
+        _check_index_array("indices", indices, X.shape[1], "column")
+    if not all(np.isfinite(total) for _, total in parts):
+        if np.isnan(values).any():
+            raise ValueError("Input X contains NaN.")
+        if not np.isfinite(values).all():
+            raise ValueError(f"Input X contains infinity or a value too large for {values.dtype}.")
 
 
 def check_input_width(X, n_columns: int, what: str) -> None:
