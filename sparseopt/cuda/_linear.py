@@ -165,7 +165,7 @@ def catch_up_kernel(rule):
         if stamp[j] < t_prev:
             for c in range(K):
                 r = j * K + c
-                table[r, 0] = R.catch_up(RULE, hp, spec, R.NO_POWERS, table[r, 0], table, r, 1,
+                table[r, 0] = R.catch_up(RULE, hp, spec, table[r, 0], table, r, 1,
                                          (stamp[j], t_prev, clock_row[R.CLOCK_LOG_DECAY_PREV],
                                           mark[j]))  # fmt: skip
             stamp[j] = t_prev

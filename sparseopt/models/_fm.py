@@ -314,7 +314,6 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         X, tables, dims = (indptr, indices, data), (table, bias, factors, fields), (k, F)
         steps, accumulator = (stamp, mark), (pos, grad, used)
         schedule, own = borrowed(spec), (borrowed(table), borrowed(factors))  # catch_up_row's
-        powers = R.power_table(RULE, hp)
         alphas = (consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS])
         loss_sum = 0.0
         clock = R.unpack(clock_array)
@@ -346,9 +345,8 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                         j = indices[p]
                         if stamp[j] < t - 1.0:
                             log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
-                            R.catch_up_row(RULE, hp, schedule, powers, own,
-                                           _feature_rows(j, k, F, RM),
-                                           (stamp[j], t - 1.0, log_decay, mark[j]))  # fmt: skip
+                            R.catch_up_row(RULE, hp, schedule, own, _feature_rows(j, k, F, RM),
+                                           (stamp[j], t - 1.0, log_decay, mark[j]))
                             stamp[j] = t - 1.0
                             mark[j] = log_decay
                 s = sums[i - lo]
@@ -416,15 +414,13 @@ def fm_catch_up(rule, per_row):
         t = clock[R.CLOCK_T]
         log_decay = clock[R.CLOCK_LOG_DECAY]
         schedule, own = borrowed(spec), (borrowed(table), borrowed(factors))
-        powers = R.power_table(RULE, hp)
         for j in range(stamp.size):
             if stamp[j] < t:
                 rows = _feature_rows(j, k, F, RM)
                 # a feature all zeros (never met) stays so: left alone, as in linear_catch_up
                 if R.rows_zero(own[0], j, j + 1) and R.rows_zero(own[1], rows[2], rows[3]):
                     continue
-                R.catch_up_row(RULE, hp, schedule, powers, own, rows,
-                               (stamp[j], t, log_decay, mark[j]))  # fmt: skip
+                R.catch_up_row(RULE, hp, schedule, own, rows, (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

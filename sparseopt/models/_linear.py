@@ -61,7 +61,6 @@ def linear_train_pass(rule, loss, lazy):
         clock = R.unpack(clock_array)
         # catch_up_row's arrays; (weights, factors): a linear row has no factors
         schedule, tables = borrowed(spec), (borrowed(table), borrowed(table))
-        powers = R.power_table(RULE, hp)
         step, upto = 0, -pace  # ticks made, and the index of the last tick of the batch's step
         for lo in range(start, stop, batch_size):
             upto += pace  # the batch's step: pace ticks after the previous batch's
@@ -84,9 +83,8 @@ def linear_train_pass(rule, loss, lazy):
                         j = indices[k]
                         if stamp[j] < t - 1.0:
                             log_decay_prev = clock[R.CLOCK_LOG_DECAY_PREV]
-                            since = (stamp[j], t - 1.0, log_decay_prev, mark[j])
-                            R.catch_up_row(RULE, hp, schedule, powers, tables,
-                                           (j * K, j * K + K, 0, 0, 0), since)  # fmt: skip
+                            R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
+                                           (stamp[j], t - 1.0, log_decay_prev, mark[j]))
                             stamp[j] = t - 1.0
                             mark[j] = log_decay_prev
                 m = margins[(i - lo) * K : (i - lo + 1) * K]
@@ -176,13 +174,12 @@ def linear_catch_up(rule):
         K = table.shape[0] // max(stamp.size, 1)
         log_decay = clock[R.CLOCK_LOG_DECAY]
         schedule, tables = borrowed(spec), (borrowed(table), borrowed(table))
-        powers = R.power_table(RULE, hp)
         for j in range(stamp.size):
             # a row all zeros (most of a hashed table: never touched) stays so under every
             # rule's zero-gradient steps: left alone, it costs a read instead of two writes
             if stamp[j] < t and not R.rows_zero(tables[0], j * K, j * K + K):
-                R.catch_up_row(RULE, hp, schedule, powers, tables, (j * K, j * K + K, 0, 0, 0),
-                               (stamp[j], t, log_decay, mark[j]))  # fmt: skip
+                R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
+                               (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

@@ -89,8 +89,7 @@ def _catch_up_row(rule, h, spec, side, x, dims, until):
     k, rm = dims
     t, log_decay = until
     n = 1 if rm else k
-    R.catch_up_row(rule, h, spec, R.NO_POWERS, (bias, factors),
-                   (x, x + 1, x * n, x * n + n, k if rm else 0),
+    R.catch_up_row(rule, h, spec, (bias, factors), (x, x + 1, x * n, x * n + n, k if rm else 0),
                    (stamp[x], t, log_decay, mark[x]))  # fmt: skip
     stamp[x] = t
     mark[x] = log_decay

@@ -82,14 +82,6 @@ _LOG_TOL_8 = math.log(DRIFT_TOL / 8.0)
 _LOG_TOL_1024 = math.log(DRIFT_TOL / 1024.0)
 _TINY = 1.1754943508222875e-38  # float32's smallest normal number
 _LOG_BIAS_SERIES_MAX = math.log(BIAS_SERIES_MAX)
-# Below e^-160 a decayed moment is stored as 0 (see _decayed).
-_LOG_DECAYED_MIN = -160.0
-# The power table of a fit (power_table): beta^n = low[n % POWER_LOW] * high[n // POWER_LOW]
-POWER_BITS = 8
-POWER_LOW = 1 << POWER_BITS
-POWER_MAX_HIGH = 4096  # gaps of POWER_LOW * POWER_MAX_HIGH steps and more take an exponential
-# The table of a kernel that builds none: every power is an exponential
-NO_POWERS = np.ones((2, 0))
 
 
 @numba.njit(inline="always", **JIT)
@@ -191,11 +183,10 @@ def ftrl_weight(z, n, alpha, hp):
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up(rule, hp, spec, powers, w, S, r, o, steps):
+def catch_up(rule, hp, spec, w, S, r, o, steps):
     """Apply the zero-gradient steps ``last + 1 .. t`` to one coordinate; returns its weight.
 
-    ``powers`` is the fit's :func:`power_table` (or ``NO_POWERS``); ``steps = (last, t,
-    log_decay_t, mark)``: ``mark`` is the coordinate's ``log_decay`` at
+    ``steps = (last, t, log_decay_t, mark)``: ``mark`` is the coordinate's ``log_decay`` at
     step ``last`` and ``log_decay_t`` the global one at step ``t``. ``rule`` is a compile-time
     constant in every kernel: only its own branch is compiled; the branches call small
     compiled functions (inlining whole rules into every call site multiplied compile time).
@@ -214,14 +205,14 @@ def catch_up(rule, hp, spec, powers, w, S, r, o, steps):
         w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
         return w
     if rule == RMSPROP:
-        S[r, o] = _decayed(S[r, o], powers, 0, hp[HP_LOG_BETA_1], k)
+        S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == ADAM or rule == AMSGRAD:
         mode = int(hp[HP_MODE])
         if mode != EXACT:
             if mode == DECAY:
-                S[r, o] = _decayed(S[r, o], powers, 0, hp[HP_LOG_BETA_1], k)
-                S[r, o + 1] = _decayed(S[r, o + 1], powers, 1, hp[HP_LOG_BETA_2], k)
+                S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
+                S[r, o + 1] = _decayed(S[r, o + 1], hp[HP_LOG_BETA_2], k)
             return w * _decay_factor(wd, log_decay_t, mark)
     if rule == FTRL:  # the decay shrinks z, and the weight follows from the state
         S[r, o] *= _decay_factor(wd, log_decay_t, mark)
@@ -233,9 +224,9 @@ def catch_up(rule, hp, spec, powers, w, S, r, o, steps):
     v = S[r, o + 1] if rule != MOMENTUM else 0.0
     vmax = S[r, o + 2] if rule == AMSGRAD else 0.0
     eta = spec[2] if spec[0] == CONSTANT and last + 1.0 > spec[1] else -1.0  # constant rate
-    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, powers, w, (m, v, vmax), steps)
+    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, (m, v, vmax), steps)
     if not ok:
-        w_t, m, v = _replay(rule, hp, spec, powers, w, (m, v, vmax), steps)
+        w_t, m, v = _replay(rule, hp, spec, w, (m, v, vmax), steps)
     S[r, o] = m
     if rule != MOMENTUM:
         S[r, o + 1] = v
@@ -243,7 +234,7 @@ def catch_up(rule, hp, spec, powers, w, S, r, o, steps):
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up_row(rule, hp, spec, powers, tables, spans, steps):
+def catch_up_row(rule, hp, spec, tables, spans, steps):
     """Bring one row of a model (a feature, a user, an item) from step ``last`` to ``t``: the
     zero-gradient steps of :func:`catch_up` on each of its coordinates.
 
@@ -251,8 +242,7 @@ def catch_up_row(rule, hp, spec, powers, tables, spans, steps):
     rows ``lo .. hi - 1`` of ``weights`` and ``f_lo .. f_hi - 1`` of ``factors``, each with its
     value in column 0 and its slots after it; with ``k_row > 0`` its factor rows are vectors of
     per-row AdaGrad instead (``k_row`` values, then one accumulator shared by them), whose
-    catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``; ``powers``
-    the kernel's :func:`power_table` (``NO_POWERS``: exponentials).
+    catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``.
 
     Every model kernel catches its rows up through this one helper, inlined. The linear and
     FM kernels pass it :func:`~sparseopt._jit.borrowed` arrays (``spec`` and the tables):
@@ -263,7 +253,7 @@ def catch_up_row(rule, hp, spec, powers, tables, spans, steps):
     weights, factors = tables
     lo, hi, f_lo, f_hi, k_row = spans
     for r in range(lo, hi):
-        weights[r, 0] = catch_up(rule, hp, spec, powers, weights[r, 0], weights, r, 1, steps)
+        weights[r, 0] = catch_up(rule, hp, spec, weights[r, 0], weights, r, 1, steps)
     if k_row > 0:
         shrink = _decay_factor(hp[HP_WEIGHT_DECAY], steps[2], steps[3])
         if shrink != 1.0:
@@ -272,7 +262,7 @@ def catch_up_row(rule, hp, spec, powers, tables, spans, steps):
                     factors[u, f] *= shrink
     else:
         for r in range(f_lo, f_hi):
-            factors[r, 0] = catch_up(rule, hp, spec, powers, factors[r, 0], factors, r, 1, steps)
+            factors[r, 0] = catch_up(rule, hp, spec, factors[r, 0], factors, r, 1, steps)
 
 
 @numba.njit(inline="always", **JIT)
@@ -291,72 +281,27 @@ def _power(log_base, k):
     """``base ** k`` from ``log(base)``: one exponential (a float power cost 50 ns), and an
     exact 0 below float64's range (an exponential that ends in subnormals is slow)."""
     x = k * log_base
-    if x == 0.0:  # no weight decay (sigma = 1): no exponential
-        return 1.0
     # exp's argument clamped too: LLVM may compute it before the test, and an exponential
     # that underflows takes glibc's slow path (a third of a decay epoch once, perf)
     return math.exp(max(x, -745.0)) if x > -745.0 else 0.0
 
 
 @numba.njit(**JIT)
-def power_table(rule, hp):
-    """The powers ``beta_1^n`` and ``beta_2^n`` (rows 0 and 1) of the integers n up to where
-    they fall below e^-160, for the rules whose moments decay (an empty table for the others,
-    and for Adam's ``"skip"``): built once per kernel call, it turns the two exponentials of
-    a coordinate's catch-up (each a call of libm's ``exp``) into two lookups and a product.
-
-    Each row is ``POWER_LOW`` low powers ``beta^i`` then the high powers
-    ``beta^(POWER_LOW i)``, so that ``beta^n = low[n % POWER_LOW] * high[n // POWER_LOW]``
-    (:func:`_gap_power`); each entry is an exponential, so a product is within two float64
-    roundings of ``exp(n log beta)`` (relative 4e-16, far below float32's 6e-8). At most
-    ``POWER_MAX_HIGH`` high powers: longer gaps (a beta within 1.5e-4 of 1) take the
-    exponential.
-    """
-    decays = rule == RMSPROP or ((rule == ADAM or rule == AMSGRAD) and hp[HP_MODE] != SKIP)
-    logs = (hp[HP_LOG_BETA_1], hp[HP_LOG_BETA_2] if rule != RMSPROP else 0.0)
-    n_high = 0
-    for log_base in logs:
-        if decays and log_base < 0.0:
-            needed = int(min(_LOG_DECAYED_MIN / (POWER_LOW * log_base), POWER_MAX_HIGH)) + 2
-            n_high = max(n_high, min(needed, POWER_MAX_HIGH))
-    table = np.ones((2, POWER_LOW + n_high if n_high > 0 else 0))
-    for b in range(2 if n_high > 0 else 0):
-        for i in range(1, POWER_LOW):
-            table[b, i] = _power(logs[b], i)
-        for i in range(1, n_high):
-            table[b, POWER_LOW + i] = _power(logs[b], i * POWER_LOW)
-    return table
-
-
-@numba.njit(inline="always", **JIT)
-def _gap_power(powers, b, log_base, k):
-    """``base ** k`` for ``k >= 1`` steps: from row ``b`` of the :func:`power_table` where it
-    holds k, else one exponential."""
-    n = int(k)
-    high = n >> POWER_BITS
-    if high < powers.shape[1] - POWER_LOW and n == k:
-        return powers[b, n & (POWER_LOW - 1)] * powers[b, POWER_LOW + high]
-    return math.exp(max(k * log_base, _LOG_DECAYED_MIN))  # clamped as in _power
-
-
-@numba.njit(**JIT)
-def _decayed(value, powers, b, log_base, k):
+def _decayed(value, log_base, k):
     """A moment ``value * base ** k`` as it is stored: 0 below float32's smallest normal number,
     so that no table holds a subnormal (an operation on one, or a float32 store that makes
-    one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2).
-    ``base ** k`` from row ``b`` of ``powers`` (:func:`_gap_power`)."""
+    one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2)."""
+    x = k * log_base
     # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow); a zero moment
-    # (a coordinate never touched: most of the table when a fit ends) needs no power
-    if k * log_base < _LOG_DECAYED_MIN or value == 0.0:
+    # (a coordinate never touched: most of the table when a fit ends) needs no exponential
+    if x < -160.0 or value == 0.0:
         return 0.0
-    decayed = value * _gap_power(powers, b, log_base, k)
+    decayed = value * math.exp(max(x, -160.0))  # clamped as in _power
     return decayed if abs(decayed) >= _TINY else 0.0
 
 
-@numba.njit(**JIT)
-def decayed(value, log_base, k):
-    """:func:`_decayed` by an exponential, for the rules of their own modules."""
-    return _decayed(value, NO_POWERS, 0, log_base, k)
+# for the rules of their own modules
+decayed = _decayed
 
 
 @numba.njit(**JIT)
@@ -515,7 +460,7 @@ def _closed_form_fits(rule, hp, step):
 
 
 @numba.njit(**JIT)
-def _closed_catch_up(rule, hp, eta, powers, w, moments, steps):
+def _closed_catch_up(rule, hp, eta, w, moments, steps):
     """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
     Adam, AMSGrad) in constant time, where the closed form holds: returns (ok, w, m, v), ok
     False if the caller must replay them (:func:`_replay`). ``eta > 0`` is the rate if it is
@@ -548,23 +493,21 @@ def _closed_catch_up(rule, hp, eta, powers, w, moments, steps):
         ok, tail = _closed_drift(rule, hp, eta, m, vmax if rule == AMSGRAD else v, last, t)
         if not ok:
             return False, w, m, v
-    w, m, v = _finish(hp, powers, (w, m, v), t - last, log_decay_t, mark)
+    w, m, v = _finish(hp, w, m, v, t - last, log_decay_t, mark)
     return True, w - tail, m, v
 
 
 @numba.njit(inline="always", **JIT)
-def _finish(hp, powers, values, rest, log_decay_t, log_sim):
-    """The moments' decay over the last ``rest`` steps and the weight decay still due;
-    ``values = (w, m, v)``."""
-    w, m, v = values
+def _finish(hp, w, m, v, rest, log_decay_t, log_sim):
+    """The moments' decay over the last ``rest`` steps and the weight decay still due."""
     if rest > 0.0:
-        m = _decayed(m, powers, 0, hp[HP_LOG_BETA_1], rest)
-        v = _decayed(v, powers, 1, hp[HP_LOG_BETA_2], rest)
+        m = _decayed(m, hp[HP_LOG_BETA_1], rest)
+        v = _decayed(v, hp[HP_LOG_BETA_2], rest)
     return w * _decay_factor(hp[HP_WEIGHT_DECAY], log_decay_t, log_sim), m, v
 
 
 @numba.njit(**JIT)
-def _replay(rule, hp, spec, powers, w, moments, steps):
+def _replay(rule, hp, spec, w, moments, steps):
     """:func:`_closed_catch_up` step by step from ``last``, until the drift still to come is
     negligible or the closed form takes over; returns (w, m, v) at step t."""
     m, v, vmax = moments
@@ -619,7 +562,7 @@ def _replay(rule, hp, spec, powers, w, moments, steps):
         drift += d
         if left <= DRIFT_TOL * abs(drift):
             break
-    w, m, v = _finish(hp, powers, (w, m, v), t - step, log_decay_t, log_sim)
+    w, m, v = _finish(hp, w, m, v, t - step, log_decay_t, log_sim)
     return w - tail, m, v
 
 
@@ -719,8 +662,7 @@ def update_coordinate(rule, hp, spec, clock, w, g, S, r, o, since):
     """
     t = clock[CLOCK_T]
     last, mark = since
-    steps = (last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark)
-    w = catch_up(rule, hp, spec, NO_POWERS, w, S, r, o, steps)
+    w = catch_up(rule, hp, spec, w, S, r, o, (last, t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark))
     ftrl = rule == FTRL
     if ftrl and t > 1.0:
         # the weight of the previous step, also when a schedule changed the rate since
@@ -788,12 +730,11 @@ def catch_up_all(rule):
         clock = unpack(clock)
         t = clock[CLOCK_T]
         lazy = stamp.size > 0
-        powers = power_table(RULE, hp)
         for j in range(params.size):
             if lazy:
                 if stamp[j] < t:
                     steps = (stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j])
-                    params[j] = catch_up(RULE, hp, spec, powers, params[j], slots, j, 0, steps)
+                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, steps)
                     stamp[j] = t
                     mark[j] = clock[CLOCK_LOG_DECAY]
             elif RULE == FTRL and t > 0.0:
