@@ -265,7 +265,7 @@ def _shift_row_by_row(table, x, a, source, y, k, rm):
             table[x * k + f, 0] += a * source[y * k + f, 0]
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _begin_user(rule, h, spec, c, user, history, known, u, dims, work):
     """Add user ``u``'s history term to its factors for the steps of its block; the scale.
 
@@ -296,7 +296,7 @@ def _begin_user(rule, h, spec, c, user, history, known, u, dims, work):
     return scale
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
     """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.
 
@@ -334,9 +334,10 @@ def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
 def mf_train_range(rule, loss, lazy, per_row, history):
     """The training kernel for one rule, loss, laziness, factor state (per-row AdaGrad or
     per element) and user histories or none, all compile-time constants: a fit compiles
-    only its own case (a branch on a constant is pruned before typing; the user-block
-    helpers are inlined for that reason, as a rule passed to a compiled function is a
-    literal argument, which Numba does not prune: every rule's catch-up compiled there).
+    only its own case (Numba prunes a branch on a constant before typing). Without user
+    histories none of their code is compiled: :func:`_begin_user` and :func:`_end_user` get
+    the rule as a literal argument, on which Numba does not prune, so they compile every
+    rule's catch-up (most of a squared fit's compile time when it compiled them).
 
     ``train(start, stop, pace, seed, sides, data, consts, optimizer)`` trains on the
     interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is

@@ -143,7 +143,7 @@ def _step_row(rule, h, c, lazy, side, f, coefs, vec, dims, alphas):
     _stamp(c, lazy, stamp, mark, f)
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _history_term(rule, h, spec, c, lazy, history, known, u, dims, h_u):
     """Set ``h_u`` to user ``u``'s history term :math:`(n - 1)^{-1/2} \\sum_{m \\in N(u)} y_m`
     (``n = |N(u)|``, 0 if ``n = 1``), its rows caught up first; return the scale.
@@ -165,7 +165,7 @@ def _history_term(rule, h, spec, c, lazy, history, known, u, dims, h_u):
     return scale
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _step_history(rule, h, spec, c, lazy, history, known, block, dims, alpha_f):
     """Step every :math:`y_m`, ``m`` in user ``u``'s known items, on the gradient
     ``scale g_u + alpha_f y_m``; ``block = (u, scale, g_u)``, ``g_u`` the sum of the user
