@@ -2,18 +2,18 @@
 
     python benchmarks/ab_identical.py REV [--case NAME ...] [--dask] [--cli]
 
-Fits every case (LR, FM, FFM, MF with the squared and the WARP loss; one epoch and
-``max_iter="auto"``; serial, ``random_state=0``, small synthetic data) once in this tree
-and once in a worktree of commit REV (kept under the temporary folder, as
-``benchmarks/ab.py`` keeps it). Each side runs in its own process with ``PYTHONPATH``
-pointing at its tree and writes every fitted array (each attribute ending in ``_``, and the
-arrays inside a fitted state, walked recursively) to an ``.npz`` file; the two files are
-then compared array by array with ``np.array_equal`` (NaN unequal), names included.
-``--dask`` adds a fit through ``sparseopt.dask.fit`` on an in-process cluster, ``--cli`` the
-``sparseopt train`` runs of ``CLI_CASES`` (lr and mf: a number of epochs, ``--epochs auto``
-stopping on a validation file, validation losses that tie, and for lr a run interrupted and
-resumed). Prints one line per case and
-exits with status 1 if any array differs or is missing on one side.
+Fits every case (LR, FM, FFM, MF with the squared and the WARP loss, without and with user
+and item features; one epoch and ``max_iter="auto"``; serial, ``random_state=0``, small
+synthetic data) once in this tree and once in a worktree of commit REV (kept under the
+temporary folder, as ``benchmarks/ab.py`` keeps it). Each side runs in its own process
+with ``PYTHONPATH`` pointing at its tree and writes every fitted array (each attribute
+ending in ``_``, and the arrays inside a fitted state, walked recursively) to an ``.npz``
+file; the two files are then compared array by array with ``np.array_equal`` (NaN
+unequal), names included. ``--dask`` adds a fit through ``sparseopt.dask.fit`` on an
+in-process cluster, ``--cli`` the ``sparseopt train`` runs of ``CLI_CASES`` (lr and mf: a
+number of epochs, ``--epochs auto`` stopping on a validation file, validation losses that
+tie, and for lr a run interrupted and resumed). Prints one line per case and exits with
+status 1 if any array differs or is missing on one side.
 
 The first run in a fresh worktree of REV compiles its kernels (minutes); later runs load them
 from the cache next to its sources. Run it with an empty ``NUMBA_CACHE_DIR`` after a change to
@@ -48,6 +48,10 @@ CASES = {
     "mf-squared-auto": ("MatrixFactorization", {"loss": "squared", "max_iter": "auto"}),
     "mf-warp-1": ("MatrixFactorization", {"loss": "warp", "max_iter": 1}),
     "mf-warp-auto": ("MatrixFactorization", {"loss": "warp", "max_iter": "auto"}),
+    # with user and item features (one-hot categories; WARP's 'auto' keeps user histories)
+    "mf-features-squared-1": ("MatrixFactorization", {"loss": "squared", "max_iter": 1}),
+    "mf-features-warp-1": ("MatrixFactorization", {"loss": "warp", "max_iter": 1}),
+    "mf-features-warp-auto": ("MatrixFactorization", {"loss": "warp", "max_iter": "auto"}),
 }  # fmt: skip
 
 
@@ -96,12 +100,18 @@ def fit_cases(names: list[str], out: Path) -> None:
         (rng.randint(1, 6, pairs.size).astype(np.float32), (pairs // 200, pairs % 200)),
         shape=(300, 200),
     )
+    features = {  # one-hot: each user in one of 7 groups, each item in one of 11
+        f"{side}_features": sp.csr_matrix(
+            (np.ones(n, np.float32), (np.arange(n), np.arange(n) % m)), shape=(n, m)
+        )
+        for side, n, m in [("user", 300, 7), ("item", 200, 11)]
+    }
     for name in names:
         if name in CASES:
             cls, params = CASES[name]
             model = getattr(sparseopt, cls)(random_state=0, **params)
             if cls == "MatrixFactorization":
-                model.fit(ratings)
+                model.fit(ratings, **(features if "features" in name else {}))
             elif cls == "FFMClassifier":
                 model.set_params(fields=column_fields(12, 8)).fit(fields.X, fields.y)
             else:
@@ -221,7 +231,7 @@ def main() -> int:
             differ = compare(name, ours, theirs)
             failed |= bool(differ) or n_arrays == 0
             verdict = "identical" if not differ and n_arrays else "DIFFERENT"
-            print(f"{name:16s} {n_arrays:3d} arrays  {verdict}  {' '.join(differ)}")
+            print(f"{name:22s} {n_arrays:3d} arrays  {verdict}  {' '.join(differ)}")
     print(f"this tree against {rev}: {'DIFFERENCES' if failed else 'all bit-identical'}")
     return int(failed)
 

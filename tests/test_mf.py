@@ -424,7 +424,7 @@ def _kernel_epoch(opt, loss, X, k=3, alpha_b=0.05, alpha_f=0.1, mu=0.0, seed=0, 
             X.indptr.astype(np.int64), X.indices.astype(np.int32))  # fmt: skip
     order = np.arange(X.nnz, dtype=np.int64)
     K.mf_epoch_order(order, data[0], X.shape[0], history, 7)
-    train = K.mf_train_range(opt._rule, K.LOSSES[loss], user[2].size > 0, per_row)
+    train = K.mf_train_range(opt._rule, K.LOSSES[loss], user[2].size > 0, per_row, history)
     hp, spec, clock = opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE)
     status, _ = K.mf_train_epoch(
         train, 1, 7, (user, item, hist), data + (order,),

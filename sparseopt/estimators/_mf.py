@@ -1055,9 +1055,10 @@ class MFTraining(Training):
                            empty.kernel_view())  # fmt: skip
 
     def _kernel(self):
-        """The training kernel for the optimizer's rule, the loss and the per-row flag."""
+        """The training kernel for the optimizer's rule, the loss, the per-row flag and the
+        user histories (a history table) or none."""
         return K.mf_train_range(self.optimizer.rule, K.LOSSES[self.loss], self.lazy(),
-                                bool(self.per_row))  # fmt: skip
+                                bool(self.per_row), "history" in self.state)  # fmt: skip
 
     def __getstate__(self):  # sent to Dask workers: the kernel is made anew there
         return dict(vars(self), _train_range=None)
@@ -1349,7 +1350,8 @@ class FeatureMFTraining(MFTraining):
 
     def _kernel(self):
         return KF.mf_features_train_range(self.optimizer.rule, K.LOSSES[self.loss],
-                                          self.lazy(), bool(self.per_row))  # fmt: skip
+                                          self.lazy(), bool(self.per_row),
+                                          "history" in self.state)  # fmt: skip
 
     def catch_up(self) -> None:
         hp, spec = self.optimizer.hyperparameters(), self.optimizer.schedule_spec()

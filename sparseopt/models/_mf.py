@@ -331,9 +331,13 @@ def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
 
 
 @functools.cache
-def mf_train_range(rule, loss, lazy, per_row):
-    """The training kernel for one rule, loss, laziness and factor state (per-row AdaGrad or
-    per element), all compile-time constants.
+def mf_train_range(rule, loss, lazy, per_row, history):
+    """The training kernel for one rule, loss, laziness, factor state (per-row AdaGrad or
+    per element) and user histories or none, all compile-time constants: a fit compiles
+    only its own case (Numba prunes a branch on a constant before typing). Without user
+    histories none of their code is compiled: :func:`_begin_user` and :func:`_end_user` get
+    the rule as a literal argument, on which Numba does not prune, so they compile every
+    rule's catch-up (most of a squared fit's compile time when it compiled them).
 
     ``train(start, stop, pace, seed, sides, data, consts, optimizer)`` trains on the
     interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
@@ -355,13 +359,15 @@ def mf_train_range(rule, loss, lazy, per_row):
       sampled ``j`` that violates the margin, where ``r = floor((n_items - 1) / n_draws)``
       estimates the positive's rank and ``L(r) = log(max(1, r))``.
     """
-    RULE, LOSS, LAZY, RM = rule, loss, lazy, per_row
+    RULE, LOSS, LAZY, RM, HISTORY = rule, loss, lazy, per_row, history
     POINTWISE = loss == SQUARED or loss == LOGISTIC
 
     @numba.njit(**JIT)
     def train(start, stop, pace, seed, sides, data, consts, optimizer):
         hp, spec, clock = optimizer
         user, item, history = sides
+        if (history[1].shape[0] > 0) != HISTORY:
+            raise ValueError("the history table's rows do not match the kernel's history flag")
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
         # the tables leave their tuples once, here: extracting an array inside the loop costs
@@ -380,13 +386,12 @@ def mf_train_range(rule, loss, lazy, per_row):
         # user history (``order`` then runs user by user): the block's user, its history term,
         # its summed gradient and the history scale (see _begin_user)
         hb, hf, h_stamp, h_mark = history
-        with_history = hf.shape[0] > 0
         block_user, scale = -1, 0.0
         h_u, g_u = np.zeros(k), np.zeros(k)
         for e in range(start, stop):
             n = order[e]
             u, i, x = users[n], items[n], np.float64(values[n])
-            if with_history:
+            if HISTORY:
                 if u != block_user:
                     if block_user >= 0:
                         _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known,
@@ -426,7 +431,7 @@ def mf_train_range(rule, loss, lazy, per_row):
                         term, d = logistic_positive(s)
                         term, d = x * term, x * d
                     total += term
-                    if with_history:
+                    if HISTORY:
                         _add_row(g_u, itf, j, d, k, RM)
                     _apply(RULE, h, c, ub, uf, ib, itf, (u, j, -1, d, 0.0), dims, alphas)
                 else:
@@ -448,7 +453,7 @@ def mf_train_range(rule, loss, lazy, per_row):
                                 total += d * (1.0 - s + sj)
                                 break
                     if j >= 0:
-                        if with_history:
+                        if HISTORY:
                             _add_row(g_u, itf, i, -d, k, RM)
                             _add_row(g_u, itf, j, d, k, RM)
                         _apply(RULE, h, c, ub, uf, ib, itf, (u, i, j, -d, d), dims, alphas)
@@ -456,9 +461,9 @@ def mf_train_range(rule, loss, lazy, per_row):
                 if j >= 0:  # else (WARP found no violator) step t is still to be caught up
                     _stamp(c, LAZY, u_stamp, u_mark, u)
                     _stamp(c, LAZY, i_stamp, i_mark, j)
-            if with_history:
+            if HISTORY:
                 _shift_row_by_row(uf, u, scale, hf, i, k, RM)
-        if block_user >= 0:
+        if HISTORY and block_user >= 0:
             _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known, (block_user, scale),
                       dims, alpha_f)  # fmt: skip
         R.store_clock(c, clock)

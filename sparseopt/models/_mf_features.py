@@ -209,22 +209,24 @@ def _step_items(rule, h, c, lazy, side, rows, pair, p, dims, alphas):
 
 
 @functools.cache
-def mf_features_train_range(rule, loss, lazy, per_row):
-    """The training kernel of the hybrid model for one rule, loss, laziness and factor state,
-    with the signature and losses of :func:`._mf.mf_train_range`.
+def mf_features_train_range(rule, loss, lazy, per_row, history):
+    """The training kernel of the hybrid model for one rule, loss, laziness, factor state and
+    user histories or none, with the signature and losses of :func:`._mf.mf_train_range`.
 
     ``sides`` is ``(user, item, history, user_rows, item_rows)``: the feature tables of users
     and items, the history side (no rows: no user histories; with rows, ``order`` runs user
     by user, as :func:`._mf.mf_train_epoch` makes it), and the users' and items' feature rows
     as CSR tuples ``(indptr, indices, weights)`` with sorted, distinct indices inside each row.
     """
-    RULE, LOSS, LAZY, RM = rule, loss, lazy, per_row
+    RULE, LOSS, LAZY, RM, HISTORY = rule, loss, lazy, per_row, history
     POINTWISE = loss == SQUARED or loss == LOGISTIC
 
     @numba.njit(**JIT)
     def train(start, stop, pace, seed, sides, data, consts, optimizer):
         hp, spec, clock = optimizer
         user, item, history, user_rows, item_rows = sides
+        if (history[1].shape[0] > 0) != HISTORY:
+            raise ValueError("the history table's rows do not match the kernel's history flag")
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
         # the feature tables reach the helpers in tuples of borrowed arrays: each helper
@@ -244,14 +246,13 @@ def mf_features_train_range(rule, loss, lazy, per_row):
         p, qi, qj, grad = np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
         # user history: the block's user, its history term, its summed gradient, the scale
         hf = history[1]
-        with_history = hf.shape[0] > 0
         known, dims, alphas = (indptr, indices), (k, RM), (alpha_b, alpha_f)
         block_user, scale = -1, 0.0
         h_u, g_u = np.zeros(k), np.zeros(k)
         for e in range(start, stop):
             n = order[e]
             u, i, x = users[n], items[n], np.float64(values[n])
-            if with_history and u != block_user:
+            if HISTORY and u != block_user:
                 if block_user >= 0:
                     _step_history(RULE, h, spec, c, LAZY, history, known,
                                   (block_user, scale, g_u), dims, alpha_f)  # fmt: skip
@@ -272,7 +273,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                     R.store_clock(c, clock)
                     return BAD_STEP, total
                 bu = _gather(RULE, h, spec, c, LAZY, user, user_rows, u, dims, p)
-                if with_history:  # the history term, the positive left out
+                if HISTORY:  # the history term, the positive left out
                     for m in range(k):
                         p[m] += h_u[m]
                     _add_row(p, hf, i, -scale, k, RM)
@@ -333,7 +334,7 @@ def mf_features_train_range(rule, loss, lazy, per_row):
                                       grad, dims, alphas)  # fmt: skip
                         _step_items(RULE, h, c, LAZY, item, item_rows, (i, j, -d, d), p, dims,
                                     alphas)  # fmt: skip
-        if block_user >= 0:
+        if HISTORY and block_user >= 0:
             _step_history(RULE, h, spec, c, LAZY, history, known, (block_user, scale, g_u),
                           dims, alpha_f)  # fmt: skip
         R.store_clock(c, clock)
