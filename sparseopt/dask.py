@@ -467,6 +467,23 @@ def _live_workers(client, workers):
         return set(workers)
 
 
+# A broadcast scatter to a worker that dies during it can wait forever (seen in
+# tests/test_dask.py::test_killed_worker_process_round_is_rerun: Client.scatter still waiting
+# 13 minutes after the kill); past this many seconds the round is rerun on the live workers.
+_SCATTER_TIMEOUT = 120
+
+
+def _scatter(client, value, workers=None):
+    """``client.scatter([value], broadcast=True)``'s future, bounded in time: TimeoutError
+    after ``_SCATTER_TIMEOUT`` seconds (``Client.scatter``'s own timeout covers only the wait
+    for workers, not the transfer)."""
+    [future] = client.sync(
+        client._scatter, [value], workers=workers, broadcast=True, hash=False,
+        callback_timeout=_SCATTER_TIMEOUT,
+    )  # fmt: skip
+    return future
+
+
 def _gather_round(client, futures, workers):
     """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
@@ -696,9 +713,9 @@ class _Run:
                 stale = [w for w in plan if self.versions.get(w) != version - 1]
                 full = delta = None
                 if stale:
-                    [full] = client.scatter([training], workers=stale, broadcast=True, hash=False)
+                    full = _scatter(client, training, workers=stale)
                 if len(stale) < len(plan):
-                    [delta] = client.scatter([self.delta], broadcast=True, hash=False)
+                    delta = _scatter(client, self.delta)
                 for w in sorted(plan):
                     blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
                     futures.append(client.submit(
@@ -708,7 +725,7 @@ class _Run:
                         pure=False,
                     ))  # fmt: skip
                 results = _gather_round(client, futures, plan)
-            except (WorkerLostError, StaleModelError, CommClosedError):
+            except (WorkerLostError, StaleModelError, CommClosedError, TimeoutError):
                 client.cancel(futures)
                 self.versions.clear()
                 self.owner = None
