@@ -395,3 +395,98 @@ def test_a_file_saved_before_the_state_kept_its_init_loads(tmp_path):
     save_model(tmp_path / "edited.npz", auto, arrays, attributes)
     with pytest.raises(ValueError, match="no array 'init'"):
         sparseopt.load(tmp_path / "edited.npz")
+
+
+# -- alpha_factors="auto": FFM's penalty chosen on the held-out rows (issue 29) --------------
+def ffm_race(n_rows, interactions, **kw):
+    data = make_ctr(n_rows, n_fields=6, n_values=30, n_bits=12, interactions=interactions,
+                    field_aware=True, random_state=0, **kw)  # fmt: skip
+    return data, FFMClassifier(fields=column_fields(12, 6), random_state=0)
+
+
+def held_out_best(model, data, **params):
+    """The best held-out loss of ``model`` fitted with ``params`` (its race at one penalty)."""
+    fitted = clone(model).set_params(**params).fit(data.X, data.y)
+    return min(fitted.validation_scores_)
+
+
+@pytest.mark.parametrize(
+    "n_rows, interactions, kw, chosen",
+    [
+        (3000, 0.0, {}, 3e-2),  # no interactions: the factors overfit at 3e-3
+        (8000, 3.0, {"weight_scale": 0.5}, 3e-3),  # strong pairs: 3e-2 learns too little
+    ],
+)
+def test_the_held_out_rows_choose_ffm_s_penalty(n_rows, interactions, kw, chosen, capsys):
+    from sparseopt.estimators._fm import FFM_AUTO_ALPHA_FACTORS
+
+    data, model = ffm_race(n_rows, interactions, **kw)
+    auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
+    assert auto.alpha_factors == "auto" and auto.alpha_factors_ == chosen
+    # each penalty's race to its end, alone: the one with the lower held-out loss is kept
+    best = {a: held_out_best(model, data, alpha_factors=a) for a in FFM_AUTO_ALPHA_FACTORS}
+    assert min(best, key=best.get) == chosen
+    alone = clone(model).set_params(alpha_factors=chosen).fit(data.X, data.y)
+    np.testing.assert_array_equal(alone.factors_, auto.factors_)
+    assert (alone.n_iter_, alone.t_, alone.learning_rate_) == (
+        auto.n_iter_, auto.t_, auto.learning_rate_)  # fmt: skip
+    # verbose lists every run of both races, one of them kept
+    report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
+    assert len(report) == 4 and sum(line.endswith(": kept") for line in report) == 1
+    kept = next(line for line in report if line.endswith(": kept"))
+    assert f"alpha_factors={chosen:g}," in kept
+    assert {line.split(",")[0].split(": ")[1] for line in report} == {
+        f"alpha_factors={a:g}" for a in FFM_AUTO_ALPHA_FACTORS}  # fmt: skip
+
+
+def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_path):
+    data, model = ffm_race(3000, 0.0)
+    auto = clone(model).fit(data.X, data.y)
+    assert auto.alpha_factors_ == 3e-2
+    path = tmp_path / "ffm.npz"
+    auto.save(path)
+    loaded = sparseopt.load(path)
+    assert loaded.alpha_factors_ == 3e-2 and loaded.alpha_factors == "auto"
+    np.testing.assert_array_equal(loaded.predict_proba(data.X), auto.predict_proba(data.X))
+    # partial_fit and warm_start go on at the chosen penalty: as a fit that set it
+    alone = clone(model).set_params(alpha_factors=3e-2).fit(data.X, data.y)
+    for fitted in (loaded, alone):
+        fitted.partial_fit(data.X, data.y)
+    np.testing.assert_array_equal(loaded.factors_, alone.factors_)
+    warm = copy.deepcopy(auto).set_params(warm_start=True).fit(data.X, data.y)
+    assert warm.alpha_factors_ == 3e-2 and warm.t_ > auto.t_
+    # a penalty set for continued training replaces the chosen one
+    assert auto.set_params(alpha_factors=1e-3).partial_fit(data.X, data.y).alpha_factors_ == 1e-3
+
+
+def test_a_penalty_is_raced_only_when_left_to_auto():
+    data, model = ffm_race(3000, 0.0)
+    for params, alpha in (({"alpha_factors": 3e-3}, 3e-3), ({"learning_rate": 0.05}, 3e-3),
+                          ({"max_iter": 2}, 3e-3)):  # fmt: skip
+        assert clone(model).set_params(**params).fit(data.X, data.y).alpha_factors_ == alpha
+    # FMClassifier and FMRegressor race none: "auto" is their one default penalty
+    fm = FMClassifier(alpha_factors="auto", random_state=0).fit(data.X, data.y)
+    assert fm.alpha_factors_ == FMClassifier().alpha_factors == 1e-2
+    assert FMRegressor(max_iter=1).fit(data.X, data.y).alpha_factors_ == 1e-4
+
+
+def test_a_model_file_s_penalty_is_checked(tmp_path):
+    from sparseopt._io import save_model
+
+    data, model = ffm_race(1000, 0.0)
+    auto = clone(model).fit(data.X, data.y)
+    for init, match in (([0.02, 1.0, -1.0], "alpha_factors >= 0"),
+                        ([0.02, 1.0, np.nan], "alpha_factors >= 0"),
+                        ([0.02, 1.0, 3e-3, 1.0], "state_.init"),
+                        ([0.02, 1.0], "'init' has no alpha_factors")):  # fmt: skip
+        arrays, attributes = auto._saved()
+        save_model(tmp_path / "bad.npz", auto, {**arrays, "init": np.array(init)}, attributes)
+        with pytest.raises(ValueError, match=match):
+            sparseopt.load(tmp_path / "bad.npz")
+    # a file of [init_std, start] from before the penalty was kept: the parameter's
+    fixed = clone(model).set_params(alpha_factors=1e-3).fit(data.X, data.y)
+    arrays, attributes = fixed._saved()
+    save_model(tmp_path / "old.npz", fixed, {**arrays, "init": arrays["init"][:2]}, attributes)
+    loaded = sparseopt.load(tmp_path / "old.npz")
+    assert loaded.alpha_factors_ == 1e-3
+    np.testing.assert_array_equal(loaded.predict_proba(data.X), fixed.predict_proba(data.X))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .. import _io
 from .. import cuda as gpu
-from .._epochs import Stopper, run_epochs
+from .._epochs import Stopper
 from .._jit import JIT, compile_notice
 from ..models import _losses as losses
 from ..models._hogwild import run_threads, thread_ranges
@@ -377,6 +377,14 @@ class _Run:
         self.stopped = self.diverged = False
 
 
+def _beats(run, other) -> bool:
+    """Whether ``run`` ended with a lower best held-out loss than ``other`` (a diverged run
+    loses; a tie keeps ``other``, the earlier)."""
+    if run.diverged:
+        return False
+    return other.diverged or run.held["best"] < other.held["best"]
+
+
 class RowModel(SparseEstimator):
     """Base of the estimators of row models: epochs of lazy minibatch updates over CSR rows,
     through the training protocol (:mod:`sparseopt.estimators._base`).
@@ -544,16 +552,26 @@ class RowModel(SparseEstimator):
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)
         # max_iter="auto" may try several settings on the held-out rows (_candidates)
-        candidates = [training]
+        groups = [[training]]
         if held is not None and auto:
-            candidates = self._candidates(training, rows.X)
-        runs = [
-            _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
-            for t in candidates
-        ]
+            groups = self._candidates(training, rows.X)
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
+        tried, run = [], None  # tried: what verbose reports of each run (the states freed)
         with compile_notice(what, self.verbose):
-            run = self._run_epochs(runs, rows, n_epochs)
+            for group in groups:  # each group's race to its end; the lowest held-out loss kept
+                runs = [
+                    _Run(t, None if held is None else dict(held),
+                         Stopper(self.tol, self.n_iter_no_change))
+                    for t in group
+                ]  # fmt: skip
+                last = self._run_epochs(runs, rows, n_epochs, several=len(groups) > 1)
+                if held is not None:  # several runs only with held-out rows
+                    tried += [(self._setting(r.training), len(r.curve),
+                               None if r.diverged else r.held["best"]) for r in runs]  # fmt: skip
+                if run is None or _beats(last, run):
+                    run, kept = last, len(tried) - len(runs) + runs.index(last)
+            if len(tried) > 1:
+                self._report_choice(tried, kept)
             training, held = run.training, run.held
             if run.diverged:  # every candidate did
                 training.refuse("non-finite loss or weights with every setting tried")
@@ -563,18 +581,19 @@ class RowModel(SparseEstimator):
             training.catch_up()
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
-    def _run_epochs(self, runs, rows, n_epochs) -> _Run:
+    def _run_epochs(self, runs, rows, n_epochs, several=False) -> _Run:
         """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
         halving (each epoch trains every run still in it once, then the better half and the
         runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
-        on with :func:`run_epochs` and its own stopper."""
+        on alone until its own stopper stops it. ``several``: other races follow, so a run
+        that diverges alone is marked ``diverged`` instead of raising."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
         )  # fmt: skip
         total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
         bar = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch", disable=not self.verbose)
-        tried, epoch = runs, 0
+        epoch = 0
 
         def progress(run):
             bar.update()
@@ -588,17 +607,12 @@ class RowModel(SparseEstimator):
                     run.stopped = run.diverged or run.stopper.update(loss)
             runs, epoch = self._halve(runs), epoch + 1
             progress(runs[0])
-        if len(tried) > 1:  # the race is over (one run left, or n_epochs): its leader is kept
-            self._report_choice(tried, runs[0])
-        run = runs[0]
-
-        def train_epoch(_epoch):
-            loss = self._train_run(run, rows, rng, total_weight, several=False)
+        run = runs[0]  # the race is over (one run left, or n_epochs): its leader goes on
+        while not run.stopped and epoch < n_epochs:
+            loss = self._train_run(run, rows, rng, total_weight, several)
+            run.stopped = run.diverged or run.stopper.update(loss)
             progress(run)
-            return loss
-
-        if not run.stopped:
-            run_epochs(train_epoch, n_epochs - epoch, run.stopper)
+            epoch += 1
         bar.close()
         return run
 
@@ -651,18 +665,22 @@ class RowModel(SparseEstimator):
 
     def _candidates(self, training, X) -> list:
         """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
-        trained on), the first of them ``training``: here, that one alone."""
-        return [training]
+        trained on), in groups: each group races by :meth:`_halve`, the groups one after the
+        other, each to its end, and the run with the lowest held-out loss is kept. The first
+        of them is ``training``: here, that one alone."""
+        return [[training]]
 
     def _report_choice(self, tried, kept):
-        """With ``verbose``, say on stderr what the held-out rows chose among ``tried`` (runs)."""
+        """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
+        ``(setting, epochs, best held-out loss or None if diverged)`` of each run,
+        ``tried[kept]`` the one kept."""
         if not self.verbose:
             return
-        for run in tried:
-            loss = "diverged" if run.diverged else f"best held-out loss {run.held['best']:.5f}"
-            mark = "kept" if run is kept else "dropped"
-            tqdm.write(f"{type(self).__name__}: {self._setting(run.training)}: "
-                       f"{len(run.curve)} epoch(s), {loss}: {mark}", file=sys.stderr)  # fmt: skip
+        for i, (setting, n_epochs, best) in enumerate(tried):
+            loss = "diverged" if best is None else f"best held-out loss {best:.5f}"
+            mark = "kept" if i == kept else "dropped"
+            tqdm.write(f"{type(self).__name__}: {setting}: {n_epochs} epoch(s), {loss}: {mark}",
+                       file=sys.stderr)  # fmt: skip
 
     def _setting(self, training) -> str:
         """What distinguishes ``training`` among the candidates (for ``verbose``)."""
