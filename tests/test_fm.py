@@ -404,39 +404,40 @@ def ffm_race(n_rows, interactions, **kw):
     return data, FFMClassifier(fields=column_fields(12, 6), random_state=0)
 
 
-def held_out_best(model, data, **params):
-    """The best held-out loss of ``model`` fitted with ``params`` (its race at one penalty)."""
-    fitted = clone(model).set_params(**params).fit(data.X, data.y)
-    return min(fitted.validation_scores_)
-
-
 @pytest.mark.parametrize(
-    "n_rows, interactions, kw, chosen",
+    "n_rows, interactions, kw, follow_up_kept",
     [
-        (3000, 0.0, {}, 3e-2),  # no interactions: the factors overfit at 3e-3
-        (8000, 3.0, {"weight_scale": 0.5}, 3e-3),  # strong pairs: 3e-2 learns too little
+        (3000, 0.0, {}, True),  # no interactions: the factors overfit at 3e-3
+        (8000, 3.0, {"weight_scale": 0.5}, False),  # strong pairs: 3e-2 learns too little
     ],
 )
-def test_the_held_out_rows_choose_ffm_s_penalty(n_rows, interactions, kw, chosen, capsys):
-    from sparseopt.estimators._fm import FFM_AUTO_ALPHA_FACTORS
+def test_the_held_out_rows_choose_ffm_s_penalty(n_rows, interactions, kw, follow_up_kept,
+                                                 capsys):  # fmt: skip
+    from sparseopt.estimators._fm import FFM_ALPHA_FACTORS, FFM_PENALTY_FOLLOW_UPS
 
+    ((alpha_factors, learning_rate),) = FFM_PENALTY_FOLLOW_UPS
     data, model = ffm_race(n_rows, interactions, **kw)
     auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
-    assert auto.alpha_factors == "auto" and auto.alpha_factors_ == chosen
-    # each penalty's race to its end, alone: the one with the lower held-out loss is kept
-    best = {a: held_out_best(model, data, alpha_factors=a) for a in FFM_AUTO_ALPHA_FACTORS}
-    assert min(best, key=best.get) == chosen
-    alone = clone(model).set_params(alpha_factors=chosen).fit(data.X, data.y)
-    np.testing.assert_array_equal(alone.factors_, auto.factors_)
-    assert (alone.n_iter_, alone.t_, alone.learning_rate_) == (
-        auto.n_iter_, auto.t_, auto.learning_rate_)  # fmt: skip
-    # verbose lists every run of both races, one of them kept
+    # the race alone: the fit with the penalty set
+    race = clone(model).set_params(alpha_factors=FFM_ALPHA_FACTORS).fit(data.X, data.y)
     report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
-    assert len(report) == 4 and sum(line.endswith(": kept") for line in report) == 1
-    kept = next(line for line in report if line.endswith(": kept"))
-    assert f"alpha_factors={chosen:g}," in kept
-    assert {line.split(",")[0].split(": ")[1] for line in report} == {
-        f"alpha_factors={a:g}" for a in FFM_AUTO_ALPHA_FACTORS}  # fmt: skip
+    assert len(report) == 3 and sum(line.endswith(": kept") for line in report) == 1
+    assert report[-1].startswith(f"FFMClassifier: alpha_factors={alpha_factors:g}, "
+                                 f"learning_rate={learning_rate!r},")  # fmt: skip
+    assert auto.alpha_factors == "auto"
+    if follow_up_kept:
+        assert report[-1].endswith(": kept")
+        assert (auto.alpha_factors_, auto.learning_rate_) == (alpha_factors, learning_rate)
+        # it went on from the race's best epoch, and lower
+        best = int(np.argmin(race.validation_scores_)) + 1
+        assert auto.validation_scores_[:best] == race.validation_scores_[:best]
+        assert min(auto.validation_scores_) < min(race.validation_scores_)
+        assert auto.n_iter_ > best
+    else:
+        assert report[-1].endswith(": dropped")
+        assert (auto.alpha_factors_, auto.learning_rate_) == (FFM_ALPHA_FACTORS, 0.05)
+        np.testing.assert_array_equal(auto.factors_, race.factors_)
+        assert (auto.n_iter_, auto.t_) == (race.n_iter_, race.t_)
 
 
 def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_path):
@@ -446,15 +447,16 @@ def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_pat
     path = tmp_path / "ffm.npz"
     auto.save(path)
     loaded = sparseopt.load(path)
-    assert loaded.alpha_factors_ == 3e-2 and loaded.alpha_factors == "auto"
+    assert (loaded.alpha_factors_, loaded.learning_rate_) == (3e-2, 0.2)
+    assert loaded.alpha_factors == "auto"
     np.testing.assert_array_equal(loaded.predict_proba(data.X), auto.predict_proba(data.X))
-    # partial_fit and warm_start go on at the chosen penalty: as a fit that set it
-    alone = clone(model).set_params(alpha_factors=3e-2).fit(data.X, data.y)
-    for fitted in (loaded, alone):
+    # partial_fit and warm_start go on at the chosen penalty and rate: as with them set
+    chosen = {"alpha_factors": 3e-2, "learning_rate": 0.2}
+    for fitted in (loaded, copy.deepcopy(auto).set_params(**chosen)):
         fitted.partial_fit(data.X, data.y)
-    np.testing.assert_array_equal(loaded.factors_, alone.factors_)
+        np.testing.assert_array_equal(fitted.factors_, loaded.factors_)
     warm = copy.deepcopy(auto).set_params(warm_start=True).fit(data.X, data.y)
-    assert warm.alpha_factors_ == 3e-2 and warm.t_ > auto.t_
+    assert (warm.alpha_factors_, warm.learning_rate_) == (3e-2, 0.2) and warm.t_ > auto.t_
     # a penalty set for continued training replaces the chosen one
     assert auto.set_params(alpha_factors=1e-3).partial_fit(data.X, data.y).alpha_factors_ == 1e-3
 
@@ -464,7 +466,7 @@ def test_a_penalty_is_raced_only_when_left_to_auto():
     for params, alpha in (({"alpha_factors": 3e-3}, 3e-3), ({"learning_rate": 0.05}, 3e-3),
                           ({"max_iter": 2}, 3e-3)):  # fmt: skip
         assert clone(model).set_params(**params).fit(data.X, data.y).alpha_factors_ == alpha
-    # FMClassifier and FMRegressor race none: "auto" is their one default penalty
+    # FMClassifier and FMRegressor have no follow-up: "auto" is their one default penalty
     fm = FMClassifier(alpha_factors="auto", random_state=0).fit(data.X, data.y)
     assert fm.alpha_factors_ == FMClassifier().alpha_factors == 1e-2
     assert FMRegressor(max_iter=1).fit(data.X, data.y).alpha_factors_ == 1e-4

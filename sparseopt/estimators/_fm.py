@@ -75,15 +75,16 @@ FFM_RACE_CATCH_UP_EPOCHS = 0
 FM_ALPHA_FACTORS = 1e-2
 FFM_ALPHA_FACTORS = 3e-3
 
-# alpha_factors="auto" of FFMClassifier with max_iter="auto" (see _chooses): each of these
-# penalties runs the race of AUTO_CANDIDATES to its end, one after the other, and the lowest
-# held-out loss is kept. No one value serves every set: 3e-3 learns planted interactions
-# (planted3 0.4907 against 0.5547 at 3e-2) and 3e-2 MovieLens' (u1 0.5376 against 0.5464, a
-# field-aware PyTorch FFM 0.5441); the held-out rows picked 3e-2 on MovieLens u1 and the
-# Criteo and Avazu heads and 3e-3 on planted interactions and a9a (benchmarks/README.md,
-# "Issue 29, fifth pass"). FMClassifier keeps one penalty: its race already took the Criteo
-# head's fit to 2.7x that of the defaults before issue 29, and a second would double it.
-FFM_AUTO_ALPHA_FACTORS = (FFM_ALPHA_FACTORS, 3e-2)
+# alpha_factors="auto" of FFMClassifier with max_iter="auto" (see _chooses): (penalty, learning
+# rate) that, after the race of AUTO_CANDIDATES at FFM_ALPHA_FACTORS, train the kept run on from
+# its best epoch in turn, each kept if the held-out loss goes lower. No one penalty serves every
+# set: 3e-3 learns planted interactions (planted3 0.4907 against 0.5547 at 3e-2) and 3e-2
+# MovieLens' (u1 0.5376 against 0.5464; a field-aware PyTorch FFM 0.5441). Racing 3e-2 from
+# the start took 29 epochs on u1 (3.7x the fit time of the defaults before issue 29); going on
+# from 3e-3's best epoch, 19 more at the rate 0.05 (u1 0.5402), 9 at 0.1 (0.5395), 5 at 0.2
+# (0.5391). FMClassifier has none: its race already took the Criteo head's fit to 2.7x that of
+# the defaults before issue 29. benchmarks/README.md, "Issue 29, fifth pass".
+FFM_PENALTY_FOLLOW_UPS = ((3e-2, 0.2),)
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
@@ -269,9 +270,10 @@ class _FactorizationMachine(RowModel):
     }
     _state_type = FMState
     _race_catch_up_epochs = FM_RACE_CATCH_UP_EPOCHS
-    # alpha_factors="auto": the penalties max_iter="auto" races (FFM_AUTO_ALPHA_FACTORS), the
-    # first of them when nothing is chosen
-    _auto_alpha_factors: tuple = (FM_ALPHA_FACTORS,)
+    # alpha_factors="auto": this penalty, and after max_iter="auto"'s race these (penalty,
+    # learning rate) from the kept run's best epoch (FFM_PENALTY_FOLLOW_UPS)
+    _auto_alpha_factors = FM_ALPHA_FACTORS
+    _penalty_follow_ups: tuple = ()
 
     # -- configuration ---------------------------------------------------------------------
     def _configure(self, opt):
@@ -328,10 +330,10 @@ class _FactorizationMachine(RowModel):
         return [float(init_std), float(acc0), self._alpha_factors()]
 
     def _alpha_factors(self) -> float:
-        """The factors' penalty of a new model: ``alpha_factors``, or for "auto" the first
-        of the penalties ``max_iter="auto"`` races."""
+        """The factors' penalty of a new model: ``alpha_factors``, or the one "auto" starts
+        with."""
         alpha = self.alpha_factors
-        return float(self._auto_alpha_factors[0] if alpha == "auto" else alpha)
+        return float(self._auto_alpha_factors if alpha == "auto" else alpha)
 
     # -- the settings max_iter="auto" chooses ------------------------------------------------
     def _chooses(self) -> bool:
@@ -344,28 +346,35 @@ class _FactorizationMachine(RowModel):
         )
 
     def _candidates(self, training, X):
-        """When :meth:`_chooses` and the model is new: for each penalty of
-        ``alpha_factors="auto"`` (else the one set), a group of trainings, one for each of
-        ``AUTO_CANDIDATES``; the first on ``training``'s state, the others on copies of it
-        (it has not trained yet)."""
+        """A training for each of ``AUTO_CANDIDATES`` (when :meth:`_chooses` and the model
+        is new), the first on ``training``'s state, the others on copies of it (it has not
+        trained yet)."""
         if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
-            return [[training]]  # continued training (warm_start) keeps its settings
+            return [training]  # continued training (warm_start) keeps its settings
         base = float(training.state.init[0])
-        alphas = self._auto_alpha_factors if self.alpha_factors == "auto" else (
-            self._alpha_factors(),)  # fmt: skip
-        groups, first = [], True
-        for alpha_factors in alphas:
-            group = []
-            for learning_rate, acc0, scale in AUTO_CANDIDATES:
-                state = training.state if first else _fresh_copy(training.state)
-                first = False
-                opt = copy.deepcopy(training.optimizer)
-                opt.learning_rate = learning_rate
-                state.init[:] = (scale * base, acc0, alpha_factors)
-                group.append(FMTraining(self, opt, state, training.n_features, training.classes,
-                                        training.n_iter_start, training.n_threads))  # fmt: skip
-            groups.append(group)
-        return groups
+        out = []
+        for learning_rate, acc0, scale in AUTO_CANDIDATES:
+            state = _fresh_copy(training.state) if out else training.state
+            opt = copy.deepcopy(training.optimizer)
+            opt.learning_rate = learning_rate
+            state.init[:] = (scale * base, acc0, self._alpha_factors())
+            out.append(FMTraining(self, opt, state, training.n_features, training.classes,
+                                  training.n_iter_start, training.n_threads))  # fmt: skip
+        return out
+
+    def _follow_up(self, leader, done):
+        """With ``alpha_factors="auto"``, after the race of ``AUTO_CANDIDATES``: the best
+        state of ``leader`` trained on at the penalty and learning rate of the next of
+        ``_penalty_follow_ups``."""
+        if self.alpha_factors != "auto" or leader.diverged or done >= len(self._penalty_follow_ups):
+            return None
+        alpha_factors, learning_rate = self._penalty_follow_ups[done]
+        state = copy.deepcopy(leader.held["state"])
+        state.init[2] = alpha_factors
+        opt = copy.deepcopy(leader.training.optimizer)
+        opt.learning_rate = learning_rate
+        t = leader.training
+        return FMTraining(self, opt, state, t.n_features, t.classes, t.n_iter_start, t.n_threads)
 
     def _setting(self, training) -> str:
         init_std, acc0, alpha_factors = training.state.init
@@ -594,14 +603,14 @@ _FM_DOC = """
     random_state : int, RandomState or None, default=None
         Seeds the factors' initialization and the shuffling."""
 
-_FFM_PENALTY = """``"auto"``: with
+_FFM_PENALTY = """``"auto"``: 0.003 and, with
         ``max_iter="auto"`` and the learning rate and ``init_std`` left to "auto" (AdaGrad
-        by name), the held-out rows choose it: the race of the learning rate's settings
-        (see ``learning_rate``) runs to its end once at 0.003, then at 0.03, and the lower
-        held-out loss is kept (``alpha_factors_``). No one value served every data set:
-        0.03 learns MovieLens' interactions (u1 logloss 0.5376 against 0.5464) but not
-        planted ones (0.5547 against 0.4907); the cost is a second fit. Otherwise 0.003.
-        Continued training keeps the fitted penalty unless one is set."""
+        by name), a second choice on the held-out rows: after the race of the learning
+        rate's settings (see ``learning_rate``), the kept run trains on from its best epoch
+        at 0.03 (learning rate 0.2) while its held-out loss improves, and that is kept if it
+        went lower (``alpha_factors_``, ``learning_rate_``). No one value served every data
+        set: 0.03 learns MovieLens' interactions but not planted ones; the cost is the
+        epochs at 0.03. Continued training keeps the fitted penalty unless one is set."""
 
 _FM_MODEL = r"""
 
@@ -762,7 +771,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     )
 
     export_kind = "fm_regressor"  # the model sparseopt.export writes for it
-    _auto_alpha_factors = (1e-4,)  # its default: no regression data were measured
+    _auto_alpha_factors = 1e-4  # its default: no regression data were measured
 
     _parameter_constraints = {
         **_FactorizationMachine._parameter_constraints,
@@ -851,7 +860,8 @@ class FFMClassifier(FMClassifier):
 
     export_kind = "ffm"  # the model sparseopt.export writes for it
     _race_catch_up_epochs = FFM_RACE_CATCH_UP_EPOCHS
-    _auto_alpha_factors = FFM_AUTO_ALPHA_FACTORS
+    _auto_alpha_factors = FFM_ALPHA_FACTORS
+    _penalty_follow_ups = FFM_PENALTY_FOLLOW_UPS
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,

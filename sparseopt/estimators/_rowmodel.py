@@ -552,24 +552,24 @@ class RowModel(SparseEstimator):
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)
         # max_iter="auto" may try several settings on the held-out rows (_candidates)
-        groups = [[training]]
-        if held is not None and auto:
-            groups = self._candidates(training, rows.X)
+        choosing = held is not None and auto
+        candidates = self._candidates(training, rows.X) if choosing else [training]
+        runs = [_Run(t, None if held is None else dict(held), self._stopper()) for t in candidates]
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
         tried, run = [], None  # tried: what verbose reports of each run (the states freed)
         with compile_notice(what, self.verbose):
-            for group in groups:  # each group's race to its end; the lowest held-out loss kept
-                runs = [
-                    _Run(t, None if held is None else dict(held),
-                         Stopper(self.tol, self.n_iter_no_change))
-                    for t in group
-                ]  # fmt: skip
-                last = self._run_epochs(runs, rows, n_epochs, several=len(groups) > 1)
-                if held is not None:  # several runs only with held-out rows
+            done = 0  # follow-ups run
+            while runs:  # the race, then each follow-up from the kept run's best epoch
+                last = self._run_epochs(runs, rows, n_epochs - len(runs[0].curve),
+                                        several=run is not None)  # fmt: skip
+                if choosing:
                     tried += [(self._setting(r.training), len(r.curve),
                                None if r.diverged else r.held["best"]) for r in runs]  # fmt: skip
                 if run is None or _beats(last, run):
                     run, kept = last, len(tried) - len(runs) + runs.index(last)
+                follow_up = self._follow_up(run, done) if len(candidates) > 1 else None
+                runs = [] if follow_up is None else [self._continued_run(follow_up, run)]
+                done += 1
             if len(tried) > 1:
                 self._report_choice(tried, kept)
             training, held = run.training, run.held
@@ -581,11 +581,23 @@ class RowModel(SparseEstimator):
             training.catch_up()
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
+    def _stopper(self) -> Stopper:
+        return Stopper(self.tol, self.n_iter_no_change)
+
+    def _continued_run(self, training, leader) -> _Run:
+        """A run of ``training`` (on a copy of ``leader``'s best state) that goes on from
+        ``leader``'s best epoch: its curves up to it, that state its best until it does
+        better, a new stopper."""
+        epochs = leader.held["epochs"]
+        run = _Run(training, {**leader.held, "state": training.state}, self._stopper())
+        run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
+        return run
+
     def _run_epochs(self, runs, rows, n_epochs, several=False) -> _Run:
         """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
         halving (each epoch trains every run still in it once, then the better half and the
         runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
-        on alone until its own stopper stops it. ``several``: other races follow, so a run
+        on alone until its own stopper stops it. ``several``: another run is kept, so one
         that diverges alone is marked ``diverged`` instead of raising."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
@@ -664,11 +676,16 @@ class RowModel(SparseEstimator):
         return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
     def _candidates(self, training, X) -> list:
-        """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
-        trained on), in groups: each group races by :meth:`_halve`, the groups one after the
-        other, each to its end, and the run with the lowest held-out loss is kept. The first
-        of them is ``training``: here, that one alone."""
-        return [[training]]
+        """The trainings that ``max_iter="auto"`` races on the held-out rows (X: the rows
+        trained on), the first of them ``training``: here, that one alone."""
+        return [training]
+
+    def _follow_up(self, leader, done):
+        """After a race among several candidates and ``done`` follow-ups: a training on a
+        copy of the best state of ``leader`` (the run kept so far), to go on from its best
+        epoch (:meth:`_continued_run`) and be kept if its held-out loss goes lower; None when
+        there are no more. Here none."""
+        return None
 
     def _report_choice(self, tried, kept):
         """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
