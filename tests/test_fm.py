@@ -461,6 +461,17 @@ def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_pat
     assert auto.set_params(alpha_factors=1e-3).partial_fit(data.X, data.y).alpha_factors_ == 1e-3
 
 
+def test_a_follow_up_that_diverges_drops_out(monkeypatch, capsys):
+    data, model = ffm_race(3000, 0.0)
+    monkeypatch.setattr(FFMClassifier, "_penalty_follow_ups", ((3e-2, 1e300),))
+    auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
+    report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
+    assert report[-1].endswith("diverged: dropped") and "learning_rate=1e+300" in report[-1]
+    race = clone(model).set_params(alpha_factors=3e-3).fit(data.X, data.y)
+    assert auto.alpha_factors_ == 3e-3 and auto.t_ == race.t_
+    np.testing.assert_array_equal(auto.factors_, race.factors_)
+
+
 def test_a_penalty_is_raced_only_when_left_to_auto():
     data, model = ffm_race(3000, 0.0)
     for params, alpha in (({"alpha_factors": 3e-3}, 3e-3), ({"learning_rate": 0.05}, 3e-3),

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .. import _io
 from .. import cuda as gpu
-from .._epochs import Stopper
+from .._epochs import Stopper, run_epochs
 from .._jit import JIT, compile_notice
 from ..models import _losses as losses
 from ..models._hogwild import run_threads, thread_ranges
@@ -560,8 +560,13 @@ class RowModel(SparseEstimator):
         with compile_notice(what, self.verbose):
             done = 0  # follow-ups run
             while runs:  # the race, then each follow-up from the kept run's best epoch
-                last = self._run_epochs(runs, rows, n_epochs - len(runs[0].curve),
-                                        several=run is not None)  # fmt: skip
+                try:
+                    last = self._run_epochs(runs, rows, n_epochs - len(runs[0].curve))
+                except DivergenceError:
+                    if run is None:  # the race's run left: nothing else to keep
+                        raise
+                    last = runs[0]  # a follow-up (alone): it drops out
+                    last.diverged = True
                 if choosing:
                     tried += [(self._setting(r.training), len(r.curve),
                                None if r.diverged else r.held["best"]) for r in runs]  # fmt: skip
@@ -582,6 +587,7 @@ class RowModel(SparseEstimator):
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
     def _stopper(self) -> Stopper:
+        """A run's early stopping: ``tol`` and ``n_iter_no_change``."""
         return Stopper(self.tol, self.n_iter_no_change)
 
     def _continued_run(self, training, leader) -> _Run:
@@ -593,12 +599,11 @@ class RowModel(SparseEstimator):
         run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
         return run
 
-    def _run_epochs(self, runs, rows, n_epochs, several=False) -> _Run:
+    def _run_epochs(self, runs, rows, n_epochs) -> _Run:
         """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
         halving (each epoch trains every run still in it once, then the better half and the
         runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
-        on alone until its own stopper stops it. ``several``: another run is kept, so one
-        that diverges alone is marked ``diverged`` instead of raising."""
+        on with :func:`run_epochs` and its own stopper."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
@@ -620,11 +625,14 @@ class RowModel(SparseEstimator):
             runs, epoch = self._halve(runs), epoch + 1
             progress(runs[0])
         run = runs[0]  # the race is over (one run left, or n_epochs): its leader goes on
-        while not run.stopped and epoch < n_epochs:
-            loss = self._train_run(run, rows, rng, total_weight, several)
-            run.stopped = run.diverged or run.stopper.update(loss)
+
+        def train_epoch(_epoch):
+            loss = self._train_run(run, rows, rng, total_weight, several=False)
             progress(run)
-            epoch += 1
+            return loss
+
+        if not run.stopped:
+            run_epochs(train_epoch, n_epochs - epoch, run.stopper)
         bar.close()
         return run
 
