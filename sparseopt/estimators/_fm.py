@@ -81,9 +81,10 @@ FFM_ALPHA_FACTORS = 3e-3
 # set: 3e-3 learns planted interactions (planted3 0.4907 against 0.5547 at 3e-2) and 3e-2
 # MovieLens' (u1 0.5376 against 0.5464; a field-aware PyTorch FFM 0.5441). Racing 3e-2 from
 # the start took 29 epochs on u1 (3.7x the fit time of the defaults before issue 29); going on
-# from 3e-3's best epoch, 19 more at the rate 0.05 (u1 0.5402), 9 at 0.1 (0.5395), 5 at 0.2
-# (0.5391). FMClassifier has none: its race already took the Criteo head's fit to 2.7x that of
-# the defaults before issue 29. benchmarks/README.md, "Issue 29, fifth pass".
+# from 3e-3's best epoch, the best epoch came 19 epochs later at the rate 0.05 (u1 0.5402), 9
+# at 0.1 (0.5395), 5 at 0.2 (0.5391; u1-u5 pooled 0.5497 / 0.5488 / 0.5482). FMClassifier has
+# none: its race already took the Criteo head's fit to 2.7x that of the defaults before issue
+# 29. benchmarks/README.md, "Issue 29, fifth pass".
 FFM_PENALTY_FOLLOW_UPS = ((3e-2, 0.2),)
 
 # fields=None gives every column a field of its own: n_features**2 * k factors

@@ -554,7 +554,10 @@ class RowModel(SparseEstimator):
         # max_iter="auto" may try several settings on the held-out rows (_candidates)
         choosing = held is not None and auto
         candidates = self._candidates(training, rows.X) if choosing else [training]
-        runs = [_Run(t, None if held is None else dict(held), self._stopper()) for t in candidates]
+        runs = [
+            _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
+            for t in candidates
+        ]
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
         tried, run = [], None  # tried: what verbose reports of each run (the states freed)
         with compile_notice(what, self.verbose):
@@ -586,16 +589,14 @@ class RowModel(SparseEstimator):
             training.catch_up()
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
-    def _stopper(self) -> Stopper:
-        """A run's early stopping: ``tol`` and ``n_iter_no_change``."""
-        return Stopper(self.tol, self.n_iter_no_change)
-
     def _continued_run(self, training, leader) -> _Run:
         """A run of ``training`` (on a copy of ``leader``'s best state) that goes on from
         ``leader``'s best epoch: its curves up to it, that state its best until it does
-        better, a new stopper."""
+        better. It stops at its first epoch that does not improve on its own best by
+        ``tol``: a new setting may start above the leader's best (a stronger penalty first
+        shrinks the factors), then falls steadily while it helps."""
         epochs = leader.held["epochs"]
-        run = _Run(training, {**leader.held, "state": training.state}, self._stopper())
+        run = _Run(training, {**leader.held, "state": training.state}, Stopper(self.tol, 1))
         run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
         return run
 
