@@ -82,9 +82,10 @@ FFM_ALPHA_FACTORS = 3e-3
 # MovieLens' (u1 0.5376 against 0.5464; a field-aware PyTorch FFM 0.5441). Racing 3e-2 from
 # the start took 29 epochs on u1 (3.7x the fit time of the defaults before issue 29); going on
 # from 3e-3's best epoch, the best epoch came 19 epochs later at the rate 0.05 (u1 0.5402), 9
-# at 0.1 (0.5395), 5 at 0.2 (0.5391; u1-u5 pooled 0.5497 / 0.5488 / 0.5482). FMClassifier has
-# none: its race already took the Criteo head's fit to 2.7x that of the defaults before issue
-# 29. benchmarks/README.md, "Issue 29, fifth pass".
+# at 0.1 (0.5395), 5 at 0.2 (0.5391; u1-u5 pooled 0.5497 / 0.5488 / 0.5482); FFM's fits then
+# took at most 2.6x (the Criteo head). FMClassifier has none: its race already took the heads'
+# fits to 2.3-2.8x that of the defaults before issue 29. benchmarks/README.md, "Issue 29,
+# fifth pass".
 FFM_PENALTY_FOLLOW_UPS = ((3e-2, 0.2),)
 
 # fields=None gives every column a field of its own: n_features**2 * k factors
@@ -646,6 +647,9 @@ _FM_ATTRIBUTES = """
         Learning rate the fit ran with (with ``max_iter="auto"``, maybe chosen).
     init_std_ : float
         Standard deviation of the factors' initial draws.
+    alpha_factors_ : float
+        L2 penalty of the factors the fit trained with (with ``alpha_factors="auto"``, maybe
+        chosen).
     factor_accumulator_start_ : float
         Value the factors' first optimizer slot started at (AdaGrad's accumulator).
 
