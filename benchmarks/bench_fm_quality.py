@@ -33,8 +33,9 @@ counterpart on FFM's columns (``TorchFFM``, k = 4), tuned alike. Printed: pooled
 folds; a shared machine: compare within a row), and the targets of issue 29.
 
 ``--fit-times R``: only the fit seconds of FM and FFM with the defaults against those before
-issue 29 (``BEFORE``) and, FM, against the race by plain halving (``PlainHalvingFM``), in
-turns, median of R rounds. ``--runs LABEL ...``: only the named rows' models.
+issue 29 (``BEFORE``) and, FM, against the race by plain halving (``PlainHalvingFM``), FFM,
+against the race at one penalty (``alpha_factors=FFM_ALPHA_FACTORS``), in turns, median of R
+rounds. ``--runs LABEL ...``: only the named rows' models.
 ``--schedules``: FM's and FFM's pooled logloss under other schedules of the race of
 ``max_iter="auto"`` (``SCHEDULES``), emulated from each candidate's fit alone.
 """
@@ -359,8 +360,9 @@ class PlainHalvingFM(FMClassifier):
 def fit_times(name, root, n_folds, ml_folds, repeats):
     """Median seconds of the folds' fits (summed) of FM and FFM with the defaults, with the
     defaults before issue 29 (``BEFORE``) and, FM, with the plain halving race
-    (``PlainHalvingFM``), in a new order each round, ``repeats`` rounds after one warm-up:
-    a row of the fit-time table."""
+    (``PlainHalvingFM``), FFM, with one penalty (``alpha_factors=FFM_ALPHA_FACTORS``, not
+    raced), in a new order each round, ``repeats`` rounds after one warm-up: a row of the
+    fit-time table."""
     cells = []
     for field_aware, model in ((False, FMClassifier), (True, FFMClassifier)):
         X, y, splits, fields = dataset(name, root, n_folds, ml_folds, field_aware)
@@ -369,6 +371,8 @@ def fit_times(name, root, n_folds, ml_folds, repeats):
         fits = [model(random_state=0, **kw), model(random_state=0, **before, **kw)]
         if not field_aware:
             fits.append(PlainHalvingFM(random_state=0))
+        else:  # the race at one penalty, as before alpha_factors="auto"
+            fits.append(model(random_state=0, alpha_factors=fm_module.FFM_ALPHA_FACTORS, **kw))
         seconds = [[] for _ in fits]
         for rep in range(repeats + 1):
             for i in np.roll(np.arange(len(fits)), rep):
@@ -516,8 +520,9 @@ def main():
         return
     if args.fit_times:
         print("| set | FM before s | FM halving s | FM s | FM / before | FM / halving "
-              "| FFM before s | FFM s | FFM / before |")  # fmt: skip
-        print("|---" * 9 + "|")
+              "| FFM before s | FFM one penalty s | FFM s | FFM / before "
+              "| FFM / one penalty |")  # fmt: skip
+        print("|---" * 11 + "|")
         for name in args.sets:
             fit_times(name, root, args.folds, args.ml_folds, args.fit_times)
         return

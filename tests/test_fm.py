@@ -395,3 +395,111 @@ def test_a_file_saved_before_the_state_kept_its_init_loads(tmp_path):
     save_model(tmp_path / "edited.npz", auto, arrays, attributes)
     with pytest.raises(ValueError, match="no array 'init'"):
         sparseopt.load(tmp_path / "edited.npz")
+
+
+# -- alpha_factors="auto": FFM's penalty chosen on the held-out rows (issue 29) --------------
+def ffm_race(n_rows, interactions, **kw):
+    data = make_ctr(n_rows, n_fields=6, n_values=30, n_bits=12, interactions=interactions,
+                    field_aware=True, random_state=0, **kw)  # fmt: skip
+    return data, FFMClassifier(fields=column_fields(12, 6), random_state=0)
+
+
+@pytest.mark.parametrize(
+    "n_rows, interactions, kw, follow_up_kept",
+    [
+        (3000, 0.0, {}, True),  # no interactions: the factors overfit at 3e-3
+        (8000, 3.0, {"weight_scale": 0.5}, False),  # strong pairs: 3e-2 learns too little
+    ],
+)
+def test_the_held_out_rows_choose_ffm_s_penalty(n_rows, interactions, kw, follow_up_kept,
+                                                 capsys):  # fmt: skip
+    from sparseopt.estimators._fm import FFM_ALPHA_FACTORS, FFM_PENALTY_FOLLOW_UPS
+
+    ((alpha_factors, learning_rate),) = FFM_PENALTY_FOLLOW_UPS
+    data, model = ffm_race(n_rows, interactions, **kw)
+    auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
+    # the race alone: the fit with the penalty set
+    race = clone(model).set_params(alpha_factors=FFM_ALPHA_FACTORS).fit(data.X, data.y)
+    report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
+    assert len(report) == 3 and sum(line.endswith(": kept") for line in report) == 1
+    assert report[-1].startswith(f"FFMClassifier: alpha_factors={alpha_factors:g}, "
+                                 f"learning_rate={learning_rate!r},")  # fmt: skip
+    assert auto.alpha_factors == "auto"
+    if follow_up_kept:
+        assert report[-1].endswith(": kept")
+        assert (auto.alpha_factors_, auto.learning_rate_) == (alpha_factors, learning_rate)
+        # it went on from the race's best epoch, and lower
+        best = int(np.argmin(race.validation_scores_)) + 1
+        assert auto.validation_scores_[:best] == race.validation_scores_[:best]
+        assert min(auto.validation_scores_) < min(race.validation_scores_)
+        assert auto.n_iter_ > best
+    else:
+        assert report[-1].endswith(": dropped")
+        assert (auto.alpha_factors_, auto.learning_rate_) == (FFM_ALPHA_FACTORS, 0.05)
+        np.testing.assert_array_equal(auto.factors_, race.factors_)
+        assert (auto.n_iter_, auto.t_) == (race.n_iter_, race.t_)
+
+
+def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_path):
+    data, model = ffm_race(3000, 0.0)
+    auto = clone(model).fit(data.X, data.y)
+    assert auto.alpha_factors_ == 3e-2
+    path = tmp_path / "ffm.npz"
+    auto.save(path)
+    loaded = sparseopt.load(path)
+    assert (loaded.alpha_factors_, loaded.learning_rate_) == (3e-2, 0.2)
+    assert loaded.alpha_factors == "auto"
+    np.testing.assert_array_equal(loaded.predict_proba(data.X), auto.predict_proba(data.X))
+    # partial_fit and warm_start go on at the chosen penalty and rate: as with them set
+    chosen = {"alpha_factors": 3e-2, "learning_rate": 0.2}
+    for fitted in (loaded, copy.deepcopy(auto).set_params(**chosen)):
+        fitted.partial_fit(data.X, data.y)
+        np.testing.assert_array_equal(fitted.factors_, loaded.factors_)
+    warm = copy.deepcopy(auto).set_params(warm_start=True).fit(data.X, data.y)
+    assert (warm.alpha_factors_, warm.learning_rate_) == (3e-2, 0.2) and warm.t_ > auto.t_
+    # a penalty set for continued training replaces the chosen one
+    assert auto.set_params(alpha_factors=1e-3).partial_fit(data.X, data.y).alpha_factors_ == 1e-3
+
+
+def test_a_follow_up_that_diverges_drops_out(monkeypatch, capsys):
+    data, model = ffm_race(3000, 0.0)
+    monkeypatch.setattr(FFMClassifier, "_penalty_follow_ups", ((3e-2, 1e300),))
+    auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
+    report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
+    assert report[-1].endswith("diverged: dropped") and "learning_rate=1e+300" in report[-1]
+    race = clone(model).set_params(alpha_factors=3e-3).fit(data.X, data.y)
+    assert auto.alpha_factors_ == 3e-3 and auto.t_ == race.t_
+    np.testing.assert_array_equal(auto.factors_, race.factors_)
+
+
+def test_a_penalty_is_raced_only_when_left_to_auto():
+    data, model = ffm_race(3000, 0.0)
+    for params, alpha in (({"alpha_factors": 3e-3}, 3e-3), ({"learning_rate": 0.05}, 3e-3),
+                          ({"max_iter": 2}, 3e-3)):  # fmt: skip
+        assert clone(model).set_params(**params).fit(data.X, data.y).alpha_factors_ == alpha
+    # FMClassifier and FMRegressor have no follow-up: "auto" is their one default penalty
+    fm = FMClassifier(alpha_factors="auto", random_state=0).fit(data.X, data.y)
+    assert fm.alpha_factors_ == FMClassifier().alpha_factors == 1e-2
+    assert FMRegressor(max_iter=1).fit(data.X, data.y).alpha_factors_ == 1e-4
+
+
+def test_a_model_file_s_penalty_is_checked(tmp_path):
+    from sparseopt._io import save_model
+
+    data, model = ffm_race(1000, 0.0)
+    auto = clone(model).fit(data.X, data.y)
+    for init, match in (([0.02, 1.0, -1.0], "alpha_factors >= 0"),
+                        ([0.02, 1.0, np.nan], "alpha_factors >= 0"),
+                        ([0.02, 1.0, 3e-3, 1.0], "state_.init"),
+                        ([0.02, 1.0], "'init' has no alpha_factors")):  # fmt: skip
+        arrays, attributes = auto._saved()
+        save_model(tmp_path / "bad.npz", auto, {**arrays, "init": np.array(init)}, attributes)
+        with pytest.raises(ValueError, match=match):
+            sparseopt.load(tmp_path / "bad.npz")
+    # a file of [init_std, start] from before the penalty was kept: the parameter's
+    fixed = clone(model).set_params(alpha_factors=1e-3).fit(data.X, data.y)
+    arrays, attributes = fixed._saved()
+    save_model(tmp_path / "old.npz", fixed, {**arrays, "init": arrays["init"][:2]}, attributes)
+    loaded = sparseopt.load(tmp_path / "old.npz")
+    assert loaded.alpha_factors_ == 1e-3
+    np.testing.assert_array_equal(loaded.predict_proba(data.X), fixed.predict_proba(data.X))

@@ -75,6 +75,19 @@ FFM_RACE_CATCH_UP_EPOCHS = 0
 FM_ALPHA_FACTORS = 1e-2
 FFM_ALPHA_FACTORS = 3e-3
 
+# alpha_factors="auto" of FFMClassifier with max_iter="auto" (see _chooses): (penalty, learning
+# rate) that, after the race of AUTO_CANDIDATES at FFM_ALPHA_FACTORS, train the kept run on from
+# its best epoch in turn, each kept if the held-out loss goes lower. No one penalty serves every
+# set: 3e-3 learns planted interactions (planted3 0.4907 against 0.5547 at 3e-2) and 3e-2
+# MovieLens' (u1 0.5376 against 0.5464; a field-aware PyTorch FFM 0.5441). Racing 3e-2 from
+# the start took 29 epochs on u1 (3.7x the fit time of the defaults before issue 29); going on
+# from 3e-3's best epoch, the best epoch came 19 epochs later at the rate 0.05 (u1 0.5402), 9
+# at 0.1 (0.5395), 5 at 0.2 (0.5391; u1-u5 pooled 0.5497 / 0.5488 / 0.5482); FFM's fits then
+# took at most 2.6x (the Criteo head). FMClassifier has none: its race already took the heads'
+# fits to 2.3-2.8x that of the defaults before issue 29. benchmarks/README.md, "Issue 29,
+# fifth pass".
+FFM_PENALTY_FOLLOW_UPS = ((3e-2, 0.2),)
+
 # fields=None gives every column a field of its own: n_features**2 * k factors
 MAX_COLUMNS_WITHOUT_FIELDS = 1024
 
@@ -114,7 +127,8 @@ class FMState:
     clock: np.ndarray  # (CLOCK_SIZE,)
     fields: np.ndarray  # (n_features,) int32 field of each column (FFM), or (0,) (FM)
     layout: np.ndarray  # [k, F, per_row, seed]
-    init: np.ndarray  # [init_std, first value of the factors' first slot] of new vectors
+    # [init_std, first value of the factors' first slot] of new vectors, alpha_factors
+    init: np.ndarray
 
     @classmethod
     def new(cls, opt, n_features, k, fields, per_row, rng, dtype, init) -> FMState:
@@ -179,17 +193,18 @@ class FMState:
 
 class FMTraining(RowTraining):
     """A training of a factorization machine: the kernels of :mod:`sparseopt.models._fm`
-    on an :class:`FMState`, with the constants they take (``consts``) read once."""
+    on an :class:`FMState`, with the constants they take (``consts``) read once: the
+    factors' penalty is the state's (``init[2]``)."""
 
     def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
                  n_threads):  # fmt: skip
         super().__init__(estimator, optimizer, state, n_features, classes, n_iter_start,
                          n_threads)  # fmt: skip
         self.model = kernels.FFM if state.fields.size else kernels.FM
-        init_std, acc0 = (float(v) for v in state.init)
+        init_std, acc0, alpha_factors = (float(v) for v in state.init)
         self.consts = kernels.fm_consts(
             n_components=state.n_components, alpha_linear=estimator.alpha_linear,
-            alpha_factors=estimator.alpha_factors, n_fields=state.n_fields,
+            alpha_factors=alpha_factors, n_fields=state.n_fields,
             per_row=state.per_row, init_std=init_std, seed=state.seed, initial_slot=acc0,
         )  # fmt: skip
 
@@ -251,12 +266,16 @@ class _FactorizationMachine(RowModel):
         "optimizer": [StrOptions(set(OPTIMIZERS) - {"ftrl"}), Optimizer],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha_linear": [Interval(Real, 0, None, closed="left")],
-        "alpha_factors": [Interval(Real, 0, None, closed="left")],
+        "alpha_factors": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
         "init_std": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
     _state_type = FMState
     _race_catch_up_epochs = FM_RACE_CATCH_UP_EPOCHS
+    # alpha_factors="auto": this penalty, and after max_iter="auto"'s race these (penalty,
+    # learning rate) from the kept run's best epoch (FFM_PENALTY_FOLLOW_UPS)
+    _auto_alpha_factors = FM_ALPHA_FACTORS
+    _penalty_follow_ups: tuple = ()
 
     # -- configuration ---------------------------------------------------------------------
     def _configure(self, opt):
@@ -290,13 +309,17 @@ class _FactorizationMachine(RowModel):
             state = FMState.new(opt, X.shape[1], self.n_components, self._fields_of(X),
                                 self._per_row(opt), rng, X.dtype,
                                 self._factor_init(opt, X))  # fmt: skip
-        elif self._chooses() and getattr(self, "optimizer_", None) is not None:
-            # continued training goes on at the rate the fit chose
-            opt.learning_rate = self.optimizer_.learning_rate
+        else:
+            if self._chooses() and getattr(self, "optimizer_", None) is not None:
+                # continued training goes on at the rate the fit chose
+                opt.learning_rate = self.optimizer_.learning_rate
+            if self.alpha_factors != "auto":  # and with the chosen penalty unless one is set
+                state.init[2] = self.alpha_factors
         return FMTraining(self, opt, state, X.shape[1], classes, n_iter_start, n_threads)
 
     def _factor_init(self, opt, X):
-        """``[init_std, first value of the factors' first slot]`` for a new model of X."""
+        """``[init_std, first value of the factors' first slot, alpha_factors]`` for a new
+        model of X."""
         init_std = self.init_std
         if init_std == "auto":
             n_active = X.nnz / X.shape[0] if X.shape[0] else ASSUMED_ACTIVE
@@ -306,7 +329,13 @@ class _FactorizationMachine(RowModel):
             if self.optimizer == "adagrad"
             else opt.initial_slots()[:1].sum()
         )
-        return [float(init_std), float(acc0)]
+        return [float(init_std), float(acc0), self._alpha_factors()]
+
+    def _alpha_factors(self) -> float:
+        """The factors' penalty of a new model: ``alpha_factors``, or the one "auto" starts
+        with."""
+        alpha = self.alpha_factors
+        return float(self._auto_alpha_factors if alpha == "auto" else alpha)
 
     # -- the settings max_iter="auto" chooses ------------------------------------------------
     def _chooses(self) -> bool:
@@ -330,28 +359,52 @@ class _FactorizationMachine(RowModel):
             state = _fresh_copy(training.state) if out else training.state
             opt = copy.deepcopy(training.optimizer)
             opt.learning_rate = learning_rate
-            state.init[:] = (scale * base, acc0)
+            state.init[:] = (scale * base, acc0, self._alpha_factors())
             out.append(FMTraining(self, opt, state, training.n_features, training.classes,
                                   training.n_iter_start, training.n_threads))  # fmt: skip
         return out
 
+    def _follow_up(self, leader, done):
+        """With ``alpha_factors="auto"``, after the race of ``AUTO_CANDIDATES``: the best
+        state of ``leader`` trained on at the penalty and learning rate of the next of
+        ``_penalty_follow_ups``."""
+        if self.alpha_factors != "auto" or leader.diverged or done >= len(self._penalty_follow_ups):
+            return None
+        alpha_factors, learning_rate = self._penalty_follow_ups[done]
+        state = copy.deepcopy(leader.held["state"])
+        state.init[2] = alpha_factors
+        opt = copy.deepcopy(leader.training.optimizer)
+        opt.learning_rate = learning_rate
+        t = leader.training
+        return FMTraining(self, opt, state, t.n_features, t.classes, t.n_iter_start, t.n_threads)
+
     def _setting(self, training) -> str:
-        init_std, acc0 = training.state.init
-        return (f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
+        init_std, acc0, alpha_factors = training.state.init
+        return (f"alpha_factors={alpha_factors:g}, "
+                f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
                 f"factor accumulators from {acc0:g}")  # fmt: skip
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
-        if "init" not in arrays:  # saved before the state kept its factors' initialization
+        init = arrays.get("init")
+        if init is None or np.shape(init) == (2,):  # saved before the state kept them
             model = cls(**params)
             model._validate_params()
-            if model.init_std == "auto":  # a file as new as "auto" has its init array
+            if model.init_std == "auto" and init is None:  # as new as "auto": it has init
                 raise ValueError(
                     "the model file has no array 'init' (the factors' initialization), which "
                     "every file with init_std='auto' holds: it was edited or damaged"
                 )
-            acc0 = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))[1]
-            arrays = {**arrays, "init": np.array([model.init_std, acc0])}
+            if model.alpha_factors == "auto":  # as new as "auto": its init has the penalty
+                raise ValueError(
+                    "the model file's array 'init' has no alpha_factors, which every file "
+                    "with alpha_factors='auto' holds: it was edited or damaged"
+                )
+            if init is None:
+                init = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))
+            else:
+                init = [*np.asarray(init, np.float64), model.alpha_factors]
+            arrays = {**arrays, "init": np.array(init, np.float64)}
         return super()._from_file(params, attributes, arrays)
 
     def _check_params_match_state(self, state, opt):
@@ -403,10 +456,11 @@ class _FactorizationMachine(RowModel):
             )
         shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
         _safety.check_array("state_.factors", state.factors, shape, state.table.dtype)
-        init = _safety.check_array("state_.init", state.init, (2,), np.float64)
-        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0):
+        init = _safety.check_array("state_.init", state.init, (3,), np.float64)
+        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0 and init[2] >= 0):
             raise ValueError(
-                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0]"
+                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0, "
+                f"alpha_factors >= 0]"
             )
 
     def _check_state(self, state, n_features, n_outputs, opt):
@@ -437,6 +491,12 @@ class _FactorizationMachine(RowModel):
         """Standard deviation of the factors' initial draw (the one chosen, or "auto"'s)."""
         check_is_fitted(self, "state_")
         return float(self.state_.init[0])
+
+    @property
+    def alpha_factors_(self) -> float:
+        """The factors' L2 penalty the model trained with (the one chosen, or the one set)."""
+        check_is_fitted(self, "state_")
+        return float(self.state_.init[2])
 
     @property
     def factor_accumulator_start_(self) -> float:
@@ -488,8 +548,8 @@ _FM_DOC = """
         goes on at the fitted learning rate.
     alpha_linear : float, default={alpha_linear}
         L2 penalty of the linear weights, per occurrence (see the class description).
-    alpha_factors : float, default={alpha_factors}
-        L2 penalty of the factor vectors, per occurrence.
+    alpha_factors : "auto" or float, default={alpha_factors}
+        L2 penalty of the factor vectors, per occurrence. {auto_penalty}
     init_std : "auto" or float, default="auto"
         Standard deviation of the factors' normal initialization (a factorization machine
         started at zero stays there: every factor gradient is a product of other factors).
@@ -545,6 +605,15 @@ _FM_DOC = """
     random_state : int, RandomState or None, default=None
         Seeds the factors' initialization and the shuffling."""
 
+_FFM_PENALTY = """``"auto"``: 0.003 and, with
+        ``max_iter="auto"`` and the learning rate and ``init_std`` left to "auto" (AdaGrad
+        by name), a second choice on the held-out rows: after the race of the learning
+        rate's settings (see ``learning_rate``), the kept run trains on from its best epoch
+        at 0.03 (learning rate 0.2) while its held-out loss improves, and that is kept if it
+        went lower (``alpha_factors_``, ``learning_rate_``). No one value served every data
+        set: 0.03 learns MovieLens' interactions but not planted ones; the cost is the
+        epochs at 0.03. Continued training keeps the fitted penalty unless one is set."""
+
 _FM_MODEL = r"""
 
     .. math::
@@ -578,6 +647,9 @@ _FM_ATTRIBUTES = """
         Learning rate the fit ran with (with ``max_iter="auto"``, maybe chosen).
     init_std_ : float
         Standard deviation of the factors' initial draws.
+    alpha_factors_ : float
+        L2 penalty of the factors the fit trained with (with ``alpha_factors="auto"``, maybe
+        chosen).
     factor_accumulator_start_ : float
         Value the factors' first optimizer slot started at (AdaGrad's accumulator).
 
@@ -598,7 +670,12 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
 
     Parameters
     ----------"""
-        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=FM_ALPHA_FACTORS)
+        + _FM_DOC.format(
+            k=16,
+            alpha_linear=1e-5,
+            alpha_factors=FM_ALPHA_FACTORS,
+            auto_penalty=f'"auto": {FM_ALPHA_FACTORS:g}.',
+        )
         + """
     class_weight : dict, "balanced" or None, default=None
 """
@@ -680,7 +757,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     loss : {"squared", "huber"}, default="squared"
     epsilon : float, default=1.35
         Huber threshold."""
-        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4)
+        + _FM_DOC.format(k=16, alpha_linear=1e-5, alpha_factors=1e-4, auto_penalty='"auto": 1e-4.')
         + "\n"
         + _FM_ATTRIBUTES
         + """
@@ -699,6 +776,7 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     )
 
     export_kind = "fm_regressor"  # the model sparseopt.export writes for it
+    _auto_alpha_factors = 1e-4  # its default: no regression data were measured
 
     _parameter_constraints = {
         **_FactorizationMachine._parameter_constraints,
@@ -761,7 +839,7 @@ class FFMClassifier(FMClassifier):
         the fields that X carries as its attribute ``column_fields`` (the output of
         ``FieldHasher(field_aware=True)``, so that a pipeline of the two needs no argument;
         continued training keeps the fitted ones), else as None."""
-        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors=FFM_ALPHA_FACTORS)
+        + _FM_DOC.format(k=4, alpha_linear=1e-5, alpha_factors='"auto"', auto_penalty=_FFM_PENALTY)
         + """
     class_weight : dict, "balanced" or None, default=None
 """
@@ -787,6 +865,8 @@ class FFMClassifier(FMClassifier):
 
     export_kind = "ffm"  # the model sparseopt.export writes for it
     _race_catch_up_epochs = FFM_RACE_CATCH_UP_EPOCHS
+    _auto_alpha_factors = FFM_ALPHA_FACTORS
+    _penalty_follow_ups = FFM_PENALTY_FOLLOW_UPS
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,
@@ -800,7 +880,7 @@ class FFMClassifier(FMClassifier):
         optimizer="adagrad",
         learning_rate="auto",
         alpha_linear=1e-5,
-        alpha_factors=FFM_ALPHA_FACTORS,
+        alpha_factors="auto",
         init_std="auto",
         factor_state="auto",
         fit_intercept=True,

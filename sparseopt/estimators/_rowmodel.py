@@ -377,6 +377,14 @@ class _Run:
         self.stopped = self.diverged = False
 
 
+def _beats(run, other) -> bool:
+    """Whether ``run`` ended with a lower best held-out loss than ``other`` (a diverged run
+    loses; a tie keeps ``other``, the earlier)."""
+    if run.diverged:
+        return False
+    return other.diverged or run.held["best"] < other.held["best"]
+
+
 class RowModel(SparseEstimator):
     """Base of the estimators of row models: epochs of lazy minibatch updates over CSR rows,
     through the training protocol (:mod:`sparseopt.estimators._base`).
@@ -544,16 +552,34 @@ class RowModel(SparseEstimator):
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)
         # max_iter="auto" may try several settings on the held-out rows (_candidates)
-        candidates = [training]
-        if held is not None and auto:
-            candidates = self._candidates(training, rows.X)
+        choosing = held is not None and auto
+        candidates = self._candidates(training, rows.X) if choosing else [training]
         runs = [
             _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
             for t in candidates
         ]
         what = f"{type(self).__name__} ({type(training.optimizer).__name__})"
+        tried, run = [], None  # tried: what verbose reports of each run (the states freed)
         with compile_notice(what, self.verbose):
-            run = self._run_epochs(runs, rows, n_epochs)
+            done = 0  # follow-ups run
+            while runs:  # the race, then each follow-up from the kept run's best epoch
+                try:
+                    last = self._run_epochs(runs, rows, n_epochs - len(runs[0].curve))
+                except DivergenceError:
+                    if run is None:  # the race's run left: nothing else to keep
+                        raise
+                    last = runs[0]  # a follow-up (alone): it drops out
+                    last.diverged = True
+                if choosing:
+                    tried += [(self._setting(r.training), len(r.curve),
+                               None if r.diverged else r.held["best"]) for r in runs]  # fmt: skip
+                if run is None or _beats(last, run):
+                    run, kept = last, len(tried) - len(runs) + runs.index(last)
+                follow_up = self._follow_up(run, done) if len(candidates) > 1 else None
+                runs = [] if follow_up is None else [self._continued_run(follow_up, run)]
+                done += 1
+            if len(tried) > 1:
+                self._report_choice(tried, kept)
             training, held = run.training, run.held
             if run.diverged:  # every candidate did
                 training.refuse("non-finite loss or weights with every setting tried")
@@ -562,6 +588,17 @@ class RowModel(SparseEstimator):
                 curve = self._best_epoch(training, held, curve, auto)
             training.catch_up()
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
+
+    def _continued_run(self, training, leader) -> _Run:
+        """A run of ``training`` (on a copy of ``leader``'s best state) that goes on from
+        ``leader``'s best epoch: its curves up to it, that state its best until it does
+        better. It stops at its first epoch that does not improve on its own best by
+        ``tol``: a new setting may start above the leader's best (a stronger penalty first
+        shrinks the factors), then falls steadily while it helps."""
+        epochs = leader.held["epochs"]
+        run = _Run(training, {**leader.held, "state": training.state}, Stopper(self.tol, 1))
+        run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
+        return run
 
     def _run_epochs(self, runs, rows, n_epochs) -> _Run:
         """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
@@ -574,7 +611,7 @@ class RowModel(SparseEstimator):
         )  # fmt: skip
         total_weight = max(rows.weights.sum(), np.finfo(float).tiny)
         bar = tqdm(total=n_epochs, desc=type(self).__name__, unit="epoch", disable=not self.verbose)
-        tried, epoch = runs, 0
+        epoch = 0
 
         def progress(run):
             bar.update()
@@ -588,9 +625,7 @@ class RowModel(SparseEstimator):
                     run.stopped = run.diverged or run.stopper.update(loss)
             runs, epoch = self._halve(runs), epoch + 1
             progress(runs[0])
-        if len(tried) > 1:  # the race is over (one run left, or n_epochs): its leader is kept
-            self._report_choice(tried, runs[0])
-        run = runs[0]
+        run = runs[0]  # the race is over (one run left, or n_epochs): its leader goes on
 
         def train_epoch(_epoch):
             loss = self._train_run(run, rows, rng, total_weight, several=False)
@@ -650,19 +685,28 @@ class RowModel(SparseEstimator):
         return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
     def _candidates(self, training, X) -> list:
-        """The trainings that ``max_iter="auto"`` tries on the held-out rows (X: the rows
+        """The trainings that ``max_iter="auto"`` races on the held-out rows (X: the rows
         trained on), the first of them ``training``: here, that one alone."""
         return [training]
 
+    def _follow_up(self, leader, done):
+        """After a race among several candidates and ``done`` follow-ups: a training on a
+        copy of the best state of ``leader`` (the run kept so far), to go on from its best
+        epoch (:meth:`_continued_run`) and be kept if its held-out loss goes lower; None when
+        there are no more. Here none."""
+        return None
+
     def _report_choice(self, tried, kept):
-        """With ``verbose``, say on stderr what the held-out rows chose among ``tried`` (runs)."""
+        """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
+        ``(setting, epochs, best held-out loss or None if diverged)`` of each run,
+        ``tried[kept]`` the one kept."""
         if not self.verbose:
             return
-        for run in tried:
-            loss = "diverged" if run.diverged else f"best held-out loss {run.held['best']:.5f}"
-            mark = "kept" if run is kept else "dropped"
-            tqdm.write(f"{type(self).__name__}: {self._setting(run.training)}: "
-                       f"{len(run.curve)} epoch(s), {loss}: {mark}", file=sys.stderr)  # fmt: skip
+        for i, (setting, n_epochs, best) in enumerate(tried):
+            loss = "diverged" if best is None else f"best held-out loss {best:.5f}"
+            mark = "kept" if i == kept else "dropped"
+            tqdm.write(f"{type(self).__name__}: {setting}: {n_epochs} epoch(s), {loss}: {mark}",
+                       file=sys.stderr)  # fmt: skip
 
     def _setting(self, training) -> str:
         """What distinguishes ``training`` among the candidates (for ``verbose``)."""
