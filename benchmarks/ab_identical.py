@@ -48,6 +48,11 @@ CASES = {
     "mf-squared-auto": ("MatrixFactorization", {"loss": "squared", "max_iter": "auto"}),
     "mf-warp-1": ("MatrixFactorization", {"loss": "warp", "max_iter": 1}),
     "mf-warp-auto": ("MatrixFactorization", {"loss": "warp", "max_iter": "auto"}),
+    # a lazy rule: rows caught up on their pending steps (and the history's, for WARP)
+    "mf-squared-adam": ("MatrixFactorization", {"loss": "squared", "optimizer": "adam",
+                                                "max_iter": 2}),
+    "mf-warp-adam": ("MatrixFactorization", {"loss": "warp", "optimizer": "adam",
+                                             "max_iter": 2}),
     # with user and item features (one-hot categories; WARP's 'auto' keeps user histories)
     "mf-features-squared-1": ("MatrixFactorization", {"loss": "squared", "max_iter": 1}),
     "mf-features-warp-1": ("MatrixFactorization", {"loss": "warp", "max_iter": 1}),

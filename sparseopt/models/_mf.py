@@ -265,45 +265,53 @@ def _shift_row_by_row(table, x, a, source, y, k, rm):
             table[x * k + f, 0] += a * source[y * k + f, 0]
 
 
+@numba.njit(inline="always", **JIT)
+def _sync_history(rule, h, spec, c, history, known, u, dims):
+    """Bring the history vectors ``y_m``, ``m in N(u)``, to step ``t - 1`` (a lazy rule's
+    pending steps) before a user block reads or steps them; called only by the kernels of
+    lazy rules, under their compile-time flag (inlined here, a catch-up would be compiled
+    for every rule whatever the flag)."""
+    hb, hf, h_stamp, h_mark = history
+    indptr, indices = known
+    for t in range(indptr[u], indptr[u + 1]):
+        _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, indices[t], dims)
+
+
 @numba.njit(**JIT)
-def _begin_user(rule, h, spec, c, user, history, known, u, dims, work):
+def _begin_user(uf, hf, known, u, dims, work):
     """Add user ``u``'s history term to its factors for the steps of its block; the scale.
 
-    ``user`` and ``history`` are sides, ``known = (indptr, indices)`` the known items of
-    every user, ``dims = (k, rm)`` and ``work = (h_u, g_u)`` the block's history term and
-    gradient sum.
+    ``uf`` and ``hf`` are the users' and the history's factor tables (caught up: see
+    :func:`_sync_history`), ``known = (indptr, indices)`` the known items of every user,
+    ``dims = (k, rm)`` and ``work = (h_u, g_u)`` the block's history term and gradient sum.
 
     With ``N(u)`` the user's known items and ``n = |N(u)|``, row ``p_u`` becomes
     ``p_u + c S`` with ``S = sum_{m in N(u)} y_m`` and ``c = (n - 1)^{-1/2}`` (0 if n = 1):
     each step on a positive ``i`` takes ``c y_i`` out first (:func:`_shift_row_by_row`), so
     the positive never scores itself. ``g_u`` starts collecting the block's user gradients.
     """
-    ub, uf, u_stamp, u_mark = user
-    hb, hf, h_stamp, h_mark = history
     indptr, indices = known
     k, rm = dims
     h_u, g_u = work
-    _sync(rule, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
     lo, hi = indptr[u], indptr[u + 1]
     scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
     h_u[:] = 0.0
     g_u[:] = 0.0
     for t in range(lo, hi):
-        m = indices[t]
-        _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
-        _add_row(h_u, hf, m, scale, k, rm)
+        _add_row(h_u, hf, indices[t], scale, k, rm)
     _shift_row(uf, u, 1.0, h_u, k, rm)
     return scale
 
 
 @numba.njit(**JIT)
-def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
+def _end_user(rule, h, c, vectors, history, known, block, dims, alpha_f):
     """Take the history term back out of ``p_u`` and step every ``y_m``, ``m in N(u)``.
 
     Each gets the gradient ``c g_u + alpha_f y_m``, ``g_u`` the sum over the block's steps of
     the loss gradients in the user vector (the history vectors move once per block).
     ``vectors = (uf, h_u, g_u)``: the users' factors and the block's history term and
-    gradient sum; ``block = (u, scale)``; the rest as for :func:`_begin_user`.
+    gradient sum; ``block = (u, scale)``; the rest as for :func:`_begin_user` (the ``y_m``
+    caught up: :func:`_sync_history`).
     """
     uf, h_u, g_u = vectors
     hb, hf, h_stamp, h_mark = history
@@ -313,7 +321,6 @@ def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
     _shift_row(uf, u, -1.0, h_u, k, rm)
     for t in range(indptr[u], indptr[u + 1]):
         m = indices[t]
-        _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
         if rm:
             sum_sq = 0.0
             for f in range(k):
@@ -334,10 +341,12 @@ def _end_user(rule, h, spec, c, vectors, history, known, block, dims, alpha_f):
 def mf_train_range(rule, loss, lazy, per_row, history):
     """The training kernel for one rule, loss, laziness, factor state (per-row AdaGrad or
     per element) and user histories or none, all compile-time constants: a fit compiles
-    only its own case (Numba prunes a branch on a constant before typing). Without user
-    histories none of their code is compiled: :func:`_begin_user` and :func:`_end_user` get
-    the rule as a literal argument, on which Numba does not prune, so they compile every
-    rule's catch-up (most of a squared fit's compile time when it compiled them).
+    only its own case. Numba prunes a branch on a constant before typing, but only in this
+    kernel's own code: a flag handed to a helper is pruned after the helper's calls have
+    been inlined, with every rule's catch-up in them (three quarters of a cold WARP fit's
+    compile time when the helpers synced their rows). So every catch-up sits here under
+    ``if LAZY`` (rules without pending steps compile none) and the history code under
+    ``if HISTORY``.
 
     ``train(start, stop, pace, seed, sides, data, consts, optimizer)`` trains on the
     interactions ``order[start:stop]`` and returns (status, summed loss), where ``sides`` is
@@ -368,6 +377,10 @@ def mf_train_range(rule, loss, lazy, per_row, history):
         user, item, history = sides
         if (history[1].shape[0] > 0) != HISTORY:
             raise ValueError("the history table's rows do not match the kernel's history flag")
+        if (user[2].size > 0) != LAZY or (item[2].size > 0) != LAZY or (
+            HISTORY and (history[2].size > 0) != LAZY
+        ):  # fmt: skip
+            raise ValueError("the tables' stamps do not match the kernel's lazy flag")
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
         # the tables leave their tuples once, here: extracting an array inside the loop costs
@@ -394,10 +407,14 @@ def mf_train_range(rule, loss, lazy, per_row, history):
             if HISTORY:
                 if u != block_user:
                     if block_user >= 0:
-                        _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known,
+                        if LAZY:
+                            _sync_history(RULE, h, spec, c, history, known, block_user, dims)
+                        _end_user(RULE, h, c, (uf, h_u, g_u), history, known,
                                   (block_user, scale), dims, alpha_f)  # fmt: skip
-                    scale = _begin_user(RULE, h, spec, c, user, history, known, u, dims,
-                                        (h_u, g_u))  # fmt: skip
+                    if LAZY:  # the block reads p_u and the y_m: their pending steps first
+                        _sync(RULE, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
+                        _sync_history(RULE, h, spec, c, history, known, u, dims)
+                    scale = _begin_user(uf, hf, known, u, dims, (h_u, g_u))
                     block_user = u
                 _shift_row_by_row(uf, u, -scale, hf, i, k, RM)  # the positive leaves the history
             for pair in range(n_pairs):  # pointwise losses: the interaction, then negatives
@@ -413,10 +430,11 @@ def mf_train_range(rule, loss, lazy, per_row, history):
                 if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
-                _sync(RULE, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
-                _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, i, dims)
-                if j != i:
-                    _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, j, dims)
+                if LAZY:  # a constant: only the lazy rules' kernels compile a catch-up
+                    _sync(RULE, h, spec, c, ub, uf, u_stamp, u_mark, u, dims)
+                    _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, i, dims)
+                    if j != i:
+                        _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, j, dims)
                 s = _score(ub, uf, ib, itf, u, j if POINTWISE else i, k, RM)
                 if not math.isfinite(s):
                     R.store_clock(c, clock)
@@ -445,7 +463,8 @@ def mf_train_range(rule, loss, lazy, per_row, history):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, neg, dims)
+                            if LAZY:
+                                _sync(RULE, h, spec, c, ib, itf, i_stamp, i_mark, neg, dims)
                             sj = _score(ub, uf, ib, itf, u, neg, k, RM)
                             if sj > s - 1.0:
                                 j = neg
@@ -464,8 +483,10 @@ def mf_train_range(rule, loss, lazy, per_row, history):
             if HISTORY:
                 _shift_row_by_row(uf, u, scale, hf, i, k, RM)
         if HISTORY and block_user >= 0:
-            _end_user(RULE, h, spec, c, (uf, h_u, g_u), history, known, (block_user, scale),
-                      dims, alpha_f)  # fmt: skip
+            if LAZY:
+                _sync_history(RULE, h, spec, c, history, known, block_user, dims)
+            _end_user(RULE, h, c, (uf, h_u, g_u), history, known, (block_user, scale), dims,
+                      alpha_f)  # fmt: skip
         R.store_clock(c, clock)
         return OK, total
 
