@@ -94,11 +94,15 @@ def test_merge_table_weights_by_accumulator():
     np.testing.assert_array_equal(alone[:2], updates[0][1])
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("ordered", [False, True])
 @pytest.mark.parametrize("accumulator", [None, 0])
-def test_merge_table_equals_its_formula_on_many_rows(accumulator, ordered):
-    # three workers, their rows in any order or increasing (as a worker reports them);
-    # factor-vector rows: 3 parameters, then the slots (the accumulator first)
+def test_merge_table_equals_its_formula_on_many_rows(accumulator, ordered, threads, monkeypatch):
+    # three workers, their rows in any order or increasing (as a worker reports them), merged
+    # in one thread or in three ranges of rows; factor-vector rows: 3 parameters, then the
+    # slots (the accumulator first)
+    monkeypatch.setattr(sd, "_SPLIT_MERGE", 1 if threads > 1 else 1 << 40)
+    monkeypatch.setattr(sd.numba, "get_num_threads", lambda: threads)
     rng = np.random.default_rng(0)
     base = rng.random((5000, 5)).astype(np.float32)
     updates = []
