@@ -33,6 +33,7 @@ import copy
 import functools
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -40,7 +41,7 @@ import scipy.sparse as sp
 from sklearn.base import is_classifier, is_regressor
 
 from ._epochs import Stopper, run_epochs
-from ._jit import JIT, PARALLEL_JIT
+from ._jit import JIT
 from .optim import FTRL
 from .optim import _rules as R
 
@@ -81,74 +82,116 @@ def _merge_rows(base, updates, accumulator, n_params=1):
     """The rows any worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
         return updates[0]
-    rows = np.concatenate([r for r, _ in updates]).astype(np.int64, copy=False)
+    updates = [_increasing(rows, values, base) for rows, values in updates]
+    rows = np.concatenate([r for r, _ in updates])
     values = np.concatenate([v for _, v in updates]).astype(base.dtype, copy=False)
     bounds = np.cumsum([0] + [len(r) for r, _ in updates])
     slot = -1 if accumulator is None else n_params + accumulator
-    kernel = _merge_parallel if values.size >= _PARALLEL_MERGE_SIZE else _merge_serial
-    return kernel(base, rows, values, bounds, slot, n_params)
+    parts = _row_ranges(rows, bounds, numba.get_num_threads() if rows.size >= _SPLIT_MERGE else 1)
+    if len(parts) == 1:
+        return _merge_walk(base, rows, values, *parts[0], slot, n_params)
+    with ThreadPoolExecutor(len(parts)) as pool:  # the kernel releases the GIL
+        done = list(pool.map(lambda p: _merge_walk(base, rows, values, *p, slot, n_params), parts))
+    return np.concatenate([t for t, _ in done]), np.concatenate([v for _, v in done])
 
 
-# Values (rows x columns of all updates) from which the merge runs in threads. Each of the
-# kernel's parallel loops ends at a barrier that waits for every thread: on a busy machine a
-# thread waits for a time slice there, which cost 20-60 ms per merge of MF's 10,000 item rows
-# (2 cores, load 3) against 1-10 ms in one thread.
-_PARALLEL_MERGE_SIZE = 1 << 21
+# Rows (of all updates together) from which the merge runs in threads, each over its range of
+# table rows: 700,000 rows of two workers took 15-27 ms in one thread. Below, a thread's
+# start can cost more than it saves on a busy machine (a thread waits for a time slice: 20-60
+# ms per merge of MF's 10,000 item rows at load 3, with Numba's parallel loops).
+_SPLIT_MERGE = 1 << 18
 
 
-def _merge_kernel(parallel):
-    """The merge kernel, serial or parallel (a closure over ``loop``: Numba's cache tells
-    the two apart by it, not by their flags)."""
-    loop = numba.prange if parallel else range
+def _row_ranges(rows, bounds, n_ranges):
+    """``n_ranges`` pairs ``(starts, stops)``: where each worker's rows (``bounds[w]:bounds[w
+    + 1]``, increasing) fall in consecutive ranges of table rows, cut at quantiles of the
+    largest worker's rows (hashed features spread evenly over the table)."""
+    starts, stops = bounds[:-1], bounds[1:]
+    largest = int(np.argmax(stops - starts))
+    mine = rows[starts[largest] : stops[largest]]
+    cuts = mine[(np.arange(1, n_ranges) * mine.size) // n_ranges]
+    at = [starts] + [
+        np.array([s + np.searchsorted(rows[s:e], c) for s, e in zip(starts, stops, strict=True)])
+        for c in cuts
+    ] + [stops]  # fmt: skip
+    return [(a, b) for a, b in zip(at[:-1], at[1:], strict=True)]
 
-    @numba.njit(**(PARALLEL_JIT if parallel else JIT))
-    def merge(base, rows, values, bounds, slot, n_params):
-        """:func:`merge_table` over the concatenated updates (worker ``w``'s are
-        ``bounds[w]:bounds[w + 1]``), sums in float64, over rows in ``loop``.
 
-        One worker lists a row at most once, so the rows of one worker's updates are applied
-        in parallel without races, one worker after another.
-        """
-        mask = np.zeros(base.shape[0], np.bool_)
-        for r in rows:
-            mask[r] = True
-        touched = np.flatnonzero(mask)
-        pos = np.empty(base.shape[0], np.int64)
-        n_cols, n = base.shape[1], float(bounds.size - 1)
-        total = np.empty((touched.size, n_cols))
-        num = np.zeros((touched.size, n_params))
-        den = np.zeros(touched.size)
-        for i in loop(touched.size):  # every worker counts with the start...
-            r = touched[i]
-            pos[r] = i
-            for c in range(n_cols):
-                total[i, c] = n * base[r, c]
-            if slot >= 0:
-                den[i] = n * base[r, slot]
-                for c in range(n_params):
-                    num[i, c] = n * np.float64(base[r, slot]) * base[r, c]
-        for w in range(bounds.size - 1):  # ...then those that changed a row swap it for theirs
-            for q in loop(bounds[w], bounds[w + 1]):
+def _increasing(rows, values, base):
+    """One worker's update ``(rows, values)`` checked, its rows in increasing order (a
+    worker's touched rows come sorted: then nothing is copied)."""
+    rows = np.asarray(rows, np.int64).reshape(-1)
+    values = np.asarray(values)
+    if values.shape != (rows.size, base.shape[1]):
+        raise ValueError(f"an update of {rows.size} rows has values of shape {values.shape}, "
+                         f"not ({rows.size}, {base.shape[1]})")  # fmt: skip
+    if not _strictly_increasing(rows):
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], values[order]
+        if not _strictly_increasing(rows):
+            raise ValueError("an update lists a row twice")
+    if rows.size and (rows[0] < 0 or rows[-1] >= base.shape[0]):
+        raise ValueError(f"an update lists a row outside 0 .. {base.shape[0] - 1}")
+    return rows, values
+
+
+@numba.njit(**JIT)
+def _strictly_increasing(a):
+    for i in range(1, a.size):
+        if a[i] <= a[i - 1]:
+            return False
+    return True
+
+
+@numba.njit(**JIT)
+def _merge_walk(base, rows, values, starts, stops, slot, n_params):
+    """:func:`merge_table` over the concatenated updates, worker ``w``'s rows those of
+    ``starts[w]:stops[w]`` (strictly increasing), sums in float64.
+
+    One walk over the touched rows in increasing order, a cursor in each worker's rows: every
+    read of ``base``, ``rows`` and ``values`` moves forward (a table-sized index of positions,
+    read and written at random, made the merge of two workers' 700,000 rows cost 40 ms).
+    """
+    n_workers, n_cols, size = starts.size, base.shape[1], (stops - starts).sum()
+    n = float(n_workers)
+    cursor = starts.copy()
+    touched = np.empty(size, np.int64)
+    merged = np.empty((size, n_cols), base.dtype)
+    total, num = np.empty(n_cols), np.empty(n_params)
+    m = 0
+    while True:
+        r = -1  # the next row: the smallest under any cursor
+        for w in range(n_workers):
+            q = cursor[w]
+            if q < stops[w] and (r < 0 or rows[q] < r):
                 r = rows[q]
-                i = pos[r]
-                for c in range(n_cols):
-                    total[i, c] += np.float64(values[q, c]) - base[r, c]
-                if slot >= 0:
-                    den[i] += np.float64(values[q, slot]) - base[r, slot]
-                    for c in range(n_params):
-                        num[i, c] += (np.float64(values[q, slot]) * values[q, c]
-                                      - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
-        merged = np.empty((touched.size, n_cols), base.dtype)
-        for i in loop(touched.size):
-            weighted = slot >= 0 and den[i] > 0.0  # all-zero accumulators: plain average
+        if r < 0:
+            break
+        den = 0.0
+        for c in range(n_cols):  # every worker counts with the start...
+            total[c] = n * base[r, c]
+        if slot >= 0:
+            den = n * base[r, slot]
+            for c in range(n_params):
+                num[c] = n * np.float64(base[r, slot]) * base[r, c]
+        for w in range(n_workers):  # ...then those that changed the row swap it for theirs
+            q = cursor[w]
+            if q == stops[w] or rows[q] != r:
+                continue
+            cursor[w] = q + 1
             for c in range(n_cols):
-                merged[i, c] = num[i, c] / den[i] if weighted and c < n_params else total[i, c] / n
-        return touched, merged
-
-    return merge
-
-
-_merge_serial, _merge_parallel = _merge_kernel(False), _merge_kernel(True)
+                total[c] += np.float64(values[q, c]) - base[r, c]
+            if slot >= 0:
+                den += np.float64(values[q, slot]) - base[r, slot]
+                for c in range(n_params):
+                    num[c] += (np.float64(values[q, slot]) * values[q, c]
+                               - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
+        weighted = slot >= 0 and den > 0.0  # all-zero accumulators: plain average
+        for c in range(n_cols):
+            merged[m, c] = num[c] / den if weighted and c < n_params else total[c] / n
+        touched[m] = r
+        m += 1
+    return touched[:m], merged[:m]
 
 
 # -- what a Dask fit supports ---------------------------------------------------------------
@@ -190,17 +233,18 @@ def _train_segments(training, blocks, segments, fit_id):
     """
     if not segments:  # a worker done with its blocks this epoch: nothing to catch up or merge
         return 0, 0.0, {}, {}
-    start, total, marked = training.clock()[R.CLOCK_T], 0.0, {}
+    start, total, marked, whole = training.clock()[R.CLOCK_T], 0.0, {}, []
     for block, rows, order in _segment_data(training, blocks, segments, fit_id):
         total += training.epoch(rows, order)
         for name, r in _touched(training, rows, order, fit_id, block).items():
             marked.setdefault(name, []).append(r)
+        whole.append(block if order.size == training.count(rows) else None)
     steps = int(training.clock()[R.CLOCK_T] - start)
     training.catch_up()
     everything = training.lazy()  # the catch-up moved every coordinate
     touched, changed = {}, {}
     for name, marks in marked.items():
-        rows = None if any(r is None for r in marks) else _union(marks)
+        rows = _worker_rows(marks, None if None in whole else (fit_id, name, tuple(whole)))
         touched[name] = rows
         if rows is None or everything:
             rows = np.arange(training.table(name).shape[0])
@@ -208,18 +252,30 @@ def _train_segments(training, blocks, segments, fit_id):
     return steps, total, touched, changed
 
 
-def _union(parts):
-    """The sorted distinct values of the integer arrays ``parts``.
+def _worker_rows(marks, key):
+    """The distinct table rows of the blocks' ``marks`` (None: every row), kept under ``key``
+    unless it is None: a round over the same whole blocks touches the same rows every epoch
+    (their union cost 10-25 ms per round and worker on a Zipf click log, issue 32)."""
+    if key in _UNIONS:
+        return _UNIONS[key]
+    rows = None if any(r is None for r in marks) else _union(marks)
+    if key is not None:
+        _UNIONS[key] = rows
+    return rows
 
-    ``np.unique`` is not used: numpy 2.4 finds the distinct values of an integer array with a
-    hash table, which took 0.38-0.65 s for a worker's 600,000 touched rows of a Zipf click
-    log (2^22 columns), against 7 ms for a sort (issue 32). The sort leaves duplicates side
-    by side; the first of each run is kept.
+
+def _union(parts):
+    """The sorted distinct values of the arrays ``parts`` of table rows (non-negative ints).
+
+    Marked in a boolean array as long as the largest row: 3 ms for two workers' 500,000
+    rows each below 2^22, against 7 ms for a sort of them and 0.38-0.65 s for ``np.unique``,
+    which in numpy 2.4 finds an integer array's distinct values with a hash table (issue 32).
     """
-    values = np.sort(np.concatenate(parts))
-    first = np.ones(values.size, np.bool_)
-    first[1:] = values[1:] != values[:-1]
-    return values[first]
+    top = max((int(p.max()) + 1 for p in parts if p.size), default=0)
+    seen = np.zeros(top, np.bool_)
+    for p in parts:
+        seen[p] = True
+    return np.flatnonzero(seen)
 
 
 def _apply_delta(training, delta):
@@ -233,6 +289,7 @@ def _apply_delta(training, delta):
 _ROWS: dict = {}  # per-process cache of each block's checked rows: (fit id, block) -> rows
 _ORDERS: dict = {}  # per-process cache of each block's epoch order: (fit id, block, epoch)
 _TOUCHED: dict = {}  # per-process cache of the table rows a whole block touches
+_UNIONS: dict = {}  # per-process cache of those of a round's whole blocks: (fit id, table, blocks)
 
 
 def _block_order(training, rows, fit_id, block, seed, epoch):
@@ -317,13 +374,18 @@ def _train_round(fit_id, version, delta, full, segments, *blocks):
 
 
 def _forget(fit_id):
-    for cache in (_MODELS, _ROWS, _ORDERS, _TOUCHED):
+    for cache in (_MODELS, _ROWS, _ORDERS, _TOUCHED, _UNIONS):
         for key in [k for k in cache if k[0] == fit_id]:
             del cache[key]
 
 
 def _n_rows(block):
     return int(block.shape[0])
+
+
+def _rows_and_labels(y, labels):
+    """Rows of the block ``y`` of targets, and its distinct values if ``labels``."""
+    return int(y.shape[0]), np.unique(np.asarray(y)) if labels else None
 
 
 def _counts(block):
@@ -356,9 +418,10 @@ def _client(client):
         ) from None
 
 
-def _blocks(client, X, y):
+def _blocks(client, X, y, labels=False):
     """Persisted blocks of X and y (None: X alone) as futures, pairwise by row block; each
-    block's size in updates (rows, or stored entries for X alone) and its first row."""
+    block's size in updates (rows, or stored entries for X alone), its first row, and with
+    ``labels`` the distinct values of y (else None), all found in one round trip."""
     import dask.array as da
     from distributed import futures_of, wait
 
@@ -376,7 +439,7 @@ def _blocks(client, X, y):
         counts = client.gather([client.submit(_counts, f, pure=False) for f in xs])
         rows = np.array([r for r, _ in counts], np.int64)
         sizes, ys = np.array([n for _, n in counts], np.int64), [None] * len(xs)
-        return X, None, xs, ys, sizes, np.concatenate([[0], np.cumsum(rows)[:-1]])
+        return X, None, xs, ys, sizes, np.concatenate([[0], np.cumsum(rows)[:-1]]), None
     if not isinstance(y, da.Array):
         y = _scatter_rows(client, np.asarray(y), X.chunks[0])
     if y.ndim != 1 or len(y.chunks[0]) != len(X.chunks[0]):
@@ -389,13 +452,17 @@ def _blocks(client, X, y):
     xs = [futures[k[0]] for k in X.__dask_keys__()]
     ys = [futures[k] for k in y.__dask_keys__()]
     wait(xs + ys)
-    sizes = client.gather([client.submit(_n_rows, f, pure=False) for f in xs])
-    ysizes = client.gather([client.submit(_n_rows, f, pure=False) for f in ys])
-    for i, (a, b) in enumerate(zip(sizes, ysizes, strict=True)):
+    found = client.gather(
+        [client.submit(_n_rows, f, pure=False) for f in xs]
+        + [client.submit(_rows_and_labels, f, labels, pure=False) for f in ys]
+    )
+    sizes, ysizes = found[: len(xs)], found[len(xs) :]
+    for i, (a, (b, _)) in enumerate(zip(sizes, ysizes, strict=True)):
         if a != b:
             raise ValueError(f"block {i}: X has {a} rows but y has {b}")
     sizes = np.array(sizes, np.int64)
-    return X, y, xs, ys, sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    distinct = np.unique(np.concatenate([v for _, v in ysizes])) if labels else None
+    return X, y, xs, ys, sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]]), distinct
 
 
 def _scatter_rows(client, a, chunks):
@@ -625,17 +692,16 @@ def _train_epoch(run, training, merge_every, seed, verbose, epoch):
 def _start(client, estimator, X, y, classes, alone, features):
     """The estimator's training for the blocks of ``X`` and ``y`` (and MF's side
     ``features``), and the blocks ``(xs, ys, sizes, first_rows)`` (see :func:`_blocks`)."""
-    import dask.array as da
-
-    X, y, xs, ys, sizes, first_rows = _blocks(client, X, y)
+    reset = not (getattr(estimator, "warm_start", False) and hasattr(estimator, "n_iter_"))
+    find_classes = is_classifier(estimator) and reset and classes is None
+    X, y, xs, ys, sizes, first_rows, labels = _blocks(client, X, y, labels=find_classes)
     if X.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
-    reset = not (getattr(estimator, "warm_start", False) and hasattr(estimator, "n_iter_"))
     if is_classifier(estimator):
         if not reset:
             classes = estimator.classes_
         elif classes is None:
-            classes = da.unique(y).compute()
+            classes = labels
         classes = np.unique(np.asarray(classes))
     else:
         classes = None

@@ -94,17 +94,21 @@ def test_merge_table_weights_by_accumulator():
     np.testing.assert_array_equal(alone[:2], updates[0][1])
 
 
-@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("ordered", [False, True])
 @pytest.mark.parametrize("accumulator", [None, 0])
-def test_merge_table_equals_its_formula_on_many_rows(accumulator, parallel, monkeypatch):
-    # three workers over a table large enough for the parallel merge to split its rows;
-    # factor-vector rows: 3 parameters, then the slots (the accumulator first)
-    monkeypatch.setattr(sd, "_PARALLEL_MERGE_SIZE", 0 if parallel else 1 << 40)
+def test_merge_table_equals_its_formula_on_many_rows(accumulator, ordered, threads, monkeypatch):
+    # three workers, their rows in any order or increasing (as a worker reports them), merged
+    # in one thread or in three ranges of rows; factor-vector rows: 3 parameters, then the
+    # slots (the accumulator first)
+    monkeypatch.setattr(sd, "_SPLIT_MERGE", 1 if threads > 1 else 1 << 40)
+    monkeypatch.setattr(sd.numba, "get_num_threads", lambda: threads)
     rng = np.random.default_rng(0)
     base = rng.random((5000, 5)).astype(np.float32)
     updates = []
     for _ in range(3):
         rows = rng.choice(5000, 3000, replace=False)
+        rows = np.sort(rows) if ordered else rows
         updates.append((rows, rng.random((rows.size, 5)).astype(np.float32)))
     merged = sd.merge_table(base, updates, accumulator=accumulator, n_params=3)
     copies = np.repeat(base[None].astype(np.float64), 3, axis=0)
@@ -116,6 +120,19 @@ def test_merge_table_equals_its_formula_on_many_rows(accumulator, parallel, monk
         expected[:, :3] = (G * copies[:, :, :3]).sum(axis=0) / G.sum(axis=0)
     assert merged.dtype == np.float32
     np.testing.assert_allclose(merged, expected, rtol=1e-5)
+
+
+def test_merge_table_refuses_bad_updates():
+    base = np.zeros((4, 2))
+    good = (np.array([0, 1]), np.ones((2, 2)))
+    for rows, values, message in [
+        (np.array([2, 0, 2]), np.ones((3, 2)), "twice"),
+        (np.array([1, 4]), np.ones((2, 2)), "outside 0 .. 3"),
+        (np.array([-1]), np.ones((1, 2)), "outside 0 .. 3"),
+        (np.array([1, 2]), np.ones((2, 3)), "shape"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            sd.merge_table(base, [good, (rows, values)], accumulator=0)
 
 
 def test_union_is_sorted_and_distinct():
