@@ -165,16 +165,18 @@ _ERRORS = (
 
 
 def _read_npz(path, names=None) -> dict:
-    """The arrays of an ``.npz`` (only ``names`` if given), refusing compressed members: a
-    model file is written uncompressed, and a compressed member could expand without bound."""
-    data = io.BytesIO(path.read_bytes())
-    with zipfile.ZipFile(data) as zf:
-        for info in zf.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"compressed member {info.filename!r}")
-    data.seek(0)
-    with np.load(data, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if names is None or k in names}
+    """The arrays of an ``.npz`` (only ``names`` if given, read alone from the open file: a
+    model's metadata without its tens of MB of arrays), refusing compressed members: a model
+    file is written uncompressed, and a compressed member could expand without bound."""
+    with open(path, "rb") as f:  # one open file: a file renamed over ``path`` meanwhile is not read
+        data = io.BytesIO(f.read()) if names is None else f
+        with zipfile.ZipFile(data) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(f"compressed member {info.filename!r}")
+        data.seek(0)
+        with np.load(data, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files if names is None or k in names}
 
 
 def _read_meta(path, arrays: dict) -> dict:
