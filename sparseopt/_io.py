@@ -24,6 +24,7 @@ import os
 import struct
 import tempfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from numbers import Integral, Real
@@ -115,7 +116,11 @@ def _digest(array: np.ndarray) -> str:
 
 
 def save_model(path, estimator, arrays: dict, attributes: dict) -> None:
-    """Write ``estimator`` (its parameters, ``arrays`` and scalar ``attributes``) to ``path``."""
+    """Write ``estimator`` (its parameters, ``arrays`` and scalar ``attributes``) to ``path``.
+
+    The arrays' digests are taken on a second thread while the arrays are written (both
+    release the GIL), the metadata that records them last.
+    """
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -123,27 +128,35 @@ def save_model(path, estimator, arrays: dict, attributes: dict) -> None:
         "class": type(estimator).__name__,
         "params": {k: _encode(v) for k, v in estimator.get_params(deep=False).items()},
         "attributes": {k: _encode(v) for k, v in attributes.items()},
-        "sha256": {k: _digest(v) for k, v in arrays.items()},
+        "sha256": None,
     }
     if _METADATA.get() is not None:
         meta["metadata"] = _METADATA.get()
-    text = json.dumps(meta).encode()
-    payload = dict(
-        arrays,
-        __meta__=np.frombuffer(text, dtype=np.uint8),
-        __meta_sha256__=np.frombuffer(hashlib.sha256(text).hexdigest().encode(), np.uint8),
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
+        with ThreadPoolExecutor(1) as pool, os.fdopen(fd, "wb") as f:
+            digests = pool.submit(lambda: {k: _digest(v) for k, v in arrays.items()})
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
+                for name, array in arrays.items():
+                    _write_member(npz, name, array)
+                meta["sha256"] = digests.result()
+                text = json.dumps(meta).encode()
+                _write_member(npz, "__meta__", np.frombuffer(text, dtype=np.uint8))
+                digest = hashlib.sha256(text).hexdigest().encode()
+                _write_member(npz, "__meta_sha256__", np.frombuffer(digest, dtype=np.uint8))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_member(npz: zipfile.ZipFile, name: str, array) -> None:
+    """``array`` as the member ``name.npy`` of an open ``.npz``, as ``np.savez`` writes it."""
+    with npz.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 # what a model file's JSON holds: field -> (type, required)
@@ -165,16 +178,18 @@ _ERRORS = (
 
 
 def _read_npz(path, names=None) -> dict:
-    """The arrays of an ``.npz`` (only ``names`` if given), refusing compressed members: a
-    model file is written uncompressed, and a compressed member could expand without bound."""
-    data = io.BytesIO(path.read_bytes())
-    with zipfile.ZipFile(data) as zf:
-        for info in zf.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise ValueError(f"compressed member {info.filename!r}")
-    data.seek(0)
-    with np.load(data, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files if names is None or k in names}
+    """The arrays of an ``.npz`` (only ``names`` if given, read alone from the open file: a
+    model's metadata without its tens of MB of arrays), refusing compressed members: a model
+    file is written uncompressed, and a compressed member could expand without bound."""
+    with open(path, "rb") as f:  # one open file: a file renamed over ``path`` meanwhile is not read
+        data = io.BytesIO(f.read()) if names is None else f
+        with zipfile.ZipFile(data) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(f"compressed member {info.filename!r}")
+        data.seek(0)
+        with np.load(data, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files if names is None or k in names}
 
 
 def _read_meta(path, arrays: dict) -> dict:

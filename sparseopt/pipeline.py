@@ -27,6 +27,9 @@ a chunk takes effect once the chunk is trained, and checkpoints the chunks done;
 the last checkpoint stands. Divergence is a weight that is not finite or beyond any sane range
 (checked at every checkpoint), or an epoch whose training logloss ends far worse than the base
 rate's (checked at the end of every epoch, and on the first chunk).
+With negative downsampling, the checkpoints hold the training state; the last one, when it is
+the model kept, is saved once as the run's corrected model (``model.npz`` linked to it), with
+the intercept before the correction in its metadata, which a resume puts back.
 
 Epochs
 ------
@@ -306,8 +309,26 @@ def correct_for_downsampling(model, negative_rate: float) -> dict:
         "intercept_correction": shift,
         "note": f"trained on all positives and {negative_rate:g} of the negatives; the "
         f"intercept was shifted by log({negative_rate:g}) = {shift:.6g} so that predictions "
-        "are on the true scale (checkpoints hold the uncorrected training state)",
+        "are on the true scale (the intercept before the shift: 'training_intercept')",
     }
+
+
+def restore_training_intercept(model, path) -> None:
+    """Undo the downsampling correction of ``model``, read from the model file ``path``, if
+    its metadata records one: its intercept back to the ``training_intercept`` it was trained
+    to, bit for bit (a run resumed from a corrected checkpoint trains on from there)."""
+    meta = _io.read_metadata(path) or {}
+    if "downsampling" not in meta:
+        return
+    values = meta.get("training_intercept")
+    bias = model.state_.bias
+    if not (
+        _io.NUMBERS[0](values)
+        and len(values) == bias.shape[0]
+        and all(math.isfinite(v) for v in values)
+    ):
+        raise PipelineError(f"{path}: the training intercept in the file is damaged")
+    bias[:, 0] = values
 
 
 def true_scale(p, negative_rate: float):
@@ -598,7 +619,9 @@ class Trainer:
         self.state.setdefault("stopped", None)
         if self.state["checkpoint"] is None:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
-        self.model, _ = load_model(self.out / self.state["checkpoint"])
+        checkpoint = self.out / self.state["checkpoint"]
+        self.model, _ = load_model(checkpoint)
+        restore_training_intercept(self.model, checkpoint)
         self.training = None
         best = self.state["best"]
         if best is not None:  # the stopper's record: the best loss, the epochs since
@@ -611,15 +634,23 @@ class Trainer:
         ``file``, ``best-<epoch>.npz``, linked to the checkpoint before the record names it).
         Raises DivergenceError, saving nothing, if a weight is not finite (chunks are trained
         in place, unchecked: a diverged run stays at its last checkpoint).
+
+        The last checkpoint of a downsampled run whose last epoch is the one kept is the run's
+        model itself, saved once: corrected (:meth:`_save_corrected`), its training intercept
+        recorded for a resume; ``model.npz`` is then linked to it.
         """
         self._settle()
         name = _runs.next_checkpoint(self.state["checkpoint"])
-        self._save(self.out / name)
+        earlier_best_kept = self.keep_best and best is None and self.state["best"] is not None
+        if self.spec.negative_rate != 1 and self.state["finished"] and not earlier_best_kept:
+            self._save_corrected(self.model, self.out / name)
+        else:
+            self._save(self.model, self.out / name)
         _runs.commit_checkpoint(self.out, asdict(self.config), self.state, name, best)
 
-    def _save(self, path):
-        self.model.set_params(random_state=self.config.seed)
-        save_model(self.model, path, self.config.model, self.spec)
+    def _save(self, model, path, extra=None):
+        model.set_params(random_state=self.config.seed)
+        save_model(model, path, self.config.model, self.spec, extra)
 
     # -- the loop --
     def _chunks(self):
@@ -844,10 +875,10 @@ class Trainer:
         # the kept epoch's checkpoint holds this very model: link it into place
         saved = best["file"] if best and kept["epoch"] == best["epoch"] else None
         kept_file = self.out / (saved or self.state["checkpoint"])
-        if self.spec.negative_rate == 1:
+        if self.spec.negative_rate == 1 or "downsampling" in (_io.read_metadata(kept_file) or {}):
             _runs.link_or_copy(kept_file, model_path)
-        else:  # the checkpoint stays the training state; the model file is corrected
-            self._save_corrected(kept_file if kept["epoch"] != len(history) else None)
+        else:  # an uncorrected training state (a best epoch's, an earlier sparseopt's)
+            self._save_corrected(load_model(kept_file)[0], model_path)
         validation = history[kept["epoch"] - 1].get("validation") if history else None
         calibration = best["calibration"] if saved else self.calibration
         summary = {
@@ -871,21 +902,15 @@ class Trainer:
         _runs.write_json(self.out / _runs.METRICS, summary)
         return summary
 
-    def _save_corrected(self, kept_file) -> None:
-        """Save the kept model (``kept_file``, or None: the model in memory, the last
-        checkpoint's) to the run's model file with its intercept corrected for the
-        downsampling; the training state in memory is left as it was."""
-        model = self.model if kept_file is None else load_model(kept_file)[0]
+    def _save_corrected(self, model, path) -> None:
+        """Save ``model`` to ``path`` with its intercept corrected for the downsampling and
+        the intercept before the correction recorded (``training_intercept``, which
+        :func:`restore_training_intercept` puts back); ``model`` is left as it was."""
         bias = model.state_.bias.copy()
         try:
             correction = correct_for_downsampling(model, self.spec.negative_rate)
-            save_model(
-                model,
-                self.out / _runs.MODEL,
-                self.config.model,
-                self.spec,
-                {"downsampling": correction},
-            )
+            extra = {"downsampling": correction, "training_intercept": bias[:, 0].tolist()}
+            self._save(model, path, extra)
         finally:
             model.state_.bias[...] = bias
 

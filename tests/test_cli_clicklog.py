@@ -112,10 +112,41 @@ def test_negative_rate_keeps_predictions_calibrated(logs, tmp_path, capsys):
     assert main(["evaluate", str(out / "model.npz"), str(test), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["logloss"] == pytest.approx(summary["validation"]["logloss"], rel=1e-6)
-    # without the correction, the training state predicts far above the click rate
-    (checkpoint,) = out.glob("checkpoint-*.npz")
-    state, _ = P.load_model(checkpoint)
+    # without the correction (the intercept trained to), predictions are far above the rate
+    state, _ = P.load_model(out / "model.npz")
+    P.restore_training_intercept(state, out / "model.npz")
     assert state.predict_proba(X)[:, 1].mean() > 1.5 * y.mean()
+
+
+def test_downsampled_run_saves_its_model_once_and_resumes_from_it(logs, tmp_path):
+    """The last checkpoint of a downsampled run is its corrected model (one file, linked);
+    resumed for more epochs from it, the run ends as one that ran them all, bit for bit."""
+    train, _, _ = logs
+    argv = ["train", str(train), *UNWEIGHTED, "--negative-rate", "0.3"]
+    run, whole = tmp_path / "run", tmp_path / "whole"
+    assert main([*argv, "--out", str(run)]) == 0
+    (checkpoint,) = run.glob("checkpoint-*.npz")
+    assert checkpoint.read_bytes() == (run / "model.npz").read_bytes()
+    meta = _io.read_metadata(checkpoint)
+    model = sparseopt.load(checkpoint)
+    assert meta["training_intercept"] == pytest.approx(
+        model.state_.bias[:, 0] - math.log(0.3), abs=1e-6
+    )
+    assert main([*argv, "--epochs", "2", "--out", str(run), "--resume"]) == 0
+    assert main([*argv, "--epochs", "2", "--out", str(whole)]) == 0
+    resumed, uninterrupted = (sparseopt.load(p / "model.npz") for p in (run, whole))
+    np.testing.assert_array_equal(resumed.coef_, uninterrupted.coef_)
+    np.testing.assert_array_equal(resumed.intercept_, uninterrupted.intercept_)
+    # a damaged record of the training intercept is refused, not trained on
+    with pytest.raises(P.PipelineError, match="training intercept"):
+        P.restore_training_intercept(model, _with_metadata(tmp_path, model, meta))
+
+
+def _with_metadata(tmp_path, model, meta):
+    path = tmp_path / "damaged.npz"
+    with _io.model_metadata({**meta, "training_intercept": ["nan"]}):
+        model.save(path)
+    return path
 
 
 @pytest.mark.parametrize(

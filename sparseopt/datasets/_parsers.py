@@ -183,14 +183,24 @@ def _has_byte(block, pattern):
 
 
 @numba.njit(**JIT)
-def _has_newline(buf, p):
-    """Whether ``buf[p:p + 8]`` holds a newline (``p`` unsigned: one 8-byte read)."""
+def _newline_at(buf, p):
+    """Offset of the first newline in ``buf[p:p + 8]``, 8 if none (``p`` unsigned: one
+    8-byte read, no loop over its bytes).
+
+    ``(x - 0x01..01) & ~x & 0x80..80``, x the word XOR newlines, sets the top bit of every
+    zero byte of x (and of none below the first: a borrow only runs upwards); the lowest set
+    bit, ``2^(8k + 7)``, gives k: ``2^(8k)`` times ``0x0001020304050607`` has k in its top
+    byte.
+    """
     x = np.uint64(0)
     for i in range(8):
         x |= np.uint64(buf[p + np.uint64(i)]) << np.uint64(8 * i)
     x ^= np.uint64(0x0A0A0A0A0A0A0A0A)
-    ones = np.uint64(0x0101010101010101)
-    return ((x - ones) & ~x & np.uint64(0x8080808080808080)) != np.uint64(0)
+    found = (x - np.uint64(0x0101010101010101)) & ~x & np.uint64(0x8080808080808080)
+    if found == np.uint64(0):
+        return 8
+    lowest = found & (~found + np.uint64(1))
+    return np.int64(((lowest >> np.uint64(7)) * np.uint64(0x0001020304050607)) >> np.uint64(56))
 
 
 @numba.njit(**JIT)
@@ -266,10 +276,14 @@ def parse_delimited(
     n_dropped = 0
     while pos < n:
         end = pos
-        while end + 8 <= n and not _has_newline(buf, np.uint64(end)):
-            end += 8
-        while end < n and buf[end] != _NL:
-            end += 1
+        while end + 8 <= n:
+            k = _newline_at(buf, np.uint64(end))
+            end += k
+            if k < 8:
+                break
+        else:
+            while end < n and buf[end] != _NL:
+                end += 1
         stop = end
         if stop > pos and buf[stop - 1] == _CR:
             stop -= 1
