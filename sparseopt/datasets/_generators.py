@@ -70,10 +70,15 @@ def _value_columns(n_values, n_bits, slice_size):
 
 
 @numba.njit(**JIT)
-def _draw_field(u, missing, prob, alias, weights, factors, f, values, logit, total, sq):
-    """Value ids of field ``f`` from uniforms ``u`` (alias method; -1 where ``missing``);
-    their weights are added to ``logit``, their factors to ``total`` and the factors'
-    squared norms to ``sq`` (for the pairwise sum)."""
+def _draw_field(u, missing, table, model, f, out):
+    """Value ids of field ``f`` from uniforms ``u`` (alias method on ``table = (prob,
+    alias)``; -1 where ``missing``) into column ``f`` of ``values``; with ``model = (weights,
+    factors)`` of the field's values and ``out = (values, logit, total, sq)``, their weights
+    are added to ``logit``, their factors to ``total`` and the factors' squared norms to
+    ``sq`` (for the pairwise sum)."""
+    prob, alias = table
+    weights, factors = model
+    values, logit, total, sq = out
     n_values = prob.shape[0]
     has_missing = missing.shape[0] > 0
     k = factors.shape[1]
@@ -181,12 +186,11 @@ class _CTRModel:
         sq = np.zeros(n)
         no_missing = np.zeros(0, dtype=np.bool_)
         for f in range(self.n_fields):
-            prob, alias = self.tables[f]
             u = rng.random(n)
             missing = rng.random(n) < self.missing_rate[f] if self.missing_rate[f] else no_missing
             own = slice(self.offsets[f], self.offsets[f + 1])
-            w, factors = self.weights[own], self.factors[own]
-            _draw_field(u, missing, prob, alias, w, factors, f, values, logit, s, sq)
+            model = (self.weights[own], self.factors[own])
+            _draw_field(u, missing, self.tables[f], model, f, (values, logit, s, sq))
         if k:
             n_pairs = self.n_fields * (self.n_fields - 1) / 2
             pairs = 0.5 * (np.einsum("ij,ij->i", s, s) - sq)
