@@ -73,25 +73,26 @@ def merge_table(base, updates, accumulator=None, n_params=1):
     ndarray like ``base``
     """
     merged = base.copy()
-    touched, values = _merge_rows(base, updates, accumulator, n_params)
-    merged[touched] = values
+    _merge_rows(merged, updates, accumulator, n_params)
     return merged
 
 
-def _merge_rows(base, updates, accumulator, n_params=1):
-    """The rows any worker changed and their merged values (see :func:`merge_table`)."""
+def _merge_rows(table, updates, accumulator, n_params=1):
+    """Merge ``updates`` into ``table`` (the round's start) in place; returns the rows any
+    worker changed and their merged values (see :func:`merge_table`)."""
     if len(updates) == 1:  # one worker: its values, bit for bit
+        table[updates[0][0]] = updates[0][1]
         return updates[0]
-    updates = [_increasing(rows, values, base) for rows, values in updates]
+    updates = [_increasing(rows, values, table) for rows, values in updates]
     rows = np.concatenate([r for r, _ in updates])
-    values = np.concatenate([v for _, v in updates]).astype(base.dtype, copy=False)
+    values = np.concatenate([v for _, v in updates]).astype(table.dtype, copy=False)
     bounds = np.cumsum([0] + [len(r) for r, _ in updates])
     slot = -1 if accumulator is None else n_params + accumulator
     parts = _row_ranges(rows, bounds, numba.get_num_threads() if rows.size >= _SPLIT_MERGE else 1)
     if len(parts) == 1:
-        return _merge_walk(base, rows, values, *parts[0], slot, n_params)
+        return _merge_walk(table, rows, values, *parts[0], slot, n_params)
     with ThreadPoolExecutor(len(parts)) as pool:  # the kernel releases the GIL
-        done = list(pool.map(lambda p: _merge_walk(base, rows, values, *p, slot, n_params), parts))
+        done = list(pool.map(lambda p: _merge_walk(table, rows, values, *p, slot, n_params), parts))
     return np.concatenate([t for t, _ in done]), np.concatenate([v for _, v in done])
 
 
@@ -146,7 +147,9 @@ def _strictly_increasing(a):
 @numba.njit(**JIT)
 def _merge_walk(base, rows, values, starts, stops, slot, n_params):
     """:func:`merge_table` over the concatenated updates, worker ``w``'s rows those of
-    ``starts[w]:stops[w]`` (strictly increasing), sums in float64.
+    ``starts[w]:stops[w]`` (strictly increasing), sums in float64. Each merged row is written
+    into ``base`` (in place: the walk reads a row only before writing it, and threads walk
+    disjoint ranges of rows) and returned with its values, for the workers.
 
     One walk over the touched rows in increasing order, a cursor in each worker's rows: every
     read of ``base``, ``rows`` and ``values`` moves forward (a table-sized index of positions,
@@ -189,6 +192,7 @@ def _merge_walk(base, rows, values, starts, stops, slot, n_params):
         weighted = slot >= 0 and den > 0.0  # all-zero accumulators: plain average
         for c in range(n_cols):
             merged[m, c] = num[c] / den if weighted and c < n_params else total[c] / n
+            base[r, c] = merged[m, c]
         touched[m] = r
         m += 1
     return touched[:m], merged[:m]
@@ -814,9 +818,7 @@ def _merge(training, results):
         if not updates:
             continue
         if shared:
-            rows, values = _merge_rows(table, updates, accumulator, n_params)
-            table[rows] = values
-            tables[name] = (rows, values)
+            tables[name] = _merge_rows(table, updates, accumulator, n_params)
             continue
         # each row trained by one worker: its values, over those of the workers whose catch-up
         # (a lazy rule's) moved the row without training it
