@@ -795,16 +795,19 @@ class _Run:
                         pure=False,
                     ))  # fmt: skip
                 results = _gather_round(client, futures, plan)
-            except (WorkerLostError, StaleModelError, CommClosedError, TimeoutError):
+            except (WorkerLostError, StaleModelError, CommClosedError, TimeoutError) as exc:
                 client.cancel(futures)
                 self.versions.clear()
                 self.owner = None
-                plan = replan()
+                plan, lost = replan(), exc
                 continue
             self.versions.update(dict.fromkeys(plan, version))
             self.version = version
             return results, plan
-        raise WorkerLostError(f"a round lost workers {self.retries + 1} times in a row")
+        raise WorkerLostError(
+            f"a round lost workers {self.retries + 1} times in a row (the last time: "
+            f"{type(lost).__name__}: {lost}); check the workers' logs, or raise retries"
+        ) from lost
 
 
 def _merge(training, results):
