@@ -304,9 +304,9 @@ def _put_rows(table, rows, values):
         raise IndexError(f"a row index outside 0 .. {table.shape[0] - 1}")
 
 
-# NumPy's fancy indexing took 5-13 ms to take or put the 700,000-900,000 rows (2 columns)
-# that a worker returns and applies each round on a Zipf click log (issue 32); these loops
-# 1-2 ms. Each returns False, having copied nothing, if a row is outside the table.
+# A worker's 705,754 changed rows of a Zipf click log's 2^22 x 2 table (issue 32): NumPy's
+# fancy indexing took 4.4 ms to take them and 4.8 ms to put them, these loops 1.8 and 1.3 ms.
+# Each returns False, having copied nothing, if a row is outside the table.
 @numba.njit(**JIT)
 def _take_kernel(table, rows, out):
     for r in rows:
