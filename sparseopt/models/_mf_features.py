@@ -126,11 +126,11 @@ def _dot(a, b, k):
 
 
 @numba.njit(inline="always", **JIT)
-def _step_row(rule, h, c, side, f, coefs, vec, dims, alphas):
+def _step_row(rule, h, c, lazy, side, f, coefs, vec, dims, alphas):
     """One optimizer step on feature row ``f`` of ``side = (bias, factors, stamp, mark)``:
     gradients ``a_bias + alpha_b beta_f`` on its bias (if ``step_bias``) and
-    ``a vec + alpha_f e_f`` on its vector (old values); the row stamped if the rule is lazy
-    (its stamps not empty).
+    ``a vec + alpha_f e_f`` on its vector (old values); the row stamped if ``lazy`` (a flag
+    that guards no call costs nothing to inline: :func:`_sync_rows`).
 
     ``coefs = (a, a_bias, step_bias)``, ``dims = (k, rm)``, ``alphas = (alpha_b, alpha_f)``."""
     bias, factors, stamp, mark = side
@@ -154,7 +154,7 @@ def _step_row(rule, h, c, side, f, coefs, vec, dims, alphas):
             e = np.float64(factors[r, 0])
             factors[r, 0] = R.step_caught_up(rule, h, c, factors, r, a * vec[r - f * k]
                                              + alpha_f * e)  # fmt: skip
-    _stamp(c, stamp.size > 0, stamp, mark, f)
+    _stamp(c, lazy, stamp, mark, f)
 
 
 @numba.njit(**JIT)
@@ -177,7 +177,7 @@ def _history_term(hf, known, u, dims, h_u):
 
 
 @numba.njit(**JIT)
-def _step_history(rule, h, c, history, known, block, dims, alpha_f):
+def _step_history(rule, h, c, lazy, history, known, block, dims, alpha_f):
     """Step every :math:`y_m`, ``m`` in user ``u``'s known items (caught up:
     :func:`_sync_rows`), on the gradient ``scale g_u + alpha_f y_m``; ``history`` is the side
     of the :math:`y_m`, ``block = (u, scale, g_u)``, ``g_u`` the sum of the user block's
@@ -185,12 +185,12 @@ def _step_history(rule, h, c, history, known, block, dims, alpha_f):
     indptr, indices = known
     u, scale, g_u = block
     for t in range(indptr[u], indptr[u + 1]):
-        _step_row(rule, h, c, history, indices[t], (scale, 0.0, False), g_u, dims,
+        _step_row(rule, h, c, lazy, history, indices[t], (scale, 0.0, False), g_u, dims,
                   (0.0, alpha_f))  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
-def _step_items(rule, h, c, side, rows, pair, p, dims, alphas):
+def _step_items(rule, h, c, lazy, side, rows, pair, p, dims, alphas):
     """Step the feature rows of item ``i`` (derivative ``di``) and, if ``j >= 0``, of item
     ``j`` (``dj``), ``pair = (i, j, di, dj)``: a walk over both sorted rows at once, so that a
     shared feature takes one step with the summed gradient. The rest as for :func:`_gather`
@@ -214,7 +214,7 @@ def _step_items(rule, h, c, side, rows, pair, p, dims, alphas):
             f = fb
             coef += np.float64(weights[b]) * dj
             b += 1
-        _step_row(rule, h, c, side, f, (coef, coef, True), p, dims, alphas)
+        _step_row(rule, h, c, lazy, side, f, (coef, coef, True), p, dims, alphas)
 
 
 @functools.cache
@@ -272,7 +272,7 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                 if block_user >= 0:
                     if LAZY:
                         _sync_rows(RULE, h, spec, c, history, known, block_user, dims)
-                    _step_history(RULE, h, c, history, known, (block_user, scale, g_u), dims,
+                    _step_history(RULE, h, c, LAZY, history, known, (block_user, scale, g_u), dims,
                                   alpha_f)  # fmt: skip
                 if LAZY:  # the block reads the y_m: their pending steps first
                     _sync_rows(RULE, h, spec, c, history, known, u, dims)
@@ -321,9 +321,10 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                         g_u[m] += grad[m]
                     for r in range(user_rows[0][u], user_rows[0][u + 1]):
                         a = np.float64(user_rows[2][r])
-                        _step_row(RULE, h, c, user, user_rows[1][r], (a, a * d, True), grad,
-                                  dims, alphas)  # fmt: skip
-                    _step_items(RULE, h, c, item, item_rows, (j, -1, d, 0.0), p, dims, alphas)
+                        _step_row(RULE, h, c, LAZY, user, user_rows[1][r], (a, a * d, True),
+                                  grad, dims, alphas)  # fmt: skip
+                    _step_items(RULE, h, c, LAZY, item, item_rows, (j, -1, d, 0.0), p, dims,
+                                alphas)  # fmt: skip
                 else:
                     if LOSS == BPR:
                         if LAZY:
@@ -354,13 +355,14 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                         # the user biases cancel in s_ui - s_uj: their rows' vectors step
                         for r in range(user_rows[0][u], user_rows[0][u + 1]):
                             a = np.float64(user_rows[2][r])
-                            _step_row(RULE, h, c, user, user_rows[1][r], (a, 0.0, False), grad,
-                                      dims, alphas)  # fmt: skip
-                        _step_items(RULE, h, c, item, item_rows, (i, j, -d, d), p, dims, alphas)
+                            _step_row(RULE, h, c, LAZY, user, user_rows[1][r], (a, 0.0, False),
+                                      grad, dims, alphas)  # fmt: skip
+                        _step_items(RULE, h, c, LAZY, item, item_rows, (i, j, -d, d), p, dims,
+                                    alphas)  # fmt: skip
         if HISTORY and block_user >= 0:
             if LAZY:
                 _sync_rows(RULE, h, spec, c, history, known, block_user, dims)
-            _step_history(RULE, h, c, history, known, (block_user, scale, g_u), dims, alpha_f)
+            _step_history(RULE, h, c, LAZY, history, known, (block_user, scale, g_u), dims, alpha_f)
         R.store_clock(c, clock)
         return OK, total
 
