@@ -57,6 +57,13 @@ CASES = {
     "mf-features-squared-1": ("MatrixFactorization", {"loss": "squared", "max_iter": 1}),
     "mf-features-warp-1": ("MatrixFactorization", {"loss": "warp", "max_iter": 1}),
     "mf-features-warp-auto": ("MatrixFactorization", {"loss": "warp", "max_iter": "auto"}),
+    # ... with a lazy rule: the feature and history rows caught up in the kernel
+    "mf-features-squared-adam": ("MatrixFactorization", {"loss": "squared",
+                                                         "optimizer": "adam", "max_iter": 2}),
+    "mf-features-warp-adam": ("MatrixFactorization", {"loss": "warp", "optimizer": "adam",
+                                                      "max_iter": 2}),
+    "mf-features-bpr-adam": ("MatrixFactorization", {"loss": "bpr", "optimizer": "adam",
+                                                     "max_iter": 2}),
 }  # fmt: skip
 
 

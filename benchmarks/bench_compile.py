@@ -4,9 +4,10 @@
     python benchmarks/bench_compile.py --cases readme   # the figures README.md quotes
     python benchmarks/bench_compile.py --against /tmp/base --only optimizer=adam [--repeat 2]
 
-Each case fits one estimator with its defaults (or the one option named) on 2,000 rows, in
-a new interpreter whose ``NUMBA_CACHE_DIR`` is a new empty folder, and reports the seconds of
-its first ``fit`` (kernels compiled) and of the whole process. The ``main job`` case runs
+Each case fits one estimator with its defaults (or the options named; ``features``: MF with
+one-hot user and item features) on 2,000 rows, in a new interpreter whose
+``NUMBA_CACHE_DIR`` is a new empty folder, and reports the seconds of its first ``fit``
+(kernels compiled) and of the whole process. The ``main job`` case runs
 ``sparseopt train`` (the README's first command) from a cold cache to its last line; the
 ``warm`` cases fit twice in a process that finds the cache filled and report the first fit's
 extra cost over the second. Targets (issue 18): logistic regression at most 10 s with any
@@ -38,24 +39,29 @@ from sparseopt import estimators
 
 kind, option = {kind!r}, {option!r}
 params = {{}}
-if option and option != "float32":
-    key, value = option.split("=")
-    params[key] = int(value) if value.isdigit() else value
+for word in option.split():
+    if word not in ("float32", "features"):
+        key, value = word.split("=")
+        params[key] = int(value) if value.isdigit() else value
 if kind == "FFMClassifier":
     params["fields"] = np.arange(20) % 4
 model = getattr(estimators, kind)(**params)
 rng = np.random.default_rng(0)
+sides = {{}}
 if kind == "MatrixFactorization":
     X = sp.random(300, 200, density=0.05, format="csr", random_state=0)
     X.data[:] = rng.integers(1, 6, X.nnz)
     args = (X,)
+    if "features" in option.split():  # each user in one of 7 groups, each item in one of 11
+        onehot = lambda n, m: sp.csr_matrix((np.ones(n), (np.arange(n), np.arange(n) % m)))
+        sides = dict(user_features=onehot(300, 7), item_features=onehot(200, 11))
 else:
     make = make_regression if is_regressor(model) else make_classification
     X, y = make(2000, n_features=20, random_state=0)
     args = (X.astype(np.float32) if option == "float32" else X, y)
 for _ in range({fits}):
     started = time.perf_counter()
-    model.fit(*args)
+    model.fit(*args, **sides)
     print(time.perf_counter() - started)
 """
 
@@ -76,6 +82,10 @@ CASES = [
         ("mf", "MatrixFactorization", f"loss={loss}")
         for loss in ("squared", "logistic", "bpr", "warp")
     ],  # fmt: skip
+    # with side features: the kernel of models/_mf_features.py, a lazy rule's too
+    ("features", "MatrixFactorization", "features loss=squared"),
+    ("features", "MatrixFactorization", "features loss=warp"),
+    ("features", "MatrixFactorization", "features loss=warp optimizer=adam"),
 ]
 
 
@@ -116,7 +126,8 @@ def main_job():
 
 
 def against(other, only, repeat):
-    """Cold first fits of this tree and of ``other``, alternating; each side's best."""
+    """Cold first fits of this tree and of ``other``, alternating; each side's best first fit
+    seconds and process CPU seconds (the CPU seconds hardly move with the machine's load)."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trees = [("this tree", here), (other, other)]
     best = {}
@@ -125,19 +136,21 @@ def against(other, only, repeat):
             os.environ["PYTHONPATH"] = tree
             for _, kind, option in CASES:
                 if only is None or option == only:
-                    fit, *_ = cold_fit(kind, option)
+                    fit, _, cpu = cold_fit(kind, option)
                     key = (kind + (f" ({option})" if option else ""), label)
-                    best[key] = min(best.get(key, fit), fit)
-                    print(f"{key[0]:<48} {label:<24} first fit {fit:6.1f} s", flush=True)
+                    best[key] = tuple(map(min, best.get(key, (fit, cpu)), (fit, cpu)))
+                    print(f"{key[0]:<48} {label:<24} first fit {fit:6.1f} s, process CPU "
+                          f"{cpu:6.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     print()
-    for (case, label), fit in best.items():
-        print(f"{case:<48} {label:<24} best {fit:6.1f} s")
+    for (case, label), (fit, cpu) in best.items():
+        print(f"{case:<48} {label:<24} best {fit:6.1f} s, CPU {cpu:6.1f} s")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default="lr,fm,mf,main,warm",
-                        help="comma-separated: lr, fm, mf, main, warm, readme")  # fmt: skip
+                        help="comma-separated: lr, fm, mf, features (MF with side features), "
+                             "main, warm, readme")  # fmt: skip
     parser.add_argument("--against", help="another tree's root, to compare cold first fits")
     parser.add_argument("--only", help="with --against: the cases with this option only")
     parser.add_argument("--repeat", type=int, default=1)
@@ -159,8 +172,10 @@ def main():
         seconds, cpu, last = main_job()
         name = "sparseopt train (main job), to its last line"
         print(f"{name:<52} {'':>11} {seconds:>10.1f} {cpu:>13.1f}")
-        print(f"  load average after: {os.getloadavg()[0]:.1f} (on 2 cores, above 2 means "
-              f"other jobs; an idle machine waits about the CPU seconds, at most)")
+        print(
+            f"  load average after: {os.getloadavg()[0]:.1f} (on 2 cores, above 2 means "
+            f"other jobs; an idle machine waits about the CPU seconds, at most)"
+        )
         print(f"  last line: {last}")
     if "warm" in wanted:
         for kind, option in [("SparseLogisticRegression", ""), ("FMClassifier", ""),

@@ -750,3 +750,25 @@ def test_absurd_learning_rate_raises_divergence_error(optimizer, rate, why):
         mf.fit(X)
     assert f"learning_rate={rate!r}" in str(raised.value)
     assert not hasattr(mf, "tables_")  # the failed fit left nothing behind
+
+
+@pytest.mark.parametrize(("opt", "tables_of"), [(Adam(), AdaGrad()), (AdaGrad(), Adam())])
+def test_the_kernel_refuses_stamps_that_disagree_with_its_lazy_flag(opt, tables_of):
+    """A lazy rule's kernel would read the stamps that tables of a rule without pending
+    steps lack, the other kernel would leave a lazy rule's rows behind: both refuse the
+    tables of the other kind before the first step (the kernels are those the rules' fits
+    compile)."""
+    from sparseopt.estimators._mf import _new_side
+    from sparseopt.models import _mf as K
+    from sparseopt.optim import _rules as R
+
+    X = ratings(n_users=5, n_items=4, density=0.6)
+    rng = np.random.RandomState(0)
+    sides = tuple(_new_side(n, 3, tables_of, rng, 0.3, False).kernel_view() for n in (5, 4, 0))
+    coo = X.tocoo()
+    data = (coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data.astype(np.float32),
+            X.indptr.astype(np.int64), X.indices.astype(np.int32), np.arange(X.nnz))  # fmt: skip
+    train = K.mf_train_range(opt.rule, K.LOSSES["squared"], opt.needs_stamp, False, False)
+    optimizer = (opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE))
+    with pytest.raises(ValueError, match="stamps do not match the kernel's lazy flag"):
+        train(0, X.nnz, 1, 0, sides, data, (0.0, 0.0, 0.0, 3, 1, 30, False), optimizer)

@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 
 import sparseopt
 from sparseopt import MatrixFactorization
-from sparseopt.optim import SGD, AdaGrad
+from sparseopt.optim import SGD, AdaGrad, Adam
 
 K = 3
 
@@ -344,3 +344,27 @@ def test_user_histories_with_fewer_user_feature_rows_than_users():
     mf.fit(X, user_features=U, item_features=I)
     assert mf.tables_["user"].n_rows == 2 and mf.tables_["history"].n_rows == 60
     assert (genre[mf.recommend(np.arange(80), n=5)] == taste[:, None]).mean() > 0.9
+
+
+@pytest.mark.parametrize(("opt", "tables_of"), [(Adam(), AdaGrad()), (AdaGrad(), Adam())])
+def test_the_kernel_refuses_stamps_that_disagree_with_its_lazy_flag(opt, tables_of):
+    """As plain MF's kernel: every catch-up sits under the kernel's lazy flag, so the
+    tables of a rule of the other kind (stamps or none) are refused before any step."""
+    from sparseopt.estimators._mf import _new_side
+    from sparseopt.estimators._mf_features import csr_tuple
+    from sparseopt.models._mf import LOSSES
+    from sparseopt.models._mf_features import mf_features_train_range
+    from sparseopt.optim import _rules as R
+
+    X = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    rng = np.random.RandomState(0)
+    tables = (_new_side(n, K, tables_of, rng, 0.3, False).kernel_view() for n in (4, 4, 0))
+    rows = (csr_tuple(sp.identity(4, format="csr")),) * 2
+    coo = X.tocoo()
+    data = (coo.row.astype(np.int32), coo.col.astype(np.int32), coo.data,
+            X.indptr.astype(np.int64), X.indices.astype(np.int32), np.arange(X.nnz))  # fmt: skip
+    train = mf_features_train_range(opt.rule, LOSSES["squared"], opt.needs_stamp, False, False)
+    optimizer = (opt.hyperparameters(), opt.schedule_spec(), np.zeros(R.CLOCK_SIZE))
+    with pytest.raises(ValueError, match="stamps do not match the kernel's lazy flag"):
+        train(0, X.nnz, 1, 0, (*tables, *rows), data, (0.0, 0.0, 0.0, K, 1, 30, False),
+              optimizer)  # fmt: skip

@@ -279,168 +279,116 @@ def _simulate_ctr(
     return model, parts
 
 
-def make_ctr(
-    n_samples=100_000,
-    n_fields=39,
-    n_values=None,
-    n_bits=22,
-    zipf_exponent=1.05,
-    interactions=0.0,
-    n_factors=4,
-    weight_scale=1.25,
-    base_rate=0.27,
-    missing_rate=0.0,
-    field_aware=False,
-    n_test=0,
-    random_state=None,
-    dtype=np.float32,
-    n_planted=0,
-    as_frame=False,
-):
+def make_ctr(n_samples=100_000, n_fields=39, n_values=None, n_bits=22, zipf_exponent=1.05,
+             interactions=0.0, n_factors=4, weight_scale=1.25, base_rate=0.27,
+             missing_rate=0.0, field_aware=False, n_test=0, random_state=None,
+             dtype=np.float32, n_planted=0, as_frame=False):  # fmt: skip
     r"""Synthetic Criteo-like click data drawn from a known logistic model.
 
-    **Generative model.** Field :math:`f` (of :math:`F`) has a vocabulary of :math:`V_f` values
-    and every row holds one value per field, drawn independently with Zipf probabilities
+    **Model.** A row holds one value per field :math:`f` (of :math:`F`), drawn among its
+    :math:`V_f` values with Zipf probabilities :math:`P(v_f = k) \propto (k + 1)^{-s}`, then
+    erased (no feature) with probability ``missing_rate[f]``. A (field, value) pair has a
+    weight :math:`w_{f,k} \sim N(0, \sigma^2 / F)` and, if :math:`\lambda > 0`, a latent
+    :math:`u_{f,k} \in R^r` of i.i.d. :math:`N(0, r^{-1/2})` entries (each :math:`\langle u,
+    u' \rangle` of variance 1). Over the present fields, :math:`y \sim Bernoulli(p)` with
 
-    .. math:: P(v_f = k) \propto (k + 1)^{-s}, \quad k = 0, \dots, V_f - 1,
+    .. math:: p = \operatorname{sigmoid}\Big(b + \sum_f w_{f,v_f} + \frac{\lambda}
+              {\sqrt{F(F-1)/2}} \sum_{f<g} \langle u_{f,v_f}, u_{g,v_g} \rangle\Big),
 
-    and then, with probability ``missing_rate[f]``, erased (an empty field: no feature).
-    Each (field, value) pair has a weight :math:`w_{f,k} \sim N(0, \sigma^2 / F)` with
-    :math:`\sigma` = ``weight_scale`` (the spread of the linear part of the logit), and, when
-    ``interactions`` :math:`= \lambda > 0`, a latent vector :math:`u_{f,k} \in R^r` with
-    i.i.d. :math:`N(0, r^{-1/2})` entries (so each :math:`\langle u, u' \rangle` has variance
-    1). The click probability of a row is
-
-    .. math::
-
-        p = \operatorname{sigmoid}\Big(b + \sum_f w_{f,v_f}
-            + \frac{\lambda}{\sqrt{F(F-1)/2}} \sum_{f<g} \langle u_{f,v_f}, u_{g,v_g} \rangle
-            \Big),
-
-    sums running over the present fields, and the label is :math:`y \sim Bernoulli(p)`. The
-    intercept :math:`b` is set (by Newton's method on 20,000 rows from a stream of their own)
-    so that the mean of :math:`p` is ``base_rate``. The interaction term is what a
-    factorization machine of rank :math:`r` can learn and a linear model cannot; its
-    standard deviation is about :math:`\lambda`.
-
-    **Features.** The pair (field :math:`f`, value :math:`k`) becomes column
-    ``murmurhash3_32(str(k).encode(), seed=f) mod 2**n_bits`` (see
-    :func:`hash_features` for the exact layout and ``field_aware``); two fields of a row that
-    hash to the same column give one entry of value 2, so in hashed space the true model is
-    exact only up to such collisions.
-
-    **Planted effects.** With ``n_planted`` :math:`= P > 0`, :math:`P` distinct pairs among
-    the 20 most frequent values of random fields get the weights
-    :math:`\pm\sigma (2 - i / P)`, :math:`i = 0, \dots, P - 1` (random signs): known
-    features that move the click rate most, for checking what a model says drives it
-    (:func:`sparseopt.inspect.top_features`).
-
-    The model (weights, factors, intercept) depends only on ``random_state`` and the model
-    parameters, not on ``n_samples`` or ``n_test``; the training rows do not depend on
-    ``n_test``.
+    :math:`b` set by Newton's method (on 20,000 rows of a stream of their own) so that the
+    mean of :math:`p` is ``base_rate``. The interaction term (standard deviation about
+    :math:`\lambda`) is what a rank-:math:`r` factorization machine learns and a linear model
+    cannot. Pair :math:`(f, k)` is column ``murmurhash3_32(str(k).encode(), seed=f)`` mod
+    ``2**n_bits`` (:func:`hash_features`); two fields of a row in one column give one entry
+    of value 2. :math:`P` distinct pairs among the 20 most frequent values of random fields
+    get the weights :math:`\pm\sigma (2 - i / P)`, :math:`i < P`: known drivers of the click
+    rate (:func:`sparseopt.inspect.top_features`). The model depends on ``random_state`` and
+    its parameters only, the training rows not on ``n_test``.
 
     Parameters
     ----------
-    n_samples : int, default=100_000
-        Number of training rows.
+    n_samples, n_test : int, default=100_000 and 0
+        Training rows; test rows from the same model (an independent stream).
     n_fields : int, default=39
-        Number of fields (Criteo has 13 counts and 26 categoricals).
+        :math:`F` (Criteo has 13 counts and 26 categoricals).
     n_values : int or array-like of shape (n_fields,), default=None
-        Vocabulary size of each field. None: ``geomspace(4, 100_000, n_fields)`` rounded.
+        :math:`V_f`; None: ``geomspace(4, 100_000, n_fields)`` rounded.
     n_bits : int, default=22
-        Number of hashed columns is ``2**n_bits``.
+        The number of hashed columns is ``2**n_bits``.
     zipf_exponent : float, default=1.05
-        Exponent :math:`s` of the value frequencies (0: uniform).
-    interactions : float, default=0.0
-        Strength :math:`\lambda` of the pairwise field interactions.
-    n_factors : int, default=4
-        Rank :math:`r` of the interaction latent vectors.
+        :math:`s` (0: uniform values).
+    interactions, n_factors : float and int, default=0.0 and 4
+        :math:`\lambda` and :math:`r`: the strength and rank of the pairwise interactions.
     weight_scale : float, default=1.25
-        Standard deviation :math:`\sigma` of the linear part of the logit.
+        :math:`\sigma`, the standard deviation of the logit's linear part.
     base_rate : float, default=0.27
-        Mean click probability (the expected fraction of positives).
+        The mean click probability.
     missing_rate : float or array-like of shape (n_fields,), default=0.0
-        Probability that a field is empty in a row.
+        The probability that a field is empty in a row.
     field_aware : bool, default=False
-        Hash each field into its own contiguous slice of columns (see :func:`column_fields`).
-    n_test : int, default=0
-        Number of test rows drawn from the same model (an independent stream).
+        Hash each field into a slice of columns of its own (:func:`column_fields`).
     random_state : None, int or numpy.random.Generator, default=None
-        Seed of everything.
+        The seed of everything.
     dtype : numpy dtype, default=np.float32
-        Dtype of ``X.data``.
+        The dtype of ``X.data``.
     n_planted : int, default=0
-        Number of planted (field, value) pairs with strong weights (see above).
+        :math:`P`, the planted pairs.
     as_frame : bool, default=False
-        Also return the raw rows as a pandas DataFrame ``frame`` (and ``frame_test``):
-        column ``f"f{f}"`` holds the value ids of field ``f`` as text (``"0"``, ``"1"``...),
-        None where missing. Without missing values,
-        ``FieldHasher(n_bits).fit_transform(frame)`` equals ``X`` (a missing value is a
-        feature of its own for :class:`FieldHasher`, none in ``X``).
+        Also return ``frame`` (and ``frame_test``): a DataFrame, column ``f"f{f}"`` field ``f``'s
+        value ids as text, None if missing (none: ``FieldHasher(n_bits).fit_transform(frame)``
+        equals ``X``).
 
     Returns
     -------
     data : sklearn.utils.Bunch
-        ``X`` (csr_matrix of shape (n_samples, 2**n_bits), canonical, int32 indices when
-        ``n_bits <= 30``), ``y`` (float32 array of 0/1), ``proba`` (float64, the true click
-        probabilities: ``log_loss(y, proba)`` is the Bayes floor), and when ``n_test > 0``
-        ``X_test``, ``y_test``, ``proba_test``. The true model: ``intercept`` (float),
-        ``weights`` (float64, one per (field, value) pair, field ``f``'s values at
-        ``weights[value_offsets[f]:value_offsets[f + 1]]``), ``factors`` (shape
-        (n_pairs, n_factors), empty when ``interactions == 0``), ``value_offsets``,
-        ``value_columns`` (the hashed column of each pair), ``n_values``, ``n_features``;
-        the planted pairs, strongest first: ``planted_fields``, ``planted_values`` (value
-        ids) and ``planted_weights``.
-
-    Examples
-    --------
-    >>> from sklearn.metrics import log_loss
-    >>> from sparseopt.datasets import make_ctr
-    >>> data = make_ctr(10_000, n_bits=18, n_test=2_000, random_state=0)
-    >>> data.X.shape, data.X_test.shape
-    ((10000, 262144), (2000, 262144))
-    >>> bayes_floor = log_loss(data.y_test, data.proba_test)
+        ``X`` (canonical CSR, shape (n_samples, 2**n_bits), int32 indices if n_bits <= 30),
+        ``y`` (float32 0/1), ``proba`` (float64, the true probabilities: ``log_loss(y, proba)``
+        is the Bayes floor), with ``_test`` if ``n_test > 0``; the true model: ``intercept``,
+        ``weights`` (field ``f``'s at ``weights[value_offsets[f]:value_offsets[f + 1]]``),
+        ``factors`` (n_pairs, n_factors; empty without interactions), ``value_offsets``,
+        ``value_columns`` (each pair's column), ``n_values``, ``n_features``; the planted
+        pairs, strongest first: ``planted_fields``, ``planted_values``, ``planted_weights``.
     """
     n_bits = check_n_bits(n_bits)
-    model, parts = _simulate_ctr(
-        n_samples,
-        n_test,
-        n_fields,
-        n_values,
-        zipf_exponent,
-        weight_scale,
-        interactions,
-        n_factors,
-        missing_rate,
-        base_rate,
-        random_state,
-        n_planted,
-    )
-    n_features = 1 << n_bits
-    size = slice_size(n_bits, n_fields, field_aware)
-    value_columns = _value_columns(model.n_values, n_bits, size)
-    out = Bunch(
+    model, parts = _simulate_ctr(n_samples, n_test, n_fields, n_values, zipf_exponent,
+                                 weight_scale, interactions, n_factors, missing_rate,
+                                 base_rate, random_state, n_planted)  # fmt: skip
+    out = _true_model(model, n_bits, slice_size(n_bits, n_fields, field_aware))
+    for suffix, part in zip(["", "_test"], parts[: 2 if n_test else 1], strict=False):
+        _add_rows(out, suffix, part, dtype, as_frame)
+    return out
+
+
+def _true_model(model, n_bits, size):
+    """:func:`make_ctr`'s Bunch of the true model ``model``: its weights, factors and
+    intercept, and the column of each (field, value) pair (``size``: a field's slice)."""
+    return Bunch(
         intercept=model.intercept,
         weights=model.weights,
         factors=model.factors,
         value_offsets=model.offsets,
-        value_columns=value_columns,
+        value_columns=_value_columns(model.n_values, n_bits, size),
         n_values=model.n_values,
-        n_features=n_features,
+        n_features=1 << n_bits,
         planted_fields=model.planted[0],
         planted_values=model.planted[1],
         planted_weights=model.planted[2],
     )
-    for suffix, (values, y, proba) in zip(["", "_test"], parts, strict=True):
-        if suffix and n_test == 0:
-            break
-        cols = np.empty(values.shape, dtype=index_dtype(n_features))
-        _values_to_columns(values, model.offsets, value_columns, n_features, cols)
-        X = csr_from_columns(cols, n_features, dtype=dtype)
-        out["X" + suffix], out["y" + suffix], out["proba" + suffix] = X, y, proba
-        if as_frame:
-            out["frame" + suffix] = _frame(values)
-    return out
+
+
+def _add_rows(out, suffix, part, dtype, as_frame):
+    """Put the rows ``part = (values, y, proba)`` of :func:`make_ctr` into its Bunch ``out``
+    (made by :func:`_true_model`): ``X + suffix``, the value ids ``values`` (-1: missing) in
+    their hashed columns, ``y + suffix``, ``proba + suffix`` and, with ``as_frame``,
+    ``frame + suffix``."""
+    values, y, proba = part
+    n_features = out.n_features
+    cols = np.empty(values.shape, dtype=index_dtype(n_features))
+    _values_to_columns(values, out.value_offsets, out.value_columns, n_features, cols)
+    out["X" + suffix] = csr_from_columns(cols, n_features, dtype=dtype)
+    out["y" + suffix], out["proba" + suffix] = y, proba
+    if as_frame:
+        out["frame" + suffix] = _frame(values)
 
 
 def _frame(values):

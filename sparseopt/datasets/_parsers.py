@@ -204,25 +204,12 @@ def _newline_at(buf, p):
 
 
 @numba.njit(**JIT)
-def parse_delimited(
-    buf,
-    sep,
-    kinds,
-    slots,
-    binary_label,
-    n_bits,
-    slice_size,
-    skip_bad,
-    cols,
-    vals,
-    y,
-    bad,
-    err,
-    hashes,
-    w,
-    sampling,
-):
+def parse_delimited(buf, columns, hashing, checks, table, errors, sampling):
     """Parse delimited lines into a table of hashed columns.
+
+    The bundles: ``columns = (sep, kinds, slots)`` (the separator byte and how each column is
+    read), ``hashing = (n_bits, slice_size)``, ``checks = (binary_label, skip_bad)``, the
+    outputs ``table = (cols, vals, y, w, hashes)`` and ``errors = (bad, err)``.
 
     Column ``c`` of a line is handled by ``kinds[c]`` (SKIP, LABEL, CATEGORICAL, COUNT,
     NUMERIC or WEIGHT) and, for features, stored in slot ``slots[c]`` of the row, the slot
@@ -240,8 +227,9 @@ def parse_delimited(
     the block size; a dropped line is skipped right after its label is read, before any
     field is hashed or checked.
 
-    Returns ``(n_rows, n_bad, n_dropped)``; the first malformed line when not ``skip_bad`` is
-    described in ``err`` = (line index in block, code, 1-based column, detail, start, end).
+    Returns ``(n_rows, n_bad, n_dropped)``; ``bad`` receives the block's line index of each
+    malformed line, and the first one when not ``skip_bad`` is described in ``err`` = (line
+    index in block, code, 1-based column, detail, start, end).
 
     Speed (this loop is most of the time from text to model): line ends are found eight
     bytes at a time; a categorical's bytes are read once, four at a time, to find its end and
@@ -249,6 +237,11 @@ def parse_delimited(
     checked per field only when the block has a non-ASCII byte; the buffer goes to no call per
     field (see ``_hashing``).
     """
+    sep, kinds, slots = columns
+    n_bits, slice_size = hashing
+    binary_label, skip_bad = checks
+    cols, vals, y, w, hashes = table
+    bad, err = errors
     n_cols = kinds.shape[0]
     absent = cols.dtype.type(np.int64(1) << n_bits)
     scratch = np.empty(24, dtype=np.uint8)
@@ -470,15 +463,20 @@ def _skip_blanks(buf, i, stop):
 
 
 @numba.njit(**JIT)
-def parse_libsvm(
-    buf, offset, n_features, binary, skip_bad, indptr, indices, data, y, bad, err, minmax
-):
+def parse_libsvm(buf, indexing, checks, csr, errors, minmax):
     """Parse LIBSVM lines ``label [qid:q] index:value ... [# comment]`` into CSR arrays.
 
-    ``offset`` (0 or 1) is subtracted from each index; ``n_features < 0`` means unbounded.
-    With ``binary`` the label must be -1, 0 or 1 (stored as 0, 0, 1). ``minmax`` receives
-    the smallest and largest raw index seen. Returns ``(n_rows, nnz, n_bad)``.
+    ``indexing = (offset, n_features)``: ``offset`` (0 or 1) is subtracted from each index;
+    ``n_features < 0`` means unbounded. ``checks = (binary, skip_bad)``: with ``binary`` the
+    label must be -1, 0 or 1 (stored as 0, 0, 1). The rows go to ``csr = (indptr, indices,
+    data, y)``, the malformed lines to ``errors = (bad, err)`` as for
+    :func:`parse_delimited`, and ``minmax`` receives the smallest and largest raw index
+    seen. Returns ``(n_rows, nnz, n_bad)``.
     """
+    offset, n_features = indexing
+    binary, skip_bad = checks
+    indptr, indices, data, y = csr
+    bad, err = errors
     n = buf.shape[0]
     pos = 0
     line = 0

@@ -414,20 +414,11 @@ class _DelimitedReader(ChunkReader):
         )
         n_rows, n_bad, n_dropped = P.parse_delimited(
             buf,
-            ord(self.sep),
-            self._kinds,
-            self._slots,
-            self.binary_label,
-            self.n_bits,
-            self._slice,
-            self.skip_bad_lines,
-            cols,
-            vals,
-            y,
-            bad,
-            err,
-            hashes,
-            w,
+            (ord(self.sep), self._kinds, self._slots),
+            (self.n_bits, self._slice),
+            (self.binary_label, self.skip_bad_lines),
+            (cols, vals, y, w, hashes),
+            (bad, err),
             sampling,
         )
         if err[1]:
@@ -821,16 +812,10 @@ class LibSVMReader(ChunkReader):
         minmax = np.array([np.iinfo(np.int64).max, -1], dtype=np.int64)
         n_rows, nnz, n_bad = P.parse_libsvm(
             buf,
-            offset,
-            n_features,
-            self.binary,
-            self.skip_bad_lines,
-            indptr,
-            indices,
-            data,
-            y,
-            bad,
-            err,
+            (offset, n_features),
+            (self.binary, self.skip_bad_lines),
+            (indptr, indices, data, y),
+            (bad, err),
             minmax,
         )
         if err[1]:

@@ -97,9 +97,9 @@ def _catch_up_row(rule, h, spec, side, x, dims, until):
 
 @numba.njit(inline="always", **JIT)
 def _sync(rule, h, spec, c, bias, factors, stamp, mark, x, dims):
-    """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it (a lazy rule's tables
-    have steps: ``stamp`` is empty otherwise)."""
-    if stamp.size > 0 and stamp[x] < c[R.CLOCK_T] - 1.0:
+    """Bring row ``x`` to step ``t - 1`` before step ``t`` reads it; called only under a
+    kernel's compile-time ``LAZY`` flag, whose tables have stamps (the kernels check it)."""
+    if stamp[x] < c[R.CLOCK_T] - 1.0:
         until = (c[R.CLOCK_T] - 1.0, c[R.CLOCK_LOG_DECAY_PREV])
         _catch_up_row(rule, h, spec, (bias, factors, stamp, mark), x, dims, until)
 

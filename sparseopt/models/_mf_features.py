@@ -38,8 +38,9 @@ gradients in :math:`p_u`, plus :math:`\\alpha_f y_m` (:mod:`._mf`'s history upda
 
 Each step touches only the feature rows of its user and items (lazy): every row is caught up
 on its skipped zero-gradient steps (:func:`._mf._sync`) before it is read, and stamped when it
-is stepped, exactly as the id rows of :mod:`._mf`. The epoch order, negative sampling, Hogwild
-driver and final catch-up are :mod:`._mf`'s (:func:`._mf.mf_train_epoch`,
+is stepped, exactly as the id rows of :mod:`._mf` (every catch-up in the kernel, under its
+compile-time ``LAZY`` flag: :func:`mf_features_train_range`). The epoch order, negative
+sampling, Hogwild driver and final catch-up are :mod:`._mf`'s (:func:`._mf.mf_train_epoch`,
 :func:`._mf.mf_catch_up`).
 
 References
@@ -61,45 +62,53 @@ from ._mf import _add_row, _sample_negative, _stamp, _sync
 
 
 @numba.njit(inline="always", **JIT)
-def _gather(rule, h, spec, c, lazy, side, rows, x, dims, vec):
-    """Catch up the feature rows of user or item ``x``; return its bias and set ``vec`` to its
-    vector (both weighted sums of its features', in float64).
+def _sync_rows(rule, h, spec, c, side, rows, x, dims):
+    """Bring the rows ``indices[indptr[x]:indptr[x + 1]]`` of ``side = (bias, factors,
+    stamp, mark)`` to step ``t - 1`` (a lazy rule's pending steps) before step ``t`` reads
+    them: the feature rows of user or item ``x`` (``rows = (indptr, indices, weights)``) or
+    the history rows of user ``x`` (``rows = (indptr, indices)``, its known items).
+
+    Called only by the kernels of lazy rules, under their compile-time flag: Numba prunes a
+    constant branch only in the kernel's own code, so a flag handed to a helper is pruned
+    after the helper's calls are inlined, every rule's catch-up with them (half of the 60 CPU
+    seconds of a cold WARP fit with features and AdaGrad went to inlining, 2026-12-07)."""
+    bias, factors, stamp, mark = side
+    indptr, indices = rows[0], rows[1]
+    for n in range(indptr[x], indptr[x + 1]):
+        _sync(rule, h, spec, c, bias, factors, stamp, mark, indices[n], dims)
+
+
+@numba.njit(inline="always", **JIT)
+def _gather(side, rows, x, dims, vec):
+    """Return the bias of user or item ``x`` and set ``vec`` to its vector (both weighted sums
+    of its features', in float64; the rows caught up: :func:`_sync_rows`).
 
     ``side = (bias, factors, stamp, mark)`` holds the feature tables, ``rows = (indptr,
     indices, weights)`` the CSR feature rows and ``dims = (k, rm)``."""
-    bias, factors, stamp, mark = side
+    bias, factors = side[0], side[1]
     indptr, indices, weights = rows
     k, rm = dims
-    # ``lazy`` reaches this helper as an argument, so Numba inlines ``_sync`` (every rule's
-    # catch-up) before it prunes the branch: a cold WARP fit with features and AdaGrad spent
-    # 30 of its 60 CPU seconds inlining (2026-12-07). The fix is ``_mf.mf_train_range``'s:
-    # the syncs in the kernel under its own ``if LAZY``, the helpers without them.
     vec[:] = 0.0
     b = 0.0
     for n in range(indptr[x], indptr[x + 1]):
         f = indices[n]
         w = np.float64(weights[n])
-        if lazy:  # pruned only after this helper's calls are inlined: see the note below
-            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, dims)
         b += w * bias[f, 0]
         _add_row(vec, factors, f, w, k, rm)
     return b
 
 
 @numba.njit(inline="always", **JIT)
-def _score_with(rule, h, spec, c, lazy, side, rows, x, dims, p):
-    """Catch up the feature rows of item ``x``; return its bias plus ``p . q_x`` (the sum
-    over its features of ``w (bias + p . row)``, without building ``q_x``: a WARP draw reads
-    the vector of a negative that is most often not stepped). The arguments as for
-    :func:`_gather`."""
-    bias, factors, stamp, mark = side
+def _score_with(side, rows, x, dims, p):
+    """Return the bias of item ``x`` plus ``p . q_x`` (the sum over its features of
+    ``w (bias + p . row)``, without building ``q_x``: a WARP draw reads the vector of a
+    negative that is most often not stepped). The arguments as for :func:`_gather`."""
+    bias, factors = side[0], side[1]
     indptr, indices, weights = rows
     k, rm = dims
     s = 0.0
     for n in range(indptr[x], indptr[x + 1]):
         f = indices[n]
-        if lazy:
-            _sync(rule, h, spec, c, bias, factors, stamp, mark, f, dims)
         t = np.float64(bias[f, 0])
         for m in range(k):
             t += p[m] * (factors[f, m] if rm else factors[f * k + m, 0])
@@ -120,7 +129,8 @@ def _dot(a, b, k):
 def _step_row(rule, h, c, lazy, side, f, coefs, vec, dims, alphas):
     """One optimizer step on feature row ``f`` of ``side = (bias, factors, stamp, mark)``:
     gradients ``a_bias + alpha_b beta_f`` on its bias (if ``step_bias``) and
-    ``a vec + alpha_f e_f`` on its vector (old values).
+    ``a vec + alpha_f e_f`` on its vector (old values); the row stamped if ``lazy`` (a flag
+    that guards no call costs nothing to inline: :func:`_sync_rows`).
 
     ``coefs = (a, a_bias, step_bias)``, ``dims = (k, rm)``, ``alphas = (alpha_b, alpha_f)``."""
     bias, factors, stamp, mark = side
@@ -148,40 +158,35 @@ def _step_row(rule, h, c, lazy, side, f, coefs, vec, dims, alphas):
 
 
 @numba.njit(**JIT)
-def _history_term(rule, h, spec, c, lazy, history, known, u, dims, h_u):
+def _history_term(hf, known, u, dims, h_u):
     """Set ``h_u`` to user ``u``'s history term :math:`(n - 1)^{-1/2} \\sum_{m \\in N(u)} y_m`
-    (``n = |N(u)|``, 0 if ``n = 1``), its rows caught up first; return the scale.
+    (``n = |N(u)|``, 0 if ``n = 1``; the rows caught up: :func:`_sync_rows`); return the
+    scale.
 
-    ``history`` is the side of the :math:`y_m`, ``known = (indptr, indices)`` every user's
-    known items, ``dims = (k, rm)``.
+    ``hf`` is the table of the :math:`y_m`, ``known = (indptr, indices)`` every user's known
+    items, ``dims = (k, rm)``.
     """
-    hb, hf, h_stamp, h_mark = history
     indptr, indices = known
     k, rm = dims
     lo, hi = indptr[u], indptr[u + 1]
     scale = 1.0 / math.sqrt(hi - lo - 1) if hi - lo > 1 else 0.0
     h_u[:] = 0.0
     for t in range(lo, hi):
-        m = indices[t]
-        if lazy:
-            _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
-        _add_row(h_u, hf, m, scale, k, rm)
+        _add_row(h_u, hf, indices[t], scale, k, rm)
     return scale
 
 
 @numba.njit(**JIT)
-def _step_history(rule, h, spec, c, lazy, history, known, block, dims, alpha_f):
-    """Step every :math:`y_m`, ``m`` in user ``u``'s known items, on the gradient
-    ``scale g_u + alpha_f y_m``; ``block = (u, scale, g_u)``, ``g_u`` the sum of the user
-    block's gradients in the user vector, the rest as for :func:`_history_term`."""
-    hb, hf, h_stamp, h_mark = history
+def _step_history(rule, h, c, lazy, history, known, block, dims, alpha_f):
+    """Step every :math:`y_m`, ``m`` in user ``u``'s known items (caught up:
+    :func:`_sync_rows`), on the gradient ``scale g_u + alpha_f y_m``; ``history`` is the side
+    of the :math:`y_m`, ``block = (u, scale, g_u)``, ``g_u`` the sum of the user block's
+    gradients in the user vector, the rest as for :func:`_history_term`."""
     indptr, indices = known
     u, scale, g_u = block
     for t in range(indptr[u], indptr[u + 1]):
-        m = indices[t]
-        if lazy:
-            _sync(rule, h, spec, c, hb, hf, h_stamp, h_mark, m, dims)
-        _step_row(rule, h, c, lazy, history, m, (scale, 0.0, False), g_u, dims, (0.0, alpha_f))
+        _step_row(rule, h, c, lazy, history, indices[t], (scale, 0.0, False), g_u, dims,
+                  (0.0, alpha_f))  # fmt: skip
 
 
 @numba.njit(inline="always", **JIT)
@@ -216,6 +221,9 @@ def _step_items(rule, h, c, lazy, side, rows, pair, p, dims, alphas):
 def mf_features_train_range(rule, loss, lazy, per_row, history):
     """The training kernel of the hybrid model for one rule, loss, laziness, factor state and
     user histories or none, with the signature and losses of :func:`._mf.mf_train_range`.
+    As there, every catch-up sits here under ``if LAZY`` (:func:`_sync_rows`): rules
+    without pending steps compile none, and the kernel refuses tables whose stamps disagree
+    with the flag.
 
     ``sides`` is ``(user, item, history, user_rows, item_rows)``: the feature tables of users
     and items, the history side (no rows: no user histories; with rows, ``order`` runs user
@@ -231,6 +239,10 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
         user, item, history, user_rows, item_rows = sides
         if (history[1].shape[0] > 0) != HISTORY:
             raise ValueError("the history table's rows do not match the kernel's history flag")
+        if (user[2].size > 0) != LAZY or (item[2].size > 0) != LAZY or (
+            HISTORY and (history[2].size > 0) != LAZY
+        ):  # fmt: skip
+            raise ValueError("the tables' stamps do not match the kernel's lazy flag")
         users, items, values, indptr, indices, order = data
         mu, alpha_b, alpha_f, k, n_negatives, max_sampled, _ = consts
         # the feature tables reach the helpers in tuples of borrowed arrays: each helper
@@ -258,9 +270,13 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
             u, i, x = users[n], items[n], np.float64(values[n])
             if HISTORY and u != block_user:
                 if block_user >= 0:
-                    _step_history(RULE, h, spec, c, LAZY, history, known,
-                                  (block_user, scale, g_u), dims, alpha_f)  # fmt: skip
-                scale = _history_term(RULE, h, spec, c, LAZY, history, known, u, dims, h_u)
+                    if LAZY:
+                        _sync_rows(RULE, h, spec, c, history, known, block_user, dims)
+                    _step_history(RULE, h, c, LAZY, history, known, (block_user, scale, g_u), dims,
+                                  alpha_f)  # fmt: skip
+                if LAZY:  # the block reads the y_m: their pending steps first
+                    _sync_rows(RULE, h, spec, c, history, known, u, dims)
+                scale = _history_term(hf, known, u, dims, h_u)
                 g_u[:] = 0.0
                 block_user = u
             for pair in range(n_pairs):
@@ -276,13 +292,15 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                 if not usable:
                     R.store_clock(c, clock)
                     return BAD_STEP, total
-                bu = _gather(RULE, h, spec, c, LAZY, user, user_rows, u, dims, p)
+                if LAZY:  # a constant: only the lazy rules' kernels compile a catch-up
+                    _sync_rows(RULE, h, spec, c, user, user_rows, u, dims)
+                    _sync_rows(RULE, h, spec, c, item, item_rows, j if POINTWISE else i, dims)
+                bu = _gather(user, user_rows, u, dims, p)
                 if HISTORY:  # the history term, the positive left out
                     for m in range(k):
                         p[m] += h_u[m]
                     _add_row(p, hf, i, -scale, k, RM)
-                bi = _gather(RULE, h, spec, c, LAZY, item, item_rows, j if POINTWISE else i,
-                             dims, qi)  # fmt: skip
+                bi = _gather(item, item_rows, j if POINTWISE else i, dims, qi)
                 s = bu + bi + _dot(p, qi, k)
                 if not math.isfinite(s):
                     R.store_clock(c, clock)
@@ -309,7 +327,9 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                                 alphas)  # fmt: skip
                 else:
                     if LOSS == BPR:
-                        bj = _gather(RULE, h, spec, c, LAZY, item, item_rows, j, dims, qj)
+                        if LAZY:
+                            _sync_rows(RULE, h, spec, c, item, item_rows, j, dims)
+                        bj = _gather(item, item_rows, j, dims, qj)
                         diff = s - (bu + bj + _dot(p, qj, k))
                         d = x * sigmoid(-diff)
                         total += x * softplus(-diff)
@@ -319,11 +339,12 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                             neg = _sample_negative(indptr, indices, u, n_items)
                             if neg < 0:
                                 break
-                            sj = bu + _score_with(RULE, h, spec, c, LAZY, item, item_rows, neg,
-                                                  dims, p)  # fmt: skip
+                            if LAZY:
+                                _sync_rows(RULE, h, spec, c, item, item_rows, neg, dims)
+                            sj = bu + _score_with(item, item_rows, neg, dims, p)
                             if sj > s - 1.0:
                                 j = neg
-                                _gather(RULE, h, spec, c, LAZY, item, item_rows, neg, dims, qj)
+                                _gather(item, item_rows, neg, dims, qj)
                                 d = x * math.log(max(1.0, math.floor((n_items - 1) / trial)))
                                 total += d * (1.0 - s + sj)
                                 break
@@ -339,8 +360,9 @@ def mf_features_train_range(rule, loss, lazy, per_row, history):
                         _step_items(RULE, h, c, LAZY, item, item_rows, (i, j, -d, d), p, dims,
                                     alphas)  # fmt: skip
         if HISTORY and block_user >= 0:
-            _step_history(RULE, h, spec, c, LAZY, history, known, (block_user, scale, g_u),
-                          dims, alpha_f)  # fmt: skip
+            if LAZY:
+                _sync_rows(RULE, h, spec, c, history, known, block_user, dims)
+            _step_history(RULE, h, c, LAZY, history, known, (block_user, scale, g_u), dims, alpha_f)
         R.store_clock(c, clock)
         return OK, total
 
