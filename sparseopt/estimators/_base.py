@@ -21,8 +21,8 @@ the model as well: :meth:`Training.tables` names the tables and how each merges,
 :meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
 :meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
 the copies consistent. :class:`Training` states the protocol; each model family implements it
-in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear`) and
-``FMTraining`` (:mod:`._fm`) on the rows' base ``RowTraining`` (:mod:`._rowmodel`), and
+in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear_training`) and
+``FMTraining`` (:mod:`._fm_training`) on the rows' base ``RowTraining`` (:mod:`._rowtraining`), and
 ``MFTraining`` (:mod:`._mf`). A model whose ``start_training`` returns such an object runs
 everywhere.
 """

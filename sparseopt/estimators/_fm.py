@@ -224,22 +224,6 @@ class _FactorizationMachine(RowModel):
             arrays = {**arrays, "init": np.array(init, np.float64)}
         return super()._from_file(params, attributes, arrays)
 
-    def _check_params_match_state(self, state, opt):
-        """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
-        k, per_row = state.n_components, state.per_row
-        if (k, per_row) != (self.n_components, self._per_row(opt)):
-            raise ValueError(
-                f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
-                f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
-                f"back to continue training, or call fit to start over"
-            )
-        fields = self._fields(state.table.shape[0], state.fields)
-        if not np.array_equal(fields, state.fields):
-            raise ValueError(
-                "fields differ from those the model was fitted with: set them back to "
-                "continue training, or call fit to start over"
-            )
-
     # -- checks at the kernels' boundary ---------------------------------------------------
     def _state_nbytes(self, opt, X):
         """Bytes of a new state for ``X``'s columns, counted before allocating it."""
@@ -282,8 +266,21 @@ class _FactorizationMachine(RowModel):
             )
 
     def _check_state(self, state, n_features, n_outputs, opt):
+        """Also ``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
         super()._check_state(state, n_features, n_outputs, opt)
-        self._check_params_match_state(state, opt)
+        k, per_row = state.n_components, state.per_row
+        if (k, per_row) != (self.n_components, self._per_row(opt)):
+            raise ValueError(
+                f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
+                f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
+                f"back to continue training, or call fit to start over"
+            )
+        fields = self._fields(state.table.shape[0], state.fields)
+        if not np.array_equal(fields, state.fields):
+            raise ValueError(
+                "fields differ from those the model was fitted with: set them back to "
+                "continue training, or call fit to start over"
+            )
 
     def _decision(self, state, X):
         dtype = X.dtype

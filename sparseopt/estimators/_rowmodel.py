@@ -36,7 +36,7 @@ from ..optim import Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
 from ._base import DivergenceError, Rows, SparseEstimator
-from ._rowtraining import RowTraining, _to_csr
+from ._rowtraining import RowTraining, _to_csr, n_outputs_of
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -468,11 +468,6 @@ class RowModel(SparseEstimator):
         return curve[: held["epochs"]]
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
-    def _n_outputs(self) -> int:
-        """Outputs of the fitted model: 1, or the number of classes beyond two."""
-        classes = getattr(self, "classes_", None)
-        return 1 if classes is None or len(classes) == 2 else len(classes)
-
     def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
         """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
         ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
@@ -530,7 +525,8 @@ class RowModel(SparseEstimator):
         """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self, "state_")
         X = self._validate_X(X, reset=False)
-        self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
+        outputs = n_outputs_of(getattr(self, "classes_", None))
+        self._check_tables(self.state_, X.shape[1], outputs, scan=False)
         margins = self._decision(self.state_, X)
         return margins[:, 0] if margins.shape[1] == 1 else margins
 
@@ -586,7 +582,8 @@ class RowModel(SparseEstimator):
         model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         for name, value in attributes.items():
             setattr(model, name, value)
-        model._check_fitted_state(model.state_, model.n_features_in_, model._n_outputs(), fitted)
+        outputs = n_outputs_of(getattr(model, "classes_", None))
+        model._check_fitted_state(model.state_, model.n_features_in_, outputs, fitted)
         if not model.state_.is_finite():
             raise ValueError("the weights are not all finite")
         return model
