@@ -1,5 +1,5 @@
-"""Factorization machines on sparse features: FMClassifier, FMRegressor, FFMClassifier, and
-their training (:class:`FMTraining`)."""
+"""Factorization machines on sparse features: FMClassifier, FMRegressor and FFMClassifier
+(their training: :mod:`._fm_training`)."""
 
 from __future__ import annotations
 

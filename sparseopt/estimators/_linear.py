@@ -1,5 +1,5 @@
-"""Linear estimators on sparse features: SparseLogisticRegression, SparseLinearRegression,
-and their training (:class:`LinearTraining`)."""
+"""Linear estimators on sparse features: SparseLogisticRegression and SparseLinearRegression
+(their training: :mod:`._linear_training`)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,7 @@ from ..optim import FTRL, OPTIMIZERS, Optimizer
 from . import _safety
 from ._base import validated
 from ._linear_training import LinearState, LinearTraining
-from ._rowmodel import (
-    DEFAULT_LEARNING_RATE,  # noqa: F401  (where the command line reads the defaults)
-    RowModel,
-    _LogisticOutput,
-    _RegressionOutput,
-)
+from ._rowmodel import DEFAULT_LEARNING_RATE, RowModel, _LogisticOutput, _RegressionOutput
 from ._rowtraining import n_outputs_of
 
 
