@@ -1,8 +1,10 @@
 """scikit-learn estimators built on the model kernels, and each model family's training."""
 
 from ._base import DivergenceError, Training
-from ._fm import FFMClassifier, FMClassifier, FMRegressor, FMTraining
-from ._linear import LinearTraining, SparseLinearRegression, SparseLogisticRegression
+from ._fm import FFMClassifier, FMClassifier, FMRegressor
+from ._fm_training import FMTraining
+from ._linear import SparseLinearRegression, SparseLogisticRegression
+from ._linear_training import LinearTraining
 from ._mf import MatrixFactorization, MFTraining
 
 __all__ = [

@@ -21,8 +21,8 @@ the model as well: :meth:`Training.tables` names the tables and how each merges,
 :meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
 :meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
 the copies consistent. :class:`Training` states the protocol; each model family implements it
-in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear`) and
-``FMTraining`` (:mod:`._fm`) on the rows' base ``RowTraining`` (:mod:`._rowmodel`), and
+in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear_training`) and
+``FMTraining`` (:mod:`._fm_training`) on the rows' base ``RowTraining`` (:mod:`._rowtraining`), and
 ``MFTraining`` (:mod:`._mf`). A model whose ``start_training`` returns such an object runs
 everywhere.
 """
@@ -79,9 +79,9 @@ class SparseEstimator(BaseEstimator):
     """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
     divergence, saving.
 
-    A subclass gives ``_default_learning_rate(name)``, ``_configure(opt)`` (its own penalties
-    and refusals), ``_has_gpu_path``, ``_saved()`` and ``_from_file``, and
-    ``start_training``, which makes its family's :class:`Training`.
+    A subclass gives ``_make_optimizer`` (:meth:`_named_optimizer` with its default rates,
+    then its own penalties and refusals, :func:`validated`), ``_has_gpu_path``, ``_saved()``
+    and ``_from_file``, and ``start_training``, which makes its family's :class:`Training`.
     """
 
     _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
@@ -93,27 +93,20 @@ class SparseEstimator(BaseEstimator):
             setattr(self, name, arguments[name])
 
     # -- optimizer ---------------------------------------------------------------------------
-    def _make_optimizer(self) -> Optimizer:
-        """A fresh copy of the configured optimizer: the named one at this estimator's default
-        learning rate (Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a copy of the given
-        object, with ``learning_rate`` applied unless "auto", then the estimator's own
-        settings (``_configure``), validated."""
+    def _named_optimizer(self, default_rates: dict) -> Optimizer:
+        """A fresh copy of the optimizer: the named one at its rate in ``default_rates`` (else
+        its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a copy of the given
+        object, with ``learning_rate`` applied unless "auto"."""
         if isinstance(self.optimizer, Optimizer):
             opt = copy.deepcopy(self.optimizer)
         else:
             opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = self._default_learning_rate(self.optimizer)
+            opt.learning_rate = default_rates.get(self.optimizer, opt.learning_rate)
             if isinstance(opt, Adam):
                 opt.lazy = DEFAULT_LAZY
         if self.learning_rate != "auto":
             opt.learning_rate = self.learning_rate
-        self._configure(opt)
-        opt.hyperparameters()  # validate now, before any state changes
-        opt.schedule_spec()
         return opt
-
-    def _configure(self, opt: Optimizer) -> None:
-        """Apply the estimator's own settings to ``opt`` (penalties), or refuse it."""
 
     def _refuse_ftrl(self, opt: Optimizer) -> None:
         """Factor models: FTRL's closed-form weights would discard the random factors."""
@@ -175,6 +168,19 @@ class SparseEstimator(BaseEstimator):
         return tags
 
 
+def validated(opt: Optimizer) -> Optimizer:
+    """``opt``, its hyperparameters and schedule checked (before any state changes)."""
+    opt.hyperparameters()
+    opt.schedule_spec()
+    return opt
+
+
+def check_order(order: np.ndarray, n: int) -> None:
+    """Refuse an epoch's ``order`` that indexes outside ``n`` updates."""
+    if order.size and (order.min() < 0 or order.max() >= n):
+        raise ValueError(f"order holds an index outside 0 .. {n - 1}")
+
+
 class Training(ABC):
     """One training in progress: the protocol of the module docstring, implemented by each
     model family (``RowTraining`` for the linear models and factorization machines,
@@ -206,18 +212,11 @@ class Training(ABC):
     def order(self, rows, rng) -> np.ndarray:
         """An epoch's order of ``rows`` (``rng``: a Generator or RandomState)."""
 
-    def epoch(self, rows, order: np.ndarray) -> float:
-        """Train the state in place on ``rows`` in ``order``; returns the sum of the
-        updates' weighted losses, each taken before its update. Raises DivergenceError on a
-        non-finite loss."""
-        n = self.count(rows)
-        if order.size and (order.min() < 0 or order.max() >= n):
-            raise ValueError(f"order holds an index outside 0 .. {n - 1}")
-        return self._train(rows, order)
-
     @abstractmethod
-    def _train(self, rows, order: np.ndarray) -> float:
-        """:meth:`epoch` on a checked ``order``: one pass of the kernels."""
+    def epoch(self, rows, order: np.ndarray) -> float:
+        """Train the state in place on ``rows`` in ``order`` (checked by
+        :func:`check_order`); returns the sum of the updates' weighted losses, each taken
+        before its update. Raises DivergenceError on a non-finite loss."""
 
     @abstractmethod
     def catch_up(self) -> None:
@@ -282,4 +281,12 @@ class Training(ABC):
         self.set_clock(clock)
 
 
-__all__ = ["DivergenceError", "Rows", "SparseEstimator", "Training", "diverged"]
+__all__ = [
+    "DivergenceError",
+    "Rows",
+    "SparseEstimator",
+    "Training",
+    "check_order",
+    "diverged",
+    "validated",
+]

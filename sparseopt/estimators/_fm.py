@@ -1,11 +1,8 @@
-"""Factorization machines on sparse features: FMClassifier, FMRegressor, FFMClassifier, and
-their training (:class:`FMTraining`)."""
+"""Factorization machines on sparse features: FMClassifier, FMRegressor and FFMClassifier
+(their training: :mod:`._fm_training`)."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -16,10 +13,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..models import _fm as kernels
 from ..optim import OPTIMIZERS, Optimizer
-from ..optim import _rules as R
 from . import _safety
-from ._base import Rows
-from ._rowmodel import RowModel, RowTraining, _LogisticOutput, _RegressionOutput
+from ._base import validated
+from ._fm_training import FMState, FMTraining, _int32_indices
+from ._rowmodel import DEFAULT_LEARNING_RATE, RowModel, _LogisticOutput, _RegressionOutput
+from ._rowtraining import n_outputs_of
 
 # By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
 # max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
@@ -99,164 +97,6 @@ def auto_init_std(n_components: int, n_active: float) -> float:
     return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
 
 
-def _int32_indices(X):
-    """CSR ``X`` with int32 index arrays where they fit: one compiled signature fewer."""
-    if X.indices.dtype == np.int32 or max(X.nnz, X.shape[1]) >= 2**31:
-        return X
-    return sp.csr_matrix(
-        (X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape
-    )
-
-
-def _fresh_copy(state):
-    """A copy of a state that has not trained yet (its factor table all zeros)."""
-    fresh = copy.deepcopy(dataclasses.replace(state, factors=np.zeros(0)))
-    fresh.factors = np.zeros(state.factors.shape, state.factors.dtype)  # pages mapped on use
-    return fresh
-
-
-@dataclass
-class FMState:
-    """What a factorization machine learns (layout in :mod:`sparseopt.models._fm`)."""
-
-    table: np.ndarray  # (n_features, 1 + n_slots): linear weights, then slots
-    bias: np.ndarray  # (1, 1 + n_slots)
-    factors: np.ndarray  # (n_features * F * k, 1 + n_slots), or (n_features * F, k + 1) per row
-    stamp: np.ndarray  # (n_features,) or (0,)
-    mark: np.ndarray  # (n_features,) or (0,)
-    clock: np.ndarray  # (CLOCK_SIZE,)
-    fields: np.ndarray  # (n_features,) int32 field of each column (FFM), or (0,) (FM)
-    layout: np.ndarray  # [k, F, per_row, seed]
-    # [init_std, first value of the factors' first slot] of new vectors, alpha_factors
-    init: np.ndarray
-
-    @classmethod
-    def new(cls, opt, n_features, k, fields, per_row, rng, dtype, init) -> FMState:
-        slots = opt.initial_slots()
-        row = np.concatenate([[0.0], slots]).astype(dtype)
-        F = int(fields.max()) + 1 if fields.size else 1
-        n_vectors = n_features * F
-        # zeros: the kernels draw a feature's vectors when a row first holds it
-        shape = (n_vectors, k + 1) if per_row else (n_vectors * k, 1 + slots.size)
-        factors = np.zeros(shape, dtype)
-        stamped = n_features if opt.needs_stamp else 0
-        return cls(
-            table=np.tile(row, (n_features, 1)),
-            bias=row[None, :].copy(),
-            factors=factors,
-            stamp=np.zeros(stamped),
-            mark=np.zeros(stamped),
-            clock=np.zeros(R.CLOCK_SIZE),
-            fields=fields,
-            layout=np.array([k, F, int(per_row), rng.integers(2**31)], np.int64),
-            init=np.array(init, np.float64),
-        )
-
-    # the layout decoded, for the kernels' arguments (checked by _check_tables when loaded)
-    @property
-    def n_components(self) -> int:
-        return int(self.layout[0])
-
-    @property
-    def n_fields(self) -> int:
-        """F: 1 for a plain FM."""
-        return int(self.layout[1])
-
-    @property
-    def per_row(self) -> bool:
-        """Whether each factor vector keeps one AdaGrad accumulator (else one per element)."""
-        return bool(self.layout[2])
-
-    @property
-    def seed(self) -> int:
-        """Seed of the factor vectors' draws (each drawn from it and its feature alone)."""
-        return int(self.layout[3])
-
-    def arrays(self) -> dict:
-        names = ("table", "bias", "factors", "stamp", "mark", "clock", "fields", "layout", "init")
-        return {name: getattr(self, name) for name in names}
-
-    def cast(self, dtype) -> None:
-        """The weights, factors and slots as ``dtype`` (the type of the rows trained on)."""
-        for name in ("table", "bias", "factors"):
-            setattr(self, name, getattr(self, name).astype(dtype, copy=False))
-
-    def weights(self) -> tuple:
-        """The linear weights and the factors, without the optimizer slots."""
-        k = self.n_components
-        factors = self.factors[:, :k] if self.per_row else self.factors[:, 0]
-        return self.table[:, 0], self.bias[:, 0], factors
-
-    def is_finite(self) -> bool:
-        return _safety.all_finite(self.table, self.bias, self.factors)
-
-
-class FMTraining(RowTraining):
-    """A training of a factorization machine: the kernels of :mod:`sparseopt.models._fm`
-    on an :class:`FMState`, with the constants they take (``consts``) read once: the
-    factors' penalty is the state's (``init[2]``)."""
-
-    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
-                 n_threads):  # fmt: skip
-        super().__init__(estimator, optimizer, state, n_features, classes, n_iter_start,
-                         n_threads)  # fmt: skip
-        self.model = kernels.FFM if state.fields.size else kernels.FM
-        init_std, acc0, alpha_factors = (float(v) for v in state.init)
-        self.consts = kernels.fm_consts(
-            n_components=state.n_components, alpha_linear=estimator.alpha_linear,
-            alpha_factors=alpha_factors, n_fields=state.n_fields,
-            per_row=state.per_row, init_std=init_std, seed=state.seed, initial_slot=acc0,
-        )  # fmt: skip
-
-    _kernel_rows = staticmethod(_int32_indices)
-
-    def _new_scratch(self):
-        return np.full(self.state.table.shape[0] if self.batch_size > 1 else 0, -1, np.int64)
-
-    def _train(self, rows: Rows, order: np.ndarray) -> float:
-        """One pass of the kernels over the rows in ``order``."""
-        X, targets, weights = rows
-        opt, state = self.optimizer, self.state
-        hp, spec = opt.hyperparameters(), opt.schedule_spec()
-        train = kernels.fm_train_pass(self.model, opt.rule, self.loss, state.stamp.size > 0,
-                                      state.per_row)  # fmt: skip
-        data = (X.indptr, X.indices, X.data, targets, weights, order)
-
-        def arguments(clock, bias, batch_size):
-            tables = (state.table, bias, state.factors, state.stamp, state.mark, clock,
-                      self.scratch)  # fmt: skip
-            config = (batch_size, self.delta, self.fit_intercept, state.fields, self.consts)
-            return data, tables, hp, spec, config
-
-        return self.run_pass(train, arguments, hp, spec, order.size)
-
-    def catch_up(self) -> None:
-        state = self.state
-        if state.stamp.size == 0:  # no rule with pending steps: nothing to compile or run
-            return
-        catch_up = kernels.fm_catch_up(self.optimizer.rule, state.per_row)
-        catch_up(self.optimizer.hyperparameters(), self.optimizer.schedule_spec(), state.clock,
-                 state.table, state.factors, state.stamp, state.mark, state.n_components,
-                 state.n_fields)  # fmt: skip
-
-    def _merge_layout(self):
-        """The linear tables, and the factors: F vectors per feature, each one row of
-        ``[v, G]`` with per-row state (its accumulator weights all k elements) or k rows of
-        ``[v_f, slots]``."""
-        state = self.state
-        k, F = state.n_components, state.n_fields
-        accumulator = self.optimizer.accumulator_slot
-        factors = (F, k, 0) if state.per_row else (F * k, 1, accumulator)
-        return {"table": (1, 1, accumulator), "bias": (None, 1, accumulator), "factors": factors}
-
-    def prepare_merge(self, touched) -> None:
-        """Draw every vector a copy drew: factor vectors are drawn when a row first holds
-        their feature, from the seed and the feature alone, so a copy that never met the
-        feature counts with the vector it would have drawn, not with zeros."""
-        for rows in touched:  # a vector met by several copies is drawn once
-            kernels.fm_draw(self.state.factors, np.asarray(rows["table"], np.int64), self.consts)
-
-
 class _FactorizationMachine(RowModel):
     """The factorization machines: a row model with an :class:`FMState` and
     :class:`FMTraining`."""
@@ -278,9 +118,11 @@ class _FactorizationMachine(RowModel):
     _penalty_follow_ups: tuple = ()
 
     # -- configuration ---------------------------------------------------------------------
-    def _configure(self, opt):
+    def _make_optimizer(self):
+        opt = self._named_optimizer(DEFAULT_LEARNING_RATE)
         self._refuse_ftrl(opt)
         self._per_row(opt)  # factor_state="row" needs AdaGrad
+        return validated(opt)
 
     def _fields_of(self, X):
         """The field of each column of X (the fields a FieldHasher's output carries, for
@@ -300,8 +142,11 @@ class _FactorizationMachine(RowModel):
         return _int32_indices(X), y
 
     # -- the training ----------------------------------------------------------------------
-    def _new_training(self, opt, X, state, classes, n_iter_start, n_threads) -> FMTraining:
-        if state is None:
+    def _new_training(self, X, fitted, classes, n_iter_start, n_threads) -> FMTraining:
+        opt = self._make_optimizer()
+        if fitted is None:
+            nbytes = self._state_nbytes(opt, X)
+            _safety.check_table_size(nbytes, "the model")
             seed = self.random_state
             if isinstance(seed, np.random.RandomState):
                 seed = seed.randint(2**31)
@@ -310,12 +155,21 @@ class _FactorizationMachine(RowModel):
                                 self._per_row(opt), rng, X.dtype,
                                 self._factor_init(opt, X))  # fmt: skip
         else:
+            self._check_state(fitted[0], X.shape[1], n_outputs_of(classes), opt)
+            state = self._continued(fitted, X.dtype)
             if self._chooses() and getattr(self, "optimizer_", None) is not None:
                 # continued training goes on at the rate the fit chose
                 opt.learning_rate = self.optimizer_.learning_rate
             if self.alpha_factors != "auto":  # and with the chosen penalty unless one is set
                 state.init[2] = self.alpha_factors
-        return FMTraining(self, opt, state, X.shape[1], classes, n_iter_start, n_threads)
+        settings = ()
+        if self._chooses():
+            base, alpha_factors = float(state.init[0]), self._alpha_factors()
+            settings = tuple((learning_rate, (scale * base, acc0, alpha_factors))
+                             for learning_rate, acc0, scale in AUTO_CANDIDATES)  # fmt: skip
+        follow_ups = self._penalty_follow_ups if self.alpha_factors == "auto" else ()
+        return FMTraining(self, opt, state, X.shape[1], classes, n_iter_start, n_threads,
+                          settings=settings, follow_ups=follow_ups)  # fmt: skip
 
     def _factor_init(self, opt, X):
         """``[init_std, first value of the factors' first slot, alpha_factors]`` for a new
@@ -347,43 +201,6 @@ class _FactorizationMachine(RowModel):
             and isinstance(self.init_std, str)
         )
 
-    def _candidates(self, training, X):
-        """A training for each of ``AUTO_CANDIDATES`` (when :meth:`_chooses` and the model
-        is new), the first on ``training``'s state, the others on copies of it (it has not
-        trained yet)."""
-        if not self._chooses() or training.state.clock[R.CLOCK_T] != 0:
-            return [training]  # continued training (warm_start) keeps its settings
-        base = float(training.state.init[0])
-        out = []
-        for learning_rate, acc0, scale in AUTO_CANDIDATES:
-            state = _fresh_copy(training.state) if out else training.state
-            opt = copy.deepcopy(training.optimizer)
-            opt.learning_rate = learning_rate
-            state.init[:] = (scale * base, acc0, self._alpha_factors())
-            out.append(FMTraining(self, opt, state, training.n_features, training.classes,
-                                  training.n_iter_start, training.n_threads))  # fmt: skip
-        return out
-
-    def _follow_up(self, leader, done):
-        """With ``alpha_factors="auto"``, after the race of ``AUTO_CANDIDATES``: the best
-        state of ``leader`` trained on at the penalty and learning rate of the next of
-        ``_penalty_follow_ups``."""
-        if self.alpha_factors != "auto" or leader.diverged or done >= len(self._penalty_follow_ups):
-            return None
-        alpha_factors, learning_rate = self._penalty_follow_ups[done]
-        state = copy.deepcopy(leader.held["state"])
-        state.init[2] = alpha_factors
-        opt = copy.deepcopy(leader.training.optimizer)
-        opt.learning_rate = learning_rate
-        t = leader.training
-        return FMTraining(self, opt, state, t.n_features, t.classes, t.n_iter_start, t.n_threads)
-
-    def _setting(self, training) -> str:
-        init_std, acc0, alpha_factors = training.state.init
-        return (f"alpha_factors={alpha_factors:g}, "
-                f"learning_rate={training.optimizer.learning_rate!r}, init_std={init_std:.3g}, "
-                f"factor accumulators from {acc0:g}")  # fmt: skip
-
     @classmethod
     def _from_file(cls, params, attributes, arrays):
         init = arrays.get("init")
@@ -407,30 +224,15 @@ class _FactorizationMachine(RowModel):
             arrays = {**arrays, "init": np.array(init, np.float64)}
         return super()._from_file(params, attributes, arrays)
 
-    def _check_params_match_state(self, state, opt):
-        """``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
-        k, per_row = state.n_components, state.per_row
-        if (k, per_row) != (self.n_components, self._per_row(opt)):
-            raise ValueError(
-                f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
-                f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
-                f"back to continue training, or call fit to start over"
-            )
-        fields = self._fields(state.table.shape[0], state.fields)
-        if not np.array_equal(fields, state.fields):
-            raise ValueError(
-                "fields differ from those the model was fitted with: set them back to "
-                "continue training, or call fit to start over"
-            )
-
     # -- checks at the kernels' boundary ---------------------------------------------------
-    def _state_nbytes(self, opt, X, n_outputs):
+    def _state_nbytes(self, opt, X):
+        """Bytes of a new state for ``X``'s columns, counted before allocating it."""
         n, k = X.shape[1], self.n_components
         fields = self._fields_of(X)
         F = int(fields.max()) + 1 if fields.size else 1
         per_vector = k + 1 if self._per_row(opt) else k * (1 + opt.initial_slots().size)
         width = 1 + opt.initial_slots().size
-        linear = (n + 1) * n_outputs * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
+        linear = (n + 1) * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
         return linear + n * F * per_vector * X.dtype.itemsize
 
     def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
@@ -464,8 +266,21 @@ class _FactorizationMachine(RowModel):
             )
 
     def _check_state(self, state, n_features, n_outputs, opt):
+        """Also ``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
         super()._check_state(state, n_features, n_outputs, opt)
-        self._check_params_match_state(state, opt)
+        k, per_row = state.n_components, state.per_row
+        if (k, per_row) != (self.n_components, self._per_row(opt)):
+            raise ValueError(
+                f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
+                f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
+                f"back to continue training, or call fit to start over"
+            )
+        fields = self._fields(state.table.shape[0], state.fields)
+        if not np.array_equal(fields, state.fields):
+            raise ValueError(
+                "fields differ from those the model was fitted with: set them back to "
+                "continue training, or call fit to start over"
+            )
 
     def _decision(self, state, X):
         dtype = X.dtype
@@ -931,4 +746,4 @@ class FFMClassifier(FMClassifier):
         return fields.astype(np.int32)
 
 
-__all__ = ["FFMClassifier", "FMClassifier", "FMRegressor", "FMState", "FMTraining"]
+__all__ = ["FFMClassifier", "FMClassifier", "FMRegressor"]

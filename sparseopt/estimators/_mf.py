@@ -22,7 +22,7 @@ from ..models import _mf_features as KF
 from ..optim import AdaGrad
 from ..optim import _rules as R
 from . import _safety
-from ._base import DivergenceError, SparseEstimator, Training
+from ._base import DivergenceError, SparseEstimator, Training, check_order, validated
 from ._mf_features import (
     MAP_KEYS,
     csr_tuple,
@@ -599,10 +599,9 @@ class MatrixFactorization(SparseEstimator):
                     )
 
     # -- validation ------------------------------------------------------------------------
-    def _default_learning_rate(self, name):
-        return _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
-
-    def _configure(self, opt):
+    def _make_optimizer(self):
+        rate = _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
+        opt = self._named_optimizer(dict.fromkeys(optim.OPTIMIZERS, rate))
         self._refuse_ftrl(opt)
         if isinstance(self.optimizer, str) and self.loss == "warp" and isinstance(opt, AdaGrad):
             opt.set_params(initial_accumulator_value=_WARP_INITIAL_ACCUMULATOR)
@@ -613,6 +612,7 @@ class MatrixFactorization(SparseEstimator):
                 "weight_decay=0 and use alpha_factors, or user_history=False"
             )
         self._per_row(opt)  # factor_state="row" needs AdaGrad
+        return validated(opt)
 
     def _user_history(self) -> bool:
         if self.user_history == "auto":
@@ -1112,10 +1112,11 @@ class MFTraining(Training):
         return order
 
     # -- training ----------------------------------------------------------------------------
-    def _train(self, rows, order) -> float:
+    def epoch(self, rows, order) -> float:
         """Train on the interactions in ``order``, each one step (and its negatives' steps);
         returns the summed loss. Right after :meth:`order` the epoch goes on from its seed
         (as ``fit`` does); else it draws one."""
+        check_order(order, self.count(rows))
         seed, self._seed = self._seed, None
         continued = seed is not None
         if not continued:

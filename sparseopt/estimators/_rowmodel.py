@@ -19,28 +19,24 @@ from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import is_classifier, is_regressor
 from sklearn.metrics import log_loss, mean_squared_error
 from sklearn.model_selection import train_test_split
-from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 from .. import _io
 from .. import cuda as gpu
 from .._epochs import Stopper, run_epochs
-from .._jit import JIT, compile_notice
-from ..models import _losses as losses
-from ..models._hogwild import run_threads, thread_ranges
-from ..optim import OPTIMIZERS, Optimizer, Schedule
+from .._jit import compile_notice
+from ..optim import Optimizer, Schedule
 from ..optim import _rules as R
 from . import _safety
-from ._base import DivergenceError, Rows, SparseEstimator, Training, diverged
+from ._base import DivergenceError, Rows, SparseEstimator
+from ._rowtraining import RowTraining, _to_csr, n_outputs_of
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -48,7 +44,8 @@ if TYPE_CHECKING:
 
     from .._typing import MatrixLike
 
-# learning rates that worked across the test problems when the user gives none
+# learning rates that worked across the test problems when the user gives none (a rule of its
+# own module, without a rate tuned here, runs at its class's default)
 DEFAULT_LEARNING_RATE = {
     "sgd": 0.01,
     "momentum": 0.005,
@@ -61,35 +58,6 @@ DEFAULT_LEARNING_RATE = {
 
 # max_iter="auto": the most epochs tried before the held-out rows have stopped improving
 AUTO_MAX_ITER = 100
-
-# the kernels' loss code of each loss a row model names
-LOSS_CODES = {"logistic": losses.LOGISTIC, "softmax": losses.SOFTMAX,
-              "squared": losses.SQUARED, "huber": losses.HUBER}  # fmt: skip
-
-
-def _to_csr(X) -> sp.csr_matrix:
-    """Canonical CSR (sorted, no repeated column in a row) without copying when it is one."""
-    if not sp.issparse(X):
-        X = sp.csr_matrix(X)
-    X = X.tocsr() if X.format != "csr" else X
-    if not X.has_canonical_format:
-        X = X.copy()
-        X.sum_duplicates()
-    return X
-
-
-def canonical_rows(X, n_features, dtype, owner: str):
-    """Sparse rows from outside ``fit`` (the command line, a Dask block) checked as ``fit``
-    checks them, as canonical CSR of values ``dtype`` (``owner`` names the model)."""
-    if not sp.issparse(X):
-        raise TypeError(f"X must be a SciPy sparse matrix, got {type(X).__name__}")
-    _safety.check_sparse_structure(X, csr_indices=False)
-    _safety.check_input_width(X, n_features, owner)
-    if X.dtype not in (np.float32, np.float64):
-        raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
-    X = _to_csr(X)
-    _safety.check_nonzeros(X)
-    return X if X.dtype == dtype else X.astype(dtype)
 
 
 def _holds_text(X) -> bool:
@@ -118,255 +86,6 @@ def _suggest_field_hasher(estimator, X):
         ) from exc
 
 
-def encode_targets(y, classes) -> np.ndarray:
-    """``y`` as the kernels' float64 targets: indices into the sorted ``classes`` of a
-    classifier, or the values themselves (``classes`` None: a regressor)."""
-    if classes is None:
-        y = np.asarray(y, dtype=np.float64)
-        if not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinite values")
-        return y
-    y = np.asarray(y)
-    if classes.size == 2 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf":
-        upper = y == classes[1]  # two numeric classes: two comparisons, no search
-        known = (upper | (y == classes[0])).all()
-        index = upper
-    else:
-        index = np.clip(np.searchsorted(classes, y), 0, classes.size - 1)
-        known = np.array_equal(classes[index], y)
-    if not known:
-        unknown = np.setdiff1d(y, classes)
-        raise ValueError(f"y has labels {unknown!r} not in classes {classes!r}")
-    return index.astype(np.float64)
-
-
-def row_weights(X, targets, sample_weight, classes, class_weight) -> np.ndarray:
-    """Each row's weight in the loss: ``sample_weight`` (None: 1) times its class's weight
-    (``class_weight`` of a classifier: a dict, "balanced" or None)."""
-    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-    if not np.isfinite(weights).all():
-        raise ValueError("sample_weight contains NaN or infinite values")
-    if class_weight is None:
-        return weights
-    labels = targets.astype(np.int64)
-    present = np.unique(labels)
-    per_class = np.ones(classes.size)
-    per_class[present] = compute_class_weight(
-        class_weight, classes=classes[present], y=classes[labels]
-    )
-    return weights * per_class[labels]
-
-
-class RowTraining(Training):
-    """A training of a row model (the protocol of :mod:`._base`): what the linear models'
-    and the factorization machines' trainings share.
-
-    It holds the optimizer, the model's ``state`` (its tables), the kernels' scratch and the
-    estimator's parameters that training reads, read once here. A family's training gives
-    its kernels: ``_train``, ``catch_up``, ``_new_scratch``, ``_merge_layout`` and
-    ``prepare_merge``; its state gives ``weights()`` and ``is_finite()``.
-    """
-
-    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
-                 n_threads):  # fmt: skip
-        self.estimator = estimator  # whose fitted model finish sets
-        self.optimizer = optimizer
-        self.state = state
-        self.n_features = n_features
-        self.classes = classes
-        self.n_iter_start = n_iter_start
-        self.n_threads = n_threads
-        self.n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
-        # the parameters training reads, once
-        self.batch_size = int(estimator.batch_size)
-        self.fit_intercept = bool(estimator.fit_intercept)
-        self.shuffle = estimator.shuffle
-        self.max_iter = estimator.max_iter
-        self.device = estimator.device
-        self.class_weight = getattr(estimator, "class_weight", None)
-        self.delta = float(getattr(estimator, "epsilon", 0.0))  # Huber's threshold
-        self.regressor = is_regressor(estimator)
-        if self.regressor:
-            self.loss_name = estimator.loss
-        else:
-            self.loss_name = "logistic" if self.n_outputs == 1 else "softmax"
-        self.loss = LOSS_CODES[self.loss_name]
-        self.scratch = self._new_scratch()
-
-    def __getstate__(self):  # sent to Dask workers: the scratch is made anew there
-        return {**vars(self), "scratch": None}
-
-    def __setstate__(self, values):
-        vars(self).update(values)
-        self.scratch = self._new_scratch()
-
-    @abstractmethod
-    def _new_scratch(self) -> np.ndarray:
-        """The kernels' scratch for the state (empty for single-row steps)."""
-
-    # -- rows --------------------------------------------------------------------------------
-    def rows(self, X, y, sample_weight=None, *, first_row=0) -> Rows:
-        """SciPy sparse rows ``X`` of the training's columns (float32 or float64: the state's
-        type is used), labels or values ``y``, non-negative ``sample_weight`` or None;
-        ``first_row`` does not matter here (rows are not entities)."""
-        owner = type(self.estimator).__name__
-        X = canonical_rows(X, self.n_features, self.state.table.dtype, owner)
-        y = np.asarray(y).reshape(-1)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
-        return self._rows(self._kernel_rows(X), y, sample_weight)
-
-    @staticmethod
-    def _kernel_rows(X):
-        """Canonical CSR ``X`` as the family's kernels take it."""
-        return X
-
-    def _rows(self, X, y, sample_weight) -> Rows:
-        """:meth:`rows` of an X already validated and canonical."""
-        targets = encode_targets(y, self.classes)
-        weights = row_weights(X, targets, sample_weight, self.classes, self.class_weight)
-        return Rows(X, targets, weights)
-
-    def max_epochs(self) -> int:
-        """``max_iter``, one for "auto" (on click logs one pass is what held-out rows pick)."""
-        return 1 if self.max_iter == "auto" else self.max_iter
-
-    def count(self, rows: Rows) -> int:
-        """Rows of X: each is one update (``batch_size`` of them one optimizer step)."""
-        return rows.X.shape[0]
-
-    def order(self, rows: Rows, rng) -> np.ndarray:
-        """An epoch's order of ``rows``: shuffled with ``rng`` (a Generator or RandomState)
-        with ``shuffle``; with threads, each takes a contiguous range of it."""
-        n_rows = self.count(rows)
-        return rng.permutation(n_rows) if self.shuffle else np.arange(n_rows)
-
-    # -- checks ------------------------------------------------------------------------------
-    def check(self, rows: Rows | None = None, loss: float | None = None) -> None:
-        """Raise DivergenceError if a weight is not finite or beyond any sane range
-        (``_safety.MAX_WEIGHT``, times the largest |y| for a regressor), or if ``loss`` (a
-        mean training loss over ``rows``) is far worse than a constant prediction's."""
-        if not self.state.is_finite():
-            self.refuse("non-finite loss or weights")
-        targets, weights = (None, None) if rows is None else rows[1:]
-        bound = _safety.MAX_WEIGHT
-        if self.regressor:
-            scale = np.inf if targets is None else np.abs(targets).max(initial=1.0)
-            with np.errstate(over="ignore"):  # targets near the float range: no bound (inf)
-                bound *= max(1.0, scale)
-        largest = _safety.largest_magnitude(*self.state.weights())
-        if not largest <= bound:
-            self.refuse(f"a weight reached {largest:.3g} (the limit is {bound:.3g})")
-        if loss is not None:
-            self._refuse_useless(loss, targets, weights)
-
-    def _refuse_useless(self, loss, targets, weights):
-        """Raise DivergenceError if ``loss`` on ``targets`` is far worse than a constant
-        prediction's."""
-        n_classes = 0 if self.classes is None else len(self.classes)
-        kind, delta = self.loss_name, self.delta
-        zero = _safety.zero_model_loss(kind, targets, weights, delta, n_classes)
-
-        def constant():
-            return _safety.constant_loss(kind, targets, weights, delta)
-
-        if _safety.useless_fit(loss, len(targets), zero, constant):
-            self.refuse(
-                f"the training loss ended at {loss:.4g}, far worse than a constant "
-                f"prediction's {constant():.4g}"
-            )
-
-    def run_pass(self, train, arguments, hp, spec, n_rows: int) -> float:
-        """Run the kernel ``train`` over an epoch's order of ``n_rows`` rows and return its
-        summed loss; a bad status is refused. Serially in batches of ``batch_size``, or over
-        ``n_threads`` Hogwild threads, one row a step, each on a contiguous range of the
-        order with its own clock and intercepts (:func:`run_threads`): thread ``p`` calls
-        ``train(start, stop, pace, *arguments(clock, bias, batch_size))``."""
-        batch_size = 1 if self.n_threads > 1 else self.batch_size
-        status, total = run_threads(
-            train, thread_ranges(n_rows, self.n_threads),
-            lambda p, clock, bias: arguments(clock, bias, batch_size),
-            self.state.clock, hp, spec, self.state.bias,
-        )  # fmt: skip
-        self.refuse_status(status)
-        return total
-
-    def refuse_status(self, status: int) -> None:
-        """Raise DivergenceError unless the kernels' ``status`` is OK."""
-        if status != losses.OK:
-            diverged(self.optimizer)
-
-    def finish(self, curve, *, scores=(), rows: Rows | None = None):
-        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
-        them), then make it the estimator's fitted model; ``curve``: the mean training loss
-        of each epoch of this training, ``scores`` their held-out losses. Returns the
-        estimator."""
-        self.check(rows, curve[-1] if rows is not None and len(curve) else None)
-        est = self.estimator
-        est.state_ = self.state
-        est.optimizer_ = self.optimizer
-        if self.classes is not None:
-            est.classes_ = self.classes
-        est.n_features_in_ = self.n_features
-        est.n_iter_ = self.n_iter_start + len(curve)
-        est.t_ = int(self.state.clock[R.CLOCK_T])
-        est.loss_curve_ = list(curve)
-        est.validation_scores_ = list(scores)
-        return est
-
-    # -- merging copies (sparseopt.dask) ---------------------------------------------------
-    @abstractmethod
-    def _merge_layout(self) -> dict:
-        """``{name: (rows per feature or None for all, parameter columns, accumulator
-        slot)}`` of the state's tables."""
-
-    def tables(self) -> dict:
-        """Every table of the state is shared (see :meth:`Training.tables`)."""
-        return {name: (n_params, accumulator, True)
-                for name, (_, n_params, accumulator) in self._merge_layout().items()}  # fmt: skip
-
-    def table(self, name: str) -> np.ndarray:
-        if name not in self.tables():
-            raise KeyError(name)
-        return getattr(self.state, name)
-
-    def touched(self, rows: Rows, order: np.ndarray) -> dict:
-        """The table rows of the features that the rows in ``order`` hold."""
-        X = rows.X
-        seen = np.zeros(X.shape[1], bool)
-        _mark_columns(X.indptr, X.indices, order, seen)
-        features = np.flatnonzero(seen)
-        return {name: None if r is None else (features[:, None] * r + np.arange(r)).ravel()
-                for name, (r, _, _) in self._merge_layout().items()}  # fmt: skip
-
-    def lazy(self) -> bool:
-        return self.state.stamp.size > 0
-
-    def clock(self) -> np.ndarray:
-        return self.state.clock
-
-    def set_clock(self, clock) -> None:
-        self.state.clock[:] = clock
-        self.state.stamp[:] = clock[R.CLOCK_T]
-        self.state.mark[:] = clock[R.CLOCK_LOG_DECAY]
-
-
-@numba.njit(**JIT)
-def _mark_columns(indptr, indices, rows, seen):
-    """``seen[j] = True`` for every column j of the CSR ``rows``.
-
-    The rows are visited in storage order: in the shuffled order of ``rows`` every row read
-    misses the cache, which made this cost 60% of a linear model's training (on Dask).
-    """
-    take = np.zeros(indptr.size - 1, np.bool_)
-    for r in rows:
-        take[r] = True
-    for r in range(take.size):
-        if take[r]:
-            for p in range(indptr[r], indptr[r + 1]):
-                seen[indices[p]] = True
-
-
 class _Run:
     """One training in a fit's epoch loop: its held-out rows' record (``held``, see
     ``_hold_out``), curves and stopping state."""
@@ -392,10 +111,10 @@ class RowModel(SparseEstimator):
     A family gives its parameters' constraints, ``_state_type`` (a state with ``new``-like
     construction, ``cast``, ``weights``, ``is_finite`` and ``arrays``), ``_new_training``
     (its state and :class:`RowTraining`), ``_state_nbytes``, ``_decision`` (margins of
-    rows) and, if it offers several settings to ``max_iter="auto"``, ``_candidates``.
+    rows); its training offers the settings ``max_iter="auto"`` races (``candidates``).
     """
 
-    # max_iter="auto"'s race among several settings (_candidates): how many epochs at its
+    # max_iter="auto"'s race among several settings (candidates): how many epochs at its
     # last epoch's pace a run behind the leader may need to catch up and stay in the race
     # (_catching_up); 0: plain successive halving, the worse half out after every epoch
     _race_catch_up_epochs = 0
@@ -421,10 +140,6 @@ class RowModel(SparseEstimator):
         "device": [StrOptions({"cpu", "auto", "cuda"})],
         "random_state": ["random_state"],
     }
-
-    def _default_learning_rate(self, name):
-        # a rule without a rate tuned here (one of its own module) runs at its class's default
-        return DEFAULT_LEARNING_RATE.get(name, OPTIMIZERS[name]().learning_rate)
 
     def _n_threads(self) -> int:
         if self.device == "cuda" and self._has_gpu_path:
@@ -516,33 +231,36 @@ class RowModel(SparseEstimator):
 
     def _start(self, X, classes, reset, in_place=False) -> RowTraining:
         """:meth:`start_training` with the parameters already validated."""
-        opt = self._make_optimizer()
         n_threads = self._n_threads()  # device and n_jobs refused before any work
         if X.dtype not in (np.float32, np.float64):
             raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
         if classes is not None:
             classes = self._check_classes(np.asarray(classes), reset)
-        n_features = X.shape[1]
-        n_outputs = 1 if classes is None or len(classes) == 2 else len(classes)
-        state = None
         if reset:
-            _safety.check_table_size(self._state_nbytes(opt, X, n_outputs), "the model")
-        else:
-            check_is_fitted(self, "state_")
-            if self.n_features_in_ != n_features:
-                raise ValueError(
-                    f"X has {n_features} features, but {type(self).__name__} was fitted with "
-                    f"{self.n_features_in_}"
-                )
-            self._check_state(self.state_, n_features, n_outputs, opt)
-            state = self.state_ if in_place else copy.deepcopy(self.state_)
-            state.cast(X.dtype)
-        n_iter_start = 0 if reset else getattr(self, "n_iter_", 0)
-        return self._new_training(opt, X, state, classes, n_iter_start, n_threads)
+            return self._new_training(X, None, classes, 0, n_threads)
+        check_is_fitted(self, "state_")
+        if self.n_features_in_ != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                f"{self.n_features_in_}"
+            )
+        fitted = (self.state_, in_place)
+        return self._new_training(X, fitted, classes, getattr(self, "n_iter_", 0), n_threads)
 
     @abstractmethod
-    def _new_training(self, opt, X, state, classes, n_iter_start, n_threads) -> RowTraining:
-        """The family's training of ``X``'s columns on ``state`` (None: a new one)."""
+    def _new_training(self, X, fitted, classes, n_iter_start, n_threads) -> RowTraining:
+        """The family's training of ``X``'s columns: its optimizer, and a new state (size
+        checked) or, ``fitted = (state, in_place)``, the fitted one (checked against the
+        parameters with :meth:`_check_state`, copied unless ``in_place``: see
+        :meth:`_continued`)."""
+
+    @staticmethod
+    def _continued(fitted, dtype):
+        """The fitted state of ``fitted = (state, in_place)`` to train on, as ``dtype``."""
+        state, in_place = fitted
+        state = state if in_place else copy.deepcopy(state)
+        state.cast(dtype)
+        return state
 
     @_safety.unchanged_on_failure
     def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
@@ -551,9 +269,9 @@ class RowModel(SparseEstimator):
         rows = training._rows(X, y, sample_weight)
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)
-        # max_iter="auto" may try several settings on the held-out rows (_candidates)
+        # max_iter="auto" may try several settings on the held-out rows (candidates)
         choosing = held is not None and auto
-        candidates = self._candidates(training, rows.X) if choosing else [training]
+        candidates = training.candidates() if choosing else [training]
         runs = [
             _Run(t, None if held is None else dict(held), Stopper(self.tol, self.n_iter_no_change))
             for t in candidates
@@ -571,11 +289,12 @@ class RowModel(SparseEstimator):
                     last = runs[0]  # a follow-up (alone): it drops out
                     last.diverged = True
                 if choosing:
-                    tried += [(self._setting(r.training), len(r.curve),
+                    tried += [(r.training.setting(), len(r.curve),
                                None if r.diverged else r.held["best"]) for r in runs]  # fmt: skip
                 if run is None or _beats(last, run):
                     run, kept = last, len(tried) - len(runs) + runs.index(last)
-                follow_up = self._follow_up(run, done) if len(candidates) > 1 else None
+                more = len(candidates) > 1 and not run.diverged
+                follow_up = run.training.follow_up(run.held["state"], done) if more else None
                 runs = [] if follow_up is None else [self._continued_run(follow_up, run)]
                 done += 1
             if len(tried) > 1:
@@ -684,18 +403,6 @@ class RowModel(SparseEstimator):
         pace = run.scores[-2] - run.scores[-1]
         return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
-    def _candidates(self, training, X) -> list:
-        """The trainings that ``max_iter="auto"`` races on the held-out rows (X: the rows
-        trained on), the first of them ``training``: here, that one alone."""
-        return [training]
-
-    def _follow_up(self, leader, done):
-        """After a race among several candidates and ``done`` follow-ups: a training on a
-        copy of the best state of ``leader`` (the run kept so far), to go on from its best
-        epoch (:meth:`_continued_run`) and be kept if its held-out loss goes lower; None when
-        there are no more. Here none."""
-        return None
-
     def _report_choice(self, tried, kept):
         """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
         ``(setting, epochs, best held-out loss or None if diverged)`` of each run,
@@ -707,10 +414,6 @@ class RowModel(SparseEstimator):
             mark = "kept" if i == kept else "dropped"
             tqdm.write(f"{type(self).__name__}: {setting}: {n_epochs} epoch(s), {loss}: {mark}",
                        file=sys.stderr)  # fmt: skip
-
-    def _setting(self, training) -> str:
-        """What distinguishes ``training`` among the candidates (for ``verbose``)."""
-        return f"learning_rate={training.optimizer.learning_rate!r}"
 
     # -- how many epochs: held-out rows decide (max_iter="auto", early_stopping=True) ------
     def _hold_out(self, n_epochs, rows):
@@ -765,11 +468,6 @@ class RowModel(SparseEstimator):
         return curve[: held["epochs"]]
 
     # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
-    def _n_outputs(self) -> int:
-        """Outputs of the fitted model: 1, or the number of classes beyond two."""
-        classes = getattr(self, "classes_", None)
-        return 1 if classes is None or len(classes) == 2 else len(classes)
-
     def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
         """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
         ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
@@ -827,7 +525,8 @@ class RowModel(SparseEstimator):
         """Margins ``X @ coef_.T + intercept_``, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self, "state_")
         X = self._validate_X(X, reset=False)
-        self._check_tables(self.state_, X.shape[1], self._n_outputs(), scan=False)
+        outputs = n_outputs_of(getattr(self, "classes_", None))
+        self._check_tables(self.state_, X.shape[1], outputs, scan=False)
         margins = self._decision(self.state_, X)
         return margins[:, 0] if margins.shape[1] == 1 else margins
 
@@ -883,7 +582,8 @@ class RowModel(SparseEstimator):
         model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         for name, value in attributes.items():
             setattr(model, name, value)
-        model._check_fitted_state(model.state_, model.n_features_in_, model._n_outputs(), fitted)
+        outputs = n_outputs_of(getattr(model, "classes_", None))
+        model._check_fitted_state(model.state_, model.n_features_in_, outputs, fitted)
         if not model.state_.is_finite():
             raise ValueError("the weights are not all finite")
         return model
