@@ -15,7 +15,7 @@ import sparseopt
 from sparseopt import pipeline as P
 from sparseopt.cli import main
 from sparseopt.datasets import read_criteo, sample_path
-from sparseopt.estimators import Training
+from sparseopt.estimators import LinearTraining
 from sparseopt.metrics import ClickMetrics
 
 BITS = ["--n-bits", "16"]
@@ -188,7 +188,7 @@ def test_diverged_chunk_leaves_the_last_checkpoint(files, tmp_path, capsys):
 
 def test_ctrl_c_during_a_chunk_waits_for_it_then_checkpoints(files, tmp_path, monkeypatch):
     trained = []
-    train_chunk = Training.epoch
+    train_chunk = LinearTraining.epoch  # the click model the command line trains
 
     def interrupted(training, rows, order):
         if len(trained) == 1:
@@ -197,7 +197,7 @@ def test_ctrl_c_during_a_chunk_waits_for_it_then_checkpoints(files, tmp_path, mo
         trained.append(order.size)
         return loss
 
-    monkeypatch.setattr(Training, "epoch", interrupted)
+    monkeypatch.setattr(LinearTraining, "epoch", interrupted)
     # as in a terminal: a process started in the background of a script ignores SIGINT, and
     # the trainer then leaves it ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

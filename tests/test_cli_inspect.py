@@ -18,7 +18,7 @@ from sparseopt._report import fit_terminal
 from sparseopt.cli import build_parser, main
 from sparseopt.cli._commands import _size
 from sparseopt.datasets import make_ctr, sample_path
-from sparseopt.estimators import Training
+from sparseopt.estimators import LinearTraining
 from sparseopt.inspect import load_tokens
 
 BITS = ["--n-bits", "16"]
@@ -102,13 +102,13 @@ def test_progress_bar_has_a_total_moves_within_a_chunk_and_shows_the_loss(
     monkeypatch.setattr(_report, "TICK_SECONDS", 0.02)
     # the count compiles on an empty Numba cache: a loaded machine needs more than a second
     monkeypatch.setattr(_report, "COUNT_WAIT_SECONDS", 120)
-    train_rows = Training.epoch
+    train_rows = LinearTraining.epoch  # the click model the command line trains
 
     def slow(training, rows, order):  # 0.2 s a chunk: time for the bar to move within it
         time.sleep(0.2)
         return train_rows(training, rows, order)
 
-    monkeypatch.setattr(Training, "epoch", slow)
+    monkeypatch.setattr(LinearTraining, "epoch", slow)
     argv = ["train", str(criteo), "--out", str(tmp_path / "run"), "--progress"]
     assert main([*argv, *BITS, "--chunk-size", "500", "--no-cache"]) == 0
     frames = [f for f in capsys.readouterr().err.split("\r") if "epoch 1/1" in f]
