@@ -58,24 +58,7 @@ import numpy as np
 from .._jit import JIT, borrowed
 from ..optim import _rules as R
 from ._losses import BAD_STEP, BPR, LOGISTIC, NON_FINITE, OK, SQUARED, sigmoid, softplus
-from ._mf import _add_row, _sample_negative, _stamp, _sync
-
-
-@numba.njit(inline="always", **JIT)
-def _sync_rows(rule, h, spec, c, side, rows, x, dims):
-    """Bring the rows ``indices[indptr[x]:indptr[x + 1]]`` of ``side = (bias, factors,
-    stamp, mark)`` to step ``t - 1`` (a lazy rule's pending steps) before step ``t`` reads
-    them: the feature rows of user or item ``x`` (``rows = (indptr, indices, weights)``) or
-    the history rows of user ``x`` (``rows = (indptr, indices)``, its known items).
-
-    Called only by the kernels of lazy rules, under their compile-time flag: Numba prunes a
-    constant branch only in the kernel's own code, so a flag handed to a helper is pruned
-    after the helper's calls are inlined, every rule's catch-up with them (half of the 60 CPU
-    seconds of a cold WARP fit with features and AdaGrad went to inlining, 2026-12-07)."""
-    bias, factors, stamp, mark = side
-    indptr, indices = rows[0], rows[1]
-    for n in range(indptr[x], indptr[x + 1]):
-        _sync(rule, h, spec, c, bias, factors, stamp, mark, indices[n], dims)
+from ._mf import _add_row, _sample_negative, _stamp, _sync_rows
 
 
 @numba.njit(inline="always", **JIT)
