@@ -56,6 +56,7 @@ Under the lock, temporary files and checkpoints left by a killed run are removed
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -468,6 +469,11 @@ def default_parse_threads() -> int:
     return min(2, max(1, (cores or 1) - 1))
 
 
+# the keys of a checkpoint record's state added in later versions, and their values in a
+# record from before (epoch_positives None: the epoch's positives were not counted)
+_ADDED_LATER = {"epoch_positives": None, "epoch_curve": [], "best": None, "stopped": None}
+
+
 def _chunk_seed(seed, epoch, chunk):
     return int(np.random.SeedSequence([seed, epoch, chunk]).generate_state(1)[0])
 
@@ -568,8 +574,7 @@ class Trainer:
 
     def _read_record(self) -> dict:
         """``checkpoint.json``, checked; PipelineError naming the file if it is damaged."""
-        optional = {"epoch_positives", "epoch_curve", "best", "stopped"}  # added later
-        return _runs.read_checkpoint(self.out, self.state, optional)
+        return _runs.read_checkpoint(self.out, self.state, _ADDED_LATER)
 
     def start(self, resume: bool) -> None:
         """Prepare ``out_dir``: fresh, or loaded from its checkpoint with ``resume``.
@@ -613,10 +618,8 @@ class Trainer:
                 "); resume with the same data and options, or train into another --out"
             )
         self.state = saved["state"]
-        self.state.setdefault("epoch_positives", None)  # a record from before it was kept
-        self.state.setdefault("epoch_curve", [])
-        self.state.setdefault("best", None)
-        self.state.setdefault("stopped", None)
+        for key, value in _ADDED_LATER.items():
+            self.state.setdefault(key, copy.copy(value))
         if self.state["checkpoint"] is None:
             raise PipelineError(f"{record} names no checkpoint; delete {self.out} to start over")
         checkpoint = self.out / self.state["checkpoint"]

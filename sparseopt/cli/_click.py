@@ -139,21 +139,23 @@ def _print_outcome(args, trainer: P.Trainer, summary: dict, tokens) -> None:
         print(f"report: {args.report}")
 
 
-def _refuse_feature_files(args) -> None:
+def _open(args):
+    """The click model of ``args.model`` and a reader of ``args.data`` into its columns."""
     for flag, value in (("--user-features", args.user_features),
                         ("--item-features", args.item_features)):  # fmt: skip
         if value is not None:
             raise PipelineError(f"{flag} applies to mf models; a click model reads DATA alone")
+    model, spec = P.load_model(args.model)
+    reader = P.open_data(
+        model, spec, args.data, data_options(args), args.chunk_size, args.skip_bad_lines
+    )
+    return model, reader
 
 
 def predict(args) -> int:
     """``sparseopt predict MODEL DATA --out FILE`` for a click model: one probability per
     row."""
-    _refuse_feature_files(args)
-    model, spec = P.load_model(args.model)
-    reader = P.open_data(
-        model, spec, args.data, data_options(args), args.chunk_size, args.skip_bad_lines
-    )
+    model, reader = _open(args)
     n = P.predict_file(model, reader.chunks(args.parse_threads), args.out)
     print(
         f"wrote {n:,} predictions to {args.out} ({reader.stats['n_bad_lines']} bad lines skipped)"
@@ -163,11 +165,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """``sparseopt evaluate MODEL DATA`` for a click model: logloss, AUC, calibration."""
-    _refuse_feature_files(args)
-    model, spec = P.load_model(args.model)
-    reader = P.open_data(
-        model, spec, args.data, data_options(args), args.chunk_size, args.skip_bad_lines
-    )
+    model, reader = _open(args)
     metrics = P.score(model, reader.chunks(args.parse_threads))
     result = dict(metrics.result(), n_bad_lines=reader.stats["n_bad_lines"])
     if args.json:

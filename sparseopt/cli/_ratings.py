@@ -41,11 +41,11 @@ from .._runs import PipelineError
 from ..datasets._cache import atomic_write
 from ..pipeline import AUTO_MAX_EPOCHS, PATIENCE
 from ._ratings_files import (
-    _INTEGER,
     KIND,
     RatingsModel,
     _header_note,
     evaluate_ratings,
+    is_int64,
     load,
     ratings_matrix,
     read_ratings,
@@ -245,13 +245,19 @@ def _epochs(model, X, epochs, users, items, min_rating, valid, side=None):
     return model, history, stopper.best_epoch
 
 
-def predict(args) -> int:
-    """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
+def _model_and_pairs(args):
+    """The mf model of ``args.model`` and the pairs of ``args.data``, read with its ids."""
     _refuse(args, "an mf model")
     rm = load(args.model)
     cols = read_ratings(
         args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
     )
+    return rm, cols
+
+
+def predict(args) -> int:
+    """``sparseopt predict MODEL PAIRS --out FILE`` for an mf model: one score per line."""
+    rm, cols = _model_and_pairs(args)
     if len(cols) == 0:
         raise PipelineError(f"{args.data} has no user,item pairs")
     scores, unknown = rm.score(cols.users, cols.items, *scoring_features(args, rm))
@@ -266,11 +272,7 @@ def predict(args) -> int:
 
 def evaluate(args) -> int:
     """``sparseopt evaluate MODEL RATINGS`` for an mf model."""
-    _refuse(args, "an mf model")
-    rm = load(args.model)
-    cols = read_ratings(
-        args.data, sep=args.sep, id_type=rm.users.kind, skip_bad_lines=args.skip_bad_lines
-    )
+    rm, cols = _model_and_pairs(args)
     features = scoring_features(args, rm)
     if rm.loss != "squared" and features != (None, None):
         raise PipelineError(
@@ -309,8 +311,8 @@ def _user_list(args, kind: str) -> np.ndarray:
         raise PipelineError(f"{where} names no user")
     if kind == "str":
         return np.array(raw, dtype=object)
-    for t in raw:  # int() would also take "1_0" and other digits than 0-9
-        if not (_INTEGER.fullmatch(t) and -(2**63) <= int(t) < 2**63):
+    for t in raw:
+        if not is_int64(t):
             raise PipelineError(
                 f"{where}: user id {t[:40]!r} is not a 64-bit integer, as the model's ids are"
             )

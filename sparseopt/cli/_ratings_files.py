@@ -221,6 +221,13 @@ def _read_generic(path: Path, layout: _Layout, id_type, skip_bad_lines) -> Ratin
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def is_int64(text: str) -> bool:
+    """Whether ``text`` is a 64-bit integer in digits 0-9 (``int`` also takes "1_0")."""
+    return bool(_INTEGER.fullmatch(text)) and -(2**63) <= int(text) < 2**63
+
+
 # the most users or items a u.info may count: MovieLens 100K's are 943 and 1,682, and ids map
 # to rows up to the counts, so a damaged count must not size the model
 _MAX_INFO_COUNT = 10_000_000
@@ -270,7 +277,7 @@ def _line_fault(fields: list, layout: _Layout, integers: bool):
         value = value.strip()  # as pyarrow reads numbers
         if not value:
             return f"an empty {role} id", True
-        if integers and not (_INTEGER.fullmatch(value) and -(2**63) <= int(value) < 2**63):
+        if integers and not is_int64(value):
             return f"the {role} id {value[:40]!r} is not a 64-bit integer", False
     if layout.n_columns >= 3:
         text = fields[2].strip()

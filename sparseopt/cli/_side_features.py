@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._runs import PipelineError
-from ._ratings_files import _INTEGER, IdMap, feature_matrix
+from ._ratings_files import IdMap, feature_matrix, is_int64
 
 
 def read_feature_rows(path, id_kind: str, what: str):
@@ -43,7 +43,7 @@ def read_feature_rows(path, id_kind: str, what: str):
     raw = [t.strip() for t in frame.iloc[:, 0]]
     if id_kind == "int":
         for line, t in enumerate(raw, start=2):
-            if not (_INTEGER.fullmatch(t) and -(2**63) <= int(t) < 2**63):
+            if not is_int64(t):
                 raise PipelineError(
                     f"{path}, line {line}: {what} id {t[:40]!r} is not a 64-bit integer, as "
                     f"the ratings' ids are"
