@@ -532,22 +532,10 @@ class Trainer:
             )
         n_fields = getattr(self.reader, "n_fields", 0)
         self.model = make_model(config.model, self.spec, n_fields, config.params)
-        self.state = {
-            "epoch": 0,
-            "chunk": 0,
-            "rows_seen": 0,
-            "epoch_loss": 0.0,
-            "epoch_rows": 0,
-            "n_bad_lines": 0,
-            "history": [],
-            "checkpoint": None,
-            "finished": False,
-            "n_rows_epoch": None,
-            "epoch_positives": 0.0,
-            "epoch_curve": [],
-            "best": None,
-            "stopped": None,
-        }
+        self.state = dict(epoch=0, chunk=0, rows_seen=0, epoch_loss=0.0, epoch_rows=0,
+                          n_bad_lines=0, history=[], checkpoint=None, finished=False,
+                          n_rows_epoch=None, epoch_positives=0.0, epoch_curve=[], best=None,
+                          stopped=None)  # fmt: skip
         # a validation logloss equal to the best is no improvement
         self.stopper = Stopper(0.0, PATIENCE, tie_is_stale=True)
         self.calibration = None

@@ -136,34 +136,17 @@ def _add_reading_options(g, defaults: bool) -> None:
     )
 
 
+# the options of a DataSpec, and the estimator parameters with an option of their own
+_DATA_OPTIONS = ("format", "n_bits", "field_aware", "label", "features", "numeric", "exclude",
+                 "sep", "n_features", "interactions", "weight_column")  # fmt: skip
+_MODEL_OPTIONS = ("optimizer", "learning_rate", "alpha", "l1", "batch_size", "n_jobs")
+
+
 def data_options(args) -> dict:
-    return {
-        name: getattr(args, name)
-        for name in (
-            "format",
-            "n_bits",
-            "field_aware",
-            "label",
-            "features",
-            "numeric",
-            "exclude",
-            "sep",
-            "n_features",
-            "interactions",
-            "weight_column",
-        )
-    }
+    return {name: getattr(args, name) for name in _DATA_OPTIONS}
 
 
 def model_params(args) -> dict:
-    params = {
-        "optimizer": args.optimizer,
-        "learning_rate": args.learning_rate,
-        "alpha": args.alpha,
-        "l1": args.l1,
-        "batch_size": args.batch_size,
-        "n_jobs": args.n_jobs,
-    }
-    params = {k: v for k, v in params.items() if v is not None}
-    params.update(dict(args.set or []))
-    return params
+    """The options given of :data:`_MODEL_OPTIONS`, then ``--set``'s."""
+    params = {k: getattr(args, k) for k in _MODEL_OPTIONS if getattr(args, k) is not None}
+    return params | dict(args.set or [])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -341,8 +342,6 @@ def recommend(args) -> int:
     if args.out is None:
         print(text, end="")
         if note:
-            import sys
-
             print(f"sparseopt: {note}", file=sys.stderr)
     else:
         _write(args.out, text)

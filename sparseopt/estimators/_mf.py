@@ -24,7 +24,6 @@ from . import _safety
 from ._base import SparseEstimator, validated
 from ._mf_features import (
     MAP_KEYS,
-    feature_counts,
     feature_map,
     grown_maps,
     loaded_maps,
@@ -45,6 +44,7 @@ from ._mf_training import (
     _resize,
     _set_fitted,
     _Side,
+    _table_counts,
 )
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ class MatrixFactorization(SparseEstimator):
         self
         """
         self._validate_params()
-        return self._fit(X, self._max_iter(), reset=True,
+        return self._fit(X, _max_epochs(self.max_iter, self.loss), reset=True,
                          features=(user_features, item_features))  # fmt: skip
 
     @_safety.unchanged_on_failure
@@ -533,14 +533,11 @@ class MatrixFactorization(SparseEstimator):
 
     def _check_params_match_state(self):
         """``n_components`` against the fitted tables, before they are read or trained."""
-        k = self.n_components
+        k, per_row = self.n_components, self.factor_state_ == "row"
         for name in SIDES:
             if name in self.tables_:
                 side = self.tables_[name]
-                if self.factor_state_ == "row":
-                    shape = (side.n_rows, k + 1)
-                else:
-                    shape = (side.n_rows * k, side.bias.shape[1])
+                shape = (side.n_rows, k + 1) if per_row else (side.n_rows * k, side.bias.shape[1])
                 if side.factors.shape != shape:
                     raise ValueError(
                         f"n_components={k} differs from the fitted model's factors "
@@ -568,9 +565,6 @@ class MatrixFactorization(SparseEstimator):
         if self.user_history == "auto":
             return self.loss == "warp"
         return bool(self.user_history)
-
-    def _max_iter(self) -> int:
-        return _max_epochs(self.max_iter, self.loss)
 
     def _check_ids(self, ids, n, name):
         ids = np.asarray(ids)
@@ -631,38 +625,24 @@ class MatrixFactorization(SparseEstimator):
         factors[s.counts == 0] = 0.0
         return s.bias[:, 0].astype(np.float64), factors
 
-    @property
-    def user_factors_(self) -> np.ndarray:
+    def _fitted_weights(self, side: str, part: int) -> np.ndarray:
+        """``{side}_biases_`` (``part`` 0) or ``{side}_factors_`` (1), float32."""
         check_is_fitted(self)
-        if "user_map" in self.tables_:
-            return self._weights("user")[1].astype(np.float32)
-        return self._user_vectors().astype(np.float32)
+        if f"{side}_map" in self.tables_:
+            return self._weights(side)[part].astype(np.float32)
+        if part == 0:
+            return self.tables_[side].bias[:, 0].copy()
+        return self._user_vectors().astype(np.float32) if side == "user" else self._factors(side)
+
+    user_biases_ = property(lambda self: self._fitted_weights("user", 0))
+    item_biases_ = property(lambda self: self._fitted_weights("item", 0))
+    user_factors_ = property(lambda self: self._fitted_weights("user", 1))
+    item_factors_ = property(lambda self: self._fitted_weights("item", 1))
 
     @property
     def history_factors_(self) -> np.ndarray | None:
         check_is_fitted(self)
         return self._factors("history") if "history" in self.tables_ else None
-
-    @property
-    def item_factors_(self) -> np.ndarray:
-        check_is_fitted(self)
-        if "item_map" in self.tables_:
-            return self._weights("item")[1].astype(np.float32)
-        return self._factors("item")
-
-    @property
-    def user_biases_(self) -> np.ndarray:
-        check_is_fitted(self)
-        if "user_map" in self.tables_:
-            return self._weights("user")[0].astype(np.float32)
-        return self.tables_["user"].bias[:, 0].copy()
-
-    @property
-    def item_biases_(self) -> np.ndarray:
-        check_is_fitted(self)
-        if "item_map" in self.tables_:
-            return self._weights("item")[0].astype(np.float32)
-        return self.tables_["item"].bias[:, 0].copy()
 
     def predict(
         self, user_ids: ArrayLike | MatrixLike, item_ids: ArrayLike | None = None, *,
@@ -929,11 +909,7 @@ class MatrixFactorization(SparseEstimator):
             raise ValueError("seen_indices are not sorted and distinct within each user")
         if not all(np.isfinite(a).all() for v in sides.values() for a in (v.bias, v.factors)):
             raise ValueError("the weights are not all finite")
-        item_counts = np.bincount(indices, minlength=shape[1])
-        counts = {"user": np.diff(indptr), "item": item_counts, "history": item_counts}
-        if maps:  # counts per feature row (the history rows stay one per item)
-            counts["user"] = feature_counts(maps["user_map"], counts["user"])
-            counts["item"] = feature_counts(maps["item_map"], item_counts)
+        counts = _table_counts(seen, maps)
         if any(not np.array_equal(sides[n].counts, counts[n]) for n in names):
             raise ValueError("the tables' counts do not match the seen interactions")
         state = {**sides, "clock": check("clock", arrays["clock"], (R.CLOCK_SIZE,), np.float64),

@@ -15,9 +15,9 @@ from sklearn.utils.validation import check_array
 from . import _safety
 
 
-def check_features(F, name: str, n_rows: int | None = None) -> sp.csr_matrix:
+def check_features(F, name: str, n_rows=None, n_columns=None) -> sp.csr_matrix:
     """``F`` (``name`` in errors) as canonical CSR float32: no NaN, inf or negative weight,
-    and ``n_rows`` rows when given."""
+    and ``n_rows`` rows and ``n_columns`` columns (the fitted ones) when given."""
     if sp.issparse(F):
         _safety.check_sparse_structure(F)
     F = check_array(F, accept_sparse="csr", dtype=(np.float64, np.float32),
@@ -35,6 +35,11 @@ def check_features(F, name: str, n_rows: int | None = None) -> sp.csr_matrix:
         raise ValueError(
             f"{name} has {F.shape[0]} rows, but X has {n_rows} {what}s: give one feature row "
             f"per {what} (row n describes {what} n)"
+        )
+    if n_columns is not None and F.shape[1] != n_columns:
+        raise ValueError(
+            f"{name} has {F.shape[1]} columns, but the model was fitted with {n_columns} "
+            f"{name.split('_')[0]} feature columns"
         )
     return F
 
@@ -61,12 +66,7 @@ def feature_map(F, name: str, n_rows: int, identity: bool) -> sp.csr_matrix:
 def new_rows_map(F, name: str, fitted_map: sp.csr_matrix, n_columns: int) -> sp.csr_matrix:
     """The map of users or items unknown to training, from their features ``F`` alone: the
     fitted map's ``n_columns`` feature columns, its identity columns left empty."""
-    F = check_features(F, name)
-    if F.shape[1] != n_columns:
-        raise ValueError(
-            f"{name} has {F.shape[1]} columns, but the model was fitted with {n_columns} "
-            f"{name.split('_')[0]} feature columns"
-        )
+    F = check_features(F, name, n_columns=n_columns)
     n_identity = fitted_map.shape[1] - n_columns
     return sp.hstack([F, sp.csr_matrix((F.shape[0], n_identity), dtype=np.float32)],
                      format="csr")  # fmt: skip
@@ -85,11 +85,8 @@ def grown_maps(tables: dict, features, n_users: int, n_items: int) -> dict:
         if F is None:
             F = fitted[:, :columns]
             F = sp.vstack([F, sp.csr_matrix((n - F.shape[0], columns), dtype=np.float32)])
-        elif (F := check_features(F, name, n)).shape[1] != columns:
-            raise ValueError(
-                f"{name} has {F.shape[1]} columns, but the model was fitted with {columns} "
-                f"{side} feature columns"
-            )
+        else:
+            F = check_features(F, name, n, columns)
         out[f"{side}_map"] = feature_map(F, name, n, identity)
     out["feature_columns"] = tables["feature_columns"].copy()
     return out

@@ -396,22 +396,25 @@ class FeatureMFTraining(MFTraining):
 
 
 def _count_interactions(state: dict, X) -> None:
-    """Add the pairs of X to the seen matrix of ``state`` and set each table row's count of
-    interactions (for a feature table, summed over the ids holding the feature)."""
+    """Add the pairs of X to the seen matrix of ``state`` and set the tables' counts."""
     n_users, n_items = state["seen"].shape
     seen = state["seen"] + _resize(X, (n_users, n_items))
     seen.data[:] = 1.0
     seen.sort_indices()
     state["seen"] = seen
-    user_counts = np.diff(seen.indptr)
-    item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
-    if "user_map" in state:
-        state["user"].counts[:] = feature_counts(state["user_map"], user_counts)
-        state["item"].counts[:] = feature_counts(state["item_map"], item_counts)
-        if "history" in state:
-            state["history"].counts[:] = item_counts
-        return
-    state["user"].counts[:] = user_counts
-    for name in ("item", "history"):
+    counts = _table_counts(seen, state)
+    for name in SIDES:
         if name in state:
-            state[name].counts[:] = item_counts
+            state[name].counts[:] = counts[name]
+
+
+def _table_counts(seen, maps) -> dict:
+    """Each table's counts of interactions: per user or item in ``seen``, or with feature
+    maps (in ``maps``) per feature row, summed over the ids holding the feature (the history
+    rows stay one per item)."""
+    item_counts = np.bincount(seen.indices, minlength=seen.shape[1])
+    counts = {"user": np.diff(seen.indptr), "item": item_counts, "history": item_counts}
+    if "user_map" in maps:
+        counts["user"] = feature_counts(maps["user_map"], counts["user"])
+        counts["item"] = feature_counts(maps["item_map"], item_counts)
+    return counts
