@@ -79,7 +79,7 @@ class SparseEstimator(BaseEstimator):
     """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
     divergence, saving.
 
-    A subclass gives ``_make_optimizer`` (:meth:`_named_optimizer` with its default rates,
+    A subclass gives ``_make_optimizer`` (:func:`named_optimizer` with its default rates,
     then its own penalties and refusals, :func:`validated`), ``_has_gpu_path``, ``_saved()``
     and ``_from_file``, and ``start_training``, which makes its family's :class:`Training`.
     """
@@ -94,38 +94,14 @@ class SparseEstimator(BaseEstimator):
 
     # -- optimizer ---------------------------------------------------------------------------
     def _named_optimizer(self, default_rates: dict) -> Optimizer:
-        """A fresh copy of the optimizer: the named one at its rate in ``default_rates`` (else
-        its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a copy of the given
-        object, with ``learning_rate`` applied unless "auto"."""
-        if isinstance(self.optimizer, Optimizer):
-            opt = copy.deepcopy(self.optimizer)
-        else:
-            opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = default_rates.get(self.optimizer, opt.learning_rate)
-            if isinstance(opt, Adam):
-                opt.lazy = DEFAULT_LAZY
-        if self.learning_rate != "auto":
-            opt.learning_rate = self.learning_rate
-        return opt
+        """:func:`named_optimizer` of the parameters."""
+        return named_optimizer(self.optimizer, self.learning_rate, default_rates)
 
     def _refuse_ftrl(self, opt: Optimizer) -> None:
-        """Factor models: FTRL's closed-form weights would discard the random factors."""
-        if isinstance(opt, FTRL):
-            raise ValueError(
-                f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "
-                f"factors' random initialization; use optimizer='adagrad'"
-            )
+        refuse_ftrl(opt, type(self).__name__)
 
     def _per_row(self, opt: Optimizer) -> bool:
-        """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
-        if self.factor_state == "auto":
-            return isinstance(opt, AdaGrad)
-        if self.factor_state == "row" and not isinstance(opt, AdaGrad):
-            raise ValueError(
-                f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
-                f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
-            )
-        return self.factor_state == "row"
+        return per_row(self.factor_state, opt)
 
     # -- where it runs -----------------------------------------------------------------------
     def _n_threads(self) -> int:
@@ -166,6 +142,43 @@ class SparseEstimator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def named_optimizer(optimizer, learning_rate, default_rates: dict) -> Optimizer:
+    """A fresh copy of the ``optimizer`` parameter: the named one at its rate in
+    ``default_rates`` (else its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a
+    copy of the given object, with ``learning_rate`` applied unless "auto"."""
+    if isinstance(optimizer, Optimizer):
+        opt = copy.deepcopy(optimizer)
+    else:
+        opt = OPTIMIZERS[optimizer]()
+        opt.learning_rate = default_rates.get(optimizer, opt.learning_rate)
+        if isinstance(opt, Adam):
+            opt.lazy = DEFAULT_LAZY
+    if learning_rate != "auto":
+        opt.learning_rate = learning_rate
+    return opt
+
+
+def refuse_ftrl(opt: Optimizer, owner: str) -> None:
+    """Factor models: FTRL's closed-form weights would discard the random factors."""
+    if isinstance(opt, FTRL):
+        raise ValueError(
+            f"{owner} cannot use FTRL: its closed-form weights discard the factors' random "
+            f"initialization; use optimizer='adagrad'"
+        )
+
+
+def per_row(factor_state: str, opt: Optimizer) -> bool:
+    """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
+    if factor_state == "auto":
+        return isinstance(opt, AdaGrad)
+    if factor_state == "row" and not isinstance(opt, AdaGrad):
+        raise ValueError(
+            f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
+            f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
+        )
+    return factor_state == "row"
 
 
 def validated(opt: Optimizer) -> Optimizer:
@@ -288,5 +301,8 @@ __all__ = [
     "Training",
     "check_order",
     "diverged",
+    "named_optimizer",
+    "per_row",
+    "refuse_ftrl",
     "validated",
 ]
