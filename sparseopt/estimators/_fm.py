@@ -160,7 +160,7 @@ _FM_DOC = """
         and a second model in memory meanwhile. The start of the accumulators
         sets the factors' first steps (AdaGrad's step is the rate over the root of the
         accumulator), so this is a choice of their early step size; ``AUTO_CANDIDATES`` in
-        ``sparseopt/estimators/_fm.py`` can hold learning rates and initial scales as well.
+        ``sparseopt/estimators/_fm_training.py`` can hold learning rates and initial scales as well.
         ``learning_rate_`` and ``factor_accumulator_start_`` say what was chosen,
         ``verbose=1`` what was tried. Continued training (``partial_fit``, ``warm_start``)
         goes on at the fitted learning rate.

@@ -296,11 +296,10 @@ class FMTraining(RowTraining):
 
     @classmethod
     def start(cls, estimator, params, X, fitted, classes, n_iter_start, n_threads):
-        """The training of ``X``'s columns for ``estimator`` of ``params``: a new state (its
-        size checked) or the fitted one of ``fitted`` (checked, see :func:`check_continued`,
-        and against ``n_components``, ``factor_state`` and ``fields``), with the settings
-        ``max_iter="auto"`` races (``AUTO_CANDIDATES``) when it chooses: AdaGrad by name,
-        the learning rate and ``init_std`` left to "auto"."""
+        """As :meth:`LinearTraining.start`, the fitted state also checked against
+        ``n_components``, ``factor_state`` and ``fields``; with AdaGrad by name and the
+        learning rate and ``init_std`` left to "auto", the settings ``max_iter="auto"`` races
+        (``AUTO_CANDIDATES``)."""
         if classes is not None and classes.size > 2:
             raise ValueError(
                 f"Only binary classification is supported. The type of the target is "

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ..optim import OPTIMIZERS, Optimizer
 from ._linear_training import LinearTraining
 from ._rowmodel import RowModel, _LogisticOutput, _RegressionOutput
+from ._rowtraining import DEFAULT_LEARNING_RATE  # noqa: F401 (the command line's help)
 
 
 class _SparseLinearModel(RowModel):

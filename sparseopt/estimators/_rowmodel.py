@@ -1,13 +1,9 @@
-"""What the linear models and the factorization machines share: models of rows of sparse
-features, trained one row (or minibatch of rows) per update.
-
-:class:`RowTraining` is their half of the training protocol (:mod:`._base`): rows checked
-and encoded, their order, the divergence checks, the fitted attributes and the merge calls;
-a family's training (``LinearTraining``, ``FMTraining``) adds its kernels. :class:`RowModel`
-is their estimators' base: the row checks, ``fit`` / ``partial_fit`` through the protocol,
-the held-out rows of ``max_iter="auto"`` and ``early_stopping`` and, when a family offers
-several settings, their race by successive halving. ``_LogisticOutput`` and
-``_RegressionOutput`` give the classifiers' and regressors' targets and predictions.
+"""The estimators' base of the linear models and the factorization machines, models of rows
+of sparse features trained one row (or minibatch) per update (their trainings:
+:mod:`._rowtraining`). :class:`RowModel`: the row checks, ``fit`` / ``partial_fit`` through
+the training protocol, the held-out rows of ``max_iter="auto"`` and ``early_stopping`` and
+the race of a family's settings. ``_LogisticOutput`` and ``_RegressionOutput``: the
+classifiers' and regressors' targets and predictions.
 """
 
 from __future__ import annotations
@@ -94,10 +90,9 @@ class RowModel(SparseEstimator):
     """Base of the estimators of row models: epochs of lazy minibatch updates over CSR rows,
     through the training protocol (:mod:`sparseopt.estimators._base`).
 
-    A family gives its parameters' constraints and ``_training_type``, its
-    :class:`RowTraining`, which makes the training from the parameters (``start``), and the
-    optimizer (``make_optimizer``), and computes margins (``decision``); ``_family_params``:
-    the family's constants it reads beside them.
+    A family gives its parameters' constraints, ``_training_type`` (its
+    :class:`RowTraining`: ``start``, ``make_optimizer``, ``decision``) and the constants that
+    reads beside the parameters (``_family_params``).
     """
 
     _family_params: dict = {}
@@ -224,17 +219,18 @@ class RowModel(SparseEstimator):
             raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
         if classes is not None:
             classes = self._check_classes(np.asarray(classes), reset)
-        start, params = self._training_type.start, self._params()
-        if reset:
-            return start(self, params, X, None, classes, 0, n_threads)
-        check_is_fitted(self, "state_")
-        if self.n_features_in_ != X.shape[1]:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_}"
-            )
-        fitted = (self.state_, getattr(self, "optimizer_", None), in_place)
-        return start(self, params, X, fitted, classes, getattr(self, "n_iter_", 0), n_threads)
+        fitted, n_iter_start = None, 0
+        if not reset:
+            check_is_fitted(self, "state_")
+            if self.n_features_in_ != X.shape[1]:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                    f"{self.n_features_in_}"
+                )
+            fitted = (self.state_, getattr(self, "optimizer_", None), in_place)
+            n_iter_start = getattr(self, "n_iter_", 0)
+        params = self._params()
+        return self._training_type.start(self, params, X, fitted, classes, n_iter_start, n_threads)
 
     def _params(self) -> dict:
         """What the training reads: the parameters, the family's constants and the
@@ -248,7 +244,7 @@ class RowModel(SparseEstimator):
     def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
         X, y = self._validate_X_y(X, y, reset, self._n_threads())
         training = self._start(X, self._classes_of(y, classes, reset), reset)
-        rows = training._rows(training._kernel_rows(X), y, sample_weight)
+        rows = training._rows(X, y, sample_weight)
         auto = n_epochs == "auto"
         n_epochs, rows, held = self._hold_out(n_epochs, rows)
         # max_iter="auto" may try several settings on the held-out rows (candidates)
@@ -431,7 +427,7 @@ class RowModel(SparseEstimator):
         """Loss of the held-out rows after ``epoch`` epochs of ``training``; keeps the best
         state (the training's itself: copied only if it trains on, see ``_train_run``)."""
         X, y, w = held["rows"]
-        margins = training.margins(X)
+        margins = training.decision(training.state, X)
         if not np.isfinite(margins).all():  # diverged: no loss to compare
             training.refuse("non-finite loss or weights")
         loss = self._loss_from_margins(margins, y, w)

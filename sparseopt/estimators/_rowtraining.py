@@ -211,10 +211,6 @@ class RowTraining(Training):
         self.loss = LOSS_CODES[self.loss_name]
         self.scratch = self._new_scratch()
 
-    def margins(self, X) -> np.ndarray:
-        """:meth:`decision` of the state on canonical CSR rows."""
-        return self.decision(self.state, X)
-
     def __getstate__(self):  # sent to Dask workers: the scratch is made anew there
         return {**vars(self), "scratch": None}
 
@@ -236,7 +232,7 @@ class RowTraining(Training):
         y = np.asarray(y).reshape(-1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
-        return self._rows(self._kernel_rows(X), y, sample_weight)
+        return self._rows(X, y, sample_weight)
 
     @staticmethod
     def _kernel_rows(X):
@@ -247,7 +243,7 @@ class RowTraining(Training):
         """:meth:`rows` of an X already validated and canonical."""
         targets = encode_targets(y, self.classes)
         weights = row_weights(X, targets, sample_weight, self.classes, self.class_weight)
-        return Rows(X, targets, weights)
+        return Rows(self._kernel_rows(X), targets, weights)
 
     def max_epochs(self) -> int:
         """``max_iter``, one for "auto" (on click logs one pass is what held-out rows pick)."""
