@@ -464,7 +464,8 @@ def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_pat
 
 def test_a_follow_up_that_diverges_drops_out(monkeypatch, capsys):
     data, model = ffm_race(3000, 0.0)
-    monkeypatch.setattr(FFMClassifier, "_penalty_follow_ups", ((3e-2, 1e300),))
+    diverging = {**FFMClassifier._family_params, "penalty_follow_ups": ((3e-2, 1e300),)}
+    monkeypatch.setattr(FFMClassifier, "_family_params", diverging)
     auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
     report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
     assert report[-1].endswith("diverged: dropped") and "learning_rate=1e+300" in report[-1]

@@ -287,21 +287,19 @@ class RowModel(SparseEstimator):
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
     def _continued_run(self, training, leader) -> _Run:
-        """A run of ``training`` (on a copy of ``leader``'s best state) that goes on from
-        ``leader``'s best epoch: its curves up to it, that state its best until it does
-        better. It stops at its first epoch that does not improve on its own best by
-        ``tol``: a new setting may start above the leader's best (a stronger penalty first
-        shrinks the factors), then falls steadily while it helps."""
+        """A run of ``training`` (on a copy of ``leader``'s best state) from ``leader``'s best
+        epoch, with its curves up to it; it stops at its first epoch that does not improve
+        its own best by ``tol`` (a new setting may start above the leader's best: a stronger
+        penalty first shrinks the factors)."""
         epochs = leader.held["epochs"]
         run = _Run(training, {**leader.held, "state": training.state}, Stopper(self.tol, 1))
         run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
         return run
 
     def _run_epochs(self, runs, rows, n_epochs) -> _Run:
-        """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
-        halving (each epoch trains every run still in it once, then the better half and the
-        runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
-        on with :func:`run_epochs` and its own stopper."""
+        """Up to ``n_epochs`` epochs of the ``runs``: with several, a race (each epoch trains
+        every run in it once, then :meth:`_halve`), then the one left goes on with
+        :func:`run_epochs` and its own stopper."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
@@ -335,9 +333,8 @@ class RowModel(SparseEstimator):
         return run
 
     def _train_run(self, run, rows, rng, total_weight, several):
-        """One epoch of ``run``; returns its monitored loss (the held-out rows', else the
-        training loss). With ``several`` runs competing, a run that diverges is marked
-        ``diverged`` (its loss infinite) instead of raising."""
+        """One epoch of ``run``; returns its monitored loss (held-out, else training). With
+        ``several`` runs, a run that diverges is marked ``diverged`` instead of raising."""
         if run.held is not None and run.held["state"] is run.training.state:
             # the best state so far trains on: keep a copy (a run that stops or drops out
             # after its best epoch never pays for one)
@@ -382,9 +379,8 @@ class RowModel(SparseEstimator):
         return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
     def _report_choice(self, tried, kept):
-        """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
-        ``(setting, epochs, best held-out loss or None if diverged)`` of each run,
-        ``tried[kept]`` the one kept."""
+        """With ``verbose``, list on stderr ``tried``, ``(setting, epochs, best held-out loss
+        or None if diverged)`` of each run, and which was kept."""
         if not self.verbose:
             return
         for i, (setting, n_epochs, best) in enumerate(tried):
@@ -425,7 +421,7 @@ class RowModel(SparseEstimator):
 
     def _score_held_out(self, held, training, epoch):
         """Loss of the held-out rows after ``epoch`` epochs of ``training``; keeps the best
-        state (the training's itself: copied only if it trains on, see ``_train_run``)."""
+        state (itself: ``_train_run`` copies it if it trains on)."""
         X, y, w = held["rows"]
         margins = training.decision(training.state, X)
         if not np.isfinite(margins).all():  # diverged: no loss to compare
@@ -436,10 +432,9 @@ class RowModel(SparseEstimator):
         return loss
 
     def _best_epoch(self, training, held, curve, learn_held_out):
-        """Go back to the state of the epoch whose held-out loss was lowest; returns the
-        training curve up to it. With ``learn_held_out`` (``max_iter="auto"``) that state
-        then learns the held-out rows once, in order, as the last rows of a first epoch: one
-        epoch over the held-out rows at the end is exactly one epoch over all the rows."""
+        """Go back to the state of the best held-out epoch; returns the curve up to it. With
+        ``learn_held_out`` (``max_iter="auto"``) that state then learns the held-out rows
+        once, in order: after one epoch that is exactly one epoch over all the rows."""
         training.state = held["state"]
         if learn_held_out:
             training.epoch(held["rows"], np.arange(held["rows"].X.shape[0]))

@@ -177,16 +177,16 @@ def continued_state(fitted, dtype):
 
 
 class RowTraining(Training):
-    """A training of a row model (the protocol of :mod:`._base`): what the linear models'
-    and the factorization machines' trainings share.
+    """What the linear models' and the factorization machines' trainings share (the
+    protocol of :mod:`._base`): the optimizer, the ``state``, the kernels' scratch and the
+    parameters training reads (``params``: the estimator's ``get_params()``), read once here.
 
-    It holds the optimizer, the model's ``state`` (its tables), the kernels' scratch and the
-    estimator's parameters that training reads (``params``, ``get_params()``), read once
-    here. A family's training is made by its ``start`` and gives ``state_type``,
-    ``decision`` (margins of rows), its kernels (``epoch``, ``catch_up``,
-    ``prepare_merge``), ``scratch_fill``, its merge layout (``_merge_layout``) and the
-    settings ``max_iter="auto"`` races (``candidates``, ``follow_up``, ``setting``); its
-    state gives ``check``, ``weights()`` and ``is_finite()``.
+    A family's training is made by its ``start(estimator, params, X, fitted, classes,
+    n_iter_start, n_threads)`` and gives ``state_type``, ``make_optimizer(params)``,
+    ``decision(state, X)`` (margins), its kernels (``epoch``, ``catch_up``,
+    ``prepare_merge``), ``scratch_fill``, ``_merge_layout`` and the settings
+    ``max_iter="auto"`` races (``candidates``, ``follow_up``, ``setting``); its state gives
+    ``check``, ``weights()`` and ``is_finite()``.
     """
 
     def __init__(self, estimator, params, optimizer, state, n_features, classes,
