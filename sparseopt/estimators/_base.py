@@ -13,17 +13,13 @@ model through these calls and no other::
     training.catch_up()                     # bring lazily updated coordinates up to date
     training.finish(curve)                  # check the model, then hand it to the estimator
 
-``X`` given to ``start_training`` fixes the columns and the value type (for a linear model or
-factorization machine, a matrix of zero rows will do; matrix factorization takes every
-interaction, which its model keeps). ``order`` may also come from the caller: a Dask worker
-trains its share ``order[start:stop]`` of a block. A data-parallel trainer merges copies of
-the model as well: :meth:`Training.tables` names the tables and how each merges,
-:meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
-:meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
-the copies consistent. :class:`Training` states the protocol; each model family implements it
-in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear_training`) and
-``FMTraining`` (:mod:`._fm_training`) on the rows' base ``RowTraining`` (:mod:`._rowtraining`), and
-``MFTraining`` (:mod:`._mf`). A model whose ``start_training`` returns such an object runs
+``X`` given to ``start_training`` fixes the columns and the value type (for a row model, a
+matrix of zero rows will do; matrix factorization takes every interaction). ``order`` may come
+from the caller (a Dask worker trains ``order[start:stop]`` of a block); a data-parallel
+trainer also merges copies through :meth:`Training.tables`, :meth:`Training.touched`,
+:meth:`Training.table`, :meth:`Training.prepare_merge`, :meth:`Training.advance` and
+:meth:`Training.set_clock`. Each model family implements :class:`Training` in its own class
+(``docs/architecture-training.md``); a model whose ``start_training`` returns one runs
 everywhere.
 """
 
@@ -301,8 +297,5 @@ __all__ = [
     "Training",
     "check_order",
     "diverged",
-    "named_optimizer",
-    "per_row",
-    "refuse_ftrl",
     "validated",
 ]
