@@ -64,7 +64,7 @@ def auto_init_std(n_components: int, n_active: float) -> float:
     return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
 
 
-def column_fields(params, n_features, carried=None) -> np.ndarray:
+def checked_fields(params, n_features, carried=None) -> np.ndarray:
     """int32 field of each column for an FFM (its ``fields`` parameter; ``carried``: the
     fields X brought, its attribute ``column_fields``, for "auto"), empty for an FM."""
     if "fields" not in params:
@@ -307,21 +307,23 @@ class FMTraining(RowTraining):
                 f"sklearn.multiclass.OneVsRestClassifier for more classes"
             )
         opt = cls.make_optimizer(params)
-        n, k, rows = X.shape[1], params["n_components"], per_row(params["factor_state"], opt)
+        n, k = X.shape[1], params["n_components"]
+        one_slot = per_row(params["factor_state"], opt)  # one accumulator per factor vector
         chooses = (params["optimizer"] == "adagrad" and params["learning_rate"] == "auto"
                    and isinstance(params["init_std"], str))  # fmt: skip
         if fitted is None:
-            fields = column_fields(params, n, getattr(X, "column_fields", None))
-            _safety.check_table_size(FMState.nbytes(opt, n, k, fields, rows, X.dtype), "the model")
+            fields = checked_fields(params, n, getattr(X, "column_fields", None))
+            nbytes = FMState.nbytes(opt, n, k, fields, one_slot, X.dtype)
+            _safety.check_table_size(nbytes, "the model")
             seed = params["random_state"]
             if isinstance(seed, np.random.RandomState):
                 seed = seed.randint(2**31)
-            init = factor_init(params, opt, X)
-            state = FMState.new(opt, n, k, fields, rows, np.random.default_rng(seed), X.dtype, init)
+            rng, init = np.random.default_rng(seed), factor_init(params, opt, X)
+            state = FMState.new(opt, n, k, fields, one_slot, rng, X.dtype, init)
         else:
             check_continued(fitted, FMState, n, 1, opt)
             fitted_state, fitted_opt = fitted[:2]
-            if (fitted_state.n_components, fitted_state.per_row) != (k, rows):
+            if (fitted_state.n_components, fitted_state.per_row) != (k, one_slot):
                 raise ValueError(
                     f"n_components={k}, factor_state={params['factor_state']!r} differ from the "
                     f"fitted model's ({fitted_state.n_components}, "
@@ -329,7 +331,7 @@ class FMTraining(RowTraining):
                     f"continue training, or call fit to start over"
                 )
             if not np.array_equal(
-                column_fields(params, n, fitted_state.fields), fitted_state.fields
+                checked_fields(params, n, fitted_state.fields), fitted_state.fields
             ):
                 raise ValueError(
                     "fields differ from those the model was fitted with: set them back to "
