@@ -110,9 +110,8 @@ def row_weights(X, targets, sample_weight, classes, class_weight) -> np.ndarray:
 
 
 def check_tables(state, n_features, n_outputs, n_slots=None, scan=True) -> None:
-    """Raise ValueError unless ``state`` has exactly the weight tables the kernels index for
-    ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
-    coordinate, or as many as the table has); ``scan`` is for a family's index arrays."""
+    """Raise ValueError unless ``state`` has exactly the tables the kernels index for
+    ``n_features`` columns, ``n_outputs`` outputs and ``n_slots`` slots (None: any)."""
     table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
     if table.ndim != 2 or table.shape[1] < 1:
         raise ValueError(f"state_.table has shape {table.shape}, expected 2-D")
@@ -311,11 +310,9 @@ class RowTraining(Training):
             )
 
     def run_pass(self, train, arguments, hp, spec, n_rows: int) -> float:
-        """Run the kernel ``train`` over an epoch's order of ``n_rows`` rows and return its
-        summed loss; a bad status is refused. Serially, or over ``n_threads`` Hogwild
-        threads, each on a contiguous range of the order with its own clock and intercepts
-        (:func:`run_threads`): ``train(start, stop, pace, *arguments)``, built on the state's
-        clock and intercepts and with ``step_rows`` rows a step."""
+        """``train(start, stop, pace, *arguments)`` over an epoch's order of ``n_rows`` rows,
+        serially or on ``n_threads`` Hogwild threads (:func:`run_threads`: each a contiguous
+        range, its own clock and intercepts); returns the summed loss, a bad status refused."""
         status, total = run_threads(
             train, thread_ranges(n_rows, self.n_threads), [arguments] * self.n_threads,
             self.state.clock, hp, spec, self.state.bias,
@@ -329,14 +326,12 @@ class RowTraining(Training):
             diverged(self.optimizer)
 
     def finish(self, curve, *, scores=(), rows: Rows | None = None):
-        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
-        them), then make it the estimator's fitted model; ``curve``: the mean training loss
-        of each epoch of this training, ``scores`` their held-out losses. Returns the
-        estimator."""
+        """:meth:`check` the state (with ``rows``: the last loss of ``curve``, each epoch's
+        mean training loss, too), then make it the estimator's fitted model (``scores``:
+        the held-out losses); returns the estimator."""
         self.check(rows, curve[-1] if rows is not None and len(curve) else None)
         est = self.estimator
-        est.state_ = self.state
-        est.optimizer_ = self.optimizer
+        est.state_, est.optimizer_ = self.state, self.optimizer
         if self.classes is not None:
             est.classes_ = self.classes
         est.n_features_in_ = self.n_features
