@@ -57,6 +57,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import KFold
 
 import sparseopt.estimators._fm as fm_module
+import sparseopt.estimators._fm_training as fm_training
 from sparseopt import DivergenceError, FFMClassifier, FMClassifier, SparseLogisticRegression
 from sparseopt.datasets import column_fields, load_movielens_clicks, make_ctr
 from sparseopt.estimators._rowmodel import AUTO_MAX_ITER
@@ -84,23 +85,23 @@ BEFORE = dict(learning_rate=0.05, init_std=0.01, alpha_factors=1e-4)
 @contextlib.contextmanager
 def candidates(settings):
     """``max_iter="auto"`` races ``settings`` (``AUTO_CANDIDATES``) meanwhile."""
-    saved = fm_module.AUTO_CANDIDATES
-    fm_module.AUTO_CANDIDATES = settings
+    saved = fm_training.AUTO_CANDIDATES
+    fm_training.AUTO_CANDIDATES = settings
     try:
         yield
     finally:
-        fm_module.AUTO_CANDIDATES = saved
+        fm_training.AUTO_CANDIDATES = saved
 
 
 @contextlib.contextmanager
 def accumulator_start(value):
     """The factors' AdaGrad accumulators start at ``value`` (a module constant) meanwhile."""
-    saved = fm_module.FACTOR_ACCUMULATOR_START
-    fm_module.FACTOR_ACCUMULATOR_START = value
+    saved = fm_training.FACTOR_ACCUMULATOR_START
+    fm_training.FACTOR_ACCUMULATOR_START = value
     try:
         yield
     finally:
-        fm_module.FACTOR_ACCUMULATOR_START = saved
+        fm_training.FACTOR_ACCUMULATOR_START = saved
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -460,7 +461,7 @@ def race_schedules(name, root, n_folds, ml_folds):
         folds = []
         for train, test in splits:
             alone = []
-            for candidate in fm_module.AUTO_CANDIDATES:
+            for candidate in fm_training.AUTO_CANDIDATES:
                 with candidates((candidate,)):
                     fitted = clone(model).fit(X[train], y[train])
                 alone.append((fitted.validation_scores_, fitted.predict_proba(X[test])[:, 1]))

@@ -17,6 +17,7 @@ from sparseopt import (
     SparseLogisticRegression,
 )
 from sparseopt.datasets import column_fields, make_ctr
+from sparseopt.estimators import FMTraining
 from sparseopt.optim import Adam, RMSProp
 
 
@@ -89,7 +90,7 @@ def test_prediction_equals_the_naive_pairwise_sum(model):
 
 def objective(model, state, X, y, sw):
     """Sum over rows of s_i (loss + per-occurrence L2), as the kernels' docstring states."""
-    m = model._decision(state, X)[:, 0]
+    m = FMTraining.decision(state, X)[:, 0]
     if isinstance(model, FMRegressor):
         loss = 0.5 * (m - y) ** 2
     else:
@@ -301,7 +302,7 @@ def test_factors_are_drawn_for_the_columns_training_meets():
 
 # -- the defaults: init_std="auto" and the settings max_iter="auto" chooses (issue 29) -------
 def test_auto_init_std_gives_the_pairwise_term_its_planned_spread():
-    from sparseopt.estimators._fm import INIT_PAIRS_STD, auto_init_std
+    from sparseopt.estimators._fm_training import INIT_PAIRS_STD, auto_init_std
 
     rng = np.random.default_rng(0)
     for k, m in ((4, 10), (16, 39)):
@@ -315,7 +316,7 @@ def test_auto_init_std_gives_the_pairwise_term_its_planned_spread():
 
 
 def test_auto_chooses_among_the_candidates_and_keeps_the_chosen_run(monkeypatch, capsys):
-    import sparseopt.estimators._fm as fm_module
+    import sparseopt.estimators._fm_training as fm_module
 
     data = make_ctr(4000, n_fields=6, n_values=30, n_bits=12, interactions=2.0, random_state=0)
     # a candidate that diverges loses instead of failing the fit
@@ -463,7 +464,8 @@ def test_a_chosen_penalty_is_kept_by_continued_training_and_saved_models(tmp_pat
 
 def test_a_follow_up_that_diverges_drops_out(monkeypatch, capsys):
     data, model = ffm_race(3000, 0.0)
-    monkeypatch.setattr(FFMClassifier, "_penalty_follow_ups", ((3e-2, 1e300),))
+    diverging = {**FFMClassifier._family_params, "penalty_follow_ups": ((3e-2, 1e300),)}
+    monkeypatch.setattr(FFMClassifier, "_family_params", diverging)
     auto = clone(model).set_params(verbose=1).fit(data.X, data.y)
     report = [line for line in capsys.readouterr().err.splitlines() if "epoch(s)" in line]
     assert report[-1].endswith("diverged: dropped") and "learning_rate=1e+300" in report[-1]

@@ -51,7 +51,8 @@ def test_threads_take_turns_in_the_schedule(n_threads):
     clock, bias = np.zeros(R.CLOCK_SIZE), np.zeros(1)
     clock[R.CLOCK_T] = 40.0
     edges = thread_ranges(10, n_threads)
-    status, total = run_threads(train, edges, lambda p, c, b: (p, c, b), clock, hp, spec, bias)
+    arguments = [(p, clock, bias) for p in range(n_threads)]  # each thread's, as data
+    status, total = run_threads(train, edges, arguments, clock, hp, spec, bias)
     assert status == OK and total == 10
     steps = sorted(t for _, _, t in log)
     for p, e, t in log:

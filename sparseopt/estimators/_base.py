@@ -13,17 +13,13 @@ model through these calls and no other::
     training.catch_up()                     # bring lazily updated coordinates up to date
     training.finish(curve)                  # check the model, then hand it to the estimator
 
-``X`` given to ``start_training`` fixes the columns and the value type (for a linear model or
-factorization machine, a matrix of zero rows will do; matrix factorization takes every
-interaction, which its model keeps). ``order`` may also come from the caller: a Dask worker
-trains its share ``order[start:stop]`` of a block. A data-parallel trainer merges copies of
-the model as well: :meth:`Training.tables` names the tables and how each merges,
-:meth:`Training.touched` the rows an order may change, :meth:`Training.table` reads one, and
-:meth:`Training.prepare_merge`, :meth:`Training.advance` and :meth:`Training.set_clock` keep
-the copies consistent. :class:`Training` states the protocol; each model family implements it
-in its own class, holding what its kernels need: ``LinearTraining`` (:mod:`._linear_training`) and
-``FMTraining`` (:mod:`._fm_training`) on the rows' base ``RowTraining`` (:mod:`._rowtraining`), and
-``MFTraining`` (:mod:`._mf`). A model whose ``start_training`` returns such an object runs
+``X`` given to ``start_training`` fixes the columns and the value type (for a row model, a
+matrix of zero rows will do; matrix factorization takes every interaction). ``order`` may come
+from the caller (a Dask worker trains ``order[start:stop]`` of a block); a data-parallel
+trainer also merges copies through :meth:`Training.tables`, :meth:`Training.touched`,
+:meth:`Training.table`, :meth:`Training.prepare_merge`, :meth:`Training.advance` and
+:meth:`Training.set_clock`. Each model family implements :class:`Training` in its own class
+(``docs/architecture-training.md``); a model whose ``start_training`` returns one runs
 everywhere.
 """
 
@@ -79,7 +75,7 @@ class SparseEstimator(BaseEstimator):
     """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
     divergence, saving.
 
-    A subclass gives ``_make_optimizer`` (:meth:`_named_optimizer` with its default rates,
+    A subclass gives ``_make_optimizer`` (:func:`named_optimizer` with its default rates,
     then its own penalties and refusals, :func:`validated`), ``_has_gpu_path``, ``_saved()``
     and ``_from_file``, and ``start_training``, which makes its family's :class:`Training`.
     """
@@ -94,38 +90,14 @@ class SparseEstimator(BaseEstimator):
 
     # -- optimizer ---------------------------------------------------------------------------
     def _named_optimizer(self, default_rates: dict) -> Optimizer:
-        """A fresh copy of the optimizer: the named one at its rate in ``default_rates`` (else
-        its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a copy of the given
-        object, with ``learning_rate`` applied unless "auto"."""
-        if isinstance(self.optimizer, Optimizer):
-            opt = copy.deepcopy(self.optimizer)
-        else:
-            opt = OPTIMIZERS[self.optimizer]()
-            opt.learning_rate = default_rates.get(self.optimizer, opt.learning_rate)
-            if isinstance(opt, Adam):
-                opt.lazy = DEFAULT_LAZY
-        if self.learning_rate != "auto":
-            opt.learning_rate = self.learning_rate
-        return opt
+        """:func:`named_optimizer` of the parameters."""
+        return named_optimizer(self.optimizer, self.learning_rate, default_rates)
 
     def _refuse_ftrl(self, opt: Optimizer) -> None:
-        """Factor models: FTRL's closed-form weights would discard the random factors."""
-        if isinstance(opt, FTRL):
-            raise ValueError(
-                f"{type(self).__name__} cannot use FTRL: its closed-form weights discard the "
-                f"factors' random initialization; use optimizer='adagrad'"
-            )
+        refuse_ftrl(opt, type(self).__name__)
 
     def _per_row(self, opt: Optimizer) -> bool:
-        """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
-        if self.factor_state == "auto":
-            return isinstance(opt, AdaGrad)
-        if self.factor_state == "row" and not isinstance(opt, AdaGrad):
-            raise ValueError(
-                f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
-                f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
-            )
-        return self.factor_state == "row"
+        return per_row(self.factor_state, opt)
 
     # -- where it runs -----------------------------------------------------------------------
     def _n_threads(self) -> int:
@@ -166,6 +138,43 @@ class SparseEstimator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def named_optimizer(optimizer, learning_rate, default_rates: dict) -> Optimizer:
+    """A fresh copy of the ``optimizer`` parameter: the named one at its rate in
+    ``default_rates`` (else its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a
+    copy of the given object, with ``learning_rate`` applied unless "auto"."""
+    if isinstance(optimizer, Optimizer):
+        opt = copy.deepcopy(optimizer)
+    else:
+        opt = OPTIMIZERS[optimizer]()
+        opt.learning_rate = default_rates.get(optimizer, opt.learning_rate)
+        if isinstance(opt, Adam):
+            opt.lazy = DEFAULT_LAZY
+    if learning_rate != "auto":
+        opt.learning_rate = learning_rate
+    return opt
+
+
+def refuse_ftrl(opt: Optimizer, owner: str) -> None:
+    """Factor models: FTRL's closed-form weights would discard the random factors."""
+    if isinstance(opt, FTRL):
+        raise ValueError(
+            f"{owner} cannot use FTRL: its closed-form weights discard the factors' random "
+            f"initialization; use optimizer='adagrad'"
+        )
+
+
+def per_row(factor_state: str, opt: Optimizer) -> bool:
+    """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
+    if factor_state == "auto":
+        return isinstance(opt, AdaGrad)
+    if factor_state == "row" and not isinstance(opt, AdaGrad):
+        raise ValueError(
+            f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
+            f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
+        )
+    return factor_state == "row"
 
 
 def validated(opt: Optimizer) -> Optimizer:

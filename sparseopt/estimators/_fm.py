@@ -11,43 +11,9 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..models import _fm as kernels
 from ..optim import OPTIMIZERS, Optimizer
-from . import _safety
-from ._base import validated
-from ._fm_training import FMState, FMTraining, _int32_indices
-from ._rowmodel import DEFAULT_LEARNING_RATE, RowModel, _LogisticOutput, _RegressionOutput
-from ._rowtraining import n_outputs_of
-
-# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
-# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
-# the other features' vectors, of the order of init_std: from 0, a feature's first step would
-# be learning_rate * sign(g), several times the vector itself. Starting at 30 damps a
-# feature's factors until its squared gradients have added up to as much, i.e. until it has
-# been seen often. Picked on the dev splits: on the Criteo and Avazu heads (7,200 and 8,000
-# rows) FM is then level with logistic regression or above it (at 1 and 10 it fell 0.009 and
-# 0.003 AUC below on the Criteo dev split), and on 200,000 rows of planted interactions it
-# keeps most of its lead (logloss 0.508, against 0.506 at 10 and 0.521 for logistic
-# regression); see benchmarks/README.md.
-FACTOR_ACCUMULATOR_START = 30.0
-
-# init_std="auto" draws factors of standard deviation sigma such that the pairwise term of a
-# row of m active features starts with a standard deviation of about INIT_PAIRS_STD: that term
-# sums m (m - 1) / 2 dot products of k products of two N(0, sigma^2) draws, so its standard
-# deviation is sigma^2 sqrt(k m (m - 1) / 2). Small against the linear part, so that the first
-# epochs are those of logistic regression, and the same whatever k and the number of fields.
-INIT_PAIRS_STD = 0.005
-
-# Rows with m active features that a training started on a matrix without rows assumes
-# (init_std="auto"): Criteo's 39 fields.
-ASSUMED_ACTIVE = 39
-
-# max_iter="auto" with learning_rate and init_std left to "auto" and AdaGrad by name: (learning
-# rate, start of the factors' accumulators, init_std relative to "auto"'s) of the candidates
-# tried on the held-out rows by successive halving, the damped default first. The "hot"
-# setting of issue 29 (0.2, 0.1) lost on every set of benchmarks/bench_fm_quality.py and, as a
-# third candidate, took the Criteo head's fit time to 3-4x that of one setting.
-AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
+from ._fm_training import FMTraining, factor_init
+from ._rowmodel import RowModel, _LogisticOutput, _RegressionOutput
 
 # The race of AUTO_CANDIDATES keeps a run behind the leader while it would catch up within
 # this many epochs at its last epoch's pace (RowModel._catching_up). The damped start (30)
@@ -86,16 +52,6 @@ FFM_ALPHA_FACTORS = 3e-3
 # fifth pass".
 FFM_PENALTY_FOLLOW_UPS = ((3e-2, 0.2),)
 
-# fields=None gives every column a field of its own: n_features**2 * k factors
-MAX_COLUMNS_WITHOUT_FIELDS = 1024
-
-
-def auto_init_std(n_components: int, n_active: float) -> float:
-    """``init_std="auto"``: the factors' standard deviation for rows of ``n_active`` features
-    (see ``INIT_PAIRS_STD``)."""
-    pairs = max(n_active * (n_active - 1.0) / 2.0, 1.0)
-    return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
-
 
 class _FactorizationMachine(RowModel):
     """The factorization machines: a row model with an :class:`FMState` and
@@ -110,96 +66,11 @@ class _FactorizationMachine(RowModel):
         "init_std": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
         "factor_state": [StrOptions({"auto", "element", "row"})],
     }
-    _state_type = FMState
+    _training_type = FMTraining
     _race_catch_up_epochs = FM_RACE_CATCH_UP_EPOCHS
     # alpha_factors="auto": this penalty, and after max_iter="auto"'s race these (penalty,
     # learning rate) from the kept run's best epoch (FFM_PENALTY_FOLLOW_UPS)
-    _auto_alpha_factors = FM_ALPHA_FACTORS
-    _penalty_follow_ups: tuple = ()
-
-    # -- configuration ---------------------------------------------------------------------
-    def _make_optimizer(self):
-        opt = self._named_optimizer(DEFAULT_LEARNING_RATE)
-        self._refuse_ftrl(opt)
-        self._per_row(opt)  # factor_state="row" needs AdaGrad
-        return validated(opt)
-
-    def _fields_of(self, X):
-        """The field of each column of X (the fields a FieldHasher's output carries, for
-        ``fields="auto"``)."""
-        return self._fields(X.shape[1], getattr(X, "column_fields", None))
-
-    def _fields(self, n_features, carried=None):
-        """int32 field of each column for an FFM, empty for an FM (``carried``: the fields
-        X brought, its attribute ``column_fields``)."""
-        return np.zeros(0, np.int32)
-
-    def _validate_X(self, X, reset):
-        return _int32_indices(super()._validate_X(X, reset))
-
-    def _validate_X_y(self, X, y, reset, n_threads=1):
-        X, y = super()._validate_X_y(X, y, reset, n_threads)
-        return _int32_indices(X), y
-
-    # -- the training ----------------------------------------------------------------------
-    def _new_training(self, X, fitted, classes, n_iter_start, n_threads) -> FMTraining:
-        opt = self._make_optimizer()
-        if fitted is None:
-            nbytes = self._state_nbytes(opt, X)
-            _safety.check_table_size(nbytes, "the model")
-            seed = self.random_state
-            if isinstance(seed, np.random.RandomState):
-                seed = seed.randint(2**31)
-            rng = np.random.default_rng(seed)
-            state = FMState.new(opt, X.shape[1], self.n_components, self._fields_of(X),
-                                self._per_row(opt), rng, X.dtype,
-                                self._factor_init(opt, X))  # fmt: skip
-        else:
-            self._check_state(fitted[0], X.shape[1], n_outputs_of(classes), opt)
-            state = self._continued(fitted, X.dtype)
-            if self._chooses() and getattr(self, "optimizer_", None) is not None:
-                # continued training goes on at the rate the fit chose
-                opt.learning_rate = self.optimizer_.learning_rate
-            if self.alpha_factors != "auto":  # and with the chosen penalty unless one is set
-                state.init[2] = self.alpha_factors
-        settings = ()
-        if self._chooses():
-            base, alpha_factors = float(state.init[0]), self._alpha_factors()
-            settings = tuple((learning_rate, (scale * base, acc0, alpha_factors))
-                             for learning_rate, acc0, scale in AUTO_CANDIDATES)  # fmt: skip
-        follow_ups = self._penalty_follow_ups if self.alpha_factors == "auto" else ()
-        return FMTraining(self, opt, state, X.shape[1], classes, n_iter_start, n_threads,
-                          settings=settings, follow_ups=follow_ups)  # fmt: skip
-
-    def _factor_init(self, opt, X):
-        """``[init_std, first value of the factors' first slot, alpha_factors]`` for a new
-        model of X."""
-        init_std = self.init_std
-        if init_std == "auto":
-            n_active = X.nnz / X.shape[0] if X.shape[0] else ASSUMED_ACTIVE
-            init_std = auto_init_std(self.n_components, n_active)
-        acc0 = (
-            FACTOR_ACCUMULATOR_START
-            if self.optimizer == "adagrad"
-            else opt.initial_slots()[:1].sum()
-        )
-        return [float(init_std), float(acc0), self._alpha_factors()]
-
-    def _alpha_factors(self) -> float:
-        """The factors' penalty of a new model: ``alpha_factors``, or the one "auto" starts
-        with."""
-        alpha = self.alpha_factors
-        return float(self._auto_alpha_factors if alpha == "auto" else alpha)
-
-    # -- the settings max_iter="auto" chooses ------------------------------------------------
-    def _chooses(self) -> bool:
-        """Whether ``max_iter="auto"`` picks the learning rate and the factors' start among
-        ``AUTO_CANDIDATES`` (every one of them left to "auto", AdaGrad by name)."""
-        return (
-            self.optimizer == "adagrad"
-            and self.learning_rate == "auto"
-            and isinstance(self.init_std, str)
-        )
+    _family_params = {"auto_alpha_factors": FM_ALPHA_FACTORS, "penalty_follow_ups": ()}
 
     @classmethod
     def _from_file(cls, params, attributes, arrays):
@@ -218,80 +89,12 @@ class _FactorizationMachine(RowModel):
                     "with alpha_factors='auto' holds: it was edited or damaged"
                 )
             if init is None:
-                init = model._factor_init(model._make_optimizer(), sp.csr_matrix((0, 1)))
+                opt = model._make_optimizer()
+                init = factor_init(model._params(), opt, sp.csr_matrix((0, 1)))
             else:
                 init = [*np.asarray(init, np.float64), model.alpha_factors]
             arrays = {**arrays, "init": np.array(init, np.float64)}
         return super()._from_file(params, attributes, arrays)
-
-    # -- checks at the kernels' boundary ---------------------------------------------------
-    def _state_nbytes(self, opt, X):
-        """Bytes of a new state for ``X``'s columns, counted before allocating it."""
-        n, k = X.shape[1], self.n_components
-        fields = self._fields_of(X)
-        F = int(fields.max()) + 1 if fields.size else 1
-        per_vector = k + 1 if self._per_row(opt) else k * (1 + opt.initial_slots().size)
-        width = 1 + opt.initial_slots().size
-        linear = (n + 1) * width * X.dtype.itemsize + (16 * n if opt.needs_stamp else 0)
-        return linear + n * F * per_vector * X.dtype.itemsize
-
-    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
-        super()._check_tables(state, n_features, n_outputs, n_slots, scan)
-        if n_outputs != 1:
-            raise ValueError(f"a factorization machine has one output, not {n_outputs}")
-        layout = _safety.check_array("state_.layout", state.layout, (4,), np.int64)
-        fields = _safety.check_array("state_.fields", state.fields, None, np.int32)
-        k, F, per_row = (int(v) for v in layout[:3])
-        width = state.table.shape[1]
-        if (
-            fields.shape not in ((0,), (n_features,))
-            or k < 1
-            or per_row not in (0, 1)
-            or (per_row and width != 2)  # one AdaGrad accumulator per vector
-            or (F != 1 and not fields.size)
-            or F < 0
-            or (scan and fields.size and (fields.min() < -1 or fields.max() >= F))
-        ):
-            raise ValueError(
-                f"state_.layout {layout.tolist()} and state_.fields (shape {fields.shape}) do "
-                f"not describe a factorization machine of {n_features} columns"
-            )
-        shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
-        _safety.check_array("state_.factors", state.factors, shape, state.table.dtype)
-        init = _safety.check_array("state_.init", state.init, (3,), np.float64)
-        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0 and init[2] >= 0):
-            raise ValueError(
-                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0, "
-                f"alpha_factors >= 0]"
-            )
-
-    def _check_state(self, state, n_features, n_outputs, opt):
-        """Also ``n_components``, ``factor_state`` and ``fields`` against the fitted state's."""
-        super()._check_state(state, n_features, n_outputs, opt)
-        k, per_row = state.n_components, state.per_row
-        if (k, per_row) != (self.n_components, self._per_row(opt)):
-            raise ValueError(
-                f"n_components={self.n_components}, factor_state={self.factor_state!r} differ "
-                f"from the fitted model's ({k}, {'row' if per_row else 'element'!r}): set them "
-                f"back to continue training, or call fit to start over"
-            )
-        fields = self._fields(state.table.shape[0], state.fields)
-        if not np.array_equal(fields, state.fields):
-            raise ValueError(
-                "fields differ from those the model was fitted with: set them back to "
-                "continue training, or call fit to start over"
-            )
-
-    def _decision(self, state, X):
-        dtype = X.dtype
-        margins = kernels.fm_decision(
-            (X.indptr, X.indices, X.data),
-            (state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
-             state.factors.astype(dtype, copy=False), state.fields),
-            (kernels.FFM if state.fields.size else kernels.FM, state.n_components,
-             state.n_fields, state.per_row),
-        )  # fmt: skip
-        return margins[:, None]
 
     # -- the learnt model ------------------------------------------------------------------
     @property
@@ -357,7 +160,7 @@ _FM_DOC = """
         and a second model in memory meanwhile. The start of the accumulators
         sets the factors' first steps (AdaGrad's step is the rate over the root of the
         accumulator), so this is a choice of their early step size; ``AUTO_CANDIDATES`` in
-        ``sparseopt/estimators/_fm.py`` can hold learning rates and initial scales as well.
+        ``sparseopt/estimators/_fm_training.py`` can hold learning rates and initial scales as well.
         ``learning_rate_`` and ``factor_accumulator_start_`` say what was chosen,
         ``verbose=1`` what was tried. Continued training (``partial_fit``, ``warm_start``)
         goes on at the fitted learning rate.
@@ -543,16 +346,6 @@ class FMClassifier(_LogisticOutput, ClassifierMixin, _FactorizationMachine):
     ):
         self._keep_params(locals())
 
-    def _check_classes(self, classes, reset):
-        classes = super()._check_classes(classes, reset)
-        if classes.size > 2:
-            raise ValueError(
-                f"Only binary classification is supported. The type of the target is "
-                f"multiclass ({classes.size} classes): wrap {type(self).__name__} in "
-                f"sklearn.multiclass.OneVsRestClassifier for more classes"
-            )
-        return classes
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_class = False
@@ -591,7 +384,8 @@ class FMRegressor(_RegressionOutput, RegressorMixin, _FactorizationMachine):
     )
 
     export_kind = "fm_regressor"  # the model sparseopt.export writes for it
-    _auto_alpha_factors = 1e-4  # its default: no regression data were measured
+    # its default: no regression data were measured
+    _family_params = {"auto_alpha_factors": 1e-4, "penalty_follow_ups": ()}
 
     _parameter_constraints = {
         **_FactorizationMachine._parameter_constraints,
@@ -680,8 +474,10 @@ class FFMClassifier(FMClassifier):
 
     export_kind = "ffm"  # the model sparseopt.export writes for it
     _race_catch_up_epochs = FFM_RACE_CATCH_UP_EPOCHS
-    _auto_alpha_factors = FFM_ALPHA_FACTORS
-    _penalty_follow_ups = FFM_PENALTY_FOLLOW_UPS
+    _family_params = {
+        "auto_alpha_factors": FFM_ALPHA_FACTORS,
+        "penalty_follow_ups": FFM_PENALTY_FOLLOW_UPS,
+    }
 
     _parameter_constraints = {
         **FMClassifier._parameter_constraints,
@@ -714,36 +510,6 @@ class FFMClassifier(FMClassifier):
         random_state=None,
     ):
         self._keep_params(locals())
-
-    def _fields(self, n_features, carried=None):
-        fields = self.fields
-        if isinstance(fields, str):  # "auto"
-            fields = carried
-        if fields is None:
-            if n_features > MAX_COLUMNS_WITHOUT_FIELDS:
-                raise ValueError(
-                    f"fields=None gives each of the {n_features} columns a field of its own "
-                    f"(n_features**2 * n_components factors); pass fields, the field of each "
-                    f"column (for the readers' field_aware=True layout: "
-                    f"sparseopt.datasets.column_fields(n_bits, n_fields))"
-                )
-            return np.arange(n_features, dtype=np.int32)
-        fields = np.asarray(fields)
-        if fields.ndim != 1 or fields.shape[0] != n_features:
-            raise ValueError(
-                f"fields has shape {fields.shape} but X has {n_features} columns: fields needs "
-                f"one entry per column (the field of column j at fields[j])"
-            )
-        if fields.size and not np.issubdtype(fields.dtype, np.integer):
-            if not (np.isfinite(fields).all() and (fields == np.round(fields)).all()):
-                raise ValueError("fields must hold integer field ids (0, 1, ..., or -1)")
-        fields = fields.astype(np.int64)
-        if fields.size and (fields.min() < -1 or fields.max() >= n_features):
-            raise ValueError(
-                f"fields must be field ids from 0 (or -1 for a column without interactions) "
-                f"up to at most n_features - 1; got values from {fields.min()} to {fields.max()}"
-            )
-        return fields.astype(np.int32)
 
 
 __all__ = ["FFMClassifier", "FMClassifier", "FMRegressor"]

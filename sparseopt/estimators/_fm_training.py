@@ -11,10 +11,111 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..models import _fm as kernels
+from ..optim import Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import Rows, check_order
-from ._rowtraining import RowTraining
+from ._base import Rows, check_order, named_optimizer, per_row, refuse_ftrl, validated
+from ._rowtraining import (
+    DEFAULT_LEARNING_RATE,
+    RowTraining,
+    check_continued,
+    check_tables,
+    continued_state,
+)
+
+# By name, AdaGrad's factor accumulators start at 30 (the linear weights' at 0), or at what
+# max_iter="auto" chooses (AUTO_CANDIDATES). A factor's gradient is the loss derivative times
+# the other features' vectors, of the order of init_std: from 0, a feature's first step would
+# be learning_rate * sign(g), several times the vector itself. Starting at 30 damps a
+# feature's factors until its squared gradients have added up to as much, i.e. until it has
+# been seen often. Picked on the dev splits: on the Criteo and Avazu heads (7,200 and 8,000
+# rows) FM is then level with logistic regression or above it (at 1 and 10 it fell 0.009 and
+# 0.003 AUC below on the Criteo dev split), and on 200,000 rows of planted interactions it
+# keeps most of its lead (logloss 0.508, against 0.506 at 10 and 0.521 for logistic
+# regression); see benchmarks/README.md.
+FACTOR_ACCUMULATOR_START = 30.0
+
+# init_std="auto" draws factors of standard deviation sigma such that the pairwise term of a
+# row of m active features starts with a standard deviation of about INIT_PAIRS_STD: that term
+# sums m (m - 1) / 2 dot products of k products of two N(0, sigma^2) draws, so its standard
+# deviation is sigma^2 sqrt(k m (m - 1) / 2). Small against the linear part, so that the first
+# epochs are those of logistic regression, and the same whatever k and the number of fields.
+INIT_PAIRS_STD = 0.005
+
+# Rows with m active features that a training started on a matrix without rows assumes
+# (init_std="auto"): Criteo's 39 fields.
+ASSUMED_ACTIVE = 39
+
+# max_iter="auto" with learning_rate and init_std left to "auto" and AdaGrad by name: (learning
+# rate, start of the factors' accumulators, init_std relative to "auto"'s) of the candidates
+# tried on the held-out rows by successive halving, the damped default first. The "hot"
+# setting of issue 29 (0.2, 0.1) lost on every set of benchmarks/bench_fm_quality.py and, as a
+# third candidate, took the Criteo head's fit time to 3-4x that of one setting.
+AUTO_CANDIDATES = ((0.05, FACTOR_ACCUMULATOR_START, 1.0), (0.05, 1.0, 1.0))
+
+# fields=None gives every column a field of its own: n_features**2 * k factors
+MAX_COLUMNS_WITHOUT_FIELDS = 1024
+
+
+def auto_init_std(n_components: int, n_active: float) -> float:
+    """``init_std="auto"``: the factors' standard deviation for rows of ``n_active`` features
+    (see ``INIT_PAIRS_STD``)."""
+    pairs = max(n_active * (n_active - 1.0) / 2.0, 1.0)
+    return float(np.sqrt(INIT_PAIRS_STD / np.sqrt(n_components * pairs)))
+
+
+def checked_fields(params, n_features, carried=None) -> np.ndarray:
+    """int32 field of each column for an FFM (its ``fields`` parameter; ``carried``: the
+    fields X brought, its attribute ``column_fields``, for "auto"), empty for an FM."""
+    if "fields" not in params:
+        return np.zeros(0, np.int32)
+    fields = params["fields"]
+    if isinstance(fields, str):  # "auto"
+        fields = carried
+    if fields is None:
+        if n_features > MAX_COLUMNS_WITHOUT_FIELDS:
+            raise ValueError(
+                f"fields=None gives each of the {n_features} columns a field of its own "
+                f"(n_features**2 * n_components factors); pass fields, the field of each "
+                f"column (for the readers' field_aware=True layout: "
+                f"sparseopt.datasets.column_fields(n_bits, n_fields))"
+            )
+        return np.arange(n_features, dtype=np.int32)
+    fields = np.asarray(fields)
+    if fields.ndim != 1 or fields.shape[0] != n_features:
+        raise ValueError(
+            f"fields has shape {fields.shape} but X has {n_features} columns: fields needs "
+            f"one entry per column (the field of column j at fields[j])"
+        )
+    if fields.size and not np.issubdtype(fields.dtype, np.integer):
+        if not (np.isfinite(fields).all() and (fields == np.round(fields)).all()):
+            raise ValueError("fields must hold integer field ids (0, 1, ..., or -1)")
+    fields = fields.astype(np.int64)
+    if fields.size and (fields.min() < -1 or fields.max() >= n_features):
+        raise ValueError(
+            f"fields must be field ids from 0 (or -1 for a column without interactions) "
+            f"up to at most n_features - 1; got values from {fields.min()} to {fields.max()}"
+        )
+    return fields.astype(np.int32)
+
+
+def factor_init(params, opt, X) -> list:
+    """``[init_std, first value of the factors' first slot, alpha_factors]`` for a new
+    model of X."""
+    init_std = params["init_std"]
+    if init_std == "auto":
+        n_active = X.nnz / X.shape[0] if X.shape[0] else ASSUMED_ACTIVE
+        init_std = auto_init_std(params["n_components"], n_active)
+    adagrad = params["optimizer"] == "adagrad"
+    acc0 = FACTOR_ACCUMULATOR_START if adagrad else opt.initial_slots()[:1].sum()
+    return [float(init_std), float(acc0), new_alpha_factors(params)]
+
+
+def new_alpha_factors(params) -> float:
+    """The factors' penalty of a new model: ``alpha_factors``, or the one "auto" starts
+    with."""
+    alpha = params["alpha_factors"]
+    return float(params["auto_alpha_factors"] if alpha == "auto" else alpha)
 
 
 def _int32_indices(X):
@@ -70,7 +171,50 @@ class FMState:
             init=np.array(init, np.float64),
         )
 
-    # the layout decoded, for the kernels' arguments (checked by _check_tables when loaded)
+    @staticmethod
+    def nbytes(opt, n_features, k, fields, per_row, dtype) -> int:
+        """Bytes of a new state, counted before allocating it."""
+        F = int(fields.max()) + 1 if fields.size else 1
+        n_slots, itemsize = opt.initial_slots().size, np.dtype(dtype).itemsize
+        per_vector = k + 1 if per_row else k * (1 + n_slots)
+        linear = (n_features + 1) * (1 + n_slots) * itemsize + (
+            16 * n_features if opt.needs_stamp else 0
+        )
+        return linear + n_features * F * per_vector * itemsize
+
+    def check(self, n_features, n_outputs, n_slots=None, scan=True) -> None:
+        """:func:`check_tables`, then the layout, fields, factors and ``init`` (``scan``: the
+        fields' values too)."""
+        check_tables(self, n_features, n_outputs, n_slots)
+        if n_outputs != 1:
+            raise ValueError(f"a factorization machine has one output, not {n_outputs}")
+        layout = _safety.check_array("state_.layout", self.layout, (4,), np.int64)
+        fields = _safety.check_array("state_.fields", self.fields, None, np.int32)
+        k, F, per_row = (int(v) for v in layout[:3])
+        width = self.table.shape[1]
+        if (
+            fields.shape not in ((0,), (n_features,))
+            or k < 1
+            or per_row not in (0, 1)
+            or (per_row and width != 2)  # one AdaGrad accumulator per vector
+            or (F != 1 and not fields.size)
+            or F < 0
+            or (scan and fields.size and (fields.min() < -1 or fields.max() >= F))
+        ):
+            raise ValueError(
+                f"state_.layout {layout.tolist()} and state_.fields (shape {fields.shape}) do "
+                f"not describe a factorization machine of {n_features} columns"
+            )
+        shape = (n_features * F, k + 1) if per_row else (n_features * F * k, width)
+        _safety.check_array("state_.factors", self.factors, shape, self.table.dtype)
+        init = _safety.check_array("state_.init", self.init, (3,), np.float64)
+        if not (np.isfinite(init).all() and init[0] > 0 and init[1] >= 0 and init[2] >= 0):
+            raise ValueError(
+                f"state_.init {init.tolist()} must be [init_std > 0, accumulator start >= 0, "
+                f"alpha_factors >= 0]"
+            )
+
+    # the layout decoded, for the kernels' arguments (checked by ``check`` when loaded)
     @property
     def n_components(self) -> int:
         return int(self.layout[0])
@@ -119,15 +263,17 @@ class FMTraining(RowTraining):
     then train the kept run on from its best epoch, in turn (:meth:`follow_up`).
     """
 
-    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
-                 n_threads, *, settings=(), follow_ups=()):  # fmt: skip
-        super().__init__(estimator, optimizer, state, n_features, classes, n_iter_start,
-                         n_threads)  # fmt: skip
+    state_type = FMState
+
+    def __init__(self, estimator, params, optimizer, state, n_features, classes,
+                 n_iter_start, n_threads, *, settings=(), follow_ups=()):  # fmt: skip
+        super().__init__(estimator, params, optimizer, state, n_features, classes,
+                         n_iter_start, n_threads)  # fmt: skip
         self.settings, self.follow_ups = settings, follow_ups
         self.model = kernels.FFM if state.fields.size else kernels.FM
         init_std, acc0, alpha_factors = (float(v) for v in state.init)
         self.consts = kernels.fm_consts(
-            n_components=state.n_components, alpha_linear=estimator.alpha_linear,
+            n_components=state.n_components, alpha_linear=params["alpha_linear"],
             alpha_factors=alpha_factors, n_fields=state.n_fields,
             per_row=state.per_row, init_std=init_std, seed=state.seed, initial_slot=acc0,
         )  # fmt: skip
@@ -137,8 +283,86 @@ class FMTraining(RowTraining):
         opt = copy.deepcopy(self.optimizer)
         opt.learning_rate = learning_rate
         t = self
-        return FMTraining(t.estimator, opt, state, t.n_features, t.classes, t.n_iter_start,
-                          t.n_threads, follow_ups=t.follow_ups)  # fmt: skip
+        return FMTraining(t.estimator, t.params, opt, state, t.n_features, t.classes,
+                          t.n_iter_start, t.n_threads, follow_ups=t.follow_ups)  # fmt: skip
+
+    @staticmethod
+    def make_optimizer(params: dict) -> Optimizer:
+        """The optimizer of the parameters (not FTRL; ``factor_state="row"``: AdaGrad)."""
+        opt = named_optimizer(params["optimizer"], params["learning_rate"], DEFAULT_LEARNING_RATE)
+        refuse_ftrl(opt, params["owner"])
+        per_row(params["factor_state"], opt)
+        return validated(opt)
+
+    @classmethod
+    def start(cls, estimator, params, X, fitted, classes, n_iter_start, n_threads):
+        """As :meth:`LinearTraining.start`, the fitted state also checked against
+        ``n_components``, ``factor_state`` and ``fields``; with AdaGrad by name and the
+        learning rate and ``init_std`` left to "auto", the settings ``max_iter="auto"`` races
+        (``AUTO_CANDIDATES``)."""
+        if classes is not None and classes.size > 2:
+            raise ValueError(
+                f"Only binary classification is supported. The type of the target is "
+                f"multiclass ({classes.size} classes): wrap {params['owner']} in "
+                f"sklearn.multiclass.OneVsRestClassifier for more classes"
+            )
+        opt = cls.make_optimizer(params)
+        n, k = X.shape[1], params["n_components"]
+        one_slot = per_row(params["factor_state"], opt)  # one accumulator per factor vector
+        chooses = (params["optimizer"] == "adagrad" and params["learning_rate"] == "auto"
+                   and isinstance(params["init_std"], str))  # fmt: skip
+        if fitted is None:
+            fields = checked_fields(params, n, getattr(X, "column_fields", None))
+            nbytes = FMState.nbytes(opt, n, k, fields, one_slot, X.dtype)
+            _safety.check_table_size(nbytes, "the model")
+            seed = params["random_state"]
+            if isinstance(seed, np.random.RandomState):
+                seed = seed.randint(2**31)
+            rng, init = np.random.default_rng(seed), factor_init(params, opt, X)
+            state = FMState.new(opt, n, k, fields, one_slot, rng, X.dtype, init)
+        else:
+            check_continued(fitted, FMState, n, 1, opt)
+            fitted_state, fitted_opt = fitted[:2]
+            if (fitted_state.n_components, fitted_state.per_row) != (k, one_slot):
+                raise ValueError(
+                    f"n_components={k}, factor_state={params['factor_state']!r} differ from the "
+                    f"fitted model's ({fitted_state.n_components}, "
+                    f"{'row' if fitted_state.per_row else 'element'!r}): set them back to "
+                    f"continue training, or call fit to start over"
+                )
+            if not np.array_equal(
+                checked_fields(params, n, fitted_state.fields), fitted_state.fields
+            ):
+                raise ValueError(
+                    "fields differ from those the model was fitted with: set them back to "
+                    "continue training, or call fit to start over"
+                )
+            state = continued_state(fitted, X.dtype)
+            if chooses and fitted_opt is not None:  # going on at the rate the fit chose
+                opt.learning_rate = fitted_opt.learning_rate
+            if params["alpha_factors"] != "auto":  # and the chosen penalty unless one is set
+                state.init[2] = params["alpha_factors"]
+        settings = ()
+        if chooses:
+            base, alpha_factors = float(state.init[0]), new_alpha_factors(params)
+            settings = tuple((learning_rate, (scale * base, acc0, alpha_factors))
+                             for learning_rate, acc0, scale in AUTO_CANDIDATES)  # fmt: skip
+        follow_ups = params["penalty_follow_ups"] if params["alpha_factors"] == "auto" else ()
+        return cls(estimator, params, opt, state, n, classes, n_iter_start, n_threads,
+                   settings=settings, follow_ups=follow_ups)  # fmt: skip
+
+    @staticmethod
+    def decision(state, X) -> np.ndarray:
+        """Margins of canonical CSR rows, shape (n_samples, 1)."""
+        X, dtype = _int32_indices(X), X.dtype
+        margins = kernels.fm_decision(
+            (X.indptr, X.indices, X.data),
+            (state.table.astype(dtype, copy=False), state.bias.astype(dtype, copy=False),
+             state.factors.astype(dtype, copy=False), state.fields),
+            (kernels.FFM if state.fields.size else kernels.FM, state.n_components,
+             state.n_fields, state.per_row),
+        )  # fmt: skip
+        return margins[:, None]
 
     def candidates(self) -> list:
         """A training for each of ``settings`` when the model is new, the first on this
@@ -181,14 +405,10 @@ class FMTraining(RowTraining):
         train = kernels.fm_train_pass(self.model, opt.rule, self.loss, state.stamp.size > 0,
                                       state.per_row)  # fmt: skip
         data = (X.indptr, X.indices, X.data, targets, weights, order)
-
-        def arguments(clock, bias, batch_size):
-            tables = (state.table, bias, state.factors, state.stamp, state.mark, clock,
-                      self.scratch)  # fmt: skip
-            config = (batch_size, self.delta, self.fit_intercept, state.fields, self.consts)
-            return data, tables, hp, spec, config
-
-        return self.run_pass(train, arguments, hp, spec, order.size)
+        tables = (state.table, state.bias, state.factors, state.stamp, state.mark, state.clock,
+                  self.scratch)  # fmt: skip
+        config = (self.step_rows, self.delta, self.fit_intercept, state.fields, self.consts)
+        return self.run_pass(train, (data, tables, hp, spec, config), hp, spec, order.size)
 
     def catch_up(self) -> None:
         state = self.state

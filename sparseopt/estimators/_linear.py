@@ -8,13 +8,10 @@ from numbers import Real
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ..models import _linear as kernels
-from ..optim import FTRL, OPTIMIZERS, Optimizer
-from . import _safety
-from ._base import validated
-from ._linear_training import LinearState, LinearTraining
-from ._rowmodel import DEFAULT_LEARNING_RATE, RowModel, _LogisticOutput, _RegressionOutput
-from ._rowtraining import n_outputs_of
+from ..optim import OPTIMIZERS, Optimizer
+from ._linear_training import LinearTraining
+from ._rowmodel import RowModel, _LogisticOutput, _RegressionOutput
+from ._rowtraining import DEFAULT_LEARNING_RATE  # noqa: F401 (the command line's help)
 
 
 class _SparseLinearModel(RowModel):
@@ -28,37 +25,7 @@ class _SparseLinearModel(RowModel):
         "l1": [Interval(Real, 0, None, closed="left")],
     }
     _has_gpu_path = True
-    _state_type = LinearState
-
-    def _make_optimizer(self):
-        opt = self._named_optimizer(DEFAULT_LEARNING_RATE)
-        if self.alpha:
-            opt.weight_decay = self.alpha
-        if self.l1:
-            if not isinstance(opt, FTRL):
-                raise ValueError(
-                    f"l1={self.l1} needs optimizer='ftrl', whose closed form applies L1 exactly "
-                    f"to lazily updated coordinates; got {type(opt).__name__}"
-                )
-            opt.l1 = self.l1
-        return validated(opt)
-
-    def _new_training(self, X, fitted, classes, n_iter_start, n_threads) -> LinearTraining:
-        opt = self._make_optimizer()
-        n_features, n_outputs = X.shape[1], n_outputs_of(classes)
-        if fitted is None:
-            nbytes = LinearState.nbytes(opt, n_features, n_outputs, X.dtype)
-            _safety.check_table_size(nbytes, "the model")
-            state = LinearState.new(opt, n_features, n_outputs, X.dtype)
-        else:
-            self._check_state(fitted[0], n_features, n_outputs, opt)
-            state = self._continued(fitted, X.dtype)
-        return LinearTraining(self, opt, state, n_features, classes, n_iter_start, n_threads)
-
-    def _decision(self, state, X):
-        """Margins of validated CSR rows, shape (n_samples, n_outputs)."""
-        table = state.table.astype(X.dtype, copy=False)
-        return kernels.linear_decision(X.indptr, X.indices, X.data, table, state.bias)
+    _training_type = LinearTraining
 
 
 _COMMON_DOC = """

@@ -9,11 +9,18 @@ import numpy as np
 
 from .. import cuda as gpu
 from ..models import _linear as kernels
-from ..optim import Optimizer
+from ..optim import FTRL, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import Rows, check_order
-from ._rowtraining import RowTraining
+from ._base import Rows, check_order, named_optimizer, validated
+from ._rowtraining import (
+    DEFAULT_LEARNING_RATE,
+    RowTraining,
+    check_continued,
+    check_tables,
+    continued_state,
+    n_outputs_of,
+)
 
 
 @dataclass
@@ -45,6 +52,8 @@ class LinearState:
         itemsize = np.dtype(dtype).itemsize
         return (n + 1) * n_outputs * width * itemsize + (16 * n if opt.needs_stamp else 0)
 
+    check = check_tables
+
     def arrays(self) -> dict:
         return {k: getattr(self, k) for k in ("table", "bias", "stamp", "mark", "clock")}
 
@@ -65,7 +74,45 @@ class LinearTraining(RowTraining):
     """A training of a linear model: the kernels of :mod:`sparseopt.models._linear` (or of
     :mod:`sparseopt.cuda._linear` on the GPU) on a :class:`LinearState`."""
 
+    state_type = LinearState
     scratch_fill = np.nan
+
+    @staticmethod
+    def make_optimizer(params: dict) -> Optimizer:
+        """The optimizer of the parameters: the named one (or a copy of the object), with
+        weight decay ``alpha`` and, for FTRL only, ``l1``."""
+        opt = named_optimizer(params["optimizer"], params["learning_rate"], DEFAULT_LEARNING_RATE)
+        if params["alpha"]:
+            opt.weight_decay = params["alpha"]
+        if params["l1"]:
+            if not isinstance(opt, FTRL):
+                raise ValueError(
+                    f"l1={params['l1']} needs optimizer='ftrl', whose closed form applies L1 "
+                    f"exactly to lazily updated coordinates; got {type(opt).__name__}"
+                )
+            opt.l1 = params["l1"]
+        return validated(opt)
+
+    @classmethod
+    def start(cls, estimator, params, X, fitted, classes, n_iter_start, n_threads):
+        """The training of ``X``'s columns for ``estimator`` of ``params``: a new state (its
+        size checked), or the fitted one of ``fitted`` (checked, see :func:`check_continued`)."""
+        opt = cls.make_optimizer(params)
+        n_features, n_outputs = X.shape[1], n_outputs_of(classes)
+        if fitted is None:
+            nbytes = LinearState.nbytes(opt, n_features, n_outputs, X.dtype)
+            _safety.check_table_size(nbytes, "the model")
+            state = LinearState.new(opt, n_features, n_outputs, X.dtype)
+        else:
+            check_continued(fitted, LinearState, n_features, n_outputs, opt)
+            state = continued_state(fitted, X.dtype)
+        return cls(estimator, params, opt, state, n_features, classes, n_iter_start, n_threads)
+
+    @staticmethod
+    def decision(state, X) -> np.ndarray:
+        """Margins of canonical CSR rows, shape (n_samples, n_outputs)."""
+        table = state.table.astype(X.dtype, copy=False)
+        return kernels.linear_decision(X.indptr, X.indices, X.data, table, state.bias)
 
     def epoch(self, rows: Rows, order: np.ndarray) -> float:
         """One pass of the kernels over the rows in ``order``."""
@@ -84,12 +131,9 @@ class LinearTraining(RowTraining):
             return total
         train = kernels.linear_train_pass(opt.rule, self.loss, state.stamp.size > 0)
         data = (X.indptr, X.indices, X.data, targets, weights, order)
-
-        def arguments(clock, bias, batch_size):
-            tables = (state.table, bias, state.stamp, state.mark, clock, self.scratch)
-            return data, tables, hp, spec, (batch_size, self.delta, self.fit_intercept)
-
-        return self.run_pass(train, arguments, hp, spec, order.size)
+        tables = (state.table, state.bias, state.stamp, state.mark, state.clock, self.scratch)
+        config = (self.step_rows, self.delta, self.fit_intercept)
+        return self.run_pass(train, (data, tables, hp, spec, config), hp, spec, order.size)
 
     def catch_up(self) -> None:
         state = self.state

@@ -1,20 +1,15 @@
-"""What the linear models and the factorization machines share: models of rows of sparse
-features, trained one row (or minibatch of rows) per update.
-
-:class:`RowTraining` is their half of the training protocol (:mod:`._base`): rows checked
-and encoded, their order, the divergence checks, the fitted attributes and the merge calls;
-a family's training (``LinearTraining``, ``FMTraining``) adds its kernels. :class:`RowModel`
-is their estimators' base: the row checks, ``fit`` / ``partial_fit`` through the protocol,
-the held-out rows of ``max_iter="auto"`` and ``early_stopping`` and, when a family offers
-several settings, their race by successive halving. ``_LogisticOutput`` and
-``_RegressionOutput`` give the classifiers' and regressors' targets and predictions.
+"""The estimators' base of the linear models and the factorization machines, models of rows
+of sparse features trained one row (or minibatch) per update (their trainings:
+:mod:`._rowtraining`). :class:`RowModel`: the row checks, ``fit`` / ``partial_fit`` through
+the training protocol, the held-out rows of ``max_iter="auto"`` and ``early_stopping`` and
+the race of a family's settings. ``_LogisticOutput`` and ``_RegressionOutput``: the
+classifiers' and regressors' targets and predictions.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from abc import abstractmethod
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING
@@ -33,28 +28,15 @@ from .. import cuda as gpu
 from .._epochs import Stopper, run_epochs
 from .._jit import compile_notice
 from ..optim import Optimizer, Schedule
-from ..optim import _rules as R
 from . import _safety
 from ._base import DivergenceError, Rows, SparseEstimator
-from ._rowtraining import RowTraining, _to_csr, n_outputs_of
+from ._rowtraining import RowTraining, _to_csr, check_fitted, check_state, n_outputs_of
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
     from typing_extensions import Self
 
     from .._typing import MatrixLike
-
-# learning rates that worked across the test problems when the user gives none (a rule of its
-# own module, without a rate tuned here, runs at its class's default)
-DEFAULT_LEARNING_RATE = {
-    "sgd": 0.01,
-    "momentum": 0.005,
-    "adagrad": 0.05,
-    "rmsprop": 0.005,
-    "adam": 0.005,
-    "amsgrad": 0.005,
-    "ftrl": 0.1,
-}
 
 # max_iter="auto": the most epochs tried before the held-out rows have stopped improving
 AUTO_MAX_ITER = 100
@@ -108,11 +90,12 @@ class RowModel(SparseEstimator):
     """Base of the estimators of row models: epochs of lazy minibatch updates over CSR rows,
     through the training protocol (:mod:`sparseopt.estimators._base`).
 
-    A family gives its parameters' constraints, ``_state_type`` (a state with ``new``-like
-    construction, ``cast``, ``weights``, ``is_finite`` and ``arrays``), ``_new_training``
-    (its state and :class:`RowTraining`), ``_state_nbytes``, ``_decision`` (margins of
-    rows); its training offers the settings ``max_iter="auto"`` races (``candidates``).
+    A family gives its parameters' constraints, ``_training_type`` (its
+    :class:`RowTraining`: ``start``, ``make_optimizer``, ``decision``) and the constants that
+    reads beside the parameters (``_family_params``).
     """
+
+    _family_params: dict = {}
 
     # max_iter="auto"'s race among several settings (candidates): how many epochs at its
     # last epoch's pace a run behind the leader may need to catch up and stay in the race
@@ -236,31 +219,26 @@ class RowModel(SparseEstimator):
             raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
         if classes is not None:
             classes = self._check_classes(np.asarray(classes), reset)
-        if reset:
-            return self._new_training(X, None, classes, 0, n_threads)
-        check_is_fitted(self, "state_")
-        if self.n_features_in_ != X.shape[1]:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
-                f"{self.n_features_in_}"
-            )
-        fitted = (self.state_, in_place)
-        return self._new_training(X, fitted, classes, getattr(self, "n_iter_", 0), n_threads)
+        fitted, n_iter_start = None, 0
+        if not reset:
+            check_is_fitted(self, "state_")
+            if self.n_features_in_ != X.shape[1]:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} was fitted with "
+                    f"{self.n_features_in_}"
+                )
+            fitted = (self.state_, getattr(self, "optimizer_", None), in_place)
+            n_iter_start = getattr(self, "n_iter_", 0)
+        params = self._params()
+        return self._training_type.start(self, params, X, fitted, classes, n_iter_start, n_threads)
 
-    @abstractmethod
-    def _new_training(self, X, fitted, classes, n_iter_start, n_threads) -> RowTraining:
-        """The family's training of ``X``'s columns: its optimizer, and a new state (size
-        checked) or, ``fitted = (state, in_place)``, the fitted one (checked against the
-        parameters with :meth:`_check_state`, copied unless ``in_place``: see
-        :meth:`_continued`)."""
+    def _params(self) -> dict:
+        """What the training reads: the parameters, the family's constants and the
+        estimator's name (``owner``, for messages)."""
+        return {**self.get_params(deep=False), **self._family_params, "owner": type(self).__name__}
 
-    @staticmethod
-    def _continued(fitted, dtype):
-        """The fitted state of ``fitted = (state, in_place)`` to train on, as ``dtype``."""
-        state, in_place = fitted
-        state = state if in_place else copy.deepcopy(state)
-        state.cast(dtype)
-        return state
+    def _make_optimizer(self):
+        return self._training_type.make_optimizer(self._params())
 
     @_safety.unchanged_on_failure
     def _fit(self, X, y, sample_weight, n_epochs, reset, classes, check_loss=True):
@@ -309,21 +287,19 @@ class RowModel(SparseEstimator):
         return training.finish(curve, scores=run.scores, rows=rows if check_loss else None)
 
     def _continued_run(self, training, leader) -> _Run:
-        """A run of ``training`` (on a copy of ``leader``'s best state) that goes on from
-        ``leader``'s best epoch: its curves up to it, that state its best until it does
-        better. It stops at its first epoch that does not improve on its own best by
-        ``tol``: a new setting may start above the leader's best (a stronger penalty first
-        shrinks the factors), then falls steadily while it helps."""
+        """A run of ``training`` (on a copy of ``leader``'s best state) from ``leader``'s best
+        epoch, with its curves up to it; it stops at its first epoch that does not improve
+        its own best by ``tol`` (a new setting may start above the leader's best: a stronger
+        penalty first shrinks the factors)."""
         epochs = leader.held["epochs"]
         run = _Run(training, {**leader.held, "state": training.state}, Stopper(self.tol, 1))
         run.curve, run.scores = leader.curve[:epochs], leader.scores[:epochs]
         return run
 
     def _run_epochs(self, runs, rows, n_epochs) -> _Run:
-        """Up to ``n_epochs`` epochs of the ``runs``: with several, a race by successive
-        halving (each epoch trains every run still in it once, then the better half and the
-        runs catching up with the leader go on, see :meth:`_halve`), then the one left runs
-        on with :func:`run_epochs` and its own stopper."""
+        """Up to ``n_epochs`` epochs of the ``runs``: with several, a race (each epoch trains
+        every run in it once, then :meth:`_halve`), then the one left goes on with
+        :func:`run_epochs` and its own stopper."""
         rng = np.random.default_rng(
             self.random_state if not isinstance(self.random_state, np.random.RandomState)
             else self.random_state.randint(2**31)
@@ -357,9 +333,8 @@ class RowModel(SparseEstimator):
         return run
 
     def _train_run(self, run, rows, rng, total_weight, several):
-        """One epoch of ``run``; returns its monitored loss (the held-out rows', else the
-        training loss). With ``several`` runs competing, a run that diverges is marked
-        ``diverged`` (its loss infinite) instead of raising."""
+        """One epoch of ``run``; returns its monitored loss (held-out, else training). With
+        ``several`` runs, a run that diverges is marked ``diverged`` instead of raising."""
         if run.held is not None and run.held["state"] is run.training.state:
             # the best state so far trains on: keep a copy (a run that stops or drops out
             # after its best epoch never pays for one)
@@ -404,9 +379,8 @@ class RowModel(SparseEstimator):
         return run.held["best"] - leader <= self._race_catch_up_epochs * pace
 
     def _report_choice(self, tried, kept):
-        """With ``verbose``, say on stderr what the held-out rows chose among ``tried``:
-        ``(setting, epochs, best held-out loss or None if diverged)`` of each run,
-        ``tried[kept]`` the one kept."""
+        """With ``verbose``, list on stderr ``tried``, ``(setting, epochs, best held-out loss
+        or None if diverged)`` of each run, and which was kept."""
         if not self.verbose:
             return
         for i, (setting, n_epochs, best) in enumerate(tried):
@@ -447,9 +421,9 @@ class RowModel(SparseEstimator):
 
     def _score_held_out(self, held, training, epoch):
         """Loss of the held-out rows after ``epoch`` epochs of ``training``; keeps the best
-        state (the training's itself: copied only if it trains on, see ``_train_run``)."""
+        state (itself: ``_train_run`` copies it if it trains on)."""
         X, y, w = held["rows"]
-        margins = self._decision(training.state, X)
+        margins = training.decision(training.state, X)
         if not np.isfinite(margins).all():  # diverged: no loss to compare
             training.refuse("non-finite loss or weights")
         loss = self._loss_from_margins(margins, y, w)
@@ -458,67 +432,13 @@ class RowModel(SparseEstimator):
         return loss
 
     def _best_epoch(self, training, held, curve, learn_held_out):
-        """Go back to the state of the epoch whose held-out loss was lowest; returns the
-        training curve up to it. With ``learn_held_out`` (``max_iter="auto"``) that state
-        then learns the held-out rows once, in order, as the last rows of a first epoch: one
-        epoch over the held-out rows at the end is exactly one epoch over all the rows."""
+        """Go back to the state of the best held-out epoch; returns the curve up to it. With
+        ``learn_held_out`` (``max_iter="auto"``) that state then learns the held-out rows
+        once, in order: after one epoch that is exactly one epoch over all the rows."""
         training.state = held["state"]
         if learn_held_out:
             training.epoch(held["rows"], np.arange(held["rows"].X.shape[0]))
         return curve[: held["epochs"]]
-
-    # -- checks at the kernels' boundary (see sparseopt.estimators._safety) ----------------
-    def _check_tables(self, state, n_features, n_outputs, n_slots=None, scan=True):
-        """Raise ValueError unless ``state`` has exactly the arrays the kernels index for
-        ``n_features`` columns and ``n_outputs`` outputs (``n_slots`` optimizer slots per
-        coordinate, or as many as the table has). ``scan``: also check the values that
-        index (a pass over per-feature arrays: done on load and training, not per predict)."""
-        if not isinstance(state, self._state_type):
-            raise ValueError(f"state_ must be a {self._state_type.__name__}")
-        table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
-        if table.ndim != 2 or table.shape[1] < 1:
-            raise ValueError(f"state_.table has shape {table.shape}, expected 2-D")
-        width = table.shape[1] if n_slots is None else 1 + n_slots
-        _safety.check_array("state_.table", table, (n_features * n_outputs, width), table.dtype)
-        _safety.check_array("state_.bias", state.bias, (n_outputs, width), table.dtype)
-        _safety.check_array("state_.clock", state.clock, (R.CLOCK_SIZE,), np.float64)
-        stamped = state.stamp.shape if isinstance(state.stamp, np.ndarray) else None
-        if stamped not in ((0,), (n_features,)):
-            raise ValueError(f"state_.stamp has shape {stamped}, expected (0,) or ({n_features},)")
-        _safety.check_array("state_.stamp", state.stamp, stamped, np.float64)
-        _safety.check_array("state_.mark", state.mark, stamped, np.float64)
-
-    def _check_state(self, state, n_features, n_outputs, opt):
-        """The fitted ``state`` against the current parameters (``opt``) before training."""
-        fitted = getattr(self, "optimizer_", None)
-        n_slots = opt.initial_slots().size
-        if (fitted is not None and type(fitted) is not type(opt)) or (
-            getattr(state.table, "ndim", 0) == 2 and state.table.shape[1] != 1 + n_slots
-        ):
-            was = type(fitted).__name__ if fitted is not None else "another optimizer"
-            raise ValueError(
-                f"optimizer {type(opt).__name__} differs from {was}, which the model was "
-                f"fitted with: its state does not carry over; set the optimizer back to "
-                f"continue training, or call fit (warm_start=False) to start over"
-            )
-        self._check_tables(state, n_features, n_outputs, n_slots)
-        if state.stamp.size != (n_features if opt.needs_stamp else 0):
-            raise ValueError(
-                f"the model was fitted {'without' if opt.needs_stamp else 'with'} weight decay "
-                f"(alpha or the optimizer's weight_decay): its state does not carry over; set "
-                f"it back to continue training, or call fit (warm_start=False) to start over"
-            )
-
-    def _check_fitted_state(self, state, n_features, n_outputs, fitted):
-        """A loaded ``state`` against itself and ``fitted``, the optimizer it was fitted
-        with (not against the current parameters, which :meth:`_check_state` compares before
-        training)."""
-        self._check_tables(state, n_features, n_outputs, fitted.initial_slots().size)
-        if state.stamp.size != (n_features if fitted.needs_stamp else 0):
-            raise ValueError(
-                f"the stamps ({state.stamp.size}) do not fit optimizer_ "
-                f"{type(fitted).__name__} (with{'' if fitted.needs_stamp else 'out'} weight decay)"
-            )
 
     # -- prediction ------------------------------------------------------------------------
     def _margins(self, X):
@@ -526,8 +446,9 @@ class RowModel(SparseEstimator):
         check_is_fitted(self, "state_")
         X = self._validate_X(X, reset=False)
         outputs = n_outputs_of(getattr(self, "classes_", None))
-        self._check_tables(self.state_, X.shape[1], outputs, scan=False)
-        margins = self._decision(self.state_, X)
+        state_type = self._training_type.state_type
+        check_state(self.state_, state_type, X.shape[1], outputs, scan=False)
+        margins = self._training_type.decision(self.state_, X)
         return margins[:, 0] if margins.shape[1] == 1 else margins
 
     @property
@@ -570,7 +491,8 @@ class RowModel(SparseEstimator):
         # and partial_fit refuses them there as it did before saving
         fitted = attributes.get("optimizer_", opt)
         fitted.hyperparameters()
-        expected = set(cls._state_type.__dataclass_fields__)
+        state_type = cls._training_type.state_type
+        expected = set(state_type.__dataclass_fields__)
         if is_classifier(model):
             expected.add("classes_")
         if set(arrays) != expected:
@@ -579,11 +501,11 @@ class RowModel(SparseEstimator):
             )
         if "classes_" in arrays:
             model.classes_ = _io.check_classes(arrays.pop("classes_"))
-        model.state_ = cls._state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        model.state_ = state_type(**{k: np.ascontiguousarray(v) for k, v in arrays.items()})
         for name, value in attributes.items():
             setattr(model, name, value)
         outputs = n_outputs_of(getattr(model, "classes_", None))
-        model._check_fitted_state(model.state_, model.n_features_in_, outputs, fitted)
+        check_fitted(model.state_, state_type, model.n_features_in_, outputs, fitted)
         if not model.state_.is_finite():
             raise ValueError("the weights are not all finite")
         return model

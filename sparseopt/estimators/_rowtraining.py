@@ -5,6 +5,7 @@ the fitted attributes and the merge calls. A family's training (``LinearTraining
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 
 import numba
@@ -24,6 +25,19 @@ from ._base import Rows, Training, diverged
 # the kernels' loss code of each loss a row model names
 LOSS_CODES = {"logistic": losses.LOGISTIC, "softmax": losses.SOFTMAX,
               "squared": losses.SQUARED, "huber": losses.HUBER}  # fmt: skip
+
+
+# learning rates that worked across the test problems when the user gives none (a rule of its
+# own module, without a rate tuned here, runs at its class's default)
+DEFAULT_LEARNING_RATE = {
+    "sgd": 0.01,
+    "momentum": 0.005,
+    "adagrad": 0.05,
+    "rmsprop": 0.005,
+    "adam": 0.005,
+    "amsgrad": 0.005,
+    "ftrl": 0.1,
+}
 
 
 def n_outputs_of(classes) -> int:
@@ -95,38 +109,102 @@ def row_weights(X, targets, sample_weight, classes, class_weight) -> np.ndarray:
     return weights * per_class[labels]
 
 
-class RowTraining(Training):
-    """A training of a row model (the protocol of :mod:`._base`): what the linear models'
-    and the factorization machines' trainings share.
+def check_tables(state, n_features, n_outputs, n_slots=None, scan=True) -> None:
+    """Raise ValueError unless ``state`` has exactly the tables the kernels index for
+    ``n_features`` columns, ``n_outputs`` outputs and ``n_slots`` slots (None: any)."""
+    table = _safety.check_array("state_.table", state.table, None, (np.float64, np.float32))
+    if table.ndim != 2 or table.shape[1] < 1:
+        raise ValueError(f"state_.table has shape {table.shape}, expected 2-D")
+    width = table.shape[1] if n_slots is None else 1 + n_slots
+    _safety.check_array("state_.table", table, (n_features * n_outputs, width), table.dtype)
+    _safety.check_array("state_.bias", state.bias, (n_outputs, width), table.dtype)
+    _safety.check_array("state_.clock", state.clock, (R.CLOCK_SIZE,), np.float64)
+    stamped = state.stamp.shape if isinstance(state.stamp, np.ndarray) else None
+    if stamped not in ((0,), (n_features,)):
+        raise ValueError(f"state_.stamp has shape {stamped}, expected (0,) or ({n_features},)")
+    _safety.check_array("state_.stamp", state.stamp, stamped, np.float64)
+    _safety.check_array("state_.mark", state.mark, stamped, np.float64)
 
-    It holds the optimizer, the model's ``state`` (its tables), the kernels' scratch and the
-    estimator's parameters that training reads, read once here. A family's training gives
-    its kernels (``epoch``, ``catch_up``, ``prepare_merge``), ``scratch_fill``, its merge
-    layout (``_merge_layout``) and the settings ``max_iter="auto"`` races (``candidates``,
-    ``follow_up``, ``setting``); its state gives ``weights()`` and ``is_finite()``.
+
+def check_state(state, state_type, n_features, n_outputs, n_slots=None, scan=True) -> None:
+    """Raise ValueError unless ``state`` is a ``state_type`` whose ``check`` passes."""
+    if not isinstance(state, state_type):
+        raise ValueError(f"state_ must be a {state_type.__name__}")
+    state.check(n_features, n_outputs, n_slots, scan)
+
+
+def check_fitted(state, state_type, n_features, n_outputs, fitted) -> None:
+    """A loaded state against itself and ``fitted``, the optimizer it was fitted with."""
+    check_state(state, state_type, n_features, n_outputs, fitted.initial_slots().size)
+    if state.stamp.size != (n_features if fitted.needs_stamp else 0):
+        raise ValueError(
+            f"the stamps ({state.stamp.size}) do not fit optimizer_ "
+            f"{type(fitted).__name__} (with{'' if fitted.needs_stamp else 'out'} weight decay)"
+        )
+
+
+def check_continued(fitted, state_type, n_features, n_outputs, opt) -> None:
+    """The state of ``fitted = (state, optimizer_ or None, in_place)`` against ``opt``,
+    the optimizer of the parameters, before it trains on."""
+    state, fitted_opt, _ = fitted
+    n_slots = opt.initial_slots().size
+    if (fitted_opt is not None and type(fitted_opt) is not type(opt)) or (
+        getattr(state.table, "ndim", 0) == 2 and state.table.shape[1] != 1 + n_slots
+    ):
+        was = type(fitted_opt).__name__ if fitted_opt is not None else "another optimizer"
+        raise ValueError(
+            f"optimizer {type(opt).__name__} differs from {was}, which the model was "
+            f"fitted with: its state does not carry over; set the optimizer back to "
+            f"continue training, or call fit (warm_start=False) to start over"
+        )
+    check_state(state, state_type, n_features, n_outputs, n_slots)
+    if state.stamp.size != (n_features if opt.needs_stamp else 0):
+        raise ValueError(
+            f"the model was fitted {'without' if opt.needs_stamp else 'with'} weight decay "
+            f"(alpha or the optimizer's weight_decay): its state does not carry over; set "
+            f"it back to continue training, or call fit (warm_start=False) to start over"
+        )
+
+
+def continued_state(fitted, dtype):
+    """The checked state of ``fitted`` to train on, as ``dtype``: itself if ``in_place``,
+    else a copy."""
+    state, _, in_place = fitted
+    state = state if in_place else copy.deepcopy(state)
+    state.cast(dtype)
+    return state
+
+
+class RowTraining(Training):
+    """What the linear models' and the factorization machines' trainings share (the
+    protocol of :mod:`._base`): the optimizer, the ``state``, the kernels' scratch and the
+    parameters training reads (``params``: the estimator's ``get_params()``), read once here.
+
+    A family's training is made by its ``start(estimator, params, X, fitted, classes,
+    n_iter_start, n_threads)`` and gives ``state_type``, ``make_optimizer(params)``,
+    ``decision(state, X)`` (margins), its kernels (``epoch``, ``catch_up``,
+    ``prepare_merge``), ``scratch_fill``, ``_merge_layout`` and the settings
+    ``max_iter="auto"`` races (``candidates``, ``follow_up``, ``setting``); its state gives
+    ``check``, ``weights()`` and ``is_finite()``.
     """
 
-    def __init__(self, estimator, optimizer, state, n_features, classes, n_iter_start,
-                 n_threads):  # fmt: skip
+    def __init__(self, estimator, params, optimizer, state, n_features, classes,
+                 n_iter_start, n_threads):  # fmt: skip
         self.estimator = estimator  # whose fitted model finish sets
-        self.optimizer = optimizer
-        self.state = state
-        self.n_features = n_features
-        self.classes = classes
-        self.n_iter_start = n_iter_start
-        self.n_threads = n_threads
+        self.params = params
+        self.optimizer, self.state, self.n_features = optimizer, state, n_features
+        self.classes, self.n_iter_start, self.n_threads = classes, n_iter_start, n_threads
         self.n_outputs = n_outputs_of(classes)
-        # the parameters training reads, once
-        self.batch_size = int(estimator.batch_size)
-        self.fit_intercept = bool(estimator.fit_intercept)
-        self.shuffle = estimator.shuffle
-        self.max_iter = estimator.max_iter
-        self.device = estimator.device
-        self.class_weight = getattr(estimator, "class_weight", None)
-        self.delta = float(getattr(estimator, "epsilon", 0.0))  # Huber's threshold
+        self.batch_size = int(params["batch_size"])
+        self.step_rows = 1 if n_threads > 1 else self.batch_size  # Hogwild: single rows
+        self.fit_intercept = bool(params["fit_intercept"])
+        self.shuffle, self.max_iter = params["shuffle"], params["max_iter"]
+        self.device = params["device"]
+        self.class_weight = params.get("class_weight")
+        self.delta = float(params.get("epsilon", 0.0))  # Huber's threshold
         self.regressor = is_regressor(estimator)
         if self.regressor:
-            self.loss_name = estimator.loss
+            self.loss_name = params["loss"]
         else:
             self.loss_name = "logistic" if self.n_outputs == 1 else "softmax"
         self.loss = LOSS_CODES[self.loss_name]
@@ -149,12 +227,11 @@ class RowTraining(Training):
         """SciPy sparse rows ``X`` of the training's columns (float32 or float64: the state's
         type is used), labels or values ``y``, non-negative ``sample_weight`` or None;
         ``first_row`` does not matter here (rows are not entities)."""
-        owner = type(self.estimator).__name__
-        X = canonical_rows(X, self.n_features, self.state.table.dtype, owner)
+        X = canonical_rows(X, self.n_features, self.state.table.dtype, self.params["owner"])
         y = np.asarray(y).reshape(-1)
         if y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]} values")
-        return self._rows(self._kernel_rows(X), y, sample_weight)
+        return self._rows(X, y, sample_weight)
 
     @staticmethod
     def _kernel_rows(X):
@@ -165,7 +242,7 @@ class RowTraining(Training):
         """:meth:`rows` of an X already validated and canonical."""
         targets = encode_targets(y, self.classes)
         weights = row_weights(X, targets, sample_weight, self.classes, self.class_weight)
-        return Rows(X, targets, weights)
+        return Rows(self._kernel_rows(X), targets, weights)
 
     def max_epochs(self) -> int:
         """``max_iter``, one for "auto" (on click logs one pass is what held-out rows pick)."""
@@ -233,15 +310,11 @@ class RowTraining(Training):
             )
 
     def run_pass(self, train, arguments, hp, spec, n_rows: int) -> float:
-        """Run the kernel ``train`` over an epoch's order of ``n_rows`` rows and return its
-        summed loss; a bad status is refused. Serially in batches of ``batch_size``, or over
-        ``n_threads`` Hogwild threads, one row a step, each on a contiguous range of the
-        order with its own clock and intercepts (:func:`run_threads`): thread ``p`` calls
-        ``train(start, stop, pace, *arguments(clock, bias, batch_size))``."""
-        batch_size = 1 if self.n_threads > 1 else self.batch_size
+        """``train(start, stop, pace, *arguments)`` over an epoch's order of ``n_rows`` rows,
+        serially or on ``n_threads`` Hogwild threads (:func:`run_threads`: each a contiguous
+        range, its own clock and intercepts); returns the summed loss, a bad status refused."""
         status, total = run_threads(
-            train, thread_ranges(n_rows, self.n_threads),
-            lambda p, clock, bias: arguments(clock, bias, batch_size),
+            train, thread_ranges(n_rows, self.n_threads), [arguments] * self.n_threads,
             self.state.clock, hp, spec, self.state.bias,
         )  # fmt: skip
         self.refuse_status(status)
@@ -253,14 +326,12 @@ class RowTraining(Training):
             diverged(self.optimizer)
 
     def finish(self, curve, *, scores=(), rows: Rows | None = None):
-        """Check the state (see :meth:`check`; ``rows``: also the last loss of ``curve`` on
-        them), then make it the estimator's fitted model; ``curve``: the mean training loss
-        of each epoch of this training, ``scores`` their held-out losses. Returns the
-        estimator."""
+        """:meth:`check` the state (with ``rows``: the last loss of ``curve``, each epoch's
+        mean training loss, too), then make it the estimator's fitted model (``scores``:
+        the held-out losses); returns the estimator."""
         self.check(rows, curve[-1] if rows is not None and len(curve) else None)
         est = self.estimator
-        est.state_ = self.state
-        est.optimizer_ = self.optimizer
+        est.state_, est.optimizer_ = self.state, self.optimizer
         if self.classes is not None:
             est.classes_ = self.classes
         est.n_features_in_ = self.n_features

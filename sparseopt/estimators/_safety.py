@@ -238,13 +238,14 @@ def zero_model_loss(kind: str, targets, weights, delta: float = 0.0, n_classes: 
     logistic and softmax losses, without a pass over the data."""
     if kind in ("logistic", "softmax"):
         return math.log(n_classes)
-    return _regression_loss(kind, targets, weights, delta, 0.0)
+    return constant_loss(kind, targets, weights, delta, center=0.0)
 
 
-def constant_loss(kind: str, targets, weights, delta: float = 0.0) -> float:
+def constant_loss(kind: str, targets, weights, delta: float = 0.0, center=None) -> float:
     """Mean loss of the best constant prediction: the (weighted) base rates' entropy for
     classifiers (targets are class indices), the mean's for the squared loss (half the
-    variance), the median's for Huber's loss (``delta``: its threshold)."""
+    variance), the median's for Huber's loss (``delta``: its threshold); a regressor's
+    loss of the prediction ``center`` instead when given."""
     t = np.asarray(targets, dtype=np.float64)
     w = np.broadcast_to(np.asarray(weights, dtype=np.float64), t.shape)
     total = float(w.sum())
@@ -255,21 +256,12 @@ def constant_loss(kind: str, targets, weights, delta: float = 0.0) -> float:
         return _entropy(np.array([p, 1.0 - p]))
     if kind == "softmax":
         return _entropy(np.bincount(t.astype(np.intp), weights=w) / total)
-    if kind == "squared":
+    if center is None and kind == "squared":
         center = float(w @ t) / total
-    else:
+    elif center is None:
         order = np.argsort(t)
         half = np.searchsorted(np.cumsum(w[order]), 0.5 * total)
         center = t[order][min(half, t.size - 1)]
-    return _regression_loss(kind, t, w, delta, center)
-
-
-def _regression_loss(kind, targets, weights, delta, center) -> float:
-    t = np.asarray(targets, dtype=np.float64)
-    w = np.broadcast_to(np.asarray(weights, dtype=np.float64), t.shape)
-    total = float(w.sum())
-    if not total > 0:
-        return 0.0
     r = t - center
     with np.errstate(over="ignore"):  # targets near the float range: an infinite loss
         if kind == "squared":

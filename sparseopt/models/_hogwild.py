@@ -56,35 +56,43 @@ def map_threads(work, n_threads):
         return list(pool.map(work, range(n_threads)))
 
 
+def _own(arguments, copies):
+    """``arguments`` (nested tuples) with each array keyed by id in ``copies`` swapped for
+    its value."""
+    return tuple(_own(a, copies) if isinstance(a, tuple) else copies.get(id(a), a)
+                 for a in arguments)  # fmt: skip
+
+
 def run_threads(train, edges, arguments, clock, hp, spec, private=None):
     """Train the ranges ``edges[p] .. edges[p + 1] - 1`` of an epoch's order, one thread each
     (serially for one range); returns the worst status and the summed loss.
 
-    ``train(start, stop, pace, *arguments(p, clock_p, private_p))`` is thread ``p``'s call:
-    ``clock_p`` its copy of the ``clock`` array (the clock itself for one range), ticked as the
-    module docstring says; ``private_p`` its copy of ``private`` (the rows every step writes;
-    None for none), on cache lines of its own, which ends as the mean of the copies. ``hp``,
+    Thread ``p`` calls ``train(edges[p], edges[p + 1], pace, *arguments[p])`` with the shared
+    ``clock`` and ``private`` arrays, wherever they stand in ``arguments[p]`` (nested tuples
+    too), swapped for its own copies: its clock ticked as the module docstring says, and its
+    copy of ``private`` (the rows every step writes; None for none) on cache lines of its own,
+    which ends as the mean of the copies. One range trains on the arrays themselves. ``hp``,
     ``spec``: the optimizer's, to advance the shared clock by the updates made.
     """
     n_threads = len(edges) - 1
     if n_threads == 1:
-        return train(edges[0], edges[1], 1, *arguments(0, clock, private))
+        return train(edges[0], edges[1], 1, *arguments[0])
     clocks = [clock.copy() for _ in range(n_threads)]
     usable = all([R.advance_clock(hp, spec, clocks[p], p) for p in range(n_threads)])
-    copies = [None] * n_threads
+    copies = [{id(clock): clocks[p]} for p in range(n_threads)]
     if private is not None:
         padded = private.shape[0] + 64 // private.itemsize  # a cache line between copies
         block = np.empty((n_threads, padded) + private.shape[1:], private.dtype)
-        copies = [block[p, : private.shape[0]] for p in range(n_threads)]
-        for copy in copies:
-            copy[...] = private
+        for p in range(n_threads):
+            block[p, : private.shape[0]] = private
+            copies[p][id(private)] = block[p, : private.shape[0]]
 
     def work(p):
-        return train(edges[p], edges[p + 1], n_threads, *arguments(p, clocks[p], copies[p]))
+        return train(edges[p], edges[p + 1], n_threads, *_own(arguments[p], copies[p]))
 
     results = map_threads(work, n_threads)
     if private is not None:
-        private[...] = np.mean(copies, axis=0, dtype=np.float64)
+        private[...] = np.mean([c[id(private)] for c in copies], axis=0, dtype=np.float64)
     t0 = clock[R.CLOCK_T]
     # thread p's u-th update is step t0 + p + u P + 1: its clock tells how many it made
     n_updates = sum(int(c[R.CLOCK_T] - t0 - p - 1) // n_threads + 1 for p, c in enumerate(clocks))

@@ -549,10 +549,9 @@ def mf_train_epoch(train, n_threads, seed, sides, data, consts, hp, spec, clock,
     edges = thread_ranges(order.size, n_threads,
                           (lambda e: users[order[e]]) if by_user else None)  # fmt: skip
 
-    def arguments(p, clock_p, _):
-        seed_p = (-1 if continued else seed) if n_threads == 1 else seed + 1 + p
-        return seed_p, sides, data, consts, (hp, spec, clock_p)
-
+    serial = -1 if continued else seed
+    seeds = [seed + 1 + p for p in range(n_threads)] if n_threads > 1 else [serial]
+    arguments = [(s, sides, data, consts, (hp, spec, clock)) for s in seeds]
     return run_threads(train, edges, arguments, clock, hp, spec)
 
 
