@@ -5,7 +5,8 @@ from ._fm import FFMClassifier, FMClassifier, FMRegressor
 from ._fm_training import FMTraining
 from ._linear import SparseLinearRegression, SparseLogisticRegression
 from ._linear_training import LinearTraining
-from ._mf import MatrixFactorization, MFTraining
+from ._mf import MatrixFactorization
+from ._mf_training import MFTraining
 
 __all__ = [
     "DivergenceError",
