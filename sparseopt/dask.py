@@ -420,13 +420,10 @@ def _forget(fit_id):
             del cache[key]
 
 
-def _n_rows(block):
-    return int(block.shape[0])
-
-
-def _rows_and_labels(y, labels):
-    """Rows of the block ``y`` of targets, and its distinct values if ``labels``."""
-    return int(y.shape[0]), np.unique(np.asarray(y)) if labels else None
+def _rows_and_labels(x, y, labels):
+    """Rows of the blocks ``x`` (of X) and ``y`` (of targets), and the distinct values of
+    ``y`` if ``labels``."""
+    return int(x.shape[0]), int(y.shape[0]), np.unique(np.asarray(y)) if labels else None
 
 
 def _counts(block):
@@ -462,9 +459,12 @@ def _client(client):
 def _blocks(client, X, y, labels=False):
     """Persisted blocks of X and y (None: X alone) as futures, pairwise by row block; each
     block's size in updates (rows, or stored entries for X alone), its first row, and with
-    ``labels`` the distinct values of y (else None), all found in one round trip."""
+    ``labels`` the distinct values of y (else None), all found in one round trip; and the
+    futures of that round trip's tasks, to be held until the first round is sent (releasing
+    them sends a message, which held the first round's back 5-6 ms: see
+    :func:`_submit_pinned`)."""
     import dask.array as da
-    from distributed import futures_of, wait
+    from distributed import wait
 
     if not isinstance(X, da.Array) or X.ndim != 2:
         raise TypeError(f"X must be a 2-D dask.array.Array of sparse blocks; got {type(X)}")
@@ -474,13 +474,15 @@ def _blocks(client, X, y, labels=False):
             f"{len(X.chunks[1])} column blocks: build it with chunks=(rows, -1)"
         )
     if y is None:
-        X = client.persist(X)
-        xs = [{f.key: f for f in futures_of(X)}[k[0]] for k in X.__dask_keys__()]
+        [X], futures = _persisted(client, [X])
+        xs = [futures[k[0]] for k in X.__dask_keys__()]
         wait(xs)
-        counts = client.gather([client.submit(_counts, f, pure=False) for f in xs])
+        counted = client.map(_counts, xs, pure=False)
+        counts = client.gather(counted)
         rows = np.array([r for r, _ in counts], np.int64)
         sizes, ys = np.array([n for _, n in counts], np.int64), [None] * len(xs)
-        return X, None, xs, ys, sizes, np.concatenate([[0], np.cumsum(rows)[:-1]]), None
+        first_rows = np.concatenate([[0], np.cumsum(rows)[:-1]])
+        return X, None, xs, ys, sizes, first_rows, None, counted
     if not isinstance(y, da.Array):
         y = _scatter_rows(client, np.asarray(y), X.chunks[0])
     if y.ndim != 1 or len(y.chunks[0]) != len(X.chunks[0]):
@@ -488,22 +490,34 @@ def _blocks(client, X, y, labels=False):
             f"y must be a 1-D dask array with the same row blocks as X; got y.ndim={y.ndim} "
             f"with {len(y.chunks[0])} blocks for X's {len(X.chunks[0])}"
         )
-    X, y = client.persist([X, y])
-    futures = {f.key: f for f in futures_of(X) + futures_of(y)}
+    (X, y), futures = _persisted(client, [X, y])
     xs = [futures[k[0]] for k in X.__dask_keys__()]
     ys = [futures[k] for k in y.__dask_keys__()]
     wait(xs + ys)
-    found = client.gather(
-        [client.submit(_n_rows, f, pure=False) for f in xs]
-        + [client.submit(_rows_and_labels, f, labels, pure=False) for f in ys]
-    )
-    sizes, ysizes = found[: len(xs)], found[len(xs) :]
-    for i, (a, (b, _)) in enumerate(zip(sizes, ysizes, strict=True)):
+    # one task per block pair, sent in one message: the client sends a second message 10 ms
+    # after the first (distributed's BatchedSend), which made 8 tasks cost 21-26 ms
+    counted = client.map(_rows_and_labels, xs, ys, labels=labels, pure=False)
+    found = client.gather(counted)
+    for i, (a, b, _) in enumerate(found):
         if a != b:
             raise ValueError(f"block {i}: X has {a} rows but y has {b}")
-    sizes = np.array(sizes, np.int64)
-    distinct = np.unique(np.concatenate([v for _, v in ysizes])) if labels else None
-    return X, y, xs, ys, sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]]), distinct
+    sizes = np.array([a for a, _, _ in found], np.int64)
+    distinct = np.unique(np.concatenate([v for _, _, v in found])) if labels else None
+    return X, y, xs, ys, sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]]), distinct, counted
+
+
+def _persisted(client, collections):
+    """``client.persist(collections)`` and their blocks' futures by key; the collections as
+    they are when every block already is a future (persisting again sends a message, which
+    holds the client's next one back up to 10 ms: distributed's BatchedSend)."""
+    from dask.core import flatten
+    from distributed import futures_of
+
+    futures = {f.key: f for c in collections for f in futures_of(c)}
+    if not all(k in futures for c in collections for k in flatten(c.__dask_keys__())):
+        collections = client.persist(collections)
+        futures = {f.key: f for c in collections for f in futures_of(c)}
+    return collections, futures
 
 
 def _scatter_rows(client, a, chunks):
@@ -592,6 +606,21 @@ def _scatter(client, value, workers=None):
     return future
 
 
+def _submit_pinned(client, calls, retries):
+    """Futures of ``calls`` (``{worker: (function, *arguments)}``), each task pinned to its
+    worker, all sent in one message: with ``Client.submit`` per task, the client held the
+    second message back up to 10 ms (distributed's BatchedSend), and a round ended as late
+    as its second worker started (12-17 ms after the first in the second round of 6 fits in
+    9 on a Zipf click log, issue 32)."""
+    import dask
+
+    tasks = []
+    for worker, (function, *arguments) in calls.items():
+        with dask.annotate(workers=[worker], allow_other_workers=False, retries=retries):
+            tasks.append(dask.delayed(function, pure=False)(*arguments))
+    return client.compute(tasks, optimize_graph=False)
+
+
 def _gather_round(client, futures, workers):
     """Results of the round's tasks; WorkerLostError if one of ``workers`` leaves first.
 
@@ -673,14 +702,13 @@ def fit(
     alone = _check_arguments(estimator, y, merge_every)
     features = {} if user_features is None and item_features is None else dict(
         user_features=user_features, item_features=item_features)  # fmt: skip
-    training, (xs, ys, sizes, first_rows) = _start(client, estimator, X, y, classes, alone,
-                                                   features)  # fmt: skip
+    training, blocks = _start(client, estimator, X, y, classes, alone, features)
     seed = _shuffle_seed(estimator)
     batch_size = getattr(estimator, "batch_size", 1)
-    run = _Run(client, xs, ys, sizes, first_rows, batch_size, retries)
+    run = _Run(client, *blocks, batch_size, retries)
     if merge_every == "auto":
         merge_every = _auto_merge_every(run, alone)
-    merge_every = merge_every or int(-(-sizes.max() // batch_size)) * len(sizes)
+    merge_every = merge_every or int(-(-run.sizes.max() // batch_size)) * len(run.sizes)
     tol = getattr(estimator, "tol", None)  # the linear models and FMs have one, MF not
     stopper = Stopper(tol, estimator.n_iter_no_change if tol is not None else None)
 
@@ -732,10 +760,11 @@ def _train_epoch(run, training, merge_every, seed, verbose, epoch):
 
 def _start(client, estimator, X, y, classes, alone, features):
     """The estimator's training for the blocks of ``X`` and ``y`` (and MF's side
-    ``features``), and the blocks ``(xs, ys, sizes, first_rows)`` (see :func:`_blocks`)."""
+    ``features``), and the blocks ``(xs, ys, sizes, first_rows, counted)`` (see
+    :func:`_blocks`)."""
     reset = not (getattr(estimator, "warm_start", False) and hasattr(estimator, "n_iter_"))
     find_classes = is_classifier(estimator) and reset and classes is None
-    X, y, xs, ys, sizes, first_rows, labels = _blocks(client, X, y, labels=find_classes)
+    X, y, xs, ys, sizes, first_rows, labels, counted = _blocks(client, X, y, find_classes)
     if X.dtype not in (np.float32, np.float64):
         raise TypeError(f"X must hold float32 or float64 values, got {X.dtype}")
     if is_classifier(estimator):
@@ -753,7 +782,7 @@ def _start(client, estimator, X, y, classes, alone, features):
         template = sp.csr_matrix((0, X.shape[1]), dtype=X.dtype)
     training = estimator.start_training(template, classes=classes, reset=reset, **features)
     _check_mergeable(training)
-    return training, (xs, ys, sizes, first_rows)
+    return training, (xs, ys, sizes, first_rows, counted)
 
 
 def _shuffle_seed(estimator):
@@ -790,9 +819,10 @@ def _auto_merge_every(run, alone):
 class _Run:
     """The driver's side of one fit: block owners, the workers' model versions, the rounds."""
 
-    def __init__(self, client, xs, ys, sizes, first_rows, batch_size, retries):
+    def __init__(self, client, xs, ys, sizes, first_rows, counted, batch_size, retries):
         self.client, self.fit_id = client, uuid.uuid4().hex
         self.xs, self.ys, self.sizes, self.first_rows = xs, ys, sizes, first_rows
+        self.counted = counted  # held for the fit (see _blocks)
         self.batch_size, self.retries = batch_size, retries
         self.owner = None  # looked up once, and again after a worker is lost
         self.version = 0  # rounds done
@@ -823,14 +853,11 @@ class _Run:
                     full = _scatter(client, training, workers=stale)
                 if len(stale) < len(plan):
                     delta = _scatter(client, self.delta)
-                for w in sorted(plan):
-                    blocks = [f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])]
-                    futures.append(client.submit(
-                        _train_round, self.fit_id, version, delta,
-                        full if w in stale else None, plan[w],
-                        *blocks, workers=[w], allow_other_workers=False, retries=self.retries,
-                        pure=False,
-                    ))  # fmt: skip
+                futures = _submit_pinned(client, {
+                    w: (_train_round, self.fit_id, version, delta, full if w in stale else None,
+                        plan[w], *[f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])])
+                    for w in sorted(plan)
+                }, self.retries)  # fmt: skip
                 results = _gather_round(client, futures, plan)
             except (WorkerLostError, StaleModelError, CommClosedError, TimeoutError) as exc:
                 client.cancel(futures)

@@ -163,6 +163,35 @@ def test_union_is_sorted_and_distinct():
     assert sd._union([np.empty(0, np.int64)]).size == 0
 
 
+@pytest.mark.parametrize("classes", [[0, 1], [0, 1, 2]])
+def test_touched_rows_of_a_whole_block_and_of_some_rows(ctr, classes):
+    # a whole block's stored entries are marked at once, a part of it row by row: both give
+    # the table rows of the columns the rows hold (K per feature for K outputs)
+    data, X = ctr
+    y = np.arange(600) % len(classes)
+    training = SparseLogisticRegression().start_training(X[:0], classes=classes)
+    rows = training.rows(X[:600], y)
+    K = 1 if len(classes) == 2 else len(classes)
+    order = np.random.default_rng(0).permutation(600)
+    for part in (order, order[:250], order[:0]):
+        columns = np.unique(X[:600][part].indices)
+        expected = (columns[:, None] * K + np.arange(K)).ravel()
+        touched = training.touched(rows, part)
+        np.testing.assert_array_equal(touched["table"], expected)
+        assert touched["bias"] is None
+
+
+def test_persisted_collections_are_not_persisted_again(client, ctr):
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 4)
+    (X2, y2), futures = sd._persisted(client, [Xd, yd])
+    assert X2 is Xd and y2 is yd
+    assert sorted(futures) == sorted([k[0] for k in Xd.__dask_keys__()] + yd.__dask_keys__())
+    lazy = da.from_array(X, chunks=(1000, -1), asarray=False)
+    [persisted], futures = sd._persisted(client, [lazy])
+    assert persisted is not lazy and len(futures) == 4
+
+
 def test_touched_rows_merge_like_whole_tables(ctr):
     # two workers' copies trained on their blocks: the rows each reports as changed hold every
     # row it moved, so merging only those rows equals merging the whole tables
