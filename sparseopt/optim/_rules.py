@@ -304,14 +304,11 @@ def power_table(beta_1, beta_2):
     by its Python function (the same libm exponential of the same product), so a lookup gives
     bit for bit what the exponential gave; computed once per pair of betas (2,048
     exponentials in Python, 0.45 ms)."""
-    # the Python functions: ``py_func``, or the function itself where Numba compiles nothing
-    # (the CUDA simulator, NUMBA_DISABLE_JIT)
-    log, power = (getattr(f, "py_func", f) for f in (_log, _power))
-    log_1, log_2 = log(beta_1), log(beta_2)
+    log_1, log_2 = _log.py_func(beta_1), _log.py_func(beta_2)
     table = np.empty(2 * POWER_TABLE)
     for k in range(POWER_TABLE):
-        table[2 * k] = power(log_1, float(k))
-        table[2 * k + 1] = power(log_2, float(k))
+        table[2 * k] = _power.py_func(log_1, float(k))
+        table[2 * k + 1] = _power.py_func(log_2, float(k))
     table.flags.writeable = False
     return table
 
