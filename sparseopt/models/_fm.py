@@ -314,7 +314,6 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
         X, tables, dims = (indptr, indices, data), (table, bias, factors, fields), (k, F)
         steps, accumulator = (stamp, mark), (pos, grad, used)
         schedule, own = borrowed(spec), (borrowed(table), borrowed(factors))  # catch_up_row's
-        power_table = borrowed(hp_array)  # and the powers of the betas, if any
         alphas = (consts[C_ALPHA_LINEAR], consts[C_ALPHA_FACTORS])
         loss_sum = 0.0
         clock = R.unpack(clock_array)
@@ -347,8 +346,7 @@ def fm_train_pass(model, rule, loss, lazy, per_row):
                         if stamp[j] < t - 1.0:
                             log_decay = clock[R.CLOCK_LOG_DECAY_PREV]
                             R.catch_up_row(RULE, hp, schedule, own, _feature_rows(j, k, F, RM),
-                                           (stamp[j], t - 1.0, log_decay, mark[j]),
-                                           power_table)  # fmt: skip
+                                           (stamp[j], t - 1.0, log_decay, mark[j]))
                             stamp[j] = t - 1.0
                             mark[j] = log_decay
                 s = sums[i - lo]
@@ -412,7 +410,6 @@ def fm_catch_up(rule, per_row):
 
     @numba.njit(**JIT)
     def catch_up(hp, spec, clock, table, factors, stamp, mark, k, F):
-        power_table = borrowed(hp)
         hp = R.unpack(hp)
         t = clock[R.CLOCK_T]
         log_decay = clock[R.CLOCK_LOG_DECAY]
@@ -423,8 +420,7 @@ def fm_catch_up(rule, per_row):
                 # a feature all zeros (never met) stays so: left alone, as in linear_catch_up
                 if R.rows_zero(own[0], j, j + 1) and R.rows_zero(own[1], rows[2], rows[3]):
                     continue
-                R.catch_up_row(RULE, hp, schedule, own, rows, (stamp[j], t, log_decay, mark[j]),
-                               power_table)  # fmt: skip
+                R.catch_up_row(RULE, hp, schedule, own, rows, (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

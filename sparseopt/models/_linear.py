@@ -61,7 +61,6 @@ def linear_train_pass(rule, loss, lazy):
         clock = R.unpack(clock_array)
         # catch_up_row's arrays; (weights, factors): a linear row has no factors
         schedule, tables = borrowed(spec), (borrowed(table), borrowed(table))
-        power_table = borrowed(hp_array)  # its powers of the betas, if any (catch_up)
         step, upto = 0, -pace  # ticks made, and the index of the last tick of the batch's step
         for lo in range(start, stop, batch_size):
             upto += pace  # the batch's step: pace ticks after the previous batch's
@@ -85,8 +84,7 @@ def linear_train_pass(rule, loss, lazy):
                         if stamp[j] < t - 1.0:
                             log_decay_prev = clock[R.CLOCK_LOG_DECAY_PREV]
                             R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
-                                           (stamp[j], t - 1.0, log_decay_prev, mark[j]),
-                                           power_table)  # fmt: skip
+                                           (stamp[j], t - 1.0, log_decay_prev, mark[j]))
                             stamp[j] = t - 1.0
                             mark[j] = log_decay_prev
                 m = margins[(i - lo) * K : (i - lo + 1) * K]
@@ -170,7 +168,6 @@ def linear_catch_up(rule):
 
     @numba.njit(**JIT)
     def catch_up(hp, spec, clock, table, stamp, mark):
-        power_table = borrowed(hp)
         hp = R.unpack(hp)
         clock = R.unpack(clock)
         t = clock[R.CLOCK_T]
@@ -182,7 +179,7 @@ def linear_catch_up(rule):
             # rule's zero-gradient steps: left alone, it costs a read instead of two writes
             if stamp[j] < t and not R.rows_zero(tables[0], j * K, j * K + K):
                 R.catch_up_row(RULE, hp, schedule, tables, (j * K, j * K + K, 0, 0, 0),
-                               (stamp[j], t, log_decay, mark[j]), power_table)  # fmt: skip
+                               (stamp[j], t, log_decay, mark[j]))
                 stamp[j] = t
                 mark[j] = log_decay
 

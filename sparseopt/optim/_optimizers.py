@@ -90,15 +90,11 @@ class Optimizer(BaseEstimator):
         """Write the rule's own hyperparameters into ``hp`` (validated)."""
 
     def hyperparameters(self) -> np.ndarray:
-        """The validated float64 hyperparameter array that the kernels read: the ``HP_SIZE``
-        values, then for RMSProp, Adam and AMSGrad :func:`~sparseopt.optim._rules.power_table`
-        of their betas."""
+        """The validated float64 hyperparameter array that the kernels read."""
         hp = np.zeros(R.HP_SIZE)
         hp[R.HP_RULE] = self._rule
         hp[R.HP_WEIGHT_DECAY] = _check_real("weight_decay", self.weight_decay, 0.0, np.inf)
         self._fill(hp)
-        if self._rule in (R.RMSPROP, R.ADAM, R.AMSGRAD):  # their moments decay
-            hp = np.concatenate([hp, R.power_table(hp[R.HP_BETA_1], hp[R.HP_BETA_2])])
         return hp
 
     def schedule_spec(self) -> np.ndarray:

@@ -18,11 +18,9 @@ branches, so every inlined line costs compile time at every call site).
 Arrays shared with the kernels
 ------------------------------
 hp : float64 array, or the tuple :func:`unpack` makes of it
-    Hyperparameters, laid out by the ``HP_*`` indices below; RMSProp's, Adam's and AMSGrad's
-    array carries a table of the betas' powers after them (:func:`power_table`). The
-    per-coordinate functions take the tuple: values in registers, where an array would be
-    reloaded after every store (Numba cannot prove the arrays do not alias), which made the
-    loop four times slower.
+    Hyperparameters, laid out by the ``HP_*`` indices below. The per-coordinate functions take
+    the tuple: values in registers, where an array would be reloaded after every store (Numba
+    cannot prove the arrays do not alias), which made the loop four times slower.
 spec : float64 array
     The packed learning-rate schedule (see :mod:`sparseopt.optim._schedules`).
 clock : float64 array (a tuple in the per-coordinate functions)
@@ -48,7 +46,7 @@ import math
 import numba
 import numpy as np
 
-from .._jit import JIT, borrowed
+from .._jit import JIT
 from ._registry import FIRST_CODE, registered_catch_up, registered_step
 from ._schedules import CONSTANT, constant_rate, rate, rate_bound
 
@@ -84,10 +82,6 @@ _LOG_TOL_8 = math.log(DRIFT_TOL / 8.0)
 _LOG_TOL_1024 = math.log(DRIFT_TOL / 1024.0)
 _TINY = 1.1754943508222875e-38  # float32's smallest normal number
 _LOG_BIAS_SERIES_MAX = math.log(BIAS_SERIES_MAX)
-# The hyperparameter array of a rule whose moments decay (RMSProp, Adam, AMSGrad) carries, after
-# its HP_SIZE values, beta_1^k and beta_2^k interleaved for k < POWER_TABLE (see power_table):
-# a catch-up over a gap below it looks its two powers up instead of taking two exponentials.
-POWER_TABLE = 1024
 
 
 @numba.njit(inline="always", **JIT)
@@ -189,13 +183,11 @@ def ftrl_weight(z, n, alpha, hp):
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up(rule, hp, spec, w, S, r, o, steps, power_table=None):
+def catch_up(rule, hp, spec, w, S, r, o, steps):
     """Apply the zero-gradient steps ``last + 1 .. t`` to one coordinate; returns its weight.
 
     ``steps = (last, t, log_decay_t, mark)``: ``mark`` is the coordinate's ``log_decay`` at
-    step ``last`` and ``log_decay_t`` the global one at step ``t``. ``power_table``: the
-    hyperparameter array, whose table of powers (:func:`power_table`) spares the exponentials
-    of short gaps; None: every power is an exponential. ``rule`` is a compile-time
+    step ``last`` and ``log_decay_t`` the global one at step ``t``. ``rule`` is a compile-time
     constant in every kernel: only its own branch is compiled; the branches call small
     compiled functions (inlining whole rules into every call site multiplied compile time).
     Kernels call it through :func:`catch_up_row`, which holds no reference counts.
@@ -213,14 +205,14 @@ def catch_up(rule, hp, spec, w, S, r, o, steps, power_table=None):
         w, S[r, o] = _momentum_catch_up(hp, w, S[r, o], k)
         return w
     if rule == RMSPROP:
-        S[r, o] = _decayed_over(S[r, o], power_table, 0, hp[HP_LOG_BETA_1], k)
+        S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
         return w * _decay_factor(wd, log_decay_t, mark)
     if rule == ADAM or rule == AMSGRAD:
         mode = int(hp[HP_MODE])
         if mode != EXACT:
-            if mode == DECAY:  # exponentials: with the table this epoch was 4-8% slower
-                S[r, o] = _decayed_over(S[r, o], None, 0, hp[HP_LOG_BETA_1], k)
-                S[r, o + 1] = _decayed_over(S[r, o + 1], None, 1, hp[HP_LOG_BETA_2], k)
+            if mode == DECAY:
+                S[r, o] = _decayed(S[r, o], hp[HP_LOG_BETA_1], k)
+                S[r, o + 1] = _decayed(S[r, o + 1], hp[HP_LOG_BETA_2], k)
             return w * _decay_factor(wd, log_decay_t, mark)
     if rule == FTRL:  # the decay shrinks z, and the weight follows from the state
         S[r, o] *= _decay_factor(wd, log_decay_t, mark)
@@ -232,9 +224,9 @@ def catch_up(rule, hp, spec, w, S, r, o, steps, power_table=None):
     v = S[r, o + 1] if rule != MOMENTUM else 0.0
     vmax = S[r, o + 2] if rule == AMSGRAD else 0.0
     eta = spec[2] if spec[0] == CONSTANT and last + 1.0 > spec[1] else -1.0  # constant rate
-    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, (m, v, vmax), steps, power_table)
+    ok, w_t, m, v = _closed_catch_up(rule, hp, eta, w, (m, v, vmax), steps)
     if not ok:
-        w_t, m, v = _replay(rule, hp, spec, w, (m, v, vmax), steps, power_table)
+        w_t, m, v = _replay(rule, hp, spec, w, (m, v, vmax), steps)
     S[r, o] = m
     if rule != MOMENTUM:
         S[r, o + 1] = v
@@ -242,7 +234,7 @@ def catch_up(rule, hp, spec, w, S, r, o, steps, power_table=None):
 
 
 @numba.njit(inline="always", **JIT)
-def catch_up_row(rule, hp, spec, tables, spans, steps, power_table=None):
+def catch_up_row(rule, hp, spec, tables, spans, steps):
     """Bring one row of a model (a feature, a user, an item) from step ``last`` to ``t``: the
     zero-gradient steps of :func:`catch_up` on each of its coordinates.
 
@@ -250,8 +242,7 @@ def catch_up_row(rule, hp, spec, tables, spans, steps, power_table=None):
     rows ``lo .. hi - 1`` of ``weights`` and ``f_lo .. f_hi - 1`` of ``factors``, each with its
     value in column 0 and its slots after it; with ``k_row > 0`` its factor rows are vectors of
     per-row AdaGrad instead (``k_row`` values, then one accumulator shared by them), whose
-    catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``;
-    ``power_table`` as for :func:`catch_up`.
+    catch-up is the weight decay alone. ``steps = (last, t, log_decay_t, mark)``.
 
     Every model kernel catches its rows up through this one helper, inlined. The linear and
     FM kernels pass it :func:`~sparseopt._jit.borrowed` arrays (``spec`` and the tables):
@@ -262,7 +253,7 @@ def catch_up_row(rule, hp, spec, tables, spans, steps, power_table=None):
     weights, factors = tables
     lo, hi, f_lo, f_hi, k_row = spans
     for r in range(lo, hi):
-        weights[r, 0] = catch_up(rule, hp, spec, weights[r, 0], weights, r, 1, steps, power_table)
+        weights[r, 0] = catch_up(rule, hp, spec, weights[r, 0], weights, r, 1, steps)
     if k_row > 0:
         shrink = _decay_factor(hp[HP_WEIGHT_DECAY], steps[2], steps[3])
         if shrink != 1.0:
@@ -271,8 +262,7 @@ def catch_up_row(rule, hp, spec, tables, spans, steps, power_table=None):
                     factors[u, f] *= shrink
     else:
         for r in range(f_lo, f_hi):
-            factors[r, 0] = catch_up(rule, hp, spec, factors[r, 0], factors, r, 1, steps,
-                                     power_table)  # fmt: skip
+            factors[r, 0] = catch_up(rule, hp, spec, factors[r, 0], factors, r, 1, steps)
 
 
 @numba.njit(inline="always", **JIT)
@@ -296,62 +286,22 @@ def _power(log_base, k):
     return math.exp(max(x, -745.0)) if x > -745.0 else 0.0
 
 
-@functools.cache
-def power_table(beta_1, beta_2):
-    """The table of powers that the hyperparameter array of RMSProp, Adam and AMSGrad carries
-    after its ``HP_SIZE`` values: ``beta_1^k, beta_2^k`` for ``k < POWER_TABLE``, interleaved
-    (a catch-up reads both from one cache line). Each entry is :func:`_power`'s value, computed
-    by its Python function (the same libm exponential of the same product), so a lookup gives
-    bit for bit what the exponential gave; computed once per pair of betas (2,048
-    exponentials in Python, 0.45 ms)."""
-    log_1, log_2 = _log.py_func(beta_1), _log.py_func(beta_2)
-    table = np.empty(2 * POWER_TABLE)
-    for k in range(POWER_TABLE):
-        table[2 * k] = _power.py_func(log_1, float(k))
-        table[2 * k + 1] = _power.py_func(log_2, float(k))
-    table.flags.writeable = False
-    return table
-
-
-@numba.njit(inline="always", **JIT)
-def _power_at(power_table, column, log_base, k):
-    """``base ** k`` for ``k >= 0``, ``base`` beta_1 (column 0) or beta_2 (column 1): the entry
-    of the hyperparameter array's table (:func:`power_table`) where it holds k, else
-    :func:`_power`; the table's entries are :func:`_power`'s own values, so both give the same."""
-    if power_table is not None:
-        if k < (power_table.size - HP_SIZE) // 2:
-            return power_table[HP_SIZE + 2 * int(k) + column]
-    return _power(log_base, k)
-
-
-@numba.njit(inline="always", **JIT)
-def _decayed(value, power, log_power):
-    """A moment ``value * power`` (``power = base ** k``, ``log_power`` its log) as it is stored:
-    0 below float32's smallest normal number, so that no table holds a subnormal (an operation
-    on one, or a float32 store that makes one, costs about 100 ns); 1e-38 is far below anything
-    a moment adds to (epsilon^2). Below e^-160 every moment under 1e31 ends below 1e-38."""
-    if log_power < -160.0 or value == 0.0:
+@numba.njit(**JIT)
+def _decayed(value, log_base, k):
+    """A moment ``value * base ** k`` as it is stored: 0 below float32's smallest normal number,
+    so that no table holds a subnormal (an operation on one, or a float32 store that makes
+    one, costs about 100 ns); 1e-38 is far below anything a moment adds to (epsilon^2)."""
+    x = k * log_base
+    # below e^-160 every moment under 1e31 ends below 1e-38 (and exp is slow); a zero moment
+    # (a coordinate never touched: most of the table when a fit ends) needs no exponential
+    if x < -160.0 or value == 0.0:
         return 0.0
-    decayed = value * power
+    decayed = value * math.exp(max(x, -160.0))  # clamped as in _power
     return decayed if abs(decayed) >= _TINY else 0.0
 
 
-@numba.njit(inline="always", **JIT)
-def _decayed_over(value, power_table, column, log_base, k):
-    """:func:`_decayed` over ``k`` steps, its power from :func:`_power_at`; none is taken for a
-    zero moment (a coordinate never touched: most of a table when a fit ends) or beyond
-    e^-160 (an exponential there is slow, and the moment is 0 anyway)."""
-    x = k * log_base
-    if x < -160.0 or value == 0.0:
-        return 0.0
-    return _decayed(value, _power_at(power_table, column, log_base, k), x)
-
-
-@numba.njit(inline="always", **JIT)
-def decayed(value, log_base, k):
-    """``value * base ** k`` as a moment is stored (:func:`_decayed`), for the rules of their own
-    modules."""
-    return _decayed_over(value, None, 0, log_base, k)
+# for the rules of their own modules
+decayed = _decayed
 
 
 @numba.njit(**JIT)
@@ -403,11 +353,19 @@ def _flat_geometric(r, log_r, r_k, k):
 
 
 @numba.njit(inline="always", **JIT)
-def _powers(hp, k, power_table):
-    """``(beta_1^k, beta_2^k)`` (:func:`_power_at`), which a drifting catch-up shares between
-    the moments' decay and its geometric sums."""
-    return (_power_at(power_table, 0, hp[HP_LOG_BETA_1], k),
-            _power_at(power_table, 1, hp[HP_LOG_BETA_2], k))  # fmt: skip
+def _powers(hp, k):
+    """``(beta_1^k, beta_2^k)``: two exponentials that a drifting catch-up shares between the
+    moments' decay and its geometric sums."""
+    return _power(hp[HP_LOG_BETA_1], k), _power(hp[HP_LOG_BETA_2], k)
+
+
+@numba.njit(inline="always", **JIT)
+def _decayed_by(value, power, log_power):
+    """:func:`_decayed` with the power known (``log_power`` its log): the same value."""
+    if log_power < -160.0 or value == 0.0:
+        return 0.0
+    decayed = value * power
+    return decayed if abs(decayed) >= _TINY else 0.0
 
 
 @numba.njit(**JIT)
@@ -559,13 +517,12 @@ def _closed_form_fits(rule, hp, step):
 
 
 @numba.njit(**JIT)
-def _closed_catch_up(rule, hp, eta, w, moments, steps, power_table):
+def _closed_catch_up(rule, hp, eta, w, moments, steps):
     """Zero-gradient steps ``last + 1 .. t`` of a drifting rule (Momentum with weight decay,
     Adam, AMSGrad) in constant time, where the closed form holds: returns (ok, w, m, v), ok
     False if the caller must replay them (:func:`_replay`). ``eta > 0`` is the rate if it is
     constant over the steps; ``moments = (m, v, vmax)``, ``v`` Adam's second moment, ``vmax``
-    AMSGrad's maximum; ``steps = (last, t, log_decay_t, mark)`` and ``power_table`` as for
-    :func:`catch_up`.
+    AMSGrad's maximum; ``steps = (last, t, log_decay_t, mark)`` as for :func:`catch_up`.
 
     Dense steps shrink the weight by :math:`\\sigma_s = 1 - \\eta_s \\lambda`, decay the
     moments and move the weight by a drift :math:`d_s` that shrinks geometrically (Momentum:
@@ -587,32 +544,40 @@ def _closed_catch_up(rule, hp, eta, w, moments, steps, power_table):
     m, v, vmax = moments
     last, t, log_decay_t, mark = steps
     if m == 0.0 or hp[HP_BETA_1] == 0.0:
-        powers = _powers(hp, t - last, power_table)
-        w, m, v = _finish(hp, w, m, v, (t - last, powers), log_decay_t, mark)
+        w, m, v = _finish(hp, w, m, v, t - last, log_decay_t, mark)
         return True, w, m, v
     if not (eta > 0.0 and _closed_form_fits(rule, hp, last)):
         return False, w, m, v
-    powers = _powers(hp, t - last, power_table)
+    powers = _powers(hp, t - last)
     ok, tail = _closed_drift(rule, hp, eta, m, vmax if rule == AMSGRAD else v, last, t, powers)
     if not ok:
         return False, w, m, v
-    w, m, v = _finish(hp, w, m, v, (t - last, powers), log_decay_t, mark)
+    w, m, v = _finish_by(hp, w, m, v, (t - last, powers), log_decay_t, mark)
     return True, w - tail, m, v
 
 
 @numba.njit(inline="always", **JIT)
-def _finish(hp, w, m, v, decay, log_decay_t, log_sim):
-    """The moments' decay over the last ``rest`` steps and the weight decay still due;
-    ``decay = (rest, powers)``, ``powers`` :func:`_powers` over ``rest``."""
+def _finish(hp, w, m, v, rest, log_decay_t, log_sim):
+    """The moments' decay over the last ``rest`` steps and the weight decay still due."""
+    if rest > 0.0:
+        m = _decayed(m, hp[HP_LOG_BETA_1], rest)
+        v = _decayed(v, hp[HP_LOG_BETA_2], rest)
+    return w * _decay_factor(hp[HP_WEIGHT_DECAY], log_decay_t, log_sim), m, v
+
+
+@numba.njit(inline="always", **JIT)
+def _finish_by(hp, w, m, v, decay, log_decay_t, log_sim):
+    """:func:`_finish` with ``decay = (rest, powers)``, the powers :func:`_powers` over
+    ``rest``: no exponential of its own."""
     rest, (p1, p2) = decay
     if rest > 0.0:
-        m = _decayed(m, p1, rest * hp[HP_LOG_BETA_1])
-        v = _decayed(v, p2, rest * hp[HP_LOG_BETA_2])
+        m = _decayed_by(m, p1, rest * hp[HP_LOG_BETA_1])
+        v = _decayed_by(v, p2, rest * hp[HP_LOG_BETA_2])
     return w * _decay_factor(hp[HP_WEIGHT_DECAY], log_decay_t, log_sim), m, v
 
 
 @numba.njit(**JIT)
-def _replay(rule, hp, spec, w, moments, steps, power_table):
+def _replay(rule, hp, spec, w, moments, steps):
     """:func:`_closed_catch_up` step by step from ``last``, until the drift still to come is
     negligible or the closed form takes over; returns (w, m, v) at step t."""
     m, v, vmax = moments
@@ -628,7 +593,8 @@ def _replay(rule, hp, spec, w, moments, steps, power_table):
     # the ratio by which each later step's drift (relative to the shrink still to come) falls
     ratio = b1 / sigma_min
     ratio_q = ratio if momentum or amsgrad else ratio / math.sqrt(b2)
-    p1, p2 = _powers(hp, step, power_table)  # beta_1^step, beta_2^step
+    p1 = _power(hp[HP_LOG_BETA_1], step)  # beta_1^step, beta_2^step
+    p2 = _power(hp[HP_LOG_BETA_2], step)
     drift = 0.0  # the replayed drift, shrunk to step `step`
     tail = 0.0  # the closed form's drift of the steps after `step`, at step t
     tried = False
@@ -636,11 +602,11 @@ def _replay(rule, hp, spec, w, moments, steps, power_table):
     while step < t and n_sim < MAX_DRIFT_STEPS and m != 0.0:
         if not tried and _closed_form_fits(rule, hp, step) and constant_rate(spec, step + 1.0, t):
             tried = True
-            powers = _powers(hp, t - step, power_table)
+            powers = _powers(hp, t - step)
             V = vmax if amsgrad else v
             ok, tail = _closed_drift(rule, hp, rate(spec, t), m, V, step, t, powers)
             if ok:
-                w, m, v = _finish(hp, w, m, v, (t - step, powers), log_decay_t, log_sim)
+                w, m, v = _finish_by(hp, w, m, v, (t - step, powers), log_decay_t, log_sim)
                 return w - tail, m, v
             tail = 0.0
         step += 1.0
@@ -669,8 +635,7 @@ def _replay(rule, hp, spec, w, moments, steps, power_table):
         drift += d
         if left <= DRIFT_TOL * abs(drift):
             break
-    powers = _powers(hp, t - step, power_table)
-    w, m, v = _finish(hp, w, m, v, (t - step, powers), log_decay_t, log_sim)
+    w, m, v = _finish(hp, w, m, v, t - step, log_decay_t, log_sim)
     return w - tail, m, v
 
 
@@ -807,7 +772,6 @@ def sparse_step(rule):
                 n_unique += 1
             else:
                 scratch[j] += grads[i]
-        power_table = borrowed(hp)
         hp = unpack(hp)
         clock = unpack(clock)
         t = clock[CLOCK_T]
@@ -816,12 +780,10 @@ def sparse_step(rule):
             j = unique[u]
             g = scratch[j]
             scratch[j] = np.nan
-            w = params[j]
-            if lazy:  # to step t - 1, the betas' powers from the table
-                steps = (stamp[j], t - 1.0, clock[CLOCK_LOG_DECAY_PREV], mark[j])
-                w = catch_up(RULE, hp, spec, w, slots, j, 0, steps, power_table)
-            params[j] = update_coordinate(RULE, hp, spec, clock, w, g, slots, j, 0,
-                                          (t - 1.0, clock[CLOCK_LOG_DECAY_PREV]))  # fmt: skip
+            last = stamp[j] if lazy else t - 1.0
+            marked = mark[j] if lazy else 0.0
+            params[j] = update_coordinate(RULE, hp, spec, clock, params[j], g, slots, j, 0,
+                                          (last, marked))  # fmt: skip
             if lazy:
                 stamp[j] = t
                 mark[j] = clock[CLOCK_LOG_DECAY]
@@ -837,7 +799,6 @@ def catch_up_all(rule):
 
     @numba.njit(**JIT)
     def catch_up_kernel(hp, spec, clock, params, slots, stamp, mark):
-        power_table = borrowed(hp)
         hp = unpack(hp)
         clock = unpack(clock)
         t = clock[CLOCK_T]
@@ -846,8 +807,7 @@ def catch_up_all(rule):
             if lazy:
                 if stamp[j] < t:
                     steps = (stamp[j], t, clock[CLOCK_LOG_DECAY], mark[j])
-                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, steps,
-                                         power_table)  # fmt: skip
+                    params[j] = catch_up(RULE, hp, spec, params[j], slots, j, 0, steps)
                     stamp[j] = t
                     mark[j] = clock[CLOCK_LOG_DECAY]
             elif RULE == FTRL and t > 0.0:
