@@ -6,6 +6,9 @@ from the current model, and sends back only the table rows it touched; the drive
 into the next model. Workers keep their model between rounds: the driver broadcasts
 (``Client.scatter(..., broadcast=True)``) only the rows the merge changed, and the whole
 model only when a worker has none (first round, idle last round, after a lost worker).
+Workers that run in the driver's process (``LocalCluster(processes=False)``) share its memory:
+a linear model's workers send their whole tables by reference instead, and the merge finds
+the rows each changed by comparing them with the round's start.
 
 The merge, per coordinate ``j`` over the ``K`` workers of the round (Vowpal Wabbit's rule)::
 
@@ -62,6 +65,8 @@ def merge_table(base, updates, accumulator=None, n_params=1):
     updates : list of (rows, values)
         One pair per worker of the round: the indices of the rows it changed and their new
         values, shape ``(len(rows), n_params + n_slots)``. Unlisted rows count as ``base``.
+        ``rows`` None: ``values`` is the worker's whole table (then for every worker), and the
+        rows it changed are those that differ from ``base``.
     accumulator : int or None
         Slot index (0 = first slot) of the squared-gradient accumulator that weights the
         parameter columns, or None to average every column.
@@ -81,6 +86,11 @@ def _merge_rows(table, updates, accumulator, n_params=1):
     """Merge ``updates`` into ``table`` (the round's start) in place; returns the rows any
     worker changed with their merged values, as a list of ``(rows, values)`` pieces (see
     :func:`merge_table`)."""
+    whole = [rows is None for rows, _ in updates]
+    if any(whole):
+        if not all(whole):
+            raise ValueError("updates mix whole tables and rows")
+        return _merge_tables(table, [values for _, values in updates], accumulator, n_params)
     if len(updates) == 1:  # one worker: its values, bit for bit
         table[updates[0][0]] = updates[0][1]
         return [updates[0]]
@@ -94,6 +104,40 @@ def _merge_rows(table, updates, accumulator, n_params=1):
         return [_merge_walk(table, rows, values, *parts[0], slot, n_params)]
     with ThreadPoolExecutor(len(parts)) as pool:  # the kernel releases the GIL
         return list(pool.map(lambda p: _merge_walk(table, rows, values, *p, slot, n_params), parts))
+
+
+def _merge_tables(table, tables, accumulator, n_params):
+    """:func:`_merge_rows` of the workers' whole ``tables`` (workers in this process share
+    its memory: their tables come by reference, issue 32); returns ``[(None, table)]``."""
+    for t in tables:
+        if t.shape != table.shape or t.dtype != table.dtype:
+            raise ValueError(f"a whole table of shape {t.shape} and dtype {t.dtype}, not "
+                             f"{table.shape} and {table.dtype}")  # fmt: skip
+    if len(tables) == 1:  # one worker: its values, bit for bit
+        np.copyto(table, tables[0])
+        return [(None, table)]
+    if len(tables) > _MAX_WHOLE:
+        raise ValueError(f"whole tables of more than {_MAX_WHOLE} workers")
+    slot = -1 if accumulator is None else n_params + accumulator
+    words = np.uint64 if table.strides[0] % 8 == 0 else np.uint32  # a row's bits, as words
+    bits = tuple(t.reshape(t.shape[0], -1).view(words) for t in tables)
+    base_bits = table.reshape(table.shape[0], -1).view(words)
+    # bit w of changed[r]: worker w changed row r
+    changed = np.zeros(table.shape[0], np.uint8 if len(tables) <= 8 else np.uint64)
+    tables = tuple(tables)
+
+    def merge(lo, hi):
+        _mark_changed(base_bits, bits, changed, lo, hi)
+        _merge_changed(table, tables, changed, lo, hi, slot, n_params)
+
+    n_threads = numba.get_num_threads() if table.shape[0] * len(tables) >= _SPLIT_MERGE else 1
+    cuts = np.linspace(0, table.shape[0], n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(n_threads) as pool:  # the kernels release the GIL
+        list(pool.map(merge, cuts[:-1], cuts[1:]))
+    return [(None, table)]
+
+
+_MAX_WHOLE = 64  # workers whose whole tables one merge takes (a bit each)
 
 
 # Rows (of all updates together) from which the merge runs in threads, each over its range of
@@ -113,6 +157,12 @@ def _row_ranges(rows, n_ranges):
     at += [np.array([np.searchsorted(r, c) for r in rows], np.int64) for c in cuts]
     at.append(np.array([r.size for r in rows], np.int64))
     return [(a, b) for a, b in zip(at[:-1], at[1:], strict=True)]
+
+
+# The merges' arithmetic is IEEE's, without fast-math: reassociated sums and reciprocals made
+# the walk and the whole-table merge differ by an ulp on the same rows (the code around the
+# same sums decides what LLVM rewrites).
+_MERGE_JIT = dict(JIT, fastmath=False)
 
 
 def _increasing(rows, values, base):
@@ -141,7 +191,7 @@ def _strictly_increasing(a):
     return True
 
 
-@numba.njit(**JIT)
+@numba.njit(**_MERGE_JIT)
 def _merge_walk(base, rows, values, starts, stops, slot, n_params):
     """:func:`merge_table` of worker ``w``'s rows ``rows[w][starts[w]:stops[w]]`` (strictly
     increasing) and their ``values[w]``, sums in float64. Each merged row is written into
@@ -167,33 +217,88 @@ def _merge_walk(base, rows, values, starts, stops, slot, n_params):
                 r = rows[w][q]
         if r < 0:
             break
-        den = 0.0
-        for c in range(n_cols):  # every worker counts with the start...
-            total[c] = n * base[r, c]
-        if slot >= 0:
-            den = n * base[r, slot]
-            for c in range(n_params):
-                num[c] = n * np.float64(base[r, slot]) * base[r, c]
-        for w in range(n_workers):  # ...then those that changed the row swap it for theirs
+        den = _count_start(base, r, n, slot, n_params, total, num)
+        for w in range(n_workers):  # those that changed the row swap it for theirs
             q = cursor[w]
             if q == stops[w] or rows[w][q] != r:
                 continue
             cursor[w] = q + 1
-            mine = values[w]
-            for c in range(n_cols):
-                total[c] += np.float64(mine[q, c]) - base[r, c]
-            if slot >= 0:
-                den += np.float64(mine[q, slot]) - base[r, slot]
-                for c in range(n_params):
-                    num[c] += (np.float64(mine[q, slot]) * mine[q, c]
-                               - np.float64(base[r, slot]) * base[r, c])  # fmt: skip
-        weighted = slot >= 0 and den > 0.0  # all-zero accumulators: plain average
+            den = _swap_in(base, r, values[w], q, slot, n_params, total, num, den)
+        _write_merged(base, r, n, slot, n_params, total, num, den)
         for c in range(n_cols):
-            merged[m, c] = num[c] / den if weighted and c < n_params else total[c] / n
-            base[r, c] = merged[m, c]
+            merged[m, c] = base[r, c]
         touched[m] = r
         m += 1
     return touched[:m], merged[:m]
+
+
+@numba.njit(**JIT)
+def _mark_changed(base, tables, changed, lo, hi):
+    """Set bit ``w`` of ``changed[r]`` for each row ``r`` in ``lo .. hi - 1`` whose bits in
+    ``tables[w]`` differ from ``base`` (each a table's rows as words)."""
+    for w in range(len(tables)):
+        mine = tables[w]
+        bit = changed.dtype.type(1 << w)
+        for r in range(lo, hi):
+            d = base[r, 0] ^ mine[r, 0]
+            for c in range(1, base.shape[1]):
+                d |= base[r, c] ^ mine[r, c]
+            changed[r] |= bit * (d != 0)  # no branch: half the time of an if
+
+
+@numba.njit(**_MERGE_JIT)
+def _merge_changed(base, tables, changed, lo, hi, slot, n_params):
+    """:func:`merge_table` of the workers' whole ``tables`` on rows ``lo .. hi - 1``, in
+    ``base`` in place: a worker changed the rows whose bit in ``changed`` is set
+    (:func:`_mark_changed`), and rows no worker changed are left as they are, as
+    :func:`_merge_walk` leaves the rows no worker lists."""
+    n = float(len(tables))
+    total, num = np.empty(base.shape[1]), np.empty(n_params)
+    for r in range(lo, hi):
+        mask = changed[r]
+        if mask == 0:
+            continue
+        den = _count_start(base, r, n, slot, n_params, total, num)
+        for w in range(len(tables)):
+            if mask >> w & 1:
+                den = _swap_in(base, r, tables[w], r, slot, n_params, total, num, den)
+        _write_merged(base, r, n, slot, n_params, total, num, den)
+
+
+@numba.njit(inline="always", **_MERGE_JIT)
+def _count_start(base, r, n, slot, n_params, total, num):
+    """Start a merged row: each of the ``n`` workers counts with the round's start (sums in
+    float64); returns the accumulators' sum."""
+    for c in range(base.shape[1]):
+        total[c] = n * base[r, c]
+    if slot < 0:
+        return 0.0
+    for c in range(n_params):
+        num[c] = n * np.float64(base[r, slot]) * base[r, c]
+    return n * base[r, slot]
+
+
+@numba.njit(inline="always", **_MERGE_JIT)
+def _swap_in(base, r, mine, q, slot, n_params, total, num, den):
+    """A worker that changed row ``r`` swaps the start's values for its own ``mine[q]``;
+    returns the accumulators' sum."""
+    for c in range(base.shape[1]):
+        total[c] += np.float64(mine[q, c]) - base[r, c]
+    if slot < 0:
+        return den
+    den += np.float64(mine[q, slot]) - base[r, slot]
+    for c in range(n_params):
+        num[c] += np.float64(mine[q, slot]) * mine[q, c] - np.float64(base[r, slot]) * base[r, c]
+    return den
+
+
+@numba.njit(inline="always", **_MERGE_JIT)
+def _write_merged(base, r, n, slot, n_params, total, num, den):
+    """Write the merged row ``r`` into ``base``: parameters weighted by the accumulator
+    (all-zero accumulators: a plain average), every other column averaged."""
+    weighted = slot >= 0 and den > 0.0
+    for c in range(base.shape[1]):
+        base[r, c] = num[c] / den if weighted and c < n_params else total[c] / n
 
 
 # -- what a Dask fit supports ---------------------------------------------------------------
@@ -227,22 +332,28 @@ def _check_mergeable(training):
         )
 
 
-def _train_segments(training, blocks, segments, fit_id):
+def _train_segments(training, blocks, segments, fit_id, tables):
     """Train ``training`` in place on the row ``segments`` (see :func:`_segment_data`).
 
     Returns (optimizer steps taken, loss sum, {table name: rows touched, None for all},
-    {table name: (rows, values)} of the rows it may have changed).
+    {table name: (rows, values)} of the rows it may have changed); with ``tables`` (the
+    driver shares this process's memory) ``(None, table)``: the whole tables, by reference,
+    and no touched rows.
     """
     if not segments:  # a worker done with its blocks this epoch: nothing to catch up or merge
         return 0, 0.0, {}, {}
     start, total, marked, whole = training.clock()[R.CLOCK_T], 0.0, {}, []
     for block, rows, order in _segment_data(training, blocks, segments, fit_id):
         total += training.epoch(rows, order)
+        if tables:
+            continue
         for name, r in _touched(training, rows, order, fit_id, block).items():
             marked.setdefault(name, []).append(r)
         whole.append(block if order.size == training.count(rows) else None)
     steps = int(training.clock()[R.CLOCK_T] - start)
     training.catch_up()
+    if tables:
+        return steps, total, {}, {name: (None, training.table(name)) for name in training.tables()}
     everything = training.lazy()  # the catch-up moved every coordinate
     touched, changed = {}, {}
     for name, marks in marked.items():
@@ -284,7 +395,10 @@ def _apply_delta(training, delta):
     """Bring a worker's resident model to the driver's merged model."""
     for name, pieces in delta["tables"].items():
         for rows, values in pieces:
-            _put_rows(training.table(name), rows, values)
+            if rows is None:  # the driver's whole table, by reference (see _train_segments)
+                np.copyto(training.table(name), values)
+            else:
+                _put_rows(training.table(name), rows, values)
     training.set_clock(delta["clock"])
 
 
@@ -389,8 +503,9 @@ class StaleModelError(RuntimeError):
     """A worker's resident model is not the one the round starts from (send the full one)."""
 
 
-def _train_round(fit_id, version, delta, full, segments, *blocks):
-    """A worker's share of round ``version``; returns the rows it changed.
+def _train_round(fit_id, version, delta, full, tables, segments, *blocks):
+    """A worker's share of round ``version``; returns the rows it changed (``tables``: its
+    whole tables, see :func:`_train_segments`).
 
     The worker keeps its model (a :class:`~sparseopt.estimators._base.Training`) between
     rounds: round ``version`` applies ``delta`` (the rows the last merge changed) to the
@@ -409,7 +524,7 @@ def _train_round(fit_id, version, delta, full, segments, *blocks):
         entry[0] = None  # until this task succeeds
         _apply_delta(entry[1], delta)
     training = _MODELS[key][1]
-    steps, loss, touched, changed = _train_segments(training, blocks, segments, fit_id)
+    steps, loss, touched, changed = _train_segments(training, blocks, segments, fit_id, tables)
     _MODELS[key][0] = version
     return {"changed": changed, "touched": touched, "clock_steps": steps, "loss": loss}
 
@@ -706,6 +821,7 @@ def fit(
     seed = _shuffle_seed(estimator)
     batch_size = getattr(estimator, "batch_size", 1)
     run = _Run(client, *blocks, batch_size, retries)
+    run.whole_tables = not training.needs_touched
     if merge_every == "auto":
         merge_every = _auto_merge_every(run, alone)
     merge_every = merge_every or int(-(-run.sizes.max() // batch_size)) * len(run.sizes)
@@ -828,6 +944,7 @@ class _Run:
         self.version = 0  # rounds done
         self.versions = {}  # worker -> the last round it trained (its resident model)
         self.delta = None  # what the last merge changed
+        self.whole_tables = False  # whether the training may merge whole tables
 
     def plan(self, cursors, merge_every, seed, epoch):
         """Each worker's segments of the next round (see :func:`_plan`)."""
@@ -839,7 +956,12 @@ class _Run:
         """Run one round to completion; returns (results in worker order, plan).
 
         Workers whose resident model is the last round's get the merge's delta; the others
-        (first round, idle last round, replaced after a loss) get the whole model.
+        (first round, idle last round, replaced after a loss) get the whole model. Workers
+        in this process (``LocalCluster(processes=False)``: ``inproc://`` addresses) share
+        its memory: they send their whole tables, by reference, and the merge compares them
+        row by row with the start, which costs less than finding, copying and sending the
+        rows each worker touched (60-100 ms of a worker's first round on a Zipf click log,
+        issue 32).
         """
         from distributed.comm import CommClosedError
 
@@ -849,13 +971,16 @@ class _Run:
             try:
                 stale = [w for w in plan if self.versions.get(w) != version - 1]
                 full = delta = None
+                tables = self.whole_tables and len(plan) <= _MAX_WHOLE and all(
+                    w.startswith("inproc://") for w in plan)
                 if stale:
                     full = _scatter(client, training, workers=stale)
                 if len(stale) < len(plan):
                     delta = _scatter(client, self.delta)
                 futures = _submit_pinned(client, {
                     w: (_train_round, self.fit_id, version, delta, full if w in stale else None,
-                        plan[w], *[f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])])
+                        tables, plan[w],
+                        *[f for b, *_ in plan[w] for f in (self.xs[b], self.ys[b])])
                     for w in sorted(plan)
                 }, self.retries)  # fmt: skip
                 results = _gather_round(client, futures, plan)

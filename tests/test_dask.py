@@ -133,6 +133,10 @@ def test_merge_table_refuses_bad_updates():
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             sd.merge_table(base, [good, (rows, values)], accumulator=0)
+    for update, message in [((None, np.ones((4, 2))), "mix"), ((None, np.ones((4, 3))), "shape"),
+                            ((None, np.ones((4, 2), np.float32)), "dtype")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            sd.merge_table(base, [update] if message != "mix" else [good, update], accumulator=0)
 
 
 def test_take_and_put_rows_equal_fancy_indexing():
@@ -204,7 +208,9 @@ def test_touched_rows_merge_like_whole_tables(ctr):
         fit_id = f"test-touched-{k}"
         try:
             segments = [(0, lo, 0, hi - lo, 0, 0)]
-            *_, changed = sd._train_segments(copy_k, [X[lo:hi], data.y[lo:hi]], segments, fit_id)
+            *_, changed = sd._train_segments(
+                copy_k, [X[lo:hi], data.y[lo:hi]], segments, fit_id, False
+            )
         finally:
             sd._forget(fit_id)
         reports.append((copy_k, changed))
@@ -214,10 +220,57 @@ def test_touched_rows_merge_like_whole_tables(ctr):
         for (rows, _), (_, table) in zip(deltas, whole, strict=True):
             moved = np.flatnonzero((table != start[name]).any(axis=1))
             assert moved.size and np.isin(moved, rows).all()
-        np.testing.assert_array_equal(
-            sd.merge_table(start[name], deltas, accumulator, n_params),
-            sd.merge_table(start[name], whole, accumulator, n_params),
-        )
+        merged = sd.merge_table(start[name], deltas, accumulator, n_params)
+        np.testing.assert_array_equal(merged, sd.merge_table(start[name], whole, accumulator,
+                                                             n_params))  # fmt: skip
+        tables = [(None, c.table(name)) for c, _ in reports]  # as workers in this process send
+        np.testing.assert_array_equal(merged, sd.merge_table(start[name], tables, accumulator,
+                                                             n_params))  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("n_workers", [1, 2, 3])
+@pytest.mark.parametrize("accumulator", [None, 0])
+def test_whole_tables_merge_like_their_changed_rows(accumulator, n_workers, threads, dtype,
+                                                    monkeypatch):  # fmt: skip
+    # workers in the driver's process send whole tables: the merge finds the rows each changed
+    # (any bit of the row) and gives, bit for bit, what the list of those rows gives
+    monkeypatch.setattr(sd, "_SPLIT_MERGE", 1 if threads > 1 else 1 << 40)
+    monkeypatch.setattr(sd.numba, "get_num_threads", lambda: threads)
+    rng = np.random.default_rng(1)
+    base = rng.random((5000, 5)).astype(dtype)
+    base[rng.choice(5000, 500, replace=False)] = 0.0
+    tables, updates = [], []
+    for _ in range(n_workers):
+        table = base.copy()
+        rows = np.sort(rng.choice(5000, 3000, replace=False))
+        table[rows, rng.integers(0, 5, rows.size)] = rng.random(rows.size)
+        table[rows[:5], 3] = -0.0  # a sign bit alone changes a row too
+        tables.append((None, table))
+        updates.append((np.flatnonzero((table.view(np.uint8) != base.view(np.uint8)).any(1)),
+                        None))  # fmt: skip
+    updates = [(rows, t[rows]) for (rows, _), (_, t) in zip(updates, tables, strict=True)]
+    expected = sd.merge_table(base, updates, accumulator=accumulator, n_params=3)
+    merged = base.copy()
+    delta = sd._merge_rows(merged, tables, accumulator, n_params=3)
+    assert merged.dtype == dtype and delta == [(None, merged)]
+    np.testing.assert_array_equal(merged.view(np.uint8), expected.view(np.uint8))
+
+
+def test_workers_in_this_process_send_whole_tables(client, ctr, monkeypatch):
+    # the client's workers are threads of this process: a linear fit finds no touched rows
+    # (its workers send their whole tables), and learns as the rows would have it
+    data, X = ctr
+    Xd, yd = _dask(X, data.y, 4)
+    params = dict(max_iter=2, tol=None, random_state=0)
+    sent, real = [], sd._merge_tables
+    monkeypatch.setattr(sd, "_merge_tables", lambda *a: sent.append(1) or real(*a))
+    monkeypatch.setattr(sd, "_touched", lambda *a: pytest.fail("touched rows were found"))
+    model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=None)
+    assert len(sent) == 2 * 2  # two epochs, two tables (weights and intercepts)
+    local = SparseLogisticRegression(**params).fit(X, data.y)
+    assert abs(model.score(X, data.y) - local.score(X, data.y)) < 0.02
 
 
 def test_one_block_equals_local_training(client, ctr):

@@ -264,6 +264,10 @@ class Training(ABC):
         """``{name: rows of the table, or None for all}`` that training on ``rows`` in
         ``order`` may change (before a catch-up, which moves every row of a lazy model)."""
 
+    #: Whether merging copies needs the rows each copy touched (:meth:`prepare_merge` reads
+    #: them, or a table is not shared); if not, a merge may compare whole tables instead.
+    needs_touched = True
+
     @abstractmethod
     def prepare_merge(self, touched) -> None:
         """Make the state what every copy started from on the rows each copy touched

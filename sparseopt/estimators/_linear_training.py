@@ -76,6 +76,7 @@ class LinearTraining(RowTraining):
 
     state_type = LinearState
     scratch_fill = np.nan
+    needs_touched = False  # every table shared, and nothing to prepare
 
     @staticmethod
     def make_optimizer(params: dict) -> Optimizer:
