@@ -271,6 +271,11 @@ def test_workers_in_this_process_send_whole_tables(client, ctr, monkeypatch):
     assert len(sent) == 2 * 2  # two epochs, two tables (weights and intercepts)
     local = SparseLogisticRegression(**params).fit(X, data.y)
     assert abs(model.score(X, data.y) - local.score(X, data.y)) < 0.02
+    for _ in range(100):  # the workers forget the fit (not waited for by fit)
+        if not any((sd._MODELS, sd._ROWS, sd._ORDERS)):
+            break
+        time.sleep(0.05)
+    assert not any((sd._MODELS, sd._ROWS, sd._ORDERS))
 
 
 def test_one_block_equals_local_training(client, ctr):
