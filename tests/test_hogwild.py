@@ -28,40 +28,48 @@ def test_thread_ranges_keep_a_block_in_one_thread():
 
 def recording_kernel(log):
     """A stand-in for a training kernel: ticks its clock as the kernels do (once for the first
-    step, ``pace`` times for each later one) and records each position's step."""
+    step, ``pace`` times for each later one) and records each position's step and clock."""
     hp, spec = SGD(0.1).hyperparameters(), SGD(0.1).schedule_spec()
 
-    def train(start, stop, pace, p, clock, bias):
+    def train(start, stop, pace, i, clock, bias):
         for e in range(start, stop):
             R.advance_clock(hp, spec, clock, 1 if e == start else pace)
-            log.append((p, e, clock[R.CLOCK_T]))
+            log.append((i, e, clock[R.CLOCK_T], id(clock)))
         bias[0] += 1.0  # each thread's own copy
         return OK, float(stop - start)
 
     return train, hp, spec
 
 
+@pytest.mark.parametrize("n_ranges", [1, 2, 5])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-def test_threads_take_turns_in_the_schedule(n_threads):
-    """Thread p's u-th update is step t0 + p + u P + 1: the steps of the threads' first
-    updates are t0 + 1 .. t0 + P, each step is one update's, and the shared clock ends at
-    t0 + (updates made), as after a serial pass."""
+def test_threads_take_turns_in_the_schedule(n_threads, n_ranges):
+    """Thread p's u-th update is step t0 + p + u P + 1, over every range it takes: the steps of
+    the threads' first updates are t0 + 1 .. t0 + P, each step is one update's, and the shared
+    clock ends at t0 + (updates made), as after a serial pass."""
     log = []
     train, hp, spec = recording_kernel(log)
     clock, bias = np.zeros(R.CLOCK_SIZE), np.zeros(1)
     clock[R.CLOCK_T] = 40.0
-    edges = thread_ranges(10, n_threads)
-    arguments = [(p, clock, bias) for p in range(n_threads)]  # each thread's, as data
-    status, total = run_threads(train, edges, arguments, clock, hp, spec, bias)
+    ranges = n_threads * n_ranges if n_threads > 1 else 1
+    edges = thread_ranges(10, ranges)
+    arguments = [(i, clock, bias) for i in range(ranges)]  # each range's, as data
+    status, total = run_threads(train, edges, arguments, clock, hp, spec, bias, n_threads)
     assert status == OK and total == 10
-    steps = sorted(t for _, _, t in log)
-    for p, e, t in log:
-        assert t == 40 + p + (e - edges[p]) * n_threads + 1
+    assert sorted(e for _, e, _, _ in log) == list(range(10))  # each position once
+    for i, e, _, _ in log:
+        assert edges[i] <= e < edges[i + 1]
+    steps = [t for *_, t, _ in log]
     assert len(set(steps)) == 10
-    if 10 % n_threads == 0:  # equal ranges: the steps of a serial pass, in turns
-        assert steps == list(range(41, 51))
+    firsts = []
+    for thread in {c for *_, c in log}:
+        mine = sorted(t for *_, t, c in log if c == thread)
+        assert np.all(np.diff(mine) == n_threads)  # its updates P steps apart
+        firsts.append(mine[0])
+    assert sorted(firsts) == list(range(41, 41 + len(firsts)))
     assert clock[R.CLOCK_T] == 50
-    assert bias[0] == 1.0  # the mean of the copies, each written once
+    taken = sum(1 for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a)
+    assert bias[0] == taken / n_threads if n_threads > 1 else bias[0] == 1.0  # mean of copies
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
