@@ -17,11 +17,12 @@ process. ``--data zipf`` takes instead the Zipf click log of ``bench_linear.py``
 is ignored), whose hot values most rows share and whose rare ones few rows touch; its last
 ``--test-rows`` rows are the test set (no planted interactions). Kernels are compiled and
 loaded in every process before the timing; data placement is not timed. Each system runs
-``--repeat`` times and the fastest run counts (this machine is shared). Prints one table:
-seconds, rows per second, speed-up over the single process, test logloss and its gap to the
-single process. A last line gives this machine's ceiling for data parallelism: the bare
-gather/scatter loop (``floor.py``) over the same blocks and epochs, in this process and in the
-workers at once (each on its own blocks, with its own table, as each worker has its model).
+``--repeat`` times, the systems in turn, and the fastest run counts (this machine is shared).
+Prints one table: seconds, rows per second, speed-up over the single process, test logloss
+and its gap to the single process, then the median of the turns' speed-ups. A last line
+gives this machine's ceiling for data parallelism: the bare gather/scatter loop
+(``floor.py``) over the same blocks and epochs, in this process and in the workers at once
+(each on its own blocks, with its own table, as each worker has its model).
 
 ``--model mf``: ``MatrixFactorization(n_components=32, random_state=0)`` with its defaults
 (squared loss, AdaGrad with per-row factor state, ``max_iter="auto"``: 5 epochs, or
@@ -132,6 +133,29 @@ def floor_ceiling(client, blocks, xs, args):
     return alone, min(together(args.epochs) for _ in range(args.repeat)), len(held)
 
 
+def in_turn(systems, repeat):
+    """``{name: [(seconds, CPU seconds, model)] * repeat}``: each of ``systems`` (``{name:
+    (train, cpu_now)}``) run once per turn, ``repeat`` turns, so that every system meets
+    the machine's slow and fast minutes alike (a shared machine's cores changed speed by
+    1.5x from one minute to the next, issue 32)."""
+    runs = {name: [] for name in systems}
+    for _ in range(repeat):
+        for name, (train, cpu_now) in systems.items():
+            start, cpu = time.perf_counter(), cpu_now()
+            model = train()
+            runs[name].append((time.perf_counter() - start, cpu_now() - cpu, model))
+    return runs
+
+
+def print_paired(runs):
+    """The median over turns of each system's speed-up on the first system of its turn."""
+    (first, alone), *others = runs.items()
+    for name, taken in others:
+        ratios = [a[0] / b[0] for a, b in zip(alone, taken, strict=True)]
+        print(f"{name}: median of its {len(ratios)} turns' speed-ups {np.median(ratios):.2f}x "
+              f"({min(ratios):.2f}x-{max(ratios):.2f}x)")  # fmt: skip
+
+
 def fastest(train, cpu_now, repeat):
     """(seconds, CPU seconds, model) of the fastest of ``repeat`` runs of ``train``."""
     runs = []
@@ -235,11 +259,6 @@ def main():
         return log_loss(data.y_test, model.predict_proba(data.X_test)[:, 1])
 
     Model(**params).fit(X[:1000], y[:1000])  # compile outside the timing
-    base_s, base_cpu, local = fastest(
-        lambda: Model(**params).fit(X, y), time.process_time, args.repeat
-    )
-    base_loss = score(local)
-    rows = [("1 process (fit)", base_s, base_cpu, base_loss, os.getloadavg()[0])]
 
     # the workers' statistical profiler samples every 10 ms: a cost on a loaded machine
     dask.config.set({"distributed.worker.profile.enabled": False})
@@ -263,20 +282,24 @@ def main():
         # load the kernels in every worker process
         warm = da.from_array(X[:4000], chunks=(1000, -1), asarray=False)
         sd.fit(Model(max_iter=1), warm, da.from_array(y[:4000], chunks=1000))
+        kind = "threads" if args.threads else "processes"
+        systems = {"1 process (fit)": (lambda: Model(**params).fit(X, y), time.process_time)}
         for value in args.merge_every.split(","):
             merge_every = None if value == "none" else int(value)
-            seconds, cpu, model = fastest(
-                lambda: sd.fit(Model(**params), Xd, yd, merge_every=merge_every),  # noqa: B023
-                lambda: cpu_seconds(client, args.threads),
-                args.repeat,
-            )
             label = "per epoch" if merge_every is None else f"every {merge_every:,} batches"
-            kind = "threads" if args.threads else "processes"
-            name = f"dask, {args.workers} worker {kind}, merge {label}"
+            systems[f"dask, {args.workers} worker {kind}, merge {label}"] = (
+                lambda m=merge_every: sd.fit(Model(**params), Xd, yd, merge_every=m),
+                lambda: cpu_seconds(client, args.threads),
+            )  # fmt: skip
+        runs = in_turn(systems, args.repeat)
+        rows = []
+        for name, taken in runs.items():
+            seconds, cpu, model = min(taken, key=lambda run: run[0])
             rows.append((name, seconds, cpu, score(model), os.getloadavg()[0]))
         ceiling = floor_ceiling(client, blocks, xs, args)
 
     print_table(rows, args.rows * args.epochs, "rows", "test logloss")
+    print_paired(runs)
     alone, together, n = ceiling
     print(
         f"\nCeiling: the bare gather/scatter loop over the same blocks and epochs took "
