@@ -88,17 +88,6 @@ class SparseEstimator(BaseEstimator):
         for name in self._get_param_names():
             setattr(self, name, arguments[name])
 
-    # -- optimizer ---------------------------------------------------------------------------
-    def _named_optimizer(self, default_rates: dict) -> Optimizer:
-        """:func:`named_optimizer` of the parameters."""
-        return named_optimizer(self.optimizer, self.learning_rate, default_rates)
-
-    def _refuse_ftrl(self, opt: Optimizer) -> None:
-        refuse_ftrl(opt, type(self).__name__)
-
-    def _per_row(self, opt: Optimizer) -> bool:
-        return per_row(self.factor_state, opt)
-
     # -- where it runs -----------------------------------------------------------------------
     def _n_threads(self) -> int:
         """Training threads from ``n_jobs`` (None: 1; -1: all, -2: all but one...), after

@@ -20,7 +20,7 @@ from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import AdaGrad
 from ..optim import _rules as R
-from . import _safety
+from . import _base, _safety
 from ._base import SparseEstimator, validated
 from ._mf_features import (
     MAP_KEYS,
@@ -438,7 +438,7 @@ class MatrixFactorization(SparseEstimator):
         """Fresh tables for the users and items of X (one row per side feature with
         ``features``), and the global mean and rating range of its ratings."""
         k = self.n_components
-        per_row = self._per_row(opt)
+        per_row = _base.per_row(self.factor_state, opt)
         n_users, n_items = X.shape
         # with side features the tables hold one row per feature, read through the maps
         with_features = any(f is not None for f in features)
@@ -548,8 +548,9 @@ class MatrixFactorization(SparseEstimator):
     # -- validation ------------------------------------------------------------------------
     def _make_optimizer(self):
         rate = _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
-        opt = self._named_optimizer(dict.fromkeys(optim.OPTIMIZERS, rate))
-        self._refuse_ftrl(opt)
+        rates = dict.fromkeys(optim.OPTIMIZERS, rate)
+        opt = _base.named_optimizer(self.optimizer, self.learning_rate, rates)
+        _base.refuse_ftrl(opt, type(self).__name__)
         if isinstance(self.optimizer, str) and self.loss == "warp" and isinstance(opt, AdaGrad):
             opt.set_params(initial_accumulator_value=_WARP_INITIAL_ACCUMULATOR)
         if self._user_history() and opt.weight_decay > 0:
@@ -558,7 +559,7 @@ class MatrixFactorization(SparseEstimator):
                 "the history term held in the user's vector during its steps); set "
                 "weight_decay=0 and use alpha_factors, or user_history=False"
             )
-        self._per_row(opt)  # factor_state="row" needs AdaGrad
+        _base.per_row(self.factor_state, opt)  # factor_state="row" needs AdaGrad
         return validated(opt)
 
     def _user_history(self) -> bool:
