@@ -332,7 +332,7 @@ def _check_mergeable(training):
         )
 
 
-def _train_segments(training, blocks, segments, fit_id, tables):
+def _train_segments(training, blocks, segments, fit_id, tables=False):
     """Train ``training`` in place on the row ``segments`` (see :func:`_segment_data`).
 
     Returns (optimizer steps taken, loss sum, {table name: rows touched, None for all},
