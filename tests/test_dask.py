@@ -230,7 +230,7 @@ def test_touched_rows_merge_like_whole_tables(ctr):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("n_workers", [1, 2, 3])
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 9])  # 9: a 64-bit mark of workers per row
 @pytest.mark.parametrize("accumulator", [None, 0])
 def test_whole_tables_merge_like_their_changed_rows(accumulator, n_workers, threads, dtype,
                                                     monkeypatch):  # fmt: skip
