@@ -25,7 +25,6 @@ everywhere.
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,18 +34,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._io import save_model
-from ..optim import FTRL, OPTIMIZERS, AdaGrad, Adam, Optimizer
+from ..optim import Optimizer
 from ..optim import _rules as R
 
 if TYPE_CHECKING:
     from .._typing import FilePath
-
-
-# optimizer="adam" or "amsgrad": the lazy mode, chosen by 5-fold cross-validation at the
-# default learning rate on a9a and the Criteo and Avazu heads, logistic regression and FM
-# (benchmarks/README.md, "Adam's lazy modes"): "decay" had the lowest logloss and the highest
-# AUC in all 12 cases; "exact" (dense Adam) the worst, and FM with it overshot on Criteo
-DEFAULT_LAZY = "decay"
 
 
 class DivergenceError(ValueError):
@@ -75,9 +67,10 @@ class SparseEstimator(BaseEstimator):
     """Base of every sparseopt estimator: optimizer and learning rate, threads, device,
     divergence, saving.
 
-    A subclass gives ``_make_optimizer`` (:func:`named_optimizer` with its default rates,
-    then its own penalties and refusals, :func:`validated`), ``_has_gpu_path``, ``_saved()``
-    and ``_from_file``, and ``start_training``, which makes its family's :class:`Training`.
+    A subclass gives ``_make_optimizer`` (:mod:`._optimizer_param`: the named optimizer with
+    its default rates, then its own penalties and refusals, validated), ``_has_gpu_path``,
+    ``_saved()`` and ``_from_file``, and ``start_training``, which makes its family's
+    :class:`Training`.
     """
 
     _has_gpu_path = False  # device="cuda" trains on the GPU (else it is refused)
@@ -127,50 +120,6 @@ class SparseEstimator(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-def named_optimizer(optimizer, learning_rate, default_rates: dict) -> Optimizer:
-    """A fresh copy of the ``optimizer`` parameter: the named one at its rate in
-    ``default_rates`` (else its class's; Adam and AMSGrad with ``lazy=DEFAULT_LAZY``), or a
-    copy of the given object, with ``learning_rate`` applied unless "auto"."""
-    if isinstance(optimizer, Optimizer):
-        opt = copy.deepcopy(optimizer)
-    else:
-        opt = OPTIMIZERS[optimizer]()
-        opt.learning_rate = default_rates.get(optimizer, opt.learning_rate)
-        if isinstance(opt, Adam):
-            opt.lazy = DEFAULT_LAZY
-    if learning_rate != "auto":
-        opt.learning_rate = learning_rate
-    return opt
-
-
-def refuse_ftrl(opt: Optimizer, owner: str) -> None:
-    """Factor models: FTRL's closed-form weights would discard the random factors."""
-    if isinstance(opt, FTRL):
-        raise ValueError(
-            f"{owner} cannot use FTRL: its closed-form weights discard the factors' random "
-            f"initialization; use optimizer='adagrad'"
-        )
-
-
-def per_row(factor_state: str, opt: Optimizer) -> bool:
-    """Whether factor vectors keep one AdaGrad accumulator each (``factor_state``)."""
-    if factor_state == "auto":
-        return isinstance(opt, AdaGrad)
-    if factor_state == "row" and not isinstance(opt, AdaGrad):
-        raise ValueError(
-            f"factor_state='row' (one accumulator per factor vector) needs AdaGrad; got "
-            f"{type(opt).__name__}: use factor_state='element' or optimizer='adagrad'"
-        )
-    return factor_state == "row"
-
-
-def validated(opt: Optimizer) -> Optimizer:
-    """``opt``, its hyperparameters and schedule checked (before any state changes)."""
-    opt.hyperparameters()
-    opt.schedule_spec()
-    return opt
 
 
 def check_order(order: np.ndarray, n: int) -> None:
@@ -290,5 +239,4 @@ __all__ = [
     "Training",
     "check_order",
     "diverged",
-    "validated",
 ]

@@ -14,7 +14,8 @@ from ..models import _fm as kernels
 from ..optim import Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import Rows, check_order, named_optimizer, per_row, refuse_ftrl, validated
+from ._base import Rows, check_order
+from ._optimizer_param import named_optimizer, per_row, refuse_ftrl, validated
 from ._rowtraining import (
     DEFAULT_LEARNING_RATE,
     RowTraining,

@@ -12,7 +12,8 @@ from ..models import _linear as kernels
 from ..optim import FTRL, Optimizer
 from ..optim import _rules as R
 from . import _safety
-from ._base import Rows, check_order, named_optimizer, validated
+from ._base import Rows, check_order
+from ._optimizer_param import named_optimizer, validated
 from ._rowtraining import (
     DEFAULT_LEARNING_RATE,
     RowTraining,

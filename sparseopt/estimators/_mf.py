@@ -20,8 +20,8 @@ from .._jit import compile_notice, compile_seconds
 from ..models import _mf as K
 from ..optim import AdaGrad
 from ..optim import _rules as R
-from . import _base, _safety
-from ._base import SparseEstimator, validated
+from . import _optimizer_param, _safety
+from ._base import SparseEstimator
 from ._mf_features import (
     MAP_KEYS,
     feature_map,
@@ -46,6 +46,7 @@ from ._mf_training import (
     _Side,
     _table_counts,
 )
+from ._optimizer_param import validated
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
@@ -438,7 +439,7 @@ class MatrixFactorization(SparseEstimator):
         """Fresh tables for the users and items of X (one row per side feature with
         ``features``), and the global mean and rating range of its ratings."""
         k = self.n_components
-        per_row = _base.per_row(self.factor_state, opt)
+        per_row = _optimizer_param.per_row(self.factor_state, opt)
         n_users, n_items = X.shape
         # with side features the tables hold one row per feature, read through the maps
         with_features = any(f is not None for f in features)
@@ -549,8 +550,8 @@ class MatrixFactorization(SparseEstimator):
     def _make_optimizer(self):
         rate = _DEFAULT_LEARNING_RATE.get(self.loss, _IMPLICIT_LEARNING_RATE)
         rates = dict.fromkeys(optim.OPTIMIZERS, rate)
-        opt = _base.named_optimizer(self.optimizer, self.learning_rate, rates)
-        _base.refuse_ftrl(opt, type(self).__name__)
+        opt = _optimizer_param.named_optimizer(self.optimizer, self.learning_rate, rates)
+        _optimizer_param.refuse_ftrl(opt, type(self).__name__)
         if isinstance(self.optimizer, str) and self.loss == "warp" and isinstance(opt, AdaGrad):
             opt.set_params(initial_accumulator_value=_WARP_INITIAL_ACCUMULATOR)
         if self._user_history() and opt.weight_decay > 0:
@@ -559,7 +560,7 @@ class MatrixFactorization(SparseEstimator):
                 "the history term held in the user's vector during its steps); set "
                 "weight_decay=0 and use alpha_factors, or user_history=False"
             )
-        _base.per_row(self.factor_state, opt)  # factor_state="row" needs AdaGrad
+        _optimizer_param.per_row(self.factor_state, opt)  # factor_state="row" needs AdaGrad
         return validated(opt)
 
     def _user_history(self) -> bool:
