@@ -86,6 +86,11 @@ def _merge_rows(table, updates, accumulator, n_params=1):
     """Merge ``updates`` into ``table`` (the round's start) in place; returns the rows any
     worker changed with their merged values, as a list of ``(rows, values)`` pieces (see
     :func:`merge_table`)."""
+    # the merge kernels index columns n_params + accumulator (the slot) and 0 .. n_params - 1
+    used = n_params + (0 if accumulator is None else accumulator + 1)
+    if n_params < 1 or (accumulator is not None and accumulator < 0) or used > table.shape[1]:
+        raise ValueError(f"n_params={n_params} and accumulator={accumulator} do not fit a "
+                         f"table of {table.shape[1]} columns")  # fmt: skip
     whole = [rows is None for rows, _ in updates]
     if any(whole):
         if not all(whole):
@@ -396,6 +401,9 @@ def _apply_delta(training, delta):
     for name, pieces in delta["tables"].items():
         for rows, values in pieces:
             if rows is None:  # the driver's whole table, by reference (see _train_segments)
+                if values.shape != training.table(name).shape:
+                    raise ValueError(f"a whole table of shape {values.shape}, not "
+                                     f"{training.table(name).shape}")  # fmt: skip
                 np.copyto(training.table(name), values)
             else:
                 _put_rows(training.table(name), rows, values)
@@ -827,7 +835,6 @@ def fit(
     seed = _shuffle_seed(estimator)
     batch_size = getattr(estimator, "batch_size", 1)
     run = _Run(client, *blocks, batch_size, retries)
-    run.whole_tables = not training.needs_touched
     if merge_every == "auto":
         merge_every = _auto_merge_every(run, alone)
     merge_every = merge_every or int(-(-run.sizes.max() // batch_size)) * len(run.sizes)
@@ -951,7 +958,6 @@ class _Run:
         self.version = 0  # rounds done
         self.versions = {}  # worker -> the last round it trained (its resident model)
         self.delta = None  # what the last merge changed
-        self.whole_tables = False  # whether the training may merge whole tables
 
     def plan(self, cursors, merge_every, seed, epoch):
         """Each worker's segments of the next round (see :func:`_plan`)."""
@@ -978,7 +984,7 @@ class _Run:
             try:
                 stale = [w for w in plan if self.versions.get(w) != version - 1]
                 full = delta = None
-                tables = self.whole_tables and len(plan) <= _MAX_WHOLE and all(
+                tables = not training.needs_touched and len(plan) <= _MAX_WHOLE and all(
                     w.startswith("inproc://") for w in plan)
                 if stale:
                     full = _scatter(client, training, workers=stale)

@@ -133,6 +133,9 @@ def test_merge_table_refuses_bad_updates():
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             sd.merge_table(base, [good, (rows, values)], accumulator=0)
+    for n_params, accumulator in [(0, None), (2, 0), (1, 1), (1, -1)]:  # columns outside the rows
+        with pytest.raises(ValueError, match="do not fit a table of 2 columns"):
+            sd.merge_table(base, [good], accumulator=accumulator, n_params=n_params)
     for update, message in [((None, np.ones((4, 2))), "mix"), ((None, np.ones((4, 3))), "shape"),
                             ((None, np.ones((4, 2), np.float32)), "dtype")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
@@ -264,10 +267,11 @@ def test_workers_in_this_process_send_whole_tables(client, ctr, monkeypatch):
     data, X = ctr
     Xd, yd = _dask(X, data.y, 4)
     params = dict(max_iter=2, tol=None, random_state=0)
-    sent, real = [], sd._merge_tables
-    monkeypatch.setattr(sd, "_merge_tables", lambda *a: sent.append(1) or real(*a))
-    monkeypatch.setattr(sd, "_touched", lambda *a: pytest.fail("touched rows were found"))
+    sent, found, merge, touched = [], [], sd._merge_tables, sd._touched
+    monkeypatch.setattr(sd, "_merge_tables", lambda *a: sent.append(1) or merge(*a))
+    monkeypatch.setattr(sd, "_touched", lambda *a: found.append(1) or touched(*a))
     model = sd.fit(SparseLogisticRegression(**params), Xd, yd, merge_every=None)
+    assert not found
     assert len(sent) == 2 * 2  # two epochs, two tables (weights and intercepts)
     local = SparseLogisticRegression(**params).fit(X, data.y)
     assert abs(model.score(X, data.y) - local.score(X, data.y)) < 0.02
